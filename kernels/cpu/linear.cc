@@ -1,0 +1,133 @@
+// CPU Linear and LowRankAdd.
+//
+// f32 weights go straight to OpenBLAS (sgemv for one row, sgemm otherwise). bf16/f16 weights are converted to f32
+// as they are read, never stored twice:
+//   * up to kGemvRows rows (decode): each thread owns a stripe of output features and streams its weight rows once,
+//     converting 8 values at a time in registers; the step is bound by reading the weights.
+//   * more rows (prefill): each thread converts a panel of kPanelRows weight rows into its own f32 buffer and runs a
+//     single-threaded sgemm of all activation rows against that panel (OpenBLAS runs single-threaded inside an
+//     OpenMP region), so the conversion is paid once per panel, not once per token.
+#include <cblas.h>
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace ixc::kernels {
+namespace {
+
+constexpr int64_t kGemvRows = 4;
+constexpr int64_t kPanelRows = 128;
+
+inline __m256 Load8(DType dtype, const uint16_t* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if (dtype == DType::kBF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+  return _mm256_cvtph_ps(raw);
+}
+
+inline float HorizontalSum(__m256 v) {
+  const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+  return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1)));
+}
+
+// Up to kGemvRows activation rows against 16-bit weights.
+void Gemv16(const float* x, TensorView w, float* out, int64_t m, bool accumulate) {
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const auto* weights = w.as<const uint16_t>();
+  const int64_t k8 = k / 8 * 8;
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < n; ++j) {
+    const uint16_t* row = weights + j * k;
+    __m256 acc[kGemvRows];
+    for (int64_t i = 0; i < m; ++i) acc[i] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < k8; c += 8) {
+      const __m256 wv = Load8(w.dtype, row + c);
+      for (int64_t i = 0; i < m; ++i) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * k + c), wv, acc[i]);
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      float sum = HorizontalSum(acc[i]);
+      for (int64_t c = k8; c < k; ++c) {
+        const float wc = w.dtype == DType::kBF16 ? Bf16ToF32(row[c]) : F16ToF32(row[c]);
+        sum += x[i * k + c] * wc;
+      }
+      out[i * n + j] = accumulate ? out[i * n + j] + sum : sum;
+    }
+  }
+}
+
+void GemmPanels16(const float* x, TensorView w, float* out, int64_t m, bool accumulate) {
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const int64_t panels = (n + kPanelRows - 1) / kPanelRows;
+#pragma omp parallel
+  {
+    std::vector<float> panel(kPanelRows * k);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t first = p * kPanelRows, rows = std::min(kPanelRows, n - first);
+      ConvertToF32(w.dtype, w.as<const uint16_t>() + first * k, panel.data(), rows * k);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rows, k, 1.f, x, k, panel.data(), k,
+                  accumulate ? 1.f : 0.f, out + first, n);
+    }
+  }
+}
+
+}  // namespace
+
+void Linear(const float* x, TensorView w, float* out, int64_t m, bool accumulate) {
+  const int64_t n = w.dim(0), k = w.dim(1);
+  if (m == 0) return;
+  switch (w.dtype) {
+    case DType::kF32:
+      if (m == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.f, w.f32(), k, x, 1, accumulate ? 1.f : 0.f, out, 1);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.f, x, k, w.f32(), k, accumulate ? 1.f : 0.f,
+                    out, n);
+      }
+      return;
+    case DType::kBF16:
+    case DType::kF16:
+      if (m <= kGemvRows) {
+        Gemv16(x, w, out, m, accumulate);
+      } else {
+        GemmPanels16(x, w, out, m, accumulate);
+      }
+      return;
+  }
+}
+
+void LowRankAdd(const float* x, TensorView a, TensorView b, const uint8_t* row_mask, float* out, int64_t m) {
+  const int64_t rank = a.dim(0), k = a.dim(1), n = b.dim(0);
+  // Gather the selected rows so that both products run as one GEMM each.
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < m; ++i) {
+    if (row_mask == nullptr || row_mask[i]) rows.push_back(i);
+  }
+  if (rows.empty()) return;
+  const int64_t selected = static_cast<int64_t>(rows.size());
+  std::vector<float> gathered;  // (selected, K)
+  const float* input = x;
+  if (selected != m) {
+    gathered.resize(selected * k);
+    for (int64_t r = 0; r < selected; ++r) std::copy_n(x + rows[r] * k, k, gathered.data() + r * k);
+    input = gathered.data();
+  }
+  std::vector<float> down(selected * rank);  // (selected, rank)
+  Linear(input, a, down.data(), selected, /*accumulate=*/false);
+  if (selected == m) {
+    Linear(down.data(), b, out, m, /*accumulate=*/true);
+    return;
+  }
+  std::vector<float> up(selected * n);  // (selected, N)
+  Linear(down.data(), b, up.data(), selected, /*accumulate=*/false);
+  for (int64_t r = 0; r < selected; ++r) {
+    float* target = out + rows[r] * n;
+    for (int64_t c = 0; c < n; ++c) target[c] += up[r * n + c];
+  }
+}
+
+}  // namespace ixc::kernels

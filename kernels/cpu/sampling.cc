@@ -1,0 +1,36 @@
+// CPU sampling: the reference's rules, but the top-k candidates are found by selection (nth_element) instead of a
+// sort of the whole vocabulary; only the survivors are sorted.
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "kernels/sampling_rules.h"
+
+namespace ixc::kernels {
+
+int32_t SampleToken(float* logits, int64_t vocab, const SamplingParams& params, const std::vector<int32_t>& previous,
+                    std::mt19937_64& rng) {
+  ApplyRepetitionPenalty(logits, vocab, params.repetition_penalty, previous);
+  if (IsGreedy(params)) return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+
+  for (int64_t i = 0; i < vocab; ++i) logits[i] /= params.temperature;
+  std::vector<int32_t> candidates(vocab);
+  std::iota(candidates.begin(), candidates.end(), 0);
+  auto ascending = [&](int32_t a, int32_t b) { return logits[a] != logits[b] ? logits[a] < logits[b] : a < b; };
+  if (params.top_k > 0 && params.top_k < vocab) {
+    // The k-th largest logit; HF keeps every token at least that large, ties included.
+    auto kth = candidates.begin() + (vocab - params.top_k);
+    std::nth_element(candidates.begin(), kth, candidates.end(), ascending);
+    const float kth_largest = logits[*kth];
+    std::vector<int32_t> kept;
+    for (int64_t id = 0; id < vocab; ++id) {
+      if (logits[id] >= kth_largest) kept.push_back(static_cast<int32_t>(id));
+    }
+    candidates = std::move(kept);
+  }
+  std::sort(candidates.begin(), candidates.end(), ascending);
+  return DrawFromAscending(logits, candidates, params.top_p, rng);
+}
+
+}  // namespace ixc::kernels
