@@ -1,0 +1,60 @@
+#include "model/kv_cache.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace ixc::model {
+
+KvCache::KvCache(const LlmConfig& config, int block_size, int num_blocks)
+    : block_size_(block_size),
+      num_blocks_(num_blocks),
+      kv_heads_(config.num_kv_heads),
+      head_dim_(config.head_dim),
+      block_floats_(static_cast<int64_t>(block_size) * config.num_kv_heads * config.head_dim),
+      k_(config.num_layers),
+      v_(config.num_layers) {
+  for (int l = 0; l < config.num_layers; ++l) {
+    k_[l].resize(block_floats_ * num_blocks);
+    v_[l].resize(block_floats_ * num_blocks);
+  }
+  // Hand out low block ids first.
+  for (int b = num_blocks - 1; b >= 0; --b) free_.push_back(b);
+}
+
+int64_t KvCache::bytes() const { return 2 * static_cast<int64_t>(k_.size()) * block_floats_ * num_blocks_ * 4; }
+
+absl::Status KvCache::Reserve(SequenceKv& seq, int64_t tokens) {
+  const int64_t needed = (tokens + block_size_ - 1) / block_size_ - static_cast<int64_t>(seq.block_table.size());
+  if (needed <= 0) return absl::OkStatus();
+  if (needed > static_cast<int64_t>(free_.size())) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: ", tokens, " tokens need ", needed,
+                                                     " more blocks of ", block_size_, ", ", free_.size(), " of ",
+                                                     num_blocks_, " are free"));
+  }
+  for (int64_t i = 0; i < needed; ++i) {
+    seq.block_table.push_back(free_.back());
+    free_.pop_back();
+  }
+  return absl::OkStatus();
+}
+
+void KvCache::Release(SequenceKv& seq) {
+  for (auto it = seq.block_table.rbegin(); it != seq.block_table.rend(); ++it) free_.push_back(*it);
+  seq.block_table.clear();
+  seq.length = 0;
+}
+
+float* KvCache::KeySlot(int layer, const SequenceKv& seq, int64_t t) {
+  return k_[layer].data() + seq.block_table[t / block_size_] * block_floats_ +
+         (t % block_size_) * kv_heads_ * head_dim_;
+}
+
+float* KvCache::ValueSlot(int layer, const SequenceKv& seq, int64_t t) {
+  return v_[layer].data() + seq.block_table[t / block_size_] * block_floats_ +
+         (t % block_size_) * kv_heads_ * head_dim_;
+}
+
+kernels::PagedKv KvCache::View(int layer, const SequenceKv& seq) const {
+  return {k_[layer].data(), v_[layer].data(), seq.block_table.data(), block_size_, kv_heads_, head_dim_};
+}
+
+}  // namespace ixc::model

@@ -1,0 +1,59 @@
+// File: model/kv_cache.h
+//
+// A paged KV cache: per layer, one pool of K and one of V, each (num_blocks, block_size, kv_heads, head_dim) f32.
+// A sequence owns a block table; token t lives in block table[t / block_size] at slot t % block_size. Blocks are
+// handed out from a free list and returned when a sequence ends, so sequences of any length share one pool without
+// fragmentation (the vLLM PagedAttention scheme).
+//
+//   KvCache cache(config, /*block_size=*/16, /*num_blocks=*/1024);
+//   SequenceKv seq;
+//   IXC_RETURN_IF_ERROR(cache.Reserve(seq, prompt_len));   // ResourceExhausted when the pool is full
+//   ... forward ...
+//   cache.Release(seq);
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/ops.h"
+#include "model/config.h"
+
+namespace ixc::model {
+
+struct SequenceKv {
+  std::vector<int32_t> block_table;
+  int64_t length = 0;  // tokens whose K/V are stored
+};
+
+class KvCache {
+ public:
+  KvCache(const LlmConfig& config, int block_size, int num_blocks);
+
+  int block_size() const { return block_size_; }
+  int num_blocks() const { return num_blocks_; }
+  int free_blocks() const { return static_cast<int>(free_.size()); }
+  int64_t bytes() const;
+
+  // Grows `seq`'s block table to hold `tokens` tokens in all. On ResourceExhausted nothing is taken.
+  absl::Status Reserve(SequenceKv& seq, int64_t tokens);
+  // Returns every block of `seq` to the pool and empties it.
+  void Release(SequenceKv& seq);
+
+  // Where token `t` of `seq` keeps its K or V in `layer`: (kv_heads, head_dim).
+  float* KeySlot(int layer, const SequenceKv& seq, int64_t t);
+  float* ValueSlot(int layer, const SequenceKv& seq, int64_t t);
+  kernels::PagedKv View(int layer, const SequenceKv& seq) const;
+
+ private:
+  int block_size_;
+  int num_blocks_;
+  int kv_heads_;
+  int head_dim_;
+  int64_t block_floats_;               // block_size * kv_heads * head_dim
+  std::vector<std::vector<float>> k_;  // per layer: (num_blocks, block_size, kv_heads, head_dim)
+  std::vector<std::vector<float>> v_;
+  std::vector<int32_t> free_;
+};
+
+}  // namespace ixc::model

@@ -1,0 +1,171 @@
+#include "model/language_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "kernels/ops.h"
+
+namespace ixc::model {
+namespace {
+
+// y (rows, out) = x (rows, in) . W^T + bias, + PLoRA on image rows, + the task LoRAs of `mode` on every row.
+void ApplyLinear(const LinearWeights& linear, const float* x, int64_t rows, const uint8_t* image_mask,
+                 bool any_image_row, LoraMode mode, float* y) {
+  const int64_t out = linear.weight.dim(0);
+  kernels::Linear(x, linear.weight, y, rows, /*accumulate=*/false);
+  if (!linear.bias.empty()) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < out; ++c) y[r * out + c] += linear.bias[c];
+    }
+  }
+  if (any_image_row) kernels::LowRankAdd(x, linear.plora.a, linear.plora.b, image_mask, y, rows);
+  switch (mode) {
+    case LoraMode::kBase:
+      break;
+    case LoraMode::kWeb:
+      kernels::LowRankAdd(x, linear.web.a, linear.web.b, nullptr, y, rows);
+      break;
+    case LoraMode::kWrite:
+      kernels::LowRankAdd(x, linear.sft.a, linear.sft.b, nullptr, y, rows);
+      kernels::LowRankAdd(x, linear.dpo.a, linear.dpo.b, nullptr, y, rows);
+      break;
+  }
+}
+
+// Splits the fused qkv rows (spec 1.3: per KV group, `group` query heads then one K head then one V head) into
+// q (rows, heads, d), k (rows, kv_heads, d) and v (rows, kv_heads, d).
+void UnpackQkv(const LlmConfig& c, const float* qkv, int64_t rows, float* q, float* k, float* v) {
+  const int d = c.head_dim, group = c.q_heads_per_kv_head();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = qkv + r * c.qkv_size();
+    for (int g = 0; g < c.num_kv_heads; ++g) {
+      const float* block = src + static_cast<int64_t>(g) * (group + 2) * d;
+      std::copy_n(block, group * d, q + (r * c.num_heads + g * group) * d);
+      std::copy_n(block + group * d, d, k + (r * c.num_kv_heads + g) * d);
+      std::copy_n(block + (group + 1) * d, d, v + (r * c.num_kv_heads + g) * d);
+    }
+  }
+}
+
+kernels::RopeParams RopeFor(const LlmConfig& c, int64_t seq_len) {
+  kernels::RopeParams rope;
+  rope.head_dim = c.head_dim;
+  switch (c.rope_scaling) {
+    case RopeScaling::kNone:
+      rope.base = static_cast<float>(c.rope_theta);
+      break;
+    case RopeScaling::kLinear:
+      rope.base = static_cast<float>(c.rope_theta);
+      rope.position_scale = static_cast<float>(1.0 / c.rope_scaling_factor);
+      break;
+    case RopeScaling::kDynamic:
+      rope.base = static_cast<float>(kernels::DynamicNtkBase(c.rope_theta, c.rope_scaling_factor,
+                                                             c.max_position_embeddings, seq_len, c.head_dim));
+      break;
+  }
+  return rope;
+}
+
+absl::Status CheckInput(const LlmWeights& weights, const ForwardInput& input) {
+  const LlmConfig& c = weights.config;
+  if (input.ids.empty() == input.embeddings.empty()) {
+    return absl::InvalidArgumentError("a forward call takes either token ids or input embeddings");
+  }
+  if (!input.embeddings.empty() && input.embeddings.size() % c.hidden_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("input embeddings hold ", input.embeddings.size(),
+                                                   " values, not a multiple of hidden_size ", c.hidden_size));
+  }
+  const int64_t tokens = input.tokens(c.hidden_size);
+  if (!input.image_mask.empty() && static_cast<int64_t>(input.image_mask.size()) != tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image mask has ", input.image_mask.size(), " entries for ", tokens, " tokens"));
+  }
+  if (!input.image_mask.empty() && !weights.has_plora &&
+      std::any_of(input.image_mask.begin(), input.image_mask.end(), [](uint8_t m) { return m != 0; })) {
+    return absl::InvalidArgumentError("image rows need PLoRA weights, which this checkpoint does not have");
+  }
+  if (input.lora == LoraMode::kWeb && !weights.has_web_lora) {
+    return absl::InvalidArgumentError("LoRA mode 'web' needs the lora_web tensors, which this checkpoint lacks");
+  }
+  if (input.lora == LoraMode::kWrite && !weights.has_write_lora) {
+    return absl::InvalidArgumentError(
+        "LoRA mode 'write' needs the lora_sft and lora_dpo tensors, which this checkpoint lacks");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq,
+                                  KvCache& cache, std::vector<float>* logits) {
+  IXC_RETURN_IF_ERROR(CheckInput(weights, input));
+  const LlmConfig& c = weights.config;
+  const int64_t tokens = input.tokens(c.hidden_size);
+  if (tokens == 0) return absl::InvalidArgumentError("a forward call needs at least one token");
+  const int64_t hidden = c.hidden_size, ffn = c.intermediate_size, d = c.head_dim;
+  const int64_t past = seq.length;
+  IXC_RETURN_IF_ERROR(cache.Reserve(seq, past + tokens));
+
+  std::vector<int32_t> positions(tokens);  // (tokens)
+  for (int64_t t = 0; t < tokens; ++t) positions[t] = static_cast<int32_t>(past + t);
+  const uint8_t* image_mask = input.image_mask.empty() ? nullptr : input.image_mask.data();
+  const bool any_image_row = image_mask != nullptr && std::any_of(image_mask, image_mask + tokens,
+                                                                 [](uint8_t m) { return m != 0; });
+  const kernels::RopeParams rope = RopeFor(c, past + tokens);
+  const kernels::AttentionShape attention_shape{static_cast<int>(tokens), c.num_heads,
+                                                1.f / std::sqrt(static_cast<float>(d))};
+
+  std::vector<float> x(tokens * hidden);  // (tokens, hidden) the residual stream
+  if (input.ids.empty()) {
+    std::copy(input.embeddings.begin(), input.embeddings.end(), x.begin());
+  } else {
+    IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights.tok_embeddings, input.ids.data(), tokens, x.data()));
+  }
+  std::vector<float> normed(tokens * hidden);                  // (tokens, hidden)
+  std::vector<float> qkv(tokens * c.qkv_size());               // (tokens, qkv_size)
+  std::vector<float> q(tokens * c.num_heads * d);              // (tokens, heads, head_dim)
+  std::vector<float> k(tokens * c.num_kv_heads * d);           // (tokens, kv_heads, head_dim)
+  std::vector<float> v(tokens * c.num_kv_heads * d);           // (tokens, kv_heads, head_dim)
+  std::vector<float> attention(tokens * c.num_heads * d);      // (tokens, heads, head_dim)
+  std::vector<float> projected(tokens * hidden);               // (tokens, hidden)
+  std::vector<float> gate(tokens * ffn), up(tokens * ffn);     // (tokens, intermediate)
+
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    const LayerWeights& w = weights.layers[layer];
+    // Attention block: x += wo(Attn(RoPE(q), RoPE(k), v)).
+    kernels::RmsNorm(x.data(), w.attn_norm.data(), normed.data(), tokens, hidden, c.rms_norm_eps);
+    ApplyLinear(w.attn_qkv, normed.data(), tokens, image_mask, any_image_row, input.lora, qkv.data());
+    UnpackQkv(c, qkv.data(), tokens, q.data(), k.data(), v.data());
+    kernels::ApplyRope(q.data(), positions.data(), tokens, c.num_heads, rope);
+    kernels::ApplyRope(k.data(), positions.data(), tokens, c.num_kv_heads, rope);
+    for (int64_t t = 0; t < tokens; ++t) {
+      std::copy_n(k.data() + t * c.num_kv_heads * d, c.num_kv_heads * d, cache.KeySlot(layer, seq, past + t));
+      std::copy_n(v.data() + t * c.num_kv_heads * d, c.num_kv_heads * d, cache.ValueSlot(layer, seq, past + t));
+    }
+    kernels::PagedAttention(q.data(), positions.data(), cache.View(layer, seq), attention_shape, attention.data(),
+                            /*lse=*/nullptr);
+    ApplyLinear(w.attn_out, attention.data(), tokens, image_mask, any_image_row, input.lora, projected.data());
+    for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
+
+    // Feed-forward block: x += w2(silu(w1 n) * w3 n).
+    kernels::RmsNorm(x.data(), w.ffn_norm.data(), normed.data(), tokens, hidden, c.rms_norm_eps);
+    ApplyLinear(w.ffn_gate, normed.data(), tokens, image_mask, any_image_row, input.lora, gate.data());
+    ApplyLinear(w.ffn_up, normed.data(), tokens, image_mask, any_image_row, input.lora, up.data());
+    kernels::SwiGlu(gate.data(), up.data(), gate.data(), tokens * ffn);
+    ApplyLinear(w.ffn_down, gate.data(), tokens, image_mask, any_image_row, input.lora, projected.data());
+    for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
+  }
+  seq.length = past + tokens;
+
+  const int64_t first_row = input.all_logits ? 0 : tokens - 1;
+  const int64_t rows = tokens - first_row;
+  kernels::RmsNorm(x.data() + first_row * hidden, weights.final_norm.data(), normed.data(), rows, hidden,
+                   c.rms_norm_eps);
+  logits->resize(rows * c.vocab_size);
+  kernels::Linear(normed.data(), weights.output, logits->data(), rows, /*accumulate=*/false);
+  return absl::OkStatus();
+}
+
+}  // namespace ixc::model

@@ -1,0 +1,39 @@
+// File: model/language_model.h
+//
+// The InternLM2 decoder of IXC-2.5 (spec 1) with PLoRA on image rows (spec 2) and the task LoRAs (spec 7), as one
+// plain function over the weights: a prefill is a call with the prompt's tokens, a decode step a call with one.
+// Every call appends its tokens' K/V to the sequence's paged cache and attends over all earlier tokens.
+//
+//   SequenceKv seq;
+//   ForwardInput prompt{.ids = ids};                       // or .embeddings for image positions
+//   IXC_RETURN_IF_ERROR(LanguageModelForward(weights, prompt, seq, cache, &logits));   // logits of the last token
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace ixc::model {
+
+struct ForwardInput {
+  std::span<const int32_t> ids;         // (tokens) token ids; or
+  std::span<const float> embeddings;    // (tokens, hidden) input embeddings (text and image rows already merged)
+  std::span<const uint8_t> image_mask;  // (tokens) 1 on vision rows, which get PLoRA; empty: no vision rows
+  LoraMode lora = LoraMode::kBase;
+  bool all_logits = false;              // logits of every token (else only of the last)
+
+  int64_t tokens(int hidden) const { return ids.empty() ? static_cast<int64_t>(embeddings.size()) / hidden : ids.size(); }
+};
+
+// Runs `input` after the `seq.length` tokens already cached, appends their K/V (growing `seq` in `cache`) and writes
+// f32 logits: (tokens, vocab) with all_logits, else (1, vocab). Positions continue from seq.length. RoPE uses the
+// dynamic-NTK base of the sequence's length after this call (spec 6): keys already cached keep the rotation they were
+// written with, as in the reference.
+absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq,
+                                  KvCache& cache, std::vector<float>* logits);
+
+}  // namespace ixc::model
