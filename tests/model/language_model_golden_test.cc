@@ -1,0 +1,122 @@
+// The language model against Hugging Face transformers (tools/reference/language_model_goldens.py): logits of every
+// prompt position within 1e-4 in f32, and the same greedy continuation. The checkpoints are rebuilt from their
+// seeds by the CTest fixture `golden_models` (tests/make_golden_models.py).
+//
+// To add a case: add it to CASES in the reference script, regenerate the goldens, add its name to kCases below.
+#include <filesystem>
+#include <fstream>
+
+#include "core/npy.h"
+#include "model/generation.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+
+namespace ixc::model {
+namespace {
+
+constexpr const char* kCases[] = {"tiny_f32",         "gqa4_bf16",     "tiny_plora",
+                                  "gqa4_plora_f16",   "gqa4_dynamic_ntk", "tiny_lora_web",
+                                  "tiny_lora_write",  "internlm2_bias_linear_rope"};
+
+struct Golden {
+  std::vector<int32_t> prompt;
+  std::vector<uint8_t> image_mask;
+  NpyArray logits;
+  std::vector<int32_t> greedy;
+  LoraMode lora = LoraMode::kBase;
+};
+
+std::string GoldenDir(const std::string& name) { return std::string(IXC_SOURCE_DIR) + "/tests/data/golden/" + name; }
+std::string ModelDir(const std::string& name) { return std::string(IXC_GOLDEN_MODELS_DIR) + "/" + name; }
+
+Golden LoadGolden(const std::string& name) {
+  Golden golden;
+  const std::string dir = GoldenDir(name);
+  auto prompt = ReadNpy(dir + "/prompt_ids.npy");
+  EXPECT_TRUE(prompt.ok()) << prompt.status();
+  golden.prompt.assign(prompt->ints.begin(), prompt->ints.end());
+  if (std::filesystem::exists(dir + "/image_mask.npy")) {
+    auto mask = ReadNpy(dir + "/image_mask.npy");
+    golden.image_mask.assign(mask->ints.begin(), mask->ints.end());
+  }
+  golden.logits = *ReadNpy(dir + "/logits.npy");
+  auto greedy = ReadNpy(dir + "/greedy_ids.npy");
+  golden.greedy.assign(greedy->ints.begin(), greedy->ints.end());
+  std::ifstream case_file(dir + "/case.json");
+  golden.lora = *LoraModeFromName(nlohmann::json::parse(case_file)["lora_mode"].get<std::string>());
+  return golden;
+}
+
+double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(a[i]) - b[i]));
+  return worst;
+}
+
+class LanguageModelGoldenTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(LanguageModelGoldenTest, LogitsAndGreedyMatchTransformers) {
+  const Golden golden = LoadGolden(GetParam());
+  auto weights = LoadLlmWeights(ModelDir(GetParam()));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  KvCache cache(weights->config, /*block_size=*/8, /*num_blocks=*/64);
+
+  ForwardInput prompt;
+  prompt.ids = golden.prompt;
+  prompt.image_mask = golden.image_mask;
+  prompt.lora = golden.lora;
+  GenerationOptions options;
+  options.max_new_tokens = static_cast<int>(golden.greedy.size());
+  options.keep_prompt_logits = true;
+  auto result = Generate(*weights, prompt, options, cache);
+  ASSERT_TRUE(result.ok()) << result.status();
+
+  ASSERT_EQ(result->prompt_logits.size(), golden.logits.floats.size());
+  const double error = MaxAbsDiff(result->prompt_logits, golden.logits.floats);
+  EXPECT_LE(error, 1e-4) << "max |logit - transformers logit|";
+  EXPECT_EQ(result->ids, golden.greedy);
+  EXPECT_EQ(cache.free_blocks(), cache.num_blocks()) << "the sequence's blocks went back to the pool";
+  RecordProperty("max_abs_logit_error", std::to_string(error));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, LanguageModelGoldenTest, ::testing::ValuesIn(kCases));
+
+// The goldens with image rows must depend on the mask: without it the logits move well past the tolerance.
+TEST(LanguageModelGoldenTest, ImageMaskChangesLogits) {
+  const Golden golden = LoadGolden("tiny_plora");
+  auto weights = LoadLlmWeights(ModelDir("tiny_plora"));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  KvCache cache(weights->config, 8, 64);
+  SequenceKv seq;
+  ForwardInput prompt;
+  prompt.ids = golden.prompt;
+  prompt.all_logits = true;
+  std::vector<float> logits;
+  ASSERT_TRUE(LanguageModelForward(*weights, prompt, seq, cache, &logits).ok());
+  EXPECT_GT(MaxAbsDiff(logits, golden.logits.floats), 1e-2);
+}
+
+// Prefill in pieces (chunked prefill, then token-by-token decode) gives the logits of one whole prefill.
+TEST(LanguageModelGoldenTest, ChunkedPrefillMatchesWholePrefill) {
+  const Golden golden = LoadGolden("tiny_f32");
+  auto weights = LoadLlmWeights(ModelDir("tiny_f32"));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  KvCache cache(weights->config, 8, 64);
+  SequenceKv seq;
+  const int64_t vocab = weights->config.vocab_size;
+  std::vector<float> logits;
+  // The whole prompt (20) is below max_position_embeddings (64), so the RoPE base is the same for every chunk.
+  const std::vector<std::pair<int, int>> chunks = {{0, 7}, {7, 8}, {8, 20}};
+  for (auto [begin, end] : chunks) {
+    ForwardInput chunk;
+    chunk.ids = std::span<const int32_t>(golden.prompt.data() + begin, end - begin);
+    chunk.all_logits = true;
+    ASSERT_TRUE(LanguageModelForward(*weights, chunk, seq, cache, &logits).ok());
+    const std::vector<float> expected(golden.logits.floats.begin() + begin * vocab,
+                                      golden.logits.floats.begin() + end * vocab);
+    EXPECT_LE(MaxAbsDiff(logits, expected), 1e-4) << "chunk [" << begin << ", " << end << ")";
+  }
+}
+
+}  // namespace
+}  // namespace ixc::model
