@@ -80,8 +80,8 @@ absl::StatusOr<LoraMode> LoraModeFromName(const std::string& name) {
 
 absl::StatusOr<LlmWeights> LoadLlmWeights(const std::string& directory) {
   LlmWeights weights;
-  IXC_ASSIGN_OR_RETURN(weights.config, LoadLlmConfig(directory));
   IXC_ASSIGN_OR_RETURN(weights.checkpoint, Checkpoint::Open(directory));
+  IXC_ASSIGN_OR_RETURN(weights.config, LoadLlmConfig(directory));
   const LlmConfig& c = weights.config;
   const Checkpoint& ckpt = weights.checkpoint;
   const int64_t hidden = c.hidden_size, ffn = c.intermediate_size;

@@ -34,27 +34,49 @@ inline float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1)));
 }
 
-// Up to kGemvRows activation rows against 16-bit weights.
+// Up to kGemvRows activation rows against 16-bit weights. Each task owns kRowBlock consecutive weight rows and keeps
+// one accumulator per weight row, so four independent FMA chains hide the FMA latency; the block (kRowBlock x K
+// 16-bit values) stays in L1/L2 while it is reused for every activation row.
 void Gemv16(const float* x, TensorView w, float* out, int64_t m, bool accumulate) {
+  constexpr int64_t kRowBlock = 4;
   const int64_t n = w.dim(0), k = w.dim(1);
   const auto* weights = w.as<const uint16_t>();
   const int64_t k8 = k / 8 * 8;
+  const int64_t blocks = (n + kRowBlock - 1) / kRowBlock;
+  auto scalar = [&](uint16_t bits) { return w.dtype == DType::kBF16 ? Bf16ToF32(bits) : F16ToF32(bits); };
 #pragma omp parallel for schedule(static)
-  for (int64_t j = 0; j < n; ++j) {
-    const uint16_t* row = weights + j * k;
-    __m256 acc[kGemvRows];
-    for (int64_t i = 0; i < m; ++i) acc[i] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < k8; c += 8) {
-      const __m256 wv = Load8(w.dtype, row + c);
-      for (int64_t i = 0; i < m; ++i) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * k + c), wv, acc[i]);
-    }
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t first = block * kRowBlock, rows = std::min(kRowBlock, n - first);
+    const uint16_t* w_rows = weights + first * k;
     for (int64_t i = 0; i < m; ++i) {
-      float sum = HorizontalSum(acc[i]);
-      for (int64_t c = k8; c < k; ++c) {
-        const float wc = w.dtype == DType::kBF16 ? Bf16ToF32(row[c]) : F16ToF32(row[c]);
-        sum += x[i * k + c] * wc;
+      const float* xi = x + i * k;
+      float sums[kRowBlock] = {};
+      if (rows == kRowBlock) {
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(),
+               acc3 = _mm256_setzero_ps();
+        for (int64_t c = 0; c < k8; c += 8) {
+          const __m256 xv = _mm256_loadu_ps(xi + c);
+          acc0 = _mm256_fmadd_ps(xv, Load8(w.dtype, w_rows + c), acc0);
+          acc1 = _mm256_fmadd_ps(xv, Load8(w.dtype, w_rows + k + c), acc1);
+          acc2 = _mm256_fmadd_ps(xv, Load8(w.dtype, w_rows + 2 * k + c), acc2);
+          acc3 = _mm256_fmadd_ps(xv, Load8(w.dtype, w_rows + 3 * k + c), acc3);
+        }
+        sums[0] = HorizontalSum(acc0);
+        sums[1] = HorizontalSum(acc1);
+        sums[2] = HorizontalSum(acc2);
+        sums[3] = HorizontalSum(acc3);
+        for (int64_t r = 0; r < kRowBlock; ++r) {
+          for (int64_t c = k8; c < k; ++c) sums[r] += xi[c] * scalar(w_rows[r * k + c]);
+        }
+      } else {
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = 0; c < k; ++c) sums[r] += xi[c] * scalar(w_rows[r * k + c]);
+        }
       }
-      out[i * n + j] = accumulate ? out[i * n + j] + sum : sum;
+      for (int64_t r = 0; r < rows; ++r) {
+        float& target = out[i * n + first + r];
+        target = accumulate ? target + sums[r] : sums[r];
+      }
     }
   }
 }

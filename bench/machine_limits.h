@@ -1,0 +1,17 @@
+// File: bench/machine_limits.h
+//
+// This machine's measured limits, the denominators of every CPU benchmark: f32 GEMM peak (OpenBLAS sgemm on a large
+// square problem, all threads) and memory read bandwidth (a streaming sum over a buffer far larger than the caches).
+#pragma once
+
+namespace ixc::bench {
+
+struct MachineLimits {
+  double sgemm_gflops = 0;   // GFLOP/s
+  double read_gbytes = 0;    // GB/s
+  int threads = 0;
+};
+
+MachineLimits MeasureMachineLimits();
+
+}  // namespace ixc::bench

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian/Ubuntu package that the build, the tests and the demo need, plus numpy for the checkpoint
+# generator. Idempotent: when everything is present it only checks, in about a second.
+#   bash deploy/install-deps.sh
+set -euo pipefail
+
+packages=(
+  g++ cmake ninja-build ccache pkg-config git python3
+  libabsl-dev nlohmann-json3-dev libsentencepiece-dev libopenblas-openmp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+)
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# numpy for tools/make_tiny_checkpoint.py: from pip when python3 has it (pyenv, venv), else Debian's package.
+if ! python3 -c "import numpy" 2>/dev/null; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip install -q numpy
+  else
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-numpy
+  fi
+fi
+echo "install-deps: all dependencies present"
