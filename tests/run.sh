@@ -11,5 +11,5 @@ ctest --preset cpu
 if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   cmake --preset cuda
   cmake --build --preset cuda
-  ctest --preset cuda -R cuda
+  ctest --preset cuda -L cuda --no-tests=error
 fi
