@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build ccache pkg-config git python3
   libabsl-dev nlohmann-json3-dev libsentencepiece-dev libopenblas-openmp-dev
+  libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 
