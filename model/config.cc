@@ -130,13 +130,71 @@ absl::StatusOr<LlmConfig> ParseLlmConfig(const std::string& json_text, const std
   return config;
 }
 
-absl::StatusOr<LlmConfig> LoadLlmConfig(const std::string& directory) {
-  const std::string path = (std::filesystem::path(directory) / "config.json").string();
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+absl::StatusOr<VisionConfig> ParseVisionConfig(const std::string& json_text, const std::string& source) {
+  const json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded() || !root.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  }
+  VisionConfig config;
+  if (!root.contains("vision_config") || root["vision_config"].is_null()) return config;
+  const json& vision = root["vision_config"];
+  const std::string where = source + " vision_config";
+  ConfigReader reader(vision, where);
+  for (auto [key, field] : {std::pair{"hidden_size", &config.hidden_size},
+                            std::pair{"intermediate_size", &config.intermediate_size},
+                            std::pair{"num_hidden_layers", &config.num_layers},
+                            std::pair{"num_attention_heads", &config.num_heads},
+                            std::pair{"image_size", &config.image_size}, std::pair{"patch_size", &config.patch_size}}) {
+    if (auto s = reader.OptionalInt(key, field); !s.ok()) return s;
+  }
+  double eps = config.layer_norm_eps;
+  if (auto s = reader.OptionalNumber("layer_norm_eps", &eps); !s.ok()) return s;
+  config.layer_norm_eps = static_cast<float>(eps);
+  if (vision.contains("hidden_act")) {
+    const json& act = vision["hidden_act"];
+    if (act == "quick_gelu") {
+      config.quick_gelu = true;
+    } else if (act == "gelu") {
+      config.quick_gelu = false;
+    } else {
+      return reader.Error("hidden_act", "only quick_gelu and gelu are supported");
+    }
+  }
+  if (config.image_size % config.patch_size != 0 || config.grid() % 2 != 0) {
+    return reader.Error("patch_size", absl::StrCat("image_size ", config.image_size, " / patch_size ",
+                                                   config.patch_size, " must be an even whole number for the 2x2 merge"));
+  }
+  if (config.hidden_size % config.num_heads != 0) {
+    return reader.Error("num_attention_heads", "must divide hidden_size");
+  }
+  return config;
+}
+
+namespace {
+
+absl::StatusOr<std::string> ReadConfigText(const std::string& directory, std::string* path) {
+  *path = (std::filesystem::path(directory) / "config.json").string();
+  std::ifstream in(*path);
+  if (!in) return absl::NotFoundError(absl::StrCat(*path, ": cannot open"));
   std::stringstream text;
   text << in.rdbuf();
-  return ParseLlmConfig(text.str(), path);
+  return text.str();
+}
+
+}  // namespace
+
+absl::StatusOr<LlmConfig> LoadLlmConfig(const std::string& directory) {
+  std::string path;
+  auto text = ReadConfigText(directory, &path);
+  if (!text.ok()) return text.status();
+  return ParseLlmConfig(*text, path);
+}
+
+absl::StatusOr<VisionConfig> LoadVisionConfig(const std::string& directory) {
+  std::string path;
+  auto text = ReadConfigText(directory, &path);
+  if (!text.ok()) return text.status();
+  return ParseVisionConfig(*text, path);
 }
 
 }  // namespace ixc::model

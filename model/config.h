@@ -41,9 +41,29 @@ struct LlmConfig {
   int qkv_size() const { return (num_heads + 2 * num_kv_heads) * head_dim; }
 };
 
+// The CLIP vision tower (spec 3.2). IXC-2.5 loads it from its own config (internlm-xcomposer2d5-clip); when the
+// checkpoint's config.json has no `vision_config`, these ViT-L/14 at 560 px values apply.
+struct VisionConfig {
+  int hidden_size = 1024;
+  int intermediate_size = 4096;
+  int num_layers = 24;
+  int num_heads = 16;
+  int image_size = 560;  // also the HD transform's tile
+  int patch_size = 14;
+  bool quick_gelu = true;  // hidden_act: quick_gelu, or gelu (exact)
+  float layer_norm_eps = 1e-5f;
+
+  int grid() const { return image_size / patch_size; }        // patches per side: 40
+  int merged_side() const { return grid() / 2; }              // tokens per crop side after the 2x2 merge: 20
+  int merged_size() const { return 4 * hidden_size; }         // width of a merged token: 4096
+};
+
 // Parses config.json text; `source` names the file in errors.
 absl::StatusOr<LlmConfig> ParseLlmConfig(const std::string& json_text, const std::string& source);
 // Reads `directory`/config.json.
 absl::StatusOr<LlmConfig> LoadLlmConfig(const std::string& directory);
+
+absl::StatusOr<VisionConfig> ParseVisionConfig(const std::string& json_text, const std::string& source);
+absl::StatusOr<VisionConfig> LoadVisionConfig(const std::string& directory);
 
 }  // namespace ixc::model

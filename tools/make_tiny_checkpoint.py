@@ -176,8 +176,9 @@ def vision_tensors(p, seed, v):
     add("vision_proj.0.bias", (h,), 0.1)
     add("vision_proj.2.weight", (h, h), 1.0 / math.sqrt(h))
     add("vision_proj.2.bias", (h,), 0.1)
-    add("plora_glb_GN", (1, 1, h), 1.0)
-    add("plora_sub_GN", (1, 1, 1, h), 1.0)
+    # The separators join the merged ViT features before vision_proj, so they are 4 * hv wide (4096 in IXC-2.5).
+    add("plora_glb_GN", (1, 1, 4 * hv), 1.0)
+    add("plora_sub_GN", (1, 1, 1, 4 * hv), 1.0)
     return t
 
 

@@ -1,0 +1,189 @@
+#include "model/vision_encoder.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "kernels/ops.h"
+
+namespace ixc::model {
+namespace {
+
+absl::StatusOr<std::vector<float>> LoadFloats(const Checkpoint& ckpt, const std::string& name,
+                                              const std::vector<int64_t>& shape) {
+  IXC_ASSIGN_OR_RETURN(TensorView view, ckpt.Tensor(name, shape));
+  std::vector<float> values(view.numel());
+  ConvertToF32(view.dtype, view.data, values.data(), view.numel());
+  return values;
+}
+
+void AddBias(float* x, const std::vector<float>& bias, int64_t rows) {
+  const int64_t n = static_cast<int64_t>(bias.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < n; ++c) x[r * n + c] += bias[c];
+  }
+}
+
+// y (rows, out) = x W^T + b
+void LinearWithBias(const float* x, TensorView w, const std::vector<float>& bias, float* y, int64_t rows) {
+  kernels::Linear(x, w, y, rows, /*accumulate=*/false);
+  AddBias(y, bias, rows);
+}
+
+}  // namespace
+
+absl::StatusOr<VisionWeights> LoadVisionWeights(const std::string& directory, int llm_hidden) {
+  VisionWeights w;
+  IXC_ASSIGN_OR_RETURN(w.checkpoint, Checkpoint::Open(directory));
+  IXC_ASSIGN_OR_RETURN(w.config, LoadVisionConfig(directory));
+  w.llm_hidden = llm_hidden;
+  const VisionConfig& c = w.config;
+  const Checkpoint& ckpt = w.checkpoint;
+  const int64_t hv = c.hidden_size, patch = c.patch_size, positions = c.grid() * c.grid() + 1;
+  const std::string p = "vit.vision_tower.vision_model.";
+
+  IXC_ASSIGN_OR_RETURN(TensorView conv, ckpt.Tensor(p + "embeddings.patch_embedding.weight", {hv, 3, patch, patch}));
+  w.patch_embedding = conv.Reshape({hv, 3 * patch * patch});
+  IXC_ASSIGN_OR_RETURN(w.class_embedding, LoadFloats(ckpt, p + "embeddings.class_embedding", {hv}));
+  IXC_ASSIGN_OR_RETURN(w.position_embedding,
+                       LoadFloats(ckpt, p + "embeddings.position_embedding.weight", {positions, hv}));
+  IXC_ASSIGN_OR_RETURN(w.pre_ln_weight, LoadFloats(ckpt, p + "pre_layrnorm.weight", {hv}));
+  IXC_ASSIGN_OR_RETURN(w.pre_ln_bias, LoadFloats(ckpt, p + "pre_layrnorm.bias", {hv}));
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string l = absl::StrCat(p, "encoder.layers.", i, ".");
+    VitLayerWeights layer;
+    IXC_ASSIGN_OR_RETURN(layer.ln1_weight, LoadFloats(ckpt, l + "layer_norm1.weight", {hv}));
+    IXC_ASSIGN_OR_RETURN(layer.ln1_bias, LoadFloats(ckpt, l + "layer_norm1.bias", {hv}));
+    IXC_ASSIGN_OR_RETURN(layer.ln2_weight, LoadFloats(ckpt, l + "layer_norm2.weight", {hv}));
+    IXC_ASSIGN_OR_RETURN(layer.ln2_bias, LoadFloats(ckpt, l + "layer_norm2.bias", {hv}));
+    const std::pair<TensorView*, std::vector<float>*> projections[] = {
+        {&layer.q, &layer.q_bias}, {&layer.k, &layer.k_bias}, {&layer.v, &layer.v_bias}, {&layer.out, &layer.out_bias}};
+    const char* names[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+    for (int j = 0; j < 4; ++j) {
+      IXC_ASSIGN_OR_RETURN(*projections[j].first, ckpt.Tensor(l + "self_attn." + names[j] + ".weight", {hv, hv}));
+      IXC_ASSIGN_OR_RETURN(*projections[j].second, LoadFloats(ckpt, l + "self_attn." + names[j] + ".bias", {hv}));
+    }
+    IXC_ASSIGN_OR_RETURN(layer.fc1, ckpt.Tensor(l + "mlp.fc1.weight", {c.intermediate_size, hv}));
+    IXC_ASSIGN_OR_RETURN(layer.fc1_bias, LoadFloats(ckpt, l + "mlp.fc1.bias", {c.intermediate_size}));
+    IXC_ASSIGN_OR_RETURN(layer.fc2, ckpt.Tensor(l + "mlp.fc2.weight", {hv, c.intermediate_size}));
+    IXC_ASSIGN_OR_RETURN(layer.fc2_bias, LoadFloats(ckpt, l + "mlp.fc2.bias", {hv}));
+    w.layers.push_back(std::move(layer));
+  }
+  const int64_t merged = c.merged_size();
+  IXC_ASSIGN_OR_RETURN(w.sub_separator, LoadFloats(ckpt, "plora_sub_GN", {1, 1, 1, merged}));
+  IXC_ASSIGN_OR_RETURN(w.global_separator, LoadFloats(ckpt, "plora_glb_GN", {1, 1, merged}));
+  IXC_ASSIGN_OR_RETURN(w.proj1, ckpt.Tensor("vision_proj.0.weight", {llm_hidden, merged}));
+  IXC_ASSIGN_OR_RETURN(w.proj1_bias, LoadFloats(ckpt, "vision_proj.0.bias", {llm_hidden}));
+  IXC_ASSIGN_OR_RETURN(w.proj2, ckpt.Tensor("vision_proj.2.weight", {llm_hidden, llm_hidden}));
+  IXC_ASSIGN_OR_RETURN(w.proj2_bias, LoadFloats(ckpt, "vision_proj.2.bias", {llm_hidden}));
+  return w;
+}
+
+std::vector<float> EncodeCrops(const VisionWeights& weights, const float* crops, int count) {
+  const VisionConfig& c = weights.config;
+  const int64_t hv = c.hidden_size, grid = c.grid(), patch = c.patch_size, size = c.image_size;
+  const int64_t patches = grid * grid, tokens = patches + 1, patch_values = 3 * patch * patch;
+  const int head_dim = static_cast<int>(hv / c.num_heads);
+  std::vector<float> features(static_cast<size_t>(count) * patches * hv);  // (count, patches, hv)
+  std::vector<float> columns(patches * patch_values);                      // (patches, 3 * patch * patch)
+  std::vector<float> x(tokens * hv), normed(tokens * hv), q(tokens * hv), k(tokens * hv), v(tokens * hv),
+      attention(tokens * hv), projected(tokens * hv);
+  std::vector<float> hidden(tokens * c.intermediate_size);
+  for (int crop = 0; crop < count; ++crop) {
+    const float* image = crops + static_cast<size_t>(crop) * 3 * size * size;  // (3, S, S)
+    // Patch embedding as a GEMM: each patch's (channel, dy, dx) values in the conv kernel's order.
+    for (int64_t py = 0; py < grid; ++py) {
+      for (int64_t px = 0; px < grid; ++px) {
+        float* column = columns.data() + (py * grid + px) * patch_values;
+        for (int64_t ch = 0; ch < 3; ++ch) {
+          for (int64_t dy = 0; dy < patch; ++dy) {
+            std::memcpy(column + (ch * patch + dy) * patch, image + (ch * size + py * patch + dy) * size + px * patch,
+                        patch * sizeof(float));
+          }
+        }
+      }
+    }
+    std::copy(weights.class_embedding.begin(), weights.class_embedding.end(), x.begin());
+    kernels::Linear(columns.data(), weights.patch_embedding, x.data() + hv, patches, /*accumulate=*/false);
+    for (int64_t i = 0; i < tokens * hv; ++i) x[i] += weights.position_embedding[i];
+    kernels::LayerNorm(x.data(), weights.pre_ln_weight.data(), weights.pre_ln_bias.data(), x.data(), tokens, hv,
+                       c.layer_norm_eps);
+
+    for (const VitLayerWeights& layer : weights.layers) {
+      kernels::LayerNorm(x.data(), layer.ln1_weight.data(), layer.ln1_bias.data(), normed.data(), tokens, hv,
+                         c.layer_norm_eps);
+      LinearWithBias(normed.data(), layer.q, layer.q_bias, q.data(), tokens);
+      LinearWithBias(normed.data(), layer.k, layer.k_bias, k.data(), tokens);
+      LinearWithBias(normed.data(), layer.v, layer.v_bias, v.data(), tokens);
+      kernels::SelfAttention(q.data(), k.data(), v.data(), attention.data(), tokens, c.num_heads, head_dim,
+                             1.f / std::sqrt(static_cast<float>(head_dim)));
+      LinearWithBias(attention.data(), layer.out, layer.out_bias, projected.data(), tokens);
+      for (int64_t i = 0; i < tokens * hv; ++i) x[i] += projected[i];
+
+      kernels::LayerNorm(x.data(), layer.ln2_weight.data(), layer.ln2_bias.data(), normed.data(), tokens, hv,
+                         c.layer_norm_eps);
+      LinearWithBias(normed.data(), layer.fc1, layer.fc1_bias, hidden.data(), tokens);
+      if (c.quick_gelu) {
+        kernels::QuickGelu(hidden.data(), hidden.data(), hidden.size());
+      } else {
+        kernels::Gelu(hidden.data(), hidden.data(), hidden.size());
+      }
+      LinearWithBias(hidden.data(), layer.fc2, layer.fc2_bias, projected.data(), tokens);
+      for (int64_t i = 0; i < tokens * hv; ++i) x[i] += projected[i];
+    }
+    std::copy(x.begin() + hv, x.end(), features.begin() + static_cast<size_t>(crop) * patches * hv);
+  }
+  return features;
+}
+
+absl::StatusOr<std::vector<float>> EmbedImage(const VisionWeights& weights, const float* crops, int rows, int cols) {
+  const VisionConfig& c = weights.config;
+  if (rows <= 0 || cols <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("an image needs a tile grid of at least 1x1, not ", rows, "x", cols));
+  }
+  const int count = 1 + rows * cols;
+  const std::vector<float> features = EncodeCrops(weights, crops, count);  // (count, grid^2, hv)
+  const int64_t hv = c.hidden_size, grid = c.grid(), side = c.merged_side(), merged = c.merged_size();
+
+  // Merged token (y, x) of a crop: the 2x2 patch block in the order (0,0), (0,1), (1,0), (1,1) (spec 3.4).
+  auto merged_token = [&](int crop, int64_t y, int64_t x, float* out) {
+    for (int64_t dy = 0; dy < 2; ++dy) {
+      for (int64_t dx = 0; dx < 2; ++dx) {
+        const float* patch =
+            features.data() + ((static_cast<int64_t>(crop) * grid + 2 * y + dy) * grid + 2 * x + dx) * hv;
+        std::memcpy(out + (dy * 2 + dx) * hv, patch, hv * sizeof(float));
+      }
+    }
+  };
+  // Sequence (spec 3.5): the global view's rows, each ended by sub_GN; glb_GN; the stitched tile grid's rows, each
+  // ended by sub_GN.
+  const int64_t tokens = (static_cast<int64_t>(rows) * cols + 1) * side * side + 1 + (rows + 1) * side;
+  std::vector<float> sequence(tokens * merged);  // (tokens, 4 hv)
+  float* at = sequence.data();
+  auto put_separator = [&](const std::vector<float>& separator) {
+    std::copy(separator.begin(), separator.end(), at);
+    at += merged;
+  };
+  for (int64_t y = 0; y < side; ++y) {
+    for (int64_t x = 0; x < side; ++x, at += merged) merged_token(0, y, x, at);
+    put_separator(weights.sub_separator);
+  }
+  put_separator(weights.global_separator);
+  for (int64_t y = 0; y < rows * side; ++y) {
+    for (int64_t x = 0; x < cols * side; ++x, at += merged) {
+      const int crop = 1 + static_cast<int>((y / side) * cols + x / side);
+      merged_token(crop, y % side, x % side, at);
+    }
+    put_separator(weights.sub_separator);
+  }
+
+  // vision_proj: Linear, exact GELU, Linear.
+  std::vector<float> hidden(tokens * weights.llm_hidden), embeddings(tokens * weights.llm_hidden);
+  LinearWithBias(sequence.data(), weights.proj1, weights.proj1_bias, hidden.data(), tokens);
+  kernels::Gelu(hidden.data(), hidden.data(), hidden.size());
+  LinearWithBias(hidden.data(), weights.proj2, weights.proj2_bias, embeddings.data(), tokens);
+  return embeddings;
+}
+
+}  // namespace ixc::model

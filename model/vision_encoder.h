@@ -1,0 +1,58 @@
+// File: model/vision_encoder.h
+//
+// The vision component of IXC-2.5, tiles in, embeddings out (spec 3): the CLIP ViT (patch embedding without bias,
+// class embedding, learned positions, pre_layrnorm, pre-norm encoder layers with quick_gelu MLPs; the last layer's
+// output before post_layernorm, CLS dropped), the 2x2 token merge, the separator layout with plora_sub_GN /
+// plora_glb_GN, and vision_proj (Linear, exact GELU, Linear). It holds its own view of the checkpoint, so vision
+// ranks can load it without the language model.
+//
+//   IXC_ASSIGN_OR_RETURN(VisionWeights vision, LoadVisionWeights(dir, llm_hidden));
+//   IXC_ASSIGN_OR_RETURN(std::vector<float> embeds, EmbedImage(vision, crops));   // (tokens, llm_hidden)
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/safetensors.h"
+#include "model/config.h"
+
+namespace ixc::model {
+
+struct VitLayerWeights {
+  std::vector<float> ln1_weight, ln1_bias, ln2_weight, ln2_bias;  // (hv)
+  TensorView q, k, v, out;                                        // (hv, hv)
+  std::vector<float> q_bias, k_bias, v_bias, out_bias;            // (hv)
+  TensorView fc1;                                                 // (intermediate, hv)
+  std::vector<float> fc1_bias;                                    // (intermediate)
+  TensorView fc2;                                                 // (hv, intermediate)
+  std::vector<float> fc2_bias;                                    // (hv)
+};
+
+struct VisionWeights {
+  VisionConfig config;
+  int llm_hidden = 0;
+  Checkpoint checkpoint;
+  TensorView patch_embedding;              // (hv, 3 * patch * patch), the conv kernel flattened
+  std::vector<float> class_embedding;      // (hv)
+  std::vector<float> position_embedding;   // (grid^2 + 1, hv)
+  std::vector<float> pre_ln_weight, pre_ln_bias;
+  std::vector<VitLayerWeights> layers;
+  std::vector<float> sub_separator;        // plora_sub_GN (4 hv): ends every row of merged tokens
+  std::vector<float> global_separator;     // plora_glb_GN (4 hv): between the global view and the tiles
+  TensorView proj1;                        // vision_proj.0 (llm_hidden, 4 hv)
+  std::vector<float> proj1_bias;
+  TensorView proj2;                        // vision_proj.2 (llm_hidden, llm_hidden)
+  std::vector<float> proj2_bias;
+};
+
+absl::StatusOr<VisionWeights> LoadVisionWeights(const std::string& directory, int llm_hidden);
+
+// The ViT on `count` crops (count, 3, S, S): the last layer's patch features without CLS, (count, grid^2, hv).
+std::vector<float> EncodeCrops(const VisionWeights& weights, const float* crops, int count);
+
+// One image's embeddings for the LLM from its crops (crop 0 the global view, then rows x cols tiles row-major):
+// (VisionTokenCount(rows, cols, merged_side), llm_hidden). Every row is a vision position (im_mask = 1).
+absl::StatusOr<std::vector<float>> EmbedImage(const VisionWeights& weights, const float* crops, int rows, int cols);
+
+}  // namespace ixc::model
