@@ -7,7 +7,8 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build ccache pkg-config git python3
   libabsl-dev nlohmann-json3-dev libsentencepiece-dev libopenblas-openmp-dev
-  libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev
+  libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libfreetype-dev fonts-dejavu-core
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

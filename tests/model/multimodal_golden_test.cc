@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "coordinator/media/hd_transform.h"
+#include "coordinator/media/video.h"
 #include "core/npy.h"
 #include "model/generation.h"
 #include "model/multimodal_input.h"
@@ -16,7 +17,7 @@
 namespace ixc::model {
 namespace {
 
-constexpr const char* kCases[] = {"one_image", "three_images_gqa4_bf16", "portrait_first"};
+constexpr const char* kCases[] = {"one_image", "three_images_gqa4_bf16", "portrait_first", "video"};
 
 double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   double worst = a.size() == b.size() ? 0 : INFINITY;
@@ -46,12 +47,22 @@ TEST_P(MultimodalGoldenTest, MatchesTheReference) {
       pieces.push_back({piece["ids"].get<std::vector<int32_t>>()});
       continue;
     }
-    auto image = coordinator::DecodeImageFile(
-        std::string(IXC_SOURCE_DIR) + "/tests/data/images/" + piece["image"].get<std::string>(), {});
-    ASSERT_TRUE(image.ok()) << image.status();
     coordinator::HdGeometry geometry;
-    crops.push_back(coordinator::MakeCrops(coordinator::HdTransform(*image, c["hd_num"].get<int>(), tile, &geometry),
-                                           tile));
+    if (piece.contains("video")) {
+      auto video = coordinator::LoadVideoFrames(
+          std::string(IXC_SOURCE_DIR) + "/tests/data/videos/" + piece["video"].get<std::string>(), tile, {});
+      ASSERT_TRUE(video.ok()) << video.status();
+      auto font = coordinator::LabelFont::Load(coordinator::kDefaultLabelFont, 40);
+      ASSERT_TRUE(font.ok()) << font.status();
+      const coordinator::Image composite = coordinator::CompositeFrames(video->frames, **font);
+      crops.push_back(coordinator::MakeCrops(coordinator::VideoTransform(composite, tile, &geometry), tile));
+    } else {
+      auto image = coordinator::DecodeImageFile(
+          std::string(IXC_SOURCE_DIR) + "/tests/data/images/" + piece["image"].get<std::string>(), {});
+      ASSERT_TRUE(image.ok()) << image.status();
+      crops.push_back(
+          coordinator::MakeCrops(coordinator::HdTransform(*image, c["hd_num"].get<int>(), tile, &geometry), tile));
+    }
     EXPECT_EQ(geometry.rows, piece["grid"][0].get<int>());
     EXPECT_EQ(geometry.cols, piece["grid"][1].get<int>());
     pieces.push_back({{}, crops.back().pixels.data(), geometry.rows, geometry.cols});

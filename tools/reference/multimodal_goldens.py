@@ -25,6 +25,8 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from image_goldens import crops, hd_transform  # noqa: E402
 from language_model_goldens import ROOT, LoraHooks, build_llama  # noqa: E402
+from video_goldens import FONT, frame2img, load_video  # noqa: E402
+from PIL import ImageFont  # noqa: E402
 
 IMAGES = os.path.join(ROOT, "tests", "data", "images")
 
@@ -36,7 +38,25 @@ CASES = [
                  {"ids": [43, 44, 45]}, {"image": "cars3.jpg"}, {"ids": [300, 301, 302, 303]}], new=8),
     dict(name="portrait_first", gen=["--preset", "tiny", "--seed", "2"],
          pieces=[{"ids": [1]}, {"image": "dubai.png"}, {"ids": [5, 6, 7, 8, 9]}], new=6),
+    dict(name="video", gen=["--preset", "tiny-gqa4", "--seed", "3"],
+         pieces=[{"ids": [1, 60, 61]}, {"video": "landscape.mp4"}, {"ids": [62, 63, 64, 65]}], new=8),
 ]
+
+
+def video_transform(image, tile):
+    """The reference's Video_transform (spec 4): short side to tile, long side padded at its end, a strip."""
+    width, height = image.size
+    trans = width < height
+    if trans:
+        image = image.transpose(Image.Transpose.TRANSPOSE)
+        width, height = image.size
+    new_w = int(tile * (width / height))
+    image = image.resize((new_w, tile), Image.Resampling.BILINEAR)
+    image = image.transpose(Image.Transpose.TRANSPOSE)  # pad along the long side: it is now the height
+    target = int(np.ceil(new_w / tile) * tile)
+    padded = Image.new("RGB", (tile, target), (255, 255, 255))
+    padded.paste(image, (0, 0))
+    return padded if trans else padded.transpose(Image.Transpose.TRANSPOSE)
 
 
 def load_vision(model_dir, config):
@@ -85,7 +105,7 @@ def run_case(case, out_root):
         config = json.load(open(os.path.join(model_dir, "config.json")))
         model, lora = build_llama(model_dir)
         clip, proj, glb_gn, sub_gn, tile = load_vision(model_dir, config)
-        images = [p for p in case["pieces"] if "image" in p]
+        images = [p for p in case["pieces"] if "image" in p or "video" in p]
         hd_num = 24 if len(images) == 1 else 6  # spec 5.2: one image 24, several 6 each
         parts, mask, first_image = [], [], None
         for piece in case["pieces"]:
@@ -94,8 +114,13 @@ def run_case(case, out_root):
                     parts.append(model.model.embed_tokens(torch.tensor(piece["ids"])))
                 mask += [0] * len(piece["ids"])
             else:
-                image = Image.open(os.path.join(IMAGES, piece["image"])).convert("RGB")
-                padded, _ = hd_transform(image, hd_num, tile)
+                if "video" in piece:
+                    frames, _, _, _ = load_video(os.path.join(ROOT, "tests", "data", "videos", piece["video"]))
+                    composite = frame2img(frames, ImageFont.truetype(FONT, 40), tile)
+                    padded = video_transform(composite, tile)
+                else:
+                    image = Image.open(os.path.join(IMAGES, piece["image"])).convert("RGB")
+                    padded, _ = hd_transform(image, hd_num, tile)
                 rows, cols = padded.size[1] // tile, padded.size[0] // tile
                 embeds = embed(clip, proj, glb_gn, sub_gn, tile, crops(padded, tile), rows, cols)
                 piece["grid"] = [rows, cols]
