@@ -9,9 +9,12 @@ prompt=${1:-"Describe the skyline of Dubai at night."}
 cmake --preset cpu >/dev/null
 cmake --build --preset cpu
 model=build/cpu/demo-model
-if [ ! -f "$model/config.json" ]; then
-  python3 tools/make_tiny_checkpoint.py --preset demo --dtype bf16 --tokenizer tests/data/tokenizer.model --out "$model"
-fi
+python3 tools/make_tiny_checkpoint.py --preset demo --dtype bf16 --tokenizer tests/data/tokenizer.model --out "$model"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 set -x
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} build/cpu/tools/ixc-generate --model "$model" --chat --use-meta \
-  --prompt "$prompt" --max-new-tokens 24 --temperature 0.8 --top-p 0.8 --seed 1
+build/cpu/tools/ixc-generate --model "$model" --chat --use-meta --prompt "$prompt" \
+  --max-new-tokens 24 --temperature 0.8 --top-p 0.8 --seed 1
+build/cpu/tools/ixc-generate --model "$model" --chat --prompt "Describe the two cars: <ImageHere> <ImageHere>" \
+  --image tests/data/images/cars1.jpg --image tests/data/images/cars2.jpg --max-new-tokens 16
+build/cpu/tools/ixc-generate --model "$model" --chat --prompt "Here are some frames of a video. Describe this video." \
+  --video tests/data/videos/landscape.mp4 --max-new-tokens 16

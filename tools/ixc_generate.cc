@@ -1,11 +1,14 @@
-// ixc-generate: runs the IXC-2.5 language model on one prompt in this process and prints the generated ids and text.
+// ixc-generate: runs IXC-2.5 on one prompt in this process and prints the generated ids and text.
 //
 //   ixc-generate --model DIR --prompt "Hello" [--chat [--use-meta]] [--max-new-tokens N] [--temperature T]
 //                [--top-p P] [--top-k K] [--repetition-penalty R] [--seed S] [--lora-mode base|web|write]
+//   ixc-generate --model DIR --chat --prompt "Compare <ImageHere> and <ImageHere>" --image a.jpg --image b.png
+//   ixc-generate --model DIR --chat --prompt "Describe this video" --video clip.mp4
 //   ixc-generate --model DIR --prompt-ids 1,2,3 --dump-logits logits.npy
 //
-// Greedy unless --temperature > 0. --dump-logits writes the f32 logits of every prompt position, (tokens, vocab),
-// so they can be held against another implementation. Flags take dashes or underscores.
+// Greedy unless --temperature > 0. --image repeats; the images, then the video, fill the <ImageHere> placeholders in
+// order (one image or video without a placeholder goes first, as the reference does). --dump-logits writes the f32
+// logits of every prompt position, (tokens, vocab). Flags take dashes or underscores.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -21,10 +24,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/chat_template.h"
+#include "coordinator/media/vision_input.h"
 #include "coordinator/tokenizer.h"
 #include "core/npy.h"
 #include "core/status_macros.h"
 #include "model/generation.h"
+#include "model/multimodal_input.h"
 
 ABSL_FLAG(std::string, model, "", "checkpoint directory (config.json, safetensors, tokenizer.model)");
 ABSL_FLAG(std::string, prompt, "", "prompt text (needs tokenizer.model in the model directory)");
@@ -41,18 +46,34 @@ ABSL_FLAG(std::string, lora_mode, "base", "task LoRA: base, web or write");
 ABSL_FLAG(bool, ignore_eos, false, "do not stop at </s> or [UNUSED_TOKEN_145]");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated tokens, at most");
 ABSL_FLAG(std::string, dump_logits, "", "write the prompt positions' logits, (tokens, vocab) f32, to this .npy");
+ABSL_FLAG(std::string, video, "", "a video file (mp4, webm, mkv, avi, ...): one frame per second, at most 32");
+ABSL_FLAG(int32_t, hd_num, 0, "tiles per image at most (0: the reference's rule, 24 for one image, 6 for several)");
+ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueType font of the video frame labels");
+ABSL_FLAG(int64_t, max_image_pixels, 89'478'485, "larger images are refused before decoding");
 
 namespace ixc {
 namespace {
 
-// absl flags are spelled with underscores; the documented spelling has dashes. Accept both.
-std::vector<char*> UnderscoreFlagNames(int argc, char** argv, std::vector<std::string>& storage) {
-  storage.assign(argv, argv + argc);
-  for (size_t i = 1; i < storage.size(); ++i) {
-    std::string& arg = storage[i];
-    if (arg.rfind("--", 0) != 0) continue;
-    const size_t end = std::min(arg.find('='), arg.size());
-    std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
+// absl flags are spelled with underscores; the documented spelling has dashes. Accept both. --image may repeat,
+// which absl flags cannot express: its values are taken out here, in order.
+std::vector<char*> NormalizeFlags(int argc, char** argv, std::vector<std::string>& storage,
+                                  std::vector<std::string>& images) {
+  storage.clear();
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i > 0 && arg.rfind("--", 0) == 0) {
+      const size_t end = std::min(arg.find('='), arg.size());
+      std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
+      if (arg == "--image" && i + 1 < argc) {
+        images.push_back(argv[++i]);
+        continue;
+      }
+      if (arg.rfind("--image=", 0) == 0) {
+        images.push_back(arg.substr(8));
+        continue;
+      }
+    }
+    storage.push_back(arg);
   }
   std::vector<char*> pointers;
   for (std::string& arg : storage) pointers.push_back(arg.data());
@@ -72,7 +93,27 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
   return ids;
 }
 
-absl::Status Run() {
+// Decodes and prepares the images and the video, in placeholder order.
+absl::StatusOr<std::vector<coordinator::PreparedVision>> PrepareMedia(const std::vector<std::string>& images,
+                                                                     const std::string& video, int tile) {
+  const int count = static_cast<int>(images.size()) + (video.empty() ? 0 : 1);
+  const int hd_num = absl::GetFlag(FLAGS_hd_num) > 0 ? absl::GetFlag(FLAGS_hd_num) : coordinator::HdNumFor(count);
+  coordinator::ImageLimits limits;
+  limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  std::vector<coordinator::PreparedVision> prepared;
+  for (const std::string& path : images) {
+    IXC_ASSIGN_OR_RETURN(coordinator::PreparedVision image, coordinator::PrepareImage(path, hd_num, tile, limits));
+    prepared.push_back(std::move(image));
+  }
+  if (!video.empty()) {
+    IXC_ASSIGN_OR_RETURN(auto font, coordinator::LabelFont::Load(absl::GetFlag(FLAGS_label_font), 40));
+    IXC_ASSIGN_OR_RETURN(coordinator::PreparedVision clip, coordinator::PrepareVideo(video, tile, *font, {}));
+    prepared.push_back(std::move(clip));
+  }
+  return prepared;
+}
+
+absl::Status Run(const std::vector<std::string>& images) {
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   const bool has_text = !absl::GetFlag(FLAGS_prompt).empty(), has_ids = !absl::GetFlag(FLAGS_prompt_ids).empty();
@@ -99,7 +140,19 @@ absl::Status Run() {
     return absl::NotFoundError(absl::StrCat(tokenizer_path, ": --prompt needs a tokenizer; use --prompt-ids"));
   }
 
-  std::vector<int32_t> prompt;
+  const std::string video = absl::GetFlag(FLAGS_video);
+  const int media_count = static_cast<int>(images.size()) + (video.empty() ? 0 : 1);
+  if (media_count > 0 && has_ids) return absl::InvalidArgumentError("--image and --video need a text --prompt");
+  std::unique_ptr<model::VisionWeights> vision;
+  std::vector<coordinator::PreparedVision> media;
+  if (media_count > 0) {
+    IXC_ASSIGN_OR_RETURN(model::VisionWeights loaded, model::LoadVisionWeights(model_dir, weights.config.hidden_size));
+    vision = std::make_unique<model::VisionWeights>(std::move(loaded));
+    IXC_ASSIGN_OR_RETURN(media, PrepareMedia(images, video, vision->config.image_size));
+  }
+
+  std::vector<int32_t> prompt;  // the text ids, for display and for the ids-only path
+  std::vector<model::PromptPiece> pieces;
   if (has_ids) {
     IXC_ASSIGN_OR_RETURN(prompt, ParseIds(absl::GetFlag(FLAGS_prompt_ids)));
   } else {
@@ -110,8 +163,16 @@ absl::Status Run() {
       request.use_meta = absl::GetFlag(FLAGS_use_meta);
       text = coordinator::BuildChatPrompt(request);
     }
-    IXC_ASSIGN_OR_RETURN(auto segments, coordinator::TokenizeInterleaved(*tokenizer, text, /*num_images=*/0));
-    prompt = segments.front().ids;
+    IXC_ASSIGN_OR_RETURN(auto segments, coordinator::TokenizeInterleaved(*tokenizer, text, media_count));
+    for (const coordinator::PromptSegment& segment : segments) {
+      if (segment.image < 0) {
+        prompt.insert(prompt.end(), segment.ids.begin(), segment.ids.end());
+        pieces.push_back({segment.ids});
+      } else {
+        const coordinator::PreparedVision& item = media[segment.image];
+        pieces.push_back({{}, item.crops.pixels.data(), item.geometry.rows, item.geometry.cols});
+      }
+    }
   }
 
   model::GenerationOptions options;
@@ -128,12 +189,20 @@ absl::Status Run() {
     if (weights.config.vocab_size > coordinator::kEndOfTurnId) options.stop_ids.push_back(coordinator::kEndOfTurnId);
   }
 
-  const int64_t context = std::min<int64_t>(options.max_context, prompt.size() + options.max_new_tokens);
+  model::ForwardInput input;
+  model::MultimodalInput multimodal;
+  if (media_count > 0) {
+    IXC_ASSIGN_OR_RETURN(multimodal, model::AssembleInput(weights, vision.get(), pieces));
+    input.embeddings = multimodal.embeddings;
+    input.image_mask = multimodal.image_mask;
+  } else {
+    input.ids = prompt;
+  }
+  input.lora = lora;
+  const int64_t prompt_tokens = input.tokens(weights.config.hidden_size);
+  const int64_t context = std::min<int64_t>(options.max_context, prompt_tokens + options.max_new_tokens);
   constexpr int kBlockSize = 16;
   model::KvCache cache(weights.config, kBlockSize, static_cast<int>((context + kBlockSize) / kBlockSize));
-  model::ForwardInput input;
-  input.ids = prompt;
-  input.lora = lora;
   IXC_ASSIGN_OR_RETURN(model::GenerationResult result, model::Generate(weights, input, options, cache));
 
   if (options.keep_prompt_logits) {
@@ -141,6 +210,10 @@ absl::Status Run() {
                                     {result.prompt_tokens, weights.config.vocab_size}, result.prompt_logits.data()));
   }
   std::cout << "prompt ids: " << absl::StrJoin(prompt, ",") << "\n";
+  if (media_count > 0) {
+    std::cout << "prompt positions: " << prompt_tokens << " (" << prompt_tokens - static_cast<int64_t>(prompt.size())
+              << " vision)\n";
+  }
   std::cout << "generated ids: " << absl::StrJoin(result.ids, ",") << "\n";
   if (tokenizer) std::cout << "text: " << tokenizer->Decode(result.ids) << "\n";
   std::cout << "finish reason: " << result.finish_reason << "\n";
@@ -155,11 +228,13 @@ absl::Status Run() {
 }  // namespace ixc
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("ixc-generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [options]");
-  std::vector<std::string> storage;
-  std::vector<char*> args = ixc::UnderscoreFlagNames(argc, argv, storage);
+  absl::SetProgramUsageMessage(
+      "ixc-generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [--image PATH]... [--video PATH] [options]\n"
+      "  --image PATH  an image (JPEG, PNG, WebP, GIF, BMP); repeat for several");
+  std::vector<std::string> storage, images;
+  std::vector<char*> args = ixc::NormalizeFlags(argc, argv, storage, images);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  const absl::Status status = ixc::Run();
+  const absl::Status status = ixc::Run(images);
   if (!status.ok()) {
     std::cerr << "ixc-generate: " << status.message() << "\n";
     return 1;

@@ -196,6 +196,7 @@ def main():
     parser.add_argument("--rope-factor", type=float, default=2.0)
     parser.add_argument("--rope-theta", type=float, default=1e6)
     parser.add_argument("--max-position-embeddings", type=int, help="override the preset's")
+    parser.add_argument("--vocab", type=int, help="override the preset's vocabulary size (92544 for the real tokenizer)")
     parser.add_argument("--tokenizer", help="tokenizer.model to copy beside the weights")
     parser.add_argument("--lora-scale", type=float, default=0.5, help="std multiplier of the LoRA B matrices")
     args = parser.parse_args()
@@ -203,6 +204,8 @@ def main():
     p = dict(PRESETS[args.preset])
     if args.max_position_embeddings:
         p["max_pos"] = args.max_position_embeddings
+    if args.vocab:
+        p["vocab"] = args.vocab
     tensors = language_tensors(p, args.seed, args.arch, args.bias, args.lora_scale)
     config = {
         "architectures": ["InternLMXComposer2ForCausalLM" if args.arch == "ixc" else "InternLM2ForCausalLM"],

@@ -1,0 +1,23 @@
+#include "coordinator/media/vision_input.h"
+
+#include "core/status_macros.h"
+
+namespace ixc::coordinator {
+
+absl::StatusOr<PreparedVision> PrepareImage(const std::string& path, int hd_num, int tile, const ImageLimits& limits) {
+  IXC_ASSIGN_OR_RETURN(Image image, DecodeImageFile(path, limits));
+  PreparedVision prepared;
+  prepared.crops = MakeCrops(HdTransform(image, hd_num, tile, &prepared.geometry), tile);
+  return prepared;
+}
+
+absl::StatusOr<PreparedVision> PrepareVideo(const std::string& path, int tile, const LabelFont& font,
+                                            const VideoLimits& limits) {
+  IXC_ASSIGN_OR_RETURN(VideoFrames video, LoadVideoFrames(path, tile, limits));
+  const Image composite = CompositeFrames(video.frames, font);
+  PreparedVision prepared;
+  prepared.crops = MakeCrops(VideoTransform(composite, tile, &prepared.geometry), tile);
+  return prepared;
+}
+
+}  // namespace ixc::coordinator

@@ -1,0 +1,28 @@
+// File: coordinator/media/vision_input.h
+//
+// From a file to the vision component's input, as the reference's chat() does it: images through the HD transform
+// with hd_num 24 when the prompt has one image and 6 each when it has several (spec 3.3, 5.2); a video through the
+// one-per-second frames, the labelled composite and Video_transform (spec 4). A video counts as one image.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "coordinator/media/hd_transform.h"
+#include "coordinator/media/video.h"
+
+namespace ixc::coordinator {
+
+struct PreparedVision {
+  HdGeometry geometry;
+  VisionCrops crops;
+};
+
+// The reference's rule: one image 24, several 6 each.
+inline int HdNumFor(int images_in_prompt) { return images_in_prompt == 1 ? 24 : 6; }
+
+absl::StatusOr<PreparedVision> PrepareImage(const std::string& path, int hd_num, int tile, const ImageLimits& limits);
+absl::StatusOr<PreparedVision> PrepareVideo(const std::string& path, int tile, const LabelFont& font,
+                                            const VideoLimits& limits);
+
+}  // namespace ixc::coordinator
