@@ -1,0 +1,84 @@
+#include "parallel/mapping.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace ixc::parallel {
+
+absl::StatusOr<Mapping> Mapping::Create(int world_size, int rank, const Layout& layout) {
+  if (layout.coordinators < 0 || layout.coordinators > 1 || layout.vision < 0 || layout.tp < 1 || layout.sp < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid layout: coordinators ", layout.coordinators, ", vision ",
+                                                   layout.vision, ", tp ", layout.tp, ", sp ", layout.sp));
+  }
+  const int needed = layout.coordinators + layout.vision + layout.tp * layout.sp;
+  if (world_size != needed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the job has ", world_size, " ranks but the layout needs ", needed, " = ", layout.coordinators,
+        " coordinator + ", layout.vision, " vision + ", layout.tp, " (tp) x ", layout.sp, " (sp) LLM ranks"));
+  }
+  if (rank < 0 || rank >= world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " is outside the world of ", world_size));
+  }
+  Mapping mapping;
+  mapping.world_size_ = world_size;
+  mapping.rank_ = rank;
+  mapping.layout_ = layout;
+  return mapping;
+}
+
+absl::Status Mapping::CheckModel(int num_kv_heads, int vocab_size) const {
+  if (num_kv_heads % layout_.tp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tp ", layout_.tp, " does not divide the model's ", num_kv_heads,
+                                                   " KV heads; use a tp that does (", num_kv_heads, " KV heads allow ",
+                                                   "1, 2, ... up to ", num_kv_heads, ")"));
+  }
+  if (vocab_size % layout_.tp != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tp ", layout_.tp, " does not divide the vocabulary of ", vocab_size, " (vocab-parallel head)"));
+  }
+  return absl::OkStatus();
+}
+
+Role Mapping::role() const {
+  if (rank_ < layout_.coordinators) return Role::kCoordinator;
+  if (rank_ < first_llm_rank()) return Role::kVision;
+  return Role::kLlm;
+}
+
+std::vector<int> Mapping::TpGroup() const {
+  std::vector<int> ranks;
+  for (int t = 0; t < layout_.tp; ++t) ranks.push_back(first_llm_rank() + sp_rank() * layout_.tp + t);
+  return ranks;
+}
+
+std::vector<int> Mapping::SpGroup() const {
+  std::vector<int> ranks;
+  for (int s = 0; s < layout_.sp; ++s) ranks.push_back(first_llm_rank() + s * layout_.tp + tp_rank());
+  return ranks;
+}
+
+std::vector<int> Mapping::LlmRanks() const {
+  std::vector<int> ranks;
+  for (int r = first_llm_rank(); r < world_size_; ++r) ranks.push_back(r);
+  return ranks;
+}
+
+std::vector<int> Mapping::VisionRanks() const {
+  std::vector<int> ranks;
+  for (int r = layout_.coordinators; r < first_llm_rank(); ++r) ranks.push_back(r);
+  return ranks;
+}
+
+std::string Mapping::ToString() const {
+  switch (role()) {
+    case Role::kCoordinator:
+      return absl::StrCat("rank ", rank_, "/", world_size_, " coordinator");
+    case Role::kVision:
+      return absl::StrCat("rank ", rank_, "/", world_size_, " vision ", vision_index(), "/", layout_.vision);
+    case Role::kLlm:
+      return absl::StrCat("rank ", rank_, "/", world_size_, " llm tp ", tp_rank(), "/", layout_.tp, " sp ", sp_rank(),
+                          "/", layout_.sp);
+  }
+  return "";
+}
+
+}  // namespace ixc::parallel

@@ -1,0 +1,61 @@
+// File: parallel/mapping.h
+//
+// Who does what in one mpirun job (architecture section 1). World ranks are laid out as
+//   [coordinator] [vision 0 .. V-1] [LLM grid: T x S]
+// and LLM rank r (counted from the first LLM rank) has tp = r % T and sp = r / T, so a TP group (same sp) holds
+// consecutive ranks and stays inside one node's NVLink domain.
+//
+// Example, world 12 = 1 + V 3 + T 4 x S 2:
+//   rank 0 coordinator; ranks 1-3 vision;
+//   ranks 4-7  LLM sp 0, tp 0-3   (TP group {4,5,6,7})
+//   ranks 8-11 LLM sp 1, tp 0-3   (TP group {8,9,10,11}); SP groups {4,8} {5,9} {6,10} {7,11}
+//
+// Built only by Mapping::Create, which validates the layout; passed explicitly, never global.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace ixc::parallel {
+
+enum class Role { kCoordinator, kVision, kLlm };
+
+struct Layout {
+  int coordinators = 1;  // 1 in the cluster; 0 in LLM-only test jobs
+  int vision = 1;        // V
+  int tp = 1;            // T
+  int sp = 1;            // S
+};
+
+class Mapping {
+ public:
+  // Validates world_size == coordinators + V + T * S and 0 <= rank < world_size; errors name the mismatch.
+  static absl::StatusOr<Mapping> Create(int world_size, int rank, const Layout& layout);
+  // Also checks the model: T divides the KV heads (whole KV groups per rank) and the vocabulary (vocab-parallel head).
+  absl::Status CheckModel(int num_kv_heads, int vocab_size) const;
+
+  int world_size() const { return world_size_; }
+  int rank() const { return rank_; }
+  const Layout& layout() const { return layout_; }
+  Role role() const;
+  int tp_rank() const { return LlmIndex() % layout_.tp; }  // meaningful for LLM ranks
+  int sp_rank() const { return LlmIndex() / layout_.tp; }
+  int vision_index() const { return rank_ - layout_.coordinators; }
+  int first_llm_rank() const { return layout_.coordinators + layout_.vision; }
+  // World ranks of this rank's TP group (same sp) and SP group (same tp), in tp / sp order.
+  std::vector<int> TpGroup() const;
+  std::vector<int> SpGroup() const;
+  std::vector<int> LlmRanks() const;
+  std::vector<int> VisionRanks() const;
+  std::string ToString() const;  // "rank 5/12 llm tp 1/4 sp 0/2"
+
+ private:
+  int LlmIndex() const { return rank_ - first_llm_rank(); }
+  int world_size_ = 1;
+  int rank_ = 0;
+  Layout layout_;
+};
+
+}  // namespace ixc::parallel
