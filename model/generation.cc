@@ -17,7 +17,8 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const ForwardInput& prompt,
-                                          const GenerationOptions& options, KvCache& cache) {
+                                          const GenerationOptions& options, KvCache& cache,
+                                          parallel::DeviceComm* comm) {
   const int64_t vocab = weights.config.vocab_size;
   GenerationResult result;
   result.prompt_tokens = prompt.tokens(weights.config.hidden_size);
@@ -32,7 +33,7 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
   first.all_logits = options.keep_prompt_logits;
   std::vector<float> logits;
   auto start = std::chrono::steady_clock::now();
-  absl::Status status = LanguageModelForward(weights, first, seq, cache, &logits);
+  absl::Status status = LanguageModelForward(weights, first, seq, cache, &logits, comm);
   result.prefill_seconds = SecondsSince(start);
   if (!status.ok()) {
     cache.Release(seq);
@@ -61,7 +62,7 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
     ForwardInput step;
     step.ids = std::span<const int32_t>(&result.ids.back(), 1);
     step.lora = prompt.lora;
-    status = LanguageModelForward(weights, step, seq, cache, &logits);
+    status = LanguageModelForward(weights, step, seq, cache, &logits, comm);
     if (!status.ok()) break;
   }
   result.decode_seconds = SecondsSince(start);

@@ -38,7 +38,10 @@ struct GenerationResult {
 // Errors: a prompt that does not fit the context (naming both sizes), a KV cache too small, bad token ids.
 // The repetition penalty counts generated tokens only, as the reference's chat() does (it generates from
 // input embeddings, so Hugging Face never sees the prompt ids).
+// With TP-sharded weights, every rank of the TP group calls it with the same prompt, options and `comm`; the
+// logits are whole on every rank and the sampling seed is shared, so every rank picks the same tokens.
 absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const ForwardInput& prompt,
-                                          const GenerationOptions& options, KvCache& cache);
+                                          const GenerationOptions& options, KvCache& cache,
+                                          parallel::DeviceComm* comm = nullptr);
 
 }  // namespace ixc::model

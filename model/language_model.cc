@@ -10,16 +10,18 @@
 namespace ixc::model {
 namespace {
 
-// y (rows, out) = x (rows, in) . W^T + bias, + PLoRA on image rows, + the task LoRAs of `mode` on every row.
+void AddBias(const std::vector<float>& bias, float* y, int64_t rows) {
+  const int64_t out = static_cast<int64_t>(bias.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < out; ++c) y[r * out + c] += bias[c];
+  }
+}
+
+// y (rows, out) = x (rows, in) . W^T, + PLoRA on image rows, + the task LoRAs of `mode` on every row; the bias is
+// the caller's (a row-parallel linear adds it once, after the all-reduce).
 void ApplyLinear(const LinearWeights& linear, const float* x, int64_t rows, const uint8_t* image_mask,
                  bool any_image_row, LoraMode mode, float* y) {
-  const int64_t out = linear.weight.dim(0);
   kernels::Linear(x, linear.weight, y, rows, /*accumulate=*/false);
-  if (!linear.bias.empty()) {
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < out; ++c) y[r * out + c] += linear.bias[c];
-    }
-  }
   if (any_image_row) kernels::LowRankAdd(x, linear.plora.a, linear.plora.b, image_mask, y, rows);
   switch (mode) {
     case LoraMode::kBase:
@@ -34,8 +36,26 @@ void ApplyLinear(const LinearWeights& linear, const float* x, int64_t rows, cons
   }
 }
 
+// Column-parallel: this rank's output features, complete.
+void ColumnParallelLinear(const LinearWeights& linear, const float* x, int64_t rows, const uint8_t* image_mask,
+                          bool any_image_row, LoraMode mode, float* y) {
+  ApplyLinear(linear, x, rows, image_mask, any_image_row, mode, y);
+  if (!linear.bias.empty()) AddBias(linear.bias, y, rows);
+}
+
+// Row-parallel: Y = sum over the TP group of X_t W_t^T (and of the LoRA terms B A_t x_t), then the bias, once.
+absl::Status RowParallelLinear(const LinearWeights& linear, const float* x, int64_t rows, const uint8_t* image_mask,
+                               bool any_image_row, LoraMode mode, float* y, parallel::DeviceComm* comm) {
+  ApplyLinear(linear, x, rows, image_mask, any_image_row, mode, y);
+  if (comm != nullptr) {
+    IXC_RETURN_IF_ERROR(comm->AllReduceSum(y, rows * linear.weight.dim(0), parallel::Group::kTensor));
+  }
+  if (!linear.bias.empty()) AddBias(linear.bias, y, rows);
+  return absl::OkStatus();
+}
+
 // Splits the fused qkv rows (spec 1.3: per KV group, `group` query heads then one K head then one V head) into
-// q (rows, heads, d), k (rows, kv_heads, d) and v (rows, kv_heads, d).
+// q (rows, heads, d), k (rows, kv_heads, d) and v (rows, kv_heads, d); `c` holds this rank's head counts.
 void UnpackQkv(const LlmConfig& c, const float* qkv, int64_t rows, float* q, float* k, float* v) {
   const int d = c.head_dim, group = c.q_heads_per_kv_head();
   for (int64_t r = 0; r < rows; ++r) {
@@ -99,9 +119,13 @@ absl::Status CheckInput(const LlmWeights& weights, const ForwardInput& input) {
 }  // namespace
 
 absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq,
-                                  KvCache& cache, std::vector<float>* logits) {
+                                  KvCache& cache, std::vector<float>* logits, parallel::DeviceComm* comm) {
   IXC_RETURN_IF_ERROR(CheckInput(weights, input));
-  const LlmConfig& c = weights.config;
+  if (weights.tp.size > 1 && (comm == nullptr || comm->GroupSize(parallel::Group::kTensor) != weights.tp.size)) {
+    return absl::FailedPreconditionError("weights sharded for tensor parallelism need the TP group's DeviceComm");
+  }
+  if (weights.tp.size == 1) comm = nullptr;
+  const LlmConfig& c = weights.shard;  // this rank's heads, KV heads, intermediate size and vocabulary
   const int64_t tokens = input.tokens(c.hidden_size);
   if (tokens == 0) return absl::InvalidArgumentError("a forward call needs at least one token");
   const int64_t hidden = c.hidden_size, ffn = c.intermediate_size, d = c.head_dim;
@@ -113,7 +137,7 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
   const uint8_t* image_mask = input.image_mask.empty() ? nullptr : input.image_mask.data();
   const bool any_image_row = image_mask != nullptr && std::any_of(image_mask, image_mask + tokens,
                                                                  [](uint8_t m) { return m != 0; });
-  const kernels::RopeParams rope = RopeFor(c, past + tokens);
+  const kernels::RopeParams rope = RopeFor(weights.config, past + tokens);
   const kernels::AttentionShape attention_shape{static_cast<int>(tokens), c.num_heads,
                                                 1.f / std::sqrt(static_cast<float>(d))};
 
@@ -136,7 +160,7 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
     const LayerWeights& w = weights.layers[layer];
     // Attention block: x += wo(Attn(RoPE(q), RoPE(k), v)).
     kernels::RmsNorm(x.data(), w.attn_norm.data(), normed.data(), tokens, hidden, c.rms_norm_eps);
-    ApplyLinear(w.attn_qkv, normed.data(), tokens, image_mask, any_image_row, input.lora, qkv.data());
+    ColumnParallelLinear(w.attn_qkv, normed.data(), tokens, image_mask, any_image_row, input.lora, qkv.data());
     UnpackQkv(c, qkv.data(), tokens, q.data(), k.data(), v.data());
     kernels::ApplyRope(q.data(), positions.data(), tokens, c.num_heads, rope);
     kernels::ApplyRope(k.data(), positions.data(), tokens, c.num_kv_heads, rope);
@@ -146,15 +170,17 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
     }
     kernels::PagedAttention(q.data(), positions.data(), cache.View(layer, seq), attention_shape, attention.data(),
                             /*lse=*/nullptr);
-    ApplyLinear(w.attn_out, attention.data(), tokens, image_mask, any_image_row, input.lora, projected.data());
+    IXC_RETURN_IF_ERROR(RowParallelLinear(w.attn_out, attention.data(), tokens, image_mask, any_image_row, input.lora,
+                                          projected.data(), comm));
     for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
 
     // Feed-forward block: x += w2(silu(w1 n) * w3 n).
     kernels::RmsNorm(x.data(), w.ffn_norm.data(), normed.data(), tokens, hidden, c.rms_norm_eps);
-    ApplyLinear(w.ffn_gate, normed.data(), tokens, image_mask, any_image_row, input.lora, gate.data());
-    ApplyLinear(w.ffn_up, normed.data(), tokens, image_mask, any_image_row, input.lora, up.data());
+    ColumnParallelLinear(w.ffn_gate, normed.data(), tokens, image_mask, any_image_row, input.lora, gate.data());
+    ColumnParallelLinear(w.ffn_up, normed.data(), tokens, image_mask, any_image_row, input.lora, up.data());
     kernels::SwiGlu(gate.data(), up.data(), gate.data(), tokens * ffn);
-    ApplyLinear(w.ffn_down, gate.data(), tokens, image_mask, any_image_row, input.lora, projected.data());
+    IXC_RETURN_IF_ERROR(RowParallelLinear(w.ffn_down, gate.data(), tokens, image_mask, any_image_row, input.lora,
+                                          projected.data(), comm));
     for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
   }
   seq.length = past + tokens;
@@ -163,8 +189,23 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
   const int64_t rows = tokens - first_row;
   kernels::RmsNorm(x.data() + first_row * hidden, weights.final_norm.data(), normed.data(), rows, hidden,
                    c.rms_norm_eps);
-  logits->resize(rows * c.vocab_size);
-  kernels::Linear(normed.data(), weights.output, logits->data(), rows, /*accumulate=*/false);
+  if (comm == nullptr) {
+    logits->resize(rows * c.vocab_size);
+    kernels::Linear(normed.data(), weights.output, logits->data(), rows, /*accumulate=*/false);
+    return absl::OkStatus();
+  }
+  // Vocab-parallel head: this rank's slice of every row, gathered as (T, rows, vocab / T), then laid out by row.
+  const int64_t local_vocab = c.vocab_size, size = weights.tp.size;
+  std::vector<float> local(rows * local_vocab), gathered(size * rows * local_vocab);
+  kernels::Linear(normed.data(), weights.output, local.data(), rows, /*accumulate=*/false);
+  IXC_RETURN_IF_ERROR(comm->AllGather(local.data(), local.size(), gathered.data(), parallel::Group::kTensor));
+  logits->resize(rows * local_vocab * size);
+  for (int64_t t = 0; t < size; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::copy_n(gathered.data() + (t * rows + r) * local_vocab, local_vocab,
+                  logits->data() + r * local_vocab * size + t * local_vocab);
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
+#include "parallel/device_comm.h"
 
 namespace ixc::model {
 
@@ -33,7 +34,11 @@ struct ForwardInput {
 // f32 logits: (tokens, vocab) with all_logits, else (1, vocab). Positions continue from seq.length. RoPE uses the
 // dynamic-NTK base of the sequence's length after this call (spec 6): keys already cached keep the rotation they were
 // written with, as in the reference.
+//
+// With weights sharded over a TP group (weights.tp.size > 1) every rank of the group calls this with the same input
+// and `comm`: the attention output and FFN down projections are summed by one all-reduce each, the vocab-parallel
+// logits are all-gathered, and every rank gets the whole logits. The cache holds this rank's KV heads only.
 absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq,
-                                  KvCache& cache, std::vector<float>* logits);
+                                  KvCache& cache, std::vector<float>* logits, parallel::DeviceComm* comm = nullptr);
 
 }  // namespace ixc::model

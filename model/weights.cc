@@ -7,38 +7,55 @@
 namespace ixc::model {
 namespace {
 
-absl::StatusOr<std::vector<float>> LoadVector(const Checkpoint& ckpt, const std::string& name, int64_t size) {
+// A 1-D tensor as f32: this rank's slice of it when the table splits it by rows.
+absl::StatusOr<std::vector<float>> LoadVector(const Checkpoint& ckpt, const std::string& name, int64_t size,
+                                              parallel::TpSlice tp = {}) {
   IXC_ASSIGN_OR_RETURN(TensorView view, ckpt.Tensor(name, {size}));
-  std::vector<float> values(size);
-  ConvertToF32(view.dtype, view.data, values.data(), size);
+  if (parallel::TpSplitOf(name) == parallel::Split::kRows) view = parallel::SliceRows(view, tp);
+  std::vector<float> values(view.numel());
+  ConvertToF32(view.dtype, view.data, values.data(), view.numel());
   return values;
 }
 
+// The loader's context: the checkpoint and this rank's slice.
+struct Loader {
+  const Checkpoint& ckpt;
+  parallel::TpSlice tp;
+  std::vector<std::unique_ptr<std::vector<uint8_t>>>& owned;
+
+  // `name`, shape-checked on the whole tensor, then sharded by the table.
+  absl::StatusOr<TensorView> Tensor(const std::string& name, const std::vector<int64_t>& shape) {
+    IXC_ASSIGN_OR_RETURN(TensorView view, ckpt.Tensor(name, shape));
+    return parallel::ShardTensor(name, view, tp, owned);
+  }
+};
+
 // Loads `prefix`.{A,B}.weight, if present, checking (rank, in) and (out, rank) with a shared rank.
-absl::StatusOr<LoraPair> LoadLoraPair(const Checkpoint& ckpt, const std::string& prefix, int64_t out, int64_t in) {
+absl::StatusOr<LoraPair> LoadLoraPair(Loader& loader, const std::string& prefix, int64_t out, int64_t in) {
   LoraPair pair;
   const std::string a_name = prefix + "_A.weight", b_name = prefix + "_B.weight";
-  if (!ckpt.Has(a_name) && !ckpt.Has(b_name)) return pair;
-  IXC_ASSIGN_OR_RETURN(pair.a, ckpt.Tensor(a_name));
-  if (pair.a.rank != 2 || pair.a.dim(1) != in) {
-    return absl::InvalidArgumentError(absl::StrCat(ckpt.directory(), ": tensor '", a_name, "' is ",
-                                                   pair.a.ShapeString(), ", expected (rank, ", in, ")"));
+  if (!loader.ckpt.Has(a_name) && !loader.ckpt.Has(b_name)) return pair;
+  IXC_ASSIGN_OR_RETURN(TensorView a, loader.ckpt.Tensor(a_name));
+  if (a.rank != 2 || a.dim(1) != in) {
+    return absl::InvalidArgumentError(absl::StrCat(loader.ckpt.directory(), ": tensor '", a_name, "' is ",
+                                                   a.ShapeString(), ", expected (rank, ", in, ")"));
   }
-  IXC_ASSIGN_OR_RETURN(pair.b, ckpt.Tensor(b_name, {out, pair.a.dim(0)}));
+  IXC_ASSIGN_OR_RETURN(pair.a, loader.Tensor(a_name, {a.dim(0), in}));
+  IXC_ASSIGN_OR_RETURN(pair.b, loader.Tensor(b_name, {out, a.dim(0)}));
   return pair;
 }
 
-absl::StatusOr<LinearWeights> LoadLinear(const Checkpoint& ckpt, const std::string& prefix, int64_t out, int64_t in,
+absl::StatusOr<LinearWeights> LoadLinear(Loader& loader, const std::string& prefix, int64_t out, int64_t in,
                                          bool bias) {
   LinearWeights linear;
-  IXC_ASSIGN_OR_RETURN(linear.weight, ckpt.Tensor(prefix + ".weight", {out, in}));
+  IXC_ASSIGN_OR_RETURN(linear.weight, loader.Tensor(prefix + ".weight", {out, in}));
   if (bias) {
-    IXC_ASSIGN_OR_RETURN(linear.bias, LoadVector(ckpt, prefix + ".bias", out));
+    IXC_ASSIGN_OR_RETURN(linear.bias, LoadVector(loader.ckpt, prefix + ".bias", out, loader.tp));
   }
-  IXC_ASSIGN_OR_RETURN(linear.plora, LoadLoraPair(ckpt, prefix + ".Plora", out, in));
-  IXC_ASSIGN_OR_RETURN(linear.web, LoadLoraPair(ckpt, prefix + ".lora_web", out, in));
-  IXC_ASSIGN_OR_RETURN(linear.sft, LoadLoraPair(ckpt, prefix + ".lora_sft", out, in));
-  IXC_ASSIGN_OR_RETURN(linear.dpo, LoadLoraPair(ckpt, prefix + ".lora_dpo", out, in));
+  IXC_ASSIGN_OR_RETURN(linear.plora, LoadLoraPair(loader, prefix + ".Plora", out, in));
+  IXC_ASSIGN_OR_RETURN(linear.web, LoadLoraPair(loader, prefix + ".lora_web", out, in));
+  IXC_ASSIGN_OR_RETURN(linear.sft, LoadLoraPair(loader, prefix + ".lora_sft", out, in));
+  IXC_ASSIGN_OR_RETURN(linear.dpo, LoadLoraPair(loader, prefix + ".lora_dpo", out, in));
   return linear;
 }
 
@@ -78,19 +95,31 @@ absl::StatusOr<LoraMode> LoraModeFromName(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("unknown LoRA mode '", name, "' (base, web or write)"));
 }
 
-absl::StatusOr<LlmWeights> LoadLlmWeights(const std::string& directory) {
+absl::StatusOr<LlmWeights> LoadLlmWeights(const std::string& directory, parallel::TpSlice tp) {
   LlmWeights weights;
   IXC_ASSIGN_OR_RETURN(weights.checkpoint, Checkpoint::Open(directory));
   IXC_ASSIGN_OR_RETURN(weights.config, LoadLlmConfig(directory));
   const LlmConfig& c = weights.config;
   const Checkpoint& ckpt = weights.checkpoint;
   const int64_t hidden = c.hidden_size, ffn = c.intermediate_size;
+  if (c.num_kv_heads % tp.size != 0 || c.intermediate_size % tp.size != 0 || c.vocab_size % tp.size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        directory, ": tensor parallelism of ", tp.size, " needs it to divide num_key_value_heads (", c.num_kv_heads,
+        "), intermediate_size (", c.intermediate_size, ") and vocab_size (", c.vocab_size, ")"));
+  }
+  weights.tp = tp;
+  weights.shard = c;
+  weights.shard.num_heads /= tp.size;
+  weights.shard.num_kv_heads /= tp.size;
+  weights.shard.intermediate_size /= tp.size;
+  weights.shard.vocab_size /= tp.size;
+  Loader loader{ckpt, tp, weights.owned};
 
   IXC_ASSIGN_OR_RETURN(weights.tok_embeddings, ckpt.Tensor("model.tok_embeddings.weight", {c.vocab_size, hidden}));
   if (c.tie_word_embeddings) {
-    weights.output = weights.tok_embeddings;
+    weights.output = parallel::SliceRows(weights.tok_embeddings, tp);
   } else {
-    IXC_ASSIGN_OR_RETURN(weights.output, ckpt.Tensor("output.weight", {c.vocab_size, hidden}));
+    IXC_ASSIGN_OR_RETURN(weights.output, loader.Tensor("output.weight", {c.vocab_size, hidden}));
   }
   IXC_ASSIGN_OR_RETURN(weights.final_norm, LoadVector(ckpt, "model.norm.weight", hidden));
 
@@ -98,12 +127,12 @@ absl::StatusOr<LlmWeights> LoadLlmWeights(const std::string& directory) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     LayerWeights layer;
     IXC_ASSIGN_OR_RETURN(layer.attn_norm, LoadVector(ckpt, p + "attention_norm.weight", hidden));
-    IXC_ASSIGN_OR_RETURN(layer.attn_qkv, LoadLinear(ckpt, p + "attention.wqkv", c.qkv_size(), hidden, c.bias));
-    IXC_ASSIGN_OR_RETURN(layer.attn_out, LoadLinear(ckpt, p + "attention.wo", hidden, hidden, c.bias));
+    IXC_ASSIGN_OR_RETURN(layer.attn_qkv, LoadLinear(loader, p + "attention.wqkv", c.qkv_size(), hidden, c.bias));
+    IXC_ASSIGN_OR_RETURN(layer.attn_out, LoadLinear(loader, p + "attention.wo", hidden, hidden, c.bias));
     IXC_ASSIGN_OR_RETURN(layer.ffn_norm, LoadVector(ckpt, p + "ffn_norm.weight", hidden));
-    IXC_ASSIGN_OR_RETURN(layer.ffn_gate, LoadLinear(ckpt, p + "feed_forward.w1", ffn, hidden, false));
-    IXC_ASSIGN_OR_RETURN(layer.ffn_up, LoadLinear(ckpt, p + "feed_forward.w3", ffn, hidden, false));
-    IXC_ASSIGN_OR_RETURN(layer.ffn_down, LoadLinear(ckpt, p + "feed_forward.w2", hidden, ffn, false));
+    IXC_ASSIGN_OR_RETURN(layer.ffn_gate, LoadLinear(loader, p + "feed_forward.w1", ffn, hidden, false));
+    IXC_ASSIGN_OR_RETURN(layer.ffn_up, LoadLinear(loader, p + "feed_forward.w3", ffn, hidden, false));
+    IXC_ASSIGN_OR_RETURN(layer.ffn_down, LoadLinear(loader, p + "feed_forward.w2", hidden, ffn, false));
     weights.layers.push_back(std::move(layer));
   }
 
@@ -125,7 +154,8 @@ absl::StatusOr<LlmWeights> LoadLlmWeights(const std::string& directory) {
   IXC_LOG(INFO) << "loaded " << directory << ": " << c.num_layers << " layers, hidden " << hidden << ", heads "
                 << c.num_heads << "/" << c.num_kv_heads << ", vocab " << c.vocab_size << ", weights "
                 << DTypeName(weights.tok_embeddings.dtype) << (weights.has_plora ? ", PLoRA" : "")
-                << (weights.has_web_lora ? ", web LoRA" : "") << (weights.has_write_lora ? ", write LoRA" : "");
+                << (weights.has_web_lora ? ", web LoRA" : "") << (weights.has_write_lora ? ", write LoRA" : "")
+                << (tp.size > 1 ? absl::StrCat(", TP slice ", tp.rank, "/", tp.size) : "");
   return weights;
 }
 

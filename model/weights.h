@@ -15,6 +15,7 @@
 #include "core/safetensors.h"
 #include "core/tensor_view.h"
 #include "model/config.h"
+#include "parallel/shard.h"
 
 namespace ixc::model {
 
@@ -49,8 +50,11 @@ struct LayerWeights {
 };
 
 struct LlmWeights {
-  LlmConfig config;
+  LlmConfig config;               // the model's dimensions
+  LlmConfig shard;                // this rank's: heads, KV heads, intermediate and vocab divided by the TP size
+  parallel::TpSlice tp;           // which slice this rank holds (architecture section 5, parallel/shard.h)
   Checkpoint checkpoint;          // owns the mappings every view points into
+  std::vector<std::unique_ptr<std::vector<uint8_t>>> owned;  // column slices, copied out of the mapping
   TensorView tok_embeddings;      // (vocab, hidden)
   TensorView output;              // (vocab, hidden); tok_embeddings when tied
   std::vector<float> final_norm;  // (hidden)
@@ -60,8 +64,9 @@ struct LlmWeights {
   bool has_write_lora = false;
 };
 
-// Loads config.json and every language-model tensor of `directory`, checking each shape against the config.
-// An IXC-2.5 checkpoint must carry PLoRA on every linear; the task LoRAs are optional (all or none per set).
-absl::StatusOr<LlmWeights> LoadLlmWeights(const std::string& directory);
+// Loads config.json and every language-model tensor of `directory`, checking each shape against the config, and
+// keeps this rank's tensor-parallel slice of each (all of it when tp.size is 1). An IXC-2.5 checkpoint must carry
+// PLoRA on every linear; the task LoRAs are optional (all or none per set).
+absl::StatusOr<LlmWeights> LoadLlmWeights(const std::string& directory, parallel::TpSlice tp = {});
 
 }  // namespace ixc::model

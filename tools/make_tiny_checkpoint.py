@@ -30,6 +30,9 @@ PRESETS = {
     # 4 query heads per KV head, as the real model.
     "tiny-gqa4": dict(hidden=128, layers=3, heads=8, kv_heads=2, ffn=352, vocab=640, max_pos=48, plora_rank=16,
                       task_lora_rank=8),
+    # 4 KV heads, so tensor parallelism of 4 has whole KV groups.
+    "tiny-kv4": dict(hidden=128, layers=2, heads=8, kv_heads=4, ffn=256, vocab=512, max_pos=64, plora_rank=8,
+                     task_lora_rank=4),
     # The README demo: the real tokenizer, so prompts are text.
     "demo": dict(hidden=256, layers=4, heads=8, kv_heads=2, ffn=704, vocab=92544, max_pos=4096, plora_rank=32,
                  task_lora_rank=8),

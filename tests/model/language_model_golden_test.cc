@@ -16,7 +16,7 @@ namespace {
 
 constexpr const char* kCases[] = {"tiny_f32",         "gqa4_bf16",     "tiny_plora",
                                   "gqa4_plora_f16",   "gqa4_dynamic_ntk", "tiny_lora_web",
-                                  "tiny_lora_write",  "internlm2_bias_linear_rope"};
+                                  "tiny_lora_write",  "kv4_bias_plora_web", "internlm2_bias_linear_rope"};
 
 struct Golden {
   std::vector<int32_t> prompt;
