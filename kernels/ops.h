@@ -33,7 +33,11 @@ double DynamicNtkBase(double theta, double factor, int max_position_embeddings, 
 
 // Where one sequence's keys and values live: a paged pool of fixed-size blocks and the sequence's block table.
 // Pool layout: (num_blocks, block_size, kv_heads, head_dim) f32, one pool for K and one for V.
-// Token t of the sequence sits in block block_table[t / block_size], slot t % block_size.
+// Key j sits in block block_table[j / block_size], slot j % block_size.
+//
+// Which keys a query sees: without key_positions, key j is the token at position j and a query at position p sees
+// keys 0..p. With key_positions (ascending; num_keys of them), key j is at key_positions[j] and a query at p sees the
+// keys at positions <= p: a rank's shard of a sequence split across sequence-parallel ranks.
 struct PagedKv {
   const float* k_pool = nullptr;
   const float* v_pool = nullptr;
@@ -41,6 +45,8 @@ struct PagedKv {
   int block_size = 0;
   int kv_heads = 0;
   int head_dim = 0;
+  const int32_t* key_positions = nullptr;  // (num_keys) or null
+  int64_t num_keys = 0;
 };
 
 struct AttentionShape {

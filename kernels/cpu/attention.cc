@@ -27,7 +27,11 @@ void PagedAttention(const float* q, const int32_t* positions, const PagedKv& kv,
     for (int64_t pair = 0; pair < pairs; ++pair) {
       const int64_t t = pair / kv.kv_heads;
       const int kv_head = static_cast<int>(pair % kv.kv_heads);
-      const int64_t keys = positions[t] + 1;
+      // Keys visible to this query: the first `keys` (positions ascend).
+      int64_t keys = positions[t] + 1;
+      if (kv.key_positions != nullptr) {
+        keys = std::upper_bound(kv.key_positions, kv.key_positions + kv.num_keys, positions[t]) - kv.key_positions;
+      }
       const float* queries = q + (t * shape.heads + static_cast<int64_t>(kv_head) * group) * d;  // (group, d)
       float* acc = out + (t * shape.heads + static_cast<int64_t>(kv_head) * group) * d;           // (group, d)
       std::fill(acc, acc + static_cast<int64_t>(group) * d, 0.f);
@@ -70,11 +74,36 @@ void PagedAttention(const float* q, const int32_t* positions, const PagedKv& kv,
       }
       for (int g = 0; g < group; ++g) {
         float* o = acc + static_cast<int64_t>(g) * d;
+        if (keys == 0) {  // no visible key: out stays 0
+          if (lse != nullptr) lse[t * shape.heads + kv_head * group + g] = -INFINITY;
+          continue;
+        }
         const float inv_sum = 1.f / running_sum[g];
         for (int c = 0; c < d; ++c) o[c] *= inv_sum;
         if (lse != nullptr) lse[t * shape.heads + kv_head * group + g] = running_max[g] + std::log(running_sum[g]);
       }
     }
+  }
+}
+
+}  // namespace ixc::kernels
+
+namespace ixc::kernels {
+
+void MergeAttention(float* out_a, float* lse_a, const float* out_b, const float* lse_b, int64_t rows, int heads,
+                    int head_dim) {
+#pragma omp parallel for schedule(static) if (rows * heads > 64)
+  for (int64_t i = 0; i < rows * heads; ++i) {
+    const float a = lse_a[i], b = lse_b[i];
+    if (b == -INFINITY) continue;
+    const float m = std::max(a, b);
+    const float wa = a == -INFINITY ? 0.f : std::exp(a - m), wb = std::exp(b - m);
+    const float inv = 1.f / (wa + wb);
+    float* o = out_a + i * head_dim;
+    const float* ob = out_b + i * head_dim;
+#pragma omp simd
+    for (int c = 0; c < head_dim; ++c) o[c] = (wa * o[c] + wb * ob[c]) * inv;
+    lse_a[i] = m + std::log(wa + wb);
   }
 }
 

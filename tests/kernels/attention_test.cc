@@ -59,3 +59,56 @@ TEST(PagedAttentionReferenceTest, SingleKeyReturnsItsValue) {
 
 }  // namespace
 }  // namespace ixc::kernels
+
+namespace ixc::kernels {
+namespace {
+
+// Splitting a sequence's keys across shards (as sequence parallelism does) and merging the per-shard results by
+// log-sum-exp gives attention over all keys.
+TEST(MergeAttentionTest, ShardedKeysMergeToTheWhole) {
+  const int heads = 4, kv_heads = 2, d = 16, total = 41, block = 4;
+  const int64_t row = static_cast<int64_t>(kv_heads) * d;
+  const auto k_all = ixc::testing::RandomFloats(total * row, 11), v_all = ixc::testing::RandomFloats(total * row, 12);
+  std::vector<int32_t> q_positions = {0, 3, 17, 40};  // includes a query with only one visible key
+  const auto q = ixc::testing::RandomFloats(q_positions.size() * heads * d, 13);
+  const AttentionShape shape{static_cast<int>(q_positions.size()), heads, 0.25f};
+  // Whole: keys 0..total-1 in one contiguous "pool".
+  std::vector<int32_t> whole_table((total + block - 1) / block);
+  std::iota(whole_table.begin(), whole_table.end(), 0);
+  std::vector<float> k_pool(whole_table.size() * block * row), v_pool(k_pool.size());
+  std::copy(k_all.begin(), k_all.end(), k_pool.begin());
+  std::copy(v_all.begin(), v_all.end(), v_pool.begin());
+  std::vector<float> expected(q.size()), expected_lse(q_positions.size() * heads);
+  reference::PagedAttention(q.data(), q_positions.data(), {k_pool.data(), v_pool.data(), whole_table.data(), block,
+                                                           kv_heads, d}, shape, expected.data(), expected_lse.data());
+  // Three shards by block, round-robin: shard s holds the keys of blocks s, s + 3, ...
+  std::vector<float> merged(q.size(), 0.f), merged_lse(q_positions.size() * heads, -INFINITY);
+  for (int s = 0; s < 3; ++s) {
+    std::vector<int32_t> positions;
+    std::vector<float> ks, vs;
+    for (int j = 0; j < total; ++j) {
+      if ((j / block) % 3 != s) continue;
+      positions.push_back(j);
+      ks.insert(ks.end(), k_all.begin() + j * row, k_all.begin() + (j + 1) * row);
+      vs.insert(vs.end(), v_all.begin() + j * row, v_all.begin() + (j + 1) * row);
+    }
+    const int32_t one_block = 0;
+    const PagedKv shard{ks.data(), vs.data(), &one_block, static_cast<int>(positions.size()), kv_heads, d,
+                        positions.data(), static_cast<int64_t>(positions.size())};
+    std::vector<float> part(q.size()), part_lse(merged_lse.size()), ref_part(q.size()), ref_lse(merged_lse.size());
+    PagedAttention(q.data(), q_positions.data(), shard, shape, part.data(), part_lse.data());
+    reference::PagedAttention(q.data(), q_positions.data(), shard, shape, ref_part.data(), ref_lse.data());
+    EXPECT_TRUE(ixc::testing::AllClose(part, ref_part, {2e-6f, 1e-5f}));
+    for (size_t i = 0; i < ref_lse.size(); ++i) EXPECT_EQ(std::isinf(part_lse[i]), std::isinf(ref_lse[i]));
+    std::vector<float> ref_merged = merged, ref_merged_lse = merged_lse;
+    MergeAttention(merged.data(), merged_lse.data(), part.data(), part_lse.data(), q_positions.size(), heads, d);
+    reference::MergeAttention(ref_merged.data(), ref_merged_lse.data(), part.data(), part_lse.data(),
+                              q_positions.size(), heads, d);
+    EXPECT_TRUE(ixc::testing::AllClose(merged, ref_merged, {1e-6f, 1e-6f}));
+  }
+  EXPECT_TRUE(ixc::testing::AllClose(merged, expected, {2e-6f, 1e-5f}));
+  EXPECT_TRUE(ixc::testing::AllClose(merged_lse, expected_lse, {2e-6f, 1e-5f}));
+}
+
+}  // namespace
+}  // namespace ixc::kernels
