@@ -14,6 +14,32 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// This SP rank's zig-zag shard of a prompt of `length` tokens cut into 2S chunks: chunks `rank` and 2S-1-rank, so
+// that every rank gets an equal share of the causal attention work (architecture section 4).
+struct PromptShard {
+  std::vector<int32_t> positions;
+  std::vector<int32_t> ids;
+  std::vector<float> embeddings;
+  std::vector<uint8_t> image_mask;
+};
+
+PromptShard ZigZagShard(const ForwardInput& prompt, int64_t length, int hidden, int rank, int size) {
+  PromptShard shard;
+  auto bound = [&](int chunk) { return length * chunk / (2 * size); };
+  for (int chunk : {rank, 2 * size - 1 - rank}) {
+    for (int64_t p = bound(chunk); p < bound(chunk + 1); ++p) {
+      shard.positions.push_back(static_cast<int32_t>(p));
+      if (!prompt.ids.empty()) shard.ids.push_back(prompt.ids[p]);
+      if (!prompt.embeddings.empty()) {
+        shard.embeddings.insert(shard.embeddings.end(), prompt.embeddings.begin() + p * hidden,
+                                prompt.embeddings.begin() + (p + 1) * hidden);
+      }
+      if (!prompt.image_mask.empty()) shard.image_mask.push_back(prompt.image_mask[p]);
+    }
+  }
+  return shard;
+}
+
 }  // namespace
 
 absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const ForwardInput& prompt,
@@ -28,9 +54,23 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
                                                    " tokens; the context holds ", options.max_context,
                                                    " (prompt and generated tokens together)"));
   }
+  // Sequence parallelism: this rank prefills its zig-zag shard with ring attention; decode steps run on every SP
+  // rank, each new token's K/V kept by one rank, round-robin by cache block.
+  const int sp_size = comm == nullptr ? 1 : comm->GroupSize(parallel::Group::kSequence);
+  const int sp_rank = comm == nullptr ? 0 : comm->GroupRank(parallel::Group::kSequence);
   SequenceKv seq;
   ForwardInput first = prompt;
   first.all_logits = options.keep_prompt_logits;
+  PromptShard shard;
+  if (sp_size > 1) {
+    shard = ZigZagShard(prompt, result.prompt_tokens, weights.config.hidden_size, sp_rank, sp_size);
+    first.ids = shard.ids;
+    first.embeddings = shard.embeddings;
+    first.image_mask = shard.image_mask;
+    first.positions = shard.positions;
+    first.context_length = result.prompt_tokens;
+    first.sp_attention = SpAttention::kRing;
+  }
   std::vector<float> logits;
   auto start = std::chrono::steady_clock::now();
   absl::Status status = LanguageModelForward(weights, first, seq, cache, &logits, comm);
@@ -62,6 +102,13 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
     ForwardInput step;
     step.ids = std::span<const int32_t>(&result.ids.back(), 1);
     step.lora = prompt.lora;
+    const int32_t position = static_cast<int32_t>(result.prompt_tokens + result.ids.size() - 1);
+    const uint8_t keep = (position / cache.block_size()) % sp_size == sp_rank;
+    if (sp_size > 1) {
+      step.positions = std::span<const int32_t>(&position, 1);
+      step.store_kv = std::span<const uint8_t>(&keep, 1);
+      step.sp_attention = SpAttention::kGatherMerge;
+    }
     status = LanguageModelForward(weights, step, seq, cache, &logits, comm);
     if (!status.ok()) break;
   }

@@ -41,6 +41,7 @@ void KvCache::Release(SequenceKv& seq) {
   for (auto it = seq.block_table.rbegin(); it != seq.block_table.rend(); ++it) free_.push_back(*it);
   seq.block_table.clear();
   seq.length = 0;
+  seq.positions.clear();
 }
 
 float* KvCache::KeySlot(int layer, const SequenceKv& seq, int64_t t) {
@@ -54,7 +55,8 @@ float* KvCache::ValueSlot(int layer, const SequenceKv& seq, int64_t t) {
 }
 
 kernels::PagedKv KvCache::View(int layer, const SequenceKv& seq) const {
-  return {k_[layer].data(), v_[layer].data(), seq.block_table.data(), block_size_, kv_heads_, head_dim_};
+  return {k_[layer].data(), v_[layer].data(), seq.block_table.data(), block_size_, kv_heads_, head_dim_,
+          seq.positions.data(), seq.length};
 }
 
 }  // namespace ixc::model

@@ -23,7 +23,9 @@ namespace ixc::model {
 
 struct SequenceKv {
   std::vector<int32_t> block_table;
-  int64_t length = 0;  // tokens whose K/V are stored
+  int64_t length = 0;               // tokens whose K/V are stored here
+  std::vector<int32_t> positions;   // (length) their positions in the sequence, ascending; with sequence
+                                    // parallelism a rank stores only its shard of the sequence
 };
 
 class KvCache {

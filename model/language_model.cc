@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/ops.h"
+#include "model/sp_attention.h"
 
 namespace ixc::model {
 namespace {
@@ -116,28 +117,73 @@ absl::Status CheckInput(const LlmWeights& weights, const ForwardInput& input) {
   return absl::OkStatus();
 }
 
+// The logits of rows (rows, hidden, already normalized) through the vocab-parallel head: whole rows on every TP rank.
+absl::Status LmHead(const LlmWeights& weights, const float* normed, int64_t rows, parallel::DeviceComm* comm,
+                    float* logits) {
+  const int64_t local_vocab = weights.shard.vocab_size, size = weights.tp.size;
+  if (comm == nullptr || size == 1) {
+    kernels::Linear(normed, weights.output, logits, rows, /*accumulate=*/false);
+    return absl::OkStatus();
+  }
+  // This rank's slice of every row, gathered as (T, rows, vocab / T), then laid out by row.
+  std::vector<float> local(rows * local_vocab), gathered(size * rows * local_vocab);
+  kernels::Linear(normed, weights.output, local.data(), rows, /*accumulate=*/false);
+  IXC_RETURN_IF_ERROR(comm->AllGather(local.data(), local.size(), gathered.data(), parallel::Group::kTensor));
+  for (int64_t t = 0; t < size; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::copy_n(gathered.data() + (t * rows + r) * local_vocab, local_vocab,
+                  logits + r * local_vocab * size + t * local_vocab);
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq,
                                   KvCache& cache, std::vector<float>* logits, parallel::DeviceComm* comm) {
   IXC_RETURN_IF_ERROR(CheckInput(weights, input));
-  if (weights.tp.size > 1 && (comm == nullptr || comm->GroupSize(parallel::Group::kTensor) != weights.tp.size)) {
-    return absl::FailedPreconditionError("weights sharded for tensor parallelism need the TP group's DeviceComm");
+  const bool tensor_parallel = weights.tp.size > 1, sequence_parallel = input.sp_attention != SpAttention::kLocal;
+  if ((tensor_parallel || sequence_parallel) && comm == nullptr) {
+    return absl::FailedPreconditionError("tensor or sequence parallelism needs the rank's DeviceComm");
   }
-  if (weights.tp.size == 1) comm = nullptr;
+  if (tensor_parallel && comm->GroupSize(parallel::Group::kTensor) != weights.tp.size) {
+    return absl::FailedPreconditionError("the weights' TP size differs from the TP group's");
+  }
+  if (input.sp_attention == SpAttention::kRing && seq.length != 0) {
+    return absl::FailedPreconditionError("ring attention prefills an empty sequence; later chunks use kGatherMerge");
+  }
+  parallel::DeviceComm* tp_comm = tensor_parallel ? comm : nullptr;
   const LlmConfig& c = weights.shard;  // this rank's heads, KV heads, intermediate size and vocabulary
   const int64_t tokens = input.tokens(c.hidden_size);
-  if (tokens == 0) return absl::InvalidArgumentError("a forward call needs at least one token");
-  const int64_t hidden = c.hidden_size, ffn = c.intermediate_size, d = c.head_dim;
-  const int64_t past = seq.length;
-  IXC_RETURN_IF_ERROR(cache.Reserve(seq, past + tokens));
+  if (tokens == 0 && input.sp_attention != SpAttention::kRing) {
+    return absl::InvalidArgumentError("a forward call needs at least one token");
+  }
+  const int64_t hidden = c.hidden_size, ffn = c.intermediate_size, d = c.head_dim, kv_row = c.num_kv_heads * d;
 
-  std::vector<int32_t> positions(tokens);  // (tokens)
-  for (int64_t t = 0; t < tokens; ++t) positions[t] = static_cast<int32_t>(past + t);
+  std::vector<int32_t> positions(tokens);  // (tokens) positions in the sequence
+  if (input.positions.empty()) {
+    const int64_t next = seq.positions.empty() ? 0 : seq.positions.back() + 1;
+    for (int64_t t = 0; t < tokens; ++t) positions[t] = static_cast<int32_t>(next + t);
+  } else {
+    std::copy(input.positions.begin(), input.positions.end(), positions.begin());
+  }
+  const int64_t context_length = input.context_length > 0 ? input.context_length
+                                                          : (tokens > 0 ? positions.back() + 1 : 0);
+  // The tokens whose K/V this rank keeps, and their slots after the cached ones.
+  std::vector<int64_t> stored;
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (input.store_kv.empty() || input.store_kv[t]) stored.push_back(t);
+  }
+  const int64_t past = seq.length;
+  IXC_RETURN_IF_ERROR(cache.Reserve(seq, past + static_cast<int64_t>(stored.size())));
+  for (int64_t t : stored) seq.positions.push_back(positions[t]);
+  seq.length = past + static_cast<int64_t>(stored.size());
+
   const uint8_t* image_mask = input.image_mask.empty() ? nullptr : input.image_mask.data();
   const bool any_image_row = image_mask != nullptr && std::any_of(image_mask, image_mask + tokens,
                                                                  [](uint8_t m) { return m != 0; });
-  const kernels::RopeParams rope = RopeFor(weights.config, past + tokens);
+  const kernels::RopeParams rope = RopeFor(weights.config, context_length);
   const kernels::AttentionShape attention_shape{static_cast<int>(tokens), c.num_heads,
                                                 1.f / std::sqrt(static_cast<float>(d))};
 
@@ -150,8 +196,7 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
   std::vector<float> normed(tokens * hidden);                  // (tokens, hidden)
   std::vector<float> qkv(tokens * c.qkv_size());               // (tokens, qkv_size)
   std::vector<float> q(tokens * c.num_heads * d);              // (tokens, heads, head_dim)
-  std::vector<float> k(tokens * c.num_kv_heads * d);           // (tokens, kv_heads, head_dim)
-  std::vector<float> v(tokens * c.num_kv_heads * d);           // (tokens, kv_heads, head_dim)
+  std::vector<float> k(tokens * kv_row), v(tokens * kv_row);   // (tokens, kv_heads, head_dim)
   std::vector<float> attention(tokens * c.num_heads * d);      // (tokens, heads, head_dim)
   std::vector<float> projected(tokens * hidden);               // (tokens, hidden)
   std::vector<float> gate(tokens * ffn), up(tokens * ffn);     // (tokens, intermediate)
@@ -164,14 +209,26 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
     UnpackQkv(c, qkv.data(), tokens, q.data(), k.data(), v.data());
     kernels::ApplyRope(q.data(), positions.data(), tokens, c.num_heads, rope);
     kernels::ApplyRope(k.data(), positions.data(), tokens, c.num_kv_heads, rope);
-    for (int64_t t = 0; t < tokens; ++t) {
-      std::copy_n(k.data() + t * c.num_kv_heads * d, c.num_kv_heads * d, cache.KeySlot(layer, seq, past + t));
-      std::copy_n(v.data() + t * c.num_kv_heads * d, c.num_kv_heads * d, cache.ValueSlot(layer, seq, past + t));
+    for (size_t i = 0; i < stored.size(); ++i) {
+      std::copy_n(k.data() + stored[i] * kv_row, kv_row, cache.KeySlot(layer, seq, past + i));
+      std::copy_n(v.data() + stored[i] * kv_row, kv_row, cache.ValueSlot(layer, seq, past + i));
     }
-    kernels::PagedAttention(q.data(), positions.data(), cache.View(layer, seq), attention_shape, attention.data(),
-                            /*lse=*/nullptr);
+    switch (input.sp_attention) {
+      case SpAttention::kLocal:
+        kernels::PagedAttention(q.data(), positions.data(), cache.View(layer, seq), attention_shape,
+                                attention.data(), /*lse=*/nullptr);
+        break;
+      case SpAttention::kRing:
+        IXC_RETURN_IF_ERROR(RingAttention(q.data(), k.data(), v.data(), positions, c.num_kv_heads,
+                                          static_cast<int>(d), attention_shape, *comm, attention.data()));
+        break;
+      case SpAttention::kGatherMerge:
+        IXC_RETURN_IF_ERROR(GatherMergeAttention(q.data(), positions, cache.View(layer, seq), attention_shape, *comm,
+                                                 attention.data()));
+        break;
+    }
     IXC_RETURN_IF_ERROR(RowParallelLinear(w.attn_out, attention.data(), tokens, image_mask, any_image_row, input.lora,
-                                          projected.data(), comm));
+                                          projected.data(), tp_comm));
     for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
 
     // Feed-forward block: x += w2(silu(w1 n) * w3 n).
@@ -180,33 +237,35 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
     ColumnParallelLinear(w.ffn_up, normed.data(), tokens, image_mask, any_image_row, input.lora, up.data());
     kernels::SwiGlu(gate.data(), up.data(), gate.data(), tokens * ffn);
     IXC_RETURN_IF_ERROR(RowParallelLinear(w.ffn_down, gate.data(), tokens, image_mask, any_image_row, input.lora,
-                                          projected.data(), comm));
+                                          projected.data(), tp_comm));
     for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
   }
-  seq.length = past + tokens;
 
-  const int64_t first_row = input.all_logits ? 0 : tokens - 1;
-  const int64_t rows = tokens - first_row;
-  kernels::RmsNorm(x.data() + first_row * hidden, weights.final_norm.data(), normed.data(), rows, hidden,
-                   c.rms_norm_eps);
-  if (comm == nullptr) {
-    logits->resize(rows * c.vocab_size);
-    kernels::Linear(normed.data(), weights.output, logits->data(), rows, /*accumulate=*/false);
-    return absl::OkStatus();
+  const int64_t vocab = weights.config.vocab_size;
+  if (input.sp_attention != SpAttention::kRing) {
+    const int64_t first_row = input.all_logits ? 0 : tokens - 1, rows = tokens - first_row;
+    kernels::RmsNorm(x.data() + first_row * hidden, weights.final_norm.data(), normed.data(), rows, hidden,
+                     c.rms_norm_eps);
+    logits->resize(rows * vocab);
+    return LmHead(weights, normed.data(), rows, tp_comm, logits->data());
   }
-  // Vocab-parallel head: this rank's slice of every row, gathered as (T, rows, vocab / T), then laid out by row.
-  const int64_t local_vocab = c.vocab_size, size = weights.tp.size;
-  std::vector<float> local(rows * local_vocab), gathered(size * rows * local_vocab);
-  kernels::Linear(normed.data(), weights.output, local.data(), rows, /*accumulate=*/false);
-  IXC_RETURN_IF_ERROR(comm->AllGather(local.data(), local.size(), gathered.data(), parallel::Group::kTensor));
-  logits->resize(rows * local_vocab * size);
-  for (int64_t t = 0; t < size; ++t) {
-    for (int64_t r = 0; r < rows; ++r) {
-      std::copy_n(gathered.data() + (t * rows + r) * local_vocab, local_vocab,
-                  logits->data() + r * local_vocab * size + t * local_vocab);
-    }
+  // A prompt shard: this rank fills the rows of its positions (all of them, or only the prompt's last), the others
+  // stay 0, and one sum over the SP group gives every rank the whole block.
+  std::vector<int64_t> rows;
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (input.all_logits || positions[t] == context_length - 1) rows.push_back(t);
   }
-  return absl::OkStatus();
+  std::vector<float> picked(rows.size() * hidden), own(rows.size() * vocab);
+  for (size_t i = 0; i < rows.size(); ++i) std::copy_n(x.data() + rows[i] * hidden, hidden, picked.data() + i * hidden);
+  kernels::RmsNorm(picked.data(), weights.final_norm.data(), picked.data(), rows.size(), hidden, c.rms_norm_eps);
+  IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), rows.size(), tp_comm, own.data()));
+  const int64_t out_rows = input.all_logits ? context_length : 1;
+  logits->assign(out_rows * vocab, 0.f);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t row = input.all_logits ? positions[rows[i]] : 0;
+    std::copy_n(own.data() + i * vocab, vocab, logits->data() + row * vocab);
+  }
+  return comm->AllReduceSum(logits->data(), logits->size(), parallel::Group::kSequence);
 }
 
 }  // namespace ixc::model

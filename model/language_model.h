@@ -20,12 +20,25 @@
 
 namespace ixc::model {
 
+// How attention finds the keys when a sequence is split across the SP group (architecture section 4):
+//   kLocal        no sequence parallelism: every key is in this rank's cache
+//   kRing         prefill of a zig-zag shard: this call's K/V blocks travel around the SP ring, each rank attends its
+//                 own queries to every block and merges by log-sum-exp (the sequence must be empty before)
+//   kGatherMerge  every SP rank holds the same queries (decode, chunked prefill): each attends to its cached shard,
+//                 one all-gather and a log-sum-exp merge give the exact result
+enum class SpAttention { kLocal, kRing, kGatherMerge };
+
 struct ForwardInput {
   std::span<const int32_t> ids;         // (tokens) token ids; or
   std::span<const float> embeddings;    // (tokens, hidden) input embeddings (text and image rows already merged)
   std::span<const uint8_t> image_mask;  // (tokens) 1 on vision rows, which get PLoRA; empty: no vision rows
   LoraMode lora = LoraMode::kBase;
   bool all_logits = false;              // logits of every token (else only of the last)
+  // Sequence parallelism (defaults: one rank holds the whole sequence):
+  std::span<const int32_t> positions;   // (tokens) positions in the sequence; default: after the cached ones
+  int64_t context_length = 0;           // the sequence's length after this call (RoPE's base); 0: last position + 1
+  std::span<const uint8_t> store_kv;    // (tokens) 1 where this rank keeps the token's K/V; default: all
+  SpAttention sp_attention = SpAttention::kLocal;
 
   int64_t tokens(int hidden) const { return ids.empty() ? static_cast<int64_t>(embeddings.size()) / hidden : ids.size(); }
 };
@@ -38,6 +51,9 @@ struct ForwardInput {
 // With weights sharded over a TP group (weights.tp.size > 1) every rank of the group calls this with the same input
 // and `comm`: the attention output and FFN down projections are summed by one all-reduce each, the vocab-parallel
 // logits are all-gathered, and every rank gets the whole logits. The cache holds this rank's KV heads only.
+// With sequence parallelism (input.sp_attention != kLocal) the SP group's ranks call it together; with kRing each
+// brings its own shard of the prompt and every rank gets the logits of the whole prompt (all_logits: one row per
+// position 0..context_length-1) or of its last position.
 absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq,
                                   KvCache& cache, std::vector<float>* logits, parallel::DeviceComm* comm = nullptr);
 

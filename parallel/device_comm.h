@@ -40,6 +40,12 @@ class DeviceComm {
   // Simultaneous send to one peer and receive from another: one step of a ring.
   virtual absl::Status SendRecv(const float* send, int64_t send_count, int send_peer, float* recv,
                                 int64_t recv_count, int recv_peer, Group group) = 0;
+
+  // The same, started now and finished by Wait, so that the caller computes while the data moves (the ring
+  // attention's overlap). Buffers stay untouched until Wait returns. One transfer in flight per object.
+  virtual absl::Status StartSendRecv(const float* send, int64_t send_count, int send_peer, float* recv,
+                                     int64_t recv_count, int recv_peer, Group group) = 0;
+  virtual absl::Status Wait() = 0;
 };
 
 }  // namespace ixc::parallel

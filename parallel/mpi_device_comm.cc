@@ -66,10 +66,32 @@ class MpiDeviceComm : public DeviceComm {
                      "MPI_Sendrecv");
   }
 
+  absl::Status StartSendRecv(const float* send, int64_t send_count, int send_peer, float* recv, int64_t recv_count,
+                             int recv_peer, Group group) override {
+    if (in_flight_) return absl::FailedPreconditionError("StartSendRecv: a transfer is already in flight");
+    if (auto s = MpiStatus(MPI_Irecv(recv, Count(recv_count), MPI_FLOAT, recv_peer, kRingTag, comm(group),
+                                     &requests_[0]),
+                           "MPI_Irecv");
+        !s.ok()) {
+      return s;
+    }
+    in_flight_ = true;
+    return MpiStatus(MPI_Isend(send, Count(send_count), MPI_FLOAT, send_peer, kRingTag, comm(group), &requests_[1]),
+                     "MPI_Isend");
+  }
+  absl::Status Wait() override {
+    if (!in_flight_) return absl::OkStatus();
+    in_flight_ = false;
+    return MpiStatus(MPI_Waitall(2, requests_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+  }
+
   std::array<MPI_Comm, 3> comms_ = {MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
 
  private:
   static constexpr int kTag = 17;
+  static constexpr int kRingTag = 18;
+  std::array<MPI_Request, 2> requests_ = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  bool in_flight_ = false;
   // MPI counts are int; every buffer we move is far below 2^31 elements.
   static int Count(int64_t count) { return static_cast<int>(count); }
   MPI_Comm comm(Group group) const { return comms_[static_cast<int>(group)]; }
