@@ -40,7 +40,57 @@ PromptShard ZigZagShard(const ForwardInput& prompt, int64_t length, int hidden, 
   return shard;
 }
 
+int SequenceParallelSize(parallel::DeviceComm* comm) {
+  return comm == nullptr ? 1 : comm->GroupSize(parallel::Group::kSequence);
+}
+
 }  // namespace
+
+absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
+                                           SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm) {
+  const int sp_size = SequenceParallelSize(comm);
+  ForwardInput first = prompt;
+  first.all_logits = all_logits;
+  PromptShard shard;
+  if (sp_size > 1) {
+    const int64_t length = prompt.tokens(weights.config.hidden_size);
+    shard = ZigZagShard(prompt, length, weights.config.hidden_size, comm->GroupRank(parallel::Group::kSequence),
+                        sp_size);
+    first.ids = shard.ids;
+    first.embeddings = shard.embeddings;
+    first.image_mask = shard.image_mask;
+    first.positions = shard.positions;
+    first.context_length = length;
+    first.sp_attention = SpAttention::kRing;
+  }
+  std::vector<float> logits;
+  IXC_RETURN_IF_ERROR(LanguageModelForward(weights, first, seq, cache, &logits, comm));
+  return logits;
+}
+
+absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t token, int32_t position,
+                                              LoraMode lora, SequenceKv& seq, KvCache& cache,
+                                              parallel::DeviceComm* comm) {
+  // Decode steps carry token ids, never image rows: PLoRA is off for generated tokens (spec 2).
+  ForwardInput step;
+  step.ids = std::span<const int32_t>(&token, 1);
+  step.lora = lora;
+  step.positions = std::span<const int32_t>(&position, 1);
+  const int sp_size = SequenceParallelSize(comm);
+  const uint8_t keep = sp_size == 1 || (position / cache.block_size()) % sp_size ==
+                                           comm->GroupRank(parallel::Group::kSequence);
+  if (sp_size > 1) {
+    step.store_kv = std::span<const uint8_t>(&keep, 1);
+    step.sp_attention = SpAttention::kGatherMerge;
+  }
+  std::vector<float> logits;
+  IXC_RETURN_IF_ERROR(LanguageModelForward(weights, step, seq, cache, &logits, comm));
+  return logits;
+}
+
+std::mt19937_64 TokenRng(uint64_t seed, int64_t index) {
+  return std::mt19937_64(seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(index + 1)));
+}
 
 absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const ForwardInput& prompt,
                                           const GenerationOptions& options, KvCache& cache,
@@ -54,67 +104,37 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
                                                    " tokens; the context holds ", options.max_context,
                                                    " (prompt and generated tokens together)"));
   }
-  // Sequence parallelism: this rank prefills its zig-zag shard with ring attention; decode steps run on every SP
-  // rank, each new token's K/V kept by one rank, round-robin by cache block.
-  const int sp_size = comm == nullptr ? 1 : comm->GroupSize(parallel::Group::kSequence);
-  const int sp_rank = comm == nullptr ? 0 : comm->GroupRank(parallel::Group::kSequence);
   SequenceKv seq;
-  ForwardInput first = prompt;
-  first.all_logits = options.keep_prompt_logits;
-  PromptShard shard;
-  if (sp_size > 1) {
-    shard = ZigZagShard(prompt, result.prompt_tokens, weights.config.hidden_size, sp_rank, sp_size);
-    first.ids = shard.ids;
-    first.embeddings = shard.embeddings;
-    first.image_mask = shard.image_mask;
-    first.positions = shard.positions;
-    first.context_length = result.prompt_tokens;
-    first.sp_attention = SpAttention::kRing;
-  }
-  std::vector<float> logits;
   auto start = std::chrono::steady_clock::now();
-  absl::Status status = LanguageModelForward(weights, first, seq, cache, &logits, comm);
+  absl::StatusOr<std::vector<float>> logits =
+      Prefill(weights, prompt, options.keep_prompt_logits, seq, cache, comm);
   result.prefill_seconds = SecondsSince(start);
-  if (!status.ok()) {
+  if (!logits.ok()) {
     cache.Release(seq);
-    return status;
+    return logits.status();
   }
   if (options.keep_prompt_logits) {
-    result.prompt_logits = logits;
-    logits.erase(logits.begin(), logits.end() - vocab);
+    result.prompt_logits = *logits;
+    logits->erase(logits->begin(), logits->end() - vocab);
   }
-
-  std::mt19937_64 rng(options.seed);
   result.finish_reason = "length";
   start = std::chrono::steady_clock::now();
   while (static_cast<int>(result.ids.size()) < options.max_new_tokens) {
-    const int32_t token = kernels::SampleToken(logits.data(), vocab, options.sampling, result.ids, rng);
+    std::mt19937_64 rng = TokenRng(options.seed, static_cast<int64_t>(result.ids.size()));
+    const int32_t token = kernels::SampleToken(logits->data(), vocab, options.sampling, result.ids, rng);
     result.ids.push_back(token);
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
       result.finish_reason = "stop";
       break;
     }
-    if (static_cast<int>(result.ids.size()) == options.max_new_tokens ||
-        result.prompt_tokens + static_cast<int64_t>(result.ids.size()) >= options.max_context) {
-      break;
-    }
-    // Decode steps carry token ids, never image rows: PLoRA is off for generated tokens (spec 2).
-    ForwardInput step;
-    step.ids = std::span<const int32_t>(&result.ids.back(), 1);
-    step.lora = prompt.lora;
-    const int32_t position = static_cast<int32_t>(result.prompt_tokens + result.ids.size() - 1);
-    const uint8_t keep = (position / cache.block_size()) % sp_size == sp_rank;
-    if (sp_size > 1) {
-      step.positions = std::span<const int32_t>(&position, 1);
-      step.store_kv = std::span<const uint8_t>(&keep, 1);
-      step.sp_attention = SpAttention::kGatherMerge;
-    }
-    status = LanguageModelForward(weights, step, seq, cache, &logits, comm);
-    if (!status.ok()) break;
+    const int64_t length = result.prompt_tokens + static_cast<int64_t>(result.ids.size());
+    if (static_cast<int>(result.ids.size()) == options.max_new_tokens || length >= options.max_context) break;
+    logits = DecodeStep(weights, token, static_cast<int32_t>(length - 1), prompt.lora, seq, cache, comm);
+    if (!logits.ok()) break;
   }
   result.decode_seconds = SecondsSince(start);
   cache.Release(seq);
-  if (!status.ok()) return status;
+  if (!logits.ok()) return logits.status();
   return result;
 }
 

@@ -1,13 +1,14 @@
 // File: model/generation.h
 //
-// One request's generation loop on a single process: prefill the prompt, then sample and decode until a stop token,
-// the token budget or the context limit. The cluster's scheduler runs the same steps for many sequences at once.
+// The steps of generating from one sequence, and the single-process loop built from them. The cluster's workers run
+// the same steps for many sequences at once (worker/llm_worker.h), so a request gives the same tokens either way.
 //
 //   GenerationOptions options;  options.max_new_tokens = 64;
 //   IXC_ASSIGN_OR_RETURN(GenerationResult out, Generate(weights, ForwardInput{.ids = prompt}, options, cache));
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,22 @@
 #include "model/language_model.h"
 
 namespace ixc::model {
+
+// Prefills `prompt` into the empty `seq` and returns the logits of its last position, or of every position with
+// all_logits. With sequence parallelism (comm's SP group larger than 1) each SP rank prefills its zig-zag shard of
+// the prompt with ring attention; every rank gets the same logits.
+absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
+                                           SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm);
+
+// One decode step: `token` at `position`, after everything cached. With sequence parallelism the step runs on every
+// SP rank and the token's K/V is kept by one of them, round-robin by cache block. Returns the logits (vocab).
+absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t token, int32_t position,
+                                              LoraMode lora, SequenceKv& seq, KvCache& cache,
+                                              parallel::DeviceComm* comm);
+
+// The generator for the token at `index` of a request: a pure function of (seed, index), so a request recomputed
+// after preemption, or run on any layout, draws the same numbers.
+std::mt19937_64 TokenRng(uint64_t seed, int64_t index);
 
 struct GenerationOptions {
   int max_new_tokens = 32;
@@ -38,8 +55,8 @@ struct GenerationResult {
 // Errors: a prompt that does not fit the context (naming both sizes), a KV cache too small, bad token ids.
 // The repetition penalty counts generated tokens only, as the reference's chat() does (it generates from
 // input embeddings, so Hugging Face never sees the prompt ids).
-// With TP-sharded weights, every rank of the TP group calls it with the same prompt, options and `comm`; the
-// logits are whole on every rank and the sampling seed is shared, so every rank picks the same tokens.
+// With TP-sharded weights or sequence parallelism, every LLM rank calls it with the same prompt, options and `comm`;
+// the logits are whole on every rank and the sampling is seeded per token, so every rank picks the same tokens.
 absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const ForwardInput& prompt,
                                           const GenerationOptions& options, KvCache& cache,
                                           parallel::DeviceComm* comm = nullptr);

@@ -1,0 +1,58 @@
+// File: protocol/messages.h
+//
+// Encoding and checked decoding of the control-plane messages of protocol/control.fbs (FlatBuffers), and the
+// ZeroMQ channel they travel on: the coordinator binds a ROUTER socket, each worker connects a DEALER whose routing
+// id is its world rank. Every receive has a timeout, so nothing waits forever.
+//
+//   Channel worker = *Channel::Connect(endpoint, rank);
+//   IXC_RETURN_IF_ERROR(worker.Send(0, EncodeStepResult(rank, step, ids, tokens)));
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "protocol/control_generated.h"
+
+namespace ixc::protocol {
+
+inline constexpr uint16_t kProtocolVersion = 1;
+
+using Bytes = std::vector<uint8_t>;
+
+// Verifies the buffer and the version; the returned pointer reads from `bytes`.
+absl::StatusOr<const Envelope*> Decode(const Bytes& bytes);
+
+Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<uint64_t>& request_ids,
+                       const std::vector<int32_t>& tokens);
+Bytes EncodeError(int rank, const std::string& message, uint64_t request_id = 0);
+Bytes EncodeShutdown(int rank);
+// Builds an envelope around a body made with `builder` (for the plan and vision tasks, built field by field).
+Bytes Finish(flatbuffers::FlatBufferBuilder& builder, int rank, Body type, flatbuffers::Offset<void> body);
+
+class Channel {
+ public:
+  // The coordinator's side: binds tcp://HOST:* and reports the endpoint workers connect to.
+  static absl::StatusOr<std::unique_ptr<Channel>> Bind(const std::string& host);
+  // A worker's side.
+  static absl::StatusOr<std::unique_ptr<Channel>> Connect(const std::string& endpoint, int rank);
+  ~Channel();
+
+  const std::string& endpoint() const { return endpoint_; }
+  // Coordinator: to worker `rank`; worker: to the coordinator (rank ignored).
+  absl::Status Send(int rank, const Bytes& message);
+  // The next message and its sender's rank; DeadlineExceeded after `timeout`.
+  absl::StatusOr<std::pair<int, Bytes>> Receive(std::chrono::milliseconds timeout);
+
+ private:
+  Channel() = default;
+  struct Sockets;
+  std::unique_ptr<Sockets> sockets_;
+  bool router_ = false;
+  std::string endpoint_;
+};
+
+}  // namespace ixc::protocol
