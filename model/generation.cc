@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "parallel/sequence_shard.h"
 
 namespace ixc::model {
 namespace {
@@ -14,8 +15,7 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// This SP rank's zig-zag shard of a prompt of `length` tokens cut into 2S chunks: chunks `rank` and 2S-1-rank, so
-// that every rank gets an equal share of the causal attention work (architecture section 4).
+// This SP rank's zig-zag shard of a prompt (parallel/sequence_shard.h).
 struct PromptShard {
   std::vector<int32_t> positions;
   std::vector<int32_t> ids;
@@ -25,17 +25,14 @@ struct PromptShard {
 
 PromptShard ZigZagShard(const ForwardInput& prompt, int64_t length, int hidden, int rank, int size) {
   PromptShard shard;
-  auto bound = [&](int chunk) { return length * chunk / (2 * size); };
-  for (int chunk : {rank, 2 * size - 1 - rank}) {
-    for (int64_t p = bound(chunk); p < bound(chunk + 1); ++p) {
-      shard.positions.push_back(static_cast<int32_t>(p));
-      if (!prompt.ids.empty()) shard.ids.push_back(prompt.ids[p]);
-      if (!prompt.embeddings.empty()) {
-        shard.embeddings.insert(shard.embeddings.end(), prompt.embeddings.begin() + p * hidden,
-                                prompt.embeddings.begin() + (p + 1) * hidden);
-      }
-      if (!prompt.image_mask.empty()) shard.image_mask.push_back(prompt.image_mask[p]);
+  shard.positions = parallel::ZigZagPositions(length, rank, size);
+  for (int32_t p : shard.positions) {
+    if (!prompt.ids.empty()) shard.ids.push_back(prompt.ids[p]);
+    if (!prompt.embeddings.empty()) {
+      shard.embeddings.insert(shard.embeddings.end(), prompt.embeddings.begin() + int64_t{p} * hidden,
+                              prompt.embeddings.begin() + (int64_t{p} + 1) * hidden);
     }
+    if (!prompt.image_mask.empty()) shard.image_mask.push_back(prompt.image_mask[p]);
   }
   return shard;
 }
@@ -77,7 +74,7 @@ absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t
   step.lora = lora;
   step.positions = std::span<const int32_t>(&position, 1);
   const int sp_size = SequenceParallelSize(comm);
-  const uint8_t keep = sp_size == 1 || (position / cache.block_size()) % sp_size ==
+  const uint8_t keep = sp_size == 1 || parallel::DecodeOwner(position, cache.block_size(), sp_size) ==
                                            comm->GroupRank(parallel::Group::kSequence);
   if (sp_size > 1) {
     step.store_kv = std::span<const uint8_t>(&keep, 1);

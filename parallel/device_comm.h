@@ -17,6 +17,7 @@ enum class Group {
   kTensor,    // this rank's TP group (same sp)
   kSequence,  // this rank's SP group (same tp)
   kLlm,       // every LLM rank
+  kWorld,     // every rank of the job, by world rank: the vision -> LLM handoff
 };
 
 class DeviceComm {

@@ -85,7 +85,7 @@ class MpiDeviceComm : public DeviceComm {
     return MpiStatus(MPI_Waitall(2, requests_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
   }
 
-  std::array<MPI_Comm, 3> comms_ = {MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
+  std::array<MPI_Comm, 4> comms_ = {MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
 
  private:
   static constexpr int kTag = 17;
@@ -117,6 +117,9 @@ absl::StatusOr<std::unique_ptr<DeviceComm>> CreateMpiDeviceComm(const Mapping& m
         !status.ok()) {
       return status;
     }
+  }
+  if (auto status = MpiStatus(MPI_Comm_dup(MPI_COMM_WORLD, &comm->comms_[3]), "MPI_Comm_dup"); !status.ok()) {
+    return status;
   }
   return comm;
 }

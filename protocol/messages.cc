@@ -55,6 +55,8 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Bind(const std::string& host) 
   try {
     channel->sockets_->socket = zmq::socket_t(channel->sockets_->context, zmq::socket_type::router);
     channel->sockets_->socket.set(zmq::sockopt::linger, 0);
+    // A send to a worker that is not connected fails instead of vanishing.
+    channel->sockets_->socket.set(zmq::sockopt::router_mandatory, true);
     channel->sockets_->socket.bind(absl::StrCat("tcp://", host, ":*"));
     channel->endpoint_ = channel->sockets_->socket.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& error) {

@@ -21,6 +21,9 @@ namespace ixc::protocol {
 
 inline constexpr uint16_t kProtocolVersion = 1;
 
+// Vision task tags: request number * kMaxImagesPerRequest + image index.
+inline constexpr int kMaxImagesPerRequest = 64;
+
 using Bytes = std::vector<uint8_t>;
 
 // Verifies the buffer and the version; the returned pointer reads from `bytes`.

@@ -1,0 +1,298 @@
+#include "coordinator/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/logging.h"
+#include "core/status_macros.h"
+
+namespace ixc::coordinator {
+namespace {
+
+double WallSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int64_t Length(const Request& request) {
+  return static_cast<int64_t>(request.prompt.size() + request.generated.size());
+}
+
+}  // namespace
+
+Engine::Engine(const parallel::Mapping& mapping, protocol::Channel& channel, const EngineOptions& options)
+    : mapping_(mapping),
+      channel_(channel),
+      options_(options),
+      blocks_(mapping.layout().sp, options.kv_block_size, options.kv_blocks) {}
+
+double Engine::Now() const { return WallSeconds() - start_; }
+
+absl::Status Engine::WaitForWorkers(std::vector<Request>& requests) {
+  std::map<uint64_t, int32_t> tokens;
+  int ready = 0;
+  const int workers = mapping_.world_size() - 1;
+  const double deadline = Now() + options_.step_timeout_s;
+  while (ready < workers) {
+    auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, deadline - Now()) * 1000)));
+    if (!message.ok()) {
+      return absl::DeadlineExceededError(absl::StrCat(workers - ready, " of ", workers, " workers did not start within ",
+                                                      options_.step_timeout_s, " s"));
+    }
+    IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &ready));
+  }
+  IXC_LOG(INFO) << workers << " workers ready";
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Run(std::vector<Request>& requests) {
+  start_ = WallSeconds();
+  absl::Status status = WaitForWorkers(requests);
+  while (status.ok()) {
+    bool all_done = true;
+    for (Request& request : requests) {
+      if (request.state == RequestState::kDone) continue;
+      all_done = false;
+      if (request.state == RequestState::kNotArrived && Now() >= request.arrive_after_s) {
+        request.arrived_s = Now();
+        if (request.images.empty()) {
+          request.state = RequestState::kWaiting;
+          waiting_.push_back(&request);
+        } else {
+          IXC_RETURN_IF_ERROR(DispatchVision(request));
+        }
+      }
+    }
+    if (all_done) return absl::OkStatus();
+    if (status.ok()) status = Step(requests);
+  }
+  for (Request& request : requests) {
+    if (request.state == RequestState::kDone) continue;
+    request.error = std::string(status.message());
+    request.finish_reason = "error";
+    request.state = RequestState::kDone;
+  }
+  return status;
+}
+
+absl::Status Engine::DispatchVision(Request& request) {
+  const std::vector<int> vision = mapping_.VisionRanks();
+  if (vision.empty()) {
+    request.error = "the request has images but the cluster has no vision ranks (--vision 0)";
+    request.finish_reason = "error";
+    request.state = RequestState::kDone;
+    return absl::OkStatus();
+  }
+  for (ImageInPrompt& image : request.images) {
+    image.vision_rank = vision[next_vision_++ % vision.size()];
+    const VisionCrops& crops = image.prepared.crops;
+    flatbuffers::FlatBufferBuilder builder(crops.pixels.size() * sizeof(float) + 1024);
+    const auto pixels = builder.CreateVector(crops.pixels);
+    const auto llm = builder.CreateVector(mapping_.LlmRanks());
+    const auto task = protocol::CreateVisionTask(builder, image.tag, crops.rows, crops.cols, crops.tile, pixels, llm);
+    IXC_RETURN_IF_ERROR(channel_.Send(image.vision_rank, protocol::Finish(builder, mapping_.rank(),
+                                                                          protocol::Body::VisionTask, task.Union())));
+  }
+  request.state = RequestState::kEncoding;
+  return absl::OkStatus();
+}
+
+absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std::vector<Request>& requests,
+                                   std::map<uint64_t, int32_t>* tokens, int* results) {
+  IXC_ASSIGN_OR_RETURN(const protocol::Envelope* envelope, protocol::Decode(bytes));
+  switch (envelope->body_type()) {
+    case protocol::Body::ErrorReport: {
+      const protocol::ErrorReport* error = envelope->body_as_ErrorReport();
+      return absl::InternalError(absl::StrCat(
+          "rank ", sender, " failed", error->request_id() ? absl::StrCat(" on request ", error->request_id()) : "",
+          ": ", error->message() ? error->message()->str() : "no message"));
+    }
+    case protocol::Body::VisionDone: {
+      const int tag = envelope->body_as_VisionDone()->tag();
+      const uint64_t number = static_cast<uint64_t>(tag / protocol::kMaxImagesPerRequest);
+      if (number < 1 || number > requests.size()) break;
+      Request& request = requests[number - 1];
+      bool all = true;
+      for (ImageInPrompt& image : request.images) {
+        if (image.tag == tag) {
+          if (envelope->body_as_VisionDone()->rows() != image.rows) {
+            return absl::InternalError(absl::StrCat("rank ", sender, " encoded ", envelope->body_as_VisionDone()->rows(),
+                                                    " rows for image ", tag, "; the prompt has ", image.rows));
+          }
+          image.encoded = true;
+        }
+        all = all && image.encoded;
+      }
+      if (all && request.state == RequestState::kEncoding) {
+        request.state = RequestState::kWaiting;
+        waiting_.push_back(&request);
+      }
+      break;
+    }
+    case protocol::Body::StepResult: {
+      const protocol::StepResult* result = envelope->body_as_StepResult();
+      if (result->step() != step_) break;
+      ++*results;
+      if (result->request_ids() != nullptr && result->tokens() != nullptr) {
+        for (size_t i = 0; i < result->request_ids()->size() && i < result->tokens()->size(); ++i) {
+          (*tokens)[result->request_ids()->Get(i)] = result->tokens()->Get(i);
+        }
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+void Engine::Preempt(Request& request) {
+  blocks_.Free(request.number);
+  release_.push_back(request.number);
+  running_.erase(std::find(running_.begin(), running_.end(), &request));
+  request.state = RequestState::kWaiting;
+  ++request.preemptions;
+  waiting_.push_front(&request);
+  IXC_LOG(INFO) << "preempted request " << request.id << " (" << Length(request) << " positions), KV "
+                << static_cast<int>(100 * blocks_.usage()) << "% used";
+}
+
+void Engine::Finish(Request& request, const std::string& reason) {
+  request.finish_reason = reason;
+  request.finished_s = Now();
+  request.state = RequestState::kDone;
+  blocks_.Free(request.number);
+  release_.push_back(request.number);
+  finished_.push_back(request.number);
+  running_.erase(std::find(running_.begin(), running_.end(), &request));
+}
+
+absl::Status Engine::Step(std::vector<Request>& requests) {
+  std::map<uint64_t, int32_t> tokens;
+  int results = 0;
+  // Take whatever the workers said since the last step (vision done, errors) without waiting.
+  while (true) {
+    auto message = channel_.Receive(std::chrono::milliseconds(0));
+    if (!message.ok()) break;
+    IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &results));
+  }
+
+  // One decode per running sequence; when a KV block is missing, preempt the latest admitted until it fits.
+  std::vector<Request*> decodes;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Request* request = running_[i];
+    const int64_t position = Length(*request) - 1;  // the last sampled token, fed now
+    while (!blocks_.CanAppend(request->number, position) && running_.back() != request) Preempt(*running_.back());
+    if (!blocks_.CanAppend(request->number, position)) {
+      Preempt(*request);
+      break;
+    }
+    blocks_.Append(request->number, position);
+    decodes.push_back(request);
+  }
+  // Admit in order while the prefill fits; nothing jumps the queue.
+  std::vector<Request*> prefills;
+  while (!waiting_.empty() && blocks_.CanPrefill(Length(*waiting_.front()))) {
+    Request* request = waiting_.front();
+    waiting_.pop_front();
+    blocks_.Prefill(request->number, Length(*request));
+    request->state = RequestState::kRunning;
+    running_.push_back(request);
+    prefills.push_back(request);
+  }
+  if (!waiting_.empty() && running_.empty() && prefills.empty()) {
+    Request& request = *waiting_.front();
+    waiting_.pop_front();
+    request.error = absl::StrCat("the prompt needs more KV blocks than the cache has (", Length(request),
+                                 " positions; raise --kv-blocks)");
+    request.finish_reason = "error";
+    request.state = RequestState::kDone;
+    return absl::OkStatus();
+  }
+  if (prefills.empty() && decodes.empty()) {
+    if (release_.empty()) {
+      // Nothing runnable: wait for a vision rank or an arrival.
+      auto message = channel_.Receive(std::chrono::milliseconds(20));
+      if (message.ok()) return HandleMessage(message->first, message->second, requests, &tokens, &results);
+      return absl::OkStatus();
+    }
+  }
+
+  ++step_;
+  const protocol::Bytes plan = BuildPlan(prefills, decodes);
+  const int workers = mapping_.world_size() - 1;
+  for (int rank = 1; rank <= workers; ++rank) IXC_RETURN_IF_ERROR(channel_.Send(rank, plan));
+  const double deadline = Now() + options_.step_timeout_s;
+  while (results < workers) {
+    const double left = deadline - Now();
+    auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, left) * 1000)));
+    if (!message.ok()) {
+      return absl::DeadlineExceededError(absl::StrCat("step ", step_, ": ", workers - results, " of ", workers,
+                                                      " workers did not answer within ", options_.step_timeout_s,
+                                                      " s (a rank died or hangs)"));
+    }
+    IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &results));
+  }
+
+  std::vector<Request*> stepped = prefills;
+  stepped.insert(stepped.end(), decodes.begin(), decodes.end());
+  for (Request* request : stepped) {
+    auto it = tokens.find(request->number);
+    if (it == tokens.end()) {
+      return absl::InternalError(absl::StrCat("step ", step_, ": no token for request ", request->id));
+    }
+    if (request->generated.empty()) request->first_token_s = Now();
+    request->generated.push_back(it->second);
+    const bool stop = std::find(request->stop_ids.begin(), request->stop_ids.end(), it->second) !=
+                      request->stop_ids.end();
+    if (stop) {
+      Finish(*request, "stop");
+    } else if (static_cast<int>(request->generated.size()) >= request->max_new_tokens ||
+               Length(*request) >= options_.max_context) {
+      Finish(*request, "length");
+    }
+  }
+  return absl::OkStatus();
+}
+
+protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const std::vector<Request*>& decodes) {
+  flatbuffers::FlatBufferBuilder builder;
+  std::vector<flatbuffers::Offset<protocol::SequenceWork>> work;
+  auto sampling = [&](const Request& request) {
+    return protocol::CreateSampling(builder, request.sampling.temperature, request.sampling.top_k,
+                                    request.sampling.top_p, request.sampling.repetition_penalty, request.seed);
+  };
+  for (const Request* request : prefills) {
+    // A recompute after preemption prefills the prompt and the tokens generated so far.
+    std::vector<int32_t> ids = request->prompt;
+    ids.insert(ids.end(), request->generated.begin(), request->generated.end());
+    std::vector<flatbuffers::Offset<protocol::ImageRef>> images;
+    for (const ImageInPrompt& image : request->images) {
+      images.push_back(protocol::CreateImageRef(builder, image.vision_rank, image.tag, image.first_row, image.rows));
+    }
+    const bool dump = !request->dump_logits.empty() && request->preemptions == 0;
+    work.push_back(protocol::CreateSequenceWork(
+        builder, request->number, /*prefill=*/true, builder.CreateVector(ids), builder.CreateVector(images),
+        builder.CreateVector(request->generated), static_cast<int8_t>(request->lora), sampling(*request),
+        dump ? builder.CreateString(request->dump_logits) : 0));
+  }
+  for (const Request* request : decodes) {
+    const std::vector<int32_t> last = {request->generated.back()};
+    work.push_back(protocol::CreateSequenceWork(builder, request->number, /*prefill=*/false,
+                                                builder.CreateVector(last), 0, builder.CreateVector(request->generated),
+                                                static_cast<int8_t>(request->lora), sampling(*request)));
+  }
+  const auto plan = protocol::CreateStepPlan(builder, step_, builder.CreateVector(work),
+                                             builder.CreateVector(release_), builder.CreateVector(finished_));
+  release_.clear();
+  finished_.clear();
+  return protocol::Finish(builder, mapping_.rank(), protocol::Body::StepPlan, plan.Union());
+}
+
+void Engine::Shutdown() {
+  const protocol::Bytes message = protocol::EncodeShutdown(mapping_.rank());
+  for (int rank = 1; rank < mapping_.world_size(); ++rank) (void)channel_.Send(rank, message);
+}
+
+}  // namespace ixc::coordinator

@@ -1,0 +1,67 @@
+// File: coordinator/engine.h
+//
+// The coordinator's engine loop (architecture section 3): requests arrive; their images go to the vision ranks at
+// once (round-robin); a request is admitted when its images are encoded and its prefill fits the KV cache; every
+// step plan carries the prefills admitted this step and one decode for every running sequence (continuous
+// batching: new requests join the running batch). When a decode needs a KV block that no longer exists, the most
+// recently admitted sequence is preempted: its blocks are freed and it is later prefilled again from its prompt
+// and the tokens it had generated, so its output is unchanged. Each step waits for every worker's result, with a
+// timeout; a worker's error or silence fails the in-flight requests with a message naming the rank.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "coordinator/block_manager.h"
+#include "coordinator/request.h"
+#include "parallel/mapping.h"
+#include "protocol/messages.h"
+
+namespace ixc::coordinator {
+
+struct EngineOptions {
+  int kv_block_size = 16;
+  int kv_blocks = 4096;
+  int step_timeout_s = 120;
+  int64_t max_context = 98304;
+};
+
+class Engine {
+ public:
+  Engine(const parallel::Mapping& mapping, protocol::Channel& channel, const EngineOptions& options);
+
+  // Runs `requests` to completion (or to the first worker failure, which is returned after every unfinished
+  // request has been marked with it). Results are in the requests.
+  absl::Status Run(std::vector<Request>& requests);
+  // Tells every worker to stop.
+  void Shutdown();
+
+ private:
+  // Waits until every worker has loaded its weights and said so (step 0), or one reports an error.
+  absl::Status WaitForWorkers(std::vector<Request>& requests);
+  absl::Status Step(std::vector<Request>& requests);
+  absl::Status DispatchVision(Request& request);
+  // Handles one worker message; counts this step's results and records sampled tokens by request number.
+  absl::Status HandleMessage(int sender, const protocol::Bytes& bytes, std::vector<Request>& requests,
+                             std::map<uint64_t, int32_t>* tokens, int* results);
+  protocol::Bytes BuildPlan(const std::vector<Request*>& prefills, const std::vector<Request*>& decodes);
+  void Preempt(Request& request);
+  void Finish(Request& request, const std::string& reason);
+  double Now() const;
+
+  const parallel::Mapping& mapping_;
+  protocol::Channel& channel_;
+  EngineOptions options_;
+  BlockManager blocks_;
+  std::vector<Request*> running_;        // in admission order
+  std::deque<Request*> waiting_;         // ready to prefill; preempted requests go first
+  std::vector<uint64_t> release_, finished_;
+  uint64_t step_ = 0;
+  int next_vision_ = 0;
+  double start_ = 0;
+};
+
+}  // namespace ixc::coordinator

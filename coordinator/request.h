@@ -1,0 +1,75 @@
+// File: coordinator/request.h
+//
+// A request as the coordinator holds it, from the offline JSONL line to the result line. One JSON line in:
+//   {"id": "a", "prompt": "Describe <ImageHere>", "chat": true, "use_meta": false, "images": ["cars1.jpg"],
+//    "video": "clip.mp4", "prompt_ids": [1, 2, 3], "max_new_tokens": 32, "temperature": 0, "top_p": 1,
+//    "top_k": 0, "repetition_penalty": 1, "seed": 0, "lora_mode": "base", "ignore_eos": false,
+//    "arrive_after_ms": 0, "dump_logits": "a.npy"}
+// (prompt or prompt_ids; the rest optional) and one out:
+//   {"id": "a", "prompt_tokens": 120, "ids": [...], "text": "...", "finish_reason": "stop|length|error",
+//    "error": "...", "preemptions": 0, "timings": {"queue_s", "ttft_s", "e2e_s", "decode_tokens_per_s"}}
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/media/vision_input.h"
+#include "coordinator/tokenizer.h"
+#include "kernels/ops.h"
+#include "model/config.h"
+#include "model/weights.h"
+#include "nlohmann/json.hpp"
+
+namespace ixc::coordinator {
+
+struct ImageInPrompt {
+  PreparedVision prepared;
+  int tag = 0;
+  int vision_rank = -1;  // assigned at dispatch
+  int first_row = 0;     // prompt positions [first_row, first_row + rows)
+  int rows = 0;
+  bool encoded = false;
+};
+
+enum class RequestState { kNotArrived, kEncoding, kWaiting, kRunning, kDone };
+
+struct Request {
+  std::string id;
+  uint64_t number = 0;             // 1-based, in input order; the protocol's request id
+  std::vector<int32_t> prompt;     // token ids, 0 at image rows
+  std::vector<ImageInPrompt> images;
+  model::LoraMode lora = model::LoraMode::kBase;
+  kernels::SamplingParams sampling;
+  uint64_t seed = 0;
+  int max_new_tokens = 32;
+  std::vector<int32_t> stop_ids;
+  double arrive_after_s = 0;
+  std::string dump_logits;
+
+  RequestState state = RequestState::kNotArrived;
+  std::vector<int32_t> generated;
+  std::string finish_reason;
+  std::string error;
+  int preemptions = 0;
+  double arrived_s = 0, first_token_s = 0, finished_s = 0;
+};
+
+struct RequestDefaults {
+  int64_t max_context = 98304;
+  model::VisionConfig vision;
+  std::string label_font;
+  int eos_id = 2;
+  int vocab_size = 0;
+};
+
+// Builds a request from one JSON line: template, tokenization, images and video through the HD transform. Errors
+// name the field.
+absl::StatusOr<Request> ParseRequest(const std::string& line, uint64_t number, const Tokenizer* tokenizer,
+                                     const RequestDefaults& defaults);
+
+// The result line.
+nlohmann::json ResultJson(const Request& request, const Tokenizer* tokenizer);
+
+}  // namespace ixc::coordinator

@@ -1,0 +1,27 @@
+// File: parallel/bootstrap.h
+//
+// Start-up of an mpirun job: rank 0 (the coordinator) decides the cluster's settings, binds the control socket and
+// sends both to every rank over MPI, so the workers need no flags of their own.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "parallel/mapping.h"
+
+namespace ixc::parallel {
+
+struct ClusterConfig {
+  std::string model_dir;
+  Layout layout;
+  std::string control_endpoint;  // the coordinator's ZeroMQ ROUTER
+  int kv_block_size = 16;
+  int kv_blocks = 4096;          // per LLM rank
+  int step_timeout_s = 120;      // every wait on another rank gives up after this
+  std::string label_font;
+};
+
+// Collective over MPI_COMM_WORLD: rank 0 passes its config, the others null; every rank returns rank 0's.
+absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config);
+
+}  // namespace ixc::parallel

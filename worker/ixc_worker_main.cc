@@ -1,0 +1,75 @@
+// ixc-worker: every rank of the job except the coordinator. It takes its settings from rank 0 at start, then runs
+// as a vision rank or an LLM rank by its place in the Mapping.
+//   mpirun -np 1 ixc-coordinator --model DIR --tp 2 --sp 2 --vision 1 ... : -np 5 ixc-worker
+#include <mpi.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "core/logging.h"
+#include "core/status_macros.h"
+#include "model/vision_encoder.h"
+#include "parallel/bootstrap.h"
+#include "parallel/mpi_device_comm.h"
+#include "worker/llm_worker.h"
+#include "worker/vision_worker.h"
+
+namespace ixc::worker {
+namespace {
+
+absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
+                   parallel::DeviceComm* comm, protocol::Channel* channel);
+
+// Runs this rank; a failure once the control channel is up is reported to the coordinator, which names this rank,
+// fails the unfinished requests and ends the job.
+absl::Status RunWorker(int world_size, int rank) {
+  IXC_ASSIGN_OR_RETURN(parallel::ClusterConfig config, parallel::ShareClusterConfig(nullptr));
+  IXC_ASSIGN_OR_RETURN(parallel::Mapping mapping, parallel::Mapping::Create(world_size, rank, config.layout));
+  IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> comm, parallel::CreateMpiDeviceComm(mapping));
+  IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel,
+                       protocol::Channel::Connect(config.control_endpoint, rank));
+  IXC_LOG(INFO) << mapping.ToString() << " connected to " << config.control_endpoint;
+  const absl::Status status = Serve(config, mapping, comm.get(), channel.get());
+  if (!status.ok()) {
+    (void)channel->Send(0, protocol::EncodeError(rank, std::string(status.message())));
+    // Wait for the coordinator to write its results and end the job; leave on our own if it does not.
+    (void)channel->Receive(std::chrono::seconds(config.step_timeout_s));
+  }
+  return status;
+}
+
+absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
+                   parallel::DeviceComm* comm, protocol::Channel* channel) {
+  if (mapping.role() == parallel::Role::kVision) {
+    IXC_ASSIGN_OR_RETURN(model::LlmConfig llm, model::LoadLlmConfig(config.model_dir));
+    IXC_ASSIGN_OR_RETURN(model::VisionWeights weights, model::LoadVisionWeights(config.model_dir, llm.hidden_size));
+    VisionWorker worker(mapping, weights, *comm, *channel, config.step_timeout_s);
+    IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready
+    return worker.Run();
+  }
+  IXC_ASSIGN_OR_RETURN(model::LlmWeights weights,
+                       model::LoadLlmWeights(config.model_dir, {mapping.tp_rank(), config.layout.tp}));
+  model::KvCache cache(weights.shard, config.kv_block_size, config.kv_blocks);
+  LlmWorker worker(mapping, weights, *comm, *channel, cache, config.step_timeout_s);
+  IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready
+  return worker.Run();
+}
+
+}  // namespace
+}  // namespace ixc::worker
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int world = 0, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  ixc::SetLogRank(rank);
+  const absl::Status status = ixc::worker::RunWorker(world, rank);
+  if (!status.ok()) {
+    std::fprintf(stderr, "ixc-worker rank %d: %s\n", rank, std::string(status.message()).c_str());
+    // Peers may be blocked in a collective with this rank: end the job rather than hang.
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  MPI_Finalize();
+  return 0;
+}

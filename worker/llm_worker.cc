@@ -1,0 +1,135 @@
+#include "worker/llm_worker.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/logging.h"
+#include "core/npy.h"
+#include "core/status_macros.h"
+#include "kernels/ops.h"
+#include "model/generation.h"
+
+namespace ixc::worker {
+
+LlmWorker::LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& weights, parallel::DeviceComm& comm,
+                     protocol::Channel& channel, model::KvCache& cache, int step_timeout_s)
+    : mapping_(mapping), weights_(weights), comm_(comm), channel_(channel), cache_(cache),
+      step_timeout_s_(step_timeout_s) {}
+
+absl::Status LlmWorker::Run() {
+  while (true) {
+    // The coordinator may wait on arrivals and vision work between steps: allow it several step timeouts.
+    auto message = channel_.Receive(std::chrono::seconds(4 * step_timeout_s_));
+    if (!message.ok()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(mapping_.ToString(), ": no word from the coordinator: ", message.status().message()));
+    }
+    IXC_ASSIGN_OR_RETURN(const protocol::Envelope* envelope, protocol::Decode(message->second));
+    if (envelope->body_type() == protocol::Body::Shutdown) return absl::OkStatus();
+    const protocol::StepPlan* plan = envelope->body_as_StepPlan();
+    if (plan == nullptr) continue;  // not for LLM ranks
+    std::vector<uint64_t> request_ids;
+    std::vector<int32_t> tokens;
+    uint64_t failed_request = 0;
+    const absl::Status status = Execute(*plan, &request_ids, &tokens, &failed_request);
+    if (!status.ok()) {
+      IXC_LOG(ERROR) << mapping_.ToString() << ": " << status.message();
+      (void)channel_.Send(0, protocol::EncodeError(mapping_.rank(), std::string(status.message()), failed_request));
+      return status;
+    }
+    IXC_RETURN_IF_ERROR(channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), plan->step(), request_ids,
+                                                                    tokens)));
+  }
+}
+
+absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids,
+                                std::vector<int32_t>* tokens, uint64_t* failed_request) {
+  if (plan.release() != nullptr) {
+    for (uint64_t id : *plan.release()) {
+      auto it = sequences_.find(id);
+      if (it == sequences_.end()) continue;
+      cache_.Release(it->second.kv);
+      sequences_.erase(it);
+    }
+  }
+  if (plan.work() == nullptr) return absl::OkStatus();
+  for (const protocol::SequenceWork* work : *plan.work()) {
+    *failed_request = work->request_id();
+    IXC_ASSIGN_OR_RETURN(int32_t token, RunWork(*work));
+    if (leader()) {
+      request_ids->push_back(work->request_id());
+      tokens->push_back(token);
+    }
+  }
+  *failed_request = 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int32_t> LlmWorker::RunWork(const protocol::SequenceWork& work) {
+  const model::LoraMode lora = static_cast<model::LoraMode>(work.lora_mode());
+  const int64_t hidden = weights_.config.hidden_size, vocab = weights_.config.vocab_size;
+  std::vector<int32_t> generated;
+  if (work.generated() != nullptr) generated.assign(work.generated()->begin(), work.generated()->end());
+  if (work.tokens() == nullptr || work.tokens()->size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": a step with no tokens"));
+  }
+  std::vector<float> logits;
+  if (work.prefill()) {
+    if (sequences_.count(work.request_id())) {
+      return absl::FailedPreconditionError(absl::StrCat("request ", work.request_id(), " is prefilled twice"));
+    }
+    Sequence& sequence = sequences_[work.request_id()];
+    const std::vector<int32_t> ids(work.tokens()->begin(), work.tokens()->end());
+    model::ForwardInput input;
+    input.lora = lora;
+    std::vector<float> embeddings;
+    std::vector<uint8_t> image_mask;
+    if (work.images() == nullptr || work.images()->size() == 0) {
+      input.ids = ids;
+    } else {
+      // Text rows from the embedding table; image rows from the vision ranks, in plan order (every LLM rank receives
+      // every image, in the same order the vision ranks send them).
+      embeddings.resize(ids.size() * hidden);
+      IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights_.tok_embeddings, ids.data(), ids.size(), embeddings.data()));
+      image_mask.assign(ids.size(), 0);
+      for (const protocol::ImageRef* image : *work.images()) {
+        if (image->first_row() < 0 || image->first_row() + image->rows() > static_cast<int>(ids.size())) {
+          return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": image rows outside the prompt"));
+        }
+        IXC_RETURN_IF_ERROR(comm_.Recv(embeddings.data() + image->first_row() * hidden, int64_t{image->rows()} * hidden,
+                                       image->vision_rank(), parallel::Group::kWorld));
+        std::fill_n(image_mask.begin() + image->first_row(), image->rows(), 1);
+      }
+      input.embeddings = embeddings;
+      input.image_mask = image_mask;
+    }
+    const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
+    IXC_ASSIGN_OR_RETURN(logits, model::Prefill(weights_, input, dump, sequence.kv, cache_, &comm_));
+    if (dump) {
+      if (leader()) {
+        IXC_RETURN_IF_ERROR(WriteNpyF32(work.dump_logits()->str(), {static_cast<int64_t>(ids.size()), vocab},
+                                        logits.data()));
+      }
+      logits.erase(logits.begin(), logits.end() - vocab);
+    }
+    sequence.length = static_cast<int64_t>(ids.size());
+  } else {
+    auto it = sequences_.find(work.request_id());
+    if (it == sequences_.end()) {
+      return absl::FailedPreconditionError(absl::StrCat("request ", work.request_id(), ": decode before prefill"));
+    }
+    Sequence& sequence = it->second;
+    IXC_ASSIGN_OR_RETURN(logits, model::DecodeStep(weights_, work.tokens()->Get(0),
+                                                   static_cast<int32_t>(sequence.length), lora, sequence.kv, cache_,
+                                                   &comm_));
+    sequence.length += 1;
+  }
+  kernels::SamplingParams sampling;
+  uint64_t seed = 0;
+  if (const protocol::Sampling* s = work.sampling()) {
+    sampling = {s->temperature(), s->top_k(), s->top_p(), s->repetition_penalty()};
+    seed = s->seed();
+  }
+  std::mt19937_64 rng = model::TokenRng(seed, static_cast<int64_t>(generated.size()));
+  return kernels::SampleToken(logits.data(), vocab, sampling, generated, rng);
+}
+
+}  // namespace ixc::worker

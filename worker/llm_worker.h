@@ -1,0 +1,50 @@
+// File: worker/llm_worker.h
+//
+// An LLM rank's main loop: it receives one step plan per engine step from the coordinator, runs each sequence's
+// prefill or decode step on its (tp, sp) shard of the model and of the KV cache, and answers with a step result.
+// Every LLM rank computes the same logits (TP gathers, SP merges) and samples the same token with the per-token
+// seeded generator; the leader (tp 0, sp 0) reports the tokens. An error is reported to the coordinator with this
+// rank and the request, then ends the loop.
+#pragma once
+
+#include <map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "parallel/device_comm.h"
+#include "parallel/mapping.h"
+#include "protocol/messages.h"
+
+namespace ixc::worker {
+
+class LlmWorker {
+ public:
+  LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& weights, parallel::DeviceComm& comm,
+            protocol::Channel& channel, model::KvCache& cache, int step_timeout_s);
+
+  // Until the coordinator says Shutdown (Ok) or something fails (the error, also sent to the coordinator).
+  absl::Status Run();
+
+ private:
+  struct Sequence {
+    model::SequenceKv kv;
+    int64_t length = 0;  // positions in the sequence so far
+  };
+
+  absl::Status Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids,
+                       std::vector<int32_t>* tokens, uint64_t* failed_request);
+  absl::StatusOr<int32_t> RunWork(const protocol::SequenceWork& work);
+  bool leader() const { return mapping_.tp_rank() == 0 && mapping_.sp_rank() == 0; }
+
+  const parallel::Mapping& mapping_;
+  const model::LlmWeights& weights_;
+  parallel::DeviceComm& comm_;
+  protocol::Channel& channel_;
+  model::KvCache& cache_;
+  int step_timeout_s_;
+  std::map<uint64_t, Sequence> sequences_;
+};
+
+}  // namespace ixc::worker
