@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Writes, prints and runs the mpirun line of an ixc-cluster job: one coordinator, V vision ranks, a T x S grid of
+# LLM ranks. Everything after `--` goes to ixc-coordinator (the workers take their settings from it).
+#   deploy/launch.sh --tp 2 --sp 2 --vision 1 [--hostfile hosts] [--build build/cpu] -- \
+#       --model DIR --requests in.jsonl --results out.jsonl
+# On one machine with fewer cores than ranks, ranks share cores: each gets OMP_NUM_THREADS=1 and passive waits.
+set -euo pipefail
+tp=1 sp=1 vision=1 hostfile="" build="$(cd "$(dirname "$0")/.." && pwd)/build/cpu"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tp) tp=$2; shift 2 ;;
+    --sp) sp=$2; shift 2 ;;
+    --vision) vision=$2; shift 2 ;;
+    --hostfile) hostfile=$2; shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    --) shift; break ;;
+    *) echo "launch.sh: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+for n in "$tp" "$sp" "$vision"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || { echo "launch.sh: --tp, --sp and --vision take whole numbers" >&2; exit 2; }
+done
+workers=$((vision + tp * sp))
+ranks=$((1 + workers))
+options=(--allow-run-as-root)
+[ -n "$hostfile" ] && options+=(--hostfile "$hostfile")
+cores=$(nproc)
+if [ -z "$hostfile" ] && [ "$ranks" -gt "$cores" ]; then
+  options+=(--oversubscribe --bind-to none)
+  export OMP_NUM_THREADS=1
+else
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / ranks > 0 ? cores / ranks : 1 ))}
+fi
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+line=(mpirun "${options[@]}" -x OMP_NUM_THREADS -x OMP_WAIT_POLICY
+      -np 1 "$build/coordinator/ixc-coordinator" --tp "$tp" --sp "$sp" --vision "$vision" "$@"
+      : -np "$workers" "$build/worker/ixc-worker")
+echo "${line[*]}"
+exec "${line[@]}"

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""The cluster under mpirun against the single-process ixc-generate.
+
+Every layout (T x S LLM ranks, V vision ranks) runs the same requests (text, one image, three images, a video, a
+sampled one) and must give the tokens ixc-generate gives, with prompt logits within 1e-4. Then: requests arriving
+while others run on a KV cache small enough to force preemption (outputs unchanged); a long request (>= 16K
+positions, with an image) under S = 4; a failing rank, named by the coordinator, which exits non-zero; a layout
+that does not fit the job.
+
+    python3 tests/integration/cluster_test.py BUILD_DIR [--only NAME]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IMAGES = os.path.join(ROOT, "tests", "data", "images")
+VIDEOS = os.path.join(ROOT, "tests", "data", "videos")
+
+REQUESTS = [
+    dict(id="text", prompt="Describe the skyline of Dubai at night.", chat=True, use_meta=True, max_new_tokens=10),
+    dict(id="one_image", prompt="What is in the picture?", chat=True, images=[os.path.join(IMAGES, "cars1.jpg")],
+         max_new_tokens=8),
+    dict(id="three_images", prompt="Image1 <ImageHere>; Image2 <ImageHere>; Image3 <ImageHere>; compare them.",
+         chat=True, images=[os.path.join(IMAGES, f"cars{i}.jpg") for i in (1, 2, 3)], max_new_tokens=8),
+    dict(id="video", prompt="Here are some frames of a video. Describe this video.", chat=True,
+         video=os.path.join(VIDEOS, "landscape.mp4"), max_new_tokens=8),
+    dict(id="sampled", prompt="Write a poem about cars.", chat=True, max_new_tokens=8, temperature=0.8, top_p=0.9,
+         top_k=40, repetition_penalty=1.1, seed=5),
+]
+
+LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 3, 1), (2, 2, 1), (4, 1, 1), (2, 1, 2)]  # (T, S, V)
+
+
+class Cluster:
+    def __init__(self, build, work):
+        self.build, self.work = build, work
+        self.model = os.path.join(work, "model")
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--preset", "tiny-kv4",
+                        "--vocab", "92544", "--dtype", "bf16", "--tokenizer",
+                        os.path.join(ROOT, "tests", "data", "tokenizer.model"), "--out", self.model],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+
+    def reference(self, request, name):
+        """ixc-generate on one process: (ids, logits)."""
+        args = [os.path.join(self.build, "tools", "ixc-generate"), "--model", self.model, "--prompt",
+                request["prompt"], "--max-new-tokens", str(request["max_new_tokens"]), "--ignore-eos"]
+        if request.get("chat"):
+            args.append("--chat")
+        if request.get("use_meta"):
+            args.append("--use-meta")
+        for image in request.get("images", []):
+            args += ["--image", image]
+        if "video" in request:
+            args += ["--video", request["video"]]
+        for key in ("temperature", "top_p", "top_k", "repetition_penalty", "seed"):
+            if key in request:
+                args += [f"--{key.replace('_', '-')}", str(request[key])]
+        logits = os.path.join(self.work, f"{name}.reference.npy")
+        if request.get("dump", True):
+            args += ["--dump-logits", logits]
+        out = subprocess.run(args, check=True, capture_output=True, text=True, env=self.env).stdout
+        ids = [int(x) for x in out.split("generated ids: ")[1].split("\n")[0].split(",") if x]
+        return ids, (np.load(logits) if request.get("dump", True) else None)
+
+    def run(self, requests, tp, sp, vision, extra=(), expect_ok=True, timeout=600):
+        path = os.path.join(self.work, "requests.jsonl")
+        with open(path, "w") as f:
+            for r in requests:
+                line = {k: v for k, v in r.items() if k != "dump"}
+                line["ignore_eos"] = True
+                if r.get("dump", True):
+                    line["dump_logits"] = os.path.join(self.work, f"{r['id']}.cluster.npy")
+                f.write(json.dumps(line) + "\n")
+        results = os.path.join(self.work, "results.jsonl")
+        if os.path.exists(results):
+            os.remove(results)
+        command = [os.path.join(ROOT, "deploy", "launch.sh"), "--tp", str(tp), "--sp", str(sp), "--vision",
+                   str(vision), "--build", self.build, "--", "--model", self.model, "--requests", path, "--results",
+                   results, "--step-timeout-s", "60", *extra]
+        run = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=timeout)
+        if expect_ok and run.returncode != 0:
+            raise AssertionError(f"cluster T{tp}S{sp}V{vision} exited {run.returncode}:\n{run.stderr[-3000:]}")
+        with open(results) as f:
+            return run, {r["id"]: r for r in map(json.loads, f)}
+
+
+def check_same(cluster, references, results, requests, label):
+    for r in requests:
+        got = results[r["id"]]
+        assert "error" not in got, f"{label} {r['id']}: {got['error']}"
+        ids, logits = references[r["id"]]
+        assert got["ids"] == ids, f"{label} {r['id']}: cluster {got['ids']} != ixc-generate {ids}"
+        if logits is not None:
+            ours = np.load(os.path.join(cluster.work, f"{r['id']}.cluster.npy"))
+            error = float(np.abs(ours - logits).max())
+            assert ours.shape == logits.shape and error <= 1e-4, f"{label} {r['id']}: logits differ by {error}"
+
+
+def test_layouts(cluster):
+    references = {r["id"]: cluster.reference(r, r["id"]) for r in REQUESTS}
+    for tp, sp, vision in LAYOUTS:
+        _, results = cluster.run(REQUESTS, tp, sp, vision)
+        check_same(cluster, references, results, REQUESTS, f"T{tp}S{sp}V{vision}")
+        print(f"T{tp}S{sp}V{vision}: {len(REQUESTS)} requests equal ixc-generate")
+
+
+def test_preemption_and_arrivals(cluster):
+    prompt = "Tell me everything about the three cars in the pictures and their engines, " * 3
+    requests = [dict(id=f"r{i}", prompt=prompt + f"number {i}.", chat=True, max_new_tokens=24,
+                     arrive_after_ms=5 * i, dump=False) for i in range(5)]
+    requests.append(dict(id="short", prompt="Hi", max_new_tokens=30, arrive_after_ms=12, dump=False))
+    references = {r["id"]: cluster.reference(r, r["id"]) for r in requests}
+    # 24 blocks of 4 tokens per SP rank: three prompts fit, their decodes do not, so the latest admitted is preempted.
+    _, results = cluster.run(requests, 1, 2, 1, extra=["--kv-block-size", "4", "--kv-blocks", "24"])
+    check_same(cluster, references, results, requests, "preemption")
+    preempted = sum(r["preemptions"] for r in results.values())
+    assert preempted > 0, "the small KV cache should have forced a preemption"
+    print(f"mixed arrivals on a small KV cache: {preempted} preemptions, outputs unchanged")
+
+
+def test_long_request(cluster):
+    request = dict(id="long", prompt="The city at night. " * 3300 + "What does <ImageHere> show?",
+                   images=[os.path.join(IMAGES, "cars1.jpg")], max_new_tokens=4, dump=False)
+    references = {"long": cluster.reference(request, "long")}
+    _, results = cluster.run([request], 1, 4, 1, extra=["--kv-block-size", "64"])
+    assert results["long"]["prompt_tokens"] >= 16384, results["long"]["prompt_tokens"]
+    check_same(cluster, references, results, [request], "long S4")
+    print(f"long request of {results['long']['prompt_tokens']} positions under S=4 equals ixc-generate")
+
+
+def test_failures(cluster):
+    path = os.path.join(cluster.work, "requests.jsonl")
+    with open(path, "w") as f:
+        f.write(json.dumps(dict(id="x", prompt="Hi", max_new_tokens=3, dump_logits="/nonexistent/dir/x.npy")) + "\n")
+        f.write(json.dumps(dict(id="y", prompt="Hello there", max_new_tokens=3)) + "\n")
+    results_path = os.path.join(cluster.work, "results.jsonl")
+    run = subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "2", "--sp", "1", "--vision", "0",
+                          "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
+                          results_path, "--step-timeout-s", "30"], capture_output=True, text=True, env=cluster.env)
+    assert run.returncode != 0, "a failing rank must make the job exit non-zero"
+    # The leader (rank 1: tp 0, sp 0) writes the logits, and fails.
+    assert "rank 1 failed on request 1" in run.stderr and "/nonexistent/dir/x.npy" in run.stderr, run.stderr[-2000:]
+    with open(results_path) as f:
+        results = {r["id"]: r for r in map(json.loads, f)}
+    assert "rank 1 failed" in results["x"]["error"] and "rank 1 failed" in results["y"]["error"], results
+    # A layout that does not fit the job, or the model.
+    run = subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "3", "--sp", "1", "--vision", "0",
+                          "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
+                          results_path], capture_output=True, text=True, env=cluster.env)
+    assert run.returncode != 0 and "tp 3 does not divide the model's 4 KV heads" in run.stderr, run.stderr[-2000:]
+    print("a failing rank is named, its requests fail, the job exits non-zero; bad layouts are refused")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("build")
+    parser.add_argument("--only")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="ixc_cluster_")
+    try:
+        cluster = Cluster(os.path.abspath(args.build), work)
+        tests = [test_layouts, test_preemption_and_arrivals, test_long_request, test_failures]
+        for test in tests:
+            if args.only and args.only != test.__name__:
+                continue
+            test(cluster)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
