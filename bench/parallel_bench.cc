@@ -1,0 +1,155 @@
+// Tensor and sequence parallelism on this machine, under mpirun: prefill time of a long prompt and decode step time
+// for the job's T x S layout, and the bytes each collective moves per layer per step next to the analytic volume
+// of architecture section 4. Ranks beyond the machine's cores share them: the timings then say so.
+//   mpirun -np 4 parallel_bench --model DIR --tp 1 --sp 4 --prompt_tokens 2048 --decode_steps 16
+#include <mpi.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "model/generation.h"
+#include "parallel/mpi_device_comm.h"
+
+ABSL_FLAG(std::string, model, "", "checkpoint directory");
+ABSL_FLAG(int, tp, 1, "T");
+ABSL_FLAG(int, sp, 1, "S");
+ABSL_FLAG(int, prompt_tokens, 2048, "prefill length");
+ABSL_FLAG(int, decode_steps, 16, "decode steps timed after the prefill");
+
+namespace ixc::bench {
+namespace {
+
+// Counts the payload bytes this rank hands to each collective, by name.
+class CountingComm : public parallel::DeviceComm {
+ public:
+  explicit CountingComm(parallel::DeviceComm& inner) : inner_(inner) {}
+  std::map<std::string, double> bytes;
+
+  int GroupSize(parallel::Group g) const override { return inner_.GroupSize(g); }
+  int GroupRank(parallel::Group g) const override { return inner_.GroupRank(g); }
+  absl::Status AllReduceSum(float* d, int64_t n, parallel::Group g) override {
+    bytes[Name("all_reduce", g)] += 4.0 * n;
+    return inner_.AllReduceSum(d, n, g);
+  }
+  absl::Status AllGather(const float* s, int64_t n, float* out, parallel::Group g) override {
+    bytes[Name("all_gather", g)] += 4.0 * n;
+    return inner_.AllGather(s, n, out, g);
+  }
+  absl::Status ReduceScatterSum(const float* s, float* r, int64_t n, parallel::Group g) override {
+    bytes[Name("reduce_scatter", g)] += 4.0 * n * GroupSize(g);
+    return inner_.ReduceScatterSum(s, r, n, g);
+  }
+  absl::Status Broadcast(float* d, int64_t n, int root, parallel::Group g) override {
+    bytes[Name("broadcast", g)] += 4.0 * n;
+    return inner_.Broadcast(d, n, root, g);
+  }
+  absl::Status Send(const float* d, int64_t n, int p, parallel::Group g) override {
+    bytes[Name("send", g)] += 4.0 * n;
+    return inner_.Send(d, n, p, g);
+  }
+  absl::Status Recv(float* d, int64_t n, int p, parallel::Group g) override { return inner_.Recv(d, n, p, g); }
+  absl::Status SendRecv(const float* s, int64_t sn, int sp, float* r, int64_t rn, int rp, parallel::Group g) override {
+    bytes[Name("ring_send", g)] += 4.0 * sn;
+    return inner_.SendRecv(s, sn, sp, r, rn, rp, g);
+  }
+  absl::Status StartSendRecv(const float* s, int64_t sn, int sp, float* r, int64_t rn, int rp,
+                             parallel::Group g) override {
+    bytes[Name("ring_send", g)] += 4.0 * sn;
+    return inner_.StartSendRecv(s, sn, sp, r, rn, rp, g);
+  }
+  absl::Status Wait() override { return inner_.Wait(); }
+
+ private:
+  static std::string Name(const char* op, parallel::Group g) {
+    return std::string(op) + (g == parallel::Group::kTensor ? " (tp)" : g == parallel::Group::kSequence ? " (sp)" : "");
+  }
+  parallel::DeviceComm& inner_;
+};
+
+double Seconds(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void Report(const char* phase, const std::map<std::string, double>& bytes, double layers, double steps) {
+  for (const auto& [name, total] : bytes) {
+    std::printf("  %-8s %-20s %12.0f bytes per layer per step\n", phase, name.c_str(), total / layers / steps);
+  }
+}
+
+int Run(int world, int rank) {
+  auto mapping = parallel::Mapping::Create(world, rank, {0, 0, absl::GetFlag(FLAGS_tp), absl::GetFlag(FLAGS_sp)});
+  if (!mapping.ok()) {
+    if (rank == 0) std::fprintf(stderr, "%s\n", std::string(mapping.status().message()).c_str());
+    return 1;
+  }
+  auto mpi = parallel::CreateMpiDeviceComm(*mapping);
+  auto weights = model::LoadLlmWeights(absl::GetFlag(FLAGS_model), {mapping->tp_rank(), absl::GetFlag(FLAGS_tp)});
+  if (!mpi.ok() || !weights.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(weights.ok() ? mpi.status().message() : weights.status().message()).c_str());
+    return 1;
+  }
+  CountingComm comm(**mpi);
+  const model::LlmConfig& c = weights->config;
+  const int tp = absl::GetFlag(FLAGS_tp), sp = absl::GetFlag(FLAGS_sp);
+  const int n = absl::GetFlag(FLAGS_prompt_tokens), steps = absl::GetFlag(FLAGS_decode_steps);
+  model::KvCache cache(weights->shard, 16, (n + steps) / 16 + 16);
+  std::vector<int32_t> prompt(n);
+  for (int i = 0; i < n; ++i) prompt[i] = (i * 7919 + 11) % c.vocab_size;
+  model::ForwardInput input;
+  input.ids = prompt;
+  model::SequenceKv seq;
+  MPI_Barrier(MPI_COMM_WORLD);
+  auto start = std::chrono::steady_clock::now();
+  auto logits = model::Prefill(*weights, input, false, seq, cache, &comm);
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double prefill_s = Seconds(start);
+  const auto prefill_bytes = comm.bytes;
+  comm.bytes.clear();
+  start = std::chrono::steady_clock::now();
+  for (int s = 0; s < steps && logits.ok(); ++s) {
+    const int32_t token = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+    logits = model::DecodeStep(*weights, token, n + s, model::LoraMode::kBase, seq, cache, &comm);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double decode_s = Seconds(start);
+  if (!logits.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(logits.status().message()).c_str());
+    return 1;
+  }
+  if (rank == 0) {
+    const unsigned cores = std::thread::hardware_concurrency();
+    std::printf("T%d S%d on %u cores%s: prefill %d tokens %.3f s (%.0f tok/s); decode step %.2f ms\n", tp, sp, cores,
+                world > static_cast<int>(cores) ? " (ranks share cores: times include waiting for a core)" : "", n,
+                prefill_s, n / prefill_s, decode_s / steps * 1e3);
+    Report("prefill", prefill_bytes, c.num_layers, 1);
+    Report("decode", comm.bytes, c.num_layers, steps);
+    // Architecture section 4: per layer, TP moves two all-reduces of (tokens, hidden); SP's ring sends each of the
+    // S - 1 other shards' K/V once; decode gathers (heads/T, head_dim + 1) per SP rank.
+    const double local = static_cast<double>(n) / sp, kv_row = static_cast<double>(c.num_kv_heads) / tp * c.head_dim;
+    std::printf("  analytic: prefill all_reduce (tp) %.0f, ring_send (sp) %.0f; decode all_reduce (tp) %.0f, "
+                "all_gather (sp) %.0f bytes per layer per step\n",
+                tp > 1 ? 2.0 * local * c.hidden_size * 4 : 0.0, sp > 1 ? (sp - 1) * (2 * local * kv_row + local) * 4 : 0.0,
+                tp > 1 ? 2.0 * c.hidden_size * 4 : 0.0,
+                sp > 1 ? static_cast<double>(c.num_heads) / tp * (c.head_dim + 1) * 4 : 0.0);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ixc::bench
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  absl::ParseCommandLine(argc, argv);
+  int world = 0, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const int code = ixc::bench::Run(world, rank);
+  MPI_Finalize();
+  return code;
+}
