@@ -25,7 +25,16 @@ Engine::Engine(const parallel::Mapping& mapping, protocol::Channel& channel, con
     : mapping_(mapping),
       channel_(channel),
       options_(options),
-      blocks_(mapping.layout().sp, options.kv_block_size, options.kv_blocks) {}
+      blocks_(mapping.layout().sp, options.kv_block_size, options.kv_blocks),
+      answered_(mapping.world_size(), false) {}
+
+std::string Engine::Silent() const {
+  std::vector<int> silent;
+  for (int rank = 1; rank < mapping_.world_size(); ++rank) {
+    if (!answered_[rank]) silent.push_back(rank);
+  }
+  return absl::StrCat(silent.size() == 1 ? "rank " : "ranks ", absl::StrJoin(silent, ", "));
+}
 
 double Engine::Now() const { return WallSeconds() - start_; }
 
@@ -37,12 +46,13 @@ absl::Status Engine::WaitForWorkers(std::vector<Request>& requests) {
   while (ready < workers) {
     auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, deadline - Now()) * 1000)));
     if (!message.ok()) {
-      return absl::DeadlineExceededError(absl::StrCat(workers - ready, " of ", workers, " workers did not start within ",
-                                                      options_.step_timeout_s, " s"));
+      return absl::DeadlineExceededError(absl::StrCat(Silent(), " did not start within ", options_.step_timeout_s,
+                                                      " s (", workers - ready, " of ", workers, " workers)"));
     }
     IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &ready));
   }
   IXC_LOG(INFO) << workers << " workers ready";
+  std::fill(answered_.begin(), answered_.end(), false);
   return absl::OkStatus();
 }
 
@@ -132,7 +142,8 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std
     }
     case protocol::Body::StepResult: {
       const protocol::StepResult* result = envelope->body_as_StepResult();
-      if (result->step() != step_) break;
+      if (result->step() != step_ || sender < 0 || sender >= mapping_.world_size() || answered_[sender]) break;
+      answered_[sender] = true;
       ++*results;
       if (result->request_ids() != nullptr && result->tokens() != nullptr) {
         for (size_t i = 0; i < result->request_ids()->size() && i < result->tokens()->size(); ++i) {
@@ -220,6 +231,7 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
   }
 
   ++step_;
+  std::fill(answered_.begin(), answered_.end(), false);
   const protocol::Bytes plan = BuildPlan(prefills, decodes);
   const int workers = mapping_.world_size() - 1;
   for (int rank = 1; rank <= workers; ++rank) IXC_RETURN_IF_ERROR(channel_.Send(rank, plan));
@@ -228,9 +240,8 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
     const double left = deadline - Now();
     auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, left) * 1000)));
     if (!message.ok()) {
-      return absl::DeadlineExceededError(absl::StrCat("step ", step_, ": ", workers - results, " of ", workers,
-                                                      " workers did not answer within ", options_.step_timeout_s,
-                                                      " s (a rank died or hangs)"));
+      return absl::DeadlineExceededError(absl::StrCat("step ", step_, ": ", Silent(), " did not answer within ",
+                                                      options_.step_timeout_s, " s (died or hangs)"));
     }
     IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &results));
   }

@@ -47,6 +47,8 @@ class Engine {
   // Handles one worker message; counts this step's results and records sampled tokens by request number.
   absl::Status HandleMessage(int sender, const protocol::Bytes& bytes, std::vector<Request>& requests,
                              std::map<uint64_t, int32_t>* tokens, int* results);
+  // "ranks 2, 5" of the workers that have not answered the current step.
+  std::string Silent() const;
   protocol::Bytes BuildPlan(const std::vector<Request*>& prefills, const std::vector<Request*>& decodes);
   void Preempt(Request& request);
   void Finish(Request& request, const std::string& reason);
@@ -59,6 +61,7 @@ class Engine {
   std::vector<Request*> running_;        // in admission order
   std::deque<Request*> waiting_;         // ready to prefill; preempted requests go first
   std::vector<uint64_t> release_, finished_;
+  std::vector<bool> answered_;           // by world rank, for the current step
   uint64_t step_ = 0;
   int next_vision_ = 0;
   double start_ = 0;

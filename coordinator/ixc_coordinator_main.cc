@@ -1,8 +1,8 @@
 // ixc-coordinator: rank 0 of the cluster job. Offline mode: reads requests from a JSONL file, runs them on the
 // vision and LLM ranks, writes one JSONL result per request (coordinator/request.h has both formats).
 //
-//   mpirun -np 1 ixc-coordinator --model DIR --tp 2 --sp 2 --vision 1 --requests in.jsonl --results out.jsonl \
-//        : -np 5 ixc-worker
+//   mpirun -np 1 ixc-coordinator --model DIR --tp 2 --sp 2 --vision 1 --requests in.jsonl --results out.jsonl
+//       : -np 5 ixc-worker   (one line)
 //
 // deploy/launch.sh writes that line for you. A malformed request gets an error result and the others go on; a
 // failing or silent rank fails the unfinished requests with a message naming it, and the job exits non-zero.

@@ -7,12 +7,17 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace ixc::parallel {
 
 // The prompt positions of SP rank `rank`, ascending.
 std::vector<int32_t> ZigZagPositions(int64_t length, int rank, int size);
+
+// The rows of [first, first + count) that SP rank `rank` prefills in a prompt of `length`: at most two ranges
+// [begin, end), one per zig-zag chunk. The vision stage sends an image's embeddings only to the ranks that own them.
+std::vector<std::pair<int64_t, int64_t>> OwnedRows(int64_t length, int rank, int size, int64_t first, int64_t count);
 
 inline int DecodeOwner(int64_t position, int block_size, int size) {
   return static_cast<int>((position / block_size) % size);

@@ -6,6 +6,7 @@
 #include "core/status_macros.h"
 #include "kernels/ops.h"
 #include "model/generation.h"
+#include "parallel/sequence_shard.h"
 
 namespace ixc::worker {
 
@@ -85,8 +86,8 @@ absl::StatusOr<int32_t> LlmWorker::RunWork(const protocol::SequenceWork& work) {
     if (work.images() == nullptr || work.images()->size() == 0) {
       input.ids = ids;
     } else {
-      // Text rows from the embedding table; image rows from the vision ranks, in plan order (every LLM rank receives
-      // every image, in the same order the vision ranks send them).
+      // Text rows from the embedding table; image rows from the vision ranks, in plan order: only the rows of this
+      // rank's sequence shard (the rest of the prompt is never read here), as the vision ranks send them.
       embeddings.resize(ids.size() * hidden);
       IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights_.tok_embeddings, ids.data(), ids.size(), embeddings.data()));
       image_mask.assign(ids.size(), 0);
@@ -94,8 +95,11 @@ absl::StatusOr<int32_t> LlmWorker::RunWork(const protocol::SequenceWork& work) {
         if (image->first_row() < 0 || image->first_row() + image->rows() > static_cast<int>(ids.size())) {
           return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": image rows outside the prompt"));
         }
-        IXC_RETURN_IF_ERROR(comm_.Recv(embeddings.data() + image->first_row() * hidden, int64_t{image->rows()} * hidden,
-                                       image->vision_rank(), parallel::Group::kWorld));
+        for (auto [begin, end] : parallel::OwnedRows(ids.size(), mapping_.sp_rank(), mapping_.layout().sp,
+                                                     image->first_row(), image->rows())) {
+          IXC_RETURN_IF_ERROR(comm_.Recv(embeddings.data() + begin * hidden, (end - begin) * hidden,
+                                         image->vision_rank(), parallel::Group::kWorld));
+        }
         std::fill_n(image_mask.begin() + image->first_row(), image->rows(), 1);
       }
       input.embeddings = embeddings;

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "parallel/sequence_shard.h"
 
 namespace ixc::worker {
 
@@ -69,8 +70,16 @@ absl::Status VisionWorker::Handoff(const protocol::StepPlan& plan) {
         if (it == embeddings_.end()) {
           return absl::FailedPreconditionError(absl::StrCat("vision task ", image->tag(), " was never encoded here"));
         }
+        // Each LLM rank gets the rows of its sequence shard (all of them without SP; every TP rank of an SP column
+        // the same), in the order it receives them (worker/llm_worker.cc).
+        const int64_t hidden = weights_.llm_hidden, length = work->tokens()->size();
+        const parallel::Layout& layout = mapping_.layout();
         for (int llm_rank : mapping_.LlmRanks()) {
-          IXC_RETURN_IF_ERROR(comm_.Send(it->second.data(), it->second.size(), llm_rank, parallel::Group::kWorld));
+          const int sp_rank = (llm_rank - mapping_.first_llm_rank()) / layout.tp;
+          for (auto [begin, end] : parallel::OwnedRows(length, sp_rank, layout.sp, image->first_row(), image->rows())) {
+            IXC_RETURN_IF_ERROR(comm_.Send(it->second.data() + (begin - image->first_row()) * hidden,
+                                           (end - begin) * hidden, llm_rank, parallel::Group::kWorld));
+          }
         }
       }
     }

@@ -151,6 +151,13 @@ def test_failures(cluster):
     with open(results_path) as f:
         results = {r["id"]: r for r in map(json.loads, f)}
     assert "rank 1 failed" in results["x"]["error"] and "rank 1 failed" in results["y"]["error"], results
+    # A rank that does not answer in time (here: a step slower than the timeout) is named.
+    with open(path, "w") as f:
+        f.write(json.dumps(dict(id="slow", prompt="The city at night. " * 3000, max_new_tokens=2)) + "\n")
+    run = subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "2", "--sp", "1", "--vision", "0",
+                          "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
+                          results_path, "--step-timeout-s", "1"], capture_output=True, text=True, env=cluster.env)
+    assert run.returncode != 0 and "step 1: ranks 1, 2 did not answer within 1 s" in run.stderr, run.stderr[-2000:]
     # A layout that does not fit the job, or the model.
     run = subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "3", "--sp", "1", "--vision", "0",
                           "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",

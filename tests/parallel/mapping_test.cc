@@ -2,6 +2,8 @@
 #include "parallel/mapping.h"
 #include "tests/test_util.h"
 
+#include <algorithm>
+
 namespace ixc::parallel {
 namespace {
 
@@ -43,6 +45,45 @@ TEST(MappingTest, MismatchesAreNamed) {
             std::string::npos);
   EXPECT_NE(std::string(m.CheckModel(8, 510).message()).find("vocabulary of 510"), std::string::npos);
   EXPECT_TRUE(m.CheckModel(8, 92544).ok());
+}
+
+}  // namespace
+}  // namespace ixc::parallel
+
+#include "parallel/sequence_shard.h"
+
+namespace ixc::parallel {
+namespace {
+
+// Zig-zag shards partition the prompt, balance it, and OwnedRows agrees with them on every image range.
+TEST(SequenceShardTest, ZigZagPartitionsAndOwnedRowsAgree) {
+  for (int size : {1, 2, 3, 4}) {
+    for (int64_t length : {1, 7, 64, 101}) {
+      std::vector<int> owner(length, -1);
+      for (int rank = 0; rank < size; ++rank) {
+        const std::vector<int32_t> positions = ZigZagPositions(length, rank, size);
+        EXPECT_TRUE(std::is_sorted(positions.begin(), positions.end()));
+        for (int32_t p : positions) {
+          EXPECT_EQ(owner[p], -1) << "position " << p << " owned twice";
+          owner[p] = rank;
+        }
+        EXPECT_LE(positions.size(), static_cast<size_t>((length + size - 1) / size + 1));
+        for (auto [first, count] : {std::pair<int64_t, int64_t>{0, length}, {length / 3, length / 2}}) {
+          int64_t covered = 0;
+          for (auto [begin, end] : OwnedRows(length, rank, size, first, count)) {
+            for (int64_t p = begin; p < end; ++p) EXPECT_NE(std::find(positions.begin(), positions.end(), p),
+                                                            positions.end());
+            covered += end - begin;
+          }
+          const int64_t expected = std::count_if(positions.begin(), positions.end(),
+                                                 [&](int32_t p) { return p >= first && p < first + count; });
+          EXPECT_EQ(covered, expected);
+        }
+      }
+      EXPECT_EQ(std::count(owner.begin(), owner.end(), -1), 0);
+    }
+  }
+  EXPECT_EQ(DecodeOwner(17, 4, 3), 1);  // block 4 of size 4, round-robin over 3 ranks
 }
 
 }  // namespace
