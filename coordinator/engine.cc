@@ -94,15 +94,26 @@ absl::Status Engine::DispatchVision(Request& request) {
     request.state = RequestState::kDone;
     return absl::OkStatus();
   }
+  // Each image's crops in contiguous parts over the vision ranks, starting at the next rank in turn (the owner).
+  const int ranks = static_cast<int>(vision.size());
   for (ImageInPrompt& image : request.images) {
-    image.vision_rank = vision[next_vision_++ % vision.size()];
     const VisionCrops& crops = image.prepared.crops;
-    flatbuffers::FlatBufferBuilder builder(crops.pixels.size() * sizeof(float) + 1024);
-    const auto pixels = builder.CreateVector(crops.pixels);
-    const auto llm = builder.CreateVector(mapping_.LlmRanks());
-    const auto task = protocol::CreateVisionTask(builder, image.tag, crops.rows, crops.cols, crops.tile, pixels, llm);
-    IXC_RETURN_IF_ERROR(channel_.Send(image.vision_rank, protocol::Finish(builder, mapping_.rank(),
-                                                                          protocol::Body::VisionTask, task.Union())));
+    const int count = crops.count(), used = std::min(ranks, count), first_rank = next_vision_++ % ranks;
+    const size_t crop_floats = static_cast<size_t>(3) * crops.tile * crops.tile;
+    image.vision_rank = vision[first_rank];
+    image.parts.clear();
+    for (int p = 0; p < used; ++p) {
+      const int first = count * p / used, part_count = count * (p + 1) / used - first;
+      const int rank = vision[(first_rank + p) % ranks];
+      image.parts.push_back({rank, first, part_count});
+      flatbuffers::FlatBufferBuilder builder(part_count * crop_floats * sizeof(float) + 1024);
+      const auto pixels = builder.CreateVector(crops.pixels.data() + first * crop_floats, part_count * crop_floats);
+      const auto task = protocol::CreateVisionTask(builder, image.tag, crops.rows, crops.cols, crops.tile, first,
+                                                   part_count, image.vision_rank, pixels);
+      IXC_RETURN_IF_ERROR(channel_.Send(rank, protocol::Finish(builder, mapping_.rank(), protocol::Body::VisionTask,
+                                                               task.Union())));
+    }
+    image.parts_pending = used;
   }
   request.state = RequestState::kEncoding;
   return absl::OkStatus();
@@ -117,6 +128,25 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std
       return absl::InternalError(absl::StrCat(
           "rank ", sender, " failed", error->request_id() ? absl::StrCat(" on request ", error->request_id()) : "",
           ": ", error->message() ? error->message()->str() : "no message"));
+    }
+    case protocol::Body::CropsEncoded: {
+      // When every part of the image is encoded, its ranks meet to assemble it (between steps: see vision_worker.h).
+      const int tag = envelope->body_as_CropsEncoded()->tag();
+      const uint64_t number = static_cast<uint64_t>(tag / protocol::kMaxImagesPerRequest);
+      if (number < 1 || number > requests.size()) break;
+      for (ImageInPrompt& image : requests[number - 1].images) {
+        if (image.tag != tag || --image.parts_pending > 0) continue;
+        flatbuffers::FlatBufferBuilder builder;
+        std::vector<flatbuffers::Offset<protocol::VisionPart>> parts;
+        for (const auto& [rank, first, count] : image.parts) {
+          parts.push_back(protocol::CreateVisionPart(builder, rank, first, count));
+        }
+        const auto gather = protocol::CreateVisionGather(builder, tag, image.vision_rank, builder.CreateVector(parts));
+        const protocol::Bytes message =
+            protocol::Finish(builder, mapping_.rank(), protocol::Body::VisionGather, gather.Union());
+        for (const auto& part : image.parts) IXC_RETURN_IF_ERROR(channel_.Send(part[0], message));
+      }
+      break;
     }
     case protocol::Body::VisionDone: {
       const int tag = envelope->body_as_VisionDone()->tag();

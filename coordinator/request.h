@@ -10,6 +10,7 @@
 //    "error": "...", "preemptions": 0, "timings": {"queue_s", "ttft_s", "e2e_s", "decode_tokens_per_s"}}
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -27,8 +28,10 @@ namespace ixc::coordinator {
 struct ImageInPrompt {
   PreparedVision prepared;
   int tag = 0;
-  int vision_rank = -1;  // assigned at dispatch
-  int first_row = 0;     // prompt positions [first_row, first_row + rows)
+  int vision_rank = -1;     // the owner, which assembles the image and hands it to the LLM ranks
+  std::vector<std::array<int, 3>> parts;  // (vision rank, first crop, crop count): crops spread over the ranks
+  int parts_pending = 0;    // parts not yet encoded
+  int first_row = 0;        // prompt positions [first_row, first_row + rows)
   int rows = 0;
   bool encoded = false;
 };

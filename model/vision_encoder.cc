@@ -138,13 +138,21 @@ std::vector<float> EncodeCrops(const VisionWeights& weights, const float* crops,
 }
 
 absl::StatusOr<std::vector<float>> EmbedImage(const VisionWeights& weights, const float* crops, int rows, int cols) {
-  const VisionConfig& c = weights.config;
   if (rows <= 0 || cols <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("an image needs a tile grid of at least 1x1, not ", rows, "x", cols));
   }
-  const int count = 1 + rows * cols;
-  const std::vector<float> features = EncodeCrops(weights, crops, count);  // (count, grid^2, hv)
+  return AssembleImage(weights, EncodeCrops(weights, crops, 1 + rows * cols), rows, cols);
+}
+
+absl::StatusOr<std::vector<float>> AssembleImage(const VisionWeights& weights, const std::vector<float>& features,
+                                                 int rows, int cols) {
+  const VisionConfig& c = weights.config;
   const int64_t hv = c.hidden_size, grid = c.grid(), side = c.merged_side(), merged = c.merged_size();
+  if (rows <= 0 || cols <= 0 ||
+      static_cast<int64_t>(features.size()) != (1 + int64_t{rows} * cols) * grid * grid * hv) {
+    return absl::InvalidArgumentError(absl::StrCat("features of ", features.size(), " values do not make a ", rows,
+                                                   "x", cols, " image"));
+  }
 
   // Merged token (y, x) of a crop: the 2x2 patch block in the order (0,0), (0,1), (1,0), (1,1) (spec 3.4).
   auto merged_token = [&](int crop, int64_t y, int64_t x, float* out) {

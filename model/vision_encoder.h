@@ -55,4 +55,9 @@ std::vector<float> EncodeCrops(const VisionWeights& weights, const float* crops,
 // (VisionTokenCount(rows, cols, merged_side), llm_hidden). Every row is a vision position (im_mask = 1).
 absl::StatusOr<std::vector<float>> EmbedImage(const VisionWeights& weights, const float* crops, int rows, int cols);
 
+// The second half of EmbedImage, from the ViT features of all 1 + rows * cols crops (EncodeCrops): the 2x2 merge,
+// the separators and vision_proj. Vision ranks that encode parts of an image meet here.
+absl::StatusOr<std::vector<float>> AssembleImage(const VisionWeights& weights, const std::vector<float>& features,
+                                                 int rows, int cols);
+
 }  // namespace ixc::model

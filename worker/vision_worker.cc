@@ -26,6 +26,9 @@ absl::Status VisionWorker::Run() {
       case protocol::Body::VisionTask:
         status = Encode(*envelope->body_as_VisionTask());
         break;
+      case protocol::Body::VisionGather:
+        status = Gather(*envelope->body_as_VisionGather());
+        break;
       case protocol::Body::StepPlan:
         status = Handoff(*envelope->body_as_StepPlan());
         if (status.ok()) {
@@ -45,18 +48,49 @@ absl::Status VisionWorker::Run() {
 }
 
 absl::Status VisionWorker::Encode(const protocol::VisionTask& task) {
-  const int tile = task.tile(), count = 1 + task.rows() * task.cols();
-  if (tile != weights_.config.image_size || task.pixels() == nullptr ||
-      task.pixels()->size() != static_cast<size_t>(count) * 3 * tile * tile) {
+  const int tile = task.tile();
+  if (tile != weights_.config.image_size || task.crop_count() < 1 || task.pixels() == nullptr ||
+      task.pixels()->size() != static_cast<size_t>(task.crop_count()) * 3 * tile * tile) {
     return absl::InvalidArgumentError(absl::StrCat("vision task ", task.tag(), ": crops do not match the ",
                                                    weights_.config.image_size, "-px vision tower"));
   }
-  IXC_ASSIGN_OR_RETURN(std::vector<float> embeds,
-                       model::EmbedImage(weights_, task.pixels()->data(), task.rows(), task.cols()));
-  const int rows = static_cast<int>(embeds.size() / weights_.llm_hidden);
-  embeddings_[task.tag()] = std::move(embeds);
+  Part& part = parts_[task.tag()];
+  part.rows = task.rows();
+  part.cols = task.cols();
+  part.first_crop = task.first_crop();
+  part.crop_count = task.crop_count();
+  part.features = model::EncodeCrops(weights_, task.pixels()->data(), task.crop_count());
   flatbuffers::FlatBufferBuilder builder;
-  const auto body = protocol::CreateVisionDone(builder, task.tag(), rows);
+  const auto body = protocol::CreateCropsEncoded(builder, task.tag());
+  return channel_.Send(0, protocol::Finish(builder, mapping_.rank(), protocol::Body::CropsEncoded, body.Union()));
+}
+
+absl::Status VisionWorker::Gather(const protocol::VisionGather& gather) {
+  auto it = parts_.find(gather.tag());
+  if (it == parts_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat("image ", gather.tag(), ": gather before encoding"));
+  }
+  Part part = std::move(it->second);
+  parts_.erase(it);
+  if (gather.owner() != mapping_.rank()) {
+    return comm_.Send(part.features.data(), part.features.size(), gather.owner(), parallel::Group::kWorld);
+  }
+  const int64_t per_crop = static_cast<int64_t>(weights_.config.grid()) * weights_.config.grid() *
+                           weights_.config.hidden_size;
+  std::vector<float> features((1 + int64_t{part.rows} * part.cols) * per_crop);  // (crops, grid^2, hv)
+  for (const protocol::VisionPart* other : *gather.parts()) {
+    float* target = features.data() + other->first_crop() * per_crop;
+    if (other->rank() == mapping_.rank()) {
+      std::copy(part.features.begin(), part.features.end(), target);
+    } else {
+      IXC_RETURN_IF_ERROR(comm_.Recv(target, other->crop_count() * per_crop, other->rank(), parallel::Group::kWorld));
+    }
+  }
+  IXC_ASSIGN_OR_RETURN(std::vector<float> embeds, model::AssembleImage(weights_, features, part.rows, part.cols));
+  const int rows = static_cast<int>(embeds.size() / weights_.llm_hidden);
+  embeddings_[gather.tag()] = std::move(embeds);
+  flatbuffers::FlatBufferBuilder builder;
+  const auto body = protocol::CreateVisionDone(builder, gather.tag(), rows);
   return channel_.Send(0, protocol::Finish(builder, mapping_.rank(), protocol::Body::VisionDone, body.Union()));
 }
 
