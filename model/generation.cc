@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "kernels/sampling_rules.h"
 #include "parallel/sequence_shard.h"
 
 namespace ixc::model {
@@ -44,10 +45,12 @@ int SequenceParallelSize(parallel::DeviceComm* comm) {
 }  // namespace
 
 absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
-                                           SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm) {
+                                           SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
+                                           bool local_vocab) {
   const int sp_size = SequenceParallelSize(comm);
   ForwardInput first = prompt;
   first.all_logits = all_logits;
+  first.local_vocab = local_vocab && !all_logits;
   PromptShard shard;
   if (sp_size > 1) {
     const int64_t length = prompt.tokens(weights.config.hidden_size);
@@ -67,9 +70,10 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
 
 absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t token, int32_t position,
                                               LoraMode lora, SequenceKv& seq, KvCache& cache,
-                                              parallel::DeviceComm* comm) {
+                                              parallel::DeviceComm* comm, bool local_vocab) {
   // Decode steps carry token ids, never image rows: PLoRA is off for generated tokens (spec 2).
   ForwardInput step;
+  step.local_vocab = local_vocab;
   step.ids = std::span<const int32_t>(&token, 1);
   step.lora = lora;
   step.positions = std::span<const int32_t>(&position, 1);
@@ -83,6 +87,38 @@ absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t
   std::vector<float> logits;
   IXC_RETURN_IF_ERROR(LanguageModelForward(weights, step, seq, cache, &logits, comm));
   return logits;
+}
+
+absl::StatusOr<int32_t> SampleNext(const LlmWeights& weights, std::vector<float>& logits,
+                                   const kernels::SamplingParams& params, const std::vector<int32_t>& previous,
+                                   uint64_t seed, int64_t index, parallel::DeviceComm* comm) {
+  const int64_t vocab = weights.config.vocab_size;
+  std::mt19937_64 rng = TokenRng(seed, index);
+  if (static_cast<int64_t>(logits.size()) == vocab) return kernels::SampleToken(logits.data(), vocab, params, previous, rng);
+  const int64_t local = weights.shard.vocab_size, offset = weights.tp.rank * local;
+  if (comm == nullptr || static_cast<int64_t>(logits.size()) != local) {
+    return absl::InvalidArgumentError("SampleNext: logits are neither whole nor this rank's vocabulary slice");
+  }
+  if (!kernels::IsGreedy(params)) {
+    std::vector<float> whole(vocab);
+    IXC_RETURN_IF_ERROR(comm->AllGather(logits.data(), local, whole.data(), parallel::Group::kTensor));
+    return kernels::SampleToken(whole.data(), vocab, params, previous, rng);
+  }
+  // The penalty on this slice's ids, then (value, global index) of its first maximum. Indices below 2^24 are exact.
+  std::vector<int32_t> mine;
+  for (int32_t id : previous) {
+    if (id >= offset && id < offset + local) mine.push_back(static_cast<int32_t>(id - offset));
+  }
+  kernels::ApplyRepetitionPenalty(logits.data(), local, params.repetition_penalty, mine);
+  const int64_t best = std::max_element(logits.begin(), logits.end()) - logits.begin();
+  const float pair[2] = {logits[best], static_cast<float>(offset + best)};
+  std::vector<float> pairs(2 * weights.tp.size);
+  IXC_RETURN_IF_ERROR(comm->AllGather(pair, 2, pairs.data(), parallel::Group::kTensor));
+  int winner = 0;  // slices ascend by index: the first of equal maxima is the smallest index, as argmax
+  for (int t = 1; t < weights.tp.size; ++t) {
+    if (pairs[2 * t] > pairs[2 * winner]) winner = t;
+  }
+  return static_cast<int32_t>(pairs[2 * winner + 1]);
 }
 
 std::mt19937_64 TokenRng(uint64_t seed, int64_t index) {
@@ -103,8 +139,9 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
   }
   SequenceKv seq;
   auto start = std::chrono::steady_clock::now();
+  const bool local_vocab = weights.tp.size > 1;
   absl::StatusOr<std::vector<float>> logits =
-      Prefill(weights, prompt, options.keep_prompt_logits, seq, cache, comm);
+      Prefill(weights, prompt, options.keep_prompt_logits, seq, cache, comm, local_vocab);
   result.prefill_seconds = SecondsSince(start);
   if (!logits.ok()) {
     cache.Release(seq);
@@ -117,8 +154,13 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
   result.finish_reason = "length";
   start = std::chrono::steady_clock::now();
   while (static_cast<int>(result.ids.size()) < options.max_new_tokens) {
-    std::mt19937_64 rng = TokenRng(options.seed, static_cast<int64_t>(result.ids.size()));
-    const int32_t token = kernels::SampleToken(logits->data(), vocab, options.sampling, result.ids, rng);
+    absl::StatusOr<int32_t> next = SampleNext(weights, *logits, options.sampling, result.ids, options.seed,
+                                              static_cast<int64_t>(result.ids.size()), comm);
+    if (!next.ok()) {
+      logits = next.status();
+      break;
+    }
+    const int32_t token = *next;
     result.ids.push_back(token);
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
       result.finish_reason = "stop";
@@ -126,7 +168,7 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
     }
     const int64_t length = result.prompt_tokens + static_cast<int64_t>(result.ids.size());
     if (static_cast<int>(result.ids.size()) == options.max_new_tokens || length >= options.max_context) break;
-    logits = DecodeStep(weights, token, static_cast<int32_t>(length - 1), prompt.lora, seq, cache, comm);
+    logits = DecodeStep(weights, token, static_cast<int32_t>(length - 1), prompt.lora, seq, cache, comm, local_vocab);
     if (!logits.ok()) break;
   }
   result.decode_seconds = SecondsSince(start);

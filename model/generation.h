@@ -21,14 +21,24 @@ namespace ixc::model {
 // Prefills `prompt` into the empty `seq` and returns the logits of its last position, or of every position with
 // all_logits. With sequence parallelism (comm's SP group larger than 1) each SP rank prefills its zig-zag shard of
 // the prompt with ring attention; every rank gets the same logits.
+// With local_vocab (and not all_logits), TP ranks get their vocabulary slice, for SampleNext.
 absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
-                                           SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm);
+                                           SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
+                                           bool local_vocab = false);
 
 // One decode step: `token` at `position`, after everything cached. With sequence parallelism the step runs on every
 // SP rank and the token's K/V is kept by one of them, round-robin by cache block. Returns the logits (vocab).
 absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t token, int32_t position,
                                               LoraMode lora, SequenceKv& seq, KvCache& cache,
-                                              parallel::DeviceComm* comm);
+                                              parallel::DeviceComm* comm, bool local_vocab = false);
+
+// The next token from logits that are whole or, with TP, this rank's vocabulary slice (the vocab-parallel head):
+// greedy takes each slice's maximum (after the repetition penalty, which is per token id) and all-gathers the
+// (value, index) pairs, so TP ranks exchange 2 floats each instead of the logits; sampling all-gathers the row.
+// Every TP rank returns the same token, the one SampleToken picks from the whole row.
+absl::StatusOr<int32_t> SampleNext(const LlmWeights& weights, std::vector<float>& logits,
+                                   const kernels::SamplingParams& params, const std::vector<int32_t>& previous,
+                                   uint64_t seed, int64_t index, parallel::DeviceComm* comm);
 
 // The generator for the token at `index` of a request: a pure function of (seed, index), so a request recomputed
 // after preemption, or run on any layout, draws the same numbers.

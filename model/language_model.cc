@@ -121,7 +121,7 @@ absl::Status CheckInput(const LlmWeights& weights, const ForwardInput& input) {
 absl::Status LmHead(const LlmWeights& weights, const float* normed, int64_t rows, parallel::DeviceComm* comm,
                     float* logits) {
   const int64_t local_vocab = weights.shard.vocab_size, size = weights.tp.size;
-  if (comm == nullptr || size == 1) {
+  if (comm == nullptr || size == 1) {  // one rank, or the caller wants this rank's slice
     kernels::Linear(normed, weights.output, logits, rows, /*accumulate=*/false);
     return absl::OkStatus();
   }
@@ -241,13 +241,16 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
     for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
   }
 
-  const int64_t vocab = weights.config.vocab_size;
+  // Logits are whole on every rank, or, with local_vocab, this TP rank's slice of the vocabulary.
+  const bool sliced = tp_comm != nullptr && input.local_vocab;
+  const int64_t vocab = sliced ? weights.shard.vocab_size : weights.config.vocab_size;
+  parallel::DeviceComm* head_comm = sliced ? nullptr : tp_comm;
   if (input.sp_attention != SpAttention::kRing) {
     const int64_t first_row = input.all_logits ? 0 : tokens - 1, rows = tokens - first_row;
     kernels::RmsNorm(x.data() + first_row * hidden, weights.final_norm.data(), normed.data(), rows, hidden,
                      c.rms_norm_eps);
     logits->resize(rows * vocab);
-    return LmHead(weights, normed.data(), rows, tp_comm, logits->data());
+    return LmHead(weights, normed.data(), rows, head_comm, logits->data());
   }
   // A prompt shard: this rank fills the rows of its positions (all of them, or only the prompt's last), the others
   // stay 0, and one sum over the SP group gives every rank the whole block.
@@ -258,7 +261,7 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
   std::vector<float> picked(rows.size() * hidden), own(rows.size() * vocab);
   for (size_t i = 0; i < rows.size(); ++i) std::copy_n(x.data() + rows[i] * hidden, hidden, picked.data() + i * hidden);
   kernels::RmsNorm(picked.data(), weights.final_norm.data(), picked.data(), rows.size(), hidden, c.rms_norm_eps);
-  IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), rows.size(), tp_comm, own.data()));
+  IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), rows.size(), head_comm, own.data()));
   const int64_t out_rows = input.all_logits ? context_length : 1;
   logits->assign(out_rows * vocab, 0.f);
   for (size_t i = 0; i < rows.size(); ++i) {

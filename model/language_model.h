@@ -34,6 +34,7 @@ struct ForwardInput {
   std::span<const uint8_t> image_mask;  // (tokens) 1 on vision rows, which get PLoRA; empty: no vision rows
   LoraMode lora = LoraMode::kBase;
   bool all_logits = false;              // logits of every token (else only of the last)
+  bool local_vocab = false;             // with TP: this rank's vocabulary slice of the logits, not gathered
   // Sequence parallelism (defaults: one rank holds the whole sequence):
   std::span<const int32_t> positions;   // (tokens) positions in the sequence; default: after the cached ones
   int64_t context_length = 0;           // the sequence's length after this call (RoPE's base); 0: last position + 1

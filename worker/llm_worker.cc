@@ -106,7 +106,8 @@ absl::StatusOr<int32_t> LlmWorker::RunWork(const protocol::SequenceWork& work) {
       input.image_mask = image_mask;
     }
     const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
-    IXC_ASSIGN_OR_RETURN(logits, model::Prefill(weights_, input, dump, sequence.kv, cache_, &comm_));
+    IXC_ASSIGN_OR_RETURN(logits, model::Prefill(weights_, input, dump, sequence.kv, cache_, &comm_,
+                                                /*local_vocab=*/!dump));
     if (dump) {
       if (leader()) {
         IXC_RETURN_IF_ERROR(WriteNpyF32(work.dump_logits()->str(), {static_cast<int64_t>(ids.size()), vocab},
@@ -123,7 +124,7 @@ absl::StatusOr<int32_t> LlmWorker::RunWork(const protocol::SequenceWork& work) {
     Sequence& sequence = it->second;
     IXC_ASSIGN_OR_RETURN(logits, model::DecodeStep(weights_, work.tokens()->Get(0),
                                                    static_cast<int32_t>(sequence.length), lora, sequence.kv, cache_,
-                                                   &comm_));
+                                                   &comm_, /*local_vocab=*/true));
     sequence.length += 1;
   }
   kernels::SamplingParams sampling;
@@ -132,8 +133,7 @@ absl::StatusOr<int32_t> LlmWorker::RunWork(const protocol::SequenceWork& work) {
     sampling = {s->temperature(), s->top_k(), s->top_p(), s->repetition_penalty()};
     seed = s->seed();
   }
-  std::mt19937_64 rng = model::TokenRng(seed, static_cast<int64_t>(generated.size()));
-  return kernels::SampleToken(logits.data(), vocab, sampling, generated, rng);
+  return model::SampleNext(weights_, logits, sampling, generated, seed, static_cast<int64_t>(generated.size()), &comm_);
 }
 
 }  // namespace ixc::worker

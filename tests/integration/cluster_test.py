@@ -33,6 +33,7 @@ REQUESTS = [
          video=os.path.join(VIDEOS, "landscape.mp4"), max_new_tokens=8),
     dict(id="sampled", prompt="Write a poem about cars.", chat=True, max_new_tokens=8, temperature=0.8, top_p=0.9,
          top_k=40, repetition_penalty=1.1, seed=5),
+    dict(id="greedy_penalty", prompt="Repeat after me: cars cars cars", max_new_tokens=12, repetition_penalty=1.5),
 ]
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 3, 1), (2, 2, 1), (4, 1, 1), (2, 1, 2), (1, 2, 3)]  # (T, S, V)
