@@ -105,15 +105,20 @@ int Run(int world, int rank) {
   model::SequenceKv seq;
   MPI_Barrier(MPI_COMM_WORLD);
   auto start = std::chrono::steady_clock::now();
-  auto logits = model::Prefill(*weights, input, false, seq, cache, &comm);
+  const bool local_vocab = tp > 1;  // the vocab-parallel head: each TP rank keeps its slice, greedy gathers 2 floats
+  auto logits = model::Prefill(*weights, input, false, seq, cache, &comm, local_vocab);
   MPI_Barrier(MPI_COMM_WORLD);
   const double prefill_s = Seconds(start);
   const auto prefill_bytes = comm.bytes;
   comm.bytes.clear();
   start = std::chrono::steady_clock::now();
   for (int s = 0; s < steps && logits.ok(); ++s) {
-    const int32_t token = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
-    logits = model::DecodeStep(*weights, token, n + s, model::LoraMode::kBase, seq, cache, &comm);
+    auto token = model::SampleNext(*weights, *logits, {}, {}, 0, s, &comm);
+    if (!token.ok()) {
+      logits = token.status();
+      break;
+    }
+    logits = model::DecodeStep(*weights, *token, n + s, model::LoraMode::kBase, seq, cache, &comm, local_vocab);
   }
   MPI_Barrier(MPI_COMM_WORLD);
   const double decode_s = Seconds(start);
