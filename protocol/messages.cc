@@ -115,4 +115,14 @@ absl::StatusOr<std::pair<int, Bytes>> Channel::Receive(std::chrono::milliseconds
   }
 }
 
+absl::StatusOr<const Envelope*> AwaitCoordinator(Channel& channel, const std::string& who, int step_timeout_s,
+                                                 Bytes* storage) {
+  auto message = channel.Receive(std::chrono::seconds(4 * step_timeout_s));
+  if (!message.ok()) {
+    return absl::DeadlineExceededError(absl::StrCat(who, ": no word from the coordinator: ", message.status().message()));
+  }
+  *storage = std::move(message->second);
+  return Decode(*storage);
+}
+
 }  // namespace ixc::protocol

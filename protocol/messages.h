@@ -58,4 +58,9 @@ class Channel {
   std::string endpoint_;
 };
 
+// A worker's wait for the coordinator's next message, decoded into `storage`. The coordinator may idle between
+// steps (arrivals, vision work): after four step timeouts of silence the worker gives up, naming itself (`who`).
+absl::StatusOr<const Envelope*> AwaitCoordinator(Channel& channel, const std::string& who, int step_timeout_s,
+                                                 Bytes* storage);
+
 }  // namespace ixc::protocol

@@ -16,14 +16,10 @@ LlmWorker::LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& 
       step_timeout_s_(step_timeout_s) {}
 
 absl::Status LlmWorker::Run() {
+  protocol::Bytes message;
   while (true) {
-    // The coordinator may wait on arrivals and vision work between steps: allow it several step timeouts.
-    auto message = channel_.Receive(std::chrono::seconds(4 * step_timeout_s_));
-    if (!message.ok()) {
-      return absl::DeadlineExceededError(
-          absl::StrCat(mapping_.ToString(), ": no word from the coordinator: ", message.status().message()));
-    }
-    IXC_ASSIGN_OR_RETURN(const protocol::Envelope* envelope, protocol::Decode(message->second));
+    IXC_ASSIGN_OR_RETURN(const protocol::Envelope* envelope,
+                         protocol::AwaitCoordinator(channel_, mapping_.ToString(), step_timeout_s_, &message));
     if (envelope->body_type() == protocol::Body::Shutdown) return absl::OkStatus();
     const protocol::StepPlan* plan = envelope->body_as_StepPlan();
     if (plan == nullptr) continue;  // not for LLM ranks

@@ -12,13 +12,10 @@ VisionWorker::VisionWorker(const parallel::Mapping& mapping, const model::Vision
     : mapping_(mapping), weights_(weights), comm_(comm), channel_(channel), step_timeout_s_(step_timeout_s) {}
 
 absl::Status VisionWorker::Run() {
+  protocol::Bytes message;
   while (true) {
-    auto message = channel_.Receive(std::chrono::seconds(4 * step_timeout_s_));
-    if (!message.ok()) {
-      return absl::DeadlineExceededError(
-          absl::StrCat(mapping_.ToString(), ": no word from the coordinator: ", message.status().message()));
-    }
-    IXC_ASSIGN_OR_RETURN(const protocol::Envelope* envelope, protocol::Decode(message->second));
+    IXC_ASSIGN_OR_RETURN(const protocol::Envelope* envelope,
+                         protocol::AwaitCoordinator(channel_, mapping_.ToString(), step_timeout_s_, &message));
     absl::Status status;
     switch (envelope->body_type()) {
       case protocol::Body::Shutdown:

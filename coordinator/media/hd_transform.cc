@@ -31,6 +31,21 @@ Image PadBottom(Image image, int height) {
   return image;
 }
 
+// The geometry of a transform of `original` that resized it, in landscape orientation, to (width, height) and
+// ended as `padded` (original orientation).
+HdGeometry Geometry(const Image& original, bool transposed, int width, int height, const Image& padded, int tile) {
+  HdGeometry geometry;
+  geometry.original_width = original.width;
+  geometry.original_height = original.height;
+  geometry.resized_width = transposed ? height : width;
+  geometry.resized_height = transposed ? width : height;
+  geometry.padded_width = padded.width;
+  geometry.padded_height = padded.height;
+  geometry.rows = padded.height / tile;
+  geometry.cols = padded.width / tile;
+  return geometry;
+}
+
 }  // namespace
 
 Image HdTransform(const Image& image, int hd_num, int tile, HdGeometry* geometry) {
@@ -47,16 +62,7 @@ Image HdTransform(const Image& image, int hd_num, int tile, HdGeometry* geometry
   const int resized_width = work.width, resized_height = work.height;
   work = PadBottom(std::move(work), static_cast<int>(std::ceil(static_cast<double>(new_height) / tile)) * tile);
   if (transposed) work = Transpose(work);
-
-  *geometry = {};
-  geometry->original_width = image.width;
-  geometry->original_height = image.height;
-  geometry->resized_width = transposed ? resized_height : resized_width;
-  geometry->resized_height = transposed ? resized_width : resized_height;
-  geometry->padded_width = work.width;
-  geometry->padded_height = work.height;
-  geometry->rows = work.height / tile;
-  geometry->cols = work.width / tile;
+  *geometry = Geometry(image, transposed, resized_width, resized_height, work, tile);
   return work;
 }
 
@@ -72,15 +78,7 @@ Image VideoTransform(const Image& image, int tile, HdGeometry* geometry) {
   work = PadBottom(std::move(work), static_cast<int>(std::ceil(static_cast<double>(new_width) / tile)) * tile);
   work = Transpose(work);
   if (transposed) work = Transpose(work);
-  *geometry = {};
-  geometry->original_width = image.width;
-  geometry->original_height = image.height;
-  geometry->resized_width = transposed ? tile : resized_width;
-  geometry->resized_height = transposed ? resized_width : tile;
-  geometry->padded_width = work.width;
-  geometry->padded_height = work.height;
-  geometry->rows = work.height / tile;
-  geometry->cols = work.width / tile;
+  *geometry = Geometry(image, transposed, resized_width, tile, work, tile);
   return work;
 }
 
