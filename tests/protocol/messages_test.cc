@@ -1,0 +1,87 @@
+// The control-plane messages: every kind round-trips through FlatBuffers with its fields; a wrong version and
+// corrupt bytes are refused with a message; the ZeroMQ channel carries them between a coordinator and a worker.
+#include <thread>
+
+#include "protocol/messages.h"
+#include "tests/test_util.h"
+
+namespace ixc::protocol {
+namespace {
+
+TEST(MessagesTest, StepPlanRoundTrips) {
+  flatbuffers::FlatBufferBuilder builder;
+  const std::vector<int32_t> tokens = {1, 2, 3};
+  std::vector<flatbuffers::Offset<ImageRef>> images = {CreateImageRef(builder, 4, 128, 1, 2)};
+  const auto sampling = CreateSampling(builder, 0.7f, 40, 0.8f, 1.05f, 9);
+  const auto work = CreateSequenceWork(builder, 7, true, builder.CreateVector(tokens), builder.CreateVector(images),
+                                       builder.CreateVector(std::vector<int32_t>{5}), 1, sampling,
+                                       builder.CreateString("x.npy"));
+  const auto plan = CreateStepPlan(builder, 42, builder.CreateVector(std::vector{work}),
+                                   builder.CreateVector(std::vector<uint64_t>{3}),
+                                   builder.CreateVector(std::vector<uint64_t>{2}));
+  const Bytes bytes = Finish(builder, 0, Body::StepPlan, plan.Union());
+  auto envelope = Decode(bytes);
+  ASSERT_TRUE(envelope.ok()) << envelope.status();
+  const StepPlan* decoded = (*envelope)->body_as_StepPlan();
+  ASSERT_NE(decoded, nullptr);
+  EXPECT_EQ(decoded->step(), 42u);
+  EXPECT_EQ(decoded->release()->Get(0), 3u);
+  EXPECT_EQ(decoded->finished()->Get(0), 2u);
+  const SequenceWork* w = decoded->work()->Get(0);
+  EXPECT_EQ(w->request_id(), 7u);
+  EXPECT_TRUE(w->prefill());
+  EXPECT_EQ(std::vector<int32_t>(w->tokens()->begin(), w->tokens()->end()), tokens);
+  EXPECT_EQ(w->images()->Get(0)->tag(), 128);
+  EXPECT_FLOAT_EQ(w->sampling()->top_p(), 0.8f);
+  EXPECT_EQ(w->sampling()->seed(), 9u);
+  EXPECT_EQ(w->dump_logits()->str(), "x.npy");
+}
+
+TEST(MessagesTest, SmallMessagesRoundTrip) {
+  // Decode reads from the bytes it is given: they must outlive the envelope.
+  const Bytes result_bytes = EncodeStepResult(3, 5, {11, 12}, {100, 200});
+  auto result = Decode(result_bytes);
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ((*result)->sender_rank(), 3);
+  EXPECT_EQ((*result)->body_as_StepResult()->tokens()->Get(1), 200);
+  const Bytes error_bytes = EncodeError(2, "out of memory", 9);
+  auto error = Decode(error_bytes);
+  ASSERT_TRUE(error.ok());
+  EXPECT_EQ((*error)->body_as_ErrorReport()->message()->str(), "out of memory");
+  const Bytes shutdown = EncodeShutdown(0);
+  EXPECT_EQ((*Decode(shutdown))->body_type(), Body::Shutdown);
+}
+
+TEST(MessagesTest, WrongVersionAndCorruptBytesAreRefused) {
+  flatbuffers::FlatBufferBuilder builder;
+  builder.Finish(CreateEnvelope(builder, kProtocolVersion + 1, 4, Body::Shutdown, CreateShutdown(builder).Union()));
+  const Bytes future(builder.GetBufferPointer(), builder.GetBufferPointer() + builder.GetSize());
+  auto decoded = Decode(future);
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_NE(decoded.status().message().find("protocol version 2 from rank 4"), std::string::npos);
+  Bytes corrupt = EncodeStepResult(1, 1, {1}, {1});
+  corrupt.resize(corrupt.size() / 2);
+  EXPECT_EQ(Decode(corrupt).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(Decode(Bytes{1, 2, 3}).ok());
+}
+
+TEST(ChannelTest, CoordinatorAndWorkerExchangeMessages) {
+  auto coordinator = Channel::Bind("127.0.0.1");
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  auto worker = Channel::Connect((*coordinator)->endpoint(), 5);
+  ASSERT_TRUE(worker.ok());
+  ASSERT_TRUE((*worker)->Send(0, EncodeStepResult(5, 0, {}, {})).ok());  // the worker speaks first: now routable
+  auto hello = (*coordinator)->Receive(std::chrono::seconds(5));
+  ASSERT_TRUE(hello.ok()) << hello.status();
+  EXPECT_EQ(hello->first, 5);
+  ASSERT_TRUE((*coordinator)->Send(5, EncodeShutdown(0)).ok());
+  auto reply = (*worker)->Receive(std::chrono::seconds(5));
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ((*Decode(reply->second))->body_type(), Body::Shutdown);
+  // Silence is a timeout, not a hang; a worker that never connected cannot be sent to.
+  EXPECT_EQ((*worker)->Receive(std::chrono::milliseconds(50)).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_FALSE((*coordinator)->Send(9, EncodeShutdown(0)).ok());
+}
+
+}  // namespace
+}  // namespace ixc::protocol
