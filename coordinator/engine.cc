@@ -15,6 +15,10 @@ double WallSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// Workers beat every second; this long without one (or the step timeout, when shorter), and no answer, means the
+// rank is gone.
+constexpr double kDeadAfterSeconds = 10;
+
 int64_t Length(const Request& request) {
   return static_cast<int64_t>(request.prompt.size() + request.generated.size());
 }
@@ -26,7 +30,8 @@ Engine::Engine(const parallel::Mapping& mapping, protocol::Channel& channel, con
       channel_(channel),
       options_(options),
       blocks_(mapping.layout().sp, options.kv_block_size, options.kv_blocks),
-      answered_(mapping.world_size(), false) {}
+      answered_(mapping.world_size(), false),
+      heartbeat_(mapping.world_size(), 0.0) {}
 
 std::string Engine::Silent() const {
   std::vector<int> silent;
@@ -36,20 +41,45 @@ std::string Engine::Silent() const {
   return absl::StrCat(silent.size() == 1 ? "rank " : "ranks ", absl::StrJoin(silent, ", "));
 }
 
+std::string Engine::HeartbeatNote() const {
+  double oldest_beat = Now();
+  for (int rank = 1; rank < mapping_.world_size(); ++rank) {
+    if (!answered_[rank]) oldest_beat = std::min(oldest_beat, heartbeat_[rank]);
+  }
+  return Now() - oldest_beat < DeadAfter()
+             ? " (their heartbeats go on: busy or stuck, not dead)"
+             : absl::StrCat(" (no heartbeat for ", static_cast<int>(Now() - oldest_beat), " s)");
+}
+
+absl::Status Engine::CheckHeartbeats() const {
+  for (int rank = 1; rank < mapping_.world_size(); ++rank) {
+    if (answered_[rank] || Now() - heartbeat_[rank] < DeadAfter()) continue;
+    return absl::UnavailableError(absl::StrCat("rank ", rank, " sent no heartbeat for ",
+                                               static_cast<int>(Now() - heartbeat_[rank]),
+                                               " s and did not answer step ", step_, ": it is gone"));
+  }
+  return absl::OkStatus();
+}
+
 double Engine::Now() const { return WallSeconds() - start_; }
+
+double Engine::DeadAfter() const { return std::min<double>(kDeadAfterSeconds, options_.step_timeout_s); }
 
 absl::Status Engine::WaitForWorkers(std::vector<Request>& requests) {
   std::map<uint64_t, int32_t> tokens;
   int ready = 0;
   const int workers = mapping_.world_size() - 1;
   const double deadline = Now() + options_.step_timeout_s;
+  std::fill(heartbeat_.begin(), heartbeat_.end(), Now());
   while (ready < workers) {
-    auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, deadline - Now()) * 1000)));
-    if (!message.ok()) {
+    const double left = deadline - Now();
+    if (left <= 0) {
       return absl::DeadlineExceededError(absl::StrCat(Silent(), " did not start within ", options_.step_timeout_s,
-                                                      " s (", workers - ready, " of ", workers, " workers)"));
+                                                      " s", HeartbeatNote()));
     }
-    IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &ready));
+    auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::min(left, 1.0) * 1000)));
+    if (message.ok()) IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &ready));
+    IXC_RETURN_IF_ERROR(CheckHeartbeats());
   }
   IXC_LOG(INFO) << workers << " workers ready";
   std::fill(answered_.begin(), answered_.end(), false);
@@ -129,6 +159,9 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std
           "rank ", sender, " failed", error->request_id() ? absl::StrCat(" on request ", error->request_id()) : "",
           ": ", error->message() ? error->message()->str() : "no message"));
     }
+    case protocol::Body::Heartbeat:
+      if (sender > 0 && sender < mapping_.world_size()) heartbeat_[sender] = Now();
+      break;
     case protocol::Body::CropsEncoded: {
       // When every part of the image is encoded, its ranks meet to assemble it (between steps: see vision_worker.h).
       const int tag = envelope->body_as_CropsEncoded()->tag();
@@ -268,12 +301,16 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
   const double deadline = Now() + options_.step_timeout_s;
   while (results < workers) {
     const double left = deadline - Now();
-    auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, left) * 1000)));
-    if (!message.ok()) {
+    if (left <= 0) {
       return absl::DeadlineExceededError(absl::StrCat("step ", step_, ": ", Silent(), " did not answer within ",
-                                                      options_.step_timeout_s, " s (died or hangs)"));
+                                                      options_.step_timeout_s, " s", HeartbeatNote()));
     }
-    IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &results));
+    // Wake at least every second to notice a rank whose heartbeats stopped.
+    auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::min(left, 1.0) * 1000)));
+    if (message.ok()) {
+      IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &results));
+    }
+    IXC_RETURN_IF_ERROR(CheckHeartbeats());
   }
 
   std::vector<Request*> stepped = prefills;

@@ -47,12 +47,16 @@ class Engine {
   // Handles one worker message; counts this step's results and records sampled tokens by request number.
   absl::Status HandleMessage(int sender, const protocol::Bytes& bytes, std::vector<Request>& requests,
                              std::map<uint64_t, int32_t>* tokens, int* results);
-  // "ranks 2, 5" of the workers that have not answered the current step.
+  // "ranks 2, 5" of the workers that have not answered the current step; whether their heartbeats go on.
   std::string Silent() const;
+  std::string HeartbeatNote() const;
+  // A rank that has not answered and whose heartbeats stopped `kDeadAfterSeconds` ago: it is gone.
+  absl::Status CheckHeartbeats() const;
   protocol::Bytes BuildPlan(const std::vector<Request*>& prefills, const std::vector<Request*>& decodes);
   void Preempt(Request& request);
   void Finish(Request& request, const std::string& reason);
   double Now() const;
+  double DeadAfter() const;  // seconds without a heartbeat after which a silent rank is gone
 
   const parallel::Mapping& mapping_;
   protocol::Channel& channel_;
@@ -62,6 +66,7 @@ class Engine {
   std::deque<Request*> waiting_;         // ready to prefill; preempted requests go first
   std::vector<uint64_t> release_, finished_;
   std::vector<bool> answered_;           // by world rank, for the current step
+  std::vector<double> heartbeat_;        // by world rank: when its last heartbeat came (Now())
   uint64_t step_ = 0;
   int next_vision_ = 0;
   double start_ = 0;

@@ -22,7 +22,8 @@ for n in "$tp" "$sp" "$vision"; do
 done
 workers=$((vision + tp * sp))
 ranks=$((1 + workers))
-options=(--allow-run-as-root)
+# A rank that dies must not take the coordinator with it before it has named the rank and written the results.
+options=(--allow-run-as-root --mca orte_abort_on_non_zero_status 0)
 [ -n "$hostfile" ] && options+=(--hostfile "$hostfile")
 cores=$(nproc)
 if [ -z "$hostfile" ] && [ "$ranks" -gt "$cores" ]; then

@@ -2,6 +2,11 @@
 
 #include <zmq.hpp>
 
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 
 namespace ixc::protocol {
@@ -38,6 +43,11 @@ Bytes EncodeError(int rank, const std::string& message, uint64_t request_id) {
   return Finish(builder, rank, Body::ErrorReport, body.Union());
 }
 
+Bytes EncodeHeartbeat(int rank) {
+  flatbuffers::FlatBufferBuilder builder;
+  return Finish(builder, rank, Body::Heartbeat, CreateHeartbeat(builder, rank).Union());
+}
+
 Bytes EncodeShutdown(int rank) {
   flatbuffers::FlatBufferBuilder builder;
   return Finish(builder, rank, Body::Shutdown, CreateShutdown(builder).Union());
@@ -65,14 +75,28 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Bind(const std::string& host) 
   return channel;
 }
 
+namespace {
+
+constexpr char kHeartbeatPrefix[] = "hb";
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Channel>> Channel::Connect(const std::string& endpoint, int rank) {
+  return ConnectAs(endpoint, std::to_string(rank));
+}
+
+absl::StatusOr<std::unique_ptr<Channel>> Channel::ConnectHeartbeat(const std::string& endpoint, int rank) {
+  return ConnectAs(endpoint, kHeartbeatPrefix + std::to_string(rank));
+}
+
+absl::StatusOr<std::unique_ptr<Channel>> Channel::ConnectAs(const std::string& endpoint, const std::string& identity) {
   std::unique_ptr<Channel> channel(new Channel());
   channel->sockets_ = std::make_unique<Sockets>();
   channel->endpoint_ = endpoint;
   try {
     channel->sockets_->socket = zmq::socket_t(channel->sockets_->context, zmq::socket_type::dealer);
     channel->sockets_->socket.set(zmq::sockopt::linger, 0);
-    channel->sockets_->socket.set(zmq::sockopt::routing_id, std::to_string(rank));
+    channel->sockets_->socket.set(zmq::sockopt::routing_id, identity);
     channel->sockets_->socket.connect(endpoint);
   } catch (const zmq::error_t& error) {
     return absl::UnavailableError(absl::StrCat("cannot connect to the coordinator at ", endpoint, ": ", error.what()));
@@ -105,7 +129,10 @@ absl::StatusOr<std::pair<int, Bytes>> Channel::Receive(std::chrono::milliseconds
     zmq::message_t part;
     if (router_) {
       (void)sockets_->socket.recv(part, zmq::recv_flags::none);
-      sender = std::stoi(part.to_string());
+      std::string identity = part.to_string();
+      // Heartbeat sockets report their rank; the envelope says it is a heartbeat.
+      if (identity.rfind(kHeartbeatPrefix, 0) == 0) identity = identity.substr(sizeof(kHeartbeatPrefix) - 1);
+      sender = std::atoi(identity.c_str());
     }
     (void)sockets_->socket.recv(part, zmq::recv_flags::none);
     const auto* data = static_cast<const uint8_t*>(part.data());
@@ -113,6 +140,41 @@ absl::StatusOr<std::pair<int, Bytes>> Channel::Receive(std::chrono::milliseconds
   } catch (const zmq::error_t& error) {
     return absl::UnavailableError(absl::StrCat("control receive failed: ", error.what()));
   }
+}
+
+struct HeartbeatSender::State {
+  std::unique_ptr<Channel> channel;
+  std::mutex mutex;
+  std::condition_variable stop_signal;
+  bool stop = false;
+  std::thread thread;
+};
+
+absl::StatusOr<std::unique_ptr<HeartbeatSender>> HeartbeatSender::Start(const std::string& endpoint, int rank) {
+  std::unique_ptr<HeartbeatSender> sender(new HeartbeatSender());
+  sender->state_ = std::make_unique<State>();
+  auto channel = Channel::ConnectHeartbeat(endpoint, rank);
+  if (!channel.ok()) return channel.status();
+  sender->state_->channel = std::move(*channel);
+  State* state = sender->state_.get();
+  state->thread = std::thread([state, rank] {
+    const Bytes beat = EncodeHeartbeat(rank);
+    std::unique_lock<std::mutex> lock(state->mutex);
+    while (!state->stop) {
+      (void)state->channel->Send(0, beat);
+      state->stop_signal.wait_for(lock, std::chrono::seconds(1), [state] { return state->stop; });
+    }
+  });
+  return sender;
+}
+
+HeartbeatSender::~HeartbeatSender() {
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stop = true;
+  }
+  state_->stop_signal.notify_all();
+  state_->thread.join();
 }
 
 absl::StatusOr<const Envelope*> AwaitCoordinator(Channel& channel, const std::string& who, int step_timeout_s,

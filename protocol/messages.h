@@ -36,12 +36,16 @@ Bytes EncodeShutdown(int rank);
 // Builds an envelope around a body made with `builder` (for the plan and vision tasks, built field by field).
 Bytes Finish(flatbuffers::FlatBufferBuilder& builder, int rank, Body type, flatbuffers::Offset<void> body);
 
+Bytes EncodeHeartbeat(int rank);
+
 class Channel {
  public:
   // The coordinator's side: binds tcp://HOST:* and reports the endpoint workers connect to.
   static absl::StatusOr<std::unique_ptr<Channel>> Bind(const std::string& host);
-  // A worker's side.
+  // A worker's side; the coordinator sees `rank` as the sender. The heartbeat socket is a second connection of the
+  // same rank.
   static absl::StatusOr<std::unique_ptr<Channel>> Connect(const std::string& endpoint, int rank);
+  static absl::StatusOr<std::unique_ptr<Channel>> ConnectHeartbeat(const std::string& endpoint, int rank);
   ~Channel();
 
   const std::string& endpoint() const { return endpoint_; }
@@ -52,6 +56,7 @@ class Channel {
 
  private:
   Channel() = default;
+  static absl::StatusOr<std::unique_ptr<Channel>> ConnectAs(const std::string& endpoint, const std::string& identity);
   struct Sockets;
   std::unique_ptr<Sockets> sockets_;
   bool router_ = false;
@@ -62,5 +67,17 @@ class Channel {
 // steps (arrivals, vision work): after four step timeouts of silence the worker gives up, naming itself (`who`).
 absl::StatusOr<const Envelope*> AwaitCoordinator(Channel& channel, const std::string& who, int step_timeout_s,
                                                  Bytes* storage);
+
+// Sends a heartbeat to the coordinator every second from its own thread and socket, until destroyed.
+class HeartbeatSender {
+ public:
+  static absl::StatusOr<std::unique_ptr<HeartbeatSender>> Start(const std::string& endpoint, int rank);
+  ~HeartbeatSender();
+
+ private:
+  HeartbeatSender() = default;
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 }  // namespace ixc::protocol

@@ -29,6 +29,8 @@ absl::Status RunWorker(int world_size, int rank) {
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel,
                        protocol::Channel::Connect(config.control_endpoint, rank));
   IXC_LOG(INFO) << mapping.ToString() << " connected to " << config.control_endpoint;
+  IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::HeartbeatSender> heartbeat,
+                       protocol::HeartbeatSender::Start(config.control_endpoint, rank));
   const absl::Status status = Serve(config, mapping, comm.get(), channel.get());
   if (!status.ok()) {
     (void)channel->Send(0, protocol::EncodeError(rank, std::string(status.message())));

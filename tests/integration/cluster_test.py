@@ -13,9 +13,11 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -159,6 +161,21 @@ def test_failures(cluster):
                           "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
                           results_path, "--step-timeout-s", "1"], capture_output=True, text=True, env=cluster.env)
     assert run.returncode != 0 and "step 1: ranks 1, 2 did not answer within 1 s" in run.stderr, run.stderr[-2000:]
+    # A rank that dies mid-request (killed) stops its heartbeats: the coordinator names it.
+    with open(path, "w") as f:
+        f.write(json.dumps(dict(id="victim", prompt_ids=[1] + [5] * 16000, max_new_tokens=400, ignore_eos=True)) + "\n")
+    job = subprocess.Popen([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "2", "--sp", "1", "--vision", "0",
+                            "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
+                            results_path, "--step-timeout-s", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=cluster.env)
+    time.sleep(2.5)
+    workers = subprocess.run(["pgrep", "-f", "worker/ixc-worker"], capture_output=True, text=True).stdout.split()
+    assert workers, "no worker to stop"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode != 0 and ("sent no heartbeat" in stderr or "no heartbeat for" in stderr), stderr[-2000:]
+    with open(results_path) as f:
+        assert "heartbeat" in json.loads(f.readline())["error"]
     # A layout that does not fit the job, or the model.
     run = subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "3", "--sp", "1", "--vision", "0",
                           "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
