@@ -120,8 +120,11 @@ def test_preemption_and_arrivals(cluster):
     requests = [dict(id=f"r{i}", prompt=prompt + f"number {i}.", chat=True, max_new_tokens=24,
                      arrive_after_ms=5 * i, dump=False) for i in range(5)]
     requests.append(dict(id="short", prompt="Hi", max_new_tokens=30, arrive_after_ms=12, dump=False))
+    requests.append(dict(id="long", prompt="A long story about the desert city. " * 18, max_new_tokens=6,
+                         arrive_after_ms=8, dump=False))
     references = {r["id"]: cluster.reference(r, r["id"]) for r in requests}
-    # 24 blocks of 4 tokens per SP rank: three prompts fit, their decodes do not, so the latest admitted is preempted.
+    # 24 blocks of 4 tokens per SP rank: three short prompts fit, their decodes do not, so the latest admitted is
+    # preempted; the long prompt (about 160 positions, 20 blocks per rank) waits for room and runs between them.
     _, results = cluster.run(requests, 1, 2, 1, extra=["--kv-block-size", "4", "--kv-blocks", "24"])
     check_same(cluster, references, results, requests, "preemption")
     preempted = sum(r["preemptions"] for r in results.values())

@@ -12,6 +12,7 @@
 #include "model/multimodal_input.h"
 #include "nlohmann/json.hpp"
 #include "parallel/mpi_device_comm.h"
+#include "parallel/sequence_shard.h"
 #include "tests/parallel/mpi_test_main.h"
 
 namespace ixc::model {
@@ -122,6 +123,56 @@ TEST(ParallelGoldenTest, EveryGoldenCaseMatchesOnEveryRank) {
   } else if (slice.size == 4) {
     EXPECT_GE(refused, 1);  // the 2-KV-head checkpoints
   }
+}
+
+// Chunked prefill on a sequence split across the SP group (architecture section 4): the first part of the prompt by
+// ring attention, the rest as one chunk that every SP rank holds, attended to each rank's shard and merged, each
+// token's K/V kept by its round-robin owner. The logits of both parts equal the goldens.
+TEST(ParallelGoldenTest, ChunkedPrefillAfterARingPrefill) {
+  const parallel::Mapping mapping = testing::WorldMapping();
+  auto comm = parallel::CreateMpiDeviceComm(mapping);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  // 26 positions, below max_position_embeddings (one RoPE base throughout); 4 KV heads, so every layout loads it;
+  // image rows and the web LoRA on top.
+  const std::string name = "kv4_bias_plora_web";
+  auto weights = LoadLlmWeights(std::string(IXC_GOLDEN_MODELS_DIR) + "/" + name,
+                                {mapping.tp_rank(), mapping.layout().tp});
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  const NpyArray prompt = *ReadNpy(kGolden + name + "/prompt_ids.npy");
+  const NpyArray golden = *ReadNpy(kGolden + name + "/logits.npy");
+  const std::vector<int32_t> ids(prompt.ints.begin(), prompt.ints.end());
+  const NpyArray mask_array = *ReadNpy(kGolden + name + "/image_mask.npy");
+  const std::vector<uint8_t> mask(mask_array.ints.begin(), mask_array.ints.end());
+  const int64_t vocab = weights->config.vocab_size, first = 7, length = static_cast<int64_t>(ids.size());
+  KvCache cache(weights->shard, /*block_size=*/2, /*num_blocks=*/32);
+  SequenceKv seq;
+  ForwardInput head;
+  head.ids = std::span<const int32_t>(ids.data(), first);
+  head.image_mask = std::span<const uint8_t>(mask.data(), first);
+  head.lora = LoraMode::kWeb;
+  auto logits = Prefill(*weights, head, /*all_logits=*/true, seq, cache, comm->get());
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  EXPECT_LE(MaxAbsDiff(*logits, std::vector<float>(golden.floats.begin(), golden.floats.begin() + first * vocab)), 1e-4);
+
+  const int sp = comm->get()->GroupSize(parallel::Group::kSequence);
+  const int sp_rank = comm->get()->GroupRank(parallel::Group::kSequence);
+  std::vector<int32_t> positions;
+  std::vector<uint8_t> keep;
+  for (int64_t p = first; p < length; ++p) {
+    positions.push_back(static_cast<int32_t>(p));
+    keep.push_back(sp == 1 || parallel::DecodeOwner(p, cache.block_size(), sp) == sp_rank);
+  }
+  ForwardInput chunk;
+  chunk.ids = std::span<const int32_t>(ids.data() + first, length - first);
+  chunk.image_mask = std::span<const uint8_t>(mask.data() + first, length - first);
+  chunk.lora = LoraMode::kWeb;
+  chunk.positions = positions;
+  chunk.store_kv = keep;
+  chunk.all_logits = true;
+  chunk.sp_attention = sp > 1 ? SpAttention::kGatherMerge : SpAttention::kLocal;
+  std::vector<float> rest;
+  ASSERT_TRUE(LanguageModelForward(*weights, chunk, seq, cache, &rest, comm->get()).ok());
+  EXPECT_LE(MaxAbsDiff(rest, std::vector<float>(golden.floats.begin() + first * vocab, golden.floats.end())), 1e-4);
 }
 
 }  // namespace
