@@ -15,8 +15,8 @@ double WallSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Workers beat every second; this long without one (or the step timeout, when shorter), and no answer, means the
-// rank is gone.
+// Workers beat every second; this long without one, and no answer, means the rank is gone. A step timeout shorter
+// than this fires first, with a note on the heartbeats.
 constexpr double kDeadAfterSeconds = 10;
 
 int64_t Length(const Request& request) {
@@ -46,14 +46,14 @@ std::string Engine::HeartbeatNote() const {
   for (int rank = 1; rank < mapping_.world_size(); ++rank) {
     if (!answered_[rank]) oldest_beat = std::min(oldest_beat, heartbeat_[rank]);
   }
-  return Now() - oldest_beat < DeadAfter()
+  return Now() - oldest_beat < kDeadAfterSeconds
              ? " (their heartbeats go on: busy or stuck, not dead)"
              : absl::StrCat(" (no heartbeat for ", static_cast<int>(Now() - oldest_beat), " s)");
 }
 
 absl::Status Engine::CheckHeartbeats() const {
   for (int rank = 1; rank < mapping_.world_size(); ++rank) {
-    if (answered_[rank] || Now() - heartbeat_[rank] < DeadAfter()) continue;
+    if (answered_[rank] || Now() - heartbeat_[rank] < kDeadAfterSeconds) continue;
     return absl::UnavailableError(absl::StrCat("rank ", rank, " sent no heartbeat for ",
                                                static_cast<int>(Now() - heartbeat_[rank]),
                                                " s and did not answer step ", step_, ": it is gone"));
@@ -62,8 +62,6 @@ absl::Status Engine::CheckHeartbeats() const {
 }
 
 double Engine::Now() const { return WallSeconds() - start_; }
-
-double Engine::DeadAfter() const { return std::min<double>(kDeadAfterSeconds, options_.step_timeout_s); }
 
 absl::Status Engine::WaitForWorkers(std::vector<Request>& requests) {
   std::map<uint64_t, int32_t> tokens;

@@ -56,7 +56,6 @@ class Engine {
   void Preempt(Request& request);
   void Finish(Request& request, const std::string& reason);
   double Now() const;
-  double DeadAfter() const;  // seconds without a heartbeat after which a silent rank is gone
 
   const parallel::Mapping& mapping_;
   protocol::Channel& channel_;
