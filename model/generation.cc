@@ -68,25 +68,37 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
   return logits;
 }
 
+absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& items, KvCache& cache,
+                         parallel::DeviceComm* comm, bool local_vocab) {
+  // Decode steps carry token ids, never image rows: PLoRA is off for generated tokens (spec 2).
+  const int sp_size = SequenceParallelSize(comm);
+  const int sp_rank = sp_size == 1 ? 0 : comm->GroupRank(parallel::Group::kSequence);
+  std::vector<uint8_t> keep(items.size());
+  std::vector<BatchEntry> batch(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    DecodeItem& item = items[i];
+    ForwardInput& step = batch[i].input;
+    step.ids = std::span<const int32_t>(&item.token, 1);
+    step.lora = item.lora;
+    step.local_vocab = local_vocab;
+    step.positions = std::span<const int32_t>(&item.position, 1);
+    if (sp_size > 1) {
+      keep[i] = parallel::DecodeOwner(item.position, cache.block_size(), sp_size) == sp_rank;
+      step.store_kv = std::span<const uint8_t>(&keep[i], 1);
+      step.sp_attention = SpAttention::kGatherMerge;
+    }
+    batch[i].seq = item.seq;
+    batch[i].logits = &item.logits;
+  }
+  return LanguageModelForwardBatch(weights, batch, cache, comm);
+}
+
 absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t token, int32_t position,
                                               LoraMode lora, SequenceKv& seq, KvCache& cache,
                                               parallel::DeviceComm* comm, bool local_vocab) {
-  // Decode steps carry token ids, never image rows: PLoRA is off for generated tokens (spec 2).
-  ForwardInput step;
-  step.local_vocab = local_vocab;
-  step.ids = std::span<const int32_t>(&token, 1);
-  step.lora = lora;
-  step.positions = std::span<const int32_t>(&position, 1);
-  const int sp_size = SequenceParallelSize(comm);
-  const uint8_t keep = sp_size == 1 || parallel::DecodeOwner(position, cache.block_size(), sp_size) ==
-                                           comm->GroupRank(parallel::Group::kSequence);
-  if (sp_size > 1) {
-    step.store_kv = std::span<const uint8_t>(&keep, 1);
-    step.sp_attention = SpAttention::kGatherMerge;
-  }
-  std::vector<float> logits;
-  IXC_RETURN_IF_ERROR(LanguageModelForward(weights, step, seq, cache, &logits, comm));
-  return logits;
+  std::vector<DecodeItem> items = {{token, position, lora, &seq, {}}};
+  IXC_RETURN_IF_ERROR(DecodeSteps(weights, items, cache, comm, local_vocab));
+  return std::move(items[0].logits);
 }
 
 absl::StatusOr<int32_t> SampleNext(const LlmWeights& weights, std::vector<float>& logits,

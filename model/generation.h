@@ -32,6 +32,18 @@ absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t
                                               LoraMode lora, SequenceKv& seq, KvCache& cache,
                                               parallel::DeviceComm* comm, bool local_vocab = false);
 
+// One decode step for several sequences at once (LanguageModelForwardBatch): item i feeds tokens[i] at positions[i]
+// to *seqs[i] and gets (*logits)[i]. The same per-sequence rules as DecodeStep.
+struct DecodeItem {
+  int32_t token = 0;
+  int32_t position = 0;
+  LoraMode lora = LoraMode::kBase;
+  SequenceKv* seq = nullptr;
+  std::vector<float> logits;
+};
+absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& items, KvCache& cache,
+                         parallel::DeviceComm* comm, bool local_vocab = false);
+
 // The next token from logits that are whole or, with TP, this rank's vocabulary slice (the vocab-parallel head):
 // greedy takes each slice's maximum (after the repetition penalty, which is per token id) and all-gathers the
 // (value, index) pairs, so TP ranks exchange 2 floats each instead of the logits; sampling all-gathers the row.

@@ -18,36 +18,44 @@ void AddBias(const std::vector<float>& bias, float* y, int64_t rows) {
   }
 }
 
-// y (rows, out) = x (rows, in) . W^T, + PLoRA on image rows, + the task LoRAs of `mode` on every row; the bias is
-// the caller's (a row-parallel linear adds it once, after the all-reduce).
-void ApplyLinear(const LinearWeights& linear, const float* x, int64_t rows, const uint8_t* image_mask,
-                 bool any_image_row, LoraMode mode, float* y) {
+// Which rows of a (possibly batched) call get which low-rank terms: PLoRA on image rows, the web LoRA on the rows of
+// web requests, the sft and dpo LoRAs on the rows of write requests. Null masks: no such row.
+struct RowAdapters {
+  const uint8_t* image = nullptr;
+  const uint8_t* web = nullptr;
+  const uint8_t* write = nullptr;
+};
+
+// A row mask for LowRankAdd: null when every row is set (LowRankAdd then takes all rows in one GEMM).
+const uint8_t* MaskOrAll(const uint8_t* mask, int64_t rows) {
+  return mask != nullptr && std::all_of(mask, mask + rows, [](uint8_t m) { return m != 0; }) ? nullptr : mask;
+}
+
+// y (rows, out) = x (rows, in) . W^T, + the low-rank terms of `adapters`; the bias is the caller's (a row-parallel
+// linear adds it once, after the all-reduce).
+void ApplyLinear(const LinearWeights& linear, const float* x, int64_t rows, const RowAdapters& adapters, float* y) {
   kernels::Linear(x, linear.weight, y, rows, /*accumulate=*/false);
-  if (any_image_row) kernels::LowRankAdd(x, linear.plora.a, linear.plora.b, image_mask, y, rows);
-  switch (mode) {
-    case LoraMode::kBase:
-      break;
-    case LoraMode::kWeb:
-      kernels::LowRankAdd(x, linear.web.a, linear.web.b, nullptr, y, rows);
-      break;
-    case LoraMode::kWrite:
-      kernels::LowRankAdd(x, linear.sft.a, linear.sft.b, nullptr, y, rows);
-      kernels::LowRankAdd(x, linear.dpo.a, linear.dpo.b, nullptr, y, rows);
-      break;
+  if (adapters.image != nullptr) kernels::LowRankAdd(x, linear.plora.a, linear.plora.b, adapters.image, y, rows);
+  if (adapters.web != nullptr) {
+    kernels::LowRankAdd(x, linear.web.a, linear.web.b, MaskOrAll(adapters.web, rows), y, rows);
+  }
+  if (adapters.write != nullptr) {
+    kernels::LowRankAdd(x, linear.sft.a, linear.sft.b, MaskOrAll(adapters.write, rows), y, rows);
+    kernels::LowRankAdd(x, linear.dpo.a, linear.dpo.b, MaskOrAll(adapters.write, rows), y, rows);
   }
 }
 
 // Column-parallel: this rank's output features, complete.
-void ColumnParallelLinear(const LinearWeights& linear, const float* x, int64_t rows, const uint8_t* image_mask,
-                          bool any_image_row, LoraMode mode, float* y) {
-  ApplyLinear(linear, x, rows, image_mask, any_image_row, mode, y);
+void ColumnParallelLinear(const LinearWeights& linear, const float* x, int64_t rows, const RowAdapters& adapters,
+                          float* y) {
+  ApplyLinear(linear, x, rows, adapters, y);
   if (!linear.bias.empty()) AddBias(linear.bias, y, rows);
 }
 
 // Row-parallel: Y = sum over the TP group of X_t W_t^T (and of the LoRA terms B A_t x_t), then the bias, once.
-absl::Status RowParallelLinear(const LinearWeights& linear, const float* x, int64_t rows, const uint8_t* image_mask,
-                               bool any_image_row, LoraMode mode, float* y, parallel::DeviceComm* comm) {
-  ApplyLinear(linear, x, rows, image_mask, any_image_row, mode, y);
+absl::Status RowParallelLinear(const LinearWeights& linear, const float* x, int64_t rows, const RowAdapters& adapters,
+                               float* y, parallel::DeviceComm* comm) {
+  ApplyLinear(linear, x, rows, adapters, y);
   if (comm != nullptr) {
     IXC_RETURN_IF_ERROR(comm->AllReduceSum(y, rows * linear.weight.dim(0), parallel::Group::kTensor));
   }
@@ -140,59 +148,147 @@ absl::Status LmHead(const LlmWeights& weights, const float* normed, int64_t rows
 
 }  // namespace
 
-absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq,
-                                  KvCache& cache, std::vector<float>* logits, parallel::DeviceComm* comm) {
+namespace {
+
+// One sequence's part of a (batched) forward call.
+struct Segment {
+  const ForwardInput* input = nullptr;
+  SequenceKv* seq = nullptr;
+  std::vector<float>* logits = nullptr;
+  int64_t first_row = 0;             // its rows in the batch: [first_row, first_row + tokens)
+  int64_t tokens = 0;
+  std::vector<int32_t> positions;    // (tokens)
+  int64_t context_length = 0;
+  std::vector<int64_t> stored;       // its tokens whose K/V this rank keeps
+  int64_t past = 0;                  // cache slots before this call
+  kernels::RopeParams rope;
+};
+
+absl::Status Prepare(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq, KvCache& cache,
+                     Segment& segment) {
   IXC_RETURN_IF_ERROR(CheckInput(weights, input));
-  const bool tensor_parallel = weights.tp.size > 1, sequence_parallel = input.sp_attention != SpAttention::kLocal;
+  if (input.sp_attention == SpAttention::kRing && seq.length != 0) {
+    return absl::FailedPreconditionError("ring attention prefills an empty sequence; later chunks use kGatherMerge");
+  }
+  segment.tokens = input.tokens(weights.config.hidden_size);
+  if (segment.tokens == 0 && input.sp_attention != SpAttention::kRing) {
+    return absl::InvalidArgumentError("a forward call needs at least one token");
+  }
+  segment.positions.resize(segment.tokens);
+  if (input.positions.empty()) {
+    const int64_t next = seq.positions.empty() ? 0 : seq.positions.back() + 1;
+    for (int64_t t = 0; t < segment.tokens; ++t) segment.positions[t] = static_cast<int32_t>(next + t);
+  } else {
+    std::copy(input.positions.begin(), input.positions.end(), segment.positions.begin());
+  }
+  segment.context_length = input.context_length > 0 ? input.context_length
+                                                    : (segment.tokens > 0 ? segment.positions.back() + 1 : 0);
+  for (int64_t t = 0; t < segment.tokens; ++t) {
+    if (input.store_kv.empty() || input.store_kv[t]) segment.stored.push_back(t);
+  }
+  segment.past = seq.length;
+  IXC_RETURN_IF_ERROR(cache.Reserve(seq, segment.past + static_cast<int64_t>(segment.stored.size())));
+  for (int64_t t : segment.stored) seq.positions.push_back(segment.positions[t]);
+  seq.length = segment.past + static_cast<int64_t>(segment.stored.size());
+  segment.rope = RopeFor(weights.config, segment.context_length);
+  return absl::OkStatus();
+}
+
+// The logits of one segment, from the final hidden states of its rows.
+absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, const float* x,
+                           parallel::DeviceComm* tp_comm, parallel::DeviceComm* comm) {
+  const ForwardInput& input = *segment.input;
+  const LlmConfig& c = weights.shard;
+  const int64_t hidden = c.hidden_size;
+  // Whole logits on every rank, or, with local_vocab, this TP rank's slice of the vocabulary.
+  const bool sliced = tp_comm != nullptr && input.local_vocab;
+  const int64_t vocab = sliced ? weights.shard.vocab_size : weights.config.vocab_size;
+  parallel::DeviceComm* head_comm = sliced ? nullptr : tp_comm;
+  std::vector<int64_t> rows;  // rows of the segment whose logits are wanted
+  for (int64_t t = 0; t < segment.tokens; ++t) {
+    const bool last = input.sp_attention == SpAttention::kRing ? segment.positions[t] == segment.context_length - 1
+                                                               : t == segment.tokens - 1;
+    if (input.all_logits || last) rows.push_back(t);
+  }
+  std::vector<float> picked(rows.size() * hidden), own(rows.size() * vocab);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::copy_n(x + (segment.first_row + rows[i]) * hidden, hidden, picked.data() + i * hidden);
+  }
+  kernels::RmsNorm(picked.data(), weights.final_norm.data(), picked.data(), rows.size(), hidden, c.rms_norm_eps);
+  IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), rows.size(), head_comm, own.data()));
+  if (input.sp_attention != SpAttention::kRing) {
+    *segment.logits = std::move(own);
+    return absl::OkStatus();
+  }
+  // A prompt shard: this rank fills the rows of its positions (all of them, or only the prompt's last), the others
+  // stay 0, and one sum over the SP group gives every rank the whole block.
+  const int64_t out_rows = input.all_logits ? segment.context_length : 1;
+  segment.logits->assign(out_rows * vocab, 0.f);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t row = input.all_logits ? segment.positions[rows[i]] : 0;
+    std::copy_n(own.data() + i * vocab, vocab, segment.logits->data() + row * vocab);
+  }
+  return comm->AllReduceSum(segment.logits->data(), segment.logits->size(), parallel::Group::kSequence);
+}
+
+}  // namespace
+
+absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                                       parallel::DeviceComm* comm) {
+  const bool tensor_parallel = weights.tp.size > 1;
+  bool sequence_parallel = false, ring = false;
+  for (const BatchEntry& entry : batch) {
+    sequence_parallel |= entry.input.sp_attention != SpAttention::kLocal;
+    ring |= entry.input.sp_attention == SpAttention::kRing;
+  }
   if ((tensor_parallel || sequence_parallel) && comm == nullptr) {
     return absl::FailedPreconditionError("tensor or sequence parallelism needs the rank's DeviceComm");
   }
   if (tensor_parallel && comm->GroupSize(parallel::Group::kTensor) != weights.tp.size) {
     return absl::FailedPreconditionError("the weights' TP size differs from the TP group's");
   }
-  if (input.sp_attention == SpAttention::kRing && seq.length != 0) {
-    return absl::FailedPreconditionError("ring attention prefills an empty sequence; later chunks use kGatherMerge");
-  }
+  if (ring && batch.size() != 1) return absl::InvalidArgumentError("a ring prefill runs alone, not in a batch");
   parallel::DeviceComm* tp_comm = tensor_parallel ? comm : nullptr;
   const LlmConfig& c = weights.shard;  // this rank's heads, KV heads, intermediate size and vocabulary
-  const int64_t tokens = input.tokens(c.hidden_size);
-  if (tokens == 0 && input.sp_attention != SpAttention::kRing) {
-    return absl::InvalidArgumentError("a forward call needs at least one token");
-  }
   const int64_t hidden = c.hidden_size, ffn = c.intermediate_size, d = c.head_dim, kv_row = c.num_kv_heads * d;
 
-  std::vector<int32_t> positions(tokens);  // (tokens) positions in the sequence
-  if (input.positions.empty()) {
-    const int64_t next = seq.positions.empty() ? 0 : seq.positions.back() + 1;
-    for (int64_t t = 0; t < tokens; ++t) positions[t] = static_cast<int32_t>(next + t);
-  } else {
-    std::copy(input.positions.begin(), input.positions.end(), positions.begin());
+  std::vector<Segment> segments(batch.size());
+  int64_t tokens = 0;  // rows of the whole batch
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Segment& segment = segments[i];
+    segment.input = &batch[i].input;
+    segment.seq = batch[i].seq;
+    segment.logits = batch[i].logits;
+    segment.first_row = tokens;
+    IXC_RETURN_IF_ERROR(Prepare(weights, batch[i].input, *batch[i].seq, cache, segment));
+    tokens += segment.tokens;
   }
-  const int64_t context_length = input.context_length > 0 ? input.context_length
-                                                          : (tokens > 0 ? positions.back() + 1 : 0);
-  // The tokens whose K/V this rank keeps, and their slots after the cached ones.
-  std::vector<int64_t> stored;
-  for (int64_t t = 0; t < tokens; ++t) {
-    if (input.store_kv.empty() || input.store_kv[t]) stored.push_back(t);
-  }
-  const int64_t past = seq.length;
-  IXC_RETURN_IF_ERROR(cache.Reserve(seq, past + static_cast<int64_t>(stored.size())));
-  for (int64_t t : stored) seq.positions.push_back(positions[t]);
-  seq.length = past + static_cast<int64_t>(stored.size());
-
-  const uint8_t* image_mask = input.image_mask.empty() ? nullptr : input.image_mask.data();
-  const bool any_image_row = image_mask != nullptr && std::any_of(image_mask, image_mask + tokens,
-                                                                 [](uint8_t m) { return m != 0; });
-  const kernels::RopeParams rope = RopeFor(weights.config, context_length);
-  const kernels::AttentionShape attention_shape{static_cast<int>(tokens), c.num_heads,
-                                                1.f / std::sqrt(static_cast<float>(d))};
-
+  // Per-row adapters and the input rows, in batch order.
+  std::vector<uint8_t> image(tokens, 0), web(tokens, 0), write(tokens, 0);
+  bool any_image = false, any_web = false, any_write = false;
   std::vector<float> x(tokens * hidden);  // (tokens, hidden) the residual stream
-  if (input.ids.empty()) {
-    std::copy(input.embeddings.begin(), input.embeddings.end(), x.begin());
-  } else {
-    IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights.tok_embeddings, input.ids.data(), tokens, x.data()));
+  for (const Segment& segment : segments) {
+    const ForwardInput& input = *segment.input;
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      const int64_t row = segment.first_row + t;
+      image[row] = !input.image_mask.empty() && input.image_mask[t];
+      web[row] = input.lora == LoraMode::kWeb;
+      write[row] = input.lora == LoraMode::kWrite;
+      any_image |= image[row] != 0;
+      any_web |= web[row] != 0;
+      any_write |= write[row] != 0;
+    }
+    float* rows = x.data() + segment.first_row * hidden;
+    if (input.ids.empty()) {
+      std::copy(input.embeddings.begin(), input.embeddings.end(), rows);
+    } else {
+      IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights.tok_embeddings, input.ids.data(), segment.tokens, rows));
+    }
   }
+  const RowAdapters adapters{any_image ? image.data() : nullptr, any_web ? web.data() : nullptr,
+                             any_write ? write.data() : nullptr};
+  const float scale = 1.f / std::sqrt(static_cast<float>(d));
+
   std::vector<float> normed(tokens * hidden);                  // (tokens, hidden)
   std::vector<float> qkv(tokens * c.qkv_size());               // (tokens, qkv_size)
   std::vector<float> q(tokens * c.num_heads * d);              // (tokens, heads, head_dim)
@@ -203,72 +299,56 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
 
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights.layers[layer];
-    // Attention block: x += wo(Attn(RoPE(q), RoPE(k), v)).
+    // Attention block: x += wo(Attn(RoPE(q), RoPE(k), v)); attention per sequence, everything else batched.
     kernels::RmsNorm(x.data(), w.attn_norm.data(), normed.data(), tokens, hidden, c.rms_norm_eps);
-    ColumnParallelLinear(w.attn_qkv, normed.data(), tokens, image_mask, any_image_row, input.lora, qkv.data());
+    ColumnParallelLinear(w.attn_qkv, normed.data(), tokens, adapters, qkv.data());
     UnpackQkv(c, qkv.data(), tokens, q.data(), k.data(), v.data());
-    kernels::ApplyRope(q.data(), positions.data(), tokens, c.num_heads, rope);
-    kernels::ApplyRope(k.data(), positions.data(), tokens, c.num_kv_heads, rope);
-    for (size_t i = 0; i < stored.size(); ++i) {
-      std::copy_n(k.data() + stored[i] * kv_row, kv_row, cache.KeySlot(layer, seq, past + i));
-      std::copy_n(v.data() + stored[i] * kv_row, kv_row, cache.ValueSlot(layer, seq, past + i));
+    for (Segment& segment : segments) {
+      float* sq = q.data() + segment.first_row * c.num_heads * d;
+      float* sk = k.data() + segment.first_row * kv_row;
+      const float* sv = v.data() + segment.first_row * kv_row;
+      float* out = attention.data() + segment.first_row * c.num_heads * d;
+      kernels::ApplyRope(sq, segment.positions.data(), segment.tokens, c.num_heads, segment.rope);
+      kernels::ApplyRope(sk, segment.positions.data(), segment.tokens, c.num_kv_heads, segment.rope);
+      for (size_t i = 0; i < segment.stored.size(); ++i) {
+        std::copy_n(sk + segment.stored[i] * kv_row, kv_row, cache.KeySlot(layer, *segment.seq, segment.past + i));
+        std::copy_n(sv + segment.stored[i] * kv_row, kv_row, cache.ValueSlot(layer, *segment.seq, segment.past + i));
+      }
+      const kernels::AttentionShape shape{static_cast<int>(segment.tokens), c.num_heads, scale};
+      switch (segment.input->sp_attention) {
+        case SpAttention::kLocal:
+          kernels::PagedAttention(sq, segment.positions.data(), cache.View(layer, *segment.seq), shape, out,
+                                  /*lse=*/nullptr);
+          break;
+        case SpAttention::kRing:
+          IXC_RETURN_IF_ERROR(RingAttention(sq, sk, sv, segment.positions, c.num_kv_heads, static_cast<int>(d), shape,
+                                            *comm, out));
+          break;
+        case SpAttention::kGatherMerge:
+          IXC_RETURN_IF_ERROR(
+              GatherMergeAttention(sq, segment.positions, cache.View(layer, *segment.seq), shape, *comm, out));
+          break;
+      }
     }
-    switch (input.sp_attention) {
-      case SpAttention::kLocal:
-        kernels::PagedAttention(q.data(), positions.data(), cache.View(layer, seq), attention_shape,
-                                attention.data(), /*lse=*/nullptr);
-        break;
-      case SpAttention::kRing:
-        IXC_RETURN_IF_ERROR(RingAttention(q.data(), k.data(), v.data(), positions, c.num_kv_heads,
-                                          static_cast<int>(d), attention_shape, *comm, attention.data()));
-        break;
-      case SpAttention::kGatherMerge:
-        IXC_RETURN_IF_ERROR(GatherMergeAttention(q.data(), positions, cache.View(layer, seq), attention_shape, *comm,
-                                                 attention.data()));
-        break;
-    }
-    IXC_RETURN_IF_ERROR(RowParallelLinear(w.attn_out, attention.data(), tokens, image_mask, any_image_row, input.lora,
-                                          projected.data(), tp_comm));
+    IXC_RETURN_IF_ERROR(RowParallelLinear(w.attn_out, attention.data(), tokens, adapters, projected.data(), tp_comm));
     for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
 
     // Feed-forward block: x += w2(silu(w1 n) * w3 n).
     kernels::RmsNorm(x.data(), w.ffn_norm.data(), normed.data(), tokens, hidden, c.rms_norm_eps);
-    ColumnParallelLinear(w.ffn_gate, normed.data(), tokens, image_mask, any_image_row, input.lora, gate.data());
-    ColumnParallelLinear(w.ffn_up, normed.data(), tokens, image_mask, any_image_row, input.lora, up.data());
+    ColumnParallelLinear(w.ffn_gate, normed.data(), tokens, adapters, gate.data());
+    ColumnParallelLinear(w.ffn_up, normed.data(), tokens, adapters, up.data());
     kernels::SwiGlu(gate.data(), up.data(), gate.data(), tokens * ffn);
-    IXC_RETURN_IF_ERROR(RowParallelLinear(w.ffn_down, gate.data(), tokens, image_mask, any_image_row, input.lora,
-                                          projected.data(), tp_comm));
+    IXC_RETURN_IF_ERROR(RowParallelLinear(w.ffn_down, gate.data(), tokens, adapters, projected.data(), tp_comm));
     for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
   }
+  for (const Segment& segment : segments) IXC_RETURN_IF_ERROR(SegmentLogits(weights, segment, x.data(), tp_comm, comm));
+  return absl::OkStatus();
+}
 
-  // Logits are whole on every rank, or, with local_vocab, this TP rank's slice of the vocabulary.
-  const bool sliced = tp_comm != nullptr && input.local_vocab;
-  const int64_t vocab = sliced ? weights.shard.vocab_size : weights.config.vocab_size;
-  parallel::DeviceComm* head_comm = sliced ? nullptr : tp_comm;
-  if (input.sp_attention != SpAttention::kRing) {
-    const int64_t first_row = input.all_logits ? 0 : tokens - 1, rows = tokens - first_row;
-    kernels::RmsNorm(x.data() + first_row * hidden, weights.final_norm.data(), normed.data(), rows, hidden,
-                     c.rms_norm_eps);
-    logits->resize(rows * vocab);
-    return LmHead(weights, normed.data(), rows, head_comm, logits->data());
-  }
-  // A prompt shard: this rank fills the rows of its positions (all of them, or only the prompt's last), the others
-  // stay 0, and one sum over the SP group gives every rank the whole block.
-  std::vector<int64_t> rows;
-  for (int64_t t = 0; t < tokens; ++t) {
-    if (input.all_logits || positions[t] == context_length - 1) rows.push_back(t);
-  }
-  std::vector<float> picked(rows.size() * hidden), own(rows.size() * vocab);
-  for (size_t i = 0; i < rows.size(); ++i) std::copy_n(x.data() + rows[i] * hidden, hidden, picked.data() + i * hidden);
-  kernels::RmsNorm(picked.data(), weights.final_norm.data(), picked.data(), rows.size(), hidden, c.rms_norm_eps);
-  IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), rows.size(), head_comm, own.data()));
-  const int64_t out_rows = input.all_logits ? context_length : 1;
-  logits->assign(out_rows * vocab, 0.f);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const int64_t row = input.all_logits ? positions[rows[i]] : 0;
-    std::copy_n(own.data() + i * vocab, vocab, logits->data() + row * vocab);
-  }
-  return comm->AllReduceSum(logits->data(), logits->size(), parallel::Group::kSequence);
+absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq,
+                                  KvCache& cache, std::vector<float>* logits, parallel::DeviceComm* comm) {
+  std::vector<BatchEntry> batch = {{input, &seq, logits}};
+  return LanguageModelForwardBatch(weights, batch, cache, comm);
 }
 
 }  // namespace ixc::model

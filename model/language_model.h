@@ -58,4 +58,15 @@ struct ForwardInput {
 absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq,
                                   KvCache& cache, std::vector<float>* logits, parallel::DeviceComm* comm = nullptr);
 
+// Several sequences in one call (continuous batching): their rows go through every linear layer together, so a
+// decode step reads the weights once for all of them; attention, RoPE and the KV cache stay per sequence. Each
+// entry gets the logits LanguageModelForward would give it. A ring prefill (kRing) runs alone.
+struct BatchEntry {
+  ForwardInput input;
+  SequenceKv* seq = nullptr;
+  std::vector<float>* logits = nullptr;
+};
+absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                                       parallel::DeviceComm* comm = nullptr);
+
 }  // namespace ixc::model

@@ -48,28 +48,40 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<uint
     }
   }
   if (plan.work() == nullptr) return absl::OkStatus();
+  std::vector<const protocol::SequenceWork*> decodes;
   for (const protocol::SequenceWork* work : *plan.work()) {
+    if (work->tokens() == nullptr || work->tokens()->size() == 0) {
+      *failed_request = work->request_id();
+      return absl::InvalidArgumentError(absl::StrCat("request ", work->request_id(), ": a step with no tokens"));
+    }
+    if (!work->prefill()) {
+      decodes.push_back(work);
+      continue;
+    }
     *failed_request = work->request_id();
-    IXC_ASSIGN_OR_RETURN(int32_t token, RunWork(*work));
+    IXC_ASSIGN_OR_RETURN(int32_t token, RunPrefill(*work));
     if (leader()) {
       request_ids->push_back(work->request_id());
       tokens->push_back(token);
+    }
+  }
+  if (!decodes.empty()) {
+    *failed_request = decodes.front()->request_id();
+    IXC_ASSIGN_OR_RETURN(std::vector<int32_t> sampled, RunDecodes(decodes));
+    for (size_t i = 0; leader() && i < decodes.size(); ++i) {
+      request_ids->push_back(decodes[i]->request_id());
+      tokens->push_back(sampled[i]);
     }
   }
   *failed_request = 0;
   return absl::OkStatus();
 }
 
-absl::StatusOr<int32_t> LlmWorker::RunWork(const protocol::SequenceWork& work) {
+absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work) {
   const model::LoraMode lora = static_cast<model::LoraMode>(work.lora_mode());
   const int64_t hidden = weights_.config.hidden_size, vocab = weights_.config.vocab_size;
-  std::vector<int32_t> generated;
-  if (work.generated() != nullptr) generated.assign(work.generated()->begin(), work.generated()->end());
-  if (work.tokens() == nullptr || work.tokens()->size() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": a step with no tokens"));
-  }
   std::vector<float> logits;
-  if (work.prefill()) {
+  {
     if (sequences_.count(work.request_id())) {
       return absl::FailedPreconditionError(absl::StrCat("request ", work.request_id(), " is prefilled twice"));
     }
@@ -112,17 +124,34 @@ absl::StatusOr<int32_t> LlmWorker::RunWork(const protocol::SequenceWork& work) {
       logits.erase(logits.begin(), logits.end() - vocab);
     }
     sequence.length = static_cast<int64_t>(ids.size());
-  } else {
-    auto it = sequences_.find(work.request_id());
+  }
+  return Sample(work, logits);
+}
+
+absl::StatusOr<std::vector<int32_t>> LlmWorker::RunDecodes(const std::vector<const protocol::SequenceWork*>& works) {
+  std::vector<model::DecodeItem> items;
+  for (const protocol::SequenceWork* work : works) {
+    auto it = sequences_.find(work->request_id());
     if (it == sequences_.end()) {
-      return absl::FailedPreconditionError(absl::StrCat("request ", work.request_id(), ": decode before prefill"));
+      return absl::FailedPreconditionError(absl::StrCat("request ", work->request_id(), ": decode before prefill"));
     }
     Sequence& sequence = it->second;
-    IXC_ASSIGN_OR_RETURN(logits, model::DecodeStep(weights_, work.tokens()->Get(0),
-                                                   static_cast<int32_t>(sequence.length), lora, sequence.kv, cache_,
-                                                   &comm_, /*local_vocab=*/true));
+    items.push_back({work->tokens()->Get(0), static_cast<int32_t>(sequence.length),
+                     static_cast<model::LoraMode>(work->lora_mode()), &sequence.kv, {}});
     sequence.length += 1;
   }
+  IXC_RETURN_IF_ERROR(model::DecodeSteps(weights_, items, cache_, &comm_, /*local_vocab=*/true));
+  std::vector<int32_t> tokens;
+  for (size_t i = 0; i < works.size(); ++i) {
+    IXC_ASSIGN_OR_RETURN(int32_t token, Sample(*works[i], items[i].logits));
+    tokens.push_back(token);
+  }
+  return tokens;
+}
+
+absl::StatusOr<int32_t> LlmWorker::Sample(const protocol::SequenceWork& work, std::vector<float>& logits) {
+  std::vector<int32_t> generated;
+  if (work.generated() != nullptr) generated.assign(work.generated()->begin(), work.generated()->end());
   kernels::SamplingParams sampling;
   uint64_t seed = 0;
   if (const protocol::Sampling* s = work.sampling()) {

@@ -35,7 +35,10 @@ class LlmWorker {
 
   absl::Status Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids,
                        std::vector<int32_t>* tokens, uint64_t* failed_request);
-  absl::StatusOr<int32_t> RunWork(const protocol::SequenceWork& work);
+  absl::StatusOr<int32_t> RunPrefill(const protocol::SequenceWork& work);
+  // Every decode of the step in one batched forward pass; the sampled tokens in `works` order.
+  absl::StatusOr<std::vector<int32_t>> RunDecodes(const std::vector<const protocol::SequenceWork*>& works);
+  absl::StatusOr<int32_t> Sample(const protocol::SequenceWork& work, std::vector<float>& logits);
   bool leader() const { return mapping_.tp_rank() == 0 && mapping_.sp_rank() == 0; }
 
   const parallel::Mapping& mapping_;

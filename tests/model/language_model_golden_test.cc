@@ -118,5 +118,39 @@ TEST(LanguageModelGoldenTest, ChunkedPrefillMatchesWholePrefill) {
   }
 }
 
+// A batched decode step (continuous batching) gives every sequence the logits of its own step: sequences of
+// different lengths and LoRA modes, in one call.
+TEST(LanguageModelGoldenTest, BatchedDecodeMatchesOneSequenceAtATime) {
+  const Golden golden = LoadGolden("tiny_lora_web");
+  auto weights = LoadLlmWeights(ModelDir("tiny_lora_web"));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  const LoraMode modes[] = {LoraMode::kBase, LoraMode::kWeb, LoraMode::kWrite};
+  const int lengths[] = {16, 9, 12};
+  // One cache per way, identical prefills.
+  KvCache one_cache(weights->config, 4, 64), batch_cache(weights->config, 4, 64);
+  SequenceKv one[3], batched[3];
+  std::vector<int32_t> last(3);
+  for (int i = 0; i < 3; ++i) {
+    ForwardInput prompt;
+    prompt.ids = std::span<const int32_t>(golden.prompt.data(), lengths[i]);
+    prompt.lora = modes[i];
+    auto logits = Prefill(*weights, prompt, false, one[i], one_cache, nullptr);
+    ASSERT_TRUE(logits.ok());
+    ASSERT_TRUE(Prefill(*weights, prompt, false, batched[i], batch_cache, nullptr).ok());
+    last[i] = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+  }
+  for (int step = 0; step < 3; ++step) {
+    std::vector<DecodeItem> items;
+    for (int i = 0; i < 3; ++i) items.push_back({last[i], lengths[i] + step, modes[i], &batched[i], {}});
+    ASSERT_TRUE(DecodeSteps(*weights, items, batch_cache, nullptr).ok());
+    for (int i = 0; i < 3; ++i) {
+      auto alone = DecodeStep(*weights, last[i], lengths[i] + step, modes[i], one[i], one_cache, nullptr);
+      ASSERT_TRUE(alone.ok());
+      EXPECT_LE(MaxAbsDiff(items[i].logits, *alone), 1e-5) << "sequence " << i << " step " << step;
+      last[i] = static_cast<int32_t>(std::max_element(alone->begin(), alone->end()) - alone->begin());
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ixc::model
