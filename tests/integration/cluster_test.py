@@ -172,7 +172,9 @@ def test_failures(cluster):
                             results_path, "--step-timeout-s", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, env=cluster.env)
     time.sleep(2.5)
-    workers = subprocess.run(["pgrep", "-f", "worker/ixc-worker"], capture_output=True, text=True).stdout.split()
+    # launch.sh execs mpirun, whose children are the ranks: only this job's workers are candidates.
+    workers = subprocess.run(["pgrep", "-P", str(job.pid), "-f", "ixc-worker"], capture_output=True,
+                             text=True).stdout.split()
     assert workers, "no worker to stop"
     os.kill(int(workers[-1]), signal.SIGKILL)
     _, stderr = job.communicate(timeout=120)
