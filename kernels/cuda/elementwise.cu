@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
 
@@ -40,13 +41,6 @@ __global__ void RopeKernel(float* x, const int32_t* positions, int64_t tokens, i
     v[i + half] = b * c + a * s;
   }
 }
-
-template <typename T>
-__device__ inline float ToFloat(T value);
-template <>
-__device__ inline float ToFloat<float>(float value) { return value; }
-template <>
-__device__ inline float ToFloat<__nv_bfloat16>(__nv_bfloat16 value) { return __bfloat162float(value); }
 
 template <typename T>
 __global__ void GatherKernel(const T* table, const int32_t* ids, int64_t n, int64_t hidden, float* out) {

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/rms_norm.h"
 
@@ -11,15 +12,6 @@ namespace ixc::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ inline float ToFloat(float v) { return v; }
-__device__ inline float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-__device__ inline T FromFloat(float v);
-template <>
-__device__ inline float FromFloat<float>(float v) { return v; }
-template <>
-__device__ inline __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 template <typename T>
 __global__ void RmsNormKernel(T* out, const T* x, const float* weight, int64_t hidden, float eps) {
