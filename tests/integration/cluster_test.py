@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -171,13 +170,19 @@ def test_failures(cluster):
                             "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
                             results_path, "--step-timeout-s", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, env=cluster.env)
-    time.sleep(2.5)
+    # Kill a worker as soon as the coordinator has them all: the 16K-position prefill of step 1 is then under way.
+    seen = []
+    for line in job.stderr:
+        seen.append(line)
+        if "workers ready" in line:
+            break
     # launch.sh execs mpirun, whose children are the ranks: only this job's workers are candidates.
     workers = subprocess.run(["pgrep", "-P", str(job.pid), "-f", "ixc-worker"], capture_output=True,
                              text=True).stdout.split()
-    assert workers, "no worker to stop"
+    assert workers, "no worker to stop:\n" + "".join(seen)
     os.kill(int(workers[-1]), signal.SIGKILL)
-    _, stderr = job.communicate(timeout=120)
+    _, rest = job.communicate(timeout=120)
+    stderr = "".join(seen) + rest
     assert job.returncode != 0 and ("sent no heartbeat" in stderr or "no heartbeat for" in stderr), stderr[-2000:]
     with open(results_path) as f:
         assert "heartbeat" in json.loads(f.readline())["error"]
