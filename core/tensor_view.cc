@@ -45,13 +45,4 @@ std::string TensorView::ShapeString() const {
                       absl::StrJoin(shape.begin(), shape.begin() + rank, ", "), "]");
 }
 
-Buffer::Buffer(std::initializer_list<int64_t> dims, DType dtype) : view_(nullptr, dtype, dims) { Allocate(dtype); }
-
-Buffer::Buffer(const std::vector<int64_t>& dims, DType dtype) : view_(nullptr, dtype, dims) { Allocate(dtype); }
-
-void Buffer::Allocate(DType dtype) {
-  storage_.assign(view_.numel() * DTypeSize(dtype), 0);
-  view_.data = storage_.data();
-}
-
 }  // namespace ixc

@@ -53,21 +53,4 @@ struct TensorView {
   std::string ShapeString() const;
 };
 
-// A view with the same shape, or with a given shape, over owned f32 storage.
-class Buffer {
- public:
-  Buffer() = default;
-  explicit Buffer(std::initializer_list<int64_t> dims, DType dtype = DType::kF32);
-  explicit Buffer(const std::vector<int64_t>& dims, DType dtype = DType::kF32);
-
-  TensorView view() const { return view_; }
-  float* f32() const { return view_.f32(); }
-  int64_t numel() const { return view_.numel(); }
-
- private:
-  void Allocate(DType dtype);
-  std::vector<uint8_t> storage_;
-  TensorView view_;
-};
-
 }  // namespace ixc
