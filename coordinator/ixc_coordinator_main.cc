@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/engine.h"
 #include "coordinator/request.h"
+#include "core/command_line.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
 #include "parallel/bootstrap.h"
@@ -123,15 +124,8 @@ absl::Status Run(int world_size, int* exit_code) {
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> pointers;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (i > 0 && args[i].rfind("--", 0) == 0) {  // dashes or underscores in flag names
-      std::replace(args[i].begin() + 2, args[i].begin() + std::min(args[i].find('='), args[i].size()), '-', '_');
-    }
-    pointers.push_back(args[i].data());
-  }
-  absl::ParseCommandLine(static_cast<int>(pointers.size()), pointers.data());
+  ixc::CommandLine line(argc, argv);  // dashes or underscores in flag names
+  absl::ParseCommandLine(line.argc(), line.argv());
   int world = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   ixc::SetLogRank(0);

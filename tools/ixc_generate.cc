@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/chat_template.h"
+#include "core/command_line.h"
 #include "coordinator/media/vision_input.h"
 #include "coordinator/tokenizer.h"
 #include "core/npy.h"
@@ -53,32 +54,6 @@ ABSL_FLAG(int64_t, max_image_pixels, 89'478'485, "larger images are refused befo
 
 namespace ixc {
 namespace {
-
-// absl flags are spelled with underscores; the documented spelling has dashes. Accept both. --image may repeat,
-// which absl flags cannot express: its values are taken out here, in order.
-std::vector<char*> NormalizeFlags(int argc, char** argv, std::vector<std::string>& storage,
-                                  std::vector<std::string>& images) {
-  storage.clear();
-  for (int i = 0; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (i > 0 && arg.rfind("--", 0) == 0) {
-      const size_t end = std::min(arg.find('='), arg.size());
-      std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
-      if (arg == "--image" && i + 1 < argc) {
-        images.push_back(argv[++i]);
-        continue;
-      }
-      if (arg.rfind("--image=", 0) == 0) {
-        images.push_back(arg.substr(8));
-        continue;
-      }
-    }
-    storage.push_back(arg);
-  }
-  std::vector<char*> pointers;
-  for (std::string& arg : storage) pointers.push_back(arg.data());
-  return pointers;
-}
 
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
   std::vector<int32_t> ids;
@@ -231,10 +206,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "ixc-generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [--image PATH]... [--video PATH] [options]\n"
       "  --image PATH  an image (JPEG, PNG, WebP, GIF, BMP); repeat for several");
-  std::vector<std::string> storage, images;
-  std::vector<char*> args = ixc::NormalizeFlags(argc, argv, storage, images);
-  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  const absl::Status status = ixc::Run(images);
+  ixc::CommandLine line(argc, argv, /*repeated=*/{"image"});
+  absl::ParseCommandLine(line.argc(), line.argv());
+  const absl::Status status = ixc::Run(line.Repeated("image"));
   if (!status.ok()) {
     std::cerr << "ixc-generate: " << status.message() << "\n";
     return 1;

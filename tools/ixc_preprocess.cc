@@ -14,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "coordinator/media/vision_input.h"
+#include "core/command_line.h"
 #include "core/npy.h"
 #include "core/status_macros.h"
 #include "model/vision_encoder.h"
@@ -98,16 +99,8 @@ absl::Status Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("ixc-preprocess (--image PATH [--hd-num N] | --video PATH) [--dump-pixels FILE.npy] "
                                "[--dump-vision-embeds FILE.npy --model DIR]");
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> pointers;
-  for (size_t i = 0; i < args.size(); ++i) {
-    // Dashes or underscores in flag names.
-    if (i > 0 && args[i].rfind("--", 0) == 0) {
-      std::replace(args[i].begin() + 2, args[i].begin() + std::min(args[i].find('='), args[i].size()), '-', '_');
-    }
-    pointers.push_back(args[i].data());
-  }
-  absl::ParseCommandLine(static_cast<int>(pointers.size()), pointers.data());
+  ixc::CommandLine line(argc, argv);  // dashes or underscores in flag names
+  absl::ParseCommandLine(line.argc(), line.argv());
   const absl::Status status = ixc::Run();
   if (!status.ok()) {
     std::cerr << "ixc-preprocess: " << status.message() << "\n";
