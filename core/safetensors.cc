@@ -228,4 +228,14 @@ absl::StatusOr<TensorView> Checkpoint::Tensor(const std::string& name, const std
   return view;
 }
 
+absl::StatusOr<std::vector<float>> Checkpoint::Floats(const std::string& name,
+                                                      const std::vector<int64_t>& expected_shape, int64_t begin,
+                                                      int64_t end) const {
+  IXC_ASSIGN_OR_RETURN(TensorView view, Tensor(name, expected_shape));
+  if (view.rank >= 1) view = view.Rows(begin, end < 0 ? view.dim(0) : end);
+  std::vector<float> values(view.numel());
+  ConvertToF32(view.dtype, view.data, values.data(), view.numel());
+  return values;
+}
+
 }  // namespace ixc

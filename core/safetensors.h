@@ -68,6 +68,10 @@ class Checkpoint {
   absl::StatusOr<TensorView> Tensor(const std::string& name) const;
   // Also checks the shape, naming the tensor, the file and both shapes on a mismatch.
   absl::StatusOr<TensorView> Tensor(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  // The shape-checked tensor widened to f32, copied out (for the small vectors: norms, biases, embeddings of a few
+  // rows); `rows` [begin, end) of dimension 0 only, when given.
+  absl::StatusOr<std::vector<float>> Floats(const std::string& name, const std::vector<int64_t>& expected_shape,
+                                            int64_t begin = 0, int64_t end = -1) const;
 
  private:
   std::string directory_;

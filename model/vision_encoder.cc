@@ -10,14 +10,6 @@
 namespace ixc::model {
 namespace {
 
-absl::StatusOr<std::vector<float>> LoadFloats(const Checkpoint& ckpt, const std::string& name,
-                                              const std::vector<int64_t>& shape) {
-  IXC_ASSIGN_OR_RETURN(TensorView view, ckpt.Tensor(name, shape));
-  std::vector<float> values(view.numel());
-  ConvertToF32(view.dtype, view.data, values.data(), view.numel());
-  return values;
-}
-
 void AddBias(float* x, const std::vector<float>& bias, int64_t rows) {
   const int64_t n = static_cast<int64_t>(bias.size());
   for (int64_t r = 0; r < rows; ++r) {
@@ -45,38 +37,38 @@ absl::StatusOr<VisionWeights> LoadVisionWeights(const std::string& directory, in
 
   IXC_ASSIGN_OR_RETURN(TensorView conv, ckpt.Tensor(p + "embeddings.patch_embedding.weight", {hv, 3, patch, patch}));
   w.patch_embedding = conv.Reshape({hv, 3 * patch * patch});
-  IXC_ASSIGN_OR_RETURN(w.class_embedding, LoadFloats(ckpt, p + "embeddings.class_embedding", {hv}));
+  IXC_ASSIGN_OR_RETURN(w.class_embedding, ckpt.Floats(p + "embeddings.class_embedding", {hv}));
   IXC_ASSIGN_OR_RETURN(w.position_embedding,
-                       LoadFloats(ckpt, p + "embeddings.position_embedding.weight", {positions, hv}));
-  IXC_ASSIGN_OR_RETURN(w.pre_ln_weight, LoadFloats(ckpt, p + "pre_layrnorm.weight", {hv}));
-  IXC_ASSIGN_OR_RETURN(w.pre_ln_bias, LoadFloats(ckpt, p + "pre_layrnorm.bias", {hv}));
+                       ckpt.Floats(p + "embeddings.position_embedding.weight", {positions, hv}));
+  IXC_ASSIGN_OR_RETURN(w.pre_ln_weight, ckpt.Floats(p + "pre_layrnorm.weight", {hv}));
+  IXC_ASSIGN_OR_RETURN(w.pre_ln_bias, ckpt.Floats(p + "pre_layrnorm.bias", {hv}));
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string l = absl::StrCat(p, "encoder.layers.", i, ".");
     VitLayerWeights layer;
-    IXC_ASSIGN_OR_RETURN(layer.ln1_weight, LoadFloats(ckpt, l + "layer_norm1.weight", {hv}));
-    IXC_ASSIGN_OR_RETURN(layer.ln1_bias, LoadFloats(ckpt, l + "layer_norm1.bias", {hv}));
-    IXC_ASSIGN_OR_RETURN(layer.ln2_weight, LoadFloats(ckpt, l + "layer_norm2.weight", {hv}));
-    IXC_ASSIGN_OR_RETURN(layer.ln2_bias, LoadFloats(ckpt, l + "layer_norm2.bias", {hv}));
+    IXC_ASSIGN_OR_RETURN(layer.ln1_weight, ckpt.Floats(l + "layer_norm1.weight", {hv}));
+    IXC_ASSIGN_OR_RETURN(layer.ln1_bias, ckpt.Floats(l + "layer_norm1.bias", {hv}));
+    IXC_ASSIGN_OR_RETURN(layer.ln2_weight, ckpt.Floats(l + "layer_norm2.weight", {hv}));
+    IXC_ASSIGN_OR_RETURN(layer.ln2_bias, ckpt.Floats(l + "layer_norm2.bias", {hv}));
     const std::pair<TensorView*, std::vector<float>*> projections[] = {
         {&layer.q, &layer.q_bias}, {&layer.k, &layer.k_bias}, {&layer.v, &layer.v_bias}, {&layer.out, &layer.out_bias}};
     const char* names[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
     for (int j = 0; j < 4; ++j) {
       IXC_ASSIGN_OR_RETURN(*projections[j].first, ckpt.Tensor(l + "self_attn." + names[j] + ".weight", {hv, hv}));
-      IXC_ASSIGN_OR_RETURN(*projections[j].second, LoadFloats(ckpt, l + "self_attn." + names[j] + ".bias", {hv}));
+      IXC_ASSIGN_OR_RETURN(*projections[j].second, ckpt.Floats(l + "self_attn." + names[j] + ".bias", {hv}));
     }
     IXC_ASSIGN_OR_RETURN(layer.fc1, ckpt.Tensor(l + "mlp.fc1.weight", {c.intermediate_size, hv}));
-    IXC_ASSIGN_OR_RETURN(layer.fc1_bias, LoadFloats(ckpt, l + "mlp.fc1.bias", {c.intermediate_size}));
+    IXC_ASSIGN_OR_RETURN(layer.fc1_bias, ckpt.Floats(l + "mlp.fc1.bias", {c.intermediate_size}));
     IXC_ASSIGN_OR_RETURN(layer.fc2, ckpt.Tensor(l + "mlp.fc2.weight", {hv, c.intermediate_size}));
-    IXC_ASSIGN_OR_RETURN(layer.fc2_bias, LoadFloats(ckpt, l + "mlp.fc2.bias", {hv}));
+    IXC_ASSIGN_OR_RETURN(layer.fc2_bias, ckpt.Floats(l + "mlp.fc2.bias", {hv}));
     w.layers.push_back(std::move(layer));
   }
   const int64_t merged = c.merged_size();
-  IXC_ASSIGN_OR_RETURN(w.sub_separator, LoadFloats(ckpt, "plora_sub_GN", {1, 1, 1, merged}));
-  IXC_ASSIGN_OR_RETURN(w.global_separator, LoadFloats(ckpt, "plora_glb_GN", {1, 1, merged}));
+  IXC_ASSIGN_OR_RETURN(w.sub_separator, ckpt.Floats("plora_sub_GN", {1, 1, 1, merged}));
+  IXC_ASSIGN_OR_RETURN(w.global_separator, ckpt.Floats("plora_glb_GN", {1, 1, merged}));
   IXC_ASSIGN_OR_RETURN(w.proj1, ckpt.Tensor("vision_proj.0.weight", {llm_hidden, merged}));
-  IXC_ASSIGN_OR_RETURN(w.proj1_bias, LoadFloats(ckpt, "vision_proj.0.bias", {llm_hidden}));
+  IXC_ASSIGN_OR_RETURN(w.proj1_bias, ckpt.Floats("vision_proj.0.bias", {llm_hidden}));
   IXC_ASSIGN_OR_RETURN(w.proj2, ckpt.Tensor("vision_proj.2.weight", {llm_hidden, llm_hidden}));
-  IXC_ASSIGN_OR_RETURN(w.proj2_bias, LoadFloats(ckpt, "vision_proj.2.bias", {llm_hidden}));
+  IXC_ASSIGN_OR_RETURN(w.proj2_bias, ckpt.Floats("vision_proj.2.bias", {llm_hidden}));
   return w;
 }
 

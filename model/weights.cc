@@ -10,11 +10,8 @@ namespace {
 // A 1-D tensor as f32: this rank's slice of it when the table splits it by rows.
 absl::StatusOr<std::vector<float>> LoadVector(const Checkpoint& ckpt, const std::string& name, int64_t size,
                                               parallel::TpSlice tp = {}) {
-  IXC_ASSIGN_OR_RETURN(TensorView view, ckpt.Tensor(name, {size}));
-  if (parallel::TpSplitOf(name) == parallel::Split::kRows) view = parallel::SliceRows(view, tp);
-  std::vector<float> values(view.numel());
-  ConvertToF32(view.dtype, view.data, values.data(), view.numel());
-  return values;
+  if (parallel::TpSplitOf(name) != parallel::Split::kRows) return ckpt.Floats(name, {size});
+  return ckpt.Floats(name, {size}, size / tp.size * tp.rank, size / tp.size * (tp.rank + 1));
 }
 
 // The loader's context: the checkpoint and this rank's slice.
