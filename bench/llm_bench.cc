@@ -20,10 +20,6 @@ ABSL_FLAG(int, decode_tokens, 128, "decode steps measured after the prefill");
 namespace ixc::bench {
 namespace {
 
-double Seconds(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 int Run() {
   auto weights = model::LoadLlmWeights(absl::GetFlag(FLAGS_model));
   if (!weights.ok()) {

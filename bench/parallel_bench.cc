@@ -12,6 +12,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "bench/machine_limits.h"
 #include "model/generation.h"
 #include "parallel/mpi_device_comm.h"
 
@@ -70,10 +71,6 @@ class CountingComm : public parallel::DeviceComm {
   }
   parallel::DeviceComm& inner_;
 };
-
-double Seconds(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 void Report(const char* phase, const std::map<std::string, double>& bytes, double layers, double steps) {
   for (const auto& [name, total] : bytes) {

@@ -20,10 +20,6 @@ ABSL_FLAG(int, real_tiles, 1, "crops through the real-size ViT (each about 1.2 T
 namespace ixc::bench {
 namespace {
 
-double Seconds(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 // Random vision weights of the given shape, owned by `storage` (f32).
 model::VisionWeights RandomVision(const model::VisionConfig& c, int llm_hidden, std::vector<std::vector<float>>& storage) {
   uint64_t seed = 1;
