@@ -5,6 +5,13 @@
 namespace ixc::model {
 
 KvCache::KvCache(const LlmConfig& config, int block_size, int num_blocks)
+    : KvCache(config, block_size, num_blocks, /*host_pools=*/true) {}
+
+KvCache KvCache::BlocksOnly(const LlmConfig& config, int block_size, int num_blocks) {
+  return KvCache(config, block_size, num_blocks, /*host_pools=*/false);
+}
+
+KvCache::KvCache(const LlmConfig& config, int block_size, int num_blocks, bool host_pools)
     : block_size_(block_size),
       num_blocks_(num_blocks),
       kv_heads_(config.num_kv_heads),
@@ -12,7 +19,7 @@ KvCache::KvCache(const LlmConfig& config, int block_size, int num_blocks)
       block_floats_(static_cast<int64_t>(block_size) * config.num_kv_heads * config.head_dim),
       k_(config.num_layers),
       v_(config.num_layers) {
-  for (int l = 0; l < config.num_layers; ++l) {
+  for (int l = 0; l < config.num_layers && host_pools; ++l) {
     k_[l].resize(block_floats_ * num_blocks);
     v_[l].resize(block_floats_ * num_blocks);
   }
@@ -20,7 +27,10 @@ KvCache::KvCache(const LlmConfig& config, int block_size, int num_blocks)
   for (int b = num_blocks - 1; b >= 0; --b) free_.push_back(b);
 }
 
-int64_t KvCache::bytes() const { return 2 * static_cast<int64_t>(k_.size()) * block_floats_ * num_blocks_ * 4; }
+int64_t KvCache::bytes() const {
+  const bool host_pools = !k_.empty() && !k_[0].empty();
+  return host_pools ? 2 * static_cast<int64_t>(k_.size()) * block_floats_ * num_blocks_ * 4 : 0;
+}
 
 absl::Status KvCache::Reserve(SequenceKv& seq, int64_t tokens) {
   const int64_t needed = (tokens + block_size_ - 1) / block_size_ - static_cast<int64_t>(seq.block_table.size());

@@ -31,6 +31,8 @@ struct SequenceKv {
 class KvCache {
  public:
   KvCache(const LlmConfig& config, int block_size, int num_blocks);
+  // The block bookkeeping alone, for a model whose K/V live on an accelerator (KeySlot, ValueSlot, View unusable).
+  static KvCache BlocksOnly(const LlmConfig& config, int block_size, int num_blocks);
 
   int block_size() const { return block_size_; }
   int num_blocks() const { return num_blocks_; }
@@ -48,6 +50,7 @@ class KvCache {
   kernels::PagedKv View(int layer, const SequenceKv& seq) const;
 
  private:
+  KvCache(const LlmConfig& config, int block_size, int num_blocks, bool host_pools);
   int block_size_;
   int num_blocks_;
   int kv_heads_;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/ops.h"
+#include "model/forward_segment.h"
 #include "model/sp_attention.h"
 
 namespace ixc::model {
@@ -78,53 +79,6 @@ void UnpackQkv(const LlmConfig& c, const float* qkv, int64_t rows, float* q, flo
   }
 }
 
-kernels::RopeParams RopeFor(const LlmConfig& c, int64_t seq_len) {
-  kernels::RopeParams rope;
-  rope.head_dim = c.head_dim;
-  switch (c.rope_scaling) {
-    case RopeScaling::kNone:
-      rope.base = static_cast<float>(c.rope_theta);
-      break;
-    case RopeScaling::kLinear:
-      rope.base = static_cast<float>(c.rope_theta);
-      rope.position_scale = static_cast<float>(1.0 / c.rope_scaling_factor);
-      break;
-    case RopeScaling::kDynamic:
-      rope.base = static_cast<float>(kernels::DynamicNtkBase(c.rope_theta, c.rope_scaling_factor,
-                                                             c.max_position_embeddings, seq_len, c.head_dim));
-      break;
-  }
-  return rope;
-}
-
-absl::Status CheckInput(const LlmWeights& weights, const ForwardInput& input) {
-  const LlmConfig& c = weights.config;
-  if (input.ids.empty() == input.embeddings.empty()) {
-    return absl::InvalidArgumentError("a forward call takes either token ids or input embeddings");
-  }
-  if (!input.embeddings.empty() && input.embeddings.size() % c.hidden_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("input embeddings hold ", input.embeddings.size(),
-                                                   " values, not a multiple of hidden_size ", c.hidden_size));
-  }
-  const int64_t tokens = input.tokens(c.hidden_size);
-  if (!input.image_mask.empty() && static_cast<int64_t>(input.image_mask.size()) != tokens) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("image mask has ", input.image_mask.size(), " entries for ", tokens, " tokens"));
-  }
-  if (!input.image_mask.empty() && !weights.has_plora &&
-      std::any_of(input.image_mask.begin(), input.image_mask.end(), [](uint8_t m) { return m != 0; })) {
-    return absl::InvalidArgumentError("image rows need PLoRA weights, which this checkpoint does not have");
-  }
-  if (input.lora == LoraMode::kWeb && !weights.has_web_lora) {
-    return absl::InvalidArgumentError("LoRA mode 'web' needs the lora_web tensors, which this checkpoint lacks");
-  }
-  if (input.lora == LoraMode::kWrite && !weights.has_write_lora) {
-    return absl::InvalidArgumentError(
-        "LoRA mode 'write' needs the lora_sft and lora_dpo tensors, which this checkpoint lacks");
-  }
-  return absl::OkStatus();
-}
-
 // The logits of rows (rows, hidden, already normalized) through the vocab-parallel head: whole rows on every TP rank.
 absl::Status LmHead(const LlmWeights& weights, const float* normed, int64_t rows, parallel::DeviceComm* comm,
                     float* logits) {
@@ -149,50 +103,6 @@ absl::Status LmHead(const LlmWeights& weights, const float* normed, int64_t rows
 }  // namespace
 
 namespace {
-
-// One sequence's part of a (batched) forward call.
-struct Segment {
-  const ForwardInput* input = nullptr;
-  SequenceKv* seq = nullptr;
-  std::vector<float>* logits = nullptr;
-  int64_t first_row = 0;             // its rows in the batch: [first_row, first_row + tokens)
-  int64_t tokens = 0;
-  std::vector<int32_t> positions;    // (tokens)
-  int64_t context_length = 0;
-  std::vector<int64_t> stored;       // its tokens whose K/V this rank keeps
-  int64_t past = 0;                  // cache slots before this call
-  kernels::RopeParams rope;
-};
-
-absl::Status Prepare(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq, KvCache& cache,
-                     Segment& segment) {
-  IXC_RETURN_IF_ERROR(CheckInput(weights, input));
-  if (input.sp_attention == SpAttention::kRing && seq.length != 0) {
-    return absl::FailedPreconditionError("ring attention prefills an empty sequence; later chunks use kGatherMerge");
-  }
-  segment.tokens = input.tokens(weights.config.hidden_size);
-  if (segment.tokens == 0 && input.sp_attention != SpAttention::kRing) {
-    return absl::InvalidArgumentError("a forward call needs at least one token");
-  }
-  segment.positions.resize(segment.tokens);
-  if (input.positions.empty()) {
-    const int64_t next = seq.positions.empty() ? 0 : seq.positions.back() + 1;
-    for (int64_t t = 0; t < segment.tokens; ++t) segment.positions[t] = static_cast<int32_t>(next + t);
-  } else {
-    std::copy(input.positions.begin(), input.positions.end(), segment.positions.begin());
-  }
-  segment.context_length = input.context_length > 0 ? input.context_length
-                                                    : (segment.tokens > 0 ? segment.positions.back() + 1 : 0);
-  for (int64_t t = 0; t < segment.tokens; ++t) {
-    if (input.store_kv.empty() || input.store_kv[t]) segment.stored.push_back(t);
-  }
-  segment.past = seq.length;
-  IXC_RETURN_IF_ERROR(cache.Reserve(seq, segment.past + static_cast<int64_t>(segment.stored.size())));
-  for (int64_t t : segment.stored) seq.positions.push_back(segment.positions[t]);
-  seq.length = segment.past + static_cast<int64_t>(segment.stored.size());
-  segment.rope = RopeFor(weights.config, segment.context_length);
-  return absl::OkStatus();
-}
 
 // The logits of one segment, from the final hidden states of its rows.
 absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, const float* x,
@@ -235,6 +145,7 @@ absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, co
 
 absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                                        parallel::DeviceComm* comm) {
+  if (weights.device != nullptr) return weights.device->ForwardBatch(weights, batch, cache, comm);
   const bool tensor_parallel = weights.tp.size > 1;
   bool sequence_parallel = false, ring = false;
   for (const BatchEntry& entry : batch) {
@@ -260,7 +171,7 @@ absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<Ba
     segment.seq = batch[i].seq;
     segment.logits = batch[i].logits;
     segment.first_row = tokens;
-    IXC_RETURN_IF_ERROR(Prepare(weights, batch[i].input, *batch[i].seq, cache, segment));
+    IXC_RETURN_IF_ERROR(PrepareSegment(weights, batch[i].input, *batch[i].seq, cache, segment));
     tokens += segment.tokens;
   }
   // Per-row adapters and the input rows, in batch order.

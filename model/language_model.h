@@ -66,6 +66,16 @@ struct BatchEntry {
   SequenceKv* seq = nullptr;
   std::vector<float>* logits = nullptr;
 };
+// The same forward on an accelerator that holds a copy of the weights (model/cuda/CudaLanguageModel), with the
+// semantics of LanguageModelForwardBatch; `cache` then keeps the block tables and the device keeps the K/V.
+class DeviceLanguageModel {
+ public:
+  virtual ~DeviceLanguageModel() = default;
+  virtual absl::Status ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                                    parallel::DeviceComm* comm) = 0;
+};
+
+// Runs on weights.device when it is set, else on the CPU.
 absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                                        parallel::DeviceComm* comm = nullptr);
 

@@ -8,6 +8,7 @@
 //   weights.layers[3].attn_qkv.weight  // BF16[6144, 4096], wqkv packed by KV group (spec 1.3)
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@
 #include "parallel/shard.h"
 
 namespace ixc::model {
+
+class DeviceLanguageModel;  // model/language_model.h
 
 // The extra LoRA sets of IXC-2.5 (spec 7), chosen per request: none (chat), `web` (webpages), or `write`
 // (articles: the sft and dpo sets together). They apply to every token, unscaled, on top of the base weight.
@@ -62,6 +65,8 @@ struct LlmWeights {
   bool has_plora = false;
   bool has_web_lora = false;
   bool has_write_lora = false;
+  // Set when the weights were also uploaded to an accelerator (--device cuda): forward calls then run there.
+  std::shared_ptr<DeviceLanguageModel> device;
 };
 
 // Loads config.json and every language-model tensor of `directory`, checking each shape against the config, and

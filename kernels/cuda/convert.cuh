@@ -1,9 +1,15 @@
 // File: kernels/cuda/convert.cuh
 //
-// f32 <-> storage dtype conversions shared by the CUDA kernels (f32 and bf16 storage, f32 arithmetic).
+// Storage types of the CUDA kernels (f32, bf16, f16; arithmetic always in f32), their conversions, and
+// DispatchDType, which turns a runtime DType into a template argument:
+//   IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) { Kernel<decltype(tag)><<<...>>>(...); }));
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "absl/status/status.h"
+#include "core/dtype.h"
 
 namespace ixc::kernels::cuda {
 
@@ -13,6 +19,8 @@ template <>
 __device__ inline float ToFloat<float>(float value) { return value; }
 template <>
 __device__ inline float ToFloat<__nv_bfloat16>(__nv_bfloat16 value) { return __bfloat162float(value); }
+template <>
+__device__ inline float ToFloat<__half>(__half value) { return __half2float(value); }
 
 template <typename T>
 __device__ inline T FromFloat(float value);
@@ -20,5 +28,40 @@ template <>
 __device__ inline float FromFloat<float>(float value) { return value; }
 template <>
 __device__ inline __nv_bfloat16 FromFloat<__nv_bfloat16>(float value) { return __float2bfloat16_rn(value); }
+template <>
+__device__ inline __half FromFloat<__half>(float value) { return __float2half_rn(value); }
+
+// Calls f(T{}) with the storage type of `dtype`.
+template <typename F>
+absl::Status DispatchDType(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kF32:
+      f(float{});
+      return absl::OkStatus();
+    case DType::kBF16:
+      f(__nv_bfloat16{});
+      return absl::OkStatus();
+    case DType::kF16:
+      f(__half{});
+      return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("unknown dtype");
+}
+
+// The same for the 16-bit types alone (tensor-core kernels); f32 is an InvalidArgument naming `op`.
+template <typename F>
+absl::Status DispatchHalfDType(DType dtype, const char* op, F&& f) {
+  switch (dtype) {
+    case DType::kBF16:
+      f(__nv_bfloat16{});
+      return absl::OkStatus();
+    case DType::kF16:
+      f(__half{});
+      return absl::OkStatus();
+    case DType::kF32:
+      break;
+  }
+  return absl::InvalidArgumentError(std::string(op) + " takes bf16 or f16 tensors, not f32");
+}
 
 }  // namespace ixc::kernels::cuda

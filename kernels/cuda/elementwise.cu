@@ -1,9 +1,7 @@
-// Elementwise kernels: one thread per output element (SwiGLU, embedding gather) or per rotated pair (RoPE), grid-
-// stride loops, f32 arithmetic. They are bound by memory traffic; the launchers check sizes and return the launch
-// status.
-#include <cuda_bf16.h>
-
+// Elementwise kernels: one thread per element, grid-stride loops, f32 arithmetic. They are bound by memory traffic;
+// the launchers check sizes and return the launch status.
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
@@ -15,63 +13,102 @@ constexpr int kThreads = 256;
 
 int Blocks(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
 
-__global__ void SwiGluKernel(const float* gate, const float* up, float* out, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    const float g = gate[i];
-    out[i] = g / (1.f + expf(-g)) * up[i];
+#define IXC_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < (n); i += int64_t{gridDim.x} * blockDim.x)
+
+template <typename T>
+__global__ void SwiGluKernel(const T* gate, const T* up, T* out, int64_t n) {
+  IXC_GRID_STRIDE(i, n) {
+    const float g = ToFloat(gate[i]);
+    out[i] = FromFloat<T>(g / (1.f + expf(-g)) * ToFloat(up[i]));
   }
 }
 
-// One thread per (token, head, i < half): the pair (i, i + half) turns by position * inv_freq[i].
-__global__ void RopeKernel(float* x, const int32_t* positions, int64_t tokens, int heads, int head_dim, float base,
-                           float position_scale) {
-  const int half = head_dim / 2;
-  const int64_t pairs = tokens * heads * half;
-  for (int64_t p = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; p < pairs; p += int64_t{gridDim.x} * blockDim.x) {
-    const int i = static_cast<int>(p % half);
-    const int64_t row = p / half;  // token * heads + head
-    const int64_t token = row / heads;
-    const float inv_freq = 1.f / powf(base, static_cast<float>(2 * i) / static_cast<float>(head_dim));
-    const float angle = static_cast<float>(positions[token]) * position_scale * inv_freq;
-    float s, c;
-    sincosf(angle, &s, &c);
-    float* v = x + row * head_dim;
-    const float a = v[i], b = v[i + half];
-    v[i] = a * c - b * s;
-    v[i + half] = b * c + a * s;
+template <typename T>
+__global__ void GeluKernel(const T* x, T* out, int64_t n) {
+  IXC_GRID_STRIDE(i, n) {
+    const float v = ToFloat(x[i]);
+    out[i] = FromFloat<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+  }
+}
+
+template <typename T>
+__global__ void QuickGeluKernel(const T* x, T* out, int64_t n) {
+  IXC_GRID_STRIDE(i, n) {
+    const float v = ToFloat(x[i]);
+    out[i] = FromFloat<T>(v / (1.f + expf(-1.702f * v)));
   }
 }
 
 template <typename T>
 __global__ void GatherKernel(const T* table, const int32_t* ids, int64_t n, int64_t hidden, float* out) {
-  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n * hidden;
-       e += int64_t{gridDim.x} * blockDim.x) {
+  IXC_GRID_STRIDE(e, n * hidden) {
     const int64_t token = e / hidden, c = e % hidden;
     out[e] = ToFloat(table[int64_t{ids[token]} * hidden + c]);
   }
 }
 
-}  // namespace
+template <typename T>
+__global__ void AddBiasKernel(T* y, const float* bias, int64_t rows, int64_t cols) {
+  IXC_GRID_STRIDE(e, rows * cols) { y[e] = FromFloat<T>(ToFloat(y[e]) + bias[e % cols]); }
+}
 
-absl::Status LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
-  if (n < 0) return absl::InvalidArgumentError("SwiGlu: negative size");
+template <typename T>
+__global__ void ZeroRowsKernel(T* y, const uint8_t* mask, int64_t rows, int64_t cols) {
+  IXC_GRID_STRIDE(e, rows * cols) {
+    if (mask[e / cols] == 0) y[e] = FromFloat<T>(0.f);
+  }
+}
+
+template <typename T>
+__global__ void FillUniformKernel(T* x, int64_t n, uint64_t seed, float scale) {
+  IXC_GRID_STRIDE(i, n) {
+    uint64_t h = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i);  // splitmix64
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    h ^= h >> 31;
+    const float unit = static_cast<float>(h >> 40) * (1.f / 16777216.f);  // [0, 1)
+    x[i] = FromFloat<T>((2.f * unit - 1.f) * scale);
+  }
+}
+
+absl::Status CheckSize(const char* op, int64_t n) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat(op, ": negative size ", n));
+  return absl::OkStatus();
+}
+
+// Launches Kernel<T> over n elements for the dtype; `launch(T{}, blocks)` does the launch.
+template <typename F>
+absl::Status LaunchOver(const char* op, DType dtype, int64_t n, F&& launch) {
+  IXC_RETURN_IF_ERROR(CheckSize(op, n));
   if (n == 0) return absl::OkStatus();
-  SwiGluKernel<<<Blocks(n), kThreads, 0, stream>>>(gate, up, out, n);
+  IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) { launch(tag, Blocks(n)); }));
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
 
-absl::Status LaunchApplyRope(float* x, const int32_t* positions, int64_t tokens, int heads, const RopeParams& rope,
-                             cudaStream_t stream) {
-  if (tokens < 0 || heads <= 0 || rope.head_dim <= 0 || rope.head_dim % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("ApplyRope: tokens ", tokens, ", heads ", heads, ", head_dim ",
-                                                   rope.head_dim, " (head_dim must be even)"));
-  }
-  if (tokens == 0) return absl::OkStatus();
-  RopeKernel<<<Blocks(tokens * heads * (rope.head_dim / 2)), kThreads, 0, stream>>>(
-      x, positions, tokens, heads, rope.head_dim, rope.base, rope.position_scale);
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+}  // namespace
+
+absl::Status LaunchSwiGlu(DType dtype, const void* gate, const void* up, void* out, int64_t n, cudaStream_t stream) {
+  return LaunchOver("SwiGlu", dtype, n, [&](auto tag, int blocks) {
+    using T = decltype(tag);
+    SwiGluKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(gate), static_cast<const T*>(up),
+                                                     static_cast<T*>(out), n);
+  });
+}
+
+absl::Status LaunchGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
+  return LaunchOver("Gelu", dtype, n, [&](auto tag, int blocks) {
+    using T = decltype(tag);
+    GeluKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+  });
+}
+
+absl::Status LaunchQuickGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
+  return LaunchOver("QuickGelu", dtype, n, [&](auto tag, int blocks) {
+    using T = decltype(tag);
+    QuickGeluKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+  });
 }
 
 absl::Status LaunchEmbeddingGather(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* ids,
@@ -82,21 +119,32 @@ absl::Status LaunchEmbeddingGather(const void* table, DType dtype, int64_t vocab
                                                 " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
-  if (n == 0) return absl::OkStatus();
-  switch (dtype) {
-    case DType::kF32:
-      GatherKernel<float><<<Blocks(n * hidden), kThreads, 0, stream>>>(static_cast<const float*>(table), ids, n,
-                                                                        hidden, out);
-      break;
-    case DType::kBF16:
-      GatherKernel<__nv_bfloat16><<<Blocks(n * hidden), kThreads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(table), ids, n, hidden, out);
-      break;
-    case DType::kF16:
-      return absl::UnimplementedError("EmbeddingGather: f16 tables are not built yet");
-  }
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  return LaunchOver("EmbeddingGather", dtype, n * hidden, [&](auto tag, int blocks) {
+    using T = decltype(tag);
+    GatherKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(table), ids, n, hidden, out);
+  });
+}
+
+absl::Status LaunchAddBias(DType dtype, void* y, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
+  return LaunchOver("AddBias", dtype, rows * cols, [&](auto tag, int blocks) {
+    using T = decltype(tag);
+    AddBiasKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<T*>(y), bias, rows, cols);
+  });
+}
+
+absl::Status LaunchZeroRows(DType dtype, void* y, const uint8_t* mask, int64_t rows, int64_t cols,
+                            cudaStream_t stream) {
+  return LaunchOver("ZeroRows", dtype, rows * cols, [&](auto tag, int blocks) {
+    using T = decltype(tag);
+    ZeroRowsKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<T*>(y), mask, rows, cols);
+  });
+}
+
+absl::Status LaunchFillUniform(DType dtype, void* x, int64_t n, uint64_t seed, float scale, cudaStream_t stream) {
+  return LaunchOver("FillUniform", dtype, n, [&](auto tag, int blocks) {
+    using T = decltype(tag);
+    FillUniformKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<T*>(x), n, seed, scale);
+  });
 }
 
 }  // namespace ixc::kernels::cuda

@@ -1,10 +1,15 @@
 // File: kernels/cuda/elementwise.h
 //
-// The language model's elementwise ops on the GPU, f32 on device pointers, each the counterpart of a reference op in
-// kernels/ops.h (same shapes and semantics) and tested against it in tests/gpu/:
-//   LaunchSwiGlu        out (n) = silu(gate) * up
-//   LaunchApplyRope     x (tokens, heads, head_dim) rotated in place, rotate-half, inv_freq in f32 as the reference
-//   LaunchEmbeddingGather  out (n, hidden) = table[ids], bf16 or f32 table; ids are checked on the host first
+// Elementwise ops on the GPU, each the counterpart of a reference op in kernels/ops.h (same shapes and semantics,
+// f32 arithmetic, storage in `dtype`: f32, bf16 or f16) and tested against it in tests/gpu/:
+//   LaunchSwiGlu           out (n) = silu(gate) * up                         (reference::SwiGlu)
+//   LaunchGelu             out (n) = exact GELU(x)                           (reference::Gelu)
+//   LaunchQuickGelu        out (n) = x * sigmoid(1.702 x)                    (reference::QuickGelu)
+//   LaunchEmbeddingGather  out (n, hidden) f32 = table[ids], any table dtype (reference::EmbeddingGather)
+//   LaunchAddBias          y (rows, cols) += bias (cols, f32)
+//   LaunchFillUniform      x (n) = uniform in [-scale, scale) from a counter hash of (seed, i): benchmark weights
+//   LaunchZeroRows         y (rows, cols) row r := 0 where mask[r] == 0: the masked part of PLoRA (the low-rank
+//                          product A.x is kept only on image rows before B is applied)
 #pragma once
 
 #include <cuda_runtime.h>
@@ -13,18 +18,23 @@
 
 #include "absl/status/status.h"
 #include "core/dtype.h"
-#include "kernels/ops.h"
 
 namespace ixc::kernels::cuda {
 
-absl::Status LaunchSwiGlu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
-
-// positions (tokens) on the device.
-absl::Status LaunchApplyRope(float* x, const int32_t* positions, int64_t tokens, int heads, const RopeParams& rope,
-                             cudaStream_t stream);
+absl::Status LaunchSwiGlu(DType dtype, const void* gate, const void* up, void* out, int64_t n, cudaStream_t stream);
+absl::Status LaunchGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream);
+absl::Status LaunchQuickGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream);
 
 // table (vocab, hidden) and ids (n) on the device; `host_ids` (n) is checked against the vocabulary first.
 absl::Status LaunchEmbeddingGather(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* ids,
                                    const int32_t* host_ids, int64_t n, float* out, cudaStream_t stream);
+
+absl::Status LaunchAddBias(DType dtype, void* y, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
+
+// mask (rows) uint8 on the device.
+absl::Status LaunchZeroRows(DType dtype, void* y, const uint8_t* mask, int64_t rows, int64_t cols,
+                            cudaStream_t stream);
+
+absl::Status LaunchFillUniform(DType dtype, void* x, int64_t n, uint64_t seed, float scale, cudaStream_t stream);
 
 }  // namespace ixc::kernels::cuda

@@ -1,89 +1,103 @@
-// CUDA SwiGLU, RoPE and embedding gather against the reference ops, on awkward sizes. Skipped without a GPU.
-#include <cuda_runtime.h>
-
-#include <numeric>
-
-#include "kernels/cuda/device.h"
+// CUDA elementwise ops against the reference ops on awkward sizes, in f32 and bf16. Skipped without a GPU.
 #include "kernels/cuda/elementwise.h"
+
+#include <algorithm>
+#include <cmath>
+
 #include "kernels/ops.h"
+#include "tests/gpu/cuda_test_util.h"
 #include "tests/test_util.h"
 
 namespace ixc::kernels::cuda {
 namespace {
 
 using ixc::testing::AllClose;
+using ixc::testing::CudaTest;
+using ixc::testing::DeviceBuffer;
 using ixc::testing::RandomFloats;
 using ixc::testing::RandomTyped;
+using ixc::testing::Tolerance;
+using ixc::testing::Widen;
 
-// Device copy of a host vector, freed with the object.
-template <typename T>
-struct DeviceBuffer {
-  explicit DeviceBuffer(const std::vector<T>& host) : size(host.size()) {
-    cudaMalloc(&data, host.size() * sizeof(T));
-    cudaMemcpy(data, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
-  }
-  ~DeviceBuffer() { cudaFree(data); }
-  std::vector<T> Read() const {
-    std::vector<T> host(size);
-    cudaMemcpy(host.data(), data, size * sizeof(T), cudaMemcpyDeviceToHost);
-    return host;
-  }
-  T* data = nullptr;
-  size_t size;
-};
+Tolerance For(DType dtype) { return dtype == DType::kF32 ? Tolerance{1e-6f, 2e-6f} : Tolerance{1e-3f, 8e-3f}; }
 
-class CudaElementwiseTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto device = ProbeCudaDevice();
-    if (!device.ok()) GTEST_SKIP() << device.status().message();
-  }
-};
-
-TEST_F(CudaElementwiseTest, SwiGluMatchesReference) {
-  const auto gate = RandomFloats(100003, 1, 4.f), up = RandomFloats(100003, 2);
-  std::vector<float> expected(gate.size());
-  reference::SwiGlu(gate.data(), up.data(), expected.data(), gate.size());
-  DeviceBuffer<float> d_gate(gate), d_up(up), d_out(std::vector<float>(gate.size()));
-  ASSERT_TRUE(LaunchSwiGlu(d_gate.data, d_up.data, d_out.data, gate.size(), nullptr).ok());
-  EXPECT_TRUE(AllClose(d_out.Read(), expected, {1e-6f, 1e-5f}));
-}
-
-TEST_F(CudaElementwiseTest, RopeMatchesReference) {
-  for (float base : {10000.f, 1e6f}) {
-    const int64_t tokens = 37;
-    const int heads = 5, head_dim = 128;
-    std::vector<int32_t> positions(tokens);
-    std::iota(positions.begin(), positions.end(), 250);
-    auto expected = RandomFloats(tokens * heads * head_dim, 3);
-    DeviceBuffer<float> d_x(expected);
-    DeviceBuffer<int32_t> d_positions(positions);
-    const RopeParams rope{head_dim, base, 1.f};
-    reference::ApplyRope(expected.data(), positions.data(), tokens, heads, rope);
-    ASSERT_TRUE(LaunchApplyRope(d_x.data, d_positions.data, tokens, heads, rope, nullptr).ok());
-    // Angles up to ~290 rad: a last-bit difference in inv_freq moves them by ~1e-4.
-    EXPECT_TRUE(AllClose(d_x.Read(), expected, {2e-4f, 1e-4f})) << base;
+TEST_F(CudaTest, SwiGluMatchesReference) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const int64_t n = 100003;
+    auto gate = RandomTyped(dtype, n, 1, 4.f), up = RandomTyped(dtype, n, 2);
+    std::vector<float> expected(n);
+    reference::SwiGlu(gate.as_f32.data(), up.as_f32.data(), expected.data(), n);
+    DeviceBuffer<uint8_t> d_gate(gate.bytes), d_up(up.bytes);
+    ASSERT_TRUE(LaunchSwiGlu(dtype, d_gate.data, d_up.data, d_gate.data, n, nullptr).ok());  // in place
+    EXPECT_TRUE(AllClose(Widen(dtype, d_gate.Read()), expected, For(dtype))) << DTypeName(dtype);
   }
 }
 
-TEST_F(CudaElementwiseTest, EmbeddingGatherMatchesReferenceAndChecksIds) {
-  auto table = RandomTyped(DType::kBF16, 300 * 96, 4);
-  const TensorView view(table.bytes.data(), DType::kBF16, {300, 96});
-  const std::vector<int32_t> ids = {0, 299, 17, 17, 5};
-  std::vector<float> expected(ids.size() * 96);
-  ASSERT_TRUE(reference::EmbeddingGather(view, ids.data(), ids.size(), expected.data()).ok());
-  DeviceBuffer<uint8_t> d_table(table.bytes);
-  DeviceBuffer<int32_t> d_ids(ids);
-  DeviceBuffer<float> d_out(std::vector<float>(expected.size()));
-  ASSERT_TRUE(LaunchEmbeddingGather(d_table.data, DType::kBF16, 300, 96, d_ids.data, ids.data(), ids.size(),
-                                    d_out.data, nullptr)
-                  .ok());
-  EXPECT_EQ(d_out.Read(), expected);
-  const std::vector<int32_t> bad = {3, 300};
-  EXPECT_EQ(LaunchEmbeddingGather(d_table.data, DType::kBF16, 300, 96, d_ids.data, bad.data(), bad.size(),
-                                  d_out.data, nullptr)
-                .code(),
-            absl::StatusCode::kOutOfRange);
+TEST_F(CudaTest, GeluAndQuickGeluMatchReference) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const int64_t n = 4099;
+    auto x = RandomTyped(dtype, n, 3, 3.f);
+    std::vector<float> gelu(n), quick(n);
+    reference::Gelu(x.as_f32.data(), gelu.data(), n);
+    reference::QuickGelu(x.as_f32.data(), quick.data(), n);
+    DeviceBuffer<uint8_t> d_x(x.bytes), d_out(x.bytes.size());
+    ASSERT_TRUE(LaunchGelu(dtype, d_x.data, d_out.data, n, nullptr).ok());
+    EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), gelu, For(dtype))) << DTypeName(dtype);
+    ASSERT_TRUE(LaunchQuickGelu(dtype, d_x.data, d_out.data, n, nullptr).ok());
+    EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), quick, For(dtype))) << DTypeName(dtype);
+  }
+}
+
+TEST_F(CudaTest, EmbeddingGatherMatchesReferenceAndChecksIds) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    auto table = RandomTyped(dtype, 300 * 96, 4);
+    const TensorView view(table.bytes.data(), dtype, {300, 96});
+    const std::vector<int32_t> ids = {0, 299, 17, 17, 5};
+    std::vector<float> expected(ids.size() * 96);
+    ASSERT_TRUE(reference::EmbeddingGather(view, ids.data(), ids.size(), expected.data()).ok());
+    DeviceBuffer<uint8_t> d_table(table.bytes);
+    DeviceBuffer<int32_t> d_ids(ids);
+    DeviceBuffer<float> d_out(expected.size());
+    ASSERT_TRUE(
+        LaunchEmbeddingGather(d_table.data, dtype, 300, 96, d_ids.data, ids.data(), ids.size(), d_out.data, nullptr)
+            .ok());
+    EXPECT_EQ(d_out.Read(), expected) << DTypeName(dtype);
+    const std::vector<int32_t> bad = {3, 300};
+    EXPECT_EQ(LaunchEmbeddingGather(d_table.data, dtype, 300, 96, d_ids.data, bad.data(), bad.size(), d_out.data,
+                                    nullptr)
+                  .code(),
+              absl::StatusCode::kOutOfRange);
+  }
+}
+
+TEST_F(CudaTest, AddBiasAndZeroRows) {
+  const int64_t rows = 7, cols = 131;
+  const auto y = RandomFloats(rows * cols, 5), bias = RandomFloats(cols, 6);
+  const std::vector<uint8_t> mask = {1, 0, 0, 1, 1, 0, 1};
+  std::vector<float> expected(y);
+  for (int64_t i = 0; i < rows * cols; ++i) expected[i] = mask[i / cols] ? y[i] + bias[i % cols] : 0.f;
+  DeviceBuffer<float> d_y(y), d_bias(bias);
+  DeviceBuffer<uint8_t> d_mask(mask);
+  ASSERT_TRUE(LaunchAddBias(DType::kF32, d_y.data, d_bias.data, rows, cols, nullptr).ok());
+  ASSERT_TRUE(LaunchZeroRows(DType::kF32, d_y.data, d_mask.data, rows, cols, nullptr).ok());
+  EXPECT_TRUE(AllClose(d_y.Read(), expected, {1e-6f, 1e-6f}));
+}
+
+TEST_F(CudaTest, FillUniformIsSeededAndInRange) {
+  const int64_t n = 1 << 20;
+  DeviceBuffer<float> a(n, NAN), b(n, NAN), c(n, NAN);
+  ASSERT_TRUE(LaunchFillUniform(DType::kF32, a.data, n, 7, 0.5f, nullptr).ok());
+  ASSERT_TRUE(LaunchFillUniform(DType::kF32, b.data, n, 7, 0.5f, nullptr).ok());
+  ASSERT_TRUE(LaunchFillUniform(DType::kF32, c.data, n, 8, 0.5f, nullptr).ok());
+  const auto va = a.Read();
+  EXPECT_EQ(va, b.Read());
+  EXPECT_NE(va, c.Read());
+  double mean = 0;
+  for (float v : va) {
+    ASSERT_TRUE(v >= -0.5f && v < 0.5f) << v;
+    mean += v / n;
+  }
+  EXPECT_NEAR(mean, 0.0, 2e-3);
 }
 
 }  // namespace

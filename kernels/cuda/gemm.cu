@@ -1,0 +1,123 @@
+// cuBLASLt is column-major; a row-major (m, n) output is its (n, m) column-major transpose, so each call computes
+// out^T (n, m) = w (n, k) . x^T (k, m): A = w read transposed (stored as column-major (k, n)), B = x (column-major
+// (k, m)), C = D = out (column-major (n, m)).
+#include "kernels/cuda/gemm.h"
+
+#include <cublasLt.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "kernels/cuda/cuda_check.h"
+
+namespace ixc::kernels::cuda {
+namespace {
+
+absl::Status LtStatus(cublasStatus_t status, const char* what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  // The status names live in libcublas, which we do not link: the number is in cublas_api.h.
+  return absl::InternalError(absl::StrCat(what, " failed: cublasStatus_t ", static_cast<int>(status)));
+}
+
+#define IXC_LT_RETURN_IF_ERROR(expr)                         \
+  do {                                                       \
+    if (absl::Status s_ = LtStatus((expr), #expr); !s_.ok()) \
+      return s_;                                             \
+  } while (false)
+
+cudaDataType_t CudaType(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
+  }
+  return CUDA_R_32F;
+}
+
+cublasLtHandle_t Handle(void* handle) { return static_cast<cublasLtHandle_t>(handle); }
+
+}  // namespace
+
+struct Gemm::Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~Plan() {
+    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (c != nullptr) cublasLtMatrixLayoutDestroy(c);
+    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(int64_t workspace_bytes) {
+  std::unique_ptr<Gemm> gemm(new Gemm());
+  cublasLtHandle_t handle = nullptr;
+  IXC_LT_RETURN_IF_ERROR(cublasLtCreate(&handle));
+  gemm->handle_ = handle;
+  IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemm->workspace_, workspace_bytes));
+  gemm->workspace_bytes_ = workspace_bytes;
+  return gemm;
+}
+
+Gemm::~Gemm() {
+  plans_.clear();
+  if (workspace_ != nullptr) cudaFree(workspace_);
+  if (handle_ != nullptr) cublasLtDestroy(Handle(handle_));
+}
+
+absl::StatusOr<const Gemm::Plan*> Gemm::PlanFor(const LinearArgs& args) {
+  const Key key{args.m, args.n, args.k, args.in, args.out_dtype, args.accumulate};
+  if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
+  auto plan = std::make_unique<Plan>();
+  IXC_LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t transpose = CUBLAS_OP_T, keep = CUBLAS_OP_N;
+  IXC_LT_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
+  IXC_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof(keep)));
+  const cudaDataType_t in = CudaType(args.in), out = CudaType(args.out_dtype);
+  IXC_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->a, in, args.k, args.n, args.k));
+  IXC_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->b, in, args.k, args.m, args.k));
+  IXC_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->c, out, args.n, args.m, args.n));
+
+  cublasLtMatmulPreference_t preference = nullptr;
+  IXC_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&preference));
+  const uint64_t workspace = workspace_bytes_;
+  cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                       sizeof(workspace));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(Handle(handle_), plan->desc, plan->a, plan->b, plan->c,
+                                                               plan->c, preference, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(preference);
+  IXC_LT_RETURN_IF_ERROR(status);
+  if (found == 0) {
+    return absl::UnimplementedError(absl::StrCat("cuBLASLt has no algorithm for ", args.m, "x", args.n, "x", args.k,
+                                                 " ", DTypeName(args.in), " -> ", DTypeName(args.out_dtype)));
+  }
+  plan->algo = result.algo;
+  const Plan* raw = plan.get();
+  plans_.emplace(key, std::move(plan));
+  return raw;
+}
+
+absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
+  if (args.m < 0 || args.n <= 0 || args.k <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Linear: m ", args.m, ", n ", args.n, ", k ", args.k));
+  }
+  if (args.in == DType::kF32 || (args.out_dtype != DType::kF32 && args.out_dtype != args.in)) {
+    return absl::InvalidArgumentError(absl::StrCat("Linear: inputs must be bf16 or f16 and the output the same or f32, "
+                                                   "got ", DTypeName(args.in), " -> ", DTypeName(args.out_dtype)));
+  }
+  if (args.m == 0) return absl::OkStatus();
+  IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args));
+  const float alpha = 1.f, beta = args.accumulate ? 1.f : 0.f;
+  IXC_LT_RETURN_IF_ERROR(cublasLtMatmul(Handle(handle_), plan->desc, &alpha, args.w, plan->a, args.x, plan->b, &beta,
+                                        args.out, plan->c, args.out, plan->c, &plan->algo, workspace_,
+                                        workspace_bytes_, stream));
+  return absl::OkStatus();
+}
+
+}  // namespace ixc::kernels::cuda

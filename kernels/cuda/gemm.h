@@ -1,0 +1,57 @@
+// File: kernels/cuda/gemm.h
+//
+// The GPU's linear layers through cuBLASLt: out (m, n) = x (m, k) . w (n, k)^T (+ out when accumulating), x and w
+// bf16 or f16 (the same), out bf16, f16 or f32, accumulation in f32. The algorithm for each shape is chosen by
+// cuBLASLt's heuristic the first time the shape is seen and cached; all calls share one workspace. The LoRA low-rank
+// products are GEMMs like any other (k or n = the rank).
+//
+//   IXC_ASSIGN_OR_RETURN(auto gemm, Gemm::Create(/*workspace_bytes=*/32 << 20));
+//   IXC_RETURN_IF_ERROR(gemm->Linear({x, w, out, m, n, k, DType::kBF16, DType::kF32}, stream));
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "absl/status/statusor.h"
+#include "core/dtype.h"
+
+namespace ixc::kernels::cuda {
+
+struct LinearArgs {
+  const void* x = nullptr;  // (m, k) row-major, device
+  const void* w = nullptr;  // (n, k) row-major, device: the checkpoint's (out_features, in_features)
+  void* out = nullptr;      // (m, n) row-major, device
+  int64_t m = 0, n = 0, k = 0;
+  DType in = DType::kBF16;   // x and w
+  DType out_dtype = DType::kBF16;
+  bool accumulate = false;  // out += x . w^T
+};
+
+class Gemm {
+ public:
+  static absl::StatusOr<std::unique_ptr<Gemm>> Create(int64_t workspace_bytes = 32 << 20);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  absl::Status Linear(const LinearArgs& args, cudaStream_t stream);
+
+  int64_t cached_algorithms() const { return static_cast<int64_t>(plans_.size()); }
+
+ private:
+  struct Plan;
+  using Key = std::tuple<int64_t, int64_t, int64_t, DType, DType, bool>;  // m, n, k, in, out, accumulate
+  Gemm() = default;
+  absl::StatusOr<const Plan*> PlanFor(const LinearArgs& args);
+
+  void* handle_ = nullptr;  // cublasLtHandle_t
+  void* workspace_ = nullptr;
+  int64_t workspace_bytes_ = 0;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace ixc::kernels::cuda

@@ -1,0 +1,236 @@
+// Token choice. Argmax: one block per row. Top-k / top-p: one block of 1024 threads per row, in passes over the
+// vocabulary (it stays in L2): a radix select finds the k-th largest logit, a second radix select over
+// (logit, id) keys weighted by probability finds where HF's top-p cut falls, and a block-wide scan over ids finds
+// the token at the uniform draw.
+#include <cfloat>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/sampling.h"
+
+namespace ixc::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 1024;
+
+__global__ void ArgmaxKernel(const float* logits, int64_t vocab, int32_t* ids) {
+  const float* row = logits + blockIdx.x * vocab;
+  float best = -INFINITY;
+  int64_t best_id = vocab;  // larger than any id: loses every tie
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    if (row[i] > best) {  // strictly greater: a thread's lowest id wins its ties
+      best = row[i];
+      best_id = i;
+    }
+  }
+  __shared__ float values[kThreads / 32];
+  __shared__ int64_t indices[kThreads / 32];
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float other = __shfl_xor_sync(0xffffffff, best, offset);
+    const int64_t other_id = __shfl_xor_sync(0xffffffff, best_id, offset);
+    if (other > best || (other == best && other_id < best_id)) {
+      best = other;
+      best_id = other_id;
+    }
+  }
+  if (threadIdx.x % 32 == 0) {
+    values[threadIdx.x / 32] = best;
+    indices[threadIdx.x / 32] = best_id;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) {
+      if (values[w] > best || (values[w] == best && indices[w] < best_id)) {
+        best = values[w];
+        best_id = indices[w];
+      }
+    }
+    ids[blockIdx.x] = best_id < vocab ? static_cast<int32_t>(best_id) : 0;  // all NaN: token 0
+  }
+}
+
+// Order-preserving unsigned image of a float: a < b  <=>  FloatKey(a) < FloatKey(b).
+__device__ inline uint32_t FloatKey(float value) {
+  const uint32_t bits = __float_as_uint(value);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+__device__ float BlockMax(float value, float* scratch) {
+  for (int offset = 16; offset > 0; offset /= 2) value = fmaxf(value, __shfl_xor_sync(0xffffffff, value, offset));
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = value;
+  __syncthreads();
+  float total = -INFINITY;
+  for (int w = 0; w < kThreads / 32; ++w) total = fmaxf(total, scratch[w]);
+  return total;
+}
+
+__device__ float BlockSum(float value, float* scratch) {
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = value;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < kThreads / 32; ++w) total += scratch[w];
+  return total;
+}
+
+__global__ void __launch_bounds__(kThreads) TopKTopPKernel(const float* logits, int64_t vocab, int top_k, float top_p,
+                                                          float uniform, int32_t* id) {
+  __shared__ float scratch[kThreads / 32];
+  __shared__ float bins[256];
+  __shared__ uint32_t counts[256];
+  __shared__ uint64_t prefix_s;
+  __shared__ float below_s;
+  __shared__ uint32_t remaining_s;
+  const float max_logit = BlockMax([&] {
+    float m = -INFINITY;
+    for (int64_t i = threadIdx.x; i < vocab; i += kThreads) m = fmaxf(m, logits[i]);
+    return m;
+  }(), scratch);
+
+  // Top-k: the k-th largest logit value by a most-significant-digit-first radix select over FloatKey.
+  uint32_t kth_key = 0;  // keep logits whose key >= kth_key
+  if (top_k > 0 && top_k < vocab) {
+    uint32_t prefix = 0, remaining = static_cast<uint32_t>(top_k);
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int b = threadIdx.x; b < 256; b += kThreads) counts[b] = 0;
+      __syncthreads();
+      const uint32_t high_mask = shift == 24 ? 0u : ~0u << (shift + 8);
+      for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+        const uint32_t key = FloatKey(logits[i]);
+        if ((key & high_mask) == (prefix & high_mask)) atomicAdd(&counts[(key >> shift) & 0xff], 1u);
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) {  // from the top digit down until `remaining` are covered
+        int digit = 255;
+        while (digit > 0 && counts[digit] < remaining) remaining -= counts[digit--];
+        prefix_s = prefix | (static_cast<uint32_t>(digit) << shift);
+        remaining_s = remaining;
+      }
+      __syncthreads();
+      prefix = static_cast<uint32_t>(prefix_s);
+      remaining = remaining_s;
+      __syncthreads();
+    }
+    kth_key = prefix;
+  }
+  auto kept_by_k = [&](float logit) { return FloatKey(logit) >= kth_key; };
+  auto weight = [&](float logit) { return expf(logit - max_logit); };
+
+  float local = 0.f;
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    if (kept_by_k(logits[i])) local += weight(logits[i]);
+  }
+  const float total = BlockSum(local, scratch);
+
+  // Top-p (HF): ascending by (logit, id), drop the tokens whose cumulative probability is <= 1 - top_p; the most
+  // likely one always stays. The cut is the smallest 64-bit key (FloatKey(logit), id) whose inclusive cumulative
+  // mass exceeds (1 - top_p) * total: a radix select over those keys with masses for counts.
+  uint64_t cut = 0;  // keep keys >= cut
+  if (top_p < 1.f) {
+    const float target = (1.f - top_p) * total;
+    uint64_t prefix = 0;
+    float below = 0.f;  // mass of the keys below the prefix
+    for (int shift = 56; shift >= 0; shift -= 8) {
+      for (int b = threadIdx.x; b < 256; b += kThreads) bins[b] = 0.f;
+      __syncthreads();
+      const uint64_t high_mask = shift == 56 ? 0ull : ~0ull << (shift + 8);
+      for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+        if (!kept_by_k(logits[i])) continue;
+        const uint64_t key = (static_cast<uint64_t>(FloatKey(logits[i])) << 32) | static_cast<uint64_t>(i);
+        if ((key & high_mask) == (prefix & high_mask)) atomicAdd(&bins[(key >> shift) & 0xff], weight(logits[i]));
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) {  // the lowest digit at which the cumulative mass passes the target
+        int digit = 0;
+        while (digit < 255 && below + bins[digit] <= target) below += bins[digit++];
+        prefix_s = prefix | (static_cast<uint64_t>(digit) << shift);
+        below_s = below;
+      }
+      __syncthreads();
+      prefix = prefix_s;
+      below = below_s;
+      __syncthreads();
+    }
+    cut = prefix;
+  }
+  auto kept = [&](int64_t i) {
+    const float logit = logits[i];
+    if (!kept_by_k(logit)) return false;
+    return ((static_cast<uint64_t>(FloatKey(logit)) << 32) | static_cast<uint64_t>(i)) >= cut;
+  };
+
+  // The draw: contiguous id ranges per thread, a block scan of their kept masses, then one thread walks its range.
+  const int64_t per_thread = (vocab + kThreads - 1) / kThreads;
+  const int64_t first = threadIdx.x * per_thread, last = min(vocab, first + per_thread);
+  float mine = 0.f;
+  int64_t last_kept = -1;
+  for (int64_t i = first; i < last; ++i) {
+    if (kept(i)) {
+      mine += weight(logits[i]);
+      last_kept = i;
+    }
+  }
+  __shared__ float prefix_sums[kThreads];
+  __shared__ int64_t last_kept_s[kThreads];
+  prefix_sums[threadIdx.x] = mine;
+  last_kept_s[threadIdx.x] = last_kept;
+  __syncthreads();
+  for (int offset = 1; offset < kThreads; offset *= 2) {  // inclusive Hillis-Steele scan
+    const float add = threadIdx.x >= offset ? prefix_sums[threadIdx.x - offset] : 0.f;
+    __syncthreads();
+    prefix_sums[threadIdx.x] += add;
+    __syncthreads();
+  }
+  const float kept_total = prefix_sums[kThreads - 1];
+  const float goal = uniform * kept_total;
+  const float before = threadIdx.x == 0 ? 0.f : prefix_sums[threadIdx.x - 1];
+  if (before <= goal && goal < prefix_sums[threadIdx.x] && mine > 0.f) {
+    float cumulative = before;
+    int64_t chosen = last_kept;
+    for (int64_t i = first; i < last; ++i) {
+      if (!kept(i)) continue;
+      cumulative += weight(logits[i]);
+      if (cumulative > goal) {
+        chosen = i;
+        break;
+      }
+    }
+    *id = static_cast<int32_t>(chosen);
+  }
+  if (threadIdx.x == 0 && !(goal < kept_total)) {  // rounding put the goal past the end: the last kept id
+    int64_t chosen = 0;
+    for (int t = kThreads - 1; t >= 0; --t) {
+      if (last_kept_s[t] >= 0) {
+        chosen = last_kept_s[t];
+        break;
+      }
+    }
+    *id = static_cast<int32_t>(chosen);
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, cudaStream_t stream) {
+  if (rows < 0 || vocab <= 0) return absl::InvalidArgumentError(absl::StrCat("Argmax: rows ", rows, ", vocab ", vocab));
+  if (rows == 0) return absl::OkStatus();
+  ArgmaxKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, vocab, ids);
+  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchTopKTopPSample(const float* logits, int64_t vocab, int top_k, float top_p, float uniform,
+                                  int32_t* id, cudaStream_t stream) {
+  if (vocab <= 0 || vocab > INT32_MAX || top_k < 0 || !(top_p > 0.f && top_p <= 1.f) ||
+      !(uniform >= 0.f && uniform < 1.f)) {
+    return absl::InvalidArgumentError(absl::StrCat("TopKTopPSample: vocab ", vocab, ", top_k ", top_k, ", top_p ",
+                                                   top_p, ", uniform ", uniform));
+  }
+  TopKTopPKernel<<<1, kThreads, 0, stream>>>(logits, vocab, top_k, top_p, uniform, id);
+  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+}  // namespace ixc::kernels::cuda

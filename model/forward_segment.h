@@ -1,0 +1,39 @@
+// File: model/forward_segment.h
+//
+// One sequence's part of a (batched) forward call, shared by the CPU forward (model/language_model.cc) and the GPU
+// one (model/cuda/): the checks on its input, its positions, which of its tokens this rank caches, the cache blocks
+// it reserves and the RoPE parameters of its length.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/ops.h"
+#include "model/language_model.h"
+
+namespace ixc::model {
+
+// One sequence's part of a (batched) forward call.
+struct Segment {
+  const ForwardInput* input = nullptr;
+  SequenceKv* seq = nullptr;
+  std::vector<float>* logits = nullptr;
+  int64_t first_row = 0;             // its rows in the batch: [first_row, first_row + tokens)
+  int64_t tokens = 0;
+  std::vector<int32_t> positions;    // (tokens)
+  int64_t context_length = 0;
+  std::vector<int64_t> stored;       // its tokens whose K/V this rank keeps
+  int64_t past = 0;                  // cache slots before this call
+  kernels::RopeParams rope;
+};
+
+// Checks `input` against the weights, fills `segment` (positions, stored tokens, RoPE), reserves its cache blocks
+// and appends the stored tokens' positions to `seq`. The caller sets input, logits and first_row.
+absl::Status PrepareSegment(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq, KvCache& cache,
+                            Segment& segment);
+
+// The RoPE parameters for a sequence of `seq_len` tokens (dynamic NTK: spec 6).
+kernels::RopeParams RopeFor(const LlmConfig& c, int64_t seq_len);
+
+}  // namespace ixc::model

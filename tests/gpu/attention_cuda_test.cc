@@ -1,0 +1,225 @@
+// CUDA attention against the reference ops: the fused RoPE + KV store against ApplyRope and the packing of spec 1.3,
+// flash prefill and split-KV decode against PagedAttention (outputs and log-sum-exp), the merge against
+// MergeAttention. Every head dim the kernels are built for, grouped-query layouts, block tables out of order, query
+// counts that are not multiples of the tiles. Skipped without a GPU.
+#include "kernels/cuda/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "kernels/ops.h"
+#include "tests/gpu/cuda_test_util.h"
+#include "tests/test_util.h"
+
+namespace ixc::kernels::cuda {
+namespace {
+
+using ixc::testing::AllClose;
+using ixc::testing::CudaTest;
+using ixc::testing::DeviceBuffer;
+using ixc::testing::RandomTyped;
+using ixc::testing::Tolerance;
+using ixc::testing::Widen;
+
+constexpr int kBlockSize = 16;
+
+// A sequence's keys and values in a paged pool, its blocks in shuffled order; the same values in f32 and 16-bit.
+struct PagedSequence {
+  PagedSequence(DType dtype, int64_t keys, int kv_heads, int head_dim, uint64_t seed)
+      : blocks((keys + kBlockSize - 1) / kBlockSize + 3) {
+    const int64_t pool = blocks * kBlockSize * kv_heads * head_dim;
+    k = RandomTyped(dtype, pool, seed);
+    v = RandomTyped(dtype, pool, seed + 1);
+    table.resize((keys + kBlockSize - 1) / kBlockSize);
+    std::vector<int32_t> order(blocks);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), std::mt19937(seed));
+    std::copy_n(order.begin(), table.size(), table.begin());
+    view = {k.as_f32.data(), v.as_f32.data(), table.data(), kBlockSize, kv_heads, head_dim, nullptr, keys};
+  }
+  int64_t blocks;
+  ixc::testing::TypedData k, v;
+  std::vector<int32_t> table;
+  PagedKv view;
+};
+
+// Attention outputs are averages of 16-bit values with 16-bit probabilities: errors of a few 2^-8.
+Tolerance OutTolerance(DType dtype) { return dtype == DType::kBF16 ? Tolerance{2e-2f, 2e-2f} : Tolerance{4e-3f, 4e-3f}; }
+
+struct Layout {
+  int heads, kv_heads, head_dim;
+};
+const Layout kLayouts[] = {{4, 2, 16}, {8, 2, 32}, {6, 2, 64}, {32, 8, 128}, {8, 8, 128}};
+
+TEST_F(CudaTest, FlashAttentionMatchesPagedAttention) {
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    for (const Layout& layout : kLayouts) {
+      for (auto [past, tokens] : {std::pair<int64_t, int64_t>{0, 1}, {0, 37}, {0, 200}, {70, 131}, {5, 64}}) {
+        const int64_t keys = past + tokens;
+        PagedSequence seq(dtype, keys, layout.kv_heads, layout.head_dim, 11 + tokens);
+        auto q = RandomTyped(dtype, tokens * layout.heads * layout.head_dim, 3 + past);
+        std::vector<int32_t> positions(tokens);
+        std::iota(positions.begin(), positions.end(), static_cast<int32_t>(past));
+        const float scale = 1.f / std::sqrt(static_cast<float>(layout.head_dim));
+        std::vector<float> expected(q.as_f32.size()), expected_lse(tokens * layout.heads);
+        reference::PagedAttention(q.as_f32.data(), positions.data(), seq.view,
+                                  {static_cast<int>(tokens), layout.heads, scale}, expected.data(),
+                                  expected_lse.data());
+
+        DeviceBuffer<uint8_t> d_q(q.bytes), d_k(seq.k.bytes), d_v(seq.v.bytes), d_out(q.bytes.size());
+        DeviceBuffer<int32_t> d_positions(positions), d_table(seq.table);
+        DeviceBuffer<float> d_lse(expected_lse.size(), NAN);
+        const DeviceKvPools pools{d_k.data, d_v.data, dtype, kBlockSize, layout.kv_heads, layout.head_dim};
+        ASSERT_TRUE(LaunchFlashAttention(d_q.data, d_positions.data, tokens, layout.heads, pools, d_table.data, keys,
+                                         positions.back(), scale, d_out.data, d_lse.data, nullptr)
+                        .ok());
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        const std::string where = std::string(DTypeName(dtype)) + " heads " + std::to_string(layout.heads) + "/" +
+                                  std::to_string(layout.kv_heads) + " d " + std::to_string(layout.head_dim) +
+                                  " past " + std::to_string(past) + " tokens " + std::to_string(tokens);
+        EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), expected, OutTolerance(dtype))) << where;
+        EXPECT_TRUE(AllClose(d_lse.Read(), expected_lse, {2e-3f, 1e-3f})) << where;
+      }
+    }
+  }
+}
+
+TEST_F(CudaTest, PagedDecodeAttentionMatchesPagedAttentionAcrossSequences) {
+  int num_sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    for (const Layout& layout : kLayouts) {
+      // Three sequences in one pool: rows of each see a prefix of its keys (decode rows see all of them).
+      const std::vector<int64_t> lengths = {1, 300, 5000};
+      int64_t total_keys = 0;  // whole blocks per sequence
+      for (int64_t length : lengths) total_keys += (length + kBlockSize - 1) / kBlockSize * kBlockSize;
+      PagedSequence pool(dtype, total_keys, layout.kv_heads, layout.head_dim, 21);
+      std::vector<int32_t> tables, offsets, visible;
+      std::vector<std::pair<int, int32_t>> rows;  // (sequence, position)
+      int64_t block = 0;
+      std::vector<int64_t> first_block;
+      for (int64_t length : lengths) {
+        first_block.push_back(block);
+        block += (length + kBlockSize - 1) / kBlockSize;
+      }
+      for (int s = 0; s < 3; ++s) {
+        for (int32_t position : {static_cast<int32_t>(lengths[s] - 1), static_cast<int32_t>(lengths[s] / 2)}) {
+          rows.emplace_back(s, position);
+        }
+      }
+      for (auto [s, position] : rows) {
+        offsets.push_back(static_cast<int32_t>(first_block[s]));
+        visible.push_back(position + 1);
+      }
+      tables = pool.table;
+      const int64_t n = static_cast<int64_t>(rows.size());
+      auto q = RandomTyped(dtype, n * layout.heads * layout.head_dim, 5);
+      const float scale = 1.f / std::sqrt(static_cast<float>(layout.head_dim));
+      std::vector<float> expected(q.as_f32.size()), expected_lse(n * layout.heads);
+      for (int64_t r = 0; r < n; ++r) {
+        PagedKv view = pool.view;
+        view.block_table = pool.table.data() + offsets[r];
+        view.num_keys = lengths[rows[r].first];
+        const int64_t stride = layout.heads * layout.head_dim;
+        reference::PagedAttention(q.as_f32.data() + r * stride, &rows[r].second, view, {1, layout.heads, scale},
+                                  expected.data() + r * stride, expected_lse.data() + r * layout.heads);
+      }
+      DeviceBuffer<uint8_t> d_q(q.bytes), d_k(pool.k.bytes), d_v(pool.v.bytes), d_out(q.bytes.size());
+      DeviceBuffer<int32_t> d_tables(tables), d_offsets(offsets), d_visible(visible);
+      DeviceBuffer<float> d_lse(expected_lse.size(), NAN);
+      const int64_t workspace_floats = DecodeWorkspaceFloats(n, layout.heads, layout.head_dim);
+      DeviceBuffer<float> d_workspace(workspace_floats);
+      const DeviceKvPools pools{d_k.data, d_v.data, dtype, kBlockSize, layout.kv_heads, layout.head_dim};
+      const DecodeRows decode{d_tables.data, d_offsets.data, d_visible.data, n, 5000};
+      ASSERT_TRUE(LaunchPagedDecodeAttention(d_q.data, layout.heads, pools, decode, scale, d_out.data, d_lse.data,
+                                             d_workspace.data, workspace_floats, num_sms, nullptr)
+                      .ok());
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const std::string where = std::string(DTypeName(dtype)) + " heads " + std::to_string(layout.heads) + "/" +
+                                std::to_string(layout.kv_heads) + " d " + std::to_string(layout.head_dim);
+      // Decode keeps probabilities in f32: only the 16-bit output rounding remains.
+      EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), expected, {4e-3f, 8e-3f})) << where;
+      EXPECT_TRUE(AllClose(d_lse.Read(), expected_lse, {1e-3f, 1e-4f})) << where;
+    }
+  }
+}
+
+TEST_F(CudaTest, RopeAndStoreKvMatchesUnpackAndApplyRope) {
+  const DType dtype = DType::kBF16;
+  const int kv_heads = 2, group = 4, d = 128, heads = kv_heads * group;
+  const int64_t tokens = 13;
+  auto qkv = RandomTyped(dtype, tokens * kv_heads * (group + 2) * d, 8);
+  std::vector<int32_t> positions(tokens), slots(tokens);
+  for (int64_t t = 0; t < tokens; ++t) {
+    positions[t] = static_cast<int32_t>(4000 + 3 * t);
+    slots[t] = t == 5 ? -1 : static_cast<int32_t>(40 - t);  // token 5 is not stored (another SP rank keeps it)
+  }
+  const RopeParams rope{d, 1e6f, 1.f};
+  // Reference: unpack per KV group (q x group, k, v), rotate q and k.
+  std::vector<float> q(tokens * heads * d), k(tokens * kv_heads * d), v(tokens * kv_heads * d);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int g = 0; g < kv_heads; ++g) {
+      const float* block = qkv.as_f32.data() + (t * kv_heads + g) * (group + 2) * d;
+      std::copy_n(block, group * d, q.data() + (t * heads + g * group) * d);
+      std::copy_n(block + group * d, d, k.data() + (t * kv_heads + g) * d);
+      std::copy_n(block + (group + 1) * d, d, v.data() + (t * kv_heads + g) * d);
+    }
+  }
+  reference::ApplyRope(q.data(), positions.data(), tokens, heads, rope);
+  reference::ApplyRope(k.data(), positions.data(), tokens, kv_heads, rope);
+
+  const int64_t pool_values = 48 * kv_heads * d;
+  DeviceBuffer<uint8_t> d_qkv(qkv.bytes), d_q(q.size() * 2), d_k(pool_values * 2), d_v(pool_values * 2);
+  DeviceBuffer<int32_t> d_positions(positions), d_slots(slots);
+  const DeviceKvPools pools{d_k.data, d_v.data, dtype, kBlockSize, kv_heads, d};
+  ASSERT_TRUE(
+      LaunchRopeAndStoreKv(d_qkv.data, d_positions.data, d_slots.data, tokens, group, rope, d_q.data, pools, nullptr)
+          .ok());
+  // Angles up to ~4000 rad: a last-bit difference in inv_freq moves them by ~5e-4, then bf16 rounding.
+  EXPECT_TRUE(AllClose(Widen(dtype, d_q.Read()), q, {2e-2f, 1e-2f}));
+  const auto k_pool = Widen(dtype, d_k.Read()), v_pool = Widen(dtype, d_v.Read());
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (slots[t] < 0) continue;
+    const int64_t row = kv_heads * d;
+    std::vector<float> k_got(k_pool.begin() + slots[t] * row, k_pool.begin() + (slots[t] + 1) * row);
+    std::vector<float> v_got(v_pool.begin() + slots[t] * row, v_pool.begin() + (slots[t] + 1) * row);
+    EXPECT_TRUE(AllClose(k_got, std::vector<float>(k.begin() + t * row, k.begin() + (t + 1) * row), {2e-2f, 1e-2f}))
+        << t;
+    EXPECT_EQ(v_got, std::vector<float>(v.begin() + t * row, v.begin() + (t + 1) * row)) << t;
+  }
+}
+
+TEST_F(CudaTest, MergeAttentionMatchesReference) {
+  const int64_t rows = 9;
+  const int heads = 4, d = 64;
+  auto out_a = RandomTyped(DType::kF32, rows * heads * d, 1), out_b = RandomTyped(DType::kF32, rows * heads * d, 2);
+  auto lse_a = ixc::testing::RandomFloats(rows * heads, 3, 4.f), lse_b = ixc::testing::RandomFloats(rows * heads, 4, 4.f);
+  lse_a[0] = -INFINITY;  // one side saw no key
+  lse_a[1] = lse_b[1] = -INFINITY;  // neither did
+  std::vector<float> expected(out_a.as_f32), expected_lse(lse_a);
+  reference::MergeAttention(expected.data(), expected_lse.data(), out_b.as_f32.data(), lse_b.data(), rows, heads, d);
+  DeviceBuffer<float> d_a(out_a.as_f32), d_b(out_b.as_f32), d_lse_a(lse_a), d_lse_b(lse_b);
+  ASSERT_TRUE(LaunchMergeAttention(DType::kF32, d_a.data, d_lse_a.data, d_b.data, d_lse_b.data, rows, heads, d,
+                                   nullptr)
+                  .ok());
+  EXPECT_TRUE(AllClose(d_a.Read(), expected, {1e-5f, 1e-5f}));
+  const auto lse = d_lse_a.Read();
+  EXPECT_TRUE(std::isinf(lse[1]) && lse[1] < 0);
+  std::vector<float> finite(lse.begin() + 2, lse.end()), finite_expected(expected_lse.begin() + 2, expected_lse.end());
+  EXPECT_TRUE(AllClose(finite, finite_expected, {1e-5f, 1e-5f}));
+}
+
+TEST_F(CudaTest, AttentionRejectsUnbuiltShapes) {
+  const DeviceKvPools pools{nullptr, nullptr, DType::kBF16, kBlockSize, 2, 96};
+  EXPECT_EQ(LaunchFlashAttention(nullptr, nullptr, 4, 4, pools, nullptr, 4, 3, 1.f, nullptr, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  const DeviceKvPools f32_pools{nullptr, nullptr, DType::kF32, kBlockSize, 2, 64};
+  EXPECT_EQ(LaunchFlashAttention(nullptr, nullptr, 4, 4, f32_pools, nullptr, 4, 3, 1.f, nullptr, nullptr, nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace ixc::kernels::cuda
