@@ -65,23 +65,24 @@ __device__ float BlockMax(float value, float* scratch) {
   return total;
 }
 
-__device__ float BlockSum(float value, float* scratch) {
+__device__ double BlockSum(double value, double* scratch) {
   for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
   __syncthreads();
   if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = value;
   __syncthreads();
-  float total = 0.f;
+  double total = 0.0;
   for (int w = 0; w < kThreads / 32; ++w) total += scratch[w];
   return total;
 }
 
 __global__ void __launch_bounds__(kThreads) TopKTopPKernel(const float* logits, int64_t vocab, int top_k, float top_p,
-                                                          float uniform, int32_t* id) {
+                                                          double uniform, int32_t* id) {
   __shared__ float scratch[kThreads / 32];
-  __shared__ float bins[256];
+  __shared__ double bins[256];
+  __shared__ double sum_scratch[kThreads / 32];
   __shared__ uint32_t counts[256];
   __shared__ uint64_t prefix_s;
-  __shared__ float below_s;
+  __shared__ double below_s;
   __shared__ uint32_t remaining_s;
   const float max_logit = BlockMax([&] {
     float m = -INFINITY;
@@ -116,24 +117,25 @@ __global__ void __launch_bounds__(kThreads) TopKTopPKernel(const float* logits, 
     kth_key = prefix;
   }
   auto kept_by_k = [&](float logit) { return FloatKey(logit) >= kth_key; };
-  auto weight = [&](float logit) { return expf(logit - max_logit); };
+  // Probabilities in double, as kernels::DrawFromAscending sums them: a draw near a boundary then falls the same way.
+  auto weight = [&](float logit) { return exp(static_cast<double>(logit - max_logit)); };
 
-  float local = 0.f;
+  double local = 0.0;
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
     if (kept_by_k(logits[i])) local += weight(logits[i]);
   }
-  const float total = BlockSum(local, scratch);
+  const double total = BlockSum(local, sum_scratch);
 
   // Top-p (HF): ascending by (logit, id), drop the tokens whose cumulative probability is <= 1 - top_p; the most
   // likely one always stays. The cut is the smallest 64-bit key (FloatKey(logit), id) whose inclusive cumulative
   // mass exceeds (1 - top_p) * total: a radix select over those keys with masses for counts.
   uint64_t cut = 0;  // keep keys >= cut
   if (top_p < 1.f) {
-    const float target = (1.f - top_p) * total;
+    const double target = (1.0 - top_p) * total;
     uint64_t prefix = 0;
-    float below = 0.f;  // mass of the keys below the prefix
+    double below = 0.0;  // mass of the keys below the prefix
     for (int shift = 56; shift >= 0; shift -= 8) {
-      for (int b = threadIdx.x; b < 256; b += kThreads) bins[b] = 0.f;
+      for (int b = threadIdx.x; b < 256; b += kThreads) bins[b] = 0.0;
       __syncthreads();
       const uint64_t high_mask = shift == 56 ? 0ull : ~0ull << (shift + 8);
       for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
@@ -164,7 +166,7 @@ __global__ void __launch_bounds__(kThreads) TopKTopPKernel(const float* logits, 
   // The draw: contiguous id ranges per thread, a block scan of their kept masses, then one thread walks its range.
   const int64_t per_thread = (vocab + kThreads - 1) / kThreads;
   const int64_t first = threadIdx.x * per_thread, last = min(vocab, first + per_thread);
-  float mine = 0.f;
+  double mine = 0.0;
   int64_t last_kept = -1;
   for (int64_t i = first; i < last; ++i) {
     if (kept(i)) {
@@ -172,22 +174,22 @@ __global__ void __launch_bounds__(kThreads) TopKTopPKernel(const float* logits, 
       last_kept = i;
     }
   }
-  __shared__ float prefix_sums[kThreads];
+  __shared__ double prefix_sums[kThreads];
   __shared__ int64_t last_kept_s[kThreads];
   prefix_sums[threadIdx.x] = mine;
   last_kept_s[threadIdx.x] = last_kept;
   __syncthreads();
   for (int offset = 1; offset < kThreads; offset *= 2) {  // inclusive Hillis-Steele scan
-    const float add = threadIdx.x >= offset ? prefix_sums[threadIdx.x - offset] : 0.f;
+    const double add = threadIdx.x >= offset ? prefix_sums[threadIdx.x - offset] : 0.0;
     __syncthreads();
     prefix_sums[threadIdx.x] += add;
     __syncthreads();
   }
-  const float kept_total = prefix_sums[kThreads - 1];
-  const float goal = uniform * kept_total;
-  const float before = threadIdx.x == 0 ? 0.f : prefix_sums[threadIdx.x - 1];
-  if (before <= goal && goal < prefix_sums[threadIdx.x] && mine > 0.f) {
-    float cumulative = before;
+  const double kept_total = prefix_sums[kThreads - 1];
+  const double goal = uniform * kept_total;
+  const double before = threadIdx.x == 0 ? 0.0 : prefix_sums[threadIdx.x - 1];
+  if (before <= goal && goal < prefix_sums[threadIdx.x] && mine > 0.0) {
+    double cumulative = before;
     int64_t chosen = last_kept;
     for (int64_t i = first; i < last; ++i) {
       if (!kept(i)) continue;
@@ -221,10 +223,10 @@ absl::Status LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int3
   return absl::OkStatus();
 }
 
-absl::Status LaunchTopKTopPSample(const float* logits, int64_t vocab, int top_k, float top_p, float uniform,
+absl::Status LaunchTopKTopPSample(const float* logits, int64_t vocab, int top_k, float top_p, double uniform,
                                   int32_t* id, cudaStream_t stream) {
   if (vocab <= 0 || vocab > INT32_MAX || top_k < 0 || !(top_p > 0.f && top_p <= 1.f) ||
-      !(uniform >= 0.f && uniform < 1.f)) {
+      !(uniform >= 0.0 && uniform < 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("TopKTopPSample: vocab ", vocab, ", top_k ", top_k, ", top_p ",
                                                    top_p, ", uniform ", uniform));
   }

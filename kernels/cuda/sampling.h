@@ -21,7 +21,7 @@ absl::Status LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int3
 
 // One row: logits (vocab) f32 on the device, already divided by the temperature; top_k 0 = off; top_p 1 = off.
 // Writes the chosen id to *id (device).
-absl::Status LaunchTopKTopPSample(const float* logits, int64_t vocab, int top_k, float top_p, float uniform,
+absl::Status LaunchTopKTopPSample(const float* logits, int64_t vocab, int top_k, float top_p, double uniform,
                                   int32_t* id, cudaStream_t stream);
 
 }  // namespace ixc::kernels::cuda

@@ -45,7 +45,7 @@ TEST_F(CudaTest, TopKTopPDrawsWhatTheReferenceDraws) {
     std::mt19937_64 rng(seed), draw_rng(seed);
     const int32_t expected = reference::SampleToken(scratch.data(), vocab, params, {}, rng);
     // The reference's one draw, the same way (DrawFromAscending).
-    const float uniform = static_cast<float>(std::uniform_real_distribution<double>(0.0, 1.0)(draw_rng));
+    const double uniform = std::uniform_real_distribution<double>(0.0, 1.0)(draw_rng);
     std::vector<float> tempered = logits;
     for (float& v : tempered) v /= params.temperature;
     DeviceBuffer<float> d_logits(tempered);
