@@ -16,5 +16,7 @@ for binary in build/cuda/tests/*_cuda_test build/cuda/bench/*_cuda_bench; do
   ldd "$binary" | awk '/=> \// {print $3}' | grep -vE '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libcuda|libcublas|libcublasLt|libnccl)\.so' |
     while read -r lib; do cp -nL "$lib" .gpu-bin/lib/; done
 done
+# The golden checkpoints cuda_model_test runs on (a few MB; rebuilt from their seeds).
+python3 tests/make_golden_models.py .gpu-bin/models >/dev/null
 ls .gpu-bin .gpu-bin/lib
 du -sh .gpu-bin

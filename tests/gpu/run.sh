@@ -11,6 +11,7 @@ cuda_libs=$(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/x86_64-linux/li
 export LD_LIBRARY_PATH=$PWD/.gpu-bin/lib${cuda_libs:+:$cuda_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 echo "libraries: $LD_LIBRARY_PATH"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi: no GPU visible"
+export IXC_GOLDEN_MODELS=$PWD/.gpu-bin/models
 failures=0
 for test in .gpu-bin/*_cuda_test; do
   [ -x "$test" ] || continue
@@ -23,7 +24,7 @@ done
 for bench in .gpu-bin/*_cuda_bench; do
   [ -x "$bench" ] || continue
   echo "== $bench"
-  timeout 120 "$bench" || failures=$((failures + 1))
+  timeout 150 "$bench" || failures=$((failures + 1))
 done
 echo "gpu run: $failures failing binaries"
 exit $((failures > 0))

@@ -1,0 +1,30 @@
+// File: bench/gpu_limits.h
+//
+// The GPU's limits, the denominators of every GPU benchmark: the datasheet figures the goals use (H100 SXM:
+// 3.35 TB/s, 989 dense bf16 TFLOP/s; H200: 4.8 TB/s, the same TFLOP/s) and this card's measured ceilings (a large
+// device-to-device copy counting bytes read plus written; a large bf16 GEMM through cuBLASLt), and a timer on CUDA
+// events.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <functional>
+#include <string>
+
+namespace ixc::bench {
+
+struct GpuLimits {
+  std::string name;
+  double datasheet_tbytes = 3.35;   // TB/s
+  double datasheet_tflops = 989;    // dense bf16
+  double measured_tbytes = 0;
+  double measured_tflops = 0;
+  int sms = 0;
+};
+
+// Median milliseconds of `repeats` runs of `work` on `stream`, after `warmup` runs, timed with CUDA events.
+double MedianMs(const std::function<void()>& work, cudaStream_t stream, int warmup = 3, int repeats = 10);
+
+GpuLimits MeasureGpuLimits();
+
+}  // namespace ixc::bench

@@ -1,0 +1,168 @@
+// GPU kernels at IXC-2.5's shapes, each against the card's limits:
+//   GEMMs (cuBLASLt) for every linear layer at prefill sizes (TFLOP/s) and decode sizes (TB/s of weights read)
+//   flash prefill attention, causal, 32 heads over 8 KV heads, head dim 128 (TFLOP/s, causal FLOPs only)
+//   split-KV decode attention over long contexts (TB/s of K/V read)
+// Goals (issue 5, H100): GEMMs with M >= 4096 >= 70% of peak; flash >= 450 TFLOP/s; decode attention and small-M
+// GEMMs >= 80% of HBM bandwidth.
+//   ./kernels_cuda_bench
+#include <cstdio>
+#include <numeric>
+#include <vector>
+
+#include "bench/gpu_limits.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemm.h"
+
+namespace ixc::bench {
+namespace {
+
+namespace kc = ::ixc::kernels::cuda;
+
+void* DeviceRandom(int64_t bytes, uint64_t seed) {
+  void* p = nullptr;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    std::fprintf(stderr, "cudaMalloc of %lld bytes failed\n", static_cast<long long>(bytes));
+    std::exit(1);
+  }
+  (void)kc::LaunchFillUniform(DType::kBF16, p, bytes / 2, seed, 0.5f, nullptr);
+  return p;
+}
+
+void GemmShapes(const GpuLimits& limits) {
+  auto gemm = kc::Gemm::Create();
+  struct Layer {
+    const char* name;
+    int64_t n, k;
+  };
+  const Layer layers[] = {{"wqkv", 6144, 4096},  {"wo", 4096, 4096},        {"w1/w3", 14336, 4096},
+                          {"w2", 4096, 14336},   {"output", 92544, 4096}};
+  std::printf("\nGEMM (bf16 in, f32 accumulate, bf16 out), IXC-2.5 7B layers\n");
+  std::printf("%-7s %6s %6s %6s %10s %10s %8s %8s\n", "layer", "M", "N", "K", "ms", "TFLOP/s", "TB/s", "% limit");
+  for (const Layer& layer : layers) {
+    for (int64_t m : {1, 8, 64, 4096, 8192}) {
+      void* x = DeviceRandom(m * layer.k * 2, 1);
+      void* w = DeviceRandom(layer.n * layer.k * 2, 2);
+      void* y = DeviceRandom(m * layer.n * 2, 3);
+      const kc::LinearArgs args{x, w, y, m, layer.n, layer.k, DType::kBF16, DType::kBF16};
+      const double ms = MedianMs([&] { (void)(*gemm)->Linear(args, nullptr); }, nullptr);
+      const double tflops = 2.0 * m * layer.n * layer.k / (ms * 1e-3) / 1e12;
+      const double tbytes = (m * layer.k + layer.n * layer.k + m * layer.n) * 2.0 / (ms * 1e-3) / 1e12;
+      // Small M is bound by reading the weights, large M by the tensor cores.
+      const double percent = m <= 64 ? 100 * tbytes / limits.datasheet_tbytes : 100 * tflops / limits.datasheet_tflops;
+      std::printf("%-7s %6lld %6lld %6lld %10.4f %10.1f %8.2f %7.0f%% %s\n", layer.name, static_cast<long long>(m),
+                  static_cast<long long>(layer.n), static_cast<long long>(layer.k), ms, tflops, tbytes, percent,
+                  m <= 64 ? "of HBM" : "of bf16 peak");
+      cudaFree(x);
+      cudaFree(w);
+      cudaFree(y);
+    }
+  }
+}
+
+// One sequence of `tokens` in a paged pool, block size 16, blocks in order.
+struct Pools {
+  Pools(int64_t keys, int kv_heads, int d) {
+    const int64_t blocks = (keys + 15) / 16;
+    k = DeviceRandom(blocks * 16 * kv_heads * d * 2, 5);
+    v = DeviceRandom(blocks * 16 * kv_heads * d * 2, 6);
+    std::vector<int32_t> host(blocks);
+    std::iota(host.begin(), host.end(), 0);
+    cudaMalloc(&table, blocks * 4);
+    cudaMemcpy(table, host.data(), blocks * 4, cudaMemcpyHostToDevice);
+    view = {k, v, DType::kBF16, 16, kv_heads, d};
+  }
+  ~Pools() {
+    cudaFree(k);
+    cudaFree(v);
+    cudaFree(table);
+  }
+  void *k, *v;
+  int32_t* table = nullptr;
+  kc::DeviceKvPools view;
+};
+
+void FlashPrefill(const GpuLimits& limits) {
+  const int heads = 32, kv_heads = 8, d = 128;
+  std::printf("\nFlash prefill attention, causal, %d heads / %d KV heads, head dim %d, bf16\n", heads, kv_heads, d);
+  std::printf("%8s %10s %10s %8s\n", "tokens", "ms", "TFLOP/s", "% peak");
+  for (int64_t tokens : {2048, 8192, 32768}) {
+    Pools pools(tokens, kv_heads, d);
+    void* q = DeviceRandom(tokens * heads * d * 2, 7);
+    void* out = DeviceRandom(tokens * heads * d * 2, 8);
+    std::vector<int32_t> host(tokens);
+    std::iota(host.begin(), host.end(), 0);
+    int32_t* positions;
+    cudaMalloc(&positions, tokens * 4);
+    cudaMemcpy(positions, host.data(), tokens * 4, cudaMemcpyHostToDevice);
+    const double ms = MedianMs(
+        [&] {
+          (void)kc::LaunchFlashAttention(q, positions, tokens, heads, pools.view, pools.table, tokens, tokens - 1,
+                                         0.0884f, out, nullptr, nullptr);
+        },
+        nullptr, 2, 5);
+    // QK^T and PV over the causal half: 4 * d FLOPs per (query, key) pair, tokens^2 / 2 pairs per head.
+    const double flops = 4.0 * d * heads * (static_cast<double>(tokens) * tokens / 2);
+    const double tflops = flops / (ms * 1e-3) / 1e12;
+    std::printf("%8lld %10.3f %10.1f %7.0f%%\n", static_cast<long long>(tokens), ms, tflops,
+                100 * tflops / limits.datasheet_tflops);
+    cudaFree(q);
+    cudaFree(out);
+    cudaFree(positions);
+  }
+}
+
+void DecodeAttention(const GpuLimits& limits) {
+  const int heads = 32, kv_heads = 8, d = 128;
+  std::printf("\nSplit-KV paged decode attention, %d heads / %d KV heads, head dim %d, bf16\n", heads, kv_heads, d);
+  std::printf("%6s %8s %10s %8s %8s\n", "rows", "context", "ms", "TB/s", "% HBM");
+  for (auto [rows, context] : {std::pair<int64_t, int64_t>{1, 8192}, {1, 32768}, {1, 98304}, {16, 8192}, {64, 4096}}) {
+    // Each row its own sequence: rows x context keys in the pool.
+    Pools pools(rows * context, kv_heads, d);
+    const int64_t blocks_per_row = context / 16;
+    std::vector<int32_t> offsets(rows), visible(rows, static_cast<int32_t>(context));
+    for (int64_t r = 0; r < rows; ++r) offsets[r] = static_cast<int32_t>(r * blocks_per_row);
+    int32_t *d_offsets, *d_visible;
+    cudaMalloc(&d_offsets, rows * 4);
+    cudaMalloc(&d_visible, rows * 4);
+    cudaMemcpy(d_offsets, offsets.data(), rows * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_visible, visible.data(), rows * 4, cudaMemcpyHostToDevice);
+    void* q = DeviceRandom(rows * heads * d * 2, 9);
+    void* out = DeviceRandom(rows * heads * d * 2, 10);
+    const int64_t workspace_floats = kc::DecodeWorkspaceFloats(rows, heads, d);
+    float* workspace;
+    cudaMalloc(&workspace, workspace_floats * 4);
+    const kc::DecodeRows decode{pools.table, d_offsets, d_visible, rows, context};
+    const double ms = MedianMs(
+        [&] {
+          (void)kc::LaunchPagedDecodeAttention(q, heads, pools.view, decode, 0.0884f, out, nullptr, workspace,
+                                               workspace_floats, limits.sms, nullptr);
+        },
+        nullptr);
+    const double bytes = 2.0 * rows * context * kv_heads * d * 2;  // K and V, bf16
+    const double tbytes = bytes / (ms * 1e-3) / 1e12;
+    std::printf("%6lld %8lld %10.4f %8.2f %7.0f%%\n", static_cast<long long>(rows), static_cast<long long>(context),
+                ms, tbytes, 100 * tbytes / limits.datasheet_tbytes);
+    cudaFree(q);
+    cudaFree(out);
+    cudaFree(workspace);
+    cudaFree(d_offsets);
+    cudaFree(d_visible);
+  }
+}
+
+}  // namespace
+}  // namespace ixc::bench
+
+int main() {
+  const ixc::bench::GpuLimits limits = ixc::bench::MeasureGpuLimits();
+  ixc::bench::GemmShapes(limits);
+  ixc::bench::FlashPrefill(limits);
+  ixc::bench::DecodeAttention(limits);
+  const cudaError_t error = cudaDeviceSynchronize();
+  if (error != cudaSuccess) {
+    std::fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(error));
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,119 @@
+// The IXC-2.5 7B language model on one GPU with seeded random bf16 weights (no checkpoint): batch-1 decode
+// tokens/s against the weight-streaming roofline, and the prefill time of a long prompt. Goals (issue 5, H100):
+// decode >= 190 tokens/s (roofline 228); 32K-token prefill <= 1.4 s.
+//   ./model_cuda_bench [prefill tokens, default 32768]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+
+#include "bench/gpu_limits.h"
+#include "bench/machine_limits.h"
+#include "model/cuda/cuda_language_model.h"
+#include "model/generation.h"
+
+namespace ixc::bench {
+namespace {
+
+model::LlmConfig Ixc25Config() {
+  model::LlmConfig c;
+  c.hidden_size = 4096;
+  c.num_layers = 32;
+  c.num_heads = 32;
+  c.num_kv_heads = 8;
+  c.head_dim = 128;
+  c.intermediate_size = 14336;
+  c.vocab_size = 92544;
+  c.rms_norm_eps = 1e-5f;
+  c.rope_theta = 1000000;
+  c.rope_scaling = model::RopeScaling::kDynamic;
+  c.rope_scaling_factor = 2.0;
+  c.max_position_embeddings = 32768;
+  c.bias = false;
+  return c;
+}
+
+int Run(int64_t prefill_tokens) {
+  const GpuLimits limits = MeasureGpuLimits();
+  model::LlmWeights weights;  // the shapes only: the tensors live on the GPU
+  weights.config = weights.shard = Ixc25Config();
+  model::CudaModelOptions options;
+  options.kv_reserve_bytes = int64_t{12} << 30;  // scratch of a 32K prefill
+  auto gpu = model::CudaLanguageModel::Random(weights.config, options, 1234);
+  if (!gpu.ok()) {
+    std::fprintf(stderr, "%s\n", gpu.status().ToString().c_str());
+    return 1;
+  }
+  weights.device = *gpu;
+  model::KvCache cache = model::KvCache::BlocksOnly(weights.shard, options.block_size, (*gpu)->num_kv_blocks());
+  const double weight_gb = (*gpu)->weight_bytes() / 1e9;
+  std::printf("\n7B shape, bf16 random weights: %.2f GB of weights (embedding table included; decode reads %.2f GB "
+              "per token), KV pool %.1f GB (%d blocks of 16)\n",
+              weight_gb, weight_gb - 92544.0 * 4096 * 2 / 1e9, (*gpu)->kv_bytes() / 1e9, (*gpu)->num_kv_blocks());
+
+  // Batch-1 decode after a 512-token prompt: greedy on the host from the logits each step returns.
+  std::vector<int32_t> prompt(512);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % 92544);
+  model::SequenceKv seq;
+  model::ForwardInput input;
+  input.ids = prompt;
+  auto logits = model::Prefill(weights, input, false, seq, cache, nullptr);
+  if (!logits.ok()) {
+    std::fprintf(stderr, "prefill: %s\n", logits.status().ToString().c_str());
+    return 1;
+  }
+  int32_t token = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+  const int warmup = 8, steps = 128;
+  std::chrono::steady_clock::time_point start;
+  for (int step = 0; step < warmup + steps; ++step) {
+    if (step == warmup) start = std::chrono::steady_clock::now();
+    auto next = model::DecodeStep(weights, token, static_cast<int32_t>(seq.length), model::LoraMode::kBase, seq,
+                                  cache, nullptr);
+    if (!next.ok()) {
+      std::fprintf(stderr, "decode: %s\n", next.status().ToString().c_str());
+      return 1;
+    }
+    token = static_cast<int32_t>(std::max_element(next->begin(), next->end()) - next->begin());
+  }
+  const double decode_s = Seconds(start) / steps;
+  const double bytes_per_token = (*gpu)->weight_bytes() - 92544.0 * 4096 * 2;  // every weight but the embedding table
+  const double roofline = limits.datasheet_tbytes * 1e12 / bytes_per_token;
+  std::printf("batch-1 decode at context ~%lld: %.2f ms/token, %.1f tokens/s; weight-streaming roofline %.0f "
+              "tokens/s at %.2f TB/s (%.0f%%), %.0f at the measured %.2f TB/s; H100 goal 190 (roofline 228)\n",
+              static_cast<long long>(seq.length), decode_s * 1e3, 1 / decode_s, roofline, limits.datasheet_tbytes,
+              100 / decode_s / roofline, limits.measured_tbytes * 1e12 / bytes_per_token, limits.measured_tbytes);
+  cache.Release(seq);
+
+  // Long prefill: one sequence of prefill_tokens, logits of the last position.
+  std::vector<int32_t> long_prompt(prefill_tokens);
+  for (int64_t i = 0; i < prefill_tokens; ++i) long_prompt[i] = static_cast<int32_t>((i * 104729) % 92544);
+  input.ids = long_prompt;
+  for (int run = 0; run < 2; ++run) {  // the first run allocates the scratch and picks the GEMM plans
+    model::SequenceKv long_seq;
+    cudaDeviceSynchronize();
+    const auto prefill_start = std::chrono::steady_clock::now();
+    auto prefill = model::Prefill(weights, input, false, long_seq, cache, nullptr);
+    const double seconds = Seconds(prefill_start);
+    if (!prefill.ok()) {
+      std::fprintf(stderr, "prefill %lld: %s\n", static_cast<long long>(prefill_tokens),
+                   prefill.status().ToString().c_str());
+      return 1;
+    }
+    const double linear_flops = 2.0 * prefill_tokens * bytes_per_token / 2;  // 2 FLOPs per weight per token
+    const double attention_flops = 32.0 * 4 * 128 * 32 * (static_cast<double>(prefill_tokens) * prefill_tokens / 2);
+    std::printf("prefill of %lld tokens (run %d): %.3f s, %.0f tokens/s, %.0f TFLOP/s (%.0f%% of %.0f); H100 goal "
+                "32K in <= 1.4 s\n",
+                static_cast<long long>(prefill_tokens), run + 1, seconds, prefill_tokens / seconds,
+                (linear_flops + attention_flops) / seconds / 1e12,
+                100 * (linear_flops + attention_flops) / seconds / 1e12 / limits.datasheet_tflops,
+                limits.datasheet_tflops);
+    cache.Release(long_seq);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ixc::bench
+
+int main(int argc, char** argv) { return ixc::bench::Run(argc > 1 ? std::atoll(argv[1]) : 32768); }

@@ -1,0 +1,550 @@
+#include "model/cuda/cuda_language_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/norm.h"
+#include "model/forward_segment.h"
+
+namespace ixc::model {
+namespace {
+
+namespace kc = ::ixc::kernels::cuda;
+
+// Segments of at most this many tokens attend through the decode kernel (batched across sequences); longer ones
+// through flash attention.
+constexpr int64_t kDecodeMaxTokens = 4;
+// Decode rows per launch: bounds the split-KV workspace.
+constexpr int64_t kDecodeRowsPerLaunch = 64;
+
+int64_t AlignUp(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// `view` (any dtype) as `dtype` bytes, converted on the host in row chunks.
+std::vector<uint8_t> ConvertTo(TensorView view, DType dtype) {
+  const int64_t n = view.numel();
+  std::vector<uint8_t> bytes(n * DTypeSize(dtype));
+  if (view.dtype == dtype) {
+    std::memcpy(bytes.data(), view.data, bytes.size());
+    return bytes;
+  }
+  constexpr int64_t kChunk = 1 << 20;
+  std::vector<float> wide(std::min(n, kChunk));
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t count = std::min(kChunk, n - begin);
+    ConvertToF32(view.dtype, static_cast<const uint8_t*>(view.data) + begin * DTypeSize(view.dtype), wide.data(),
+                 count);
+    uint16_t* out = reinterpret_cast<uint16_t*>(bytes.data()) + begin;
+    for (int64_t i = 0; i < count; ++i) out[i] = dtype == DType::kBF16 ? F32ToBf16(wide[i]) : F32ToF16(wide[i]);
+  }
+  return bytes;
+}
+
+}  // namespace
+
+struct CudaLanguageModel::Masks {
+  const uint8_t* image = nullptr;  // device (rows); null: no image row
+  const uint8_t* web = nullptr;    // device (rows); null: no web row
+  bool web_all = false;
+  const uint8_t* write = nullptr;
+  bool write_all = false;
+};
+
+CudaLanguageModel::CudaLanguageModel(const LlmConfig& shard, const CudaModelOptions& options)
+    : shard_(shard), options_(options) {}
+
+CudaLanguageModel::~CudaLanguageModel() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  gemm_.reset();
+  for (void* p : allocations_) cudaFree(p);
+  if (scratch_ != nullptr) cudaFree(scratch_);
+  if (metadata_ != nullptr) cudaFree(metadata_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+absl::StatusOr<void*> CudaLanguageModel::Allocate(int64_t bytes) {
+  void* p = nullptr;
+  const cudaError_t error = cudaMalloc(&p, std::max<int64_t>(bytes, 1));
+  if (error != cudaSuccess) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(error)));
+  }
+  allocations_.push_back(p);
+  return p;
+}
+
+absl::Status CudaLanguageModel::CreateRuntime() {
+  if (options_.dtype == DType::kF32) {
+    return absl::InvalidArgumentError("the cuda backend runs bf16 or f16 weights (--dtype bf16|f16), not f32");
+  }
+  IXC_ASSIGN_OR_RETURN(kc::DeviceInfo info, kc::ProbeCudaDevice());
+  if (options_.device < 0 || options_.device >= info.count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", options_.device, " does not exist (", info.count, " visible)"));
+  }
+  IXC_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, options_.device));
+  IXC_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  IXC_ASSIGN_OR_RETURN(gemm_, kc::Gemm::Create());
+  return absl::OkStatus();
+}
+
+absl::Status CudaLanguageModel::AllocateKvPool() {
+  const LlmConfig& c = shard_;
+  const int64_t pool_bytes_per_block =
+      int64_t{options_.block_size} * c.num_kv_heads * c.head_dim * DTypeSize(options_.dtype);
+  const int64_t per_block = 2 * c.num_layers * pool_bytes_per_block;
+  size_t free_bytes = 0, total_bytes = 0;
+  IXC_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+  int64_t blocks = (static_cast<int64_t>(free_bytes) - options_.kv_reserve_bytes) / per_block;
+  if (options_.max_kv_blocks > 0) blocks = std::min<int64_t>(blocks, options_.max_kv_blocks);
+  blocks = std::min<int64_t>(blocks, INT32_MAX / options_.block_size);
+  if (blocks < 1) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "no room for a KV cache on the GPU: ", free_bytes >> 20, " MiB free after the weights, ",
+        options_.kv_reserve_bytes >> 20, " MiB kept in reserve (--kv-reserve-mib), ", per_block >> 10,
+        " KiB per block"));
+  }
+  num_blocks_ = static_cast<int>(blocks);
+  IXC_ASSIGN_OR_RETURN(void* pool, Allocate(blocks * per_block));
+  kv_bytes_ = blocks * per_block;
+  for (int l = 0; l < c.num_layers; ++l) {
+    k_pools_.push_back(static_cast<uint8_t*>(pool) + (2 * l) * blocks * pool_bytes_per_block);
+    v_pools_.push_back(static_cast<uint8_t*>(pool) + (2 * l + 1) * blocks * pool_bytes_per_block);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Upload(const LlmWeights& weights,
+                                                                              const CudaModelOptions& options) {
+  std::shared_ptr<CudaLanguageModel> model(new CudaLanguageModel(weights.shard, options));
+  IXC_RETURN_IF_ERROR(model->CreateRuntime());
+  const DType dtype = options.dtype;
+  auto matrix = [&](TensorView view) -> absl::StatusOr<void*> {
+    if (view.empty()) return nullptr;
+    const std::vector<uint8_t> bytes = ConvertTo(view, dtype);
+    IXC_ASSIGN_OR_RETURN(void* p, model->Allocate(bytes.size()));
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
+    model->weight_bytes_ += bytes.size();
+    return p;
+  };
+  auto floats = [&](const std::vector<float>& values) -> absl::StatusOr<float*> {
+    if (values.empty()) return nullptr;
+    IXC_ASSIGN_OR_RETURN(void* p, model->Allocate(values.size() * 4));
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, values.data(), values.size() * 4, cudaMemcpyHostToDevice));
+    return static_cast<float*>(p);
+  };
+  auto lora = [&](const LoraPair& pair, Lora& out) -> absl::Status {
+    IXC_ASSIGN_OR_RETURN(out.a, matrix(pair.a));
+    IXC_ASSIGN_OR_RETURN(out.b, matrix(pair.b));
+    out.rank = pair.present() ? pair.a.dim(0) : 0;
+    model->max_lora_rank_ = std::max(model->max_lora_rank_, out.rank);
+    return absl::OkStatus();
+  };
+  auto linear = [&](const LinearWeights& in, Linear& out) -> absl::Status {
+    IXC_ASSIGN_OR_RETURN(out.weight, matrix(in.weight));
+    out.out = in.weight.dim(0);
+    out.in = in.weight.dim(1);
+    IXC_ASSIGN_OR_RETURN(out.bias, floats(in.bias));
+    IXC_RETURN_IF_ERROR(lora(in.plora, out.plora));
+    IXC_RETURN_IF_ERROR(lora(in.web, out.web));
+    IXC_RETURN_IF_ERROR(lora(in.sft, out.sft));
+    return lora(in.dpo, out.dpo);
+  };
+  IXC_ASSIGN_OR_RETURN(model->embeddings_, matrix(weights.tok_embeddings));
+  model->embedding_rows_ = weights.tok_embeddings.dim(0);
+  IXC_ASSIGN_OR_RETURN(model->output_, matrix(weights.output));
+  IXC_ASSIGN_OR_RETURN(model->final_norm_, floats(weights.final_norm));
+  model->layers_.resize(weights.layers.size());
+  for (size_t l = 0; l < weights.layers.size(); ++l) {
+    const LayerWeights& w = weights.layers[l];
+    Layer& layer = model->layers_[l];
+    IXC_ASSIGN_OR_RETURN(layer.attn_norm, floats(w.attn_norm));
+    IXC_ASSIGN_OR_RETURN(layer.ffn_norm, floats(w.ffn_norm));
+    IXC_RETURN_IF_ERROR(linear(w.attn_qkv, layer.qkv));
+    IXC_RETURN_IF_ERROR(linear(w.attn_out, layer.attn_out));
+    IXC_RETURN_IF_ERROR(linear(w.ffn_gate, layer.gate));
+    IXC_RETURN_IF_ERROR(linear(w.ffn_up, layer.up));
+    IXC_RETURN_IF_ERROR(linear(w.ffn_down, layer.down));
+  }
+  IXC_RETURN_IF_ERROR(model->AllocateKvPool());
+  return model;
+}
+
+absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Random(const LlmConfig& config,
+                                                                              const CudaModelOptions& options,
+                                                                              uint64_t seed) {
+  std::shared_ptr<CudaLanguageModel> model(new CudaLanguageModel(config, options));
+  IXC_RETURN_IF_ERROR(model->CreateRuntime());
+  const DType dtype = options.dtype;
+  auto matrix = [&](int64_t rows, int64_t cols) -> absl::StatusOr<void*> {
+    IXC_ASSIGN_OR_RETURN(void* p, model->Allocate(rows * cols * DTypeSize(dtype)));
+    // Uniform with variance 1/cols: activations keep their scale through the layers.
+    IXC_RETURN_IF_ERROR(kc::LaunchFillUniform(dtype, p, rows * cols, seed++,
+                                              std::sqrt(3.f / static_cast<float>(cols)), model->stream_));
+    model->weight_bytes_ += rows * cols * DTypeSize(dtype);
+    return p;
+  };
+  auto ones = [&](int64_t n) -> absl::StatusOr<float*> {
+    IXC_ASSIGN_OR_RETURN(void* p, model->Allocate(n * 4));
+    const std::vector<float> values(n, 1.f);
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, values.data(), n * 4, cudaMemcpyHostToDevice));
+    return static_cast<float*>(p);
+  };
+  auto linear = [&](int64_t out, int64_t in, Linear& l) -> absl::Status {
+    IXC_ASSIGN_OR_RETURN(l.weight, matrix(out, in));
+    l.out = out;
+    l.in = in;
+    return absl::OkStatus();
+  };
+  const LlmConfig& c = config;
+  IXC_ASSIGN_OR_RETURN(model->embeddings_, matrix(c.vocab_size, c.hidden_size));
+  model->embedding_rows_ = c.vocab_size;
+  IXC_ASSIGN_OR_RETURN(model->output_, matrix(c.vocab_size, c.hidden_size));
+  IXC_ASSIGN_OR_RETURN(model->final_norm_, ones(c.hidden_size));
+  model->layers_.resize(c.num_layers);
+  for (Layer& layer : model->layers_) {
+    IXC_ASSIGN_OR_RETURN(layer.attn_norm, ones(c.hidden_size));
+    IXC_ASSIGN_OR_RETURN(layer.ffn_norm, ones(c.hidden_size));
+    IXC_RETURN_IF_ERROR(linear(c.qkv_size(), c.hidden_size, layer.qkv));
+    IXC_RETURN_IF_ERROR(linear(c.hidden_size, c.num_heads * c.head_dim, layer.attn_out));
+    IXC_RETURN_IF_ERROR(linear(c.intermediate_size, c.hidden_size, layer.gate));
+    IXC_RETURN_IF_ERROR(linear(c.intermediate_size, c.hidden_size, layer.up));
+    IXC_RETURN_IF_ERROR(linear(c.hidden_size, c.intermediate_size, layer.down));
+  }
+  IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(model->stream_));
+  IXC_RETURN_IF_ERROR(model->AllocateKvPool());
+  return model;
+}
+
+absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) {
+  if (rows <= scratch_rows_ && logit_rows <= scratch_logit_rows_) return absl::OkStatus();
+  rows = std::max(rows, scratch_rows_);
+  logit_rows = std::max(logit_rows, scratch_logit_rows_);
+  const LlmConfig& c = shard_;
+  const int64_t e = DTypeSize(options_.dtype), hidden = c.hidden_size, attention_width = c.num_heads * c.head_dim;
+  const int64_t tp_vocab = static_cast<int64_t>(c.vocab_size);
+  decode_workspace_floats_ =
+      kc::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), c.num_heads, c.head_dim);
+  // Each buffer at a 256-byte boundary of one allocation.
+  const int64_t sizes[] = {
+      rows * hidden * 4,                    // x_
+      rows * hidden * 4,                    // delta_
+      rows * hidden * e,                    // normed_
+      rows * c.qkv_size() * e,              // qkv_
+      rows * attention_width * e,           // q_
+      rows * attention_width * e,           // attention_
+      rows * c.intermediate_size * e,       // gate_
+      rows * c.intermediate_size * e,       // up_
+      rows * std::max<int64_t>(max_lora_rank_, 1) * e,  // low_rank_
+      logit_rows * hidden * e,              // head_in_
+      logit_rows * tp_vocab * 4,            // logits_
+      logit_rows * tp_vocab * 4 * 8,        // gathered_: up to TP 8
+      decode_workspace_floats_ * 4,         // decode_workspace_
+  };
+  int64_t total = 0;
+  for (int64_t size : sizes) total += AlignUp(size);
+  if (scratch_ != nullptr) {
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    cudaFree(scratch_);
+    scratch_ = nullptr;
+  }
+  const cudaError_t error = cudaMalloc(&scratch_, total);
+  if (error != cudaSuccess) {
+    return absl::ResourceExhaustedError(absl::StrCat("scratch for ", rows, " rows (", total >> 20,
+                                                     " MiB) does not fit beside the KV pool: ",
+                                                     cudaGetErrorString(error), "; raise --kv-reserve-mib"));
+  }
+  uint8_t* p = static_cast<uint8_t*>(scratch_);
+  void** slots[] = {reinterpret_cast<void**>(&x_),     reinterpret_cast<void**>(&delta_), &normed_, &qkv_, &q_,
+                    &attention_, &gate_, &up_, &low_rank_, &head_in_, reinterpret_cast<void**>(&logits_),
+                    reinterpret_cast<void**>(&gathered_), reinterpret_cast<void**>(&decode_workspace_)};
+  for (size_t i = 0; i < std::size(sizes); ++i) {
+    *slots[i] = p;
+    p += AlignUp(sizes[i]);
+  }
+  scratch_rows_ = rows;
+  scratch_logit_rows_ = logit_rows;
+  return absl::OkStatus();
+}
+
+absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks,
+                                            void* y, DType out_dtype) {
+  const DType dtype = options_.dtype;
+  IXC_RETURN_IF_ERROR(
+      gemm_->Linear({x, linear.weight, y, rows, linear.out, linear.in, dtype, out_dtype, false}, stream_));
+  // y += B (A x) on the rows of `mask` (all rows when `all`).
+  auto low_rank = [&](const Lora& lora, const uint8_t* mask, bool all) -> absl::Status {
+    IXC_RETURN_IF_ERROR(gemm_->Linear({x, lora.a, low_rank_, rows, lora.rank, linear.in, dtype, dtype, false}, stream_));
+    if (!all) IXC_RETURN_IF_ERROR(kc::LaunchZeroRows(dtype, low_rank_, mask, rows, lora.rank, stream_));
+    return gemm_->Linear({low_rank_, lora.b, y, rows, linear.out, lora.rank, dtype, out_dtype, true}, stream_);
+  };
+  if (masks.image != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.plora, masks.image, false));
+  if (masks.web != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.web, masks.web, masks.web_all));
+  if (masks.write != nullptr) {
+    IXC_RETURN_IF_ERROR(low_rank(linear.sft, masks.write, masks.write_all));
+    IXC_RETURN_IF_ERROR(low_rank(linear.dpo, masks.write, masks.write_all));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch,
+                                             KvCache& cache, parallel::DeviceComm* comm) {
+  for (const BatchEntry& entry : batch) {
+    if (entry.input.sp_attention != SpAttention::kLocal) {
+      return absl::UnimplementedError(
+          "sequence parallelism is not built on the cuda backend yet: run the LLM ranks with --sp 1");
+    }
+  }
+  const bool tensor_parallel = weights.tp.size > 1;
+  if (tensor_parallel && (comm == nullptr || comm->GroupSize(parallel::Group::kTensor) != weights.tp.size)) {
+    return absl::FailedPreconditionError("tensor parallelism on the cuda backend needs the NCCL DeviceComm");
+  }
+  if (cache.block_size() != options_.block_size || cache.num_blocks() > num_blocks_) {
+    return absl::FailedPreconditionError(absl::StrCat("the KV cache bookkeeping (", cache.num_blocks(), " blocks of ",
+                                                      cache.block_size(), ") does not match the GPU pool (",
+                                                      num_blocks_, " of ", options_.block_size, ")"));
+  }
+  const LlmConfig& c = shard_;
+  const int64_t hidden = c.hidden_size, d = c.head_dim, e = DTypeSize(options_.dtype);
+  const int group = c.q_heads_per_kv_head();
+  const DType dtype = options_.dtype;
+
+  // Plan: segments, rows, which rows give logits.
+  std::vector<Segment> segments(batch.size());
+  int64_t rows = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Segment& segment = segments[i];
+    segment.input = &batch[i].input;
+    segment.seq = batch[i].seq;
+    segment.logits = batch[i].logits;
+    segment.first_row = rows;
+    IXC_RETURN_IF_ERROR(PrepareSegment(weights, batch[i].input, *batch[i].seq, cache, segment));
+    rows += segment.tokens;
+  }
+  std::vector<int64_t> logit_rows;        // batch rows whose logits are wanted, in order
+  std::vector<int64_t> segment_logits(segments.size());
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    const int64_t first = segment.input->all_logits ? 0 : segment.tokens - 1;
+    for (int64_t t = first; t < segment.tokens; ++t) logit_rows.push_back(segment.first_row + t);
+    segment_logits[i] = segment.tokens - first;
+  }
+  IXC_RETURN_IF_ERROR(EnsureScratch(rows, static_cast<int64_t>(logit_rows.size())));
+
+  // Per-call metadata, one upload: positions, cache slots and ids per row; block tables; decode rows; masks.
+  std::vector<int32_t> ints(3 * rows, -1);
+  int32_t* positions = ints.data();
+  int32_t* slots = ints.data() + rows;
+  int32_t* ids = ints.data() + 2 * rows;
+  std::vector<int64_t> table_offset(segments.size());
+  std::vector<uint8_t> image(rows, 0), web(rows, 0), write(rows, 0);
+  bool any_image = false;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    const ForwardInput& input = *segment.input;
+    const SequenceKv& seq = *segment.seq;
+    table_offset[i] = static_cast<int64_t>(ints.size());
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      const int64_t row = segment.first_row + t;
+      positions[row] = segment.positions[t];
+      if (!input.ids.empty()) ids[row] = input.ids[t];
+      image[row] = !input.image_mask.empty() && input.image_mask[t];
+      web[row] = input.lora == LoraMode::kWeb;
+      write[row] = input.lora == LoraMode::kWrite;
+      any_image |= image[row] != 0;
+    }
+    for (size_t s = 0; s < segment.stored.size(); ++s) {
+      const int64_t slot_index = segment.past + static_cast<int64_t>(s);
+      slots[segment.first_row + segment.stored[s]] =
+          seq.block_table[slot_index / options_.block_size] * options_.block_size + slot_index % options_.block_size;
+    }
+    ints.insert(ints.end(), seq.block_table.begin(), seq.block_table.end());
+    positions = ints.data();  // the insert may have moved them
+    slots = ints.data() + rows;
+    ids = ints.data() + 2 * rows;
+  }
+  // Decode rows: runs of consecutive short segments, each row seeing the keys up to its position.
+  struct DecodeRun {
+    int64_t first_row, rows, offsets, max_visible;
+  };
+  std::vector<DecodeRun> decode_runs;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    if (segment.tokens > kDecodeMaxTokens) continue;
+    if (decode_runs.empty() || decode_runs.back().first_row + decode_runs.back().rows != segment.first_row ||
+        decode_runs.back().rows + segment.tokens > kDecodeRowsPerLaunch) {
+      decode_runs.push_back({segment.first_row, 0, 0, 0});
+    }
+    decode_runs.back().rows += segment.tokens;
+  }
+  for (DecodeRun& run : decode_runs) {
+    run.offsets = static_cast<int64_t>(ints.size());
+    std::vector<int32_t> offsets, visible;
+    for (size_t i = 0; i < segments.size(); ++i) {
+      const Segment& segment = segments[i];
+      if (segment.first_row < run.first_row || segment.first_row >= run.first_row + run.rows) continue;
+      for (int64_t t = 0; t < segment.tokens; ++t) {
+        offsets.push_back(static_cast<int32_t>(table_offset[i]));
+        visible.push_back(segment.positions[t] + 1);
+        run.max_visible = std::max<int64_t>(run.max_visible, visible.back());
+      }
+    }
+    ints.insert(ints.end(), offsets.begin(), offsets.end());
+    ints.insert(ints.end(), visible.begin(), visible.end());
+  }
+  const int64_t mask_offset = static_cast<int64_t>(ints.size()) * 4;
+  const int64_t metadata_bytes = mask_offset + 3 * rows;
+  if (metadata_bytes > metadata_ints_ * 4) {
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    if (metadata_ != nullptr) cudaFree(metadata_);
+    metadata_ints_ = (metadata_bytes + 3) / 4 * 2;
+    IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&metadata_, metadata_ints_ * 4));
+  }
+  std::vector<uint8_t> host_metadata(metadata_bytes);
+  std::memcpy(host_metadata.data(), ints.data(), mask_offset);
+  std::copy(image.begin(), image.end(), host_metadata.begin() + mask_offset);
+  std::copy(web.begin(), web.end(), host_metadata.begin() + mask_offset + rows);
+  std::copy(write.begin(), write.end(), host_metadata.begin() + mask_offset + 2 * rows);
+  IXC_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(metadata_, host_metadata.data(), metadata_bytes, cudaMemcpyHostToDevice, stream_));
+  const int32_t* d_positions = metadata_;
+  const int32_t* d_slots = metadata_ + rows;
+  const int32_t* d_ids = metadata_ + 2 * rows;
+  const uint8_t* d_masks = reinterpret_cast<const uint8_t*>(metadata_) + mask_offset;
+  const bool web_all = std::all_of(web.begin(), web.end(), [](uint8_t m) { return m != 0; });
+  const bool write_all = std::all_of(write.begin(), write.end(), [](uint8_t m) { return m != 0; });
+  const Masks masks{any_image ? d_masks : nullptr,
+                    std::any_of(web.begin(), web.end(), [](uint8_t m) { return m != 0; }) ? d_masks + rows : nullptr,
+                    web_all,
+                    std::any_of(write.begin(), write.end(), [](uint8_t m) { return m != 0; }) ? d_masks + 2 * rows
+                                                                                               : nullptr,
+                    write_all};
+
+  // Input rows into the residual stream.
+  for (const Segment& segment : segments) {
+    const ForwardInput& input = *segment.input;
+    float* x_rows = x_ + segment.first_row * hidden;
+    if (input.ids.empty()) {
+      IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_rows, input.embeddings.data(), input.embeddings.size() * 4,
+                                               cudaMemcpyHostToDevice, stream_));
+    } else {
+      IXC_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(embeddings_, dtype, embedding_rows_, hidden,
+                                                    d_ids + segment.first_row, input.ids.data(), segment.tokens,
+                                                    x_rows, stream_));
+    }
+  }
+
+  auto all_reduce = [&](float* data, int64_t count) -> absl::Status {
+    if (!tensor_parallel) return absl::OkStatus();
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // the comm runs on its own stream
+    return comm->AllReduceSum(data, count, parallel::Group::kTensor);
+  };
+  const float scale = 1.f / std::sqrt(static_cast<float>(d));
+  const float* pending_delta = nullptr;  // the previous sublayer's output, added in the next fused norm
+  const float* pending_bias = nullptr;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const Layer& w = layers_[l];
+    const kc::DeviceKvPools pools{k_pools_[l], v_pools_[l], dtype, options_.block_size, c.num_kv_heads,
+                                  static_cast<int>(d)};
+    IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows,
+                                             hidden, c.rms_norm_eps, stream_));
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype));
+    if (w.qkv.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, qkv_, w.qkv.bias, rows, w.qkv.out, stream_));
+    for (const Segment& segment : segments) {
+      const int64_t r = segment.first_row;
+      IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e,
+                                                   d_positions + r, d_slots + r, segment.tokens, group, segment.rope,
+                                                   static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools,
+                                                   stream_));
+    }
+    for (size_t i = 0; i < segments.size(); ++i) {
+      const Segment& segment = segments[i];
+      if (segment.tokens <= kDecodeMaxTokens) continue;
+      const int64_t offset = segment.first_row * c.num_heads * d * e;
+      IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(
+          static_cast<uint8_t*>(q_) + offset, d_positions + segment.first_row, segment.tokens, c.num_heads, pools,
+          metadata_ + table_offset[i], segment.seq->length, segment.positions.back(), scale,
+          static_cast<uint8_t*>(attention_) + offset, nullptr, stream_));
+    }
+    for (const DecodeRun& run : decode_runs) {
+      const int64_t offset = run.first_row * c.num_heads * d * e;
+      const kc::DecodeRows decode{metadata_, metadata_ + run.offsets, metadata_ + run.offsets + run.rows, run.rows,
+                                  run.max_visible};
+      IXC_RETURN_IF_ERROR(kc::LaunchPagedDecodeAttention(
+          static_cast<uint8_t*>(q_) + offset, c.num_heads, pools, decode, scale,
+          static_cast<uint8_t*>(attention_) + offset, nullptr, decode_workspace_, decode_workspace_floats_, num_sms_,
+          stream_));
+    }
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attention_, rows, masks, delta_, DType::kF32));
+    IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
+    IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, delta_, w.attn_out.bias, w.ffn_norm, dtype, normed_, rows, hidden,
+                                             c.rms_norm_eps, stream_));
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype));
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.up, normed_, rows, masks, up_, dtype));
+    if (w.gate.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, gate_, w.gate.bias, rows, w.gate.out, stream_));
+    if (w.up.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, up_, w.up.bias, rows, w.up.out, stream_));
+    IXC_RETURN_IF_ERROR(kc::LaunchSwiGlu(dtype, gate_, up_, gate_, rows * c.intermediate_size, stream_));
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, rows, masks, delta_, DType::kF32));
+    IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
+    pending_delta = delta_;
+    pending_bias = w.down.bias;
+  }
+  IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, final_norm_, dtype, normed_, rows, hidden,
+                                           c.rms_norm_eps, stream_));
+
+  // The head, on the rows whose logits are wanted.
+  const int64_t n = static_cast<int64_t>(logit_rows.size());
+  for (int64_t i = 0; i < n;) {  // runs of consecutive rows, one copy each
+    int64_t run = 1;
+    while (i + run < n && logit_rows[i + run] == logit_rows[i] + run) ++run;
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(static_cast<uint8_t*>(head_in_) + i * hidden * e,
+                                             static_cast<uint8_t*>(normed_) + logit_rows[i] * hidden * e,
+                                             run * hidden * e, cudaMemcpyDeviceToDevice, stream_));
+    i += run;
+  }
+  const int64_t local_vocab = c.vocab_size;
+  IXC_RETURN_IF_ERROR(
+      gemm_->Linear({head_in_, output_, logits_, n, local_vocab, hidden, dtype, DType::kF32, false}, stream_));
+  const int64_t tp = tensor_parallel ? weights.tp.size : 1;
+  std::vector<float> host(tp * n * local_vocab);
+  if (tensor_parallel) {
+    if (tp > 8) return absl::UnimplementedError("the cuda head gathers at most 8 TP ranks");
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    IXC_RETURN_IF_ERROR(comm->AllGather(logits_, n * local_vocab, gathered_, parallel::Group::kTensor));
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(host.data(), gathered_, host.size() * 4, cudaMemcpyDeviceToHost));
+  } else {
+    IXC_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(host.data(), logits_, host.size() * 4, cudaMemcpyDeviceToHost, stream_));
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  }
+  // (TP, rows, local vocab) -> per segment (rows, vocab), or this rank's slice with local_vocab.
+  int64_t row = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    std::vector<float>& out = *segments[i].logits;
+    const bool sliced = tensor_parallel && segments[i].input->local_vocab;
+    const int64_t first_rank = sliced ? weights.tp.rank : 0, ranks = sliced ? 1 : tp;
+    out.resize(segment_logits[i] * local_vocab * ranks);
+    for (int64_t r = 0; r < segment_logits[i]; ++r, ++row) {
+      for (int64_t t = 0; t < ranks; ++t) {
+        std::copy_n(host.data() + ((first_rank + t) * n + row) * local_vocab, local_vocab,
+                    out.data() + (r * ranks + t) * local_vocab);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<KvCache> AttachCudaModel(LlmWeights& weights, const CudaModelOptions& options) {
+  IXC_ASSIGN_OR_RETURN(std::shared_ptr<CudaLanguageModel> model, CudaLanguageModel::Upload(weights, options));
+  KvCache cache = KvCache::BlocksOnly(weights.shard, options.block_size, model->num_kv_blocks());
+  weights.device = std::move(model);
+  return cache;
+}
+
+}  // namespace ixc::model

@@ -1,0 +1,129 @@
+// File: model/cuda/cuda_language_model.h
+//
+// The language model on one GPU (or one rank's TP slice of it): weights in bf16 or f16 in device memory, allocated
+// once; a paged KV pool sized from the free memory; a forward with LanguageModelForwardBatch's semantics built from
+// kernels/cuda: cuBLASLt GEMMs (LoRA terms included), fused residual + RMSNorm, RoPE + KV store, flash prefill,
+// split-KV decode batched across sequences, SwiGLU. The residual stream stays f32; GEMM inputs and the KV cache are
+// in `dtype`.
+//
+//   IXC_ASSIGN_OR_RETURN(KvCache cache, AttachCudaModel(weights, CudaModelOptions{}));  // --device cuda
+//   ... LanguageModelForward(weights, input, seq, cache, &logits) now runs on the GPU ...
+//
+// Not built yet on the GPU (each fails with a message naming it): sequence parallelism (ring prefill, gather-merge
+// decode); tensor parallelism needs the NCCL DeviceComm (parallel/nccl_device_comm.h).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/dtype.h"
+#include "kernels/cuda/gemm.h"
+#include "model/kv_cache.h"
+#include "model/language_model.h"
+
+namespace ixc::model {
+
+struct CudaModelOptions {
+  DType dtype = DType::kBF16;             // weights, GEMM inputs and the KV cache: bf16 or f16
+  int block_size = 16;                    // KV cache block, in tokens
+  int64_t kv_reserve_bytes = int64_t{4} << 30;  // device memory left free after the KV pool (scratch, cuBLASLt)
+  int max_kv_blocks = 0;                  // 0: as many as fit
+  int device = 0;
+};
+
+class CudaLanguageModel : public DeviceLanguageModel {
+ public:
+  // Copies `weights` (this rank's TP slice) to the device, converting to options.dtype.
+  static absl::StatusOr<std::shared_ptr<CudaLanguageModel>> Upload(const LlmWeights& weights,
+                                                                   const CudaModelOptions& options);
+  // Seeded uniform weights of `config`'s shapes, made on the device (benchmarks at the 7B shape; no checkpoint).
+  static absl::StatusOr<std::shared_ptr<CudaLanguageModel>> Random(const LlmConfig& config,
+                                                                   const CudaModelOptions& options, uint64_t seed);
+  ~CudaLanguageModel() override;
+
+  absl::Status ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                            parallel::DeviceComm* comm) override;
+
+  // The KV pool's blocks (a KvCache::BlocksOnly of this size does the bookkeeping), and the memory taken.
+  int num_kv_blocks() const { return num_blocks_; }
+  int64_t weight_bytes() const { return weight_bytes_; }
+  int64_t kv_bytes() const { return kv_bytes_; }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  struct Lora {
+    void* a = nullptr;  // (rank, in)
+    void* b = nullptr;  // (out, rank)
+    int64_t rank = 0;
+  };
+  struct Linear {
+    void* weight = nullptr;  // (out, in)
+    int64_t out = 0, in = 0;
+    float* bias = nullptr;   // (out) or null
+    Lora plora, web, sft, dpo;
+  };
+  struct Layer {
+    float* attn_norm = nullptr;
+    Linear qkv, attn_out, gate, up, down;
+    float* ffn_norm = nullptr;
+  };
+  struct Masks;
+
+  explicit CudaLanguageModel(const LlmConfig& shard, const CudaModelOptions& options);
+  absl::StatusOr<void*> Allocate(int64_t bytes);
+  absl::Status CreateRuntime();
+  absl::Status AllocateKvPool();
+  absl::Status EnsureScratch(int64_t rows, int64_t logit_rows);
+  // y = x . W^T (+ LoRA terms on the masked rows); y in out_dtype.
+  absl::Status ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks, void* y,
+                           DType out_dtype);
+
+  LlmConfig shard_;   // this rank's heads, KV heads, intermediate size, vocabulary
+  CudaModelOptions options_;
+  int num_sms_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<kernels::cuda::Gemm> gemm_;
+  std::vector<void*> allocations_;
+  int64_t weight_bytes_ = 0, kv_bytes_ = 0;
+
+  void* embeddings_ = nullptr;  // (vocab, hidden); the full vocabulary on every rank
+  int64_t embedding_rows_ = 0;
+  void* output_ = nullptr;      // (local vocab, hidden)
+  float* final_norm_ = nullptr;
+  std::vector<Layer> layers_;
+
+  int num_blocks_ = 0;
+  std::vector<void*> k_pools_, v_pools_;  // per layer: (num_blocks, block_size, kv_heads, head_dim)
+
+  // Scratch for up to scratch_rows_ rows, grown on demand (the first long prefill allocates it).
+  int64_t scratch_rows_ = 0, scratch_logit_rows_ = 0;
+  void* scratch_ = nullptr;
+  float* x_ = nullptr;          // (rows, hidden) f32 residual stream
+  float* delta_ = nullptr;      // (rows, hidden) f32 sublayer output
+  void* normed_ = nullptr;      // (rows, hidden)
+  void* qkv_ = nullptr;         // (rows, qkv_size)
+  void* q_ = nullptr;           // (rows, heads, head_dim)
+  void* attention_ = nullptr;   // (rows, heads, head_dim)
+  void* gate_ = nullptr;        // (rows, intermediate)
+  void* up_ = nullptr;          // (rows, intermediate)
+  void* low_rank_ = nullptr;    // (rows, max LoRA rank)
+  void* head_in_ = nullptr;     // (logit rows, hidden)
+  float* logits_ = nullptr;     // (logit rows, local vocab)
+  float* gathered_ = nullptr;   // (TP, logit rows, local vocab) with TP
+  float* decode_workspace_ = nullptr;
+  int64_t decode_workspace_floats_ = 0;
+  int64_t max_lora_rank_ = 0;
+  // Per-call metadata: positions, slots, masks, block tables, decode rows.
+  int32_t* metadata_ = nullptr;
+  int64_t metadata_ints_ = 0;
+};
+
+// Uploads `weights` to the GPU and sets weights.device, so that every forward call on them runs there. Returns the
+// KV cache bookkeeping for the device pool. Fails with a clear message where there is no usable GPU.
+absl::StatusOr<KvCache> AttachCudaModel(LlmWeights& weights, const CudaModelOptions& options);
+
+}  // namespace ixc::model

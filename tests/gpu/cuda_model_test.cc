@@ -1,0 +1,132 @@
+// The language model on the GPU against the CPU path on the golden checkpoints (f32, bf16, f16; GQA 2:1 and 4:1;
+// PLoRA rows; web and write LoRAs; biases; dynamic NTK): logits of every prompt position, then decode steps fed the
+// same tokens, alone and batched across sequences. The GPU runs bf16 (f16 for the f16 checkpoint): activations are
+// rounded at every GEMM input, so logits agree to about 1% of their range, and the greedy choices where the top two
+// are apart by more than that. Skipped without a GPU.
+//   IXC_GOLDEN_MODELS=/path/to/models ./cuda_model_test   (tests/make_golden_models.py builds them)
+#include "model/cuda/cuda_language_model.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "core/npy.h"
+#include "model/generation.h"
+#include "nlohmann/json.hpp"
+#include "tests/gpu/cuda_test_util.h"
+
+namespace ixc::model {
+namespace {
+
+constexpr const char* kCases[] = {"tiny_f32",        "gqa4_bf16",          "tiny_plora",
+                                  "gqa4_plora_f16",  "gqa4_dynamic_ntk",   "tiny_lora_web",
+                                  "tiny_lora_write", "kv4_bias_plora_web", "internlm2_bias_linear_rope"};
+
+std::string ModelsDir() {
+  const char* env = std::getenv("IXC_GOLDEN_MODELS");
+  return env != nullptr ? env : IXC_GOLDEN_MODELS_DIR;
+}
+
+struct Case {
+  std::vector<int32_t> prompt;
+  std::vector<uint8_t> image_mask;
+  LoraMode lora = LoraMode::kBase;
+};
+
+Case LoadCase(const std::string& name) {
+  const std::string dir = std::string(IXC_SOURCE_DIR) + "/tests/data/golden/" + name;
+  Case c;
+  auto prompt = ReadNpy(dir + "/prompt_ids.npy");
+  EXPECT_TRUE(prompt.ok()) << prompt.status();
+  c.prompt.assign(prompt->ints.begin(), prompt->ints.end());
+  if (std::filesystem::exists(dir + "/image_mask.npy")) {
+    auto mask = ReadNpy(dir + "/image_mask.npy");
+    c.image_mask.assign(mask->ints.begin(), mask->ints.end());
+  }
+  std::ifstream case_file(dir + "/case.json");
+  c.lora = *LoraModeFromName(nlohmann::json::parse(case_file)["lora_mode"].get<std::string>());
+  return c;
+}
+
+// max |gpu - cpu| over max |cpu|: the error relative to the logits' range.
+double RelativeError(const std::vector<float>& gpu, const std::vector<float>& cpu) {
+  EXPECT_EQ(gpu.size(), cpu.size());
+  double worst = 0, range = 1e-6;
+  for (size_t i = 0; i < cpu.size() && i < gpu.size(); ++i) {
+    worst = std::max(worst, std::fabs(static_cast<double>(gpu[i]) - cpu[i]));
+    range = std::max(range, std::fabs(static_cast<double>(cpu[i])));
+  }
+  return worst / range;
+}
+
+class CudaModelTest : public ixc::testing::CudaTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
+  const Case c = LoadCase(GetParam());
+  auto cpu_weights = LoadLlmWeights(ModelsDir() + "/" + GetParam());
+  ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
+  auto gpu_weights = LoadLlmWeights(ModelsDir() + "/" + GetParam());
+  ASSERT_TRUE(gpu_weights.ok()) << gpu_weights.status();
+  CudaModelOptions options;
+  options.dtype = cpu_weights->layers[0].attn_qkv.weight.dtype == DType::kF16 ? DType::kF16 : DType::kBF16;
+  options.max_kv_blocks = 256;
+  options.kv_reserve_bytes = 0;
+  auto gpu_cache = AttachCudaModel(*gpu_weights, options);
+  ASSERT_TRUE(gpu_cache.ok()) << gpu_cache.status();
+  KvCache cpu_cache(cpu_weights->config, options.block_size, 256);
+
+  ForwardInput prompt;
+  prompt.ids = c.prompt;
+  prompt.image_mask = c.image_mask;
+  prompt.lora = c.lora;
+  SequenceKv cpu_seq, gpu_seq;
+  auto cpu_logits = Prefill(*cpu_weights, prompt, /*all_logits=*/true, cpu_seq, cpu_cache, nullptr);
+  auto gpu_logits = Prefill(*gpu_weights, prompt, /*all_logits=*/true, gpu_seq, *gpu_cache, nullptr);
+  ASSERT_TRUE(cpu_logits.ok()) << cpu_logits.status();
+  ASSERT_TRUE(gpu_logits.ok()) << gpu_logits.status();
+  EXPECT_LT(RelativeError(*gpu_logits, *cpu_logits), 0.03) << GetParam() << " prefill";
+
+  // Decode steps fed the same tokens (the CPU's greedy choices), two sequences batched on each side.
+  SequenceKv cpu_seq2, gpu_seq2;
+  ForwardInput short_prompt = prompt;
+  short_prompt.ids = std::span<const int32_t>(c.prompt).first(c.prompt.size() / 2);
+  if (!c.image_mask.empty()) short_prompt.image_mask = std::span<const uint8_t>(c.image_mask).first(c.prompt.size() / 2);
+  ASSERT_TRUE(Prefill(*cpu_weights, short_prompt, false, cpu_seq2, cpu_cache, nullptr).ok());
+  ASSERT_TRUE(Prefill(*gpu_weights, short_prompt, false, gpu_seq2, *gpu_cache, nullptr).ok());
+  const int64_t vocab = cpu_weights->config.vocab_size;
+  int32_t token = static_cast<int32_t>(
+      std::max_element(cpu_logits->end() - vocab, cpu_logits->end()) - (cpu_logits->end() - vocab));
+  for (int step = 0; step < 6; ++step) {
+    std::vector<DecodeItem> cpu_items(2), gpu_items(2);
+    for (int s = 0; s < 2; ++s) {
+      const int64_t position = s == 0 ? cpu_seq.length : cpu_seq2.length;
+      cpu_items[s] = {token, static_cast<int32_t>(position), c.lora, s == 0 ? &cpu_seq : &cpu_seq2, {}};
+      gpu_items[s] = {token, static_cast<int32_t>(position), c.lora, s == 0 ? &gpu_seq : &gpu_seq2, {}};
+    }
+    ASSERT_TRUE(DecodeSteps(*cpu_weights, cpu_items, cpu_cache, nullptr).ok());
+    auto status = DecodeSteps(*gpu_weights, gpu_items, *gpu_cache, nullptr);
+    ASSERT_TRUE(status.ok()) << status;
+    for (int s = 0; s < 2; ++s) {
+      EXPECT_LT(RelativeError(gpu_items[s].logits, cpu_items[s].logits), 0.03)
+          << GetParam() << " decode step " << step << " sequence " << s;
+    }
+    token = static_cast<int32_t>(std::max_element(cpu_items[0].logits.begin(), cpu_items[0].logits.end()) -
+                                 cpu_items[0].logits.begin());
+  }
+  EXPECT_EQ(gpu_seq.length, cpu_seq.length);
+}
+
+INSTANTIATE_TEST_SUITE_P(GoldenCases, CudaModelTest, ::testing::ValuesIn(kCases));
+
+TEST(CudaModelStartTest, CudaWithoutAGpuSaysSo) {
+  if (kernels::cuda::ProbeCudaDevice().ok()) GTEST_SKIP() << "a GPU is present";
+  auto weights = LoadLlmWeights(ModelsDir() + "/tiny_f32");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto cache = AttachCudaModel(*weights, CudaModelOptions{});
+  ASSERT_FALSE(cache.ok());
+  EXPECT_NE(cache.status().message().find("no CUDA device is usable"), std::string::npos) << cache.status();
+}
+
+}  // namespace
+}  // namespace ixc::model
