@@ -4,6 +4,8 @@
 #   bash tests/gpu/run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+[ -f .gpu-bin/bundle.tar.xz ] || { echo "no .gpu-bin/bundle.tar.xz: run tests/gpu/build.sh (and carry .gpu-bin)"; exit 1; }
+tar -xJf .gpu-bin/bundle.tar.xz -C .gpu-bin
 # Our bundled libraries, then the machine's CUDA 13 libraries (cuBLASLt, NCCL): the toolkit's, or PyTorch's wheels'.
 cuda_libs=$(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu \
   $(python3 -c 'import nvidia, os; print(nvidia.__path__[0])' 2>/dev/null) \
