@@ -315,7 +315,7 @@ absl::Status LaunchFlash(const void* q, const int32_t* positions, int64_t tokens
 constexpr int kDecodeThreads = 128;
 constexpr int kDecodeTile = 128;  // keys per pass: one per thread for the scores
 constexpr int kMaxGroup = 8;
-constexpr int kMaxSplits = 64;
+constexpr int kMaxSplits = 128;
 
 // Block (split, kv head, row): the group's query heads over the split's keys. Scores: one thread per key, 16-byte
 // loads of its K row. Softmax statistics: one warp per head. P V: each thread owns 8 dims of one head and a share of
@@ -456,7 +456,8 @@ __global__ void CombineSplitsKernel(const float* partial_out, const float* parti
 
 int DecodeSplits(int64_t rows, int kv_heads, int64_t max_visible, int num_sms) {
   const int64_t blocks_per_split = rows * kv_heads;
-  int64_t splits = (2 * static_cast<int64_t>(num_sms) + blocks_per_split - 1) / blocks_per_split;
+  // Enough blocks for 8 per multiprocessor: the loads of many blocks in flight hide the memory latency.
+  int64_t splits = (8 * static_cast<int64_t>(num_sms) + blocks_per_split - 1) / blocks_per_split;
   splits = std::min<int64_t>(splits, (max_visible + kDecodeTile - 1) / kDecodeTile);  // >= one tile of keys each
   return static_cast<int>(std::clamp<int64_t>(splits, 1, kMaxSplits));
 }

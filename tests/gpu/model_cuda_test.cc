@@ -3,7 +3,7 @@
 // same tokens, alone and batched across sequences. The GPU runs bf16 (f16 for the f16 checkpoint): activations are
 // rounded at every GEMM input, so logits agree to about 1% of their range, and the greedy choices where the top two
 // are apart by more than that. Skipped without a GPU.
-//   IXC_GOLDEN_MODELS=/path/to/models ./cuda_model_test   (tests/make_golden_models.py builds them)
+//   IXC_GOLDEN_MODELS=/path/to/models ./model_cuda_test   (tests/make_golden_models.py builds them)
 #include "model/cuda/cuda_language_model.h"
 
 #include <cmath>
