@@ -31,6 +31,7 @@
 #include "core/status_macros.h"
 #include "model/generation.h"
 #include "model/multimodal_input.h"
+#include "model/placement.h"
 
 ABSL_FLAG(std::string, model, "", "checkpoint directory (config.json, safetensors, tokenizer.model)");
 ABSL_FLAG(std::string, prompt, "", "prompt text (needs tokenizer.model in the model directory)");
@@ -51,6 +52,9 @@ ABSL_FLAG(std::string, video, "", "a video file (mp4, webm, mkv, avi, ...): one 
 ABSL_FLAG(int32_t, hd_num, 0, "tiles per image at most (0: the reference's rule, 24 for one image, 6 for several)");
 ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueType font of the video frame labels");
 ABSL_FLAG(int64_t, max_image_pixels, 89'478'485, "larger images are refused before decoding");
+ABSL_FLAG(std::string, device, "cpu", "where the language model runs: cpu | cuda");
+ABSL_FLAG(std::string, dtype, "bf16", "cuda: weights, activations and KV cache in bf16 | f16");
+ABSL_FLAG(int64_t, kv_reserve_mib, 4096, "cuda: device memory kept free after the KV pool");
 
 namespace ixc {
 namespace {
@@ -176,8 +180,11 @@ absl::Status Run(const std::vector<std::string>& images) {
   input.lora = lora;
   const int64_t prompt_tokens = input.tokens(weights.config.hidden_size);
   const int64_t context = std::min<int64_t>(options.max_context, prompt_tokens + options.max_new_tokens);
-  constexpr int kBlockSize = 16;
-  model::KvCache cache(weights.config, kBlockSize, static_cast<int>((context + kBlockSize) / kBlockSize));
+  model::Placement placement;
+  placement.device = absl::GetFlag(FLAGS_device);
+  placement.dtype = absl::GetFlag(FLAGS_dtype);
+  placement.kv_reserve_mib = absl::GetFlag(FLAGS_kv_reserve_mib);
+  IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, context));
   IXC_ASSIGN_OR_RETURN(model::GenerationResult result, model::Generate(weights, input, options, cache));
 
   if (options.keep_prompt_logits) {
