@@ -3,7 +3,7 @@
 // The GPU's linear layers through cuBLASLt: out (m, n) = x (m, k) . w (n, k)^T (+ out when accumulating), x and w
 // bf16 or f16 (the same), out bf16, f16 or f32, accumulation in f32. The algorithm for each shape is chosen by
 // cuBLASLt's heuristic the first time the shape is seen and cached; all calls share one workspace. The LoRA low-rank
-// products are GEMMs like any other (k or n = the rank). Up to 8 rows (decode) with k a multiple of 8 run on a
+// products are GEMMs like any other (k or n = the rank). One or two rows (decode) with k a multiple of 8 run on a
 // weight-streaming kernel of our own instead, which reads the weights faster than cuBLASLt does at those sizes.
 //
 //   IXC_ASSIGN_OR_RETURN(auto gemm, Gemm::Create(/*workspace_bytes=*/32 << 20));
