@@ -87,4 +87,40 @@ absl::Status PrepareSegment(const LlmWeights& weights, const ForwardInput& input
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> PrepareSegments(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                                        std::vector<Segment>& segments) {
+  segments.assign(batch.size(), Segment{});
+  int64_t rows = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Segment& segment = segments[i];
+    segment.input = &batch[i].input;
+    segment.seq = batch[i].seq;
+    segment.logits = batch[i].logits;
+    segment.first_row = rows;
+    IXC_RETURN_IF_ERROR(PrepareSegment(weights, batch[i].input, *batch[i].seq, cache, segment));
+    rows += segment.tokens;
+  }
+  return rows;
+}
+
+RowMasks RowMasksOf(const std::vector<Segment>& segments, int64_t rows) {
+  RowMasks masks;
+  masks.image.assign(rows, 0);
+  masks.web.assign(rows, 0);
+  masks.write.assign(rows, 0);
+  for (const Segment& segment : segments) {
+    const ForwardInput& input = *segment.input;
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      const int64_t row = segment.first_row + t;
+      masks.image[row] = !input.image_mask.empty() && input.image_mask[t];
+      masks.web[row] = input.lora == LoraMode::kWeb;
+      masks.write[row] = input.lora == LoraMode::kWrite;
+      masks.any_image |= masks.image[row] != 0;
+      masks.any_web |= masks.web[row] != 0;
+      masks.any_write |= masks.write[row] != 0;
+    }
+  }
+  return masks;
+}
+
 }  // namespace ixc::model

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/ops.h"
 #include "model/language_model.h"
 
@@ -32,6 +33,18 @@ struct Segment {
 // and appends the stored tokens' positions to `seq`. The caller sets input, logits and first_row.
 absl::Status PrepareSegment(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq, KvCache& cache,
                             Segment& segment);
+
+// PrepareSegment for every entry of `batch`, their rows laid out one after another; returns the batch's rows.
+absl::StatusOr<int64_t> PrepareSegments(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                                        std::vector<Segment>& segments);
+
+// Which rows of a batch get which low-rank terms: PLoRA on image rows, the web LoRA on the rows of web requests,
+// the sft and dpo LoRAs on the rows of write requests. (rows) each, 1 where the term applies.
+struct RowMasks {
+  std::vector<uint8_t> image, web, write;
+  bool any_image = false, any_web = false, any_write = false;
+};
+RowMasks RowMasksOf(const std::vector<Segment>& segments, int64_t rows);
 
 // The RoPE parameters for a sequence of `seq_len` tokens (dynamic NTK: spec 6).
 kernels::RopeParams RopeFor(const LlmConfig& c, int64_t seq_len);

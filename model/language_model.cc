@@ -19,8 +19,7 @@ void AddBias(const std::vector<float>& bias, float* y, int64_t rows) {
   }
 }
 
-// Which rows of a (possibly batched) call get which low-rank terms: PLoRA on image rows, the web LoRA on the rows of
-// web requests, the sft and dpo LoRAs on the rows of write requests. Null masks: no such row.
+// The RowMasks of a call (model/forward_segment.h) as LowRankAdd wants them: null where no row has the term.
 struct RowAdapters {
   const uint8_t* image = nullptr;
   const uint8_t* web = nullptr;
@@ -163,32 +162,13 @@ absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<Ba
   const LlmConfig& c = weights.shard;  // this rank's heads, KV heads, intermediate size and vocabulary
   const int64_t hidden = c.hidden_size, ffn = c.intermediate_size, d = c.head_dim, kv_row = c.num_kv_heads * d;
 
-  std::vector<Segment> segments(batch.size());
-  int64_t tokens = 0;  // rows of the whole batch
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Segment& segment = segments[i];
-    segment.input = &batch[i].input;
-    segment.seq = batch[i].seq;
-    segment.logits = batch[i].logits;
-    segment.first_row = tokens;
-    IXC_RETURN_IF_ERROR(PrepareSegment(weights, batch[i].input, *batch[i].seq, cache, segment));
-    tokens += segment.tokens;
-  }
+  std::vector<Segment> segments;
+  IXC_ASSIGN_OR_RETURN(const int64_t tokens, PrepareSegments(weights, batch, cache, segments));  // the batch's rows
   // Per-row adapters and the input rows, in batch order.
-  std::vector<uint8_t> image(tokens, 0), web(tokens, 0), write(tokens, 0);
-  bool any_image = false, any_web = false, any_write = false;
+  const RowMasks masks = RowMasksOf(segments, tokens);
   std::vector<float> x(tokens * hidden);  // (tokens, hidden) the residual stream
   for (const Segment& segment : segments) {
     const ForwardInput& input = *segment.input;
-    for (int64_t t = 0; t < segment.tokens; ++t) {
-      const int64_t row = segment.first_row + t;
-      image[row] = !input.image_mask.empty() && input.image_mask[t];
-      web[row] = input.lora == LoraMode::kWeb;
-      write[row] = input.lora == LoraMode::kWrite;
-      any_image |= image[row] != 0;
-      any_web |= web[row] != 0;
-      any_write |= write[row] != 0;
-    }
     float* rows = x.data() + segment.first_row * hidden;
     if (input.ids.empty()) {
       std::copy(input.embeddings.begin(), input.embeddings.end(), rows);
@@ -196,8 +176,9 @@ absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<Ba
       IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights.tok_embeddings, input.ids.data(), segment.tokens, rows));
     }
   }
-  const RowAdapters adapters{any_image ? image.data() : nullptr, any_web ? web.data() : nullptr,
-                             any_write ? write.data() : nullptr};
+  const RowAdapters adapters{masks.any_image ? masks.image.data() : nullptr,
+                             masks.any_web ? masks.web.data() : nullptr,
+                             masks.any_write ? masks.write.data() : nullptr};
   const float scale = 1.f / std::sqrt(static_cast<float>(d));
 
   std::vector<float> normed(tokens * hidden);                  // (tokens, hidden)

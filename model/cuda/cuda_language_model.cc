@@ -123,6 +123,7 @@ absl::Status CudaLanguageModel::AllocateKvPool() {
 absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Upload(const LlmWeights& weights,
                                                                               const CudaModelOptions& options) {
   std::shared_ptr<CudaLanguageModel> model(new CudaLanguageModel(weights.shard, options));
+  model->tp_size_ = weights.tp.size;
   IXC_RETURN_IF_ERROR(model->CreateRuntime());
   const DType dtype = options.dtype;
   auto matrix = [&](TensorView view) -> absl::StatusOr<void*> {
@@ -228,7 +229,7 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
   logit_rows = std::max(logit_rows, scratch_logit_rows_);
   const LlmConfig& c = shard_;
   const int64_t e = DTypeSize(options_.dtype), hidden = c.hidden_size, attention_width = c.num_heads * c.head_dim;
-  const int64_t tp_vocab = static_cast<int64_t>(c.vocab_size);
+  const int64_t tp_vocab = static_cast<int64_t>(c.vocab_size);  // this rank's slice
   decode_workspace_floats_ =
       kc::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), c.num_heads, c.head_dim);
   // Each buffer at a 256-byte boundary of one allocation.
@@ -244,7 +245,7 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
       rows * std::max<int64_t>(max_lora_rank_, 1) * e,  // low_rank_
       logit_rows * hidden * e,              // head_in_
       logit_rows * tp_vocab * 4,            // logits_
-      logit_rows * tp_vocab * 4 * 8,        // gathered_: up to TP 8
+      tp_size_ > 1 ? tp_size_ * logit_rows * tp_vocab * 4 : 0,  // gathered_: the TP group's logits
       decode_workspace_floats_ * 4,         // decode_workspace_
   };
   int64_t total = 0;
@@ -301,7 +302,11 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
           "sequence parallelism is not built on the cuda backend yet: run the LLM ranks with --sp 1");
     }
   }
-  const bool tensor_parallel = weights.tp.size > 1;
+  if (weights.tp.size != tp_size_) {
+    return absl::FailedPreconditionError(absl::StrCat("the GPU copy holds a TP slice of ", tp_size_,
+                                                      ", the call's weights one of ", weights.tp.size));
+  }
+  const bool tensor_parallel = tp_size_ > 1;
   if (tensor_parallel && (comm == nullptr || comm->GroupSize(parallel::Group::kTensor) != weights.tp.size)) {
     return absl::FailedPreconditionError("tensor parallelism on the cuda backend needs the NCCL DeviceComm");
   }
@@ -316,17 +321,8 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   const DType dtype = options_.dtype;
 
   // Plan: segments, rows, which rows give logits.
-  std::vector<Segment> segments(batch.size());
-  int64_t rows = 0;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Segment& segment = segments[i];
-    segment.input = &batch[i].input;
-    segment.seq = batch[i].seq;
-    segment.logits = batch[i].logits;
-    segment.first_row = rows;
-    IXC_RETURN_IF_ERROR(PrepareSegment(weights, batch[i].input, *batch[i].seq, cache, segment));
-    rows += segment.tokens;
-  }
+  std::vector<Segment> segments;
+  IXC_ASSIGN_OR_RETURN(const int64_t rows, PrepareSegments(weights, batch, cache, segments));
   std::vector<int64_t> logit_rows;        // batch rows whose logits are wanted, in order
   std::vector<int64_t> segment_logits(segments.size());
   for (size_t i = 0; i < segments.size(); ++i) {
@@ -337,41 +333,30 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   }
   IXC_RETURN_IF_ERROR(EnsureScratch(rows, static_cast<int64_t>(logit_rows.size())));
 
-  // Per-call metadata, one upload: positions, cache slots and ids per row; block tables; decode rows; masks.
-  std::vector<int32_t> ints(3 * rows, -1);
-  int32_t* positions = ints.data();
-  int32_t* slots = ints.data() + rows;
-  int32_t* ids = ints.data() + 2 * rows;
-  std::vector<int64_t> table_offset(segments.size());
-  std::vector<uint8_t> image(rows, 0), web(rows, 0), write(rows, 0);
-  bool any_image = false;
+  // Per-call metadata, one upload of int32s: positions, cache slots and ids per row, the block tables, the decode
+  // rows' table offsets and visible keys; then the row masks as bytes.
+  std::vector<int32_t> positions(rows), slots(rows, -1), ids(rows, -1), tables;
+  std::vector<int64_t> table_offset(segments.size());  // where each segment's block table starts in the upload
   for (size_t i = 0; i < segments.size(); ++i) {
     const Segment& segment = segments[i];
-    const ForwardInput& input = *segment.input;
     const SequenceKv& seq = *segment.seq;
-    table_offset[i] = static_cast<int64_t>(ints.size());
-    for (int64_t t = 0; t < segment.tokens; ++t) {
-      const int64_t row = segment.first_row + t;
-      positions[row] = segment.positions[t];
-      if (!input.ids.empty()) ids[row] = input.ids[t];
-      image[row] = !input.image_mask.empty() && input.image_mask[t];
-      web[row] = input.lora == LoraMode::kWeb;
-      write[row] = input.lora == LoraMode::kWrite;
-      any_image |= image[row] != 0;
+    std::copy(segment.positions.begin(), segment.positions.end(), positions.begin() + segment.first_row);
+    if (!segment.input->ids.empty()) {
+      std::copy(segment.input->ids.begin(), segment.input->ids.end(), ids.begin() + segment.first_row);
     }
     for (size_t s = 0; s < segment.stored.size(); ++s) {
       const int64_t slot_index = segment.past + static_cast<int64_t>(s);
       slots[segment.first_row + segment.stored[s]] =
           seq.block_table[slot_index / options_.block_size] * options_.block_size + slot_index % options_.block_size;
     }
-    ints.insert(ints.end(), seq.block_table.begin(), seq.block_table.end());
-    positions = ints.data();  // the insert may have moved them
-    slots = ints.data() + rows;
-    ids = ints.data() + 2 * rows;
+    table_offset[i] = 3 * rows + static_cast<int64_t>(tables.size());
+    tables.insert(tables.end(), seq.block_table.begin(), seq.block_table.end());
   }
   // Decode rows: runs of consecutive short segments, each row seeing the keys up to its position.
   struct DecodeRun {
-    int64_t first_row, rows, offsets, max_visible;
+    int64_t first_row = 0, rows = 0, max_visible = 0;
+    std::vector<int32_t> table_offsets, visible;  // (rows)
+    int64_t offsets = 0;                          // where table_offsets starts in the upload; visible follows
   };
   std::vector<DecodeRun> decode_runs;
   for (size_t i = 0; i < segments.size(); ++i) {
@@ -379,25 +364,26 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     if (segment.tokens > kDecodeMaxTokens) continue;
     if (decode_runs.empty() || decode_runs.back().first_row + decode_runs.back().rows != segment.first_row ||
         decode_runs.back().rows + segment.tokens > kDecodeRowsPerLaunch) {
-      decode_runs.push_back({segment.first_row, 0, 0, 0});
+      decode_runs.push_back({.first_row = segment.first_row});
     }
-    decode_runs.back().rows += segment.tokens;
+    DecodeRun& run = decode_runs.back();
+    run.rows += segment.tokens;
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      run.table_offsets.push_back(static_cast<int32_t>(table_offset[i]));
+      run.visible.push_back(segment.positions[t] + 1);
+      run.max_visible = std::max<int64_t>(run.max_visible, run.visible.back());
+    }
+  }
+  std::vector<int32_t> ints;
+  for (const std::vector<int32_t>* part : {&positions, &slots, &ids, &tables}) {
+    ints.insert(ints.end(), part->begin(), part->end());
   }
   for (DecodeRun& run : decode_runs) {
     run.offsets = static_cast<int64_t>(ints.size());
-    std::vector<int32_t> offsets, visible;
-    for (size_t i = 0; i < segments.size(); ++i) {
-      const Segment& segment = segments[i];
-      if (segment.first_row < run.first_row || segment.first_row >= run.first_row + run.rows) continue;
-      for (int64_t t = 0; t < segment.tokens; ++t) {
-        offsets.push_back(static_cast<int32_t>(table_offset[i]));
-        visible.push_back(segment.positions[t] + 1);
-        run.max_visible = std::max<int64_t>(run.max_visible, visible.back());
-      }
-    }
-    ints.insert(ints.end(), offsets.begin(), offsets.end());
-    ints.insert(ints.end(), visible.begin(), visible.end());
+    ints.insert(ints.end(), run.table_offsets.begin(), run.table_offsets.end());
+    ints.insert(ints.end(), run.visible.begin(), run.visible.end());
   }
+  const RowMasks row_masks = RowMasksOf(segments, rows);
   const int64_t mask_offset = static_cast<int64_t>(ints.size()) * 4;
   const int64_t metadata_bytes = mask_offset + 3 * rows;
   if (metadata_bytes > metadata_ints_ * 4) {
@@ -408,23 +394,23 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   }
   std::vector<uint8_t> host_metadata(metadata_bytes);
   std::memcpy(host_metadata.data(), ints.data(), mask_offset);
-  std::copy(image.begin(), image.end(), host_metadata.begin() + mask_offset);
-  std::copy(web.begin(), web.end(), host_metadata.begin() + mask_offset + rows);
-  std::copy(write.begin(), write.end(), host_metadata.begin() + mask_offset + 2 * rows);
+  std::copy(row_masks.image.begin(), row_masks.image.end(), host_metadata.begin() + mask_offset);
+  std::copy(row_masks.web.begin(), row_masks.web.end(), host_metadata.begin() + mask_offset + rows);
+  std::copy(row_masks.write.begin(), row_masks.write.end(), host_metadata.begin() + mask_offset + 2 * rows);
   IXC_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(metadata_, host_metadata.data(), metadata_bytes, cudaMemcpyHostToDevice, stream_));
   const int32_t* d_positions = metadata_;
   const int32_t* d_slots = metadata_ + rows;
   const int32_t* d_ids = metadata_ + 2 * rows;
   const uint8_t* d_masks = reinterpret_cast<const uint8_t*>(metadata_) + mask_offset;
-  const bool web_all = std::all_of(web.begin(), web.end(), [](uint8_t m) { return m != 0; });
-  const bool write_all = std::all_of(write.begin(), write.end(), [](uint8_t m) { return m != 0; });
-  const Masks masks{any_image ? d_masks : nullptr,
-                    std::any_of(web.begin(), web.end(), [](uint8_t m) { return m != 0; }) ? d_masks + rows : nullptr,
-                    web_all,
-                    std::any_of(write.begin(), write.end(), [](uint8_t m) { return m != 0; }) ? d_masks + 2 * rows
-                                                                                               : nullptr,
-                    write_all};
+  auto all_set = [](const std::vector<uint8_t>& mask) {
+    return std::all_of(mask.begin(), mask.end(), [](uint8_t m) { return m != 0; });
+  };
+  const Masks masks{row_masks.any_image ? d_masks : nullptr,
+                    row_masks.any_web ? d_masks + rows : nullptr,
+                    all_set(row_masks.web),
+                    row_masks.any_write ? d_masks + 2 * rows : nullptr,
+                    all_set(row_masks.write)};
 
   // Input rows into the residual stream.
   for (const Segment& segment : segments) {
@@ -511,10 +497,9 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   const int64_t local_vocab = c.vocab_size;
   IXC_RETURN_IF_ERROR(
       gemm_->Linear({head_in_, output_, logits_, n, local_vocab, hidden, dtype, DType::kF32, false}, stream_));
-  const int64_t tp = tensor_parallel ? weights.tp.size : 1;
+  const int64_t tp = tp_size_;
   std::vector<float> host(tp * n * local_vocab);
   if (tensor_parallel) {
-    if (tp > 8) return absl::UnimplementedError("the cuda head gathers at most 8 TP ranks");
     IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     IXC_RETURN_IF_ERROR(comm->AllGather(logits_, n * local_vocab, gathered_, parallel::Group::kTensor));
     IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(host.data(), gathered_, host.size() * 4, cudaMemcpyDeviceToHost));

@@ -83,6 +83,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
                            DType out_dtype);
 
   LlmConfig shard_;   // this rank's heads, KV heads, intermediate size, vocabulary
+  int tp_size_ = 1;   // the TP group the weights were sliced for
   CudaModelOptions options_;
   int num_sms_ = 0;
   cudaStream_t stream_ = nullptr;
@@ -113,7 +114,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
   void* low_rank_ = nullptr;    // (rows, max LoRA rank)
   void* head_in_ = nullptr;     // (logit rows, hidden)
   float* logits_ = nullptr;     // (logit rows, local vocab)
-  float* gathered_ = nullptr;   // (TP, logit rows, local vocab) with TP
+  float* gathered_ = nullptr;   // (TP, logit rows, local vocab); only with TP
   float* decode_workspace_ = nullptr;
   int64_t decode_workspace_floats_ = 0;
   int64_t max_lora_rank_ = 0;
