@@ -300,7 +300,11 @@ absl::Status LaunchFlash(const void* q, const int32_t* positions, int64_t tokens
                          cudaStream_t stream) {
   constexpr int kSmem = FlashSmemBytes<D>();
   auto kernel = FlashKernel<T, D>;
-  IXC_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  // Above 48 KiB of shared memory needs the kernel's opt-in: once per instantiation (a process drives one
+  // device), not on every launch.
+  static const cudaError_t opt_in =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  IXC_CUDA_RETURN_IF_ERROR(opt_in);
   const dim3 grid(static_cast<unsigned>((tokens + kFlashRows - 1) / kFlashRows), static_cast<unsigned>(heads));
   kernel<<<grid, kFlashThreads, kSmem, stream>>>(
       static_cast<const T*>(q), positions, static_cast<int>(tokens), heads, heads / pools.kv_heads,
