@@ -8,45 +8,19 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 
-#include "core/npy.h"
 #include "model/generation.h"
-#include "nlohmann/json.hpp"
 #include "tests/gpu/cuda_test_util.h"
+#include "tests/model/golden_cases.h"
 
 namespace ixc::model {
 namespace {
 
-constexpr const char* kCases[] = {"tiny_f32",        "gqa4_bf16",          "tiny_plora",
-                                  "gqa4_plora_f16",  "gqa4_dynamic_ntk",   "tiny_lora_web",
-                                  "tiny_lora_write", "kv4_bias_plora_web", "internlm2_bias_linear_rope"};
+using ixc::testing::kLanguageModelCases;
 
 std::string ModelsDir() {
   const char* env = std::getenv("IXC_GOLDEN_MODELS");
   return env != nullptr ? env : IXC_GOLDEN_MODELS_DIR;
-}
-
-struct Case {
-  std::vector<int32_t> prompt;
-  std::vector<uint8_t> image_mask;
-  LoraMode lora = LoraMode::kBase;
-};
-
-Case LoadCase(const std::string& name) {
-  const std::string dir = std::string(IXC_SOURCE_DIR) + "/tests/data/golden/" + name;
-  Case c;
-  auto prompt = ReadNpy(dir + "/prompt_ids.npy");
-  EXPECT_TRUE(prompt.ok()) << prompt.status();
-  c.prompt.assign(prompt->ints.begin(), prompt->ints.end());
-  if (std::filesystem::exists(dir + "/image_mask.npy")) {
-    auto mask = ReadNpy(dir + "/image_mask.npy");
-    c.image_mask.assign(mask->ints.begin(), mask->ints.end());
-  }
-  std::ifstream case_file(dir + "/case.json");
-  c.lora = *LoraModeFromName(nlohmann::json::parse(case_file)["lora_mode"].get<std::string>());
-  return c;
 }
 
 // max |gpu - cpu| over max |cpu|: the error relative to the logits' range.
@@ -63,7 +37,7 @@ double RelativeError(const std::vector<float>& gpu, const std::vector<float>& cp
 class CudaModelTest : public ixc::testing::CudaTest, public ::testing::WithParamInterface<const char*> {};
 
 TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
-  const Case c = LoadCase(GetParam());
+  const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(GetParam());
   auto cpu_weights = LoadLlmWeights(ModelsDir() + "/" + GetParam());
   ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
   auto gpu_weights = LoadLlmWeights(ModelsDir() + "/" + GetParam());
@@ -77,7 +51,7 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
   KvCache cpu_cache(cpu_weights->config, options.block_size, 256);
 
   ForwardInput prompt;
-  prompt.ids = c.prompt;
+  prompt.ids = c.ids;
   prompt.image_mask = c.image_mask;
   prompt.lora = c.lora;
   SequenceKv cpu_seq, gpu_seq;
@@ -90,8 +64,8 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
   // Decode steps fed the same tokens (the CPU's greedy choices), two sequences batched on each side.
   SequenceKv cpu_seq2, gpu_seq2;
   ForwardInput short_prompt = prompt;
-  short_prompt.ids = std::span<const int32_t>(c.prompt).first(c.prompt.size() / 2);
-  if (!c.image_mask.empty()) short_prompt.image_mask = std::span<const uint8_t>(c.image_mask).first(c.prompt.size() / 2);
+  short_prompt.ids = std::span<const int32_t>(c.ids).first(c.ids.size() / 2);
+  if (!c.image_mask.empty()) short_prompt.image_mask = std::span<const uint8_t>(c.image_mask).first(c.ids.size() / 2);
   ASSERT_TRUE(Prefill(*cpu_weights, short_prompt, false, cpu_seq2, cpu_cache, nullptr).ok());
   ASSERT_TRUE(Prefill(*gpu_weights, short_prompt, false, gpu_seq2, *gpu_cache, nullptr).ok());
   const int64_t vocab = cpu_weights->config.vocab_size;
@@ -117,7 +91,7 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
   EXPECT_EQ(gpu_seq.length, cpu_seq.length);
 }
 
-INSTANTIATE_TEST_SUITE_P(GoldenCases, CudaModelTest, ::testing::ValuesIn(kCases));
+INSTANTIATE_TEST_SUITE_P(GoldenCases, CudaModelTest, ::testing::ValuesIn(kLanguageModelCases));
 
 // --device cuda starts where a GPU is usable and stops with the runtime's reason where none is.
 TEST(CudaModelStartTest, AttachStartsOrSaysWhy) {

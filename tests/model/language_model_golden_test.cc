@@ -2,21 +2,16 @@
 // prompt position within 1e-4 in f32, and the same greedy continuation. The checkpoints are rebuilt from their
 // seeds by the CTest fixture `golden_models` (tests/make_golden_models.py).
 //
-// To add a case: add it to CASES in the reference script, regenerate the goldens, add its name to kCases below.
-#include <filesystem>
-#include <fstream>
-
-#include "core/npy.h"
+// The cases are listed in tests/model/golden_cases.h.
 #include "model/generation.h"
-#include "nlohmann/json.hpp"
+#include "tests/model/golden_cases.h"
 #include "tests/test_util.h"
 
 namespace ixc::model {
 namespace {
 
-constexpr const char* kCases[] = {"tiny_f32",         "gqa4_bf16",     "tiny_plora",
-                                  "gqa4_plora_f16",   "gqa4_dynamic_ntk", "tiny_lora_web",
-                                  "tiny_lora_write",  "kv4_bias_plora_web", "internlm2_bias_linear_rope"};
+using ixc::testing::GoldenDir;
+using ixc::testing::kLanguageModelCases;
 
 struct Golden {
   std::vector<int32_t> prompt;
@@ -26,24 +21,18 @@ struct Golden {
   LoraMode lora = LoraMode::kBase;
 };
 
-std::string GoldenDir(const std::string& name) { return std::string(IXC_SOURCE_DIR) + "/tests/data/golden/" + name; }
 std::string ModelDir(const std::string& name) { return std::string(IXC_GOLDEN_MODELS_DIR) + "/" + name; }
 
 Golden LoadGolden(const std::string& name) {
   Golden golden;
+  ixc::testing::GoldenPrompt prompt = ixc::testing::LoadGoldenPrompt(name);
+  golden.prompt = std::move(prompt.ids);
+  golden.image_mask = std::move(prompt.image_mask);
+  golden.lora = prompt.lora;
   const std::string dir = GoldenDir(name);
-  auto prompt = ReadNpy(dir + "/prompt_ids.npy");
-  EXPECT_TRUE(prompt.ok()) << prompt.status();
-  golden.prompt.assign(prompt->ints.begin(), prompt->ints.end());
-  if (std::filesystem::exists(dir + "/image_mask.npy")) {
-    auto mask = ReadNpy(dir + "/image_mask.npy");
-    golden.image_mask.assign(mask->ints.begin(), mask->ints.end());
-  }
   golden.logits = *ReadNpy(dir + "/logits.npy");
   auto greedy = ReadNpy(dir + "/greedy_ids.npy");
   golden.greedy.assign(greedy->ints.begin(), greedy->ints.end());
-  std::ifstream case_file(dir + "/case.json");
-  golden.lora = *LoraModeFromName(nlohmann::json::parse(case_file)["lora_mode"].get<std::string>());
   return golden;
 }
 
@@ -79,7 +68,7 @@ TEST_P(LanguageModelGoldenTest, LogitsAndGreedyMatchTransformers) {
   RecordProperty("max_abs_logit_error", std::to_string(error));
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, LanguageModelGoldenTest, ::testing::ValuesIn(kCases));
+INSTANTIATE_TEST_SUITE_P(Cases, LanguageModelGoldenTest, ::testing::ValuesIn(kLanguageModelCases));
 
 // The goldens with image rows must depend on the mask: without it the logits move well past the tolerance.
 TEST(LanguageModelGoldenTest, ImageMaskChangesLogits) {
