@@ -67,9 +67,9 @@ void BenchVit(const char* name, const model::VisionConfig& c, int tiles, const M
   std::vector<std::vector<float>> storage;
   const model::VisionWeights weights = RandomVision(c, 4 * c.hidden_size, storage);
   const std::vector<float> crops = testing::RandomFloats(static_cast<int64_t>(tiles) * 3 * c.image_size * c.image_size, 9);
-  model::EncodeCrops(weights, crops.data(), 1);  // warm up
+  (void)model::EncodeCrops(weights, crops.data(), 1);  // warm up
   const auto start = std::chrono::steady_clock::now();
-  model::EncodeCrops(weights, crops.data(), tiles);
+  (void)model::EncodeCrops(weights, crops.data(), tiles);
   const double seconds = Seconds(start);
   const double flops = FlopsPerTile(c);
   std::printf("ViT %-22s %d tiles: %.3f s, %.2f tiles/s, %.3f TFLOP per tile, %.1f GFLOP/s (%.0f%% of sgemm peak)\n",

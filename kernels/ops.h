@@ -64,6 +64,10 @@ struct SamplingParams {
   float repetition_penalty = 1.f;  // 1: off
 };
 
+// The two separator rows of an image's sequence in an AssembleImageTokens source table (feature rows are >= 0).
+constexpr int32_t kSubSeparatorSource = -1;     // plora_sub_GN: ends every row of merged tokens
+constexpr int32_t kGlobalSeparatorSource = -2;  // plora_glb_GN: between the global view and the tiles
+
 namespace reference {
 #include "kernels/ops_list.inc"
 }  // namespace reference

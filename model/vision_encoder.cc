@@ -72,7 +72,9 @@ absl::StatusOr<VisionWeights> LoadVisionWeights(const std::string& directory, in
   return w;
 }
 
-std::vector<float> EncodeCrops(const VisionWeights& weights, const float* crops, int count) {
+absl::StatusOr<std::vector<float>> EncodeCrops(const VisionWeights& weights, const float* crops, int count) {
+  if (count < 0) return absl::InvalidArgumentError(absl::StrCat("cannot encode ", count, " crops"));
+  if (weights.device != nullptr) return weights.device->EncodeCrops(crops, count);
   const VisionConfig& c = weights.config;
   const int64_t hv = c.hidden_size, grid = c.grid(), patch = c.patch_size, size = c.image_size;
   const int64_t patches = grid * grid, tokens = patches + 1, patch_values = 3 * patch * patch;
@@ -133,50 +135,25 @@ absl::StatusOr<std::vector<float>> EmbedImage(const VisionWeights& weights, cons
   if (rows <= 0 || cols <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("an image needs a tile grid of at least 1x1, not ", rows, "x", cols));
   }
-  return AssembleImage(weights, EncodeCrops(weights, crops, 1 + rows * cols), rows, cols);
+  if (weights.device != nullptr) return weights.device->EmbedImage(crops, rows, cols);
+  IXC_ASSIGN_OR_RETURN(std::vector<float> features, EncodeCrops(weights, crops, 1 + rows * cols));
+  return AssembleImage(weights, features, rows, cols);
 }
 
 absl::StatusOr<std::vector<float>> AssembleImage(const VisionWeights& weights, const std::vector<float>& features,
                                                  int rows, int cols) {
   const VisionConfig& c = weights.config;
-  const int64_t hv = c.hidden_size, grid = c.grid(), side = c.merged_side(), merged = c.merged_size();
-  if (rows <= 0 || cols <= 0 ||
-      static_cast<int64_t>(features.size()) != (1 + int64_t{rows} * cols) * grid * grid * hv) {
+  const int64_t hv = c.hidden_size, patches = int64_t{c.grid()} * c.grid();
+  if (rows <= 0 || cols <= 0 || static_cast<int64_t>(features.size()) != (1 + int64_t{rows} * cols) * patches * hv) {
     return absl::InvalidArgumentError(absl::StrCat("features of ", features.size(), " values do not make a ", rows,
                                                    "x", cols, " image"));
   }
-
-  // Merged token (y, x) of a crop: the 2x2 patch block in the order (0,0), (0,1), (1,0), (1,1) (spec 3.4).
-  auto merged_token = [&](int crop, int64_t y, int64_t x, float* out) {
-    for (int64_t dy = 0; dy < 2; ++dy) {
-      for (int64_t dx = 0; dx < 2; ++dx) {
-        const float* patch =
-            features.data() + ((static_cast<int64_t>(crop) * grid + 2 * y + dy) * grid + 2 * x + dx) * hv;
-        std::memcpy(out + (dy * 2 + dx) * hv, patch, hv * sizeof(float));
-      }
-    }
-  };
-  // Sequence (spec 3.5): the global view's rows, each ended by sub_GN; glb_GN; the stitched tile grid's rows, each
-  // ended by sub_GN.
-  const int64_t tokens = (static_cast<int64_t>(rows) * cols + 1) * side * side + 1 + (rows + 1) * side;
-  std::vector<float> sequence(tokens * merged);  // (tokens, 4 hv)
-  float* at = sequence.data();
-  auto put_separator = [&](const std::vector<float>& separator) {
-    std::copy(separator.begin(), separator.end(), at);
-    at += merged;
-  };
-  for (int64_t y = 0; y < side; ++y) {
-    for (int64_t x = 0; x < side; ++x, at += merged) merged_token(0, y, x, at);
-    put_separator(weights.sub_separator);
-  }
-  put_separator(weights.global_separator);
-  for (int64_t y = 0; y < rows * side; ++y) {
-    for (int64_t x = 0; x < cols * side; ++x, at += merged) {
-      const int crop = 1 + static_cast<int>((y / side) * cols + x / side);
-      merged_token(crop, y % side, x % side, at);
-    }
-    put_separator(weights.sub_separator);
-  }
+  if (weights.device != nullptr) return weights.device->AssembleImage(features, rows, cols);
+  const std::vector<int32_t> sources = ImageTokenSources(c, rows, cols, patches, 0);
+  const int64_t tokens = static_cast<int64_t>(sources.size()) / 4;
+  std::vector<float> sequence(tokens * c.merged_size());  // (tokens, 4 hv)
+  kernels::AssembleImageTokens(features.data(), sources.data(), weights.sub_separator.data(),
+                               weights.global_separator.data(), sequence.data(), tokens, hv);
 
   // vision_proj: Linear, exact GELU, Linear.
   std::vector<float> hidden(tokens * weights.llm_hidden), embeddings(tokens * weights.llm_hidden);
@@ -184,6 +161,32 @@ absl::StatusOr<std::vector<float>> AssembleImage(const VisionWeights& weights, c
   kernels::Gelu(hidden.data(), hidden.data(), hidden.size());
   LinearWithBias(hidden.data(), weights.proj2, weights.proj2_bias, embeddings.data(), tokens);
   return embeddings;
+}
+
+std::vector<int32_t> ImageTokenSources(const VisionConfig& config, int rows, int cols, int64_t crop_stride,
+                                       int64_t first_patch) {
+  const int64_t grid = config.grid(), side = config.merged_side();
+  std::vector<int32_t> sources;  // (tokens, 4)
+  sources.reserve(((int64_t{rows} * cols + 1) * side * side + 1 + (rows + 1) * side) * 4);
+  auto merged_token = [&](int64_t crop, int64_t y, int64_t x) {
+    for (int64_t dy = 0; dy < 2; ++dy) {
+      for (int64_t dx = 0; dx < 2; ++dx) {
+        sources.push_back(static_cast<int32_t>(crop * crop_stride + first_patch + (2 * y + dy) * grid + 2 * x + dx));
+      }
+    }
+  };
+  auto separator = [&](int32_t marker) { sources.insert(sources.end(), 4, marker); };
+  // The global view's rows, each ended by sub_GN; glb_GN; the stitched tile grid's rows, each ended by sub_GN.
+  for (int64_t y = 0; y < side; ++y) {
+    for (int64_t x = 0; x < side; ++x) merged_token(0, y, x);
+    separator(kernels::kSubSeparatorSource);
+  }
+  separator(kernels::kGlobalSeparatorSource);
+  for (int64_t y = 0; y < rows * side; ++y) {
+    for (int64_t x = 0; x < cols * side; ++x) merged_token(1 + (y / side) * cols + x / side, y % side, x % side);
+    separator(kernels::kSubSeparatorSource);
+  }
+  return sources;
 }
 
 }  // namespace ixc::model

@@ -6,10 +6,13 @@
 // plora_glb_GN, and vision_proj (Linear, exact GELU, Linear). It holds its own view of the checkpoint, so vision
 // ranks can load it without the language model.
 //
+// With `device` set (model/cuda/CudaVisionModel, --device cuda) the same functions run on the GPU.
+//
 //   IXC_ASSIGN_OR_RETURN(VisionWeights vision, LoadVisionWeights(dir, llm_hidden));
 //   IXC_ASSIGN_OR_RETURN(std::vector<float> embeds, EmbedImage(vision, crops));   // (tokens, llm_hidden)
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,8 @@ struct VitLayerWeights {
   std::vector<float> fc2_bias;                                    // (hv)
 };
 
+class DeviceVisionModel;
+
 struct VisionWeights {
   VisionConfig config;
   int llm_hidden = 0;
@@ -44,12 +49,13 @@ struct VisionWeights {
   std::vector<float> proj1_bias;
   TensorView proj2;                        // vision_proj.2 (llm_hidden, llm_hidden)
   std::vector<float> proj2_bias;
+  std::shared_ptr<DeviceVisionModel> device;  // set: EncodeCrops, AssembleImage and EmbedImage run there
 };
 
 absl::StatusOr<VisionWeights> LoadVisionWeights(const std::string& directory, int llm_hidden);
 
 // The ViT on `count` crops (count, 3, S, S): the last layer's patch features without CLS, (count, grid^2, hv).
-std::vector<float> EncodeCrops(const VisionWeights& weights, const float* crops, int count);
+absl::StatusOr<std::vector<float>> EncodeCrops(const VisionWeights& weights, const float* crops, int count);
 
 // One image's embeddings for the LLM from its crops (crop 0 the global view, then rows x cols tiles row-major):
 // (VisionTokenCount(rows, cols, merged_side), llm_hidden). Every row is a vision position (im_mask = 1).
@@ -59,5 +65,23 @@ absl::StatusOr<std::vector<float>> EmbedImage(const VisionWeights& weights, cons
 // the separators and vision_proj. Vision ranks that encode parts of an image meet here.
 absl::StatusOr<std::vector<float>> AssembleImage(const VisionWeights& weights, const std::vector<float>& features,
                                                  int rows, int cols);
+
+// Where each row of an image's sequence before vision_proj comes from (spec 3.4-3.5), for kernels::
+// AssembleImageTokens: (tokens, 4) feature rows, a merged token's 2x2 patch block in the order (0,0), (0,1), (1,0),
+// (1,1), or the separator markers in all four. Patch p of crop c is feature row c * crop_stride + first_patch + p:
+// (grid^2, 0) for EncodeCrops' features, (grid^2 + 1, 1) for ViT rows that still hold each crop's CLS token.
+std::vector<int32_t> ImageTokenSources(const VisionConfig& config, int rows, int cols, int64_t crop_stride,
+                                       int64_t first_patch);
+
+// The same functions on an accelerator with a copy of the vision weights (model/cuda/CudaVisionModel).
+class DeviceVisionModel {
+ public:
+  virtual ~DeviceVisionModel() = default;
+  virtual absl::StatusOr<std::vector<float>> EncodeCrops(const float* crops, int count) = 0;
+  virtual absl::StatusOr<std::vector<float>> AssembleImage(const std::vector<float>& features, int rows,
+                                                           int cols) = 0;
+  // Both, without the features leaving the device.
+  virtual absl::StatusOr<std::vector<float>> EmbedImage(const float* crops, int rows, int cols) = 0;
+};
 
 }  // namespace ixc::model

@@ -56,7 +56,7 @@ absl::Status VisionWorker::Encode(const protocol::VisionTask& task) {
   part.cols = task.cols();
   part.first_crop = task.first_crop();
   part.crop_count = task.crop_count();
-  part.features = model::EncodeCrops(weights_, task.pixels()->data(), task.crop_count());
+  IXC_ASSIGN_OR_RETURN(part.features, model::EncodeCrops(weights_, task.pixels()->data(), task.crop_count()));
   flatbuffers::FlatBufferBuilder builder;
   const auto body = protocol::CreateCropsEncoded(builder, task.tag());
   return channel_.Send(0, protocol::Finish(builder, mapping_.rank(), protocol::Body::CropsEncoded, body.Union()));

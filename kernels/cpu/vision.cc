@@ -1,10 +1,11 @@
-// CPU LayerNorm, GELU, quick_gelu (threaded loops) and bidirectional attention: per head, the scores as one sgemm,
+// CPU LayerNorm, GELU, quick_gelu, the image-token assembly (threaded loops) and bidirectional attention: per head, the scores as one sgemm,
 // a softmax per row, the output as a second sgemm. A ViT sequence is short (1601 tokens at 560 px), so the
 // (tokens x tokens) score block of one head, 10 MB, is affordable; heads run in parallel, BLAS single-threaded.
 #include <cblas.h>
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -59,6 +60,19 @@ void SelfAttention(const float* q, const float* k, const float* v, float* out, i
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tokens, head_dim, tokens, 1.f, scores.data(), tokens,
                 v + h * head_dim, row, 0.f, out + h * head_dim, row);
+  }
+}
+
+void AssembleImageTokens(const float* features, const int32_t* sources, const float* sub_separator,
+                         const float* global_separator, float* out, int64_t tokens, int64_t hidden) {
+#pragma omp parallel for schedule(static) if (tokens > 256)
+  for (int64_t part = 0; part < tokens * 4; ++part) {  // one quarter of a token each
+    const int32_t source = sources[part];
+    const int64_t quarter = part % 4;
+    const float* from = source == kSubSeparatorSource      ? sub_separator + quarter * hidden
+                        : source == kGlobalSeparatorSource ? global_separator + quarter * hidden
+                                                           : features + source * hidden;
+    std::memcpy(out + part * hidden, from, hidden * sizeof(float));
   }
 }
 

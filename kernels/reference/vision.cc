@@ -1,4 +1,4 @@
-// Reference LayerNorm, GELU, quick_gelu and bidirectional attention: the formulas as plain loops.
+// Reference LayerNorm, GELU, quick_gelu, bidirectional attention and the image-token assembly: plain loops.
 #include <cmath>
 #include <vector>
 
@@ -49,6 +49,26 @@ void SelfAttention(const float* q, const float* k, const float* v, float* out, i
         float acc = 0.f;
         for (int64_t j = 0; j < tokens; ++j) acc += scores[j] / sum * v[j * row + h * head_dim + c];
         out[i * row + h * head_dim + c] = acc;
+      }
+    }
+  }
+}
+
+void AssembleImageTokens(const float* features, const int32_t* sources, const float* sub_separator,
+                         const float* global_separator, float* out, int64_t tokens, int64_t hidden) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t q = 0; q < 4; ++q) {
+      const int32_t source = sources[t * 4 + q];
+      for (int64_t c = 0; c < hidden; ++c) {
+        float value;
+        if (source == kSubSeparatorSource) {
+          value = sub_separator[q * hidden + c];
+        } else if (source == kGlobalSeparatorSource) {
+          value = global_separator[q * hidden + c];
+        } else {
+          value = features[source * hidden + c];
+        }
+        out[(t * 4 + q) * hidden + c] = value;
       }
     }
   }

@@ -1,4 +1,5 @@
-// CPU LayerNorm, GELU, quick_gelu and bidirectional attention against the reference, on awkward shapes.
+// CPU LayerNorm, GELU, quick_gelu, bidirectional attention and the image-token assembly against the reference, on
+// awkward shapes.
 #include <cmath>
 
 #include "kernels/ops.h"
@@ -47,6 +48,29 @@ TEST(SelfAttentionTest, MatchesReference) {
     SelfAttention(q.data(), k.data(), v.data(), actual.data(), tokens, heads, d, scale);
     EXPECT_TRUE(AllClose(actual, expected, {2e-6f, 1e-5f})) << tokens << " tokens";
   }
+}
+
+TEST(AssembleImageTokensTest, MatchesReference) {
+  const int64_t hidden = 12, feature_rows = 50, tokens = 37;
+  const auto features = RandomFloats(feature_rows * hidden, 8), sub = RandomFloats(4 * hidden, 9),
+             global = RandomFloats(4 * hidden, 10);
+  std::vector<int32_t> sources(tokens * 4);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t q = 0; q < 4; ++q) {
+      sources[t * 4 + q] = t % 7 == 6   ? kSubSeparatorSource
+                           : t == 10    ? kGlobalSeparatorSource
+                                        : static_cast<int32_t>((t * 13 + q * 5) % feature_rows);
+    }
+  }
+  std::vector<float> expected(tokens * 4 * hidden), actual(expected.size());
+  reference::AssembleImageTokens(features.data(), sources.data(), sub.data(), global.data(), expected.data(), tokens,
+                                 hidden);
+  AssembleImageTokens(features.data(), sources.data(), sub.data(), global.data(), actual.data(), tokens, hidden);
+  EXPECT_EQ(actual, expected);
+  // Row 6 is the sub separator whole, row 10 the global one, row 0 quarter 1 feature row 5.
+  EXPECT_EQ(std::vector<float>(expected.begin() + 6 * 4 * hidden, expected.begin() + 7 * 4 * hidden), sub);
+  EXPECT_EQ(std::vector<float>(expected.begin() + 10 * 4 * hidden, expected.begin() + 11 * 4 * hidden), global);
+  EXPECT_EQ(expected[1 * hidden + 3], features[5 * hidden + 3]);
 }
 
 }  // namespace
