@@ -10,6 +10,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "bench/machine_limits.h"
+#include "bench/random_vision.h"
 #include "coordinator/media/hd_transform.h"
 #include "coordinator/media/resize.h"
 #include "model/vision_encoder.h"
@@ -19,49 +20,6 @@ ABSL_FLAG(int, real_tiles, 1, "crops through the real-size ViT (each about 1.2 T
 
 namespace ixc::bench {
 namespace {
-
-// Random vision weights of the given shape, owned by `storage` (f32).
-model::VisionWeights RandomVision(const model::VisionConfig& c, int llm_hidden, std::vector<std::vector<float>>& storage) {
-  uint64_t seed = 1;
-  auto tensor = [&](std::initializer_list<int64_t> dims, float scale) {
-    int64_t n = 1;
-    for (int64_t d : dims) n *= d;
-    storage.push_back(testing::RandomFloats(n, seed++, scale));
-    return TensorView(storage.back().data(), DType::kF32, dims);
-  };
-  auto vec = [&](int64_t n, float scale) { return testing::RandomFloats(n, seed++, scale); };
-  model::VisionWeights w;
-  w.config = c;
-  w.llm_hidden = llm_hidden;
-  const int64_t hv = c.hidden_size, positions = c.grid() * c.grid() + 1;
-  w.patch_embedding = tensor({hv, 3 * c.patch_size * c.patch_size}, 0.05f);
-  w.class_embedding = vec(hv, 1.f);
-  w.position_embedding = vec(positions * hv, 0.5f);
-  w.pre_ln_weight = std::vector<float>(hv, 1.f);
-  w.pre_ln_bias = std::vector<float>(hv, 0.f);
-  for (int i = 0; i < c.num_layers; ++i) {
-    model::VitLayerWeights l;
-    l.ln1_weight = l.ln2_weight = std::vector<float>(hv, 1.f);
-    l.ln1_bias = l.ln2_bias = l.q_bias = l.k_bias = l.v_bias = l.out_bias = l.fc2_bias = std::vector<float>(hv, 0.f);
-    l.q = tensor({hv, hv}, 0.03f);
-    l.k = tensor({hv, hv}, 0.03f);
-    l.v = tensor({hv, hv}, 0.03f);
-    l.out = tensor({hv, hv}, 0.03f);
-    l.fc1 = tensor({c.intermediate_size, hv}, 0.03f);
-    l.fc1_bias = std::vector<float>(c.intermediate_size, 0.f);
-    l.fc2 = tensor({hv, c.intermediate_size}, 0.015f);
-    w.layers.push_back(std::move(l));
-  }
-  return w;
-}
-
-// FLOPs of one crop through the ViT: patch embedding, per layer q/k/v/out and the MLP, and attention.
-double FlopsPerTile(const model::VisionConfig& c) {
-  const double tokens = c.grid() * c.grid() + 1, hv = c.hidden_size;
-  const double patch = 2.0 * (tokens - 1) * hv * 3 * c.patch_size * c.patch_size;
-  const double layer = 2.0 * tokens * (4 * hv * hv + 2 * hv * c.intermediate_size) + 4.0 * tokens * tokens * hv;
-  return patch + c.num_layers * layer;
-}
 
 void BenchVit(const char* name, const model::VisionConfig& c, int tiles, const MachineLimits& limits) {
   std::vector<std::vector<float>> storage;

@@ -5,32 +5,60 @@
 
 #ifdef IXC_HAVE_CUDA
 #include "model/cuda/cuda_language_model.h"
+#include "model/cuda/cuda_vision_model.h"
 #endif
 
 namespace ixc::model {
+namespace {
+
+absl::StatusOr<DType> CudaDType(const Placement& placement) {
+  if (placement.device != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("--device must be cpu or cuda, not '", placement.device, "'"));
+  }
+  if (placement.dtype != "bf16" && placement.dtype != "f16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be bf16 or f16 on cuda, not '", placement.dtype, "'"));
+  }
+  return placement.dtype == "f16" ? DType::kF16 : DType::kBF16;
+}
+
+#ifdef IXC_HAVE_CUDA
+absl::StatusOr<KvCache> PlaceModelOnGpu(LlmWeights& weights, const Placement& placement, DType dtype) {
+  CudaModelOptions options;
+  options.dtype = dtype;
+  options.block_size = placement.block_size;
+  options.kv_reserve_bytes = placement.kv_reserve_mib << 20;
+  options.device = placement.gpu;
+  return AttachCudaModel(weights, options);
+}
+
+absl::Status PlaceVisionOnGpu(VisionWeights& weights, const Placement& placement, DType dtype) {
+  return AttachCudaVision(weights, {.dtype = dtype, .device = placement.gpu});
+}
+#else
+absl::Status NoCudaBackend() {
+  return absl::FailedPreconditionError(
+      "--device cuda: this build has no CUDA backend; build it with `cmake --preset cuda && cmake --build --preset "
+      "cuda` on a machine with the CUDA toolkit");
+}
+absl::StatusOr<KvCache> PlaceModelOnGpu(LlmWeights&, const Placement&, DType) { return NoCudaBackend(); }
+absl::Status PlaceVisionOnGpu(VisionWeights&, const Placement&, DType) { return NoCudaBackend(); }
+#endif
+
+}  // namespace
 
 absl::StatusOr<KvCache> PlaceModel(LlmWeights& weights, const Placement& placement, int64_t context_tokens) {
   if (placement.device == "cpu") {
     const int64_t blocks = (context_tokens + placement.block_size) / placement.block_size;
     return KvCache(weights.shard, placement.block_size, static_cast<int>(blocks));
   }
-  if (placement.device != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("--device must be cpu or cuda, not '", placement.device, "'"));
-  }
-#ifdef IXC_HAVE_CUDA
-  CudaModelOptions options;
-  if (placement.dtype != "bf16" && placement.dtype != "f16") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype must be bf16 or f16 on cuda, not '", placement.dtype, "'"));
-  }
-  options.dtype = placement.dtype == "f16" ? DType::kF16 : DType::kBF16;
-  options.block_size = placement.block_size;
-  options.kv_reserve_bytes = placement.kv_reserve_mib << 20;
-  return AttachCudaModel(weights, options);
-#else
-  return absl::FailedPreconditionError(
-      "--device cuda: this build has no CUDA backend; build it with `cmake --preset cuda && cmake --build --preset "
-      "cuda` on a machine with the CUDA toolkit");
-#endif
+  IXC_ASSIGN_OR_RETURN(const DType dtype, CudaDType(placement));
+  return PlaceModelOnGpu(weights, placement, dtype);
+}
+
+absl::Status PlaceVision(VisionWeights& weights, const Placement& placement) {
+  if (placement.device == "cpu") return absl::OkStatus();
+  IXC_ASSIGN_OR_RETURN(const DType dtype, CudaDType(placement));
+  return PlaceVisionOnGpu(weights, placement, dtype);
 }
 
 }  // namespace ixc::model

@@ -1,10 +1,12 @@
 // File: model/placement.h
 //
-// Where the language model runs, chosen at start (--device cpu|cuda): the CPU, or a GPU that gets a copy of the
-// weights (model/cuda/). Returns the KV cache for `context_tokens` on the CPU, or the bookkeeping of the GPU's pool.
-// `cuda` stops with a clear message in a build without the CUDA backend or on a machine without a usable GPU.
+// Where the models run, chosen at start (--device cpu|cuda): the CPU, or a GPU that gets a copy of the weights
+// (model/cuda/). PlaceModel returns the KV cache for `context_tokens` on the CPU, or the bookkeeping of the GPU's
+// pool. `cuda` stops with a clear message in a build without the CUDA backend or on a machine without a usable GPU.
+// Place the vision tower first where both share a GPU: the language model's KV pool takes the memory left.
 //
-//   IXC_ASSIGN_OR_RETURN(KvCache cache, PlaceModel(weights, {.device = "cuda"}, context));
+//   IXC_RETURN_IF_ERROR(PlaceVision(vision, placement));
+//   IXC_ASSIGN_OR_RETURN(KvCache cache, PlaceModel(weights, placement, context));
 #pragma once
 
 #include <cstdint>
@@ -12,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/kv_cache.h"
+#include "model/vision_encoder.h"
 #include "model/weights.h"
 
 namespace ixc::model {
@@ -21,8 +24,10 @@ struct Placement {
   int block_size = 16;
   int64_t kv_reserve_mib = 4096;   // cuda: device memory kept free after the KV pool
   std::string dtype = "bf16";      // cuda: "bf16" | "f16"
+  int gpu = 0;                     // cuda: which of this machine's devices
 };
 
 absl::StatusOr<KvCache> PlaceModel(LlmWeights& weights, const Placement& placement, int64_t context_tokens);
+absl::Status PlaceVision(VisionWeights& weights, const Placement& placement);
 
 }  // namespace ixc::model

@@ -108,6 +108,10 @@ absl::Status Run(const std::vector<std::string>& images) {
   }
   IXC_ASSIGN_OR_RETURN(model::LoraMode lora, model::LoraModeFromName(absl::GetFlag(FLAGS_lora_mode)));
   IXC_ASSIGN_OR_RETURN(model::LlmWeights weights, model::LoadLlmWeights(model_dir));
+  model::Placement placement;
+  placement.device = absl::GetFlag(FLAGS_device);
+  placement.dtype = absl::GetFlag(FLAGS_dtype);
+  placement.kv_reserve_mib = absl::GetFlag(FLAGS_kv_reserve_mib);
 
   std::unique_ptr<coordinator::Tokenizer> tokenizer;
   const std::string tokenizer_path = (std::filesystem::path(model_dir) / "tokenizer.model").string();
@@ -127,6 +131,7 @@ absl::Status Run(const std::vector<std::string>& images) {
   if (media_count > 0) {
     IXC_ASSIGN_OR_RETURN(model::VisionWeights loaded, model::LoadVisionWeights(model_dir, weights.config.hidden_size));
     vision = std::make_unique<model::VisionWeights>(std::move(loaded));
+    IXC_RETURN_IF_ERROR(model::PlaceVision(*vision, placement));  // before the LLM's KV pool takes the memory
     IXC_ASSIGN_OR_RETURN(media, PrepareMedia(images, video, vision->config.image_size));
   }
 
@@ -180,10 +185,6 @@ absl::Status Run(const std::vector<std::string>& images) {
   input.lora = lora;
   const int64_t prompt_tokens = input.tokens(weights.config.hidden_size);
   const int64_t context = std::min<int64_t>(options.max_context, prompt_tokens + options.max_new_tokens);
-  model::Placement placement;
-  placement.device = absl::GetFlag(FLAGS_device);
-  placement.dtype = absl::GetFlag(FLAGS_dtype);
-  placement.kv_reserve_mib = absl::GetFlag(FLAGS_kv_reserve_mib);
   IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, context));
   IXC_ASSIGN_OR_RETURN(model::GenerationResult result, model::Generate(weights, input, options, cache));
 

@@ -568,10 +568,10 @@ absl::Status LaunchFlashAttention(const void* q, const int32_t* positions, int64
   absl::Status status;
   IXC_RETURN_IF_ERROR(DispatchHalfDType(pools.dtype, "FlashAttention", [&](auto tag) {
     using T = decltype(tag);
-    status = DispatchHeadDim(pools.head_dim, "FlashAttention", [&](auto dim) {
+    status.Update(DispatchHeadDim(pools.head_dim, "FlashAttention", [&](auto dim) {
       return LaunchFlash<T, decltype(dim)::value>(q, positions, tokens, heads, pools, block_table, num_keys, scale,
                                                    out, lse, stream);
-    });
+    }));
   }));
   return status;
 }
@@ -598,10 +598,10 @@ absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKv
   absl::Status status;
   IXC_RETURN_IF_ERROR(DispatchHalfDType(pools.dtype, "PagedDecodeAttention", [&](auto tag) {
     using T = decltype(tag);
-    status = DispatchHeadDim(pools.head_dim, "PagedDecodeAttention", [&](auto dim) {
+    status.Update(DispatchHeadDim(pools.head_dim, "PagedDecodeAttention", [&](auto dim) {
       return LaunchDecode<T, decltype(dim)::value>(q, heads, pools, rows, scale, out, lse, workspace, stream,
                                                     num_sms);
-    });
+    }));
   }));
   return status;
 }

@@ -5,16 +5,10 @@
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/grid_stride.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-
-int Blocks(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
-
-#define IXC_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < (n); i += int64_t{gridDim.x} * blockDim.x)
 
 template <typename T>
 __global__ void SwiGluKernel(const T* gate, const T* up, T* out, int64_t n) {
@@ -82,7 +76,7 @@ template <typename F>
 absl::Status LaunchOver(const char* op, DType dtype, int64_t n, F&& launch) {
   IXC_RETURN_IF_ERROR(CheckSize(op, n));
   if (n == 0) return absl::OkStatus();
-  IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) { launch(tag, Blocks(n)); }));
+  IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) { launch(tag, GridStrideBlocks(n)); }));
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -92,7 +86,7 @@ absl::Status LaunchOver(const char* op, DType dtype, int64_t n, F&& launch) {
 absl::Status LaunchSwiGlu(DType dtype, const void* gate, const void* up, void* out, int64_t n, cudaStream_t stream) {
   return LaunchOver("SwiGlu", dtype, n, [&](auto tag, int blocks) {
     using T = decltype(tag);
-    SwiGluKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(gate), static_cast<const T*>(up),
+    SwiGluKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<const T*>(gate), static_cast<const T*>(up),
                                                      static_cast<T*>(out), n);
   });
 }
@@ -100,14 +94,14 @@ absl::Status LaunchSwiGlu(DType dtype, const void* gate, const void* up, void* o
 absl::Status LaunchGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
   return LaunchOver("Gelu", dtype, n, [&](auto tag, int blocks) {
     using T = decltype(tag);
-    GeluKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+    GeluKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
   });
 }
 
 absl::Status LaunchQuickGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
   return LaunchOver("QuickGelu", dtype, n, [&](auto tag, int blocks) {
     using T = decltype(tag);
-    QuickGeluKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+    QuickGeluKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
   });
 }
 
@@ -121,14 +115,14 @@ absl::Status LaunchEmbeddingGather(const void* table, DType dtype, int64_t vocab
   }
   return LaunchOver("EmbeddingGather", dtype, n * hidden, [&](auto tag, int blocks) {
     using T = decltype(tag);
-    GatherKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(table), ids, n, hidden, out);
+    GatherKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<const T*>(table), ids, n, hidden, out);
   });
 }
 
 absl::Status LaunchAddBias(DType dtype, void* y, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
   return LaunchOver("AddBias", dtype, rows * cols, [&](auto tag, int blocks) {
     using T = decltype(tag);
-    AddBiasKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<T*>(y), bias, rows, cols);
+    AddBiasKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<T*>(y), bias, rows, cols);
   });
 }
 
@@ -136,14 +130,14 @@ absl::Status LaunchZeroRows(DType dtype, void* y, const uint8_t* mask, int64_t r
                             cudaStream_t stream) {
   return LaunchOver("ZeroRows", dtype, rows * cols, [&](auto tag, int blocks) {
     using T = decltype(tag);
-    ZeroRowsKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<T*>(y), mask, rows, cols);
+    ZeroRowsKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<T*>(y), mask, rows, cols);
   });
 }
 
 absl::Status LaunchFillUniform(DType dtype, void* x, int64_t n, uint64_t seed, float scale, cudaStream_t stream) {
   return LaunchOver("FillUniform", dtype, n, [&](auto tag, int blocks) {
     using T = decltype(tag);
-    FillUniformKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<T*>(x), n, seed, scale);
+    FillUniformKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<T*>(x), n, seed, scale);
   });
 }
 

@@ -61,8 +61,8 @@ __global__ void AddRmsNormKernel(float* residual, const float* delta, const floa
   }
 }
 
-template <typename T>
-__global__ void LayerNormKernel(const T* x, const float* weight, const float* bias, T* out, int64_t hidden,
+template <typename T, typename Out>
+__global__ void LayerNormKernel(const T* x, const float* weight, const float* bias, Out* out, int64_t hidden,
                                 float eps) {
   __shared__ float scratch[kThreads / 32];
   const int64_t row = blockIdx.x;
@@ -77,7 +77,7 @@ __global__ void LayerNormKernel(const T* x, const float* weight, const float* bi
   }
   const float inv_std = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(hidden) + eps);
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
-    out[row * hidden + c] = FromFloat<T>((ToFloat(in[c]) - mean) * inv_std * weight[c] + bias[c]);
+    out[row * hidden + c] = FromFloat<Out>((ToFloat(in[c]) - mean) * inv_std * weight[c] + bias[c]);
   }
 }
 
@@ -118,15 +118,20 @@ absl::Status LaunchAddRmsNorm(float* residual, const float* delta, const float* 
   return absl::OkStatus();
 }
 
-absl::Status LaunchLayerNorm(DType dtype, const void* x, const float* weight, const float* bias, void* out,
-                             int64_t rows, int64_t hidden, float eps, cudaStream_t stream) {
+absl::Status LaunchLayerNorm(DType dtype, const void* x, const float* weight, const float* bias, DType out_dtype,
+                             void* out, int64_t rows, int64_t hidden, float eps, cudaStream_t stream) {
   IXC_RETURN_IF_ERROR(CheckRows("LayerNorm", rows, hidden));
   if (rows == 0) return absl::OkStatus();
-  IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    LayerNormKernel<T><<<rows, kThreads, 0, stream>>>(static_cast<const T*>(x), weight, bias, static_cast<T*>(out),
-                                                      hidden, eps);
+  absl::Status status;
+  IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto in_tag) {
+    using T = decltype(in_tag);
+    status.Update(DispatchDType(out_dtype, [&](auto out_tag) {
+      using Out = decltype(out_tag);
+      LayerNormKernel<T, Out><<<rows, kThreads, 0, stream>>>(static_cast<const T*>(x), weight, bias,
+                                                             static_cast<Out*>(out), hidden, eps);
+    }));
   }));
+  IXC_RETURN_IF_ERROR(status);
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

@@ -5,7 +5,8 @@
 //   LaunchRmsNorm     out = weight * (x * rsqrt(mean(x^2) + eps)); x and out f32 or bf16 (the same)
 //   LaunchAddRmsNorm  the decoder's fused step: residual += delta (+ bias), then out = RmsNorm(residual) in the GEMM
 //                     dtype. The residual stream stays f32 on the GPU; delta is a sublayer's f32 output.
-//   LaunchLayerNorm   out = (x - mean) / sqrt(var + eps) * weight + bias (the ViT), x and out of one dtype
+//   LaunchLayerNorm   out = (x - mean) / sqrt(var + eps) * weight + bias (the ViT); x and out each f32, bf16 or
+//                     f16 (the ViT reads its f32 residual stream and writes the GEMM dtype)
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,8 +28,8 @@ absl::Status LaunchAddRmsNorm(float* residual, const float* delta, const float* 
                               DType out_dtype, void* out, int64_t rows, int64_t hidden, float eps,
                               cudaStream_t stream);
 
-// x, out (rows, hidden) in dtype; weight, bias (hidden) f32.
-absl::Status LaunchLayerNorm(DType dtype, const void* x, const float* weight, const float* bias, void* out,
-                             int64_t rows, int64_t hidden, float eps, cudaStream_t stream);
+// x (rows, hidden) in dtype, out (rows, hidden) in out_dtype; weight, bias (hidden) f32.
+absl::Status LaunchLayerNorm(DType dtype, const void* x, const float* weight, const float* bias, DType out_dtype,
+                             void* out, int64_t rows, int64_t hidden, float eps, cudaStream_t stream);
 
 }  // namespace ixc::kernels::cuda

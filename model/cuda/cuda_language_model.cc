@@ -25,26 +25,6 @@ constexpr int64_t kDecodeRowsPerLaunch = 64;
 
 int64_t AlignUp(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
-// `view` (any dtype) as `dtype` bytes, converted on the host in row chunks.
-std::vector<uint8_t> ConvertTo(TensorView view, DType dtype) {
-  const int64_t n = view.numel();
-  std::vector<uint8_t> bytes(n * DTypeSize(dtype));
-  if (view.dtype == dtype) {
-    std::memcpy(bytes.data(), view.data, bytes.size());
-    return bytes;
-  }
-  constexpr int64_t kChunk = 1 << 20;
-  std::vector<float> wide(std::min(n, kChunk));
-  for (int64_t begin = 0; begin < n; begin += kChunk) {
-    const int64_t count = std::min(kChunk, n - begin);
-    ConvertToF32(view.dtype, static_cast<const uint8_t*>(view.data) + begin * DTypeSize(view.dtype), wide.data(),
-                 count);
-    uint16_t* out = reinterpret_cast<uint16_t*>(bytes.data()) + begin;
-    for (int64_t i = 0; i < count; ++i) out[i] = dtype == DType::kBF16 ? F32ToBf16(wide[i]) : F32ToF16(wide[i]);
-  }
-  return bytes;
-}
-
 }  // namespace
 
 struct CudaLanguageModel::Masks {
@@ -59,38 +39,16 @@ CudaLanguageModel::CudaLanguageModel(const LlmConfig& shard, const CudaModelOpti
     : shard_(shard), options_(options) {}
 
 CudaLanguageModel::~CudaLanguageModel() {
-  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
-  gemm_.reset();
-  for (void* p : allocations_) cudaFree(p);
+  if (gpu_ != nullptr) cudaStreamSynchronize(gpu_->stream);
   if (scratch_ != nullptr) cudaFree(scratch_);
   if (metadata_ != nullptr) cudaFree(metadata_);
-  if (stream_ != nullptr) cudaStreamDestroy(stream_);
-}
-
-absl::StatusOr<void*> CudaLanguageModel::Allocate(int64_t bytes) {
-  void* p = nullptr;
-  const cudaError_t error = cudaMalloc(&p, std::max<int64_t>(bytes, 1));
-  if (error != cudaSuccess) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(error)));
-  }
-  allocations_.push_back(p);
-  return p;
 }
 
 absl::Status CudaLanguageModel::CreateRuntime() {
   if (options_.dtype == DType::kF32) {
     return absl::InvalidArgumentError("the cuda backend runs bf16 or f16 weights (--dtype bf16|f16), not f32");
   }
-  IXC_ASSIGN_OR_RETURN(kc::DeviceInfo info, kc::ProbeCudaDevice());
-  if (options_.device < 0 || options_.device >= info.count) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CUDA device ", options_.device, " does not exist (", info.count, " visible)"));
-  }
-  IXC_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
-  IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, options_.device));
-  IXC_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  IXC_ASSIGN_OR_RETURN(gemm_, kc::Gemm::Create());
+  IXC_ASSIGN_OR_RETURN(gpu_, GpuRuntime::Create(options_.device));
   return absl::OkStatus();
 }
 
@@ -111,7 +69,7 @@ absl::Status CudaLanguageModel::AllocateKvPool() {
         " KiB per block"));
   }
   num_blocks_ = static_cast<int>(blocks);
-  IXC_ASSIGN_OR_RETURN(void* pool, Allocate(blocks * per_block));
+  IXC_ASSIGN_OR_RETURN(void* pool, arena_.Allocate(blocks * per_block));
   kv_bytes_ = blocks * per_block;
   for (int l = 0; l < c.num_layers; ++l) {
     k_pools_.push_back(static_cast<uint8_t*>(pool) + (2 * l) * blocks * pool_bytes_per_block);
@@ -126,20 +84,9 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Upload(con
   model->tp_size_ = weights.tp.size;
   IXC_RETURN_IF_ERROR(model->CreateRuntime());
   const DType dtype = options.dtype;
-  auto matrix = [&](TensorView view) -> absl::StatusOr<void*> {
-    if (view.empty()) return nullptr;
-    const std::vector<uint8_t> bytes = ConvertTo(view, dtype);
-    IXC_ASSIGN_OR_RETURN(void* p, model->Allocate(bytes.size()));
-    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
-    model->weight_bytes_ += bytes.size();
-    return p;
-  };
-  auto floats = [&](const std::vector<float>& values) -> absl::StatusOr<float*> {
-    if (values.empty()) return nullptr;
-    IXC_ASSIGN_OR_RETURN(void* p, model->Allocate(values.size() * 4));
-    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, values.data(), values.size() * 4, cudaMemcpyHostToDevice));
-    return static_cast<float*>(p);
-  };
+  DeviceArena& arena = model->arena_;
+  auto matrix = [&](TensorView view) { return arena.UploadMatrix(view, dtype); };
+  auto floats = [&](const std::vector<float>& values) { return arena.UploadFloats(values); };
   auto lora = [&](const LoraPair& pair, Lora& out) -> absl::Status {
     IXC_ASSIGN_OR_RETURN(out.a, matrix(pair.a));
     IXC_ASSIGN_OR_RETURN(out.b, matrix(pair.b));
@@ -173,6 +120,7 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Upload(con
     IXC_RETURN_IF_ERROR(linear(w.ffn_up, layer.up));
     IXC_RETURN_IF_ERROR(linear(w.ffn_down, layer.down));
   }
+  model->weight_bytes_ = arena.bytes();
   IXC_RETURN_IF_ERROR(model->AllocateKvPool());
   return model;
 }
@@ -183,20 +131,15 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Random(con
   std::shared_ptr<CudaLanguageModel> model(new CudaLanguageModel(config, options));
   IXC_RETURN_IF_ERROR(model->CreateRuntime());
   const DType dtype = options.dtype;
+  DeviceArena& arena = model->arena_;
   auto matrix = [&](int64_t rows, int64_t cols) -> absl::StatusOr<void*> {
-    IXC_ASSIGN_OR_RETURN(void* p, model->Allocate(rows * cols * DTypeSize(dtype)));
+    IXC_ASSIGN_OR_RETURN(void* p, arena.Allocate(rows * cols * DTypeSize(dtype)));
     // Uniform with variance 1/cols: activations keep their scale through the layers.
     IXC_RETURN_IF_ERROR(kc::LaunchFillUniform(dtype, p, rows * cols, seed++,
-                                              std::sqrt(3.f / static_cast<float>(cols)), model->stream_));
-    model->weight_bytes_ += rows * cols * DTypeSize(dtype);
+                                              std::sqrt(3.f / static_cast<float>(cols)), model->stream()));
     return p;
   };
-  auto ones = [&](int64_t n) -> absl::StatusOr<float*> {
-    IXC_ASSIGN_OR_RETURN(void* p, model->Allocate(n * 4));
-    const std::vector<float> values(n, 1.f);
-    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, values.data(), n * 4, cudaMemcpyHostToDevice));
-    return static_cast<float*>(p);
-  };
+  auto ones = [&](int64_t n) { return arena.UploadFloats(std::vector<float>(n, 1.f)); };
   auto linear = [&](int64_t out, int64_t in, Linear& l) -> absl::Status {
     IXC_ASSIGN_OR_RETURN(l.weight, matrix(out, in));
     l.out = out;
@@ -218,7 +161,8 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Random(con
     IXC_RETURN_IF_ERROR(linear(c.intermediate_size, c.hidden_size, layer.up));
     IXC_RETURN_IF_ERROR(linear(c.hidden_size, c.intermediate_size, layer.down));
   }
-  IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(model->stream_));
+  IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(model->stream()));
+  model->weight_bytes_ = arena.bytes();
   IXC_RETURN_IF_ERROR(model->AllocateKvPool());
   return model;
 }
@@ -251,7 +195,7 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
   int64_t total = 0;
   for (int64_t size : sizes) total += AlignUp(size);
   if (scratch_ != nullptr) {
-    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
     cudaFree(scratch_);
     scratch_ = nullptr;
   }
@@ -278,12 +222,12 @@ absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x,
                                             void* y, DType out_dtype) {
   const DType dtype = options_.dtype;
   IXC_RETURN_IF_ERROR(
-      gemm_->Linear({x, linear.weight, y, rows, linear.out, linear.in, dtype, out_dtype, false}, stream_));
+      gpu_->gemm->Linear({x, linear.weight, y, rows, linear.out, linear.in, dtype, out_dtype, false}, gpu_->stream));
   // y += B (A x) on the rows of `mask` (all rows when `all`).
   auto low_rank = [&](const Lora& lora, const uint8_t* mask, bool all) -> absl::Status {
-    IXC_RETURN_IF_ERROR(gemm_->Linear({x, lora.a, low_rank_, rows, lora.rank, linear.in, dtype, dtype, false}, stream_));
-    if (!all) IXC_RETURN_IF_ERROR(kc::LaunchZeroRows(dtype, low_rank_, mask, rows, lora.rank, stream_));
-    return gemm_->Linear({low_rank_, lora.b, y, rows, linear.out, lora.rank, dtype, out_dtype, true}, stream_);
+    IXC_RETURN_IF_ERROR(gpu_->gemm->Linear({x, lora.a, low_rank_, rows, lora.rank, linear.in, dtype, dtype, false}, gpu_->stream));
+    if (!all) IXC_RETURN_IF_ERROR(kc::LaunchZeroRows(dtype, low_rank_, mask, rows, lora.rank, gpu_->stream));
+    return gpu_->gemm->Linear({low_rank_, lora.b, y, rows, linear.out, lora.rank, dtype, out_dtype, true}, gpu_->stream);
   };
   if (masks.image != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.plora, masks.image, false));
   if (masks.web != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.web, masks.web, masks.web_all));
@@ -364,7 +308,7 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     if (segment.tokens > kDecodeMaxTokens) continue;
     if (decode_runs.empty() || decode_runs.back().first_row + decode_runs.back().rows != segment.first_row ||
         decode_runs.back().rows + segment.tokens > kDecodeRowsPerLaunch) {
-      decode_runs.push_back({.first_row = segment.first_row});
+      decode_runs.emplace_back().first_row = segment.first_row;
     }
     DecodeRun& run = decode_runs.back();
     run.rows += segment.tokens;
@@ -387,7 +331,7 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   const int64_t mask_offset = static_cast<int64_t>(ints.size()) * 4;
   const int64_t metadata_bytes = mask_offset + 3 * rows;
   if (metadata_bytes > metadata_ints_ * 4) {
-    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
     if (metadata_ != nullptr) cudaFree(metadata_);
     metadata_ints_ = (metadata_bytes + 3) / 4 * 2;
     IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&metadata_, metadata_ints_ * 4));
@@ -398,7 +342,7 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   std::copy(row_masks.web.begin(), row_masks.web.end(), host_metadata.begin() + mask_offset + rows);
   std::copy(row_masks.write.begin(), row_masks.write.end(), host_metadata.begin() + mask_offset + 2 * rows);
   IXC_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(metadata_, host_metadata.data(), metadata_bytes, cudaMemcpyHostToDevice, stream_));
+      cudaMemcpyAsync(metadata_, host_metadata.data(), metadata_bytes, cudaMemcpyHostToDevice, gpu_->stream));
   const int32_t* d_positions = metadata_;
   const int32_t* d_slots = metadata_ + rows;
   const int32_t* d_ids = metadata_ + 2 * rows;
@@ -418,17 +362,17 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     float* x_rows = x_ + segment.first_row * hidden;
     if (input.ids.empty()) {
       IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_rows, input.embeddings.data(), input.embeddings.size() * 4,
-                                               cudaMemcpyHostToDevice, stream_));
+                                               cudaMemcpyHostToDevice, gpu_->stream));
     } else {
       IXC_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(embeddings_, dtype, embedding_rows_, hidden,
                                                     d_ids + segment.first_row, input.ids.data(), segment.tokens,
-                                                    x_rows, stream_));
+                                                    x_rows, gpu_->stream));
     }
   }
 
   auto all_reduce = [&](float* data, int64_t count) -> absl::Status {
     if (!tensor_parallel) return absl::OkStatus();
-    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // the comm runs on its own stream
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));  // the comm runs on its own stream
     return comm->AllReduceSum(data, count, parallel::Group::kTensor);
   };
   const float scale = 1.f / std::sqrt(static_cast<float>(d));
@@ -439,15 +383,15 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     const kc::DeviceKvPools pools{k_pools_[l], v_pools_[l], dtype, options_.block_size, c.num_kv_heads,
                                   static_cast<int>(d)};
     IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows,
-                                             hidden, c.rms_norm_eps, stream_));
+                                             hidden, c.rms_norm_eps, gpu_->stream));
     IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype));
-    if (w.qkv.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, qkv_, w.qkv.bias, rows, w.qkv.out, stream_));
+    if (w.qkv.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, qkv_, w.qkv.bias, rows, w.qkv.out, gpu_->stream));
     for (const Segment& segment : segments) {
       const int64_t r = segment.first_row;
       IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e,
                                                    d_positions + r, d_slots + r, segment.tokens, group, segment.rope,
                                                    static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools,
-                                                   stream_));
+                                                   gpu_->stream));
     }
     for (size_t i = 0; i < segments.size(); ++i) {
       const Segment& segment = segments[i];
@@ -456,7 +400,7 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
       IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(
           static_cast<uint8_t*>(q_) + offset, d_positions + segment.first_row, segment.tokens, c.num_heads, pools,
           metadata_ + table_offset[i], segment.seq->length, segment.positions.back(), scale,
-          static_cast<uint8_t*>(attention_) + offset, nullptr, stream_));
+          static_cast<uint8_t*>(attention_) + offset, nullptr, gpu_->stream));
     }
     for (const DecodeRun& run : decode_runs) {
       const int64_t offset = run.first_row * c.num_heads * d * e;
@@ -464,25 +408,25 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
                                   run.max_visible};
       IXC_RETURN_IF_ERROR(kc::LaunchPagedDecodeAttention(
           static_cast<uint8_t*>(q_) + offset, c.num_heads, pools, decode, scale,
-          static_cast<uint8_t*>(attention_) + offset, nullptr, decode_workspace_, decode_workspace_floats_, num_sms_,
-          stream_));
+          static_cast<uint8_t*>(attention_) + offset, nullptr, decode_workspace_, decode_workspace_floats_, gpu_->num_sms,
+          gpu_->stream));
     }
     IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attention_, rows, masks, delta_, DType::kF32));
     IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
     IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, delta_, w.attn_out.bias, w.ffn_norm, dtype, normed_, rows, hidden,
-                                             c.rms_norm_eps, stream_));
+                                             c.rms_norm_eps, gpu_->stream));
     IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype));
     IXC_RETURN_IF_ERROR(ApplyLinear(w.up, normed_, rows, masks, up_, dtype));
-    if (w.gate.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, gate_, w.gate.bias, rows, w.gate.out, stream_));
-    if (w.up.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, up_, w.up.bias, rows, w.up.out, stream_));
-    IXC_RETURN_IF_ERROR(kc::LaunchSwiGlu(dtype, gate_, up_, gate_, rows * c.intermediate_size, stream_));
+    if (w.gate.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, gate_, w.gate.bias, rows, w.gate.out, gpu_->stream));
+    if (w.up.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, up_, w.up.bias, rows, w.up.out, gpu_->stream));
+    IXC_RETURN_IF_ERROR(kc::LaunchSwiGlu(dtype, gate_, up_, gate_, rows * c.intermediate_size, gpu_->stream));
     IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, rows, masks, delta_, DType::kF32));
     IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
     pending_delta = delta_;
     pending_bias = w.down.bias;
   }
   IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, final_norm_, dtype, normed_, rows, hidden,
-                                           c.rms_norm_eps, stream_));
+                                           c.rms_norm_eps, gpu_->stream));
 
   // The head, on the rows whose logits are wanted.
   const int64_t n = static_cast<int64_t>(logit_rows.size());
@@ -491,22 +435,22 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     while (i + run < n && logit_rows[i + run] == logit_rows[i] + run) ++run;
     IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(static_cast<uint8_t*>(head_in_) + i * hidden * e,
                                              static_cast<uint8_t*>(normed_) + logit_rows[i] * hidden * e,
-                                             run * hidden * e, cudaMemcpyDeviceToDevice, stream_));
+                                             run * hidden * e, cudaMemcpyDeviceToDevice, gpu_->stream));
     i += run;
   }
   const int64_t local_vocab = c.vocab_size;
   IXC_RETURN_IF_ERROR(
-      gemm_->Linear({head_in_, output_, logits_, n, local_vocab, hidden, dtype, DType::kF32, false}, stream_));
+      gpu_->gemm->Linear({head_in_, output_, logits_, n, local_vocab, hidden, dtype, DType::kF32, false}, gpu_->stream));
   const int64_t tp = tp_size_;
   std::vector<float> host(tp * n * local_vocab);
   if (tensor_parallel) {
-    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
     IXC_RETURN_IF_ERROR(comm->AllGather(logits_, n * local_vocab, gathered_, parallel::Group::kTensor));
     IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(host.data(), gathered_, host.size() * 4, cudaMemcpyDeviceToHost));
   } else {
     IXC_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(host.data(), logits_, host.size() * 4, cudaMemcpyDeviceToHost, stream_));
-    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+        cudaMemcpyAsync(host.data(), logits_, host.size() * 4, cudaMemcpyDeviceToHost, gpu_->stream));
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
   }
   // (TP, rows, local vocab) -> per segment (rows, vocab), or this rank's slice with local_vocab.
   int64_t row = 0;

@@ -21,8 +21,8 @@
 
 #include "absl/status/statusor.h"
 #include "core/dtype.h"
-#include "kernels/cuda/gemm.h"
 #include "model/kv_cache.h"
+#include "model/cuda/device_resources.h"
 #include "model/language_model.h"
 
 namespace ixc::model {
@@ -52,7 +52,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
   int num_kv_blocks() const { return num_blocks_; }
   int64_t weight_bytes() const { return weight_bytes_; }
   int64_t kv_bytes() const { return kv_bytes_; }
-  cudaStream_t stream() const { return stream_; }
+  cudaStream_t stream() const { return gpu_->stream; }
 
  private:
   struct Lora {
@@ -74,7 +74,6 @@ class CudaLanguageModel : public DeviceLanguageModel {
   struct Masks;
 
   explicit CudaLanguageModel(const LlmConfig& shard, const CudaModelOptions& options);
-  absl::StatusOr<void*> Allocate(int64_t bytes);
   absl::Status CreateRuntime();
   absl::Status AllocateKvPool();
   absl::Status EnsureScratch(int64_t rows, int64_t logit_rows);
@@ -85,10 +84,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
   LlmConfig shard_;   // this rank's heads, KV heads, intermediate size, vocabulary
   int tp_size_ = 1;   // the TP group the weights were sliced for
   CudaModelOptions options_;
-  int num_sms_ = 0;
-  cudaStream_t stream_ = nullptr;
-  std::unique_ptr<kernels::cuda::Gemm> gemm_;
-  std::vector<void*> allocations_;
+  std::unique_ptr<GpuRuntime> gpu_;
+  DeviceArena arena_;  // weights and the KV pool
   int64_t weight_bytes_ = 0, kv_bytes_ = 0;
 
   void* embeddings_ = nullptr;  // (vocab, hidden); the full vocabulary on every rank

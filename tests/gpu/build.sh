@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the GPU test and benchmark binaries here (the `cuda` preset; nvcc needs no GPU) and packs them, with the
 # shared libraries they need beyond glibc, the CUDA driver and the CUDA toolkit's own libraries (cuBLASLt alone is
-# 500 MB; the GPU machine has CUDA 13 and run.sh finds them there) and the golden checkpoints cuda_model_test runs
-# on, into .gpu-bin/bundle.tar.xz (xz keeps it under the device call's 64 MiB). Then, on the GPU machine:
+# 500 MB; the GPU machine has CUDA 13 and run.sh finds them there) and the golden checkpoints model_cuda_test and
+# vision_cuda_test run on, into .gpu-bin/bundle.tar.xz (xz keeps it under the device call's 64 MiB). Then, on the GPU machine:
 # bash tests/gpu/run.sh (carry .gpu-bin), which unpacks it.
 #   bash tests/gpu/build.sh
 set -euo pipefail
@@ -20,10 +20,11 @@ for binary in build/cuda/tests/*_cuda_test build/cuda/bench/*_cuda_bench; do
     grep -vE '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libcuda|libcublas|libcublasLt|libnccl)\.so' |
     while read -r lib; do cp -nL "$lib" "$stage/lib/"; done
 done
-# The golden language-model checkpoints (rebuilt from their seeds).
+# The golden language-model checkpoints and one multimodal one (rebuilt from their seeds).
 python3 tests/make_golden_models.py "$stage/all-models" >/dev/null
 mkdir -p "$stage/models"
-find "$stage/all-models" -mindepth 1 -maxdepth 1 ! -name 'multimodal_*' -exec mv {} "$stage/models/" \;
+find "$stage/all-models" -mindepth 1 -maxdepth 1 \( ! -name 'multimodal_*' -o -name multimodal_one_image \) \
+  -exec mv {} "$stage/models/" \;
 rm -rf "$stage/all-models"
 rm -rf .gpu-bin && mkdir -p .gpu-bin
 XZ_OPT="-6 -T2" tar -cJf .gpu-bin/bundle.tar.xz -C "$stage" .

@@ -57,18 +57,22 @@ TEST_F(CudaTest, AddRmsNormUpdatesTheResidualAndNormalizes) {
 }
 
 TEST_F(CudaTest, LayerNormMatchesReference) {
-  for (DType dtype : {DType::kF32, DType::kBF16}) {
+  // Same dtype in and out, and the ViT's f32 residual in, 16-bit out.
+  for (auto [dtype, out_dtype] : {std::pair{DType::kF32, DType::kF32}, std::pair{DType::kBF16, DType::kBF16},
+                                  std::pair{DType::kF32, DType::kBF16}, std::pair{DType::kF32, DType::kF16}}) {
     for (auto [rows, hidden] : kShapes) {
       auto x = RandomTyped(dtype, rows * hidden, 7, 3.f);
       const auto weight = RandomFloats(hidden, 8), bias = RandomFloats(hidden, 9);
       std::vector<float> expected(rows * hidden);
       reference::LayerNorm(x.as_f32.data(), weight.data(), bias.data(), expected.data(), rows, hidden, 1e-5f);
-      DeviceBuffer<uint8_t> d_x(x.bytes), d_out(x.bytes.size());
+      DeviceBuffer<uint8_t> d_x(x.bytes), d_out(rows * hidden * DTypeSize(out_dtype));
       DeviceBuffer<float> d_weight(weight), d_bias(bias);
-      ASSERT_TRUE(
-          LaunchLayerNorm(dtype, d_x.data, d_weight.data, d_bias.data, d_out.data, rows, hidden, 1e-5f, nullptr).ok());
-      const Tolerance tolerance = dtype == DType::kF32 ? Tolerance{2e-5f, 1e-5f} : Tolerance{2e-2f, 8e-3f};
-      EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), expected, tolerance)) << DTypeName(dtype) << " " << rows;
+      ASSERT_TRUE(LaunchLayerNorm(dtype, d_x.data, d_weight.data, d_bias.data, out_dtype, d_out.data, rows, hidden,
+                                  1e-5f, nullptr)
+                      .ok());
+      const Tolerance tolerance = out_dtype == DType::kF32 ? Tolerance{2e-5f, 1e-5f} : Tolerance{2e-2f, 8e-3f};
+      EXPECT_TRUE(AllClose(Widen(out_dtype, d_out.Read()), expected, tolerance))
+          << DTypeName(dtype) << " -> " << DTypeName(out_dtype) << " " << rows;
     }
   }
 }

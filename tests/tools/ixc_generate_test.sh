@@ -53,6 +53,16 @@ expect_error "no tokenizer" "needs a tokenizer" --model "$models/tiny_f32" --pro
 expect_error "bad lora mode" "unknown LoRA mode 'poem'" --model "$models/tiny_f32" --prompt-ids 1 --lora-mode poem
 expect_error "lora absent" "lora_web" --model "$models/internlm2_bias_linear_rope" --prompt-ids 1 --lora-mode web
 expect_error "bad top-p" "--top-p must be in (0, 1]" --model "$models/tiny_f32" --prompt-ids 1 --top-p 0
+expect_error "bad device" "--device must be cpu or cuda, not 'tpu'" --model "$models/tiny_f32" --prompt-ids 1 \
+  --device tpu
+expect_error "bad cuda dtype" "--dtype must be bf16 or f16 on cuda" --model "$models/tiny_f32" --prompt-ids 1 \
+  --device cuda --dtype f32
+# --device cuda here (no GPU): the CPU build says it has no CUDA backend, the cuda build that no device is usable.
+if "$bin" --model "$models/tiny_f32" --prompt-ids 1 --device cuda >"$tmp/out" 2>"$tmp/err"; then
+  nvidia-smi >/dev/null 2>&1 || fail "--device cuda without a GPU exited 0"
+elif ! grep -qE "this build has no CUDA backend|no CUDA device is usable" "$tmp/err"; then
+  fail "--device cuda: unclear message:"; cat "$tmp/err"
+fi
 cp -r "$models/tiny_f32" "$tmp/broken"
 truncate -s 1000 "$tmp/broken/model-00002-of-00002.safetensors"
 expect_error "truncated shard" "model-00002-of-00002.safetensors" --model "$tmp/broken" --prompt-ids 1

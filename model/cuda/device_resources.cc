@@ -1,0 +1,121 @@
+#include "model/cuda/device_resources.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
+
+namespace ixc::model {
+namespace {
+
+absl::Status OutOfMemory(int64_t bytes, const char* what, cudaError_t error) {
+  return absl::ResourceExhaustedError(absl::StrCat("cudaMalloc of ", bytes, " bytes for ", what,
+                                                   " failed: ", cudaGetErrorString(error)));
+}
+
+// `view` (rows, cols) as `dtype` (rows, padded_cols) bytes, converted on the host a row block at a time.
+std::vector<uint8_t> ConvertTo(TensorView view, DType dtype, int64_t padded_cols) {
+  const int64_t cols = view.rank == 0 ? 1 : view.dim(-1);
+  const int64_t rows = view.numel() / cols;
+  const int64_t out_size = DTypeSize(dtype), in_size = DTypeSize(view.dtype);
+  std::vector<uint8_t> bytes(rows * padded_cols * out_size, 0);
+  const auto* in = static_cast<const uint8_t*>(view.data);
+  if (view.dtype == dtype) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(bytes.data() + r * padded_cols * out_size, in + r * cols * in_size, cols * in_size);
+    }
+    return bytes;
+  }
+  std::vector<float> wide(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    ConvertToF32(view.dtype, in + r * cols * in_size, wide.data(), cols);
+    uint8_t* out = bytes.data() + r * padded_cols * out_size;
+    if (dtype == DType::kF32) {
+      std::memcpy(out, wide.data(), cols * 4);
+      continue;
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint16_t half = dtype == DType::kBF16 ? F32ToBf16(wide[c]) : F32ToF16(wide[c]);
+      std::memcpy(out + c * 2, &half, 2);
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GpuRuntime>> GpuRuntime::Create(int device) {
+  IXC_ASSIGN_OR_RETURN(kernels::cuda::DeviceInfo info, kernels::cuda::ProbeCudaDevice());
+  if (device < 0 || device >= info.count) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", device, " does not exist (", info.count,
+                                                   " visible)"));
+  }
+  auto runtime = std::make_unique<GpuRuntime>();
+  runtime->device = device;
+  IXC_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&runtime->num_sms, cudaDevAttrMultiProcessorCount, device));
+  IXC_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&runtime->stream, cudaStreamNonBlocking));
+  IXC_ASSIGN_OR_RETURN(runtime->gemm, kernels::cuda::Gemm::Create());
+  return runtime;
+}
+
+GpuRuntime::~GpuRuntime() {
+  if (stream != nullptr) cudaStreamSynchronize(stream);
+  gemm.reset();
+  if (stream != nullptr) cudaStreamDestroy(stream);
+}
+
+DeviceArena::~DeviceArena() {
+  for (void* p : allocations_) cudaFree(p);
+}
+
+absl::StatusOr<void*> DeviceArena::Allocate(int64_t bytes) {
+  void* p = nullptr;
+  const cudaError_t error = cudaMalloc(&p, std::max<int64_t>(bytes, 1));
+  if (error != cudaSuccess) return OutOfMemory(bytes, "weights or pools", error);
+  allocations_.push_back(p);
+  bytes_ += bytes;
+  return p;
+}
+
+absl::StatusOr<void*> DeviceArena::UploadMatrix(TensorView view, DType dtype, int64_t padded_cols) {
+  if (view.empty()) return nullptr;
+  const int64_t cols = view.rank == 0 ? 1 : view.dim(-1);
+  const std::vector<uint8_t> bytes = ConvertTo(view, dtype, std::max(padded_cols, cols));
+  IXC_ASSIGN_OR_RETURN(void* p, Allocate(static_cast<int64_t>(bytes.size())));
+  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
+  return p;
+}
+
+absl::StatusOr<float*> DeviceArena::UploadFloats(const std::vector<float>& values) {
+  if (values.empty()) return nullptr;
+  IXC_ASSIGN_OR_RETURN(void* p, Allocate(static_cast<int64_t>(values.size()) * 4));
+  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, values.data(), values.size() * 4, cudaMemcpyHostToDevice));
+  return static_cast<float*>(p);
+}
+
+GrowingBuffer::~GrowingBuffer() {
+  if (data_ != nullptr) cudaFree(data_);
+}
+
+absl::Status GrowingBuffer::Reserve(int64_t bytes, cudaStream_t stream, const char* what) {
+  if (bytes <= bytes_) return absl::OkStatus();
+  if (data_ != nullptr) {
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));  // kernels may still read the old one
+    cudaFree(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+  const cudaError_t error = cudaMalloc(&data_, bytes);
+  if (error != cudaSuccess) {
+    data_ = nullptr;
+    return OutOfMemory(bytes, what, error);
+  }
+  bytes_ = bytes;
+  return absl::OkStatus();
+}
+
+}  // namespace ixc::model

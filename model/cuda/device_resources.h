@@ -1,0 +1,79 @@
+// File: model/cuda/device_resources.h
+//
+// What every model on the GPU holds (the language model, the vision tower):
+//   GpuRuntime   the device it runs on (probed, with a clear message where there is none), its stream, the cuBLASLt
+//                GEMM and the multiprocessor count
+//   DeviceArena  allocations made once and freed together: the weights, converted to the 16-bit GEMM dtype on the
+//                host as they are uploaded, and pools
+//   GrowingBuffer  scratch that grows to the largest request seen (the first long prompt or big image sizes it)
+//
+//   IXC_ASSIGN_OR_RETURN(std::unique_ptr<GpuRuntime> gpu, GpuRuntime::Create(/*device=*/0));
+//   IXC_ASSIGN_OR_RETURN(void* w, arena.UploadMatrix(view, DType::kBF16));
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/dtype.h"
+#include "core/tensor_view.h"
+#include "kernels/cuda/gemm.h"
+
+namespace ixc::model {
+
+struct GpuRuntime {
+  // Fails with the runtime's reason where no GPU is usable, or where `device` is not one of them.
+  static absl::StatusOr<std::unique_ptr<GpuRuntime>> Create(int device);
+  ~GpuRuntime();
+
+  int device = 0;
+  int num_sms = 0;
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<kernels::cuda::Gemm> gemm;
+};
+
+class DeviceArena {
+ public:
+  DeviceArena() = default;
+  ~DeviceArena();
+  DeviceArena(const DeviceArena&) = delete;
+  DeviceArena& operator=(const DeviceArena&) = delete;
+
+  absl::StatusOr<void*> Allocate(int64_t bytes);
+  // `view` (rows, cols), any checkpoint dtype, as `dtype` (rows, padded_cols) with zeros past cols (padded_cols 0:
+  // cols). Null for an empty view.
+  absl::StatusOr<void*> UploadMatrix(TensorView view, DType dtype, int64_t padded_cols = 0);
+  // f32 values as they are; null for none.
+  absl::StatusOr<float*> UploadFloats(const std::vector<float>& values);
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  std::vector<void*> allocations_;
+  int64_t bytes_ = 0;
+};
+
+class GrowingBuffer {
+ public:
+  GrowingBuffer() = default;
+  ~GrowingBuffer();
+  GrowingBuffer(const GrowingBuffer&) = delete;
+  GrowingBuffer& operator=(const GrowingBuffer&) = delete;
+
+  // At least `bytes`; a larger allocation waits for `stream` before the old one is freed. `what` names the buffer
+  // in the error when the device is out of memory.
+  absl::Status Reserve(int64_t bytes, cudaStream_t stream, const char* what);
+  void* data() const { return data_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace ixc::model
