@@ -35,6 +35,10 @@ ABSL_FLAG(int, step_timeout_s, 120, "how long to wait for any rank's answer");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated positions, at most");
 ABSL_FLAG(std::string, host, "127.0.0.1", "address the control socket binds (the workers connect to it)");
 ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueType font of the video frame labels");
+ABSL_FLAG(std::string, device, "cpu", "where the workers run the models: cpu, or cuda (one GPU per worker, by its "
+          "index among the workers on its machine)");
+ABSL_FLAG(std::string, dtype, "bf16", "cuda: weights and activations in bf16 or f16");
+ABSL_FLAG(int64_t, kv_reserve_mib, 4096, "cuda: device memory an LLM rank keeps free beside weights and KV pool");
 
 namespace ixc::coordinator {
 namespace {
@@ -46,6 +50,13 @@ absl::Status Run(int world_size, int* exit_code) {
   if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   if (absl::GetFlag(FLAGS_requests).empty() || absl::GetFlag(FLAGS_results).empty()) {
     return absl::InvalidArgumentError("--requests and --results are required");
+  }
+  const std::string device = absl::GetFlag(FLAGS_device), dtype = absl::GetFlag(FLAGS_dtype);
+  if (device != "cpu" && device != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("--device must be cpu or cuda, not '", device, "'"));
+  }
+  if (dtype != "bf16" && dtype != "f16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be bf16 or f16, not '", dtype, "'"));
   }
   IXC_ASSIGN_OR_RETURN(model::LlmConfig llm, model::LoadLlmConfig(model_dir));
   IXC_RETURN_IF_ERROR(mapping.CheckModel(llm.num_kv_heads, llm.vocab_size));
@@ -67,12 +78,18 @@ absl::Status Run(int world_size, int* exit_code) {
                                  absl::GetFlag(FLAGS_kv_block_size),
                                  absl::GetFlag(FLAGS_kv_blocks),
                                  absl::GetFlag(FLAGS_step_timeout_s),
-                                 absl::GetFlag(FLAGS_label_font)};
+                                 absl::GetFlag(FLAGS_label_font),
+                                 device,
+                                 dtype,
+                                 absl::GetFlag(FLAGS_kv_reserve_mib)};
   IXC_RETURN_IF_ERROR(parallel::ShareClusterConfig(&config).status());
-  // Collective: every rank takes part in splitting the communicators, the coordinator too (it joins no group).
+  // Collectives: every rank takes part in splitting the communicators and in numbering the workers of each machine,
+  // the coordinator too (it joins no group and takes no GPU).
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> comm, parallel::CreateMpiDeviceComm(mapping));
+  IXC_RETURN_IF_ERROR(parallel::NodeLocalWorkerIndex(layout.coordinators).status());
   IXC_LOG(INFO) << "cluster of " << world_size << " ranks: 1 coordinator, " << layout.vision << " vision, "
-                << layout.tp << " x " << layout.sp << " LLM (tp x sp); control at " << channel->endpoint();
+                << layout.tp << " x " << layout.sp << " LLM (tp x sp) on " << device << "; control at "
+                << channel->endpoint();
 
   RequestDefaults defaults{absl::GetFlag(FLAGS_max_context), vision, absl::GetFlag(FLAGS_label_font),
                            llm.eos_token_id, llm.vocab_size};

@@ -27,6 +27,7 @@ absl::StatusOr<KvCache> PlaceModelOnGpu(LlmWeights& weights, const Placement& pl
   options.dtype = dtype;
   options.block_size = placement.block_size;
   options.kv_reserve_bytes = placement.kv_reserve_mib << 20;
+  options.kv_blocks = placement.kv_blocks;
   options.device = placement.gpu;
   return AttachCudaModel(weights, options);
 }
@@ -48,7 +49,8 @@ absl::Status PlaceVisionOnGpu(VisionWeights&, const Placement&, DType) { return 
 
 absl::StatusOr<KvCache> PlaceModel(LlmWeights& weights, const Placement& placement, int64_t context_tokens) {
   if (placement.device == "cpu") {
-    const int64_t blocks = (context_tokens + placement.block_size) / placement.block_size;
+    const int64_t blocks = placement.kv_blocks > 0 ? placement.kv_blocks
+                                                   : (context_tokens + placement.block_size) / placement.block_size;
     return KvCache(weights.shard, placement.block_size, static_cast<int>(blocks));
   }
   IXC_ASSIGN_OR_RETURN(const DType dtype, CudaDType(placement));

@@ -22,6 +22,8 @@ namespace ixc::model {
 struct Placement {
   std::string device = "cpu";      // "cpu" | "cuda"
   int block_size = 16;
+  int kv_blocks = 0;               // the KV pool, exactly (a cluster's --kv-blocks); 0: enough for context_tokens on
+                                   // the CPU, all that fit on the GPU
   int64_t kv_reserve_mib = 4096;   // cuda: device memory kept free after the KV pool
   std::string dtype = "bf16";      // cuda: "bf16" | "f16"
   int gpu = 0;                     // cuda: which of this machine's devices

@@ -16,7 +16,10 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
                           {"kv_block_size", config->kv_block_size},
                           {"kv_blocks", config->kv_blocks},
                           {"step_timeout_s", config->step_timeout_s},
-                          {"label_font", config->label_font}}
+                          {"label_font", config->label_font},
+                          {"device", config->device},
+                          {"dtype", config->dtype},
+                          {"kv_reserve_mib", config->kv_reserve_mib}}
                .dump();
   }
   int length = static_cast<int>(text.size());
@@ -38,7 +41,28 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
   shared.kv_blocks = json["kv_blocks"];
   shared.step_timeout_s = json["step_timeout_s"];
   shared.label_font = json["label_font"];
+  shared.device = json["device"];
+  shared.dtype = json["dtype"];
+  shared.kv_reserve_mib = json["kv_reserve_mib"];
   return shared;
+}
+
+absl::StatusOr<int> NodeLocalWorkerIndex(int first_worker) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  // The ranks sharing this machine's memory, ordered by world rank.
+  MPI_Comm node = MPI_COMM_NULL;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node) != MPI_SUCCESS) {
+    return absl::InternalError("MPI_Comm_split_type of the ranks on this machine failed");
+  }
+  int local_rank = 0, not_workers = 0;
+  const int not_worker = rank < first_worker ? 1 : 0;
+  MPI_Comm_rank(node, &local_rank);
+  const int code = MPI_Allreduce(&not_worker, &not_workers, 1, MPI_INT, MPI_SUM, node);
+  MPI_Comm_free(&node);
+  if (code != MPI_SUCCESS) return absl::InternalError("MPI_Allreduce over the ranks on this machine failed");
+  // Ranks below first_worker come first in world order, so they hold the node's first local ranks.
+  return not_worker ? -1 : local_rank - not_workers;
 }
 
 }  // namespace ixc::parallel

@@ -6,6 +6,7 @@
 #include <array>
 
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 
 namespace ixc::parallel {
 namespace {
@@ -35,31 +36,37 @@ class NcclDeviceComm : public DeviceComm {
 
   int GroupSize(Group group) const override {
     int size = 0;
-    ncclCommCount(comm(group), &size);
+    if (comm(group) != nullptr) ncclCommCount(comm(group), &size);
     return size;
   }
   int GroupRank(Group group) const override {
-    int rank = 0;
-    ncclCommUserRank(comm(group), &rank);
+    int rank = -1;
+    if (comm(group) != nullptr) ncclCommUserRank(comm(group), &rank);
     return rank;
   }
 
   absl::Status AllReduceSum(float* data, int64_t count, Group group) override {
+    IXC_RETURN_IF_ERROR(Joined(group));
     return Sync(ncclAllReduce(data, data, count, ncclFloat32, ncclSum, comm(group), stream_), "ncclAllReduce");
   }
   absl::Status AllGather(const float* send, int64_t count, float* gathered, Group group) override {
+    IXC_RETURN_IF_ERROR(Joined(group));
     return Sync(ncclAllGather(send, gathered, count, ncclFloat32, comm(group), stream_), "ncclAllGather");
   }
   absl::Status ReduceScatterSum(const float* send, float* recv, int64_t count, Group group) override {
+    IXC_RETURN_IF_ERROR(Joined(group));
     return Sync(ncclReduceScatter(send, recv, count, ncclFloat32, ncclSum, comm(group), stream_), "ncclReduceScatter");
   }
   absl::Status Broadcast(float* data, int64_t count, int root, Group group) override {
+    IXC_RETURN_IF_ERROR(Joined(group));
     return Sync(ncclBroadcast(data, data, count, ncclFloat32, root, comm(group), stream_), "ncclBroadcast");
   }
   absl::Status Send(const float* data, int64_t count, int peer, Group group) override {
+    IXC_RETURN_IF_ERROR(Joined(group));
     return Sync(ncclSend(data, count, ncclFloat32, peer, comm(group), stream_), "ncclSend");
   }
   absl::Status Recv(float* data, int64_t count, int peer, Group group) override {
+    IXC_RETURN_IF_ERROR(Joined(group));
     return Sync(ncclRecv(data, count, ncclFloat32, peer, comm(group), stream_), "ncclRecv");
   }
   absl::Status SendRecv(const float* send, int64_t send_count, int send_peer, float* recv, int64_t recv_count,
@@ -69,19 +76,25 @@ class NcclDeviceComm : public DeviceComm {
   }
   absl::Status StartSendRecv(const float* send, int64_t send_count, int send_peer, float* recv, int64_t recv_count,
                              int recv_peer, Group group) override {
-    if (auto s = NcclStatus(ncclGroupStart(), "ncclGroupStart"); !s.ok()) return s;
+    IXC_RETURN_IF_ERROR(Joined(group));
+    IXC_RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), "ncclGroupStart"));
     ncclSend(send, send_count, ncclFloat32, send_peer, comm(group), ring_stream_);
     ncclRecv(recv, recv_count, ncclFloat32, recv_peer, comm(group), ring_stream_);
     return NcclStatus(ncclGroupEnd(), "ncclSend/ncclRecv");
   }
   absl::Status Wait() override { return CudaStatus(cudaStreamSynchronize(ring_stream_), "ring transfer"); }
 
-  std::array<ncclComm_t, 4> comms_ = {nullptr, nullptr, nullptr, nullptr};
+  std::array<ncclComm_t, 4> comms_ = {nullptr, nullptr, nullptr, nullptr};  // by Group; kWorld stays null
   cudaStream_t stream_ = nullptr;
   cudaStream_t ring_stream_ = nullptr;
 
  private:
   ncclComm_t comm(Group group) const { return comms_[static_cast<int>(group)]; }
+  absl::Status Joined(Group group) const {
+    if (comm(group) != nullptr) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        "the NCCL comm joins the LLM ranks' tp, sp and LLM groups only; transfers with other ranks go over MPI");
+  }
   // The CPU path's callers read results right after a call; the GPU executor will chain on the stream instead.
   absl::Status Sync(ncclResult_t result, const char* what) {
     if (auto s = NcclStatus(result, what); !s.ok()) return s;
@@ -92,38 +105,39 @@ class NcclDeviceComm : public DeviceComm {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const Mapping& mapping, int device) {
-  if (auto s = CudaStatus(cudaSetDevice(device), "cudaSetDevice"); !s.ok()) return s;
+  if (mapping.role() != Role::kLlm) {
+    return absl::FailedPreconditionError(absl::StrCat("rank ", mapping.rank(), " is not an LLM rank: no NCCL comm"));
+  }
+  IXC_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device), "cudaSetDevice"));
   auto comm = std::make_unique<NcclDeviceComm>();
-  if (auto s = CudaStatus(cudaStreamCreateWithFlags(&comm->stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-      !s.ok()) {
-    return s;
-  }
-  if (auto s = CudaStatus(cudaStreamCreateWithFlags(&comm->ring_stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-      !s.ok()) {
-    return s;
-  }
+  IXC_RETURN_IF_ERROR(
+      CudaStatus(cudaStreamCreateWithFlags(&comm->stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+  IXC_RETURN_IF_ERROR(
+      CudaStatus(cudaStreamCreateWithFlags(&comm->ring_stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+  // The first LLM rank makes the id and sends it to the others: only LLM ranks take part.
+  const int first = mapping.first_llm_rank(), llm_ranks = mapping.world_size() - first;
+  const int llm_index = mapping.rank() - first;
+  constexpr int kIdTag = 7411;
   ncclUniqueId id;
-  if (mapping.rank() == 0) {
-    if (auto s = NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId"); !s.ok()) return s;
-  }
-  MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
-  ncclComm_t world = nullptr;
-  if (auto s = NcclStatus(ncclCommInitRank(&world, mapping.world_size(), id, mapping.rank()), "ncclCommInitRank");
-      !s.ok()) {
-    return s;
-  }
-  comm->comms_[static_cast<int>(Group::kWorld)] = world;
-  const bool llm = mapping.role() == Role::kLlm;
-  // Same colors and keys as the MPI comm: ranks outside the LLM grid pass NCCL_SPLIT_NOCOLOR.
-  const int colors[3] = {llm ? mapping.sp_rank() : NCCL_SPLIT_NOCOLOR, llm ? mapping.tp_rank() : NCCL_SPLIT_NOCOLOR,
-                         llm ? 0 : NCCL_SPLIT_NOCOLOR};
-  const int keys[3] = {llm ? mapping.tp_rank() : 0, llm ? mapping.sp_rank() : 0, mapping.rank()};
-  for (int i = 0; i < 3; ++i) {
-    if (auto s = NcclStatus(ncclCommSplit(world, colors[i], keys[i], &comm->comms_[i], nullptr), "ncclCommSplit");
-        !s.ok()) {
-      return s;
+  if (llm_index == 0) {
+    IXC_RETURN_IF_ERROR(NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId"));
+    for (int peer = first + 1; peer < mapping.world_size(); ++peer) {
+      if (MPI_Send(&id, sizeof(id), MPI_BYTE, peer, kIdTag, MPI_COMM_WORLD) != MPI_SUCCESS) {
+        return absl::InternalError(absl::StrCat("sending the NCCL id to rank ", peer, " failed"));
+      }
     }
+  } else if (MPI_Recv(&id, sizeof(id), MPI_BYTE, first, kIdTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+    return absl::InternalError(absl::StrCat("receiving the NCCL id from rank ", first, " failed"));
   }
+  ncclComm_t& llm = comm->comms_[static_cast<int>(Group::kLlm)];
+  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommInitRank(&llm, llm_ranks, id, llm_index), "ncclCommInitRank"));
+  // The tp group: same sp, ordered by tp; the sp group: same tp, ordered by sp (as the MPI comm's).
+  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommSplit(llm, mapping.sp_rank(), mapping.tp_rank(),
+                                               &comm->comms_[static_cast<int>(Group::kTensor)], nullptr),
+                                 "ncclCommSplit (tp)"));
+  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommSplit(llm, mapping.tp_rank(), mapping.sp_rank(),
+                                               &comm->comms_[static_cast<int>(Group::kSequence)], nullptr),
+                                 "ncclCommSplit (sp)"));
   return comm;
 }
 

@@ -1,5 +1,6 @@
 // ixc-worker: every rank of the job except the coordinator. It takes its settings from rank 0 at start, then runs
-// as a vision rank or an LLM rank by its place in the Mapping.
+// as a vision rank or an LLM rank by its place in the Mapping, on the CPU or (--device cuda on the coordinator) on
+// the GPU of its index among the workers on its machine.
 //   mpirun -np 1 ixc-coordinator --model DIR --tp 2 --sp 2 --vision 1 ... : -np 5 ixc-worker
 #include <mpi.h>
 
@@ -8,9 +9,13 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "model/placement.h"
 #include "model/vision_encoder.h"
 #include "parallel/bootstrap.h"
 #include "parallel/mpi_device_comm.h"
+#ifdef IXC_HAVE_CUDA
+#include "parallel/nccl_device_comm.h"
+#endif
 #include "worker/llm_worker.h"
 #include "worker/vision_worker.h"
 
@@ -18,7 +23,16 @@ namespace ixc::worker {
 namespace {
 
 absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
-                   parallel::DeviceComm* comm, protocol::Channel* channel);
+                   const model::Placement& placement, parallel::DeviceComm* comm, protocol::Channel* channel);
+
+// The comm the LLM ranks' forward passes use: the MPI one on the CPU, NCCL among the LLM ranks on GPUs.
+absl::StatusOr<std::unique_ptr<parallel::DeviceComm>> CreateModelComm(const parallel::Mapping& mapping,
+                                                                      const model::Placement& placement) {
+#ifdef IXC_HAVE_CUDA
+  if (placement.device == "cuda") return parallel::CreateNcclDeviceComm(mapping, placement.gpu);
+#endif
+  return nullptr;
+}
 
 // Runs this rank; a failure once the control channel is up is reported to the coordinator, which names this rank,
 // fails the unfinished requests and ends the job.
@@ -26,12 +40,20 @@ absl::Status RunWorker(int world_size, int rank) {
   IXC_ASSIGN_OR_RETURN(parallel::ClusterConfig config, parallel::ShareClusterConfig(nullptr));
   IXC_ASSIGN_OR_RETURN(parallel::Mapping mapping, parallel::Mapping::Create(world_size, rank, config.layout));
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> comm, parallel::CreateMpiDeviceComm(mapping));
+  IXC_ASSIGN_OR_RETURN(const int local_index, parallel::NodeLocalWorkerIndex(config.layout.coordinators));
+  model::Placement placement;
+  placement.device = config.device;
+  placement.dtype = config.dtype;
+  placement.block_size = config.kv_block_size;
+  placement.kv_blocks = config.kv_blocks;
+  placement.kv_reserve_mib = config.kv_reserve_mib;
+  placement.gpu = local_index;
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel,
                        protocol::Channel::Connect(config.control_endpoint, rank));
   IXC_LOG(INFO) << mapping.ToString() << " connected to " << config.control_endpoint;
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::HeartbeatSender> heartbeat,
                        protocol::HeartbeatSender::Start(config.control_endpoint, rank));
-  const absl::Status status = Serve(config, mapping, comm.get(), channel.get());
+  const absl::Status status = Serve(config, mapping, placement, comm.get(), channel.get());
   if (!status.ok()) {
     (void)channel->Send(0, protocol::EncodeError(rank, std::string(status.message())));
     // Wait for the coordinator to write its results and end the job; leave on our own if it does not.
@@ -41,18 +63,21 @@ absl::Status RunWorker(int world_size, int rank) {
 }
 
 absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
-                   parallel::DeviceComm* comm, protocol::Channel* channel) {
+                   const model::Placement& placement, parallel::DeviceComm* comm, protocol::Channel* channel) {
   if (mapping.role() == parallel::Role::kVision) {
     IXC_ASSIGN_OR_RETURN(model::LlmConfig llm, model::LoadLlmConfig(config.model_dir));
     IXC_ASSIGN_OR_RETURN(model::VisionWeights weights, model::LoadVisionWeights(config.model_dir, llm.hidden_size));
+    IXC_RETURN_IF_ERROR(model::PlaceVision(weights, placement));
     VisionWorker worker(mapping, weights, *comm, *channel, config.step_timeout_s);
     IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready
     return worker.Run();
   }
   IXC_ASSIGN_OR_RETURN(model::LlmWeights weights,
                        model::LoadLlmWeights(config.model_dir, {mapping.tp_rank(), config.layout.tp}));
-  model::KvCache cache(weights.shard, config.kv_block_size, config.kv_blocks);
-  LlmWorker worker(mapping, weights, *comm, *channel, cache, config.step_timeout_s);
+  IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, /*context_tokens=*/0));
+  IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> model_comm, CreateModelComm(mapping, placement));
+  LlmWorker worker(mapping, weights, *comm, model_comm != nullptr ? *model_comm : *comm, *channel, cache,
+                   config.step_timeout_s);
   IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready
   return worker.Run();
 }

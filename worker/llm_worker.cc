@@ -11,8 +11,9 @@
 namespace ixc::worker {
 
 LlmWorker::LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& weights, parallel::DeviceComm& comm,
-                     protocol::Channel& channel, model::KvCache& cache, int step_timeout_s)
-    : mapping_(mapping), weights_(weights), comm_(comm), channel_(channel), cache_(cache),
+                     parallel::DeviceComm& model_comm, protocol::Channel& channel, model::KvCache& cache,
+                     int step_timeout_s)
+    : mapping_(mapping), weights_(weights), comm_(comm), model_comm_(model_comm), channel_(channel), cache_(cache),
       step_timeout_s_(step_timeout_s) {}
 
 absl::Status LlmWorker::Run() {
@@ -114,7 +115,7 @@ absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work
       input.image_mask = image_mask;
     }
     const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
-    IXC_ASSIGN_OR_RETURN(logits, model::Prefill(weights_, input, dump, sequence.kv, cache_, &comm_,
+    IXC_ASSIGN_OR_RETURN(logits, model::Prefill(weights_, input, dump, sequence.kv, cache_, &model_comm_,
                                                 /*local_vocab=*/!dump));
     if (dump) {
       if (leader()) {
@@ -140,7 +141,7 @@ absl::StatusOr<std::vector<int32_t>> LlmWorker::RunDecodes(const std::vector<con
                      static_cast<model::LoraMode>(work->lora_mode()), &sequence.kv, {}});
     sequence.length += 1;
   }
-  IXC_RETURN_IF_ERROR(model::DecodeSteps(weights_, items, cache_, &comm_, /*local_vocab=*/true));
+  IXC_RETURN_IF_ERROR(model::DecodeSteps(weights_, items, cache_, &model_comm_, /*local_vocab=*/true));
   std::vector<int32_t> tokens;
   for (size_t i = 0; i < works.size(); ++i) {
     IXC_ASSIGN_OR_RETURN(int32_t token, Sample(*works[i], items[i].logits));

@@ -21,8 +21,11 @@ namespace ixc::worker {
 
 class LlmWorker {
  public:
+  // `comm` moves host data (the vision handoff, the sampling's logits); `model_comm` is the one the forward passes
+  // use: the same MPI comm on the CPU, the NCCL comm on device buffers with --device cuda.
   LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& weights, parallel::DeviceComm& comm,
-            protocol::Channel& channel, model::KvCache& cache, int step_timeout_s);
+            parallel::DeviceComm& model_comm, protocol::Channel& channel, model::KvCache& cache,
+            int step_timeout_s);
 
   // Until the coordinator says Shutdown (Ok) or something fails (the error, also sent to the coordinator).
   absl::Status Run();
@@ -44,6 +47,7 @@ class LlmWorker {
   const parallel::Mapping& mapping_;
   const model::LlmWeights& weights_;
   parallel::DeviceComm& comm_;
+  parallel::DeviceComm& model_comm_;
   protocol::Channel& channel_;
   model::KvCache& cache_;
   int step_timeout_s_;

@@ -59,14 +59,14 @@ absl::Status CudaLanguageModel::AllocateKvPool() {
   const int64_t per_block = 2 * c.num_layers * pool_bytes_per_block;
   size_t free_bytes = 0, total_bytes = 0;
   IXC_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
-  int64_t blocks = (static_cast<int64_t>(free_bytes) - options_.kv_reserve_bytes) / per_block;
-  if (options_.max_kv_blocks > 0) blocks = std::min<int64_t>(blocks, options_.max_kv_blocks);
-  blocks = std::min<int64_t>(blocks, INT32_MAX / options_.block_size);
-  if (blocks < 1) {
+  const int64_t fit = std::min<int64_t>(
+      (static_cast<int64_t>(free_bytes) - options_.kv_reserve_bytes) / per_block, INT32_MAX / options_.block_size);
+  const int64_t blocks = options_.kv_blocks > 0 ? options_.kv_blocks : fit;
+  if (blocks < 1 || blocks > fit) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "no room for a KV cache on the GPU: ", free_bytes >> 20, " MiB free after the weights, ",
-        options_.kv_reserve_bytes >> 20, " MiB kept in reserve (--kv-reserve-mib), ", per_block >> 10,
-        " KiB per block"));
+        "no room for a KV cache of ", blocks, " blocks on the GPU (--kv-blocks): ", std::max<int64_t>(fit, 0),
+        " fit in the ", free_bytes >> 20, " MiB free after the weights less the ", options_.kv_reserve_bytes >> 20,
+        " MiB kept in reserve (--kv-reserve-mib), at ", per_block >> 10, " KiB per block"));
   }
   num_blocks_ = static_cast<int>(blocks);
   IXC_ASSIGN_OR_RETURN(void* pool, arena_.Allocate(blocks * per_block));

@@ -31,7 +31,7 @@ struct CudaModelOptions {
   DType dtype = DType::kBF16;             // weights, GEMM inputs and the KV cache: bf16 or f16
   int block_size = 16;                    // KV cache block, in tokens
   int64_t kv_reserve_bytes = int64_t{4} << 30;  // device memory left free after the KV pool (scratch, cuBLASLt)
-  int max_kv_blocks = 0;                  // 0: as many as fit
+  int kv_blocks = 0;                      // the pool's blocks, exactly (fails where they do not fit); 0: all that fit
   int device = 0;
 };
 

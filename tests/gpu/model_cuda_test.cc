@@ -44,7 +44,7 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
   ASSERT_TRUE(gpu_weights.ok()) << gpu_weights.status();
   CudaModelOptions options;
   options.dtype = cpu_weights->layers[0].attn_qkv.weight.dtype == DType::kF16 ? DType::kF16 : DType::kBF16;
-  options.max_kv_blocks = 256;
+  options.kv_blocks = 256;
   options.kv_reserve_bytes = 0;
   auto gpu_cache = AttachCudaModel(*gpu_weights, options);
   ASSERT_TRUE(gpu_cache.ok()) << gpu_cache.status();
@@ -98,7 +98,7 @@ TEST(CudaModelStartTest, AttachStartsOrSaysWhy) {
   auto weights = LoadLlmWeights(ModelsDir() + "/tiny_f32");
   ASSERT_TRUE(weights.ok()) << weights.status();
   CudaModelOptions options;
-  options.max_kv_blocks = 16;
+  options.kv_blocks = 16;
   options.kv_reserve_bytes = 0;
   auto cache = AttachCudaModel(*weights, options);
   if (kernels::cuda::ProbeCudaDevice().ok()) {

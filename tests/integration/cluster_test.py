@@ -12,6 +12,7 @@ that does not fit the job.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -191,7 +192,19 @@ def test_failures(cluster):
                           "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
                           results_path], capture_output=True, text=True, env=cluster.env)
     assert run.returncode != 0 and "tp 3 does not divide the model's 4 KV heads" in run.stderr, run.stderr[-2000:]
-    print("a failing rank is named, its requests fail, the job exits non-zero; bad layouts are refused")
+    # --device: a bad value is refused at start; cuda on a build without the backend (or a machine without a GPU)
+    # stops every worker with the reason, which the coordinator reports with the rank.
+    def launch(*device_flags):
+        return subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "1", "--sp", "1", "--vision", "1",
+                               "--build", cluster.build, "--", "--model", cluster.model, "--requests", path,
+                               "--results", results_path, *device_flags], capture_output=True, text=True,
+                              env=cluster.env)
+    run = launch("--device", "tpu")
+    assert run.returncode != 0 and "--device must be cpu or cuda, not 'tpu'" in run.stderr, run.stderr[-2000:]
+    run = launch("--device", "cuda")
+    assert run.returncode != 0 and re.search(r"rank \d", run.stderr) and (
+        "this build has no CUDA backend" in run.stderr or "no CUDA device is usable" in run.stderr), run.stderr[-2000:]
+    print("a failing rank is named, its requests fail, the job exits non-zero; bad layouts and devices are refused")
 
 
 def main():
