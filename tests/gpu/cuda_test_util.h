@@ -1,12 +1,16 @@
 // File: tests/gpu/cuda_test_util.h
 //
-// What the GPU tests share: a fixture that skips with the runtime's reason where no GPU is usable, and a device
-// copy of a host vector.
+// What the GPU tests share: a fixture that skips with the runtime's reason where no GPU is usable, a device copy of
+// a host vector, where the golden checkpoints are, and the GPU-vs-CPU error measure of the model tests.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/device.h"
@@ -46,6 +50,27 @@ inline std::vector<float> Widen(DType dtype, const std::vector<uint8_t>& bytes) 
   std::vector<float> values(bytes.size() / DTypeSize(dtype));
   ConvertToF32(dtype, bytes.data(), values.data(), values.size());
   return values;
+}
+
+#ifdef IXC_GOLDEN_MODELS_DIR
+// The golden checkpoints (tests/make_golden_models.py): $IXC_GOLDEN_MODELS (tests/gpu/run.sh sets it), else the
+// build's.
+inline std::string GoldenModelsDir() {
+  const char* env = std::getenv("IXC_GOLDEN_MODELS");
+  return env != nullptr ? env : IXC_GOLDEN_MODELS_DIR;
+}
+#endif
+
+// max |gpu - cpu| over max |cpu|: the GPU's error relative to the values' range (bf16 activations on the GPU, f32
+// on the CPU).
+inline double RelativeError(const std::vector<float>& gpu, const std::vector<float>& cpu) {
+  EXPECT_EQ(gpu.size(), cpu.size());
+  double worst = 0, range = 1e-6;
+  for (size_t i = 0; i < cpu.size() && i < gpu.size(); ++i) {
+    worst = std::max(worst, std::fabs(static_cast<double>(gpu[i]) - cpu[i]));
+    range = std::max(range, std::fabs(static_cast<double>(cpu[i])));
+  }
+  return worst / range;
 }
 
 }  // namespace ixc::testing

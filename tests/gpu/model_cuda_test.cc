@@ -6,9 +6,6 @@
 //   IXC_GOLDEN_MODELS=/path/to/models ./model_cuda_test   (tests/make_golden_models.py builds them)
 #include "model/cuda/cuda_language_model.h"
 
-#include <cmath>
-#include <cstdlib>
-
 #include "model/generation.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/model/golden_cases.h"
@@ -17,30 +14,15 @@ namespace ixc::model {
 namespace {
 
 using ixc::testing::kLanguageModelCases;
-
-std::string ModelsDir() {
-  const char* env = std::getenv("IXC_GOLDEN_MODELS");
-  return env != nullptr ? env : IXC_GOLDEN_MODELS_DIR;
-}
-
-// max |gpu - cpu| over max |cpu|: the error relative to the logits' range.
-double RelativeError(const std::vector<float>& gpu, const std::vector<float>& cpu) {
-  EXPECT_EQ(gpu.size(), cpu.size());
-  double worst = 0, range = 1e-6;
-  for (size_t i = 0; i < cpu.size() && i < gpu.size(); ++i) {
-    worst = std::max(worst, std::fabs(static_cast<double>(gpu[i]) - cpu[i]));
-    range = std::max(range, std::fabs(static_cast<double>(cpu[i])));
-  }
-  return worst / range;
-}
+using ixc::testing::RelativeError;
 
 class CudaModelTest : public ixc::testing::CudaTest, public ::testing::WithParamInterface<const char*> {};
 
 TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
   const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(GetParam());
-  auto cpu_weights = LoadLlmWeights(ModelsDir() + "/" + GetParam());
+  auto cpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + GetParam());
   ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
-  auto gpu_weights = LoadLlmWeights(ModelsDir() + "/" + GetParam());
+  auto gpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + GetParam());
   ASSERT_TRUE(gpu_weights.ok()) << gpu_weights.status();
   CudaModelOptions options;
   options.dtype = cpu_weights->layers[0].attn_qkv.weight.dtype == DType::kF16 ? DType::kF16 : DType::kBF16;
@@ -95,7 +77,7 @@ INSTANTIATE_TEST_SUITE_P(GoldenCases, CudaModelTest, ::testing::ValuesIn(kLangua
 
 // --device cuda starts where a GPU is usable and stops with the runtime's reason where none is.
 TEST(CudaModelStartTest, AttachStartsOrSaysWhy) {
-  auto weights = LoadLlmWeights(ModelsDir() + "/tiny_f32");
+  auto weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/tiny_f32");
   ASSERT_TRUE(weights.ok()) << weights.status();
   CudaModelOptions options;
   options.kv_blocks = 16;

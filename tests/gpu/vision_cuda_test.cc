@@ -6,9 +6,6 @@
 //   IXC_GOLDEN_MODELS=/path/to/models ./vision_cuda_test   (tests/make_golden_models.py builds them)
 #include "model/cuda/cuda_vision_model.h"
 
-#include <cmath>
-#include <cstdlib>
-
 #include "kernels/cuda/vision.h"
 #include "kernels/ops.h"
 #include "model/config.h"
@@ -20,22 +17,9 @@ namespace {
 
 using ixc::testing::CudaTest;
 using ixc::testing::DeviceBuffer;
+using ixc::testing::RelativeError;
 
-std::string ModelDir() {
-  const char* env = std::getenv("IXC_GOLDEN_MODELS");
-  return std::string(env != nullptr ? env : IXC_GOLDEN_MODELS_DIR) + "/multimodal_one_image";
-}
-
-// max |gpu - cpu| over max |cpu|.
-double RelativeError(const std::vector<float>& gpu, const std::vector<float>& cpu) {
-  EXPECT_EQ(gpu.size(), cpu.size());
-  double worst = 0, range = 1e-6;
-  for (size_t i = 0; i < cpu.size() && i < gpu.size(); ++i) {
-    worst = std::max(worst, std::fabs(static_cast<double>(gpu[i]) - cpu[i]));
-    range = std::max(range, std::fabs(static_cast<double>(cpu[i])));
-  }
-  return worst / range;
-}
+std::string ModelDir() { return ixc::testing::GoldenModelsDir() + "/multimodal_one_image"; }
 
 TEST_F(CudaTest, AssembleImageTokensMatchesReference) {
   const VisionConfig real;  // 40x40 patches, 20x20 merged tokens; a narrow width keeps the test small
