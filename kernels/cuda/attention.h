@@ -39,10 +39,12 @@ absl::Status LaunchRopeAndStoreKv(const void* qkv, const int32_t* positions, con
                                   int group, const RopeParams& rope, void* q, const DeviceKvPools& pools,
                                   cudaStream_t stream);
 
-// Causal attention of q (tokens, heads, head_dim) at ascending positions (device) over the keys 0..num_keys-1 of one
-// sequence (key j at position j, in block block_table[j / block_size]; block_table on the device). A query sees the
-// keys at positions <= its own. out (tokens, heads, head_dim) in the pools' dtype; lse (tokens, heads) natural-log
-// log-sum-exp of the scaled scores, or null. head_dim 16, 32, 64 or 128.
+// Causal attention of q (tokens, heads, head_dim) over the keys 0..num_keys-1 of one sequence (key j in block
+// block_table[j / block_size]; block_table on the device): query t sees keys 0..positions[t] (device, ascending).
+// Where key j is the token at position j that is the query's position; where the keys are a shard of the sequence
+// (sequence parallelism) it is the index of the last key at or before the query's position (-1: none). out
+// (tokens, heads, head_dim) in the pools' dtype; lse (tokens, heads) natural-log log-sum-exp of the scaled scores,
+// or null. head_dim 16, 32, 64 or 128.
 absl::Status LaunchFlashAttention(const void* q, const int32_t* positions, int64_t tokens, int heads,
                                   const DeviceKvPools& pools, const int32_t* block_table, int64_t num_keys,
                                   int64_t max_position, float scale, void* out, float* lse, cudaStream_t stream);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -190,6 +191,7 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
       logit_rows * hidden * e,              // head_in_
       logit_rows * tp_vocab * 4,            // logits_
       tp_size_ > 1 ? tp_size_ * logit_rows * tp_vocab * 4 : 0,  // gathered_: the TP group's logits
+      rows * c.num_heads * 4,               // lse_
       decode_workspace_floats_ * 4,         // decode_workspace_
   };
   int64_t total = 0;
@@ -208,7 +210,8 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
   uint8_t* p = static_cast<uint8_t*>(scratch_);
   void** slots[] = {reinterpret_cast<void**>(&x_),     reinterpret_cast<void**>(&delta_), &normed_, &qkv_, &q_,
                     &attention_, &gate_, &up_, &low_rank_, &head_in_, reinterpret_cast<void**>(&logits_),
-                    reinterpret_cast<void**>(&gathered_), reinterpret_cast<void**>(&decode_workspace_)};
+                    reinterpret_cast<void**>(&gathered_), reinterpret_cast<void**>(&lse_),
+                    reinterpret_cast<void**>(&decode_workspace_)};
   for (size_t i = 0; i < std::size(sizes); ++i) {
     *slots[i] = p;
     p += AlignUp(sizes[i]);
@@ -240,11 +243,19 @@ absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x,
 
 absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch,
                                              KvCache& cache, parallel::DeviceComm* comm) {
+  // One attention mode per call: the worker batches SP decodes with each other, and a ring prefill runs alone.
+  const SpAttention sp_mode = batch.empty() ? SpAttention::kLocal : batch[0].input.sp_attention;
   for (const BatchEntry& entry : batch) {
-    if (entry.input.sp_attention != SpAttention::kLocal) {
-      return absl::UnimplementedError(
-          "sequence parallelism is not built on the cuda backend yet: run the LLM ranks with --sp 1");
+    if (entry.input.sp_attention != sp_mode) {
+      return absl::InvalidArgumentError(
+          "the cuda backend batches sequences of one attention mode (local, ring or gather-merge) at a time");
     }
+  }
+  if (sp_mode == SpAttention::kRing && batch.size() != 1) {
+    return absl::InvalidArgumentError("a ring prefill runs alone, not in a batch");
+  }
+  if (sp_mode != SpAttention::kLocal && comm == nullptr) {
+    return absl::FailedPreconditionError("sequence parallelism on the cuda backend needs the NCCL DeviceComm");
   }
   if (weights.tp.size != tp_size_) {
     return absl::FailedPreconditionError(absl::StrCat("the GPU copy holds a TP slice of ", tp_size_,
@@ -267,19 +278,31 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   // Plan: segments, rows, which rows give logits.
   std::vector<Segment> segments;
   IXC_ASSIGN_OR_RETURN(const int64_t rows, PrepareSegments(weights, batch, cache, segments));
-  std::vector<int64_t> logit_rows;        // batch rows whose logits are wanted, in order
-  std::vector<int64_t> segment_logits(segments.size());
+  std::optional<RingPlan> ring;
+  if (sp_mode == SpAttention::kRing) {
+    IXC_ASSIGN_OR_RETURN(ring, PlanRing(segments[0], *comm));
+  }
+  // Which rows give logits: all, or the last; in a ring prefill, the one at the prompt's last position, on the
+  // rank that holds it (the SP sum below gives it to every rank).
+  std::vector<int64_t> logit_rows;                             // batch rows whose logits are wanted, in order
+  std::vector<std::vector<int64_t>> wanted(segments.size());   // per segment, its tokens among them
   for (size_t i = 0; i < segments.size(); ++i) {
     const Segment& segment = segments[i];
-    const int64_t first = segment.input->all_logits ? 0 : segment.tokens - 1;
-    for (int64_t t = first; t < segment.tokens; ++t) logit_rows.push_back(segment.first_row + t);
-    segment_logits[i] = segment.tokens - first;
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      const bool last = sp_mode == SpAttention::kRing ? segment.positions[t] == segment.context_length - 1
+                                                      : t == segment.tokens - 1;
+      if (segment.input->all_logits || last) {
+        wanted[i].push_back(t);
+        logit_rows.push_back(segment.first_row + t);
+      }
+    }
   }
   IXC_RETURN_IF_ERROR(EnsureScratch(rows, static_cast<int64_t>(logit_rows.size())));
 
-  // Per-call metadata, one upload of int32s: positions, cache slots and ids per row, the block tables, the decode
-  // rows' table offsets and visible keys; then the row masks as bytes.
-  std::vector<int32_t> positions(rows), slots(rows, -1), ids(rows, -1), tables;
+  // Per-call metadata, one upload of int32s: positions, cache slots, ids and last visible keys per row, the block
+  // tables, the decode rows' table offsets and visible keys; then the row masks as bytes. A row's last visible key
+  // is its position where the sequence's keys are all here, an earlier index where this rank holds a shard of them.
+  std::vector<int32_t> positions(rows), slots(rows, -1), ids(rows, -1), last_key(rows), tables;
   std::vector<int64_t> table_offset(segments.size());  // where each segment's block table starts in the upload
   for (size_t i = 0; i < segments.size(); ++i) {
     const Segment& segment = segments[i];
@@ -288,12 +311,17 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     if (!segment.input->ids.empty()) {
       std::copy(segment.input->ids.begin(), segment.input->ids.end(), ids.begin() + segment.first_row);
     }
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      last_key[segment.first_row + t] = static_cast<int32_t>(
+          std::upper_bound(seq.positions.begin(), seq.positions.end(), segment.positions[t]) - seq.positions.begin() -
+          1);
+    }
     for (size_t s = 0; s < segment.stored.size(); ++s) {
       const int64_t slot_index = segment.past + static_cast<int64_t>(s);
       slots[segment.first_row + segment.stored[s]] =
           seq.block_table[slot_index / options_.block_size] * options_.block_size + slot_index % options_.block_size;
     }
-    table_offset[i] = 3 * rows + static_cast<int64_t>(tables.size());
+    table_offset[i] = 4 * rows + static_cast<int64_t>(tables.size());
     tables.insert(tables.end(), seq.block_table.begin(), seq.block_table.end());
   }
   // Decode rows: runs of consecutive short segments, each row seeing the keys up to its position.
@@ -314,12 +342,12 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     run.rows += segment.tokens;
     for (int64_t t = 0; t < segment.tokens; ++t) {
       run.table_offsets.push_back(static_cast<int32_t>(table_offset[i]));
-      run.visible.push_back(segment.positions[t] + 1);
+      run.visible.push_back(last_key[segment.first_row + t] + 1);
       run.max_visible = std::max<int64_t>(run.max_visible, run.visible.back());
     }
   }
   std::vector<int32_t> ints;
-  for (const std::vector<int32_t>* part : {&positions, &slots, &ids, &tables}) {
+  for (const std::vector<int32_t>* part : {&positions, &slots, &ids, &last_key, &tables}) {
     ints.insert(ints.end(), part->begin(), part->end());
   }
   for (DecodeRun& run : decode_runs) {
@@ -346,6 +374,7 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   const int32_t* d_positions = metadata_;
   const int32_t* d_slots = metadata_ + rows;
   const int32_t* d_ids = metadata_ + 2 * rows;
+  const int32_t* d_last_key = metadata_ + 3 * rows;
   const uint8_t* d_masks = reinterpret_cast<const uint8_t*>(metadata_) + mask_offset;
   auto all_set = [](const std::vector<uint8_t>& mask) {
     return std::all_of(mask.begin(), mask.end(), [](uint8_t m) { return m != 0; });
@@ -393,23 +422,31 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
                                                    static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools,
                                                    gpu_->stream));
     }
-    for (size_t i = 0; i < segments.size(); ++i) {
-      const Segment& segment = segments[i];
-      if (segment.tokens <= kDecodeMaxTokens) continue;
-      const int64_t offset = segment.first_row * c.num_heads * d * e;
-      IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(
-          static_cast<uint8_t*>(q_) + offset, d_positions + segment.first_row, segment.tokens, c.num_heads, pools,
-          metadata_ + table_offset[i], segment.seq->length, segment.positions.back(), scale,
-          static_cast<uint8_t*>(attention_) + offset, nullptr, gpu_->stream));
-    }
-    for (const DecodeRun& run : decode_runs) {
-      const int64_t offset = run.first_row * c.num_heads * d * e;
-      const kc::DecodeRows decode{metadata_, metadata_ + run.offsets, metadata_ + run.offsets + run.rows, run.rows,
-                                  run.max_visible};
-      IXC_RETURN_IF_ERROR(kc::LaunchPagedDecodeAttention(
-          static_cast<uint8_t*>(q_) + offset, c.num_heads, pools, decode, scale,
-          static_cast<uint8_t*>(attention_) + offset, nullptr, decode_workspace_, decode_workspace_floats_, gpu_->num_sms,
-          gpu_->stream));
+    // The SP merges need each row's log-sum-exp.
+    float* lse = sp_mode == SpAttention::kLocal ? nullptr : lse_;
+    if (ring.has_value()) {
+      IXC_RETURN_IF_ERROR(RingAttention(segments[0], *ring, d_positions, *comm));
+    } else {
+      for (size_t i = 0; i < segments.size(); ++i) {
+        const Segment& segment = segments[i];
+        if (segment.tokens <= kDecodeMaxTokens) continue;
+        const int64_t offset = segment.first_row * c.num_heads * d * e;
+        IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(
+            static_cast<uint8_t*>(q_) + offset, d_last_key + segment.first_row, segment.tokens, c.num_heads, pools,
+            metadata_ + table_offset[i], segment.seq->length,
+            segment.positions.back(), scale, static_cast<uint8_t*>(attention_) + offset,
+            lse == nullptr ? nullptr : lse + segment.first_row * c.num_heads, gpu_->stream));
+      }
+      for (const DecodeRun& run : decode_runs) {
+        const int64_t offset = run.first_row * c.num_heads * d * e;
+        const kc::DecodeRows decode{metadata_, metadata_ + run.offsets, metadata_ + run.offsets + run.rows, run.rows,
+                                    run.max_visible};
+        IXC_RETURN_IF_ERROR(kc::LaunchPagedDecodeAttention(
+            static_cast<uint8_t*>(q_) + offset, c.num_heads, pools, decode, scale,
+            static_cast<uint8_t*>(attention_) + offset, lse == nullptr ? nullptr : lse + run.first_row * c.num_heads,
+            decode_workspace_, decode_workspace_floats_, gpu_->num_sms, gpu_->stream));
+      }
+      if (sp_mode == SpAttention::kGatherMerge) IXC_RETURN_IF_ERROR(GatherMerge(rows, *comm));
     }
     IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attention_, rows, masks, delta_, DType::kF32));
     IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
@@ -439,11 +476,16 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     i += run;
   }
   const int64_t local_vocab = c.vocab_size;
-  IXC_RETURN_IF_ERROR(
-      gpu_->gemm->Linear({head_in_, output_, logits_, n, local_vocab, hidden, dtype, DType::kF32, false}, gpu_->stream));
+  if (n > 0) {  // none on the ranks of a ring prefill that hold neither the last position nor all_logits
+    IXC_RETURN_IF_ERROR(gpu_->gemm->Linear({head_in_, output_, logits_, n, local_vocab, hidden, dtype, DType::kF32,
+                                            false},
+                                           gpu_->stream));
+  }
   const int64_t tp = tp_size_;
   std::vector<float> host(tp * n * local_vocab);
-  if (tensor_parallel) {
+  if (n == 0) {
+    // Nothing to gather: every rank of this TP group holds the same rows.
+  } else if (tensor_parallel) {
     IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
     IXC_RETURN_IF_ERROR(comm->AllGather(logits_, n * local_vocab, gathered_, parallel::Group::kTensor));
     IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(host.data(), gathered_, host.size() * 4, cudaMemcpyDeviceToHost));
@@ -458,12 +500,25 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     std::vector<float>& out = *segments[i].logits;
     const bool sliced = tensor_parallel && segments[i].input->local_vocab;
     const int64_t first_rank = sliced ? weights.tp.rank : 0, ranks = sliced ? 1 : tp;
-    out.resize(segment_logits[i] * local_vocab * ranks);
-    for (int64_t r = 0; r < segment_logits[i]; ++r, ++row) {
+    const int64_t width = local_vocab * ranks;
+    out.resize(wanted[i].size() * width);
+    for (size_t r = 0; r < wanted[i].size(); ++r, ++row) {
       for (int64_t t = 0; t < ranks; ++t) {
         std::copy_n(host.data() + ((first_rank + t) * n + row) * local_vocab, local_vocab,
                     out.data() + (r * ranks + t) * local_vocab);
       }
+    }
+    if (sp_mode == SpAttention::kRing) {
+      // A prompt shard: this rank's rows at their positions (all of them, or the prompt's last), the others' rows
+      // 0; one sum over the SP group gives every rank the whole block, as on the CPU.
+      const Segment& segment = segments[i];
+      std::vector<float> block((segment.input->all_logits ? segment.context_length : 1) * width, 0.f);
+      for (size_t r = 0; r < wanted[i].size(); ++r) {
+        const int64_t at = segment.input->all_logits ? segment.positions[wanted[i][r]] : 0;
+        std::copy_n(out.data() + r * width, width, block.data() + at * width);
+      }
+      IXC_RETURN_IF_ERROR(SumOverSequenceGroup(block, *comm));
+      out = std::move(block);
     }
   }
   return absl::OkStatus();

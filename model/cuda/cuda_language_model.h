@@ -9,8 +9,10 @@
 //   IXC_ASSIGN_OR_RETURN(KvCache cache, AttachCudaModel(weights, CudaModelOptions{}));  // --device cuda
 //   ... LanguageModelForward(weights, input, seq, cache, &logits) now runs on the GPU ...
 //
-// Not built yet on the GPU (each fails with a message naming it): sequence parallelism (ring prefill, gather-merge
-// decode); tensor parallelism needs the NCCL DeviceComm (parallel/nccl_device_comm.h).
+// Tensor and sequence parallelism take the NCCL DeviceComm (parallel/nccl_device_comm.h), whose calls move device
+// buffers: TP sums the attention-out and FFN-down products and gathers the vocabulary slices; SP runs the ring prefill
+// (K/V blocks travel on the comm's ring stream while the current block is attended to) and the gather-merge of
+// decode and chunked prefill (model/cuda/cuda_sp_attention.cc), as the CPU path does.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,8 +23,9 @@
 
 #include "absl/status/statusor.h"
 #include "core/dtype.h"
-#include "model/kv_cache.h"
 #include "model/cuda/device_resources.h"
+#include "model/forward_segment.h"
+#include "model/kv_cache.h"
 #include "model/language_model.h"
 
 namespace ixc::model {
@@ -72,6 +75,15 @@ class CudaLanguageModel : public DeviceLanguageModel {
     float* ffn_norm = nullptr;
   };
   struct Masks;
+  // What a ring prefill's attention needs (PlanRing).
+  struct RingPlan {
+    int size = 1, rank = 0;
+    int64_t capacity = 0;               // the largest shard, in tokens: every block travels at this size
+    std::vector<int64_t> counts;        // (size) tokens of each rank's shard
+    const int32_t* table = nullptr;     // {0}: a block is one KV block of `capacity` slots (device)
+    const int32_t* slots = nullptr;     // (tokens) 0..tokens-1: this rank's rows into its own block (device)
+    const int32_t* last_key = nullptr;  // (size, tokens): per source rank's block, each query's last visible key
+  };
 
   explicit CudaLanguageModel(const LlmConfig& shard, const CudaModelOptions& options);
   absl::Status CreateRuntime();
@@ -80,6 +92,19 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // y = x . W^T (+ LoRA terms on the masked rows); y in out_dtype.
   absl::Status ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks, void* y,
                            DType out_dtype);
+
+  // Sequence parallelism (cuda_sp_attention.cc). Every SP rank's shard size and positions, and what the ring's
+  // attention needs on the device; fails alike on every rank where a rank holds no token of the prompt.
+  absl::StatusOr<RingPlan> PlanRing(const Segment& segment, parallel::DeviceComm& comm);
+  // attention_ and lse_ of the segment's rows (it runs alone) over the whole prompt: this rank's rotated K/V go
+  // around the SP ring, each block attended to as it passes and merged by log-sum-exp.
+  absl::Status RingAttention(const Segment& segment, const RingPlan& plan, const int32_t* positions,
+                             parallel::DeviceComm& comm);
+  // attention_ and lse_ of `rows` rows that every SP rank holds, each over its own shard of the keys, made exact on
+  // every rank by one all-gather and a log-sum-exp merge.
+  absl::Status GatherMerge(int64_t rows, parallel::DeviceComm& comm);
+  // The SP group's sum of a ring prefill's logit block (each rank fills the rows of its positions).
+  absl::Status SumOverSequenceGroup(std::vector<float>& block, parallel::DeviceComm& comm);
 
   LlmConfig shard_;   // this rank's heads, KV heads, intermediate size, vocabulary
   int tp_size_ = 1;   // the TP group the weights were sliced for
@@ -112,12 +137,16 @@ class CudaLanguageModel : public DeviceLanguageModel {
   void* head_in_ = nullptr;     // (logit rows, hidden)
   float* logits_ = nullptr;     // (logit rows, local vocab)
   float* gathered_ = nullptr;   // (TP, logit rows, local vocab); only with TP
+  float* lse_ = nullptr;         // (rows, heads) f32: the attention's log-sum-exp, for the SP merges
   float* decode_workspace_ = nullptr;
   int64_t decode_workspace_floats_ = 0;
   int64_t max_lora_rank_ = 0;
   // Per-call metadata: positions, slots, masks, block tables, decode rows.
   int32_t* metadata_ = nullptr;
   int64_t metadata_ints_ = 0;
+  // Sequence parallelism: the ring's K/V blocks in hand and in flight, a block's partial attention, the ring's
+  // metadata, and the staging of the SP group's exchanges.
+  GrowingBuffer ring_blocks_[2], ring_out_, ring_lse_, ring_metadata_, sp_send_, sp_gathered_;
 };
 
 // Uploads `weights` to the GPU and sets weights.device, so that every forward call on them runs there. Returns the

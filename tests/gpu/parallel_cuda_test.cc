@@ -1,0 +1,141 @@
+// Tensor and sequence parallelism on the GPU, with the T x S LLM ranks as threads sharing one GPU
+// (tests/gpu/threaded_device_comm.h): a ring prefill of the prompt's head (zig-zag shards, K/V blocks around the
+// ring), the rest as one gather-merge chunk (flash over each rank's shard of the keys, round-robin KV), then decode
+// steps (the split-KV decode over the shard, gather-merge); with TP, the sums and the vocabulary gather. Every rank's
+// logits against the CPU path on one rank making the same calls, within the bf16 tolerance of model_cuda_test.
+// Skipped without a GPU.
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "model/cuda/cuda_language_model.h"
+#include "model/generation.h"
+#include "parallel/sequence_shard.h"
+#include "tests/gpu/cuda_test_util.h"
+#include "tests/gpu/threaded_device_comm.h"
+#include "tests/model/golden_cases.h"
+
+namespace ixc::model {
+namespace {
+
+using ixc::testing::RelativeError;
+
+constexpr int kBlockSize = 4;  // small blocks: the decode tokens' KV goes round-robin over the SP ranks
+constexpr int kHead = 9;       // prompt tokens prefilled by the ring; the rest is one chunk
+constexpr int kDecodeSteps = 3;
+
+// The calls every rank makes, and the logits each gives: the ring prefill's, the chunk's (all positions), then one
+// per decode step. The fed tokens are the reference's, so every layout sees the same sequence.
+struct RankLogits {
+  std::vector<float> head, chunk;
+  std::vector<std::vector<float>> steps;
+};
+
+absl::StatusOr<RankLogits> RunSequence(const LlmWeights& weights, const ixc::testing::GoldenPrompt& prompt, KvCache& cache,
+                                parallel::DeviceComm* comm, const std::vector<int32_t>& fed) {
+  const int sp = comm == nullptr ? 1 : comm->GroupSize(parallel::Group::kSequence);
+  const int sp_rank = comm == nullptr ? 0 : comm->GroupRank(parallel::Group::kSequence);
+  const int64_t length = static_cast<int64_t>(prompt.ids.size());
+  auto mask = [&](int64_t begin, int64_t count) {
+    return prompt.image_mask.empty() ? std::span<const uint8_t>()
+                                     : std::span<const uint8_t>(prompt.image_mask).subspan(begin, count);
+  };
+  RankLogits run;
+  SequenceKv seq;
+  ForwardInput head;
+  head.ids = std::span<const int32_t>(prompt.ids).first(kHead);
+  head.image_mask = mask(0, kHead);
+  head.lora = prompt.lora;
+  IXC_ASSIGN_OR_RETURN(run.head, Prefill(weights, head, /*all_logits=*/true, seq, cache, comm));
+
+  std::vector<int32_t> positions;
+  std::vector<uint8_t> keep;
+  for (int64_t p = kHead; p < length; ++p) {
+    positions.push_back(static_cast<int32_t>(p));
+    keep.push_back(sp == 1 || parallel::DecodeOwner(p, kBlockSize, sp) == sp_rank);
+  }
+  ForwardInput chunk;
+  chunk.ids = std::span<const int32_t>(prompt.ids).subspan(kHead);
+  chunk.image_mask = mask(kHead, length - kHead);
+  chunk.lora = prompt.lora;
+  chunk.positions = positions;
+  chunk.store_kv = keep;
+  chunk.all_logits = true;
+  chunk.sp_attention = sp > 1 ? SpAttention::kGatherMerge : SpAttention::kLocal;
+  IXC_RETURN_IF_ERROR(LanguageModelForward(weights, chunk, seq, cache, &run.chunk, comm));
+
+  for (int step = 0; step < kDecodeSteps; ++step) {
+    std::vector<DecodeItem> items = {{fed[step], static_cast<int32_t>(length + step), prompt.lora, &seq, {}}};
+    IXC_RETURN_IF_ERROR(DecodeSteps(weights, items, cache, comm));
+    run.steps.push_back(std::move(items[0].logits));
+  }
+  return run;
+}
+
+struct Layout {
+  int tp, sp;
+};
+void PrintTo(const Layout& layout, std::ostream* os) { *os << "T" << layout.tp << "S" << layout.sp; }
+
+class CudaParallelTest : public ixc::testing::CudaTest,
+                         public ::testing::WithParamInterface<std::tuple<std::string, Layout>> {};
+
+TEST_P(CudaParallelTest, EveryRankMatchesTheCpu) {
+  const auto [name, layout] = GetParam();
+  const std::string dir = ixc::testing::GoldenModelsDir() + "/" + name;
+  const ixc::testing::GoldenPrompt prompt = ixc::testing::LoadGoldenPrompt(name);
+  ASSERT_GE(prompt.ids.size(), static_cast<size_t>(kHead + 1));
+
+  // The reference: the CPU on one rank, the same calls; its greedy tokens are fed to every layout.
+  auto cpu_weights = LoadLlmWeights(dir);
+  ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
+  KvCache cpu_cache(cpu_weights->config, kBlockSize, 64);
+  std::vector<int32_t> fed = {1, 2, 3};
+  auto reference = RunSequence(*cpu_weights, prompt, cpu_cache, nullptr, fed);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+
+  ixc::testing::ThreadedWorld world(layout.tp, layout.sp);
+  const int ranks = layout.tp * layout.sp;
+  std::vector<absl::StatusOr<RankLogits>> results(ranks, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int index = 0; index < ranks; ++index) {
+    threads.emplace_back([&, index] {
+      const int tp_rank = index % layout.tp, sp_rank = index / layout.tp;
+      ixc::testing::ThreadedDeviceComm comm(world, tp_rank, sp_rank);
+      auto weights = LoadLlmWeights(dir, {tp_rank, layout.tp});
+      if (!weights.ok()) {
+        results[index] = weights.status();
+        return;  // every rank loads the same checkpoint: all fail alike, before any collective
+      }
+      CudaModelOptions options;
+      options.block_size = kBlockSize;
+      options.kv_blocks = 64;
+      options.kv_reserve_bytes = 0;
+      auto cache = AttachCudaModel(*weights, options);
+      if (!cache.ok()) {
+        results[index] = cache.status();
+        return;
+      }
+      results[index] = RunSequence(*weights, prompt, *cache, &comm, fed);
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int index = 0; index < ranks; ++index) {
+    SCOPED_TRACE(absl::StrCat(name, " T", layout.tp, "S", layout.sp, " rank ", index));
+    ASSERT_TRUE(results[index].ok()) << results[index].status();
+    const RankLogits& run = *results[index];
+    EXPECT_LT(RelativeError(run.head, reference->head), 0.03) << "ring prefill";
+    EXPECT_LT(RelativeError(run.chunk, reference->chunk), 0.03) << "gather-merge chunk";
+    for (int step = 0; step < kDecodeSteps; ++step) {
+      EXPECT_LT(RelativeError(run.steps[step], reference->steps[step]), 0.03) << "decode step " << step;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, CudaParallelTest,
+    ::testing::Combine(::testing::Values(std::string("kv4_bias_plora_web"), std::string("gqa4_dynamic_ntk")),
+                       ::testing::Values(Layout{1, 2}, Layout{1, 3}, Layout{2, 1}, Layout{2, 2})));
+
+}  // namespace
+}  // namespace ixc::model
