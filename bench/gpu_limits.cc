@@ -31,6 +31,16 @@ double MedianMs(const std::function<void()>& work, cudaStream_t stream, int warm
   return times[times.size() / 2];
 }
 
+void* DeviceRandom(int64_t bytes, uint64_t seed) {
+  void* p = nullptr;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    std::fprintf(stderr, "cudaMalloc of %lld bytes failed\n", static_cast<long long>(bytes));
+    std::exit(1);
+  }
+  (void)kernels::cuda::LaunchFillUniform(DType::kBF16, p, bytes / 2, seed, 0.5f, nullptr);
+  return p;
+}
+
 GpuLimits MeasureGpuLimits() {
   GpuLimits limits;
   cudaDeviceProp properties{};

@@ -2,12 +2,13 @@
 //
 // The GPU's limits, the denominators of every GPU benchmark: the datasheet figures the goals use (H100 SXM:
 // 3.35 TB/s, 989 dense bf16 TFLOP/s; H200: 4.8 TB/s, the same TFLOP/s) and this card's measured ceilings (a large
-// device-to-device copy counting bytes read plus written; a large bf16 GEMM through cuBLASLt), and a timer on CUDA
-// events.
+// device-to-device copy counting bytes read plus written; a large bf16 GEMM through cuBLASLt), a timer on CUDA
+// events, and device buffers of seeded random values.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -26,5 +27,9 @@ struct GpuLimits {
 double MedianMs(const std::function<void()>& work, cudaStream_t stream, int warmup = 3, int repeats = 10);
 
 GpuLimits MeasureGpuLimits();
+
+// `bytes` of device memory holding seeded uniform bf16 values in [-0.5, 0.5); exits with a message where the device
+// is out of memory (benchmarks only).
+void* DeviceRandom(int64_t bytes, uint64_t seed);
 
 }  // namespace ixc::bench

@@ -19,16 +19,6 @@ namespace {
 
 namespace kc = ::ixc::kernels::cuda;
 
-void* DeviceRandom(int64_t bytes, uint64_t seed) {
-  void* p = nullptr;
-  if (cudaMalloc(&p, bytes) != cudaSuccess) {
-    std::fprintf(stderr, "cudaMalloc of %lld bytes failed\n", static_cast<long long>(bytes));
-    std::exit(1);
-  }
-  (void)kc::LaunchFillUniform(DType::kBF16, p, bytes / 2, seed, 0.5f, nullptr);
-  return p;
-}
-
 void GemmShapes(const GpuLimits& limits) {
   auto gemm = kc::Gemm::Create();
   struct Layer {

@@ -30,8 +30,8 @@ int Run() {
 
   const std::vector<float> pixels = testing::RandomFloats(int64_t{crops} * 3 * c.image_size * c.image_size, 3);
   const double tokens = (rows * cols + 1) * 400.0 + 1 + (rows + 1) * 20;
-  const double flops = crops * FlopsPerTile(c) + 2 * tokens * (4.0 * c.hidden_size * llm_hidden +
-                                                               double{llm_hidden} * llm_hidden);
+  const double flops =
+      crops * FlopsPerTile(c) + 2 * tokens * (4.0 * c.hidden_size * llm_hidden + double{llm_hidden} * llm_hidden);
   for (int run = 0; run < 3; ++run) {  // the first run sizes the scratch and picks the GEMM plans
     const auto start = std::chrono::steady_clock::now();
     auto embeddings = model::EmbedImage(weights, pixels.data(), rows, cols);
@@ -40,10 +40,11 @@ int Run() {
       std::fprintf(stderr, "EmbedImage: %s\n", embeddings.status().ToString().c_str());
       return 1;
     }
-    std::printf("HD-25 image, %d crops -> %.0f tokens (run %d): %.1f ms, %.0f crops/s, %.0f TFLOP/s (%.0f%% of %.0f "
-                "bf16 peak)\n",
-                crops, tokens, run + 1, seconds * 1e3, crops / seconds, flops / seconds / 1e12,
-                100 * flops / seconds / 1e12 / limits.datasheet_tflops, limits.datasheet_tflops);
+    std::printf(
+        "HD-25 image, %d crops -> %.0f tokens (run %d): %.1f ms, %.0f crops/s, %.0f TFLOP/s (%.0f%% of %.0f "
+        "bf16 peak)\n",
+        crops, tokens, run + 1, seconds * 1e3, crops / seconds, flops / seconds / 1e12,
+        100 * flops / seconds / 1e12 / limits.datasheet_tflops, limits.datasheet_tflops);
   }
   return 0;
 }

@@ -52,7 +52,7 @@ ABSL_FLAG(std::string, video, "", "a video file (mp4, webm, mkv, avi, ...): one 
 ABSL_FLAG(int32_t, hd_num, 0, "tiles per image at most (0: the reference's rule, 24 for one image, 6 for several)");
 ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueType font of the video frame labels");
 ABSL_FLAG(int64_t, max_image_pixels, 89'478'485, "larger images are refused before decoding");
-ABSL_FLAG(std::string, device, "cpu", "where the language model runs: cpu | cuda");
+ABSL_FLAG(std::string, device, "cpu", "where the language model and the vision tower run: cpu | cuda");
 ABSL_FLAG(std::string, dtype, "bf16", "cuda: weights, activations and KV cache in bf16 | f16");
 ABSL_FLAG(int64_t, kv_reserve_mib, 4096, "cuda: device memory kept free after the KV pool");
 

@@ -74,8 +74,8 @@ absl::Status LaunchPatchColumns(const float* crops, int64_t count, int image_siz
   if (n == 0) return absl::OkStatus();
   IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) {
     using T = decltype(tag);
-    PatchColumnsKernel<T><<<GridStrideBlocks(n), kGridStrideThreads, 0, stream>>>(
-        crops, count, image_size, patch, static_cast<T*>(columns), row_width);
+    PatchColumnsKernel<T><<<GridStrideBlocks(n), kGridStrideThreads, 0, stream>>>(crops, count, image_size, patch,
+                                                                                  static_cast<T*>(columns), row_width);
   }));
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
@@ -99,8 +99,8 @@ absl::Status LaunchAssembleImageTokens(const float* features, int64_t feature_ro
                                        const float* sub_separator, const float* global_separator, DType out_dtype,
                                        void* out, int64_t tokens, int64_t hidden, cudaStream_t stream) {
   if (tokens < 0 || hidden <= 0 || feature_rows < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("AssembleImageTokens: ", tokens, " tokens, hidden ", hidden,
-                                                   ", ", feature_rows, " feature rows"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("AssembleImageTokens: ", tokens, " tokens, hidden ", hidden, ", ", feature_rows, " feature rows"));
   }
   const int64_t n = tokens * 4 * hidden;
   if (n == 0) return absl::OkStatus();

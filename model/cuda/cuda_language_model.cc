@@ -60,8 +60,8 @@ absl::Status CudaLanguageModel::AllocateKvPool() {
   const int64_t per_block = 2 * c.num_layers * pool_bytes_per_block;
   size_t free_bytes = 0, total_bytes = 0;
   IXC_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
-  const int64_t fit = std::min<int64_t>(
-      (static_cast<int64_t>(free_bytes) - options_.kv_reserve_bytes) / per_block, INT32_MAX / options_.block_size);
+  const int64_t fit = std::min<int64_t>((static_cast<int64_t>(free_bytes) - options_.kv_reserve_bytes) / per_block,
+                                        INT32_MAX / options_.block_size);
   const int64_t blocks = options_.kv_blocks > 0 ? options_.kv_blocks : fit;
   if (blocks < 1 || blocks > fit) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -80,7 +80,7 @@ absl::Status CudaLanguageModel::AllocateKvPool() {
 }
 
 absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Upload(const LlmWeights& weights,
-                                                                              const CudaModelOptions& options) {
+                                                                             const CudaModelOptions& options) {
   std::shared_ptr<CudaLanguageModel> model(new CudaLanguageModel(weights.shard, options));
   model->tp_size_ = weights.tp.size;
   IXC_RETURN_IF_ERROR(model->CreateRuntime());
@@ -127,8 +127,8 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Upload(con
 }
 
 absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Random(const LlmConfig& config,
-                                                                              const CudaModelOptions& options,
-                                                                              uint64_t seed) {
+                                                                             const CudaModelOptions& options,
+                                                                             uint64_t seed) {
   std::shared_ptr<CudaLanguageModel> model(new CudaLanguageModel(config, options));
   IXC_RETURN_IF_ERROR(model->CreateRuntime());
   const DType dtype = options.dtype;
@@ -136,8 +136,8 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Random(con
   auto matrix = [&](int64_t rows, int64_t cols) -> absl::StatusOr<void*> {
     IXC_ASSIGN_OR_RETURN(void* p, arena.Allocate(rows * cols * DTypeSize(dtype)));
     // Uniform with variance 1/cols: activations keep their scale through the layers.
-    IXC_RETURN_IF_ERROR(kc::LaunchFillUniform(dtype, p, rows * cols, seed++,
-                                              std::sqrt(3.f / static_cast<float>(cols)), model->stream()));
+    IXC_RETURN_IF_ERROR(kc::LaunchFillUniform(dtype, p, rows * cols, seed++, std::sqrt(3.f / static_cast<float>(cols)),
+                                              model->stream()));
     return p;
   };
   auto ones = [&](int64_t n) { return arena.UploadFloats(std::vector<float>(n, 1.f)); };
@@ -175,24 +175,23 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
   const LlmConfig& c = shard_;
   const int64_t e = DTypeSize(options_.dtype), hidden = c.hidden_size, attention_width = c.num_heads * c.head_dim;
   const int64_t tp_vocab = static_cast<int64_t>(c.vocab_size);  // this rank's slice
-  decode_workspace_floats_ =
-      kc::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), c.num_heads, c.head_dim);
+  decode_workspace_floats_ = kc::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), c.num_heads, c.head_dim);
   // Each buffer at a 256-byte boundary of one allocation.
   const int64_t sizes[] = {
-      rows * hidden * 4,                    // x_
-      rows * hidden * 4,                    // delta_
-      rows * hidden * e,                    // normed_
-      rows * c.qkv_size() * e,              // qkv_
-      rows * attention_width * e,           // q_
-      rows * attention_width * e,           // attention_
-      rows * c.intermediate_size * e,       // gate_
-      rows * c.intermediate_size * e,       // up_
-      rows * std::max<int64_t>(max_lora_rank_, 1) * e,  // low_rank_
-      logit_rows * hidden * e,              // head_in_
-      logit_rows * tp_vocab * 4,            // logits_
+      rows * hidden * 4,                                        // x_
+      rows * hidden * 4,                                        // delta_
+      rows * hidden * e,                                        // normed_
+      rows * c.qkv_size() * e,                                  // qkv_
+      rows * attention_width * e,                               // q_
+      rows * attention_width * e,                               // attention_
+      rows * c.intermediate_size * e,                           // gate_
+      rows * c.intermediate_size * e,                           // up_
+      rows * std::max<int64_t>(max_lora_rank_, 1) * e,          // low_rank_
+      logit_rows * hidden * e,                                  // head_in_
+      logit_rows * tp_vocab * 4,                                // logits_
       tp_size_ > 1 ? tp_size_ * logit_rows * tp_vocab * 4 : 0,  // gathered_: the TP group's logits
-      rows * c.num_heads * 4,               // lse_
-      decode_workspace_floats_ * 4,         // decode_workspace_
+      rows * c.num_heads * 4,                                   // lse_
+      decode_workspace_floats_ * 4,                             // decode_workspace_
   };
   int64_t total = 0;
   for (int64_t size : sizes) total += AlignUp(size);
@@ -203,14 +202,24 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
   }
   const cudaError_t error = cudaMalloc(&scratch_, total);
   if (error != cudaSuccess) {
-    return absl::ResourceExhaustedError(absl::StrCat("scratch for ", rows, " rows (", total >> 20,
-                                                     " MiB) does not fit beside the KV pool: ",
-                                                     cudaGetErrorString(error), "; raise --kv-reserve-mib"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("scratch for ", rows, " rows (", total >> 20,
+                     " MiB) does not fit beside the KV pool: ", cudaGetErrorString(error), "; raise --kv-reserve-mib"));
   }
   uint8_t* p = static_cast<uint8_t*>(scratch_);
-  void** slots[] = {reinterpret_cast<void**>(&x_),     reinterpret_cast<void**>(&delta_), &normed_, &qkv_, &q_,
-                    &attention_, &gate_, &up_, &low_rank_, &head_in_, reinterpret_cast<void**>(&logits_),
-                    reinterpret_cast<void**>(&gathered_), reinterpret_cast<void**>(&lse_),
+  void** slots[] = {reinterpret_cast<void**>(&x_),
+                    reinterpret_cast<void**>(&delta_),
+                    &normed_,
+                    &qkv_,
+                    &q_,
+                    &attention_,
+                    &gate_,
+                    &up_,
+                    &low_rank_,
+                    &head_in_,
+                    reinterpret_cast<void**>(&logits_),
+                    reinterpret_cast<void**>(&gathered_),
+                    reinterpret_cast<void**>(&lse_),
                     reinterpret_cast<void**>(&decode_workspace_)};
   for (size_t i = 0; i < std::size(sizes); ++i) {
     *slots[i] = p;
@@ -228,9 +237,11 @@ absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x,
       gpu_->gemm->Linear({x, linear.weight, y, rows, linear.out, linear.in, dtype, out_dtype, false}, gpu_->stream));
   // y += B (A x) on the rows of `mask` (all rows when `all`).
   auto low_rank = [&](const Lora& lora, const uint8_t* mask, bool all) -> absl::Status {
-    IXC_RETURN_IF_ERROR(gpu_->gemm->Linear({x, lora.a, low_rank_, rows, lora.rank, linear.in, dtype, dtype, false}, gpu_->stream));
+    IXC_RETURN_IF_ERROR(
+        gpu_->gemm->Linear({x, lora.a, low_rank_, rows, lora.rank, linear.in, dtype, dtype, false}, gpu_->stream));
     if (!all) IXC_RETURN_IF_ERROR(kc::LaunchZeroRows(dtype, low_rank_, mask, rows, lora.rank, gpu_->stream));
-    return gpu_->gemm->Linear({low_rank_, lora.b, y, rows, linear.out, lora.rank, dtype, out_dtype, true}, gpu_->stream);
+    return gpu_->gemm->Linear({low_rank_, lora.b, y, rows, linear.out, lora.rank, dtype, out_dtype, true},
+                              gpu_->stream);
   };
   if (masks.image != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.plora, masks.image, false));
   if (masks.web != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.web, masks.web, masks.web_all));
@@ -241,8 +252,8 @@ absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x,
   return absl::OkStatus();
 }
 
-absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch,
-                                             KvCache& cache, parallel::DeviceComm* comm) {
+absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                                             parallel::DeviceComm* comm) {
   // One attention mode per call: the worker batches SP decodes with each other, and a ring prefill runs alone.
   const SpAttention sp_mode = batch.empty() ? SpAttention::kLocal : batch[0].input.sp_attention;
   for (const BatchEntry& entry : batch) {
@@ -258,8 +269,8 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     return absl::FailedPreconditionError("sequence parallelism on the cuda backend needs the NCCL DeviceComm");
   }
   if (weights.tp.size != tp_size_) {
-    return absl::FailedPreconditionError(absl::StrCat("the GPU copy holds a TP slice of ", tp_size_,
-                                                      ", the call's weights one of ", weights.tp.size));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the GPU copy holds a TP slice of ", tp_size_, ", the call's weights one of ", weights.tp.size));
   }
   const bool tensor_parallel = tp_size_ > 1;
   if (tensor_parallel && (comm == nullptr || comm->GroupSize(parallel::Group::kTensor) != weights.tp.size)) {
@@ -284,13 +295,13 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   }
   // Which rows give logits: all, or the last; in a ring prefill, the one at the prompt's last position, on the
   // rank that holds it (the SP sum below gives it to every rank).
-  std::vector<int64_t> logit_rows;                             // batch rows whose logits are wanted, in order
-  std::vector<std::vector<int64_t>> wanted(segments.size());   // per segment, its tokens among them
+  std::vector<int64_t> logit_rows;                            // batch rows whose logits are wanted, in order
+  std::vector<std::vector<int64_t>> wanted(segments.size());  // per segment, its tokens among them
   for (size_t i = 0; i < segments.size(); ++i) {
     const Segment& segment = segments[i];
     for (int64_t t = 0; t < segment.tokens; ++t) {
-      const bool last = sp_mode == SpAttention::kRing ? segment.positions[t] == segment.context_length - 1
-                                                      : t == segment.tokens - 1;
+      const bool last =
+          sp_mode == SpAttention::kRing ? segment.positions[t] == segment.context_length - 1 : t == segment.tokens - 1;
       if (segment.input->all_logits || last) {
         wanted[i].push_back(t);
         logit_rows.push_back(segment.first_row + t);
@@ -312,9 +323,9 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
       std::copy(segment.input->ids.begin(), segment.input->ids.end(), ids.begin() + segment.first_row);
     }
     for (int64_t t = 0; t < segment.tokens; ++t) {
-      last_key[segment.first_row + t] = static_cast<int32_t>(
-          std::upper_bound(seq.positions.begin(), seq.positions.end(), segment.positions[t]) - seq.positions.begin() -
-          1);
+      last_key[segment.first_row + t] =
+          static_cast<int32_t>(std::upper_bound(seq.positions.begin(), seq.positions.end(), segment.positions[t]) -
+                               seq.positions.begin() - 1);
     }
     for (size_t s = 0; s < segment.stored.size(); ++s) {
       const int64_t slot_index = segment.past + static_cast<int64_t>(s);
@@ -379,10 +390,8 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   auto all_set = [](const std::vector<uint8_t>& mask) {
     return std::all_of(mask.begin(), mask.end(), [](uint8_t m) { return m != 0; });
   };
-  const Masks masks{row_masks.any_image ? d_masks : nullptr,
-                    row_masks.any_web ? d_masks + rows : nullptr,
-                    all_set(row_masks.web),
-                    row_masks.any_write ? d_masks + 2 * rows : nullptr,
+  const Masks masks{row_masks.any_image ? d_masks : nullptr, row_masks.any_web ? d_masks + rows : nullptr,
+                    all_set(row_masks.web), row_masks.any_write ? d_masks + 2 * rows : nullptr,
                     all_set(row_masks.write)};
 
   // Input rows into the residual stream.
@@ -394,8 +403,8 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
                                                cudaMemcpyHostToDevice, gpu_->stream));
     } else {
       IXC_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(embeddings_, dtype, embedding_rows_, hidden,
-                                                    d_ids + segment.first_row, input.ids.data(), segment.tokens,
-                                                    x_rows, gpu_->stream));
+                                                    d_ids + segment.first_row, input.ids.data(), segment.tokens, x_rows,
+                                                    gpu_->stream));
     }
   }
 
@@ -409,18 +418,18 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   const float* pending_bias = nullptr;
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = layers_[l];
-    const kc::DeviceKvPools pools{k_pools_[l], v_pools_[l], dtype, options_.block_size, c.num_kv_heads,
-                                  static_cast<int>(d)};
-    IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows,
-                                             hidden, c.rms_norm_eps, gpu_->stream));
+    const kc::DeviceKvPools pools{k_pools_[l],         v_pools_[l],    dtype,
+                                  options_.block_size, c.num_kv_heads, static_cast<int>(d)};
+    IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows, hidden,
+                                             c.rms_norm_eps, gpu_->stream));
     IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype));
-    if (w.qkv.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, qkv_, w.qkv.bias, rows, w.qkv.out, gpu_->stream));
+    if (w.qkv.bias != nullptr)
+      IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, qkv_, w.qkv.bias, rows, w.qkv.out, gpu_->stream));
     for (const Segment& segment : segments) {
       const int64_t r = segment.first_row;
-      IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e,
-                                                   d_positions + r, d_slots + r, segment.tokens, group, segment.rope,
-                                                   static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools,
-                                                   gpu_->stream));
+      IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(
+          static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e, d_positions + r, d_slots + r, segment.tokens, group,
+          segment.rope, static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools, gpu_->stream));
     }
     // The SP merges need each row's log-sum-exp.
     float* lse = sp_mode == SpAttention::kLocal ? nullptr : lse_;
@@ -431,11 +440,11 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
         const Segment& segment = segments[i];
         if (segment.tokens <= kDecodeMaxTokens) continue;
         const int64_t offset = segment.first_row * c.num_heads * d * e;
-        IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(
-            static_cast<uint8_t*>(q_) + offset, d_last_key + segment.first_row, segment.tokens, c.num_heads, pools,
-            metadata_ + table_offset[i], segment.seq->length,
-            segment.positions.back(), scale, static_cast<uint8_t*>(attention_) + offset,
-            lse == nullptr ? nullptr : lse + segment.first_row * c.num_heads, gpu_->stream));
+        IXC_RETURN_IF_ERROR(
+            kc::LaunchFlashAttention(static_cast<uint8_t*>(q_) + offset, d_last_key + segment.first_row, segment.tokens,
+                                     c.num_heads, pools, metadata_ + table_offset[i], segment.seq->length,
+                                     segment.positions.back(), scale, static_cast<uint8_t*>(attention_) + offset,
+                                     lse == nullptr ? nullptr : lse + segment.first_row * c.num_heads, gpu_->stream));
       }
       for (const DecodeRun& run : decode_runs) {
         const int64_t offset = run.first_row * c.num_heads * d * e;
@@ -454,8 +463,10 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
                                              c.rms_norm_eps, gpu_->stream));
     IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype));
     IXC_RETURN_IF_ERROR(ApplyLinear(w.up, normed_, rows, masks, up_, dtype));
-    if (w.gate.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, gate_, w.gate.bias, rows, w.gate.out, gpu_->stream));
-    if (w.up.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, up_, w.up.bias, rows, w.up.out, gpu_->stream));
+    if (w.gate.bias != nullptr)
+      IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, gate_, w.gate.bias, rows, w.gate.out, gpu_->stream));
+    if (w.up.bias != nullptr)
+      IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, up_, w.up.bias, rows, w.up.out, gpu_->stream));
     IXC_RETURN_IF_ERROR(kc::LaunchSwiGlu(dtype, gate_, up_, gate_, rows * c.intermediate_size, gpu_->stream));
     IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, rows, masks, delta_, DType::kF32));
     IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
@@ -477,9 +488,8 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   }
   const int64_t local_vocab = c.vocab_size;
   if (n > 0) {  // none on the ranks of a ring prefill that hold neither the last position nor all_logits
-    IXC_RETURN_IF_ERROR(gpu_->gemm->Linear({head_in_, output_, logits_, n, local_vocab, hidden, dtype, DType::kF32,
-                                            false},
-                                           gpu_->stream));
+    IXC_RETURN_IF_ERROR(gpu_->gemm->Linear(
+        {head_in_, output_, logits_, n, local_vocab, hidden, dtype, DType::kF32, false}, gpu_->stream));
   }
   const int64_t tp = tp_size_;
   std::vector<float> host(tp * n * local_vocab);

@@ -19,7 +19,7 @@ constexpr parallel::Group kSp = parallel::Group::kSequence;
 }  // namespace
 
 absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Segment& segment,
-                                                                      parallel::DeviceComm& comm) {
+                                                                        parallel::DeviceComm& comm) {
   RingPlan plan;
   plan.size = comm.GroupSize(kSp);
   plan.rank = comm.GroupRank(kSp);
@@ -82,7 +82,8 @@ absl::Status CudaLanguageModel::RingAttention(const Segment& segment, const Ring
   const int64_t half = plan.capacity * c.num_kv_heads * d * e;  // K, then V, in a block
   cudaStream_t stream = gpu_->stream;
   auto pools_of = [&](void* block) {
-    return kc::DeviceKvPools{block, static_cast<uint8_t*>(block) + half, dtype, static_cast<int>(plan.capacity),
+    return kc::DeviceKvPools{block,          static_cast<uint8_t*>(block) + half,
+                             dtype,          static_cast<int>(plan.capacity),
                              c.num_kv_heads, static_cast<int>(d)};
   };
   // This rank's rotated K/V as the first block (q is rotated again, to the same values).
@@ -136,8 +137,8 @@ absl::Status CudaLanguageModel::GatherMerge(int64_t rows, parallel::DeviceComm& 
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(send, attention_, out_bytes, cudaMemcpyDeviceToDevice, stream));
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(send + out_bytes, lse_, head_rows * 4, cudaMemcpyDeviceToDevice, stream));
   IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));  // the comm runs on its own stream
-  IXC_RETURN_IF_ERROR(comm.AllGather(reinterpret_cast<float*>(send), message_bytes / 4,
-                                     reinterpret_cast<float*>(gathered), kSp));
+  IXC_RETURN_IF_ERROR(
+      comm.AllGather(reinterpret_cast<float*>(send), message_bytes / 4, reinterpret_cast<float*>(gathered), kSp));
   // Rank 0's part, merged with the others' in rank order (the CPU's order).
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(attention_, gathered, out_bytes, cudaMemcpyDeviceToDevice, stream));
   IXC_CUDA_RETURN_IF_ERROR(

@@ -33,8 +33,10 @@ absl::StatusOr<std::shared_ptr<CudaVisionModel>> CudaVisionModel::Upload(const V
   const VisionConfig& c = weights.config;
   const int head_dim = c.hidden_size / c.num_heads;
   if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 128) {
-    return absl::InvalidArgumentError(absl::StrCat("the cuda vision tower's attention takes head_dim 16, 32, 64 or "
-                                                   "128; this ViT has ", head_dim));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the cuda vision tower's attention takes head_dim 16, 32, 64 or "
+                     "128; this ViT has ",
+                     head_dim));
   }
   std::shared_ptr<CudaVisionModel> model(new CudaVisionModel(c, weights.llm_hidden, options));
   IXC_ASSIGN_OR_RETURN(model->gpu_, GpuRuntime::Create(options.device));
@@ -88,8 +90,8 @@ absl::StatusOr<std::shared_ptr<CudaVisionModel>> CudaVisionModel::Upload(const V
   return model;
 }
 
-absl::Status CudaVisionModel::Linear(const void* x, const void* w, const float* bias, void* y, int64_t rows,
-                                     int64_t n, int64_t k, DType out_dtype, bool accumulate) {
+absl::Status CudaVisionModel::Linear(const void* x, const void* w, const float* bias, void* y, int64_t rows, int64_t n,
+                                     int64_t k, DType out_dtype, bool accumulate) {
   IXC_RETURN_IF_ERROR(gpu_->gemm->Linear({x, w, y, rows, n, k, options_.dtype, out_dtype, accumulate}, gpu_->stream));
   if (bias == nullptr) return absl::OkStatus();
   return kc::LaunchAddBias(out_dtype, y, bias, rows, n, gpu_->stream);
@@ -98,8 +100,8 @@ absl::Status CudaVisionModel::Linear(const void* x, const void* w, const float* 
 absl::Status CudaVisionModel::RunVitPass(int count, float* x) {
   const VisionConfig& c = config_;
   const DType dtype = options_.dtype;
-  const int64_t e = DTypeSize(dtype), hv = c.hidden_size, patches = int64_t{c.grid()} * c.grid(),
-                tokens = patches + 1, rows = count * tokens, inter = c.intermediate_size;
+  const int64_t e = DTypeSize(dtype), hv = c.hidden_size, patches = int64_t{c.grid()} * c.grid(), tokens = patches + 1,
+                rows = count * tokens, inter = c.intermediate_size;
   const int head_dim = c.hidden_size / c.num_heads;
   cudaStream_t stream = gpu_->stream;
   IXC_RETURN_IF_ERROR(columns_.Reserve(count * patches * patch_row_width_ * e, stream, "ViT patch columns"));
@@ -128,10 +130,10 @@ absl::Status CudaVisionModel::RunVitPass(int count, float* x) {
     IXC_RETURN_IF_ERROR(Linear(normed_.data(), layer.v, layer.v_bias, v_.data(), rows, hv, hv, dtype, false));
     for (int crop = 0; crop < count; ++crop) {
       const int64_t offset = crop * tokens * hv * e;
-      const kc::DeviceKvPools pools{k_.as<uint8_t>() + offset, v_.as<uint8_t>() + offset, dtype,
-                                    static_cast<int>(tokens), c.num_heads, head_dim};
-      IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(q_.as<uint8_t>() + offset, attention_positions_, tokens,
-                                                   c.num_heads, pools, attention_table_, tokens, tokens - 1, scale,
+      const kc::DeviceKvPools pools{
+          k_.as<uint8_t>() + offset, v_.as<uint8_t>() + offset, dtype, static_cast<int>(tokens), c.num_heads, head_dim};
+      IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(q_.as<uint8_t>() + offset, attention_positions_, tokens, c.num_heads,
+                                                   pools, attention_table_, tokens, tokens - 1, scale,
                                                    attention_.as<uint8_t>() + offset, nullptr, stream));
     }
     // The residual adds ride on the GEMMs: x += attention . W_out^T, then the bias.
@@ -139,8 +141,8 @@ absl::Status CudaVisionModel::RunVitPass(int count, float* x) {
 
     IXC_RETURN_IF_ERROR(kc::LaunchLayerNorm(DType::kF32, x, layer.ln2_weight, layer.ln2_bias, dtype, normed_.data(),
                                             rows, hv, c.layer_norm_eps, stream));
-    IXC_RETURN_IF_ERROR(Linear(normed_.data(), layer.fc1, layer.fc1_bias, hidden_.data(), rows, inter, hv, dtype,
-                               false));
+    IXC_RETURN_IF_ERROR(
+        Linear(normed_.data(), layer.fc1, layer.fc1_bias, hidden_.data(), rows, inter, hv, dtype, false));
     if (c.quick_gelu) {
       IXC_RETURN_IF_ERROR(kc::LaunchQuickGelu(dtype, hidden_.data(), hidden_.data(), rows * inter, stream));
     } else {
@@ -163,7 +165,7 @@ absl::Status CudaVisionModel::EncodeToDevice(const float* crops, int count) {
     IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(crops_.data(), crops + first * crop_floats, pass * crop_floats * 4,
                                              cudaMemcpyHostToDevice, stream));
     IXC_RETURN_IF_ERROR(RunVitPass(pass, features_.as<float>() + first * tokens * hv));  // stream order keeps
-  }                                                                                         // crops_ until it ends
+  }                                                                                      // crops_ until it ends
   return absl::OkStatus();
 }
 
@@ -173,8 +175,8 @@ absl::StatusOr<std::vector<float>> CudaVisionModel::EncodeCrops(const float* cro
   if (count == 0) return features;
   IXC_RETURN_IF_ERROR(EncodeToDevice(crops, count));
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(features.data(), patches * hv * 4, features_.as<float>() + hv,
-                                             (patches + 1) * hv * 4, patches * hv * 4, count,
-                                             cudaMemcpyDeviceToHost, gpu_->stream));
+                                             (patches + 1) * hv * 4, patches * hv * 4, count, cudaMemcpyDeviceToHost,
+                                             gpu_->stream));
   IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
   return features;
 }
@@ -184,8 +186,8 @@ absl::StatusOr<std::vector<float>> CudaVisionModel::AssembleImage(const std::vec
   const int64_t patches = int64_t{config_.grid()} * config_.grid();
   const int64_t feature_rows = static_cast<int64_t>(features.size()) / config_.hidden_size;
   IXC_RETURN_IF_ERROR(features_.Reserve(static_cast<int64_t>(features.size()) * 4, gpu_->stream, "ViT features"));
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(features_.data(), features.data(), features.size() * 4,
-                                           cudaMemcpyHostToDevice, gpu_->stream));
+  IXC_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(features_.data(), features.data(), features.size() * 4, cudaMemcpyHostToDevice, gpu_->stream));
   return Project(features_.as<float>(), feature_rows, patches, 0, rows, cols);
 }
 
@@ -208,16 +210,16 @@ absl::StatusOr<std::vector<float>> CudaVisionModel::Project(const float* feature
   IXC_RETURN_IF_ERROR(sequence_.Reserve(tokens * merged * e, stream, "image tokens"));
   IXC_RETURN_IF_ERROR(projected_.Reserve(tokens * h * e, stream, "vision_proj activations"));
   IXC_RETURN_IF_ERROR(embeddings_.Reserve(tokens * h * 4, stream, "image embeddings"));
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(sources_.data(), sources.data(), sources.size() * 4,
-                                           cudaMemcpyHostToDevice, stream));
+  IXC_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(sources_.data(), sources.data(), sources.size() * 4, cudaMemcpyHostToDevice, stream));
   IXC_RETURN_IF_ERROR(kc::LaunchAssembleImageTokens(features, feature_rows, sources_.as<int32_t>(), sub_separator_,
                                                     global_separator_, dtype, sequence_.data(), tokens, hv, stream));
   // vision_proj: Linear, exact GELU, Linear.
-  IXC_RETURN_IF_ERROR(Linear(sequence_.data(), proj1_, proj1_bias_, projected_.data(), tokens, h, merged, dtype,
-                             false));
+  IXC_RETURN_IF_ERROR(
+      Linear(sequence_.data(), proj1_, proj1_bias_, projected_.data(), tokens, h, merged, dtype, false));
   IXC_RETURN_IF_ERROR(kc::LaunchGelu(dtype, projected_.data(), projected_.data(), tokens * h, stream));
-  IXC_RETURN_IF_ERROR(Linear(projected_.data(), proj2_, proj2_bias_, embeddings_.data(), tokens, h, h, DType::kF32,
-                             false));
+  IXC_RETURN_IF_ERROR(
+      Linear(projected_.data(), proj2_, proj2_bias_, embeddings_.data(), tokens, h, h, DType::kF32, false));
   std::vector<float> embeddings(tokens * h);
   IXC_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(embeddings.data(), embeddings_.data(), embeddings.size() * 4, cudaMemcpyDeviceToHost, stream));

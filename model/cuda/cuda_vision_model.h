@@ -43,9 +43,9 @@ class CudaVisionModel : public DeviceVisionModel {
  private:
   struct Layer {
     float *ln1_weight = nullptr, *ln1_bias = nullptr, *ln2_weight = nullptr, *ln2_bias = nullptr;  // (hv)
-    void *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;                                  // (hv, hv)
-    float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *out_bias = nullptr;             // (hv)
-    void* fc1 = nullptr;  // (intermediate, hv)
+    void *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;                                 // (hv, hv)
+    float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *out_bias = nullptr;            // (hv)
+    void* fc1 = nullptr;                                                                           // (intermediate, hv)
     float* fc1_bias = nullptr;
     void* fc2 = nullptr;  // (hv, intermediate)
     float* fc2_bias = nullptr;
@@ -71,13 +71,13 @@ class CudaVisionModel : public DeviceVisionModel {
   std::unique_ptr<GpuRuntime> gpu_;
   DeviceArena arena_;
 
-  void* patch_embedding_ = nullptr;  // (hv, patch_row_width_)
+  void* patch_embedding_ = nullptr;      // (hv, patch_row_width_)
   float* class_embedding_ = nullptr;     // (hv)
   float* position_embedding_ = nullptr;  // (grid^2 + 1, hv)
   float *pre_ln_weight_ = nullptr, *pre_ln_bias_ = nullptr;
   std::vector<Layer> layers_;
   float *sub_separator_ = nullptr, *global_separator_ = nullptr;  // (4 hv)
-  void* proj1_ = nullptr;  // (llm_hidden, 4 hv)
+  void* proj1_ = nullptr;                                         // (llm_hidden, 4 hv)
   float* proj1_bias_ = nullptr;
   void* proj2_ = nullptr;  // (llm_hidden, llm_hidden)
   float* proj2_bias_ = nullptr;
@@ -85,16 +85,16 @@ class CudaVisionModel : public DeviceVisionModel {
   int32_t* attention_positions_ = nullptr;  // (grid^2 + 1) all the last position: every query sees every key
 
   // Scratch for one pass (kCropsPerPass crops at most), the features of one image, and its projection.
-  GrowingBuffer crops_;       // (count, 3, S, S) f32
-  GrowingBuffer columns_;     // (count * grid^2, patch_row_width_)
-  GrowingBuffer patch_rows_;  // (count * grid^2, hv) f32
+  GrowingBuffer crops_;                           // (count, 3, S, S) f32
+  GrowingBuffer columns_;                         // (count * grid^2, patch_row_width_)
+  GrowingBuffer patch_rows_;                      // (count * grid^2, hv) f32
   GrowingBuffer normed_, q_, k_, v_, attention_;  // (count * tokens, hv)
-  GrowingBuffer hidden_;      // (count * tokens, intermediate)
-  GrowingBuffer features_;    // (crops, tokens, hv) f32
-  GrowingBuffer sources_;     // (image tokens, 4) int32
-  GrowingBuffer sequence_;    // (image tokens, 4 hv)
-  GrowingBuffer projected_;   // (image tokens, llm_hidden)
-  GrowingBuffer embeddings_;  // (image tokens, llm_hidden) f32
+  GrowingBuffer hidden_;                          // (count * tokens, intermediate)
+  GrowingBuffer features_;                        // (crops, tokens, hv) f32
+  GrowingBuffer sources_;                         // (image tokens, 4) int32
+  GrowingBuffer sequence_;                        // (image tokens, 4 hv)
+  GrowingBuffer projected_;                       // (image tokens, llm_hidden)
+  GrowingBuffer embeddings_;                      // (image tokens, llm_hidden) f32
 };
 
 // Uploads `weights` to the GPU and sets weights.device, so that EncodeCrops, AssembleImage and EmbedImage on them run

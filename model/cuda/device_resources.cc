@@ -12,8 +12,8 @@ namespace ixc::model {
 namespace {
 
 absl::Status OutOfMemory(int64_t bytes, const char* what, cudaError_t error) {
-  return absl::ResourceExhaustedError(absl::StrCat("cudaMalloc of ", bytes, " bytes for ", what,
-                                                   " failed: ", cudaGetErrorString(error)));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("cudaMalloc of ", bytes, " bytes for ", what, " failed: ", cudaGetErrorString(error)));
 }
 
 // `view` (rows, cols) as `dtype` (rows, padded_cols) bytes, converted on the host a row block at a time.
@@ -50,8 +50,8 @@ std::vector<uint8_t> ConvertTo(TensorView view, DType dtype, int64_t padded_cols
 absl::StatusOr<std::unique_ptr<GpuRuntime>> GpuRuntime::Create(int device) {
   IXC_ASSIGN_OR_RETURN(kernels::cuda::DeviceInfo info, kernels::cuda::ProbeCudaDevice());
   if (device < 0 || device >= info.count) {
-    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", device, " does not exist (", info.count,
-                                                   " visible)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", device, " does not exist (", info.count, " visible)"));
   }
   auto runtime = std::make_unique<GpuRuntime>();
   runtime->device = device;

@@ -31,8 +31,8 @@ struct RankLogits {
   std::vector<std::vector<float>> steps;
 };
 
-absl::StatusOr<RankLogits> RunSequence(const LlmWeights& weights, const ixc::testing::GoldenPrompt& prompt, KvCache& cache,
-                                parallel::DeviceComm* comm, const std::vector<int32_t>& fed) {
+absl::StatusOr<RankLogits> RunSequence(const LlmWeights& weights, const ixc::testing::GoldenPrompt& prompt,
+                                       KvCache& cache, parallel::DeviceComm* comm, const std::vector<int32_t>& fed) {
   const int sp = comm == nullptr ? 1 : comm->GroupSize(parallel::Group::kSequence);
   const int sp_rank = comm == nullptr ? 0 : comm->GroupRank(parallel::Group::kSequence);
   const int64_t length = static_cast<int64_t>(prompt.ids.size());
@@ -132,10 +132,10 @@ TEST_P(CudaParallelTest, EveryRankMatchesTheCpu) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Layouts, CudaParallelTest,
-    ::testing::Combine(::testing::Values(std::string("kv4_bias_plora_web"), std::string("gqa4_dynamic_ntk")),
-                       ::testing::Values(Layout{1, 2}, Layout{1, 3}, Layout{2, 1}, Layout{2, 2})));
+INSTANTIATE_TEST_SUITE_P(Layouts, CudaParallelTest,
+                         ::testing::Combine(::testing::Values(std::string("kv4_bias_plora_web"),
+                                                              std::string("gqa4_dynamic_ntk")),
+                                            ::testing::Values(Layout{1, 2}, Layout{1, 3}, Layout{2, 1}, Layout{2, 2})));
 
 }  // namespace
 }  // namespace ixc::model

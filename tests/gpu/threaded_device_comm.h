@@ -36,9 +36,12 @@ class ThreadedDeviceComm : public parallel::DeviceComm {
   int GroupSize(parallel::Group group) const override { return static_cast<int>(Members(group).size()); }
   int GroupRank(parallel::Group group) const override {
     switch (group) {
-      case parallel::Group::kTensor: return tp_rank_;
-      case parallel::Group::kSequence: return sp_rank_;
-      default: return Index();
+      case parallel::Group::kTensor:
+        return tp_rank_;
+      case parallel::Group::kSequence:
+        return sp_rank_;
+      default:
+        return Index();
     }
   }
 
@@ -59,7 +62,8 @@ class ThreadedDeviceComm : public parallel::DeviceComm {
     Publish(send);
     const std::vector<int> members = Members(group);
     absl::Status status;
-    for (size_t r = 0; r < members.size(); ++r) status.Update(Copy(gathered + r * count, world_.slots[members[r]], count));
+    for (size_t r = 0; r < members.size(); ++r)
+      status.Update(Copy(gathered + r * count, world_.slots[members[r]], count));
     world_.barrier.arrive_and_wait();  // every peer has read `send`
     return status;
   }
@@ -79,7 +83,9 @@ class ThreadedDeviceComm : public parallel::DeviceComm {
     return Wait();
   }
   // Not used by the model's GPU paths.
-  absl::Status ReduceScatterSum(const float*, float*, int64_t, parallel::Group) override { return Unused("ReduceScatterSum"); }
+  absl::Status ReduceScatterSum(const float*, float*, int64_t, parallel::Group) override {
+    return Unused("ReduceScatterSum");
+  }
   absl::Status Broadcast(float*, int64_t, int, parallel::Group) override { return Unused("Broadcast"); }
   absl::Status Send(const float*, int64_t, int, parallel::Group) override { return Unused("Send"); }
   absl::Status Recv(float*, int64_t, int, parallel::Group) override { return Unused("Recv"); }

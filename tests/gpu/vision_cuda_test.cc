@@ -4,11 +4,10 @@
 // Also the image-token assembly kernel alone against the reference op, on the real geometry's source table.
 // Skipped without a GPU.
 //   IXC_GOLDEN_MODELS=/path/to/models ./vision_cuda_test   (tests/make_golden_models.py builds them)
-#include "model/cuda/cuda_vision_model.h"
-
 #include "kernels/cuda/vision.h"
 #include "kernels/ops.h"
 #include "model/config.h"
+#include "model/cuda/cuda_vision_model.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/test_util.h"
 
@@ -30,20 +29,20 @@ TEST_F(CudaTest, AssembleImageTokensMatchesReference) {
   const auto features = ixc::testing::RandomFloats(crops * tokens_per_crop * hidden, 1);
   const auto sub = ixc::testing::RandomFloats(4 * hidden, 2), global = ixc::testing::RandomFloats(4 * hidden, 3);
   std::vector<float> expected(tokens * 4 * hidden);
-  kernels::reference::AssembleImageTokens(features.data(), sources.data(), sub.data(), global.data(),
-                                          expected.data(), tokens, hidden);
+  kernels::reference::AssembleImageTokens(features.data(), sources.data(), sub.data(), global.data(), expected.data(),
+                                          tokens, hidden);
   DeviceBuffer<float> d_features(features), d_sub(sub), d_global(global);
   DeviceBuffer<int32_t> d_sources(sources);
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     DeviceBuffer<uint8_t> d_out(expected.size() * DTypeSize(dtype));
     ASSERT_TRUE(kernels::cuda::LaunchAssembleImageTokens(d_features.data, crops * tokens_per_crop, d_sources.data,
-                                                         d_sub.data, d_global.data, dtype, d_out.data, tokens,
-                                                         hidden, nullptr)
+                                                         d_sub.data, d_global.data, dtype, d_out.data, tokens, hidden,
+                                                         nullptr)
                     .ok());
     const std::vector<float> actual = ixc::testing::Widen(dtype, d_out.Read());
-    EXPECT_TRUE(ixc::testing::AllClose(actual, expected,
-                                       dtype == DType::kF32 ? ixc::testing::Tolerance{0.f, 0.f}
-                                                            : ixc::testing::Tolerance{0.f, 8e-3f}))
+    EXPECT_TRUE(ixc::testing::AllClose(
+        actual, expected,
+        dtype == DType::kF32 ? ixc::testing::Tolerance{0.f, 0.f} : ixc::testing::Tolerance{0.f, 8e-3f}))
         << DTypeName(dtype);
   }
 }

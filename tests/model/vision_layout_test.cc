@@ -34,14 +34,14 @@ TEST(ImageTokenSourcesTest, FollowsTheSpecLayout) {
   const int64_t local = 421;
   EXPECT_EQ(Token(sources, local), (std::vector<int32_t>{kPatches, kPatches + 1, kPatches + 40, kPatches + 41}));
   EXPECT_EQ(Token(sources, local + 20), (std::vector<int32_t>{2 * kPatches, 2 * kPatches + 1, 2 * kPatches + 40,
-                                                               2 * kPatches + 41}));  // tile (0, 1)
+                                                              2 * kPatches + 41}));  // tile (0, 1)
   EXPECT_EQ(Token(sources, local + 60), sub);
   // Row 20 of the stitched grid starts tile (1, 0), crop 4.
-  EXPECT_EQ(Token(sources, local + 20 * 61), (std::vector<int32_t>{4 * kPatches, 4 * kPatches + 1,
-                                                                    4 * kPatches + 40, 4 * kPatches + 41}));
+  EXPECT_EQ(Token(sources, local + 20 * 61),
+            (std::vector<int32_t>{4 * kPatches, 4 * kPatches + 1, 4 * kPatches + 40, 4 * kPatches + 41}));
   // The last merged token: tile (1, 2) = crop 6, merged (19, 19) = patches (38, 38)...(39, 39).
   EXPECT_EQ(Token(sources, 2859), (std::vector<int32_t>{6 * kPatches + 38 * 40 + 38, 6 * kPatches + 38 * 40 + 39,
-                                                         6 * kPatches + 39 * 40 + 38, 6 * kPatches + 39 * 40 + 39}));
+                                                        6 * kPatches + 39 * 40 + 38, 6 * kPatches + 39 * 40 + 39}));
   EXPECT_EQ(Token(sources, 2860), sub);
 }
 
