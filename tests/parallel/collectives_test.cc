@@ -3,6 +3,7 @@
 //   mpirun -np 4 collectives_test            (IXC_TEST_LAYOUT=0,0,2,2 for TP and SP groups of 2)
 #include <numeric>
 
+#include "parallel/bootstrap.h"
 #include "parallel/mpi_device_comm.h"
 #include "tests/parallel/mpi_test_main.h"
 
@@ -76,6 +77,16 @@ TEST_P(CollectivesTest, BroadcastAndRingSendRecv) {
       EXPECT_EQ(got, 100.f);
     }
   }
+}
+
+// The GPU a worker takes with --device cuda: its index among the workers on its machine. Every rank of a test job
+// runs on this one machine, so the workers are numbered in world order, the coordinators left out.
+TEST(NodeLocalWorkerIndexTest, NumbersTheWorkersOfThisMachine) {
+  const Mapping mapping = testing::WorldMapping();
+  const int coordinators = mapping.layout().coordinators;
+  auto index = NodeLocalWorkerIndex(coordinators);
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(*index, mapping.rank() < coordinators ? -1 : mapping.rank() - coordinators);
 }
 
 INSTANTIATE_TEST_SUITE_P(Groups, CollectivesTest, ::testing::Values(Group::kTensor, Group::kSequence, Group::kLlm),
