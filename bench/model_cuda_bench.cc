@@ -1,6 +1,6 @@
 // The IXC-2.5 7B language model on one GPU with seeded random bf16 weights (no checkpoint): batch-1 decode
 // tokens/s against the weight-streaming roofline, and the prefill time of a long prompt. Goals (issue 5, H100):
-// decode >= 190 tokens/s (roofline 228); 32K-token prefill <= 1.4 s.
+// decode >= 190 tokens/s (roofline 228), kernel by kernel and as replayed CUDA graphs; 32K-token prefill <= 1.4 s.
 //   ./model_cuda_bench [prefill tokens, default 32768]
 #include <algorithm>
 #include <chrono>
@@ -64,25 +64,29 @@ int Run(int64_t prefill_tokens) {
     return 1;
   }
   int32_t token = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
-  const int warmup = 8, steps = 128;
-  std::chrono::steady_clock::time_point start;
-  for (int step = 0; step < warmup + steps; ++step) {
-    if (step == warmup) start = std::chrono::steady_clock::now();
-    auto next = model::DecodeStep(weights, token, static_cast<int32_t>(seq.length), model::LoraMode::kBase, seq,
-                                  cache, nullptr);
-    if (!next.ok()) {
-      std::fprintf(stderr, "decode: %s\n", next.status().ToString().c_str());
-      return 1;
-    }
-    token = static_cast<int32_t>(std::max_element(next->begin(), next->end()) - next->begin());
-  }
-  const double decode_s = Seconds(start) / steps;
   const double bytes_per_token = (*gpu)->weight_bytes() - 92544.0 * 4096 * 2;  // every weight but the embedding table
   const double roofline = limits.datasheet_tbytes * 1e12 / bytes_per_token;
-  std::printf("batch-1 decode at context ~%lld: %.2f ms/token, %.1f tokens/s; weight-streaming roofline %.0f "
-              "tokens/s at %.2f TB/s (%.0f%%), %.0f at the measured %.2f TB/s; H100 goal 190 (roofline 228)\n",
-              static_cast<long long>(seq.length), decode_s * 1e3, 1 / decode_s, roofline, limits.datasheet_tbytes,
-              100 / decode_s / roofline, limits.measured_tbytes * 1e12 / bytes_per_token, limits.measured_tbytes);
+  for (const bool graphs : {false, true}) {  // kernel by kernel, then replayed CUDA graphs
+    (*gpu)->set_decode_graphs(graphs);
+    const int warmup = 8, steps = 128;
+    std::chrono::steady_clock::time_point start;
+    for (int step = 0; step < warmup + steps; ++step) {
+      if (step == warmup) start = std::chrono::steady_clock::now();
+      auto next = model::DecodeStep(weights, token, static_cast<int32_t>(seq.length), model::LoraMode::kBase, seq,
+                                    cache, nullptr);
+      if (!next.ok()) {
+        std::fprintf(stderr, "decode: %s\n", next.status().ToString().c_str());
+        return 1;
+      }
+      token = static_cast<int32_t>(std::max_element(next->begin(), next->end()) - next->begin());
+    }
+    const double decode_s = Seconds(start) / steps;
+    std::printf("batch-1 decode%s at context ~%lld: %.2f ms/token, %.1f tokens/s; weight-streaming roofline %.0f "
+                "tokens/s at %.2f TB/s (%.0f%%), %.0f at the measured %.2f TB/s; H100 goal 190 (roofline 228)\n",
+                graphs ? " (CUDA graphs)" : "", static_cast<long long>(seq.length), decode_s * 1e3, 1 / decode_s,
+                roofline, limits.datasheet_tbytes, 100 / decode_s / roofline,
+                limits.measured_tbytes * 1e12 / bytes_per_token, limits.measured_tbytes);
+  }
   cache.Release(seq);
 
   // Long prefill: one sequence of prefill_tokens, logits of the last position.

@@ -327,7 +327,7 @@ constexpr int kMaxSplits = 128;
 template <typename T, int D>
 __global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const T* q, int heads, int group, const T* k_pool,
                                                                const T* v_pool, int block_size, int kv_heads,
-                                                               DecodeRows rows, int chunk, float scale_log2,
+                                                               DecodeRows rows, float scale_log2,
                                                                float* partial_out, float* partial_lse) {
   const int split = blockIdx.x, kv_head = blockIdx.y, row = blockIdx.z, splits = gridDim.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -346,6 +346,9 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const T* q, int h
   }
   const int visible = rows.visible_keys[row];
   const int32_t* table = rows.block_tables + rows.table_offsets[row];
+  // This row's keys cut into `splits` chunks of a multiple of 16: each row balanced on its own length, and nothing
+  // here depends on the launch's longest row but the split count (a captured graph replays for any lengths).
+  const int chunk = ((visible + splits - 1) / splits + 15) / 16 * 16;
   const int begin = split * chunk, end = min(visible, begin + chunk);
 
   constexpr int kVecs = D / 8;  // 8-dim pieces of a head
@@ -471,14 +474,12 @@ absl::Status LaunchDecode(const void* q, int heads, const DeviceKvPools& pools, 
                           void* out, float* lse, float* workspace, cudaStream_t stream, int num_sms) {
   const int group = heads / pools.kv_heads;
   const int splits = DecodeSplits(rows.rows, pools.kv_heads, rows.max_visible, num_sms);
-  const int64_t chunk = ((rows.max_visible + splits - 1) / splits + 15) / 16 * 16;
   float* partial_out = workspace;  // (rows, heads, splits, D)
   float* partial_lse = workspace + rows.rows * heads * kMaxSplits * D;  // (rows, heads, splits)
   const dim3 grid(splits, pools.kv_heads, static_cast<unsigned>(rows.rows));
   DecodeKernel<T, D><<<grid, kDecodeThreads, 0, stream>>>(
       static_cast<const T*>(q), heads, group, static_cast<const T*>(pools.k), static_cast<const T*>(pools.v),
-      pools.block_size, pools.kv_heads, rows, static_cast<int>(std::max<int64_t>(chunk, 1)), scale * kLog2e,
-      partial_out, partial_lse);
+      pools.block_size, pools.kv_heads, rows, scale * kLog2e, partial_out, partial_lse);
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   CombineSplitsKernel<T><<<static_cast<unsigned>(rows.rows * heads), std::min(D, 128), 0, stream>>>(
       partial_out, partial_lse, splits, D, static_cast<T*>(out), lse);

@@ -50,7 +50,8 @@ absl::Status LaunchFlashAttention(const void* q, const int32_t* positions, int64
                                   int64_t max_position, float scale, void* out, float* lse, cudaStream_t stream);
 
 // Query rows of possibly different sequences: row r sees keys [0, visible_keys[r]) of the sequence whose block table
-// starts at block_tables[table_offsets[r]] (all on the device). `max_visible` (host) bounds visible_keys.
+// starts at block_tables[table_offsets[r]] (all on the device). `max_visible` (host) bounds visible_keys and sets
+// how many splits the keys are cut into; any upper bound gives the same result.
 struct DecodeRows {
   const int32_t* block_tables = nullptr;
   const int32_t* table_offsets = nullptr;  // (rows)

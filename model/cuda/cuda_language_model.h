@@ -17,8 +17,11 @@
 
 #include <cuda_runtime.h>
 
+#include <compare>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -35,11 +38,19 @@ struct CudaModelOptions {
   int block_size = 16;                    // KV cache block, in tokens
   int64_t kv_reserve_bytes = int64_t{4} << 30;  // device memory left free after the KV pool (scratch, cuBLASLt)
   int kv_blocks = 0;                      // the pool's blocks, exactly (fails where they do not fit); 0: all that fit
+  // Decode steps (one token per sequence, no TP or SP) replay a CUDA graph captured once per batch shape, instead of
+  // launching some 400 kernels from the host. Off until it has run on a GPU (see tests/gpu/model_cuda_test.cc).
+  bool decode_graphs = false;
   int device = 0;
 };
 
 class CudaLanguageModel : public DeviceLanguageModel {
  public:
+  // Segments of at most this many tokens attend through the decode kernel (batched across sequences); longer ones
+  // through flash attention. Decode rows per launch are bounded (the split-KV workspace).
+  static constexpr int64_t kDecodeMaxTokens = 4;
+  static constexpr int64_t kDecodeRowsPerLaunch = 64;
+
   // Copies `weights` (this rank's TP slice) to the device, converting to options.dtype.
   static absl::StatusOr<std::shared_ptr<CudaLanguageModel>> Upload(const LlmWeights& weights,
                                                                    const CudaModelOptions& options);
@@ -56,6 +67,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
   int64_t weight_bytes() const { return weight_bytes_; }
   int64_t kv_bytes() const { return kv_bytes_; }
   cudaStream_t stream() const { return gpu_->stream; }
+  // CudaModelOptions::decode_graphs, switched on a live model (the benchmark compares both).
+  void set_decode_graphs(bool on) { options_.decode_graphs = on; }
 
  private:
   struct Lora {
@@ -74,7 +87,42 @@ class CudaLanguageModel : public DeviceLanguageModel {
     Linear qkv, attn_out, gate, up, down;
     float* ffn_norm = nullptr;
   };
-  struct Masks;
+  // Which rows get which low-rank terms (device masks; null: no such row).
+  struct Masks {
+    const uint8_t* image = nullptr;
+    const uint8_t* web = nullptr;
+    bool web_all = false;
+    const uint8_t* write = nullptr;
+    bool write_all = false;
+  };
+  // Runs of consecutive short segments whose rows attend through one split-KV decode launch.
+  struct DecodeRun {
+    int64_t first_row = 0, rows = 0, max_visible = 0;
+    const int32_t* table_offsets = nullptr;  // (rows) into the metadata: each row's block table (device)
+    const int32_t* visible = nullptr;        // (rows) keys each row sees (device)
+  };
+  // One forward call's rows and their device metadata (PlanCall). The metadata upload puts the parts whose size
+  // depends on the rows alone first, so a decode batch of the same shape finds them at the same addresses.
+  struct CallPlan {
+    const int32_t* positions = nullptr;  // (rows) device, and the same for the rest
+    const int32_t* slots = nullptr;      // cache slot of each row's K/V, or -1
+    const int32_t* ids = nullptr;
+    const int32_t* last_key = nullptr;   // index of the last cached key each row sees
+    std::vector<const int32_t*> tables;  // per segment, its block table (device)
+    std::vector<DecodeRun> decode_runs;
+    Masks masks;
+    std::vector<int64_t> logit_rows;            // rows whose logits are wanted, in order
+    std::vector<std::vector<int64_t>> wanted;   // per segment, its tokens among them
+  };
+  // A captured decode step: the batch shape and what its kernels were launched with.
+  struct GraphKey {
+    int64_t rows = 0;
+    std::vector<int64_t> decode_buckets;  // each decode run's max_visible, rounded up
+    std::vector<uint32_t> rope;           // each segment's RoPE base and position scale, as bits
+    int masks = 0;                        // which low-rank terms are on
+    uintptr_t metadata = 0, scratch = 0;  // the buffers the launches read (graphs are dropped when they move)
+    auto operator<=>(const GraphKey&) const = default;
+  };
   // What a ring prefill's attention needs (PlanRing).
   struct RingPlan {
     int size = 1, rank = 0;
@@ -89,6 +137,21 @@ class CudaLanguageModel : public DeviceLanguageModel {
   absl::Status CreateRuntime();
   absl::Status AllocateKvPool();
   absl::Status EnsureScratch(int64_t rows, int64_t logit_rows);
+
+  // The forward (cuda_forward.cc). Positions, slots, visible keys, block tables and masks in one upload; with
+  // `bucket_decode` each decode run's max_visible is rounded up (a graph then serves a range of lengths).
+  absl::StatusOr<CallPlan> PlanCall(const std::vector<Segment>& segments, int64_t rows, SpAttention sp_mode,
+                                    bool bucket_decode);
+  // Every layer, the final norm and the head GEMM of the wanted rows into logits_: launches on the stream (and,
+  // with TP or SP, the comm's transfers).
+  absl::Status LaunchLayers(const std::vector<Segment>& segments, const CallPlan& plan, SpAttention sp_mode,
+                            const std::optional<RingPlan>& ring, parallel::DeviceComm* comm);
+  // LaunchLayers of a decode batch, captured as a CUDA graph the first time its key is seen and replayed after.
+  absl::Status LaunchLayersAsGraph(const std::vector<Segment>& segments, const CallPlan& plan);
+  void DropGraphs();
+  // logits_ (TP-gathered) to each segment's host logits; a ring prefill's block summed over the SP group.
+  absl::Status DistributeLogits(const LlmWeights& weights, const std::vector<Segment>& segments, const CallPlan& plan,
+                                SpAttention sp_mode, parallel::DeviceComm* comm);
   // y = x . W^T (+ LoRA terms on the masked rows); y in out_dtype.
   absl::Status ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks, void* y,
                            DType out_dtype);
@@ -144,6 +207,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // Per-call metadata: positions, slots, masks, block tables, decode rows.
   int32_t* metadata_ = nullptr;
   int64_t metadata_ints_ = 0;
+  std::map<GraphKey, cudaGraphExec_t> graphs_;  // with options_.decode_graphs
   // Sequence parallelism: the ring's K/V blocks in hand and in flight, a block's partial attention, the ring's
   // metadata, and the staging of the SP group's exchanges.
   GrowingBuffer ring_blocks_[2], ring_out_, ring_lse_, ring_metadata_, sp_send_, sp_gathered_;

@@ -2,7 +2,8 @@
 // PLoRA rows; web and write LoRAs; biases; dynamic NTK): logits of every prompt position, then decode steps fed the
 // same tokens, alone and batched across sequences. The GPU runs bf16 (f16 for the f16 checkpoint): activations are
 // rounded at every GEMM input, so logits agree to about 1% of their range, and the greedy choices where the top two
-// are apart by more than that. Skipped without a GPU.
+// are apart by more than that. Each case runs with the decode steps launched kernel by kernel and replayed as CUDA
+// graphs (captured at the first step, replayed at the next five). Skipped without a GPU.
 //   IXC_GOLDEN_MODELS=/path/to/models ./model_cuda_test   (tests/make_golden_models.py builds them)
 #include "model/cuda/cuda_language_model.h"
 
@@ -16,15 +17,18 @@ namespace {
 using ixc::testing::kLanguageModelCases;
 using ixc::testing::RelativeError;
 
-class CudaModelTest : public ixc::testing::CudaTest, public ::testing::WithParamInterface<const char*> {};
+class CudaModelTest : public ixc::testing::CudaTest,
+                      public ::testing::WithParamInterface<std::tuple<std::string, bool>> {};
 
 TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
-  const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(GetParam());
-  auto cpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + GetParam());
+  const auto& [name, decode_graphs] = GetParam();
+  const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(name);
+  auto cpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
   ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
-  auto gpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + GetParam());
+  auto gpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
   ASSERT_TRUE(gpu_weights.ok()) << gpu_weights.status();
   CudaModelOptions options;
+  options.decode_graphs = decode_graphs;
   options.dtype = cpu_weights->layers[0].attn_qkv.weight.dtype == DType::kF16 ? DType::kF16 : DType::kBF16;
   options.kv_blocks = 256;
   options.kv_reserve_bytes = 0;
@@ -41,7 +45,7 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
   auto gpu_logits = Prefill(*gpu_weights, prompt, /*all_logits=*/true, gpu_seq, *gpu_cache, nullptr);
   ASSERT_TRUE(cpu_logits.ok()) << cpu_logits.status();
   ASSERT_TRUE(gpu_logits.ok()) << gpu_logits.status();
-  EXPECT_LT(RelativeError(*gpu_logits, *cpu_logits), 0.03) << GetParam() << " prefill";
+  EXPECT_LT(RelativeError(*gpu_logits, *cpu_logits), 0.03) << name << " prefill";
 
   // Decode steps fed the same tokens (the CPU's greedy choices), two sequences batched on each side.
   SequenceKv cpu_seq2, gpu_seq2;
@@ -65,7 +69,7 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
     ASSERT_TRUE(status.ok()) << status;
     for (int s = 0; s < 2; ++s) {
       EXPECT_LT(RelativeError(gpu_items[s].logits, cpu_items[s].logits), 0.03)
-          << GetParam() << " decode step " << step << " sequence " << s;
+          << name << (decode_graphs ? " (graphs)" : "") << " decode step " << step << " sequence " << s;
     }
     token = static_cast<int32_t>(std::max_element(cpu_items[0].logits.begin(), cpu_items[0].logits.end()) -
                                  cpu_items[0].logits.begin());
@@ -73,7 +77,10 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
   EXPECT_EQ(gpu_seq.length, cpu_seq.length);
 }
 
-INSTANTIATE_TEST_SUITE_P(GoldenCases, CudaModelTest, ::testing::ValuesIn(kLanguageModelCases));
+INSTANTIATE_TEST_SUITE_P(GoldenCases, CudaModelTest,
+                         ::testing::Combine(::testing::ValuesIn(std::vector<std::string>(
+                                                std::begin(kLanguageModelCases), std::end(kLanguageModelCases))),
+                                            ::testing::Bool()));
 
 // --device cuda starts where a GPU is usable and stops with the runtime's reason where none is.
 TEST(CudaModelStartTest, AttachStartsOrSaysWhy) {

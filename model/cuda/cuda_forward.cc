@@ -1,0 +1,396 @@
+// CudaLanguageModel's forward call, with LanguageModelForwardBatch's semantics: plan the rows and upload their
+// metadata, gather the input rows, launch the layers and the head (or replay a decode step's CUDA graph), then hand
+// each sequence its logits.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/norm.h"
+#include "model/cuda/cuda_language_model.h"
+
+namespace ixc::model {
+namespace {
+
+namespace kc = ::ixc::kernels::cuda;
+
+// Decode graphs kept at once: one per batch shape, context bucket and RoPE base in use.
+constexpr size_t kMaxGraphs = 64;
+
+// A decode run's max_visible for a graph: the next power of two from 256 (the split count follows it).
+int64_t DecodeBucket(int64_t max_visible) {
+  return std::max<int64_t>(256, static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(max_visible))));
+}
+
+}  // namespace
+
+absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                                             parallel::DeviceComm* comm) {
+  // One attention mode per call: the worker batches SP decodes with each other, and a ring prefill runs alone.
+  const SpAttention sp_mode = batch.empty() ? SpAttention::kLocal : batch[0].input.sp_attention;
+  for (const BatchEntry& entry : batch) {
+    if (entry.input.sp_attention != sp_mode) {
+      return absl::InvalidArgumentError(
+          "the cuda backend batches sequences of one attention mode (local, ring or gather-merge) at a time");
+    }
+  }
+  if (sp_mode == SpAttention::kRing && batch.size() != 1) {
+    return absl::InvalidArgumentError("a ring prefill runs alone, not in a batch");
+  }
+  if (sp_mode != SpAttention::kLocal && comm == nullptr) {
+    return absl::FailedPreconditionError("sequence parallelism on the cuda backend needs the NCCL DeviceComm");
+  }
+  if (weights.tp.size != tp_size_) {
+    return absl::FailedPreconditionError(absl::StrCat("the GPU copy holds a TP slice of ", tp_size_,
+                                                      ", the call's weights one of ", weights.tp.size));
+  }
+  if (tp_size_ > 1 && (comm == nullptr || comm->GroupSize(parallel::Group::kTensor) != weights.tp.size)) {
+    return absl::FailedPreconditionError("tensor parallelism on the cuda backend needs the NCCL DeviceComm");
+  }
+  if (cache.block_size() != options_.block_size || cache.num_blocks() > num_blocks_) {
+    return absl::FailedPreconditionError(absl::StrCat("the KV cache bookkeeping (", cache.num_blocks(), " blocks of ",
+                                                      cache.block_size(), ") does not match the GPU pool (",
+                                                      num_blocks_, " of ", options_.block_size, ")"));
+  }
+
+  std::vector<Segment> segments;
+  IXC_ASSIGN_OR_RETURN(const int64_t rows, PrepareSegments(weights, batch, cache, segments));
+  std::optional<RingPlan> ring;
+  if (sp_mode == SpAttention::kRing) {
+    IXC_ASSIGN_OR_RETURN(ring, PlanRing(segments[0], *comm));
+  }
+  // A decode step of token ids on one GPU replays a graph where options_.decode_graphs asks for it.
+  const bool graph = options_.decode_graphs && tp_size_ == 1 && sp_mode == SpAttention::kLocal &&
+                     std::all_of(segments.begin(), segments.end(), [](const Segment& segment) {
+                       return segment.tokens == 1 && !segment.input->ids.empty();
+                     });
+  IXC_ASSIGN_OR_RETURN(const CallPlan plan, PlanCall(segments, rows, sp_mode, graph));
+
+  // Input rows into the residual stream (outside any graph: the ids are checked on the host at each call).
+  const int64_t hidden = shard_.hidden_size;
+  for (const Segment& segment : segments) {
+    const ForwardInput& input = *segment.input;
+    float* x_rows = x_ + segment.first_row * hidden;
+    if (input.ids.empty()) {
+      IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_rows, input.embeddings.data(), input.embeddings.size() * 4,
+                                               cudaMemcpyHostToDevice, gpu_->stream));
+    } else {
+      IXC_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(embeddings_, options_.dtype, embedding_rows_, hidden,
+                                                    plan.ids + segment.first_row, input.ids.data(), segment.tokens,
+                                                    x_rows, gpu_->stream));
+    }
+  }
+  if (graph) {
+    IXC_RETURN_IF_ERROR(LaunchLayersAsGraph(segments, plan));
+  } else {
+    IXC_RETURN_IF_ERROR(LaunchLayers(segments, plan, sp_mode, ring, comm));
+  }
+  return DistributeLogits(weights, segments, plan, sp_mode, comm);
+}
+
+absl::StatusOr<CudaLanguageModel::CallPlan> CudaLanguageModel::PlanCall(const std::vector<Segment>& segments,
+                                                                        int64_t rows, SpAttention sp_mode,
+                                                                        bool bucket_decode) {
+  CallPlan plan;
+  // Which rows give logits: all, or the last; in a ring prefill, the one at the prompt's last position, on the
+  // rank that holds it (the SP sum gives it to every rank).
+  plan.wanted.resize(segments.size());
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      const bool last = sp_mode == SpAttention::kRing ? segment.positions[t] == segment.context_length - 1
+                                                      : t == segment.tokens - 1;
+      if (segment.input->all_logits || last) {
+        plan.wanted[i].push_back(t);
+        plan.logit_rows.push_back(segment.first_row + t);
+      }
+    }
+  }
+  IXC_RETURN_IF_ERROR(EnsureScratch(rows, static_cast<int64_t>(plan.logit_rows.size())));
+
+  // Per row: position, cache slot (-1: not kept here), id, and the index of the last cached key it sees (its
+  // position where the sequence's keys are all here, an earlier index where this rank holds a shard of them).
+  std::vector<int32_t> positions(rows), slots(rows, -1), ids(rows, -1), last_key(rows), tables;
+  std::vector<int64_t> table_start(segments.size());  // each segment's block table, within `tables`
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    const SequenceKv& seq = *segment.seq;
+    std::copy(segment.positions.begin(), segment.positions.end(), positions.begin() + segment.first_row);
+    if (!segment.input->ids.empty()) {
+      std::copy(segment.input->ids.begin(), segment.input->ids.end(), ids.begin() + segment.first_row);
+    }
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      last_key[segment.first_row + t] =
+          static_cast<int32_t>(std::upper_bound(seq.positions.begin(), seq.positions.end(), segment.positions[t]) -
+                               seq.positions.begin() - 1);
+    }
+    for (size_t s = 0; s < segment.stored.size(); ++s) {
+      const int64_t slot_index = segment.past + static_cast<int64_t>(s);
+      slots[segment.first_row + segment.stored[s]] =
+          seq.block_table[slot_index / options_.block_size] * options_.block_size + slot_index % options_.block_size;
+    }
+    table_start[i] = static_cast<int64_t>(tables.size());
+    tables.insert(tables.end(), seq.block_table.begin(), seq.block_table.end());
+  }
+  // Decode runs: consecutive short segments, up to kDecodeRowsPerLaunch rows each.
+  struct RunRows {
+    int64_t first_row = 0, max_visible = 0;
+    std::vector<int32_t> table_offsets, visible;  // table offsets within `tables` until the layout is known
+  };
+  std::vector<RunRows> runs;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    if (segment.tokens > kDecodeMaxTokens) continue;
+    if (runs.empty() || runs.back().first_row + static_cast<int64_t>(runs.back().visible.size()) != segment.first_row ||
+        static_cast<int64_t>(runs.back().visible.size()) + segment.tokens > kDecodeRowsPerLaunch) {
+      runs.emplace_back().first_row = segment.first_row;
+    }
+    RunRows& run = runs.back();
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      run.table_offsets.push_back(static_cast<int32_t>(table_start[i]));
+      run.visible.push_back(last_key[segment.first_row + t] + 1);
+      run.max_visible = std::max<int64_t>(run.max_visible, run.visible.back());
+    }
+  }
+
+  // Layout, in int32s: positions, slots, ids, last_key (rows each); per run its table offsets and visible keys;
+  // the three row masks as bytes; then the block tables, whose length alone varies between decode steps.
+  const int64_t run_ints = 2 * std::accumulate(runs.begin(), runs.end(), int64_t{0}, [](int64_t n, const RunRows& r) {
+                             return n + static_cast<int64_t>(r.visible.size());
+                           });
+  const int64_t mask_ints = (3 * rows + 3) / 4;
+  const int64_t tables_base = 4 * rows + run_ints + mask_ints;
+  const int64_t total_ints = tables_base + static_cast<int64_t>(tables.size());
+  if (total_ints > metadata_ints_) {
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
+    DropGraphs();  // they read the old buffer
+    if (metadata_ != nullptr) cudaFree(metadata_);
+    metadata_ = nullptr;
+    metadata_ints_ = 2 * total_ints;
+    IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&metadata_, metadata_ints_ * 4));
+  }
+  std::vector<int32_t> ints;
+  ints.reserve(total_ints);
+  for (const std::vector<int32_t>* part : {&positions, &slots, &ids, &last_key}) {
+    ints.insert(ints.end(), part->begin(), part->end());
+  }
+  for (RunRows& run : runs) {
+    DecodeRun& decode = plan.decode_runs.emplace_back();
+    decode.first_row = run.first_row;
+    decode.rows = static_cast<int64_t>(run.visible.size());
+    decode.max_visible = bucket_decode ? DecodeBucket(run.max_visible) : run.max_visible;
+    decode.table_offsets = metadata_ + ints.size();
+    for (int32_t offset : run.table_offsets) ints.push_back(static_cast<int32_t>(tables_base + offset));
+    decode.visible = metadata_ + ints.size();
+    ints.insert(ints.end(), run.visible.begin(), run.visible.end());
+  }
+  const RowMasks row_masks = RowMasksOf(segments, rows);
+  const int64_t mask_at = static_cast<int64_t>(ints.size());
+  ints.resize(tables_base, 0);
+  uint8_t* mask_bytes = reinterpret_cast<uint8_t*>(ints.data() + mask_at);
+  std::copy(row_masks.image.begin(), row_masks.image.end(), mask_bytes);
+  std::copy(row_masks.web.begin(), row_masks.web.end(), mask_bytes + rows);
+  std::copy(row_masks.write.begin(), row_masks.write.end(), mask_bytes + 2 * rows);
+  ints.insert(ints.end(), tables.begin(), tables.end());
+  IXC_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(metadata_, ints.data(), ints.size() * 4, cudaMemcpyHostToDevice, gpu_->stream));
+
+  plan.positions = metadata_;
+  plan.slots = metadata_ + rows;
+  plan.ids = metadata_ + 2 * rows;
+  plan.last_key = metadata_ + 3 * rows;
+  for (int64_t start : table_start) plan.tables.push_back(metadata_ + tables_base + start);
+  const uint8_t* d_masks = reinterpret_cast<const uint8_t*>(metadata_ + mask_at);
+  auto all_set = [](const std::vector<uint8_t>& mask) {
+    return std::all_of(mask.begin(), mask.end(), [](uint8_t m) { return m != 0; });
+  };
+  plan.masks = {row_masks.any_image ? d_masks : nullptr, row_masks.any_web ? d_masks + rows : nullptr,
+                all_set(row_masks.web), row_masks.any_write ? d_masks + 2 * rows : nullptr,
+                all_set(row_masks.write)};
+  // The upload reads `ints` from pageable memory: it is staged before cudaMemcpyAsync returns.
+  return plan;
+}
+
+absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segments, const CallPlan& plan,
+                                             SpAttention sp_mode, const std::optional<RingPlan>& ring,
+                                             parallel::DeviceComm* comm) {
+  const LlmConfig& c = shard_;
+  const int64_t hidden = c.hidden_size, d = c.head_dim, e = DTypeSize(options_.dtype);
+  const int64_t rows = segments.empty() ? 0 : segments.back().first_row + segments.back().tokens;
+  const int group = c.q_heads_per_kv_head();
+  const DType dtype = options_.dtype;
+  cudaStream_t stream = gpu_->stream;
+  const Masks& masks = plan.masks;
+  auto all_reduce = [&](float* data, int64_t count) -> absl::Status {
+    if (tp_size_ == 1) return absl::OkStatus();
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));  // the comm runs on its own stream
+    return comm->AllReduceSum(data, count, parallel::Group::kTensor);
+  };
+  const float scale = 1.f / std::sqrt(static_cast<float>(d));
+  float* lse = sp_mode == SpAttention::kLocal ? nullptr : lse_;  // the SP merges need each row's log-sum-exp
+  const float* pending_delta = nullptr;  // the previous sublayer's output, added in the next fused norm
+  const float* pending_bias = nullptr;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const Layer& w = layers_[l];
+    const kc::DeviceKvPools pools{k_pools_[l],         v_pools_[l],    dtype,
+                                  options_.block_size, c.num_kv_heads, static_cast<int>(d)};
+    IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows, hidden,
+                                             c.rms_norm_eps, stream));
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype));
+    if (w.qkv.bias != nullptr) {
+      IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, qkv_, w.qkv.bias, rows, w.qkv.out, stream));
+    }
+    for (const Segment& segment : segments) {
+      const int64_t r = segment.first_row;
+      IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(
+          static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e, plan.positions + r, plan.slots + r, segment.tokens,
+          group, segment.rope, static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools, stream));
+    }
+    if (ring.has_value()) {
+      IXC_RETURN_IF_ERROR(RingAttention(segments[0], *ring, plan.positions, *comm));
+    } else {
+      for (size_t i = 0; i < segments.size(); ++i) {
+        const Segment& segment = segments[i];
+        if (segment.tokens <= kDecodeMaxTokens) continue;
+        const int64_t offset = segment.first_row * c.num_heads * d * e;
+        IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(
+            static_cast<uint8_t*>(q_) + offset, plan.last_key + segment.first_row, segment.tokens, c.num_heads, pools,
+            plan.tables[i], segment.seq->length, segment.positions.back(), scale,
+            static_cast<uint8_t*>(attention_) + offset,
+            lse == nullptr ? nullptr : lse + segment.first_row * c.num_heads, stream));
+      }
+      for (const DecodeRun& run : plan.decode_runs) {
+        const int64_t offset = run.first_row * c.num_heads * d * e;
+        const kc::DecodeRows decode{metadata_, run.table_offsets, run.visible, run.rows, run.max_visible};
+        IXC_RETURN_IF_ERROR(kc::LaunchPagedDecodeAttention(
+            static_cast<uint8_t*>(q_) + offset, c.num_heads, pools, decode, scale,
+            static_cast<uint8_t*>(attention_) + offset, lse == nullptr ? nullptr : lse + run.first_row * c.num_heads,
+            decode_workspace_, decode_workspace_floats_, gpu_->num_sms, stream));
+      }
+      if (sp_mode == SpAttention::kGatherMerge) IXC_RETURN_IF_ERROR(GatherMerge(rows, *comm));
+    }
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attention_, rows, masks, delta_, DType::kF32));
+    IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
+    IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, delta_, w.attn_out.bias, w.ffn_norm, dtype, normed_, rows, hidden,
+                                             c.rms_norm_eps, stream));
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype));
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.up, normed_, rows, masks, up_, dtype));
+    if (w.gate.bias != nullptr) {
+      IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, gate_, w.gate.bias, rows, w.gate.out, stream));
+    }
+    if (w.up.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, up_, w.up.bias, rows, w.up.out, stream));
+    IXC_RETURN_IF_ERROR(kc::LaunchSwiGlu(dtype, gate_, up_, gate_, rows * c.intermediate_size, stream));
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, rows, masks, delta_, DType::kF32));
+    IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
+    pending_delta = delta_;
+    pending_bias = w.down.bias;
+  }
+  IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, final_norm_, dtype, normed_, rows, hidden,
+                                           c.rms_norm_eps, stream));
+
+  // The head, on the rows whose logits are wanted.
+  const std::vector<int64_t>& logit_rows = plan.logit_rows;
+  const int64_t n = static_cast<int64_t>(logit_rows.size());
+  for (int64_t i = 0; i < n;) {  // runs of consecutive rows, one copy each
+    int64_t run = 1;
+    while (i + run < n && logit_rows[i + run] == logit_rows[i] + run) ++run;
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(static_cast<uint8_t*>(head_in_) + i * hidden * e,
+                                             static_cast<uint8_t*>(normed_) + logit_rows[i] * hidden * e,
+                                             run * hidden * e, cudaMemcpyDeviceToDevice, stream));
+    i += run;
+  }
+  if (n == 0) return absl::OkStatus();  // a ring prefill's rank that holds neither the last position nor all_logits
+  return gpu_->gemm->Linear({head_in_, output_, logits_, n, c.vocab_size, hidden, dtype, DType::kF32, false}, stream);
+}
+
+absl::Status CudaLanguageModel::LaunchLayersAsGraph(const std::vector<Segment>& segments, const CallPlan& plan) {
+  GraphKey key;
+  key.rows = static_cast<int64_t>(segments.size());
+  for (const DecodeRun& run : plan.decode_runs) key.decode_buckets.push_back(run.max_visible);
+  for (const Segment& segment : segments) {
+    key.rope.push_back(std::bit_cast<uint32_t>(segment.rope.base));
+    key.rope.push_back(std::bit_cast<uint32_t>(segment.rope.position_scale));
+  }
+  key.masks = (plan.masks.image != nullptr) | (plan.masks.web != nullptr) << 1 | plan.masks.web_all << 2 |
+              (plan.masks.write != nullptr) << 3 | plan.masks.write_all << 4;
+  key.metadata = reinterpret_cast<uintptr_t>(metadata_);
+  key.scratch = reinterpret_cast<uintptr_t>(scratch_);
+  cudaStream_t stream = gpu_->stream;
+  auto found = graphs_.find(key);
+  if (found == graphs_.end()) {
+    if (graphs_.size() >= kMaxGraphs) DropGraphs();
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    const absl::Status launched = LaunchLayers(segments, plan, SpAttention::kLocal, std::nullopt, nullptr);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t captured = cudaStreamEndCapture(stream, &graph);  // ends the capture whatever happened
+    cudaGraphExec_t exec = nullptr;
+    cudaError_t instantiated = cudaSuccess;
+    if (launched.ok() && captured == cudaSuccess) instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    IXC_RETURN_IF_ERROR(launched);
+    IXC_CUDA_RETURN_IF_ERROR(captured);
+    IXC_CUDA_RETURN_IF_ERROR(instantiated);
+    found = graphs_.emplace(std::move(key), exec).first;
+  }
+  IXC_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(found->second, stream));
+  return absl::OkStatus();
+}
+
+void CudaLanguageModel::DropGraphs() {
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+  graphs_.clear();
+}
+
+absl::Status CudaLanguageModel::DistributeLogits(const LlmWeights& weights, const std::vector<Segment>& segments,
+                                                 const CallPlan& plan, SpAttention sp_mode,
+                                                 parallel::DeviceComm* comm) {
+  const int64_t n = static_cast<int64_t>(plan.logit_rows.size()), local_vocab = shard_.vocab_size, tp = tp_size_;
+  std::vector<float> host(tp * n * local_vocab);
+  if (n == 0) {
+    // Nothing to gather: every rank of this TP group holds the same rows.
+  } else if (tp > 1) {
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
+    IXC_RETURN_IF_ERROR(comm->AllGather(logits_, n * local_vocab, gathered_, parallel::Group::kTensor));
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(host.data(), gathered_, host.size() * 4, cudaMemcpyDeviceToHost));
+  } else {
+    IXC_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(host.data(), logits_, host.size() * 4, cudaMemcpyDeviceToHost, gpu_->stream));
+    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
+  }
+  // (TP, rows, local vocab) -> per segment (rows, vocab), or this rank's slice with local_vocab.
+  int64_t row = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    std::vector<float>& out = *segment.logits;
+    const bool sliced = tp > 1 && segment.input->local_vocab;
+    const int64_t first_rank = sliced ? weights.tp.rank : 0, ranks = sliced ? 1 : tp;
+    const int64_t width = local_vocab * ranks;
+    const std::vector<int64_t>& wanted = plan.wanted[i];
+    out.resize(wanted.size() * width);
+    for (size_t r = 0; r < wanted.size(); ++r, ++row) {
+      for (int64_t t = 0; t < ranks; ++t) {
+        std::copy_n(host.data() + ((first_rank + t) * n + row) * local_vocab, local_vocab,
+                    out.data() + (r * ranks + t) * local_vocab);
+      }
+    }
+    if (sp_mode == SpAttention::kRing) {
+      // A prompt shard: this rank's rows at their positions (all of them, or the prompt's last), the others' rows
+      // 0; one sum over the SP group gives every rank the whole block, as on the CPU.
+      std::vector<float> block((segment.input->all_logits ? segment.context_length : 1) * width, 0.f);
+      for (size_t r = 0; r < wanted.size(); ++r) {
+        const int64_t at = segment.input->all_logits ? segment.positions[wanted[r]] : 0;
+        std::copy_n(out.data() + r * width, width, block.data() + at * width);
+      }
+      IXC_RETURN_IF_ERROR(SumOverSequenceGroup(block, *comm));
+      out = std::move(block);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ixc::model
