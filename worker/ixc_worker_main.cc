@@ -74,8 +74,9 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
   }
   IXC_ASSIGN_OR_RETURN(model::LlmWeights weights,
                        model::LoadLlmWeights(config.model_dir, {mapping.tp_rank(), config.layout.tp}));
-  IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, /*context_tokens=*/0));
+  // NCCL first: its buffers come out of the device memory the KV pool would otherwise take.
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> model_comm, CreateModelComm(mapping, placement));
+  IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, /*context_tokens=*/0));
   LlmWorker worker(mapping, weights, *comm, model_comm != nullptr ? *model_comm : *comm, *channel, cache,
                    config.step_timeout_s);
   IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready

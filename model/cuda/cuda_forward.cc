@@ -31,8 +31,9 @@ int64_t DecodeBucket(int64_t max_visible) {
 
 absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                                              parallel::DeviceComm* comm) {
+  if (batch.empty()) return absl::OkStatus();
   // One attention mode per call: the worker batches SP decodes with each other, and a ring prefill runs alone.
-  const SpAttention sp_mode = batch.empty() ? SpAttention::kLocal : batch[0].input.sp_attention;
+  const SpAttention sp_mode = batch[0].input.sp_attention;
   for (const BatchEntry& entry : batch) {
     if (entry.input.sp_attention != sp_mode) {
       return absl::InvalidArgumentError(
