@@ -14,6 +14,7 @@
 #include "parallel/bootstrap.h"
 #include "parallel/mpi_device_comm.h"
 #ifdef IXC_HAVE_CUDA
+#include "kernels/cuda/device.h"
 #include "parallel/nccl_device_comm.h"
 #endif
 #include "worker/llm_worker.h"
@@ -29,7 +30,10 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
 absl::StatusOr<std::unique_ptr<parallel::DeviceComm>> CreateModelComm(const parallel::Mapping& mapping,
                                                                       const model::Placement& placement) {
 #ifdef IXC_HAVE_CUDA
-  if (placement.device == "cuda") return parallel::CreateNcclDeviceComm(mapping, placement.gpu);
+  if (placement.device == "cuda") {
+    IXC_RETURN_IF_ERROR(kernels::cuda::ProbeCudaDevice().status());  // says why where no GPU is usable
+    return parallel::CreateNcclDeviceComm(mapping, placement.gpu);
+  }
 #endif
   return nullptr;
 }
