@@ -1,6 +1,7 @@
 // The vision tower on the GPU against the CPU path (itself held to transformers' CLIP by the multimodal goldens) on
 // the tiny multimodal checkpoint: the ViT features of 10 crops (two passes of the GPU's 8), the assembly and
-// vision_proj from given features, and a whole 3x3 image; the bf16 GPU agrees to about 1% of the values' range.
+// vision_proj from given features, and a whole 3x3 image, each within 3% of the values' range (bf16 on the GPU,
+// as model_cuda_test).
 // Also the image-token assembly kernel alone against the reference op, on the real geometry's source table.
 // Skipped without a GPU.
 //   IXC_GOLDEN_MODELS=/path/to/models ./vision_cuda_test   (tests/make_golden_models.py builds them)
@@ -79,7 +80,7 @@ TEST_F(CudaVisionTest, EncodeCropsMatchesTheCpu) {
   auto gpu = EncodeCrops(*gpu_, crops.data(), count);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  EXPECT_LT(RelativeError(*gpu, *cpu), 0.02);
+  EXPECT_LT(RelativeError(*gpu, *cpu), 0.03);
 }
 
 TEST_F(CudaVisionTest, AssembleImageMatchesTheCpu) {
@@ -91,7 +92,7 @@ TEST_F(CudaVisionTest, AssembleImageMatchesTheCpu) {
   auto gpu = AssembleImage(*gpu_, *features, rows, cols);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  EXPECT_LT(RelativeError(*gpu, *cpu), 0.02);
+  EXPECT_LT(RelativeError(*gpu, *cpu), 0.03);
 }
 
 TEST_F(CudaVisionTest, EmbedImageMatchesTheCpu) {
