@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -12,6 +11,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/norm.h"
+#include "model/batch_metadata.h"
 #include "model/cuda/cuda_language_model.h"
 
 namespace ixc::model {
@@ -21,11 +21,6 @@ namespace kc = ::ixc::kernels::cuda;
 
 // Decode graphs kept at once: one per batch shape, context bucket and RoPE base in use.
 constexpr size_t kMaxGraphs = 64;
-
-// A decode run's max_visible for a graph: the next power of two from 256 (the split count follows it).
-int64_t DecodeBucket(int64_t max_visible) {
-  return std::max<int64_t>(256, static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(max_visible))));
-}
 
 }  // namespace
 
@@ -97,123 +92,45 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
 absl::StatusOr<CudaLanguageModel::CallPlan> CudaLanguageModel::PlanCall(const std::vector<Segment>& segments,
                                                                         int64_t rows, SpAttention sp_mode,
                                                                         bool bucket_decode) {
-  CallPlan plan;
-  // Which rows give logits: all, or the last; in a ring prefill, the one at the prompt's last position, on the
-  // rank that holds it (the SP sum gives it to every rank).
-  plan.wanted.resize(segments.size());
-  for (size_t i = 0; i < segments.size(); ++i) {
-    const Segment& segment = segments[i];
-    for (int64_t t = 0; t < segment.tokens; ++t) {
-      const bool last = sp_mode == SpAttention::kRing ? segment.positions[t] == segment.context_length - 1
-                                                      : t == segment.tokens - 1;
-      if (segment.input->all_logits || last) {
-        plan.wanted[i].push_back(t);
-        plan.logit_rows.push_back(segment.first_row + t);
-      }
-    }
-  }
-  IXC_RETURN_IF_ERROR(EnsureScratch(rows, static_cast<int64_t>(plan.logit_rows.size())));
-
-  // Per row: position, cache slot (-1: not kept here), id, and the index of the last cached key it sees (its
-  // position where the sequence's keys are all here, an earlier index where this rank holds a shard of them).
-  std::vector<int32_t> positions(rows), slots(rows, -1), ids(rows, -1), last_key(rows), tables;
-  std::vector<int64_t> table_start(segments.size());  // each segment's block table, within `tables`
-  for (size_t i = 0; i < segments.size(); ++i) {
-    const Segment& segment = segments[i];
-    const SequenceKv& seq = *segment.seq;
-    std::copy(segment.positions.begin(), segment.positions.end(), positions.begin() + segment.first_row);
-    if (!segment.input->ids.empty()) {
-      std::copy(segment.input->ids.begin(), segment.input->ids.end(), ids.begin() + segment.first_row);
-    }
-    for (int64_t t = 0; t < segment.tokens; ++t) {
-      last_key[segment.first_row + t] =
-          static_cast<int32_t>(std::upper_bound(seq.positions.begin(), seq.positions.end(), segment.positions[t]) -
-                               seq.positions.begin() - 1);
-    }
-    for (size_t s = 0; s < segment.stored.size(); ++s) {
-      const int64_t slot_index = segment.past + static_cast<int64_t>(s);
-      slots[segment.first_row + segment.stored[s]] =
-          seq.block_table[slot_index / options_.block_size] * options_.block_size + slot_index % options_.block_size;
-    }
-    table_start[i] = static_cast<int64_t>(tables.size());
-    tables.insert(tables.end(), seq.block_table.begin(), seq.block_table.end());
-  }
-  // Decode runs: consecutive short segments, up to kDecodeRowsPerLaunch rows each.
-  struct RunRows {
-    int64_t first_row = 0, max_visible = 0;
-    std::vector<int32_t> table_offsets, visible;  // table offsets within `tables` until the layout is known
-  };
-  std::vector<RunRows> runs;
-  for (size_t i = 0; i < segments.size(); ++i) {
-    const Segment& segment = segments[i];
-    if (segment.tokens > kDecodeMaxTokens) continue;
-    if (runs.empty() || runs.back().first_row + static_cast<int64_t>(runs.back().visible.size()) != segment.first_row ||
-        static_cast<int64_t>(runs.back().visible.size()) + segment.tokens > kDecodeRowsPerLaunch) {
-      runs.emplace_back().first_row = segment.first_row;
-    }
-    RunRows& run = runs.back();
-    for (int64_t t = 0; t < segment.tokens; ++t) {
-      run.table_offsets.push_back(static_cast<int32_t>(table_start[i]));
-      run.visible.push_back(last_key[segment.first_row + t] + 1);
-      run.max_visible = std::max<int64_t>(run.max_visible, run.visible.back());
-    }
-  }
-
-  // Layout, in int32s: positions, slots, ids, last_key (rows each); per run its table offsets and visible keys;
-  // the three row masks as bytes; then the block tables, whose length alone varies between decode steps.
-  const int64_t run_ints = 2 * std::accumulate(runs.begin(), runs.end(), int64_t{0}, [](int64_t n, const RunRows& r) {
-                             return n + static_cast<int64_t>(r.visible.size());
-                           });
-  const int64_t mask_ints = (3 * rows + 3) / 4;
-  const int64_t tables_base = 4 * rows + run_ints + mask_ints;
-  const int64_t total_ints = tables_base + static_cast<int64_t>(tables.size());
-  if (total_ints > metadata_ints_) {
+  BatchMetadata metadata = LayOutBatch(segments, rows,
+                                       {.sp_mode = sp_mode,
+                                        .block_size = options_.block_size,
+                                        .decode_max_tokens = kDecodeMaxTokens,
+                                        .decode_rows_per_launch = kDecodeRowsPerLaunch,
+                                        .bucket_decode = bucket_decode});
+  IXC_RETURN_IF_ERROR(EnsureScratch(rows, static_cast<int64_t>(metadata.logit_rows.size())));
+  const int64_t ints = static_cast<int64_t>(metadata.ints.size());
+  if (ints > metadata_ints_) {
     IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
     DropGraphs();  // they read the old buffer
     if (metadata_ != nullptr) cudaFree(metadata_);
     metadata_ = nullptr;
-    metadata_ints_ = 2 * total_ints;
+    metadata_ints_ = 2 * ints;
     IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&metadata_, metadata_ints_ * 4));
   }
-  std::vector<int32_t> ints;
-  ints.reserve(total_ints);
-  for (const std::vector<int32_t>* part : {&positions, &slots, &ids, &last_key}) {
-    ints.insert(ints.end(), part->begin(), part->end());
-  }
-  for (RunRows& run : runs) {
-    DecodeRun& decode = plan.decode_runs.emplace_back();
-    decode.first_row = run.first_row;
-    decode.rows = static_cast<int64_t>(run.visible.size());
-    decode.max_visible = bucket_decode ? DecodeBucket(run.max_visible) : run.max_visible;
-    decode.table_offsets = metadata_ + ints.size();
-    for (int32_t offset : run.table_offsets) ints.push_back(static_cast<int32_t>(tables_base + offset));
-    decode.visible = metadata_ + ints.size();
-    ints.insert(ints.end(), run.visible.begin(), run.visible.end());
-  }
-  const RowMasks row_masks = RowMasksOf(segments, rows);
-  const int64_t mask_at = static_cast<int64_t>(ints.size());
-  ints.resize(tables_base, 0);
-  uint8_t* mask_bytes = reinterpret_cast<uint8_t*>(ints.data() + mask_at);
-  std::copy(row_masks.image.begin(), row_masks.image.end(), mask_bytes);
-  std::copy(row_masks.web.begin(), row_masks.web.end(), mask_bytes + rows);
-  std::copy(row_masks.write.begin(), row_masks.write.end(), mask_bytes + 2 * rows);
-  ints.insert(ints.end(), tables.begin(), tables.end());
+  // From pageable memory: the copy is staged before cudaMemcpyAsync returns, so `metadata` may go.
   IXC_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(metadata_, ints.data(), ints.size() * 4, cudaMemcpyHostToDevice, gpu_->stream));
+      cudaMemcpyAsync(metadata_, metadata.ints.data(), ints * 4, cudaMemcpyHostToDevice, gpu_->stream));
 
-  plan.positions = metadata_;
-  plan.slots = metadata_ + rows;
-  plan.ids = metadata_ + 2 * rows;
-  plan.last_key = metadata_ + 3 * rows;
-  for (int64_t start : table_start) plan.tables.push_back(metadata_ + tables_base + start);
-  const uint8_t* d_masks = reinterpret_cast<const uint8_t*>(metadata_ + mask_at);
+  CallPlan plan;
+  plan.positions = metadata_ + metadata.positions_at;
+  plan.slots = metadata_ + metadata.slots_at;
+  plan.ids = metadata_ + metadata.ids_at;
+  plan.last_key = metadata_ + metadata.last_key_at;
+  for (int64_t at : metadata.tables_at) plan.tables.push_back(metadata_ + at);
+  for (const DecodeRunLayout& run : metadata.decode_runs) {
+    plan.decode_runs.push_back({run.first_row, run.rows, run.max_visible, metadata_ + run.table_offsets_at,
+                                metadata_ + run.visible_at});
+  }
+  const uint8_t* masks = reinterpret_cast<const uint8_t*>(metadata_ + metadata.masks_at);
   auto all_set = [](const std::vector<uint8_t>& mask) {
     return std::all_of(mask.begin(), mask.end(), [](uint8_t m) { return m != 0; });
   };
-  plan.masks = {row_masks.any_image ? d_masks : nullptr, row_masks.any_web ? d_masks + rows : nullptr,
-                all_set(row_masks.web), row_masks.any_write ? d_masks + 2 * rows : nullptr,
-                all_set(row_masks.write)};
-  // The upload reads `ints` from pageable memory: it is staged before cudaMemcpyAsync returns.
+  const RowMasks& row_masks = metadata.masks;
+  plan.masks = {row_masks.any_image ? masks : nullptr, row_masks.any_web ? masks + rows : nullptr,
+                all_set(row_masks.web), row_masks.any_write ? masks + 2 * rows : nullptr, all_set(row_masks.write)};
+  plan.logit_rows = std::move(metadata.logit_rows);
+  plan.wanted = std::move(metadata.wanted);
   return plan;
 }
 

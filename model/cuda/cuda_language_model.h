@@ -101,8 +101,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
     const int32_t* table_offsets = nullptr;  // (rows) into the metadata: each row's block table (device)
     const int32_t* visible = nullptr;        // (rows) keys each row sees (device)
   };
-  // One forward call's rows and their device metadata (PlanCall). The metadata upload puts the parts whose size
-  // depends on the rows alone first, so a decode batch of the same shape finds them at the same addresses.
+  // One forward call's rows and their device metadata (PlanCall; model/batch_metadata.h lays it out, with the parts
+  // whose size depends on the rows alone first, so a decode batch of one shape finds them at the same addresses).
   struct CallPlan {
     const int32_t* positions = nullptr;  // (rows) device, and the same for the rest
     const int32_t* slots = nullptr;      // cache slot of each row's K/V, or -1

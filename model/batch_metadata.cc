@@ -1,0 +1,107 @@
+#include "model/batch_metadata.h"
+
+#include <algorithm>
+#include <bit>
+
+namespace ixc::model {
+namespace {
+
+int64_t DecodeBucket(int64_t max_visible) {
+  return std::max<int64_t>(256, static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(max_visible))));
+}
+
+}  // namespace
+
+BatchMetadata LayOutBatch(const std::vector<Segment>& segments, int64_t rows, const BatchLayoutOptions& options) {
+  BatchMetadata out;
+  out.wanted.resize(segments.size());
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      const bool last = options.sp_mode == SpAttention::kRing ? segment.positions[t] == segment.context_length - 1
+                                                              : t == segment.tokens - 1;
+      if (segment.input->all_logits || last) {
+        out.wanted[i].push_back(t);
+        out.logit_rows.push_back(segment.first_row + t);
+      }
+    }
+  }
+
+  std::vector<int32_t> positions(rows), slots(rows, -1), ids(rows, -1), last_key(rows), tables;
+  std::vector<int64_t> table_start(segments.size());  // within `tables`
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    const SequenceKv& seq = *segment.seq;
+    std::copy(segment.positions.begin(), segment.positions.end(), positions.begin() + segment.first_row);
+    if (!segment.input->ids.empty()) {
+      std::copy(segment.input->ids.begin(), segment.input->ids.end(), ids.begin() + segment.first_row);
+    }
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      last_key[segment.first_row + t] =
+          static_cast<int32_t>(std::upper_bound(seq.positions.begin(), seq.positions.end(), segment.positions[t]) -
+                               seq.positions.begin() - 1);
+    }
+    for (size_t s = 0; s < segment.stored.size(); ++s) {
+      const int64_t slot_index = segment.past + static_cast<int64_t>(s);
+      slots[segment.first_row + segment.stored[s]] =
+          seq.block_table[slot_index / options.block_size] * options.block_size + slot_index % options.block_size;
+    }
+    table_start[i] = static_cast<int64_t>(tables.size());
+    tables.insert(tables.end(), seq.block_table.begin(), seq.block_table.end());
+  }
+  // Decode runs, with their rows' table offsets still relative to `tables`.
+  struct Run {
+    DecodeRunLayout layout;
+    std::vector<int32_t> tables, visible;
+  };
+  std::vector<Run> runs;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Segment& segment = segments[i];
+    if (segment.tokens > options.decode_max_tokens) continue;
+    if (runs.empty() || runs.back().layout.first_row + runs.back().layout.rows != segment.first_row ||
+        runs.back().layout.rows + segment.tokens > options.decode_rows_per_launch) {
+      runs.emplace_back().layout.first_row = segment.first_row;
+    }
+    Run& run = runs.back();
+    for (int64_t t = 0; t < segment.tokens; ++t) {
+      run.tables.push_back(static_cast<int32_t>(table_start[i]));
+      run.visible.push_back(last_key[segment.first_row + t] + 1);
+      run.layout.max_visible = std::max<int64_t>(run.layout.max_visible, run.visible.back());
+    }
+    run.layout.rows += segment.tokens;
+  }
+
+  // positions, slots, ids, last_key; per run its table offsets and visible keys; the masks; the block tables.
+  int64_t run_ints = 0;
+  for (const Run& run : runs) run_ints += 2 * run.layout.rows;
+  const int64_t tables_base = 4 * rows + run_ints + (3 * rows + 3) / 4;
+  std::vector<int32_t>& ints = out.ints;
+  ints.reserve(tables_base + tables.size());
+  out.positions_at = 0;
+  out.slots_at = rows;
+  out.ids_at = 2 * rows;
+  out.last_key_at = 3 * rows;
+  for (const std::vector<int32_t>* part : {&positions, &slots, &ids, &last_key}) {
+    ints.insert(ints.end(), part->begin(), part->end());
+  }
+  for (Run& run : runs) {
+    DecodeRunLayout& layout = out.decode_runs.emplace_back(run.layout);
+    if (options.bucket_decode) layout.max_visible = DecodeBucket(layout.max_visible);
+    layout.table_offsets_at = static_cast<int64_t>(ints.size());
+    for (int32_t start : run.tables) ints.push_back(static_cast<int32_t>(tables_base + start));
+    layout.visible_at = static_cast<int64_t>(ints.size());
+    ints.insert(ints.end(), run.visible.begin(), run.visible.end());
+  }
+  out.masks = RowMasksOf(segments, rows);
+  out.masks_at = static_cast<int64_t>(ints.size());
+  ints.resize(tables_base, 0);
+  auto* mask_bytes = reinterpret_cast<uint8_t*>(ints.data() + out.masks_at);
+  std::copy(out.masks.image.begin(), out.masks.image.end(), mask_bytes);
+  std::copy(out.masks.web.begin(), out.masks.web.end(), mask_bytes + rows);
+  std::copy(out.masks.write.begin(), out.masks.write.end(), mask_bytes + 2 * rows);
+  for (int64_t start : table_start) out.tables_at.push_back(tables_base + start);
+  ints.insert(ints.end(), tables.begin(), tables.end());
+  return out;
+}
+
+}  // namespace ixc::model
