@@ -104,4 +104,17 @@ BatchMetadata LayOutBatch(const std::vector<Segment>& segments, int64_t rows, co
   return out;
 }
 
+std::vector<int32_t> RingLastKeys(const std::vector<std::vector<int32_t>>& block_positions,
+                                  std::span<const int32_t> positions) {
+  std::vector<int32_t> last_keys;
+  last_keys.reserve(block_positions.size() * positions.size());
+  for (const std::vector<int32_t>& block : block_positions) {
+    for (int32_t position : positions) {
+      last_keys.push_back(
+          static_cast<int32_t>(std::upper_bound(block.begin(), block.end(), position) - block.begin() - 1));
+    }
+  }
+  return last_keys;
+}
+
 }  // namespace ixc::model

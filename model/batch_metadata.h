@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "model/forward_segment.h"
@@ -49,5 +50,11 @@ struct BatchMetadata {
 // `segments` as PrepareSegments made them (their K/V slots reserved), `rows` in all. Which rows give logits: every
 // row with all_logits, else the last; in a ring prefill, the one at the prompt's last position, if this rank has it.
 BatchMetadata LayOutBatch(const std::vector<Segment>& segments, int64_t rows, const BatchLayoutOptions& options);
+
+// A ring prefill's key limits: for each SP rank's block of keys (its shard's positions, ascending) and each of this
+// rank's queries (at `positions`), the index of the last key of that block at or before the query's position (-1:
+// none). (blocks, queries), row-major.
+std::vector<int32_t> RingLastKeys(const std::vector<std::vector<int32_t>>& block_positions,
+                                  std::span<const int32_t> positions);
 
 }  // namespace ixc::model

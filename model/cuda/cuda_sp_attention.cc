@@ -8,6 +8,7 @@
 #include "core/status_macros.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
+#include "model/batch_metadata.h"
 #include "model/cuda/cuda_language_model.h"
 
 namespace ixc::model {
@@ -48,18 +49,16 @@ absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Se
   IXC_RETURN_IF_ERROR(comm.AllGather(sp_send_.as<float>(), plan.capacity, sp_gathered_.as<float>(), kSp));
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(all.data(), sp_gathered_.data(), all.size() * 4, cudaMemcpyDeviceToHost));
 
-  // Device metadata: [0][slots (tokens)][last_key (size, tokens)]. A shard's positions ascend, so the keys a query
-  // sees in a block are a prefix of it.
-  std::vector<int32_t> ints(1 + tokens + plan.size * tokens, 0);
-  for (int64_t t = 0; t < tokens; ++t) ints[1 + t] = static_cast<int32_t>(t);
+  // Device metadata: [0][slots (tokens)][last_key (size, tokens)].
+  std::vector<std::vector<int32_t>> blocks(plan.size);
   for (int source = 0; source < plan.size; ++source) {
     const float* begin = all.data() + source * plan.capacity;
-    const float* end = begin + plan.counts[source];
-    for (int64_t t = 0; t < tokens; ++t) {
-      ints[1 + tokens + source * tokens + t] =
-          static_cast<int32_t>(std::upper_bound(begin, end, static_cast<float>(segment.positions[t])) - begin - 1);
-    }
+    blocks[source].assign(begin, begin + plan.counts[source]);
   }
+  const std::vector<int32_t> last_keys = RingLastKeys(blocks, segment.positions);
+  std::vector<int32_t> ints(1 + tokens, 0);
+  for (int64_t t = 0; t < tokens; ++t) ints[1 + t] = static_cast<int32_t>(t);
+  ints.insert(ints.end(), last_keys.begin(), last_keys.end());
   IXC_RETURN_IF_ERROR(ring_metadata_.Reserve(static_cast<int64_t>(ints.size()) * 4, stream, "ring metadata"));
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(ring_metadata_.data(), ints.data(), ints.size() * 4, cudaMemcpyHostToDevice));
   plan.table = ring_metadata_.as<int32_t>();

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "parallel/sequence_shard.h"
+
 namespace ixc::model {
 namespace {
 
@@ -192,6 +194,35 @@ TEST_F(BatchMetadataTest, DecodeRunsAreCappedAndContiguous) {
   EXPECT_EQ(m.decode_runs[2].first_row, 8);
   EXPECT_EQ(m.decode_runs[3].first_row, 9);
   for (const DecodeRunLayout& run : m.decode_runs) EXPECT_EQ(run.rows, 1);
+}
+
+// Every rank's queries against every rank's zig-zag block: the keys each sees are exactly those at or before it.
+TEST(RingLastKeysTest, CountsTheKeysAtOrBeforeEachQuery) {
+  const int64_t length = 23;
+  const int size = 3;
+  std::vector<std::vector<int32_t>> blocks;
+  for (int rank = 0; rank < size; ++rank) blocks.push_back(parallel::ZigZagPositions(length, rank, size));
+  for (int rank = 0; rank < size; ++rank) {
+    const std::vector<int32_t>& queries = blocks[rank];
+    const std::vector<int32_t> last_keys = RingLastKeys(blocks, queries);
+    ASSERT_EQ(last_keys.size(), size * queries.size());
+    int64_t seen = 0;
+    for (int source = 0; source < size; ++source) {
+      for (size_t q = 0; q < queries.size(); ++q) {
+        const int32_t last = last_keys[source * queries.size() + q];
+        int32_t expected = -1;
+        for (size_t k = 0; k < blocks[source].size(); ++k) {
+          if (blocks[source][k] <= queries[q]) expected = static_cast<int32_t>(k);
+        }
+        EXPECT_EQ(last, expected) << "rank " << rank << " block " << source << " query " << queries[q];
+        seen += last + 1;
+      }
+    }
+    // Over all blocks, each query sees its position + 1 keys: causal attention over the whole prompt.
+    int64_t causal = 0;
+    for (int32_t p : queries) causal += p + 1;
+    EXPECT_EQ(seen, causal);
+  }
 }
 
 }  // namespace
