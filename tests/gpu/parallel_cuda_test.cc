@@ -102,21 +102,16 @@ TEST_P(CudaParallelTest, EveryRankMatchesTheCpu) {
     threads.emplace_back([&, index] {
       const int tp_rank = index % layout.tp, sp_rank = index / layout.tp;
       ixc::testing::ThreadedDeviceComm comm(world, tp_rank, sp_rank);
-      auto weights = LoadLlmWeights(dir, {tp_rank, layout.tp});
-      if (!weights.ok()) {
-        results[index] = weights.status();
-        return;  // every rank loads the same checkpoint: all fail alike, before any collective
-      }
-      CudaModelOptions options;
-      options.block_size = kBlockSize;
-      options.kv_blocks = 64;
-      options.kv_reserve_bytes = 0;
-      auto cache = AttachCudaModel(*weights, options);
-      if (!cache.ok()) {
-        results[index] = cache.status();
-        return;
-      }
-      results[index] = RunSequence(*weights, prompt, *cache, &comm, fed);
+      results[index] = [&]() -> absl::StatusOr<RankLogits> {
+        IXC_ASSIGN_OR_RETURN(LlmWeights weights, LoadLlmWeights(dir, {tp_rank, layout.tp}));
+        CudaModelOptions options;
+        options.block_size = kBlockSize;
+        options.kv_blocks = 64;
+        options.kv_reserve_bytes = 0;
+        IXC_ASSIGN_OR_RETURN(KvCache cache, AttachCudaModel(weights, options));
+        return RunSequence(weights, prompt, cache, &comm, fed);
+      }();
+      if (!results[index].ok()) world.Abort();  // the peers' next collective fails rather than waits
     });
   }
   for (std::thread& thread : threads) thread.join();

@@ -4,14 +4,17 @@
 // parallel paths on a machine with one GPU and no MPI (the lent GPU machine). Each thread's DeviceComm moves its
 // peers' buffers with cudaMemcpy (device or host: unified addressing). Every rank must make the same collective
 // calls in the same order, as under MPI or NCCL: each call meets at a barrier of all T x S threads, so the groups of
-// one kind (every TP row, every SP column) run their collectives in the same rounds.
+// one kind (every TP row, every SP column) run their collectives in the same rounds. A rank that fails calls
+// Abort, and a barrier that waits longer than a minute gives up: its peers' calls then fail instead of hanging.
 //   ThreadedWorld world(/*tp=*/1, /*sp=*/2);
 //   ThreadedDeviceComm comm(world, /*tp_rank=*/0, /*sp_rank=*/1);   // in thread (0, 1)
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <barrier>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -22,10 +25,41 @@ namespace ixc::testing {
 
 class ThreadedWorld {
  public:
-  ThreadedWorld(int tp, int sp) : tp(tp), sp(sp), barrier(tp * sp), slots(tp * sp) {}
+  ThreadedWorld(int tp, int sp) : tp(tp), sp(sp), slots(tp * sp) {}
+
+  // Waits until every rank has arrived; false once a rank has aborted or the wait has passed a minute.
+  bool ArriveAndWait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (aborted_) return false;
+    const int64_t round = round_;
+    if (++arrived_ == tp * sp) {
+      arrived_ = 0;
+      ++round_;
+      changed_.notify_all();
+      return true;
+    }
+    if (!changed_.wait_for(lock, std::chrono::minutes(1), [&] { return round_ != round || aborted_; })) {
+      aborted_ = true;  // a peer is gone without a word: release everyone
+      changed_.notify_all();
+    }
+    return round_ != round;
+  }
+  // A rank that stops early: every wait, now and later, returns false.
+  void Abort() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    aborted_ = true;
+    changed_.notify_all();
+  }
+
   const int tp, sp;
-  std::barrier<> barrier;
   std::vector<const float*> slots;  // what each rank offers its peers this round, by LLM index sp_rank * tp + tp_rank
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  int arrived_ = 0;
+  int64_t round_ = 0;
+  bool aborted_ = false;
 };
 
 class ThreadedDeviceComm : public parallel::DeviceComm {
@@ -45,42 +79,40 @@ class ThreadedDeviceComm : public parallel::DeviceComm {
     }
   }
 
-  // Each call arrives at every barrier of its round even after a failed copy, so a failure cannot hang the peers.
+  // Each call takes part in every barrier of its round even after a failed copy, so the rounds stay aligned.
   absl::Status AllReduceSum(float* data, int64_t count, parallel::Group group) override {
-    Publish(data);
+    absl::Status status = Publish(data);
     std::vector<float> sum(count, 0.f), part(count);
-    absl::Status status;
     for (int member : Members(group)) {
       status.Update(Copy(part.data(), world_.slots[member], count));
       for (int64_t i = 0; i < count; ++i) sum[i] += part[i];
     }
-    world_.barrier.arrive_and_wait();  // every peer has read `data`
-    status.Update(Copy(data, sum.data(), count));
+    status.Update(Meet());  // every peer has read `data`
+    if (status.ok()) status = Copy(data, sum.data(), count);
     return status;
   }
   absl::Status AllGather(const float* send, int64_t count, float* gathered, parallel::Group group) override {
-    Publish(send);
+    absl::Status status = Publish(send);
     const std::vector<int> members = Members(group);
-    absl::Status status;
-    for (size_t r = 0; r < members.size(); ++r)
+    for (size_t r = 0; r < members.size(); ++r) {
       status.Update(Copy(gathered + r * count, world_.slots[members[r]], count));
-    world_.barrier.arrive_and_wait();  // every peer has read `send`
+    }
+    status.Update(Meet());  // every peer has read `send`
     return status;
   }
   // The receive happens here; Wait is the round's second barrier, after which `send` may change.
   absl::Status StartSendRecv(const float* send, int64_t, int, float* recv, int64_t recv_count, int recv_peer,
                              parallel::Group group) override {
-    Publish(send);
-    return Copy(recv, world_.slots[Members(group)[recv_peer]], recv_count);
+    absl::Status status = Publish(send);
+    status.Update(Copy(recv, world_.slots[Members(group)[recv_peer]], recv_count));
+    return status;
   }
-  absl::Status Wait() override {
-    world_.barrier.arrive_and_wait();  // the peer has taken what was sent
-    return absl::OkStatus();
-  }
+  absl::Status Wait() override { return Meet(); }
   absl::Status SendRecv(const float* send, int64_t send_count, int send_peer, float* recv, int64_t recv_count,
                         int recv_peer, parallel::Group group) override {
-    if (auto s = StartSendRecv(send, send_count, send_peer, recv, recv_count, recv_peer, group); !s.ok()) return s;
-    return Wait();
+    absl::Status status = StartSendRecv(send, send_count, send_peer, recv, recv_count, recv_peer, group);
+    status.Update(Wait());
+    return status;
   }
   // Not used by the model's GPU paths.
   absl::Status ReduceScatterSum(const float*, float*, int64_t, parallel::Group) override {
@@ -104,10 +136,14 @@ class ThreadedDeviceComm : public parallel::DeviceComm {
     }
     return members;
   }
+  absl::Status Meet() {
+    if (world_.ArriveAndWait()) return absl::OkStatus();
+    return absl::AbortedError("a peer rank failed or stopped answering");
+  }
   // This round's offer, visible to every peer once all have arrived.
-  void Publish(const float* data) {
+  absl::Status Publish(const float* data) {
     world_.slots[Index()] = data;
-    world_.barrier.arrive_and_wait();
+    return Meet();
   }
   static absl::Status Copy(float* to, const float* from, int64_t count) {
     const cudaError_t error = cudaMemcpy(to, from, count * sizeof(float), cudaMemcpyDefault);
