@@ -29,6 +29,7 @@ absl::StatusOr<KvCache> PlaceModelOnGpu(LlmWeights& weights, const Placement& pl
   options.kv_reserve_bytes = placement.kv_reserve_mib << 20;
   options.kv_blocks = placement.kv_blocks;
   options.device = placement.gpu;
+  options.decode_graphs = placement.cuda_graphs;
   return AttachCudaModel(weights, options);
 }
 

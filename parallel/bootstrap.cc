@@ -19,7 +19,8 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
                           {"label_font", config->label_font},
                           {"device", config->device},
                           {"dtype", config->dtype},
-                          {"kv_reserve_mib", config->kv_reserve_mib}}
+                          {"kv_reserve_mib", config->kv_reserve_mib},
+                          {"cuda_graphs", config->cuda_graphs}}
                .dump();
   }
   int length = static_cast<int>(text.size());
@@ -44,6 +45,7 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
   shared.device = json["device"];
   shared.dtype = json["dtype"];
   shared.kv_reserve_mib = json["kv_reserve_mib"];
+  shared.cuda_graphs = json["cuda_graphs"];
   return shared;
 }
 

@@ -55,6 +55,7 @@ ABSL_FLAG(int64_t, max_image_pixels, 89'478'485, "larger images are refused befo
 ABSL_FLAG(std::string, device, "cpu", "where the language model and the vision tower run: cpu | cuda");
 ABSL_FLAG(std::string, dtype, "bf16", "cuda: weights, activations and KV cache in bf16 | f16");
 ABSL_FLAG(int64_t, kv_reserve_mib, 4096, "cuda: device memory kept free after the KV pool");
+ABSL_FLAG(bool, cuda_graphs, false, "cuda: replay each decode step as a CUDA graph (captured once per batch shape)");
 
 namespace ixc {
 namespace {
@@ -112,6 +113,7 @@ absl::Status Run(const std::vector<std::string>& images) {
   placement.device = absl::GetFlag(FLAGS_device);
   placement.dtype = absl::GetFlag(FLAGS_dtype);
   placement.kv_reserve_mib = absl::GetFlag(FLAGS_kv_reserve_mib);
+  placement.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
 
   std::unique_ptr<coordinator::Tokenizer> tokenizer;
   const std::string tokenizer_path = (std::filesystem::path(model_dir) / "tokenizer.model").string();

@@ -52,6 +52,7 @@ absl::Status RunWorker(int world_size, int rank) {
   placement.kv_blocks = config.kv_blocks;
   placement.kv_reserve_mib = config.kv_reserve_mib;
   placement.gpu = local_index;
+  placement.cuda_graphs = config.cuda_graphs;
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel,
                        protocol::Channel::Connect(config.control_endpoint, rank));
   IXC_LOG(INFO) << mapping.ToString() << " connected to " << config.control_endpoint;
