@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/logging.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
@@ -242,6 +243,10 @@ absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x,
 absl::StatusOr<KvCache> AttachCudaModel(LlmWeights& weights, const CudaModelOptions& options) {
   IXC_ASSIGN_OR_RETURN(std::shared_ptr<CudaLanguageModel> model, CudaLanguageModel::Upload(weights, options));
   KvCache cache = KvCache::BlocksOnly(weights.shard, options.block_size, model->num_kv_blocks());
+  IXC_LOG(INFO) << "language model on CUDA device " << options.device << " in " << DTypeName(options.dtype) << ": "
+                << model->weight_bytes() / (1 << 20) << " MiB of weights, KV pool " << model->kv_bytes() / (1 << 20)
+                << " MiB = " << model->num_kv_blocks() << " blocks of " << options.block_size << " tokens"
+                << (options.decode_graphs ? ", decode steps as CUDA graphs" : "");
   weights.device = std::move(model);
   return cache;
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/logging.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
@@ -229,7 +230,10 @@ absl::StatusOr<std::vector<float>> CudaVisionModel::Project(const float* feature
 }
 
 absl::Status AttachCudaVision(VisionWeights& weights, const CudaVisionOptions& options) {
-  IXC_ASSIGN_OR_RETURN(weights.device, CudaVisionModel::Upload(weights, options));
+  IXC_ASSIGN_OR_RETURN(std::shared_ptr<CudaVisionModel> model, CudaVisionModel::Upload(weights, options));
+  IXC_LOG(INFO) << "vision tower on CUDA device " << options.device << " in " << DTypeName(options.dtype) << ": "
+                << model->weight_bytes() / (1 << 20) << " MiB of weights";
+  weights.device = std::move(model);
   return absl::OkStatus();
 }
 
