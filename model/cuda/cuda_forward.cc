@@ -77,7 +77,8 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
                                                cudaMemcpyHostToDevice, gpu_->stream));
     } else {
       IXC_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(embeddings_, options_.dtype, embedding_rows_, hidden,
-                                                    plan.ids + segment.first_row, input.ids.data(), segment.tokens,
+                                                    plan.at(plan.layout.ids_at) + segment.first_row, input.ids.data(),
+                                                    segment.tokens,
                                                     x_rows, gpu_->stream));
     }
   }
@@ -92,45 +93,32 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
 absl::StatusOr<CudaLanguageModel::CallPlan> CudaLanguageModel::PlanCall(const std::vector<Segment>& segments,
                                                                         int64_t rows, SpAttention sp_mode,
                                                                         bool bucket_decode) {
-  BatchMetadata metadata = LayOutBatch(segments, rows,
-                                       {.sp_mode = sp_mode,
-                                        .block_size = options_.block_size,
-                                        .decode_max_tokens = kDecodeMaxTokens,
-                                        .decode_rows_per_launch = kDecodeRowsPerLaunch,
-                                        .bucket_decode = bucket_decode});
-  IXC_RETURN_IF_ERROR(EnsureScratch(rows, static_cast<int64_t>(metadata.logit_rows.size())));
-  const int64_t ints = static_cast<int64_t>(metadata.ints.size());
-  if (ints > metadata_ints_) {
-    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
-    DropGraphs();  // they read the old buffer
-    if (metadata_ != nullptr) cudaFree(metadata_);
-    metadata_ = nullptr;
-    metadata_ints_ = 2 * ints;
-    IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&metadata_, metadata_ints_ * 4));
-  }
-  // From pageable memory: the copy is staged before cudaMemcpyAsync returns, so `metadata` may go.
-  IXC_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(metadata_, metadata.ints.data(), ints * 4, cudaMemcpyHostToDevice, gpu_->stream));
-
   CallPlan plan;
-  plan.positions = metadata_ + metadata.positions_at;
-  plan.slots = metadata_ + metadata.slots_at;
-  plan.ids = metadata_ + metadata.ids_at;
-  plan.last_key = metadata_ + metadata.last_key_at;
-  for (int64_t at : metadata.tables_at) plan.tables.push_back(metadata_ + at);
-  for (const DecodeRunLayout& run : metadata.decode_runs) {
-    plan.decode_runs.push_back({run.first_row, run.rows, run.max_visible, metadata_ + run.table_offsets_at,
-                                metadata_ + run.visible_at});
+  plan.layout = LayOutBatch(segments, rows,
+                            {.sp_mode = sp_mode,
+                             .block_size = options_.block_size,
+                             .decode_max_tokens = kDecodeMaxTokens,
+                             .decode_rows_per_launch = kDecodeRowsPerLaunch,
+                             .bucket_decode = bucket_decode});
+  const BatchMetadata& layout = plan.layout;
+  IXC_RETURN_IF_ERROR(EnsureScratch(rows, static_cast<int64_t>(layout.logit_rows.size())));
+  const int64_t bytes = static_cast<int64_t>(layout.ints.size()) * 4;
+  if (bytes > metadata_.bytes()) {  // twice the room: a decode batch's tables grow a block at a time
+    IXC_RETURN_IF_ERROR(metadata_.Reserve(2 * bytes, gpu_->stream, "forward metadata"));
+    DropGraphs();  // they read the old buffer (Reserve waited for them)
   }
-  const uint8_t* masks = reinterpret_cast<const uint8_t*>(metadata_ + metadata.masks_at);
+  // From pageable memory: the copy is staged before cudaMemcpyAsync returns.
+  IXC_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(metadata_.data(), layout.ints.data(), bytes, cudaMemcpyHostToDevice, gpu_->stream));
+  plan.device = metadata_.as<int32_t>();
+
+  const uint8_t* masks = reinterpret_cast<const uint8_t*>(plan.at(layout.masks_at));
   auto all_set = [](const std::vector<uint8_t>& mask) {
     return std::all_of(mask.begin(), mask.end(), [](uint8_t m) { return m != 0; });
   };
-  const RowMasks& row_masks = metadata.masks;
+  const RowMasks& row_masks = layout.masks;
   plan.masks = {row_masks.any_image ? masks : nullptr, row_masks.any_web ? masks + rows : nullptr,
                 all_set(row_masks.web), row_masks.any_write ? masks + 2 * rows : nullptr, all_set(row_masks.write)};
-  plan.logit_rows = std::move(metadata.logit_rows);
-  plan.wanted = std::move(metadata.wanted);
   return plan;
 }
 
@@ -144,6 +132,9 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   const DType dtype = options_.dtype;
   cudaStream_t stream = gpu_->stream;
   const Masks& masks = plan.masks;
+  const int32_t* positions = plan.at(plan.layout.positions_at);  // (rows) each
+  const int32_t* slots = plan.at(plan.layout.slots_at);
+  const int32_t* last_key = plan.at(plan.layout.last_key_at);
   auto all_reduce = [&](float* data, int64_t count) -> absl::Status {
     if (tp_size_ == 1) return absl::OkStatus();
     IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));  // the comm runs on its own stream
@@ -166,25 +157,26 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
     for (const Segment& segment : segments) {
       const int64_t r = segment.first_row;
       IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(
-          static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e, plan.positions + r, plan.slots + r, segment.tokens,
+          static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e, positions + r, slots + r, segment.tokens,
           group, segment.rope, static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools, stream));
     }
     if (ring.has_value()) {
-      IXC_RETURN_IF_ERROR(RingAttention(segments[0], *ring, plan.positions, *comm));
+      IXC_RETURN_IF_ERROR(RingAttention(segments[0], *ring, positions, *comm));
     } else {
       for (size_t i = 0; i < segments.size(); ++i) {
         const Segment& segment = segments[i];
         if (segment.tokens <= kDecodeMaxTokens) continue;
         const int64_t offset = segment.first_row * c.num_heads * d * e;
         IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(
-            static_cast<uint8_t*>(q_) + offset, plan.last_key + segment.first_row, segment.tokens, c.num_heads, pools,
-            plan.tables[i], segment.seq->length, segment.positions.back(), scale,
+            static_cast<uint8_t*>(q_) + offset, last_key + segment.first_row, segment.tokens, c.num_heads, pools,
+            plan.at(plan.layout.tables_at[i]), segment.seq->length, segment.positions.back(), scale,
             static_cast<uint8_t*>(attention_) + offset,
             lse == nullptr ? nullptr : lse + segment.first_row * c.num_heads, stream));
       }
-      for (const DecodeRun& run : plan.decode_runs) {
+      for (const DecodeRunLayout& run : plan.layout.decode_runs) {
         const int64_t offset = run.first_row * c.num_heads * d * e;
-        const kc::DecodeRows decode{metadata_, run.table_offsets, run.visible, run.rows, run.max_visible};
+        const kc::DecodeRows decode{plan.device, plan.at(run.table_offsets_at), plan.at(run.visible_at), run.rows,
+                                    run.max_visible};
         IXC_RETURN_IF_ERROR(kc::LaunchPagedDecodeAttention(
             static_cast<uint8_t*>(q_) + offset, c.num_heads, pools, decode, scale,
             static_cast<uint8_t*>(attention_) + offset, lse == nullptr ? nullptr : lse + run.first_row * c.num_heads,
@@ -212,7 +204,7 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
                                            c.rms_norm_eps, stream));
 
   // The head, on the rows whose logits are wanted.
-  const std::vector<int64_t>& logit_rows = plan.logit_rows;
+  const std::vector<int64_t>& logit_rows = plan.layout.logit_rows;
   const int64_t n = static_cast<int64_t>(logit_rows.size());
   for (int64_t i = 0; i < n;) {  // runs of consecutive rows, one copy each
     int64_t run = 1;
@@ -229,15 +221,15 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
 absl::Status CudaLanguageModel::LaunchLayersAsGraph(const std::vector<Segment>& segments, const CallPlan& plan) {
   GraphKey key;
   key.rows = static_cast<int64_t>(segments.size());
-  for (const DecodeRun& run : plan.decode_runs) key.decode_buckets.push_back(run.max_visible);
+  for (const DecodeRunLayout& run : plan.layout.decode_runs) key.decode_buckets.push_back(run.max_visible);
   for (const Segment& segment : segments) {
     key.rope.push_back(std::bit_cast<uint32_t>(segment.rope.base));
     key.rope.push_back(std::bit_cast<uint32_t>(segment.rope.position_scale));
   }
   key.masks = (plan.masks.image != nullptr) | (plan.masks.web != nullptr) << 1 | plan.masks.web_all << 2 |
               (plan.masks.write != nullptr) << 3 | plan.masks.write_all << 4;
-  key.metadata = reinterpret_cast<uintptr_t>(metadata_);
-  key.scratch = reinterpret_cast<uintptr_t>(scratch_);
+  key.metadata = reinterpret_cast<uintptr_t>(metadata_.data());
+  key.scratch = reinterpret_cast<uintptr_t>(scratch_.data());
   cudaStream_t stream = gpu_->stream;
   auto found = graphs_.find(key);
   if (found == graphs_.end()) {
@@ -267,7 +259,8 @@ void CudaLanguageModel::DropGraphs() {
 absl::Status CudaLanguageModel::DistributeLogits(const LlmWeights& weights, const std::vector<Segment>& segments,
                                                  const CallPlan& plan, SpAttention sp_mode,
                                                  parallel::DeviceComm* comm) {
-  const int64_t n = static_cast<int64_t>(plan.logit_rows.size()), local_vocab = shard_.vocab_size, tp = tp_size_;
+  const int64_t n = static_cast<int64_t>(plan.layout.logit_rows.size()), local_vocab = shard_.vocab_size,
+                tp = tp_size_;
   std::vector<float> host(tp * n * local_vocab);
   if (n == 0) {
     // Nothing to gather: every rank of this TP group holds the same rows.
@@ -288,7 +281,7 @@ absl::Status CudaLanguageModel::DistributeLogits(const LlmWeights& weights, cons
     const bool sliced = tp > 1 && segment.input->local_vocab;
     const int64_t first_rank = sliced ? weights.tp.rank : 0, ranks = sliced ? 1 : tp;
     const int64_t width = local_vocab * ranks;
-    const std::vector<int64_t>& wanted = plan.wanted[i];
+    const std::vector<int64_t>& wanted = plan.layout.wanted[i];
     out.resize(wanted.size() * width);
     for (size_t r = 0; r < wanted.size(); ++r, ++row) {
       for (int64_t t = 0; t < ranks; ++t) {

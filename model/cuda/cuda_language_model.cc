@@ -28,8 +28,6 @@ CudaLanguageModel::CudaLanguageModel(const LlmConfig& shard, const CudaModelOpti
 CudaLanguageModel::~CudaLanguageModel() {
   if (gpu_ != nullptr) cudaStreamSynchronize(gpu_->stream);
   DropGraphs();
-  if (scratch_ != nullptr) cudaFree(scratch_);
-  if (metadata_ != nullptr) cudaFree(metadata_);
 }
 
 absl::Status CudaLanguageModel::CreateRuntime() {
@@ -182,19 +180,11 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
   };
   int64_t total = 0;
   for (int64_t size : sizes) total += AlignUp(size);
-  if (scratch_ != nullptr) {
-    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
-    DropGraphs();  // they read the old buffers
-    cudaFree(scratch_);
-    scratch_ = nullptr;
-  }
-  const cudaError_t error = cudaMalloc(&scratch_, total);
-  if (error != cudaSuccess) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("scratch for ", rows, " rows (", total >> 20,
-                     " MiB) does not fit beside the KV pool: ", cudaGetErrorString(error), "; raise --kv-reserve-mib"));
-  }
-  uint8_t* p = static_cast<uint8_t*>(scratch_);
+  IXC_RETURN_IF_ERROR(scratch_.Reserve(
+      total, gpu_->stream,
+      absl::StrCat("scratch for ", rows, " rows beside the KV pool (raise --kv-reserve-mib)").c_str()));
+  DropGraphs();  // they read the old buffers (Reserve waited for them)
+  uint8_t* p = scratch_.as<uint8_t>();
   void** slots[] = {reinterpret_cast<void**>(&x_),
                     reinterpret_cast<void**>(&delta_),
                     &normed_,

@@ -26,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/dtype.h"
+#include "model/batch_metadata.h"
 #include "model/cuda/device_resources.h"
 #include "model/forward_segment.h"
 #include "model/kv_cache.h"
@@ -96,24 +97,13 @@ class CudaLanguageModel : public DeviceLanguageModel {
     const uint8_t* write = nullptr;
     bool write_all = false;
   };
-  // Runs of consecutive short segments whose rows attend through one split-KV decode launch.
-  struct DecodeRun {
-    int64_t first_row = 0, rows = 0, max_visible = 0;
-    const int32_t* table_offsets = nullptr;  // (rows) into the metadata: each row's block table (device)
-    const int32_t* visible = nullptr;        // (rows) keys each row sees (device)
-  };
-  // One forward call's rows and their device metadata (PlanCall; model/batch_metadata.h lays it out, with the parts
-  // whose size depends on the rows alone first, so a decode batch of one shape finds them at the same addresses).
+  // One forward call's metadata (model/batch_metadata.h lays it out, the parts whose size depends on the rows alone
+  // first, so a decode batch of one shape finds them at the same addresses) and where it sits on the device.
   struct CallPlan {
-    const int32_t* positions = nullptr;  // (rows) device, and the same for the rest
-    const int32_t* slots = nullptr;      // cache slot of each row's K/V, or -1
-    const int32_t* ids = nullptr;
-    const int32_t* last_key = nullptr;   // index of the last cached key each row sees
-    std::vector<const int32_t*> tables;  // per segment, its block table (device)
-    std::vector<DecodeRun> decode_runs;
+    BatchMetadata layout;             // offsets into the upload; its ints stay on the host
+    const int32_t* device = nullptr;  // the upload
     Masks masks;
-    std::vector<int64_t> logit_rows;            // rows whose logits are wanted, in order
-    std::vector<std::vector<int64_t>> wanted;   // per segment, its tokens among them
+    const int32_t* at(int64_t offset) const { return device + offset; }
   };
   // A captured decode step: the batch shape and what its kernels were launched with.
   struct GraphKey {
@@ -188,7 +178,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
 
   // Scratch for up to scratch_rows_ rows, grown on demand (the first long prefill allocates it).
   int64_t scratch_rows_ = 0, scratch_logit_rows_ = 0;
-  void* scratch_ = nullptr;
+  GrowingBuffer scratch_;
   float* x_ = nullptr;          // (rows, hidden) f32 residual stream
   float* delta_ = nullptr;      // (rows, hidden) f32 sublayer output
   void* normed_ = nullptr;      // (rows, hidden)
@@ -205,9 +195,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
   float* decode_workspace_ = nullptr;
   int64_t decode_workspace_floats_ = 0;
   int64_t max_lora_rank_ = 0;
-  // Per-call metadata: positions, slots, masks, block tables, decode rows.
-  int32_t* metadata_ = nullptr;
-  int64_t metadata_ints_ = 0;
+  // Per-call metadata (CallPlan): positions, slots, masks, block tables, decode rows.
+  GrowingBuffer metadata_;
   std::map<GraphKey, cudaGraphExec_t> graphs_;  // with options_.decode_graphs
   // Sequence parallelism: the ring's K/V blocks in hand and in flight, a block's partial attention, the ring's
   // metadata, and the staging of the SP group's exchanges.

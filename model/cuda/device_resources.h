@@ -66,6 +66,7 @@ class GrowingBuffer {
   // in the error when the device is out of memory.
   absl::Status Reserve(int64_t bytes, cudaStream_t stream, const char* what);
   void* data() const { return data_; }
+  int64_t bytes() const { return bytes_; }
   template <typename T>
   T* as() const {
     return static_cast<T*>(data_);
