@@ -144,7 +144,6 @@ absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, co
 
 absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                                        parallel::DeviceComm* comm) {
-  if (weights.device != nullptr) return weights.device->ForwardBatch(weights, batch, cache, comm);
   const bool tensor_parallel = weights.tp.size > 1;
   bool sequence_parallel = false, ring = false;
   for (const BatchEntry& entry : batch) {
@@ -158,6 +157,8 @@ absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<Ba
     return absl::FailedPreconditionError("the weights' TP size differs from the TP group's");
   }
   if (ring && batch.size() != 1) return absl::InvalidArgumentError("a ring prefill runs alone, not in a batch");
+  // The checks above hold for every backend.
+  if (weights.device != nullptr) return weights.device->ForwardBatch(weights, batch, cache, comm);
   parallel::DeviceComm* tp_comm = tensor_parallel ? comm : nullptr;
   const LlmConfig& c = weights.shard;  // this rank's heads, KV heads, intermediate size and vocabulary
   const int64_t hidden = c.hidden_size, ffn = c.intermediate_size, d = c.head_dim, kv_row = c.num_kv_heads * d;

@@ -75,7 +75,7 @@ class DeviceLanguageModel {
                                     parallel::DeviceComm* comm) = 0;
 };
 
-// Runs on weights.device when it is set, else on the CPU.
+// Runs on weights.device when it is set, else on the CPU; the comm and ring checks hold for both.
 absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                                        parallel::DeviceComm* comm = nullptr);
 

@@ -27,7 +27,8 @@ constexpr size_t kMaxGraphs = 64;
 absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                                              parallel::DeviceComm* comm) {
   if (batch.empty()) return absl::OkStatus();
-  // One attention mode per call: the worker batches SP decodes with each other, and a ring prefill runs alone.
+  // LanguageModelForwardBatch has checked the comm against TP and SP and that a ring prefill runs alone. One
+  // attention mode per call here: the worker batches SP decodes with each other.
   const SpAttention sp_mode = batch[0].input.sp_attention;
   for (const BatchEntry& entry : batch) {
     if (entry.input.sp_attention != sp_mode) {
@@ -35,18 +36,9 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
           "the cuda backend batches sequences of one attention mode (local, ring or gather-merge) at a time");
     }
   }
-  if (sp_mode == SpAttention::kRing && batch.size() != 1) {
-    return absl::InvalidArgumentError("a ring prefill runs alone, not in a batch");
-  }
-  if (sp_mode != SpAttention::kLocal && comm == nullptr) {
-    return absl::FailedPreconditionError("sequence parallelism on the cuda backend needs the NCCL DeviceComm");
-  }
   if (weights.tp.size != tp_size_) {
     return absl::FailedPreconditionError(absl::StrCat("the GPU copy holds a TP slice of ", tp_size_,
                                                       ", the call's weights one of ", weights.tp.size));
-  }
-  if (tp_size_ > 1 && (comm == nullptr || comm->GroupSize(parallel::Group::kTensor) != weights.tp.size)) {
-    return absl::FailedPreconditionError("tensor parallelism on the cuda backend needs the NCCL DeviceComm");
   }
   if (cache.block_size() != options_.block_size || cache.num_blocks() > num_blocks_) {
     return absl::FailedPreconditionError(absl::StrCat("the KV cache bookkeeping (", cache.num_blocks(), " blocks of ",
