@@ -39,7 +39,7 @@ ABSL_FLAG(std::string, device, "cpu", "where the workers run the models: cpu, or
           "index among the workers on its machine)");
 ABSL_FLAG(std::string, dtype, "bf16", "cuda: weights and activations in bf16 or f16");
 ABSL_FLAG(int64_t, kv_reserve_mib, 4096, "cuda: device memory an LLM rank keeps free beside weights and KV pool");
-ABSL_FLAG(bool, cuda_graphs, false, "cuda: LLM ranks replay each decode step as a CUDA graph (one per batch shape)");
+ABSL_FLAG(bool, cuda_graphs, true, "cuda: LLM ranks replay each decode step as a CUDA graph (one per batch shape)");
 
 namespace ixc::coordinator {
 namespace {

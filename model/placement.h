@@ -27,7 +27,7 @@ struct Placement {
   int64_t kv_reserve_mib = 4096;   // cuda: device memory kept free after the KV pool
   std::string dtype = "bf16";      // cuda: "bf16" | "f16"
   int gpu = 0;                     // cuda: which of this machine's devices
-  bool cuda_graphs = false;        // cuda: decode steps as replayed CUDA graphs (CudaModelOptions::decode_graphs)
+  bool cuda_graphs = true;         // cuda: decode steps as replayed CUDA graphs (CudaModelOptions::decode_graphs)
 };
 
 absl::StatusOr<KvCache> PlaceModel(LlmWeights& weights, const Placement& placement, int64_t context_tokens);

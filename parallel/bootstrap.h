@@ -22,7 +22,7 @@ struct ClusterConfig {
   std::string device = "cpu";    // where the workers run their models: cpu | cuda (one GPU per worker)
   std::string dtype = "bf16";    // cuda: bf16 | f16
   int64_t kv_reserve_mib = 4096; // cuda: device memory an LLM rank keeps free beside its weights and KV pool
-  bool cuda_graphs = false;      // cuda: decode steps as replayed CUDA graphs
+  bool cuda_graphs = true;       // cuda: decode steps as replayed CUDA graphs
 };
 
 // Collective over MPI_COMM_WORLD: rank 0 passes its config, the others null; every rank returns rank 0's.

@@ -40,9 +40,8 @@ struct CudaModelOptions {
   int64_t kv_reserve_bytes = int64_t{4} << 30;  // device memory left free after the KV pool (scratch, cuBLASLt)
   int kv_blocks = 0;                      // the pool's blocks, exactly (fails where they do not fit); 0: all that fit
   // Decode steps (one token per sequence, no TP or SP) replay a CUDA graph captured once per batch shape, instead of
-  // launching some 400 kernels from the host (--cuda-graphs). Off by default until tests/gpu/model_cuda_test.cc has
-  // run it on a GPU.
-  bool decode_graphs = false;
+  // launching some 400 kernels from the host (--cuda-graphs, on by default; --nocuda-graphs launches them eagerly).
+  bool decode_graphs = true;
   int device = 0;
 };
 
