@@ -1,5 +1,6 @@
 // GPU kernels at IXC-2.5's shapes, each against the card's limits:
-//   GEMMs (cuBLASLt) for every linear layer at prefill sizes (TFLOP/s) and decode sizes (TB/s of weights read)
+//   GEMMs (cuBLASLt) for every linear layer at prefill sizes (TFLOP/s) and decode sizes (TB/s of weights read), and
+//   decode's fused w1 + w3 + SwiGLU (TB/s)
 //   flash prefill attention, causal, 32 heads over 8 KV heads, head dim 128 (TFLOP/s, causal FLOPs only)
 //   split-KV decode attention over long contexts (TB/s of K/V read)
 // Goals (issue 5, H100): GEMMs with M >= 4096 >= 70% of peak; flash >= 450 TFLOP/s; decode attention and small-M
@@ -47,6 +48,26 @@ void GemmShapes(const GpuLimits& limits) {
       cudaFree(w);
       cudaFree(y);
     }
+  }
+}
+
+// Decode's feed-forward first half: both 14336 x 4096 weights read in one pass, SwiGLU applied on the way out.
+void SwiGluShapes(const GpuLimits& limits) {
+  auto gemm = kc::Gemm::Create();
+  const int64_t n = 14336, k = 4096;
+  std::printf("\nw1 + w3 with SwiGLU in one weight pass (bf16), the decode rows of IXC-2.5 7B\n");
+  std::printf("%6s %6s %6s %10s %8s %8s\n", "M", "N", "K", "ms", "TB/s", "% HBM");
+  for (int64_t m : {1, 2}) {
+    void* x = DeviceRandom(m * k * 2, 1);
+    void* gate = DeviceRandom(n * k * 2, 2);
+    void* up = DeviceRandom(n * k * 2, 3);
+    void* out = DeviceRandom(m * n * 2, 4);
+    const kc::SwiGluArgs args{x, gate, up, out, m, n, k, DType::kBF16};
+    const double ms = MedianMs([&] { (void)(*gemm)->SwiGluLinear(args, nullptr); }, nullptr);
+    const double tbytes = (m * k + 2 * n * k + m * n) * 2.0 / (ms * 1e-3) / 1e12;
+    std::printf("%6lld %6lld %6lld %10.4f %8.2f %7.0f%%\n", static_cast<long long>(m), static_cast<long long>(n),
+                static_cast<long long>(k), ms, tbytes, 100 * tbytes / limits.datasheet_tbytes);
+    for (void* buffer : {x, gate, up, out}) cudaFree(buffer);
   }
 }
 
@@ -147,6 +168,7 @@ void DecodeAttention(const GpuLimits& limits) {
 int main() {
   const ixc::bench::GpuLimits limits = ixc::bench::MeasureGpuLimits();
   ixc::bench::GemmShapes(limits);
+  ixc::bench::SwiGluShapes(limits);
   ixc::bench::FlashPrefill(limits);
   ixc::bench::DecodeAttention(limits);
   const cudaError_t error = cudaDeviceSynchronize();

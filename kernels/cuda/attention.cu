@@ -316,174 +316,253 @@ absl::Status LaunchFlash(const void* q, const int32_t* positions, int64_t tokens
 
 // ---- paged decode attention (split-KV) ----
 
-constexpr int kDecodeThreads = 128;
-constexpr int kDecodeTile = 128;  // keys per pass: one per thread for the scores
+constexpr int kDecodeWarps = 4;
+constexpr int kDecodeThreads = 32 * kDecodeWarps;
 constexpr int kMaxGroup = 8;
 constexpr int kMaxSplits = 128;
 
-// Block (split, kv head, row): the group's query heads over the split's keys. Scores: one thread per key, 16-byte
-// loads of its K row. Softmax statistics: one warp per head. P V: each thread owns 8 dims of one head and a share of
-// the tile's keys (16-byte V loads, coalesced across the threads of a key); the shares are summed at the end.
-template <typename T, int D>
-__global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const T* q, int heads, int group, const T* k_pool,
-                                                               const T* v_pool, int block_size, int kv_heads,
-                                                               DecodeRows rows, float scale_log2,
-                                                               float* partial_out, float* partial_lse) {
+// How a warp walks a head of D dims: each lane holds 8 dims (16 bytes) of a K or V row, so one row takes D / 8
+// lanes and a warp reads 32 / (D / 8) keys per step; a chunk is enough steps for 8 keys, all loaded before any is
+// used.
+template <int D>
+struct DecodeWalk {
+  static constexpr int kLanesPerKey = D / 8;
+  static constexpr int kKeysPerStep = 32 / kLanesPerKey;
+  static constexpr int kSteps = kKeysPerStep >= 8 ? 1 : 8 / kKeysPerStep;
+  static constexpr int kChunkKeys = kSteps * kKeysPerStep;
+  static_assert(kLanesPerKey >= 1 && kLanesPerKey <= 32);
+};
+
+// Sums (or maxes) over the lanes that hold the same 8 dims of different keys.
+template <int kLanesPerKey>
+__device__ float AcrossKeys(float value, bool take_max) {
+#pragma unroll
+  for (int offset = kLanesPerKey; offset < 32; offset *= 2) {
+    const float other = __shfl_xor_sync(0xffffffff, value, offset);
+    value = take_max ? fmaxf(value, other) : value + other;
+  }
+  return value;
+}
+
+// Block (split, kv head, row): the group's query heads over the split's keys. Each warp takes every
+// kDecodeWarps-th chunk of the split and keeps its own online softmax in registers (no block barrier in the loop);
+// a chunk's K and V rows are all requested before the first score, and the warps' states are merged at the end.
+// With one split the block writes the final output and log-sum-exp; otherwise its partial result and lse.
+template <typename T, int D, int kGroup>
+__global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
+    DecodeKernel(const T* q, int heads, int group, const T* k_pool, const T* v_pool, int block_size, int kv_heads,
+                 DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse, T* out, float* lse) {
+  using Walk = DecodeWalk<D>;
   const int split = blockIdx.x, kv_head = blockIdx.y, row = blockIdx.z, splits = gridDim.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __shared__ float q_s[kMaxGroup][D];
-  __shared__ float p_s[kMaxGroup][kDecodeTile];
-  __shared__ int64_t offset_s[kDecodeTile];
-  __shared__ float m_s[kMaxGroup], l_s[kMaxGroup], correction_s[kMaxGroup];
-  __shared__ float sums_s[kDecodeThreads * 8];
+  const int piece = lane % Walk::kLanesPerKey, key_in_step = lane / Walk::kLanesPerKey;
+  const int64_t first_head_row = static_cast<int64_t>(row) * heads + kv_head * group;
 
-  for (int i = threadIdx.x; i < group * D; i += kDecodeThreads) {
-    q_s[i / D][i % D] = ToFloat(q[(static_cast<int64_t>(row) * heads + kv_head * group) * D + i]);
-  }
-  if (threadIdx.x < kMaxGroup) {
-    m_s[threadIdx.x] = -INFINITY;
-    l_s[threadIdx.x] = 0.f;
+  float q_r[kGroup][8];  // this lane's 8 dims of each query head, scaled into the log2 domain
+#pragma unroll
+  for (int h = 0; h < kGroup; ++h) {
+    uint4 raw = {0, 0, 0, 0};
+    if (h < group) raw = *reinterpret_cast<const uint4*>(q + (first_head_row + h) * D + piece * 8);
+    const T* q8 = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) q_r[h][e] = ToFloat(q8[e]) * scale_log2;
   }
   const int visible = rows.visible_keys[row];
   const int32_t* table = rows.block_tables + rows.table_offsets[row];
   // This row's keys cut into `splits` chunks of a multiple of 16: each row balanced on its own length, and nothing
   // here depends on the launch's longest row but the split count (a captured graph replays for any lengths).
-  const int chunk = ((visible + splits - 1) / splits + 15) / 16 * 16;
-  const int begin = split * chunk, end = min(visible, begin + chunk);
+  const int split_keys = ((visible + splits - 1) / splits + 15) / 16 * 16;
+  const int begin = split * split_keys, end = min(visible, begin + split_keys);
 
-  constexpr int kVecs = D / 8;  // 8-dim pieces of a head
-  const int owners = group * kVecs, shares = kDecodeThreads / owners;
-  const bool owner = threadIdx.x < owners * shares;
-  const int share = threadIdx.x / owners, piece = threadIdx.x % owners;
-  const int owned_head = piece / kVecs, owned_dim = (piece % kVecs) * 8;
-  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  __syncthreads();
-
-  for (int base = begin; base < end; base += kDecodeTile) {
-    const int n = min(kDecodeTile, end - base);
-    if (threadIdx.x < n) {
-      const int key = base + threadIdx.x;
-      const int64_t slot = static_cast<int64_t>(table[key / block_size]) * block_size + key % block_size;
-      const int64_t offset = (slot * kv_heads + kv_head) * D;
-      offset_s[threadIdx.x] = offset;
-      float dot[kMaxGroup] = {};
-#pragma unroll 4
-      for (int c = 0; c < kVecs; ++c) {
-        const uint4 raw = *reinterpret_cast<const uint4*>(k_pool + offset + c * 8);
-        const T* k8 = reinterpret_cast<const T*>(&raw);
+  float m[kGroup], l[kGroup], acc[kGroup][8];
 #pragma unroll
-        for (int h = 0; h < kMaxGroup; ++h) {
-          if (h < group) {
+  for (int h = 0; h < kGroup; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.f;
 #pragma unroll
-            for (int e = 0; e < 8; ++e) dot[h] += q_s[h][c * 8 + e] * ToFloat(k8[e]);
-          }
-        }
-      }
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
+  }
+  for (int base = begin + warp * Walk::kChunkKeys; base < end; base += kDecodeWarps * Walk::kChunkKeys) {
+    uint4 k_raw[Walk::kSteps], v_raw[Walk::kSteps];
 #pragma unroll
-      for (int h = 0; h < kMaxGroup; ++h) {
-        if (h < group) p_s[h][threadIdx.x] = dot[h] * scale_log2;
+    for (int s = 0; s < Walk::kSteps; ++s) {
+      const int key = base + s * Walk::kKeysPerStep + key_in_step;
+      k_raw[s] = v_raw[s] = uint4{0, 0, 0, 0};
+      if (key < end) {
+        const int64_t slot = static_cast<int64_t>(table[key / block_size]) * block_size + key % block_size;
+        const int64_t offset = (slot * kv_heads + kv_head) * D + piece * 8;
+        k_raw[s] = __ldg(reinterpret_cast<const uint4*>(k_pool + offset));
+        v_raw[s] = __ldg(reinterpret_cast<const uint4*>(v_pool + offset));
       }
     }
-    __syncthreads();
-    for (int h = warp; h < group; h += kDecodeThreads / 32) {
-      float tile_max = -INFINITY;
-      for (int j = lane; j < n; j += 32) tile_max = fmaxf(tile_max, p_s[h][j]);
-      for (int offset = 16; offset > 0; offset /= 2) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffff, tile_max, offset));
-      const float new_max = fmaxf(m_s[h], tile_max);  // finite: the tile has at least one key
+    float p[Walk::kSteps][kGroup];  // scores, then probabilities
+#pragma unroll
+    for (int s = 0; s < Walk::kSteps; ++s) {
+      const T* k8 = reinterpret_cast<const T*>(&k_raw[s]);
+      const bool valid = base + s * Walk::kKeysPerStep + key_in_step < end;
+#pragma unroll
+      for (int h = 0; h < kGroup; ++h) {
+        float dot = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dot += q_r[h][e] * ToFloat(k8[e]);
+#pragma unroll
+        for (int offset = 1; offset < Walk::kLanesPerKey; offset *= 2) dot += __shfl_xor_sync(0xffffffff, dot, offset);
+        p[s][h] = valid ? dot : -INFINITY;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < kGroup; ++h) {
+      float chunk_max = p[0][h];
+#pragma unroll
+      for (int s = 1; s < Walk::kSteps; ++s) chunk_max = fmaxf(chunk_max, p[s][h]);
+      // Finite: the chunk's first key is below `end`.
+      const float new_max = fmaxf(m[h], AcrossKeys<Walk::kLanesPerKey>(chunk_max, true));
+      const float correction = exp2f(m[h] - new_max);
       float sum = 0.f;
-      for (int j = lane; j < n; j += 32) {
-        const float p = exp2f(p_s[h][j] - new_max);
-        p_s[h][j] = p;
-        sum += p;
+#pragma unroll
+      for (int s = 0; s < Walk::kSteps; ++s) {
+        p[s][h] = exp2f(p[s][h] - new_max);
+        sum += p[s][h];
       }
-      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffff, sum, offset);
-      if (lane == 0) {
-        const float correction = exp2f(m_s[h] - new_max);
-        correction_s[h] = correction;
-        l_s[h] = l_s[h] * correction + sum;
-        m_s[h] = new_max;
+      l[h] = l[h] * correction + AcrossKeys<Walk::kLanesPerKey>(sum, false);
+      m[h] = new_max;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] *= correction;
+    }
+#pragma unroll
+    for (int s = 0; s < Walk::kSteps; ++s) {
+      const T* v8 = reinterpret_cast<const T*>(&v_raw[s]);
+#pragma unroll
+      for (int h = 0; h < kGroup; ++h) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[h][e] += p[s][h] * ToFloat(v8[e]);
       }
     }
-    __syncthreads();
-    if (owner) {
-      const float correction = correction_s[owned_head];
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[e] *= correction;
-      for (int j = share; j < n; j += shares) {
-        const uint4 raw = *reinterpret_cast<const uint4*>(v_pool + offset_s[j] + owned_dim);
-        const T* v8 = reinterpret_cast<const T*>(&raw);
-        const float p = p_s[owned_head][j];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[e] += p * ToFloat(v8[e]);
-      }
-    }
-    __syncthreads();
   }
 
-  if (owner) {
+  // The warps' states, merged by their maxima.
+  __shared__ float m_s[kDecodeWarps][kGroup], l_s[kDecodeWarps][kGroup];
+  __shared__ float acc_s[kDecodeWarps][kGroup][D];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) sums_s[share * group * D + owned_head * D + owned_dim + e] = acc[e];
+  for (int h = 0; h < kGroup; ++h) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = AcrossKeys<Walk::kLanesPerKey>(acc[h][e], false);
+    if (lane < Walk::kLanesPerKey) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc_s[warp][h][piece * 8 + e] = acc[h][e];
+    }
+    if (lane == 0) {
+      m_s[warp][h] = m[h];
+      l_s[warp][h] = l[h];
+    }
   }
   __syncthreads();
   for (int i = threadIdx.x; i < group * D; i += kDecodeThreads) {
-    float total = 0.f;
-    for (int s = 0; s < shares; ++s) total += sums_s[s * group * D + i];
-    const int h = i / D;
-    const int64_t head_row = static_cast<int64_t>(row) * heads + kv_head * group + h;
-    partial_out[(head_row * splits + split) * D + i % D] = l_s[h] > 0.f ? total / l_s[h] : 0.f;
-  }
-  if (threadIdx.x < group) {
-    const int h = threadIdx.x;
-    const int64_t head_row = static_cast<int64_t>(row) * heads + kv_head * group + h;
-    partial_lse[head_row * splits + split] = l_s[h] > 0.f ? (m_s[h] + log2f(l_s[h])) * kLn2 : -INFINITY;
-  }
-}
-
-// Block (row, head), one thread per dim: the splits' partial results merged by their log-sum-exp.
-template <typename T>
-__global__ void CombineSplitsKernel(const float* partial_out, const float* partial_lse, int splits, int head_dim,
-                                    T* out, float* lse) {
-  const int64_t head_row = blockIdx.x;
-  float max_lse = -INFINITY;
-  for (int s = 0; s < splits; ++s) max_lse = fmaxf(max_lse, partial_lse[head_row * splits + s]);
-  float weight_sum = 0.f;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float value = 0.f;
-    weight_sum = 0.f;
-    for (int s = 0; s < splits; ++s) {
-      const float l = partial_lse[head_row * splits + s];
-      const float w = l == -INFINITY ? 0.f : expf(l - max_lse);
-      weight_sum += w;
-      value += w * partial_out[(head_row * splits + s) * head_dim + d];
+    const int h = i / D, d = i % D;
+    float top = -INFINITY;
+    for (int w = 0; w < kDecodeWarps; ++w) top = fmaxf(top, m_s[w][h]);
+    float total = 0.f, weight = 0.f;
+    if (top != -INFINITY) {  // else no warp had a key: the split is empty
+      for (int w = 0; w < kDecodeWarps; ++w) {
+        const float rescale = exp2f(m_s[w][h] - top);
+        total += rescale * acc_s[w][h][d];
+        weight += rescale * l_s[w][h];
+      }
     }
-    out[head_row * head_dim + d] = FromFloat<T>(weight_sum > 0.f ? value / weight_sum : 0.f);
+    const float value = weight > 0.f ? total / weight : 0.f;
+    const float head_lse = weight > 0.f ? (top + log2f(weight)) * kLn2 : -INFINITY;
+    const int64_t head_row = first_head_row + h;
+    if (splits == 1) {
+      out[head_row * D + d] = FromFloat<T>(value);
+      if (lse != nullptr && d == 0) lse[head_row] = head_lse;
+    } else {
+      partial_out[(head_row * splits + split) * D + d] = value;
+      if (d == 0) partial_lse[head_row * splits + split] = head_lse;
+    }
   }
-  if (lse != nullptr && threadIdx.x == 0) lse[head_row] = weight_sum > 0.f ? max_lse + logf(weight_sum) : -INFINITY;
 }
 
+// Block (row, head): the splits' partial results merged by their log-sum-exp. One warp turns the lse into weights;
+// then slices of the block each sum a share of the splits (four dims per thread, all loads independent) and the
+// slices are added.
+constexpr int kCombineThreads = 256;
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kCombineThreads)
+    CombineSplitsKernel(const float* partial_out, const float* partial_lse, int splits, T* out, float* lse) {
+  constexpr int kQuads = D / 4, kSlices = kCombineThreads / kQuads;
+  __shared__ float weight_s[kMaxSplits];
+  __shared__ float total_weight_s, max_s;
+  __shared__ __align__(16) float sums_s[kSlices][D];  // written as float4
+  const int64_t head_row = blockIdx.x;
+  const float* lses = partial_lse + head_row * splits;
+  if (threadIdx.x < 32) {
+    float top = -INFINITY;
+    for (int s = threadIdx.x; s < splits; s += 32) top = fmaxf(top, lses[s]);
+    for (int offset = 16; offset > 0; offset /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffff, top, offset));
+    float total = 0.f;
+    for (int s = threadIdx.x; s < splits; s += 32) {
+      const float w = lses[s] == -INFINITY ? 0.f : expf(lses[s] - top);
+      weight_s[s] = w;
+      total += w;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) total += __shfl_xor_sync(0xffffffff, total, offset);
+    if (threadIdx.x == 0) {
+      total_weight_s = total;
+      max_s = top;
+    }
+  }
+  __syncthreads();
+  const int slice = threadIdx.x / kQuads, quad = threadIdx.x % kQuads;
+  float4 sum = {0.f, 0.f, 0.f, 0.f};
+  for (int s = slice; s < splits; s += kSlices) {
+    const float w = weight_s[s];
+    const float4 part = *reinterpret_cast<const float4*>(partial_out + (head_row * splits + s) * D + quad * 4);
+    sum.x += w * part.x;
+    sum.y += w * part.y;
+    sum.z += w * part.z;
+    sum.w += w * part.w;
+  }
+  *reinterpret_cast<float4*>(&sums_s[slice][quad * 4]) = sum;
+  __syncthreads();
+  const float total_weight = total_weight_s;
+  for (int d = threadIdx.x; d < D; d += kCombineThreads) {
+    float value = 0.f;
+    for (int s = 0; s < kSlices; ++s) value += sums_s[s][d];
+    out[head_row * D + d] = FromFloat<T>(total_weight > 0.f ? value / total_weight : 0.f);
+  }
+  if (lse != nullptr && threadIdx.x == 0) {
+    lse[head_row] = total_weight > 0.f ? max_s + logf(total_weight) : -INFINITY;
+  }
+}
+
+// Enough blocks for one wave at four per multiprocessor, but at least one chunk of keys per warp in each split.
+template <int D>
 int DecodeSplits(int64_t rows, int kv_heads, int64_t max_visible, int num_sms) {
   const int64_t blocks_per_split = rows * kv_heads;
-  // Enough blocks for 8 per multiprocessor: the loads of many blocks in flight hide the memory latency.
-  int64_t splits = (8 * static_cast<int64_t>(num_sms) + blocks_per_split - 1) / blocks_per_split;
-  splits = std::min<int64_t>(splits, (max_visible + kDecodeTile - 1) / kDecodeTile);  // >= one tile of keys each
+  int64_t splits = (4 * static_cast<int64_t>(num_sms) + blocks_per_split - 1) / blocks_per_split;
+  constexpr int kMinKeys = kDecodeWarps * DecodeWalk<D>::kChunkKeys;
+  splits = std::min<int64_t>(splits, (max_visible + kMinKeys - 1) / kMinKeys);
   return static_cast<int>(std::clamp<int64_t>(splits, 1, kMaxSplits));
 }
 
-template <typename T, int D>
+template <typename T, int D, int kGroup>
 absl::Status LaunchDecode(const void* q, int heads, const DeviceKvPools& pools, const DecodeRows& rows, float scale,
                           void* out, float* lse, float* workspace, cudaStream_t stream, int num_sms) {
   const int group = heads / pools.kv_heads;
-  const int splits = DecodeSplits(rows.rows, pools.kv_heads, rows.max_visible, num_sms);
+  const int splits = DecodeSplits<D>(rows.rows, pools.kv_heads, rows.max_visible, num_sms);
   float* partial_out = workspace;  // (rows, heads, splits, D)
   float* partial_lse = workspace + rows.rows * heads * kMaxSplits * D;  // (rows, heads, splits)
   const dim3 grid(splits, pools.kv_heads, static_cast<unsigned>(rows.rows));
-  DecodeKernel<T, D><<<grid, kDecodeThreads, 0, stream>>>(
+  DecodeKernel<T, D, kGroup><<<grid, kDecodeThreads, 0, stream>>>(
       static_cast<const T*>(q), heads, group, static_cast<const T*>(pools.k), static_cast<const T*>(pools.v),
-      pools.block_size, pools.kv_heads, rows, scale * kLog2e, partial_out, partial_lse);
+      pools.block_size, pools.kv_heads, rows, scale * kLog2e, partial_out, partial_lse, static_cast<T*>(out), lse);
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  CombineSplitsKernel<T><<<static_cast<unsigned>(rows.rows * heads), std::min(D, 128), 0, stream>>>(
-      partial_out, partial_lse, splits, D, static_cast<T*>(out), lse);
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  if (splits > 1) {
+    CombineSplitsKernel<T, D><<<static_cast<unsigned>(rows.rows * heads), kCombineThreads, 0, stream>>>(
+        partial_out, partial_lse, splits, static_cast<T*>(out), lse);
+    IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  }
   return absl::OkStatus();
 }
 
@@ -586,9 +665,9 @@ absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKv
                                         int64_t workspace_floats, int num_sms, cudaStream_t stream) {
   IXC_RETURN_IF_ERROR(CheckPools(pools, heads, "PagedDecodeAttention"));
   const int group = heads / pools.kv_heads;
-  if (group > kMaxGroup || group * pools.head_dim > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat("PagedDecodeAttention: ", group, " query heads per KV head of ",
-                                                   pools.head_dim, " dims (at most 8 and 1024 dims in all)"));
+  if (group > kMaxGroup) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PagedDecodeAttention: ", group, " query heads per KV head (built for at most ", kMaxGroup, ")"));
   }
   if (workspace_floats < DecodeWorkspaceFloats(rows.rows, heads, pools.head_dim)) {
     return absl::InvalidArgumentError(absl::StrCat("PagedDecodeAttention: workspace of ", workspace_floats,
@@ -600,8 +679,11 @@ absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKv
   IXC_RETURN_IF_ERROR(DispatchHalfDType(pools.dtype, "PagedDecodeAttention", [&](auto tag) {
     using T = decltype(tag);
     status.Update(DispatchHeadDim(pools.head_dim, "PagedDecodeAttention", [&](auto dim) {
-      return LaunchDecode<T, decltype(dim)::value>(q, heads, pools, rows, scale, out, lse, workspace, stream,
-                                                    num_sms);
+      constexpr int D = decltype(dim)::value;
+      // Registers sized for the group: IXC-2.5 has 4 query heads per KV head.
+      if (group <= 2) return LaunchDecode<T, D, 2>(q, heads, pools, rows, scale, out, lse, workspace, stream, num_sms);
+      if (group <= 4) return LaunchDecode<T, D, 4>(q, heads, pools, rows, scale, out, lse, workspace, stream, num_sms);
+      return LaunchDecode<T, D, kMaxGroup>(q, heads, pools, rows, scale, out, lse, workspace, stream, num_sms);
     }));
   }));
   return status;

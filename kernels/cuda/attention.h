@@ -63,8 +63,8 @@ struct DecodeRows {
 // f32 scratch the decode kernel needs for `rows` x `heads`; pass at least this many floats.
 int64_t DecodeWorkspaceFloats(int64_t rows, int heads, int head_dim);
 
-// q, out (rows, heads, head_dim) in the pools' dtype; lse (rows, heads) or null. heads / kv_heads <= 8 and
-// (heads / kv_heads) * head_dim <= 1024. `num_sms`: the device's multiprocessors, to size the split.
+// q, out (rows, heads, head_dim) in the pools' dtype; lse (rows, heads) or null. heads / kv_heads <= 8. `num_sms`:
+// the device's multiprocessors, to size the split.
 absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKvPools& pools, const DecodeRows& rows,
                                         float scale, void* out, float* lse, float* workspace,
                                         int64_t workspace_floats, int num_sms, cudaStream_t stream);

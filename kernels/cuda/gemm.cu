@@ -1,14 +1,13 @@
 // cuBLASLt is column-major; a row-major (m, n) output is its (n, m) column-major transpose, so each call computes
 // out^T (n, m) = w (n, k) . x^T (k, m): A = w read transposed (stored as column-major (k, n)), B = x (column-major
 // (k, m)), C = D = out (column-major (n, m)).
-#include "kernels/cuda/gemm.h"
-
 #include <cublasLt.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemm.h"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -19,10 +18,9 @@ absl::Status LtStatus(cublasStatus_t status, const char* what) {
   return absl::InternalError(absl::StrCat(what, " failed: cublasStatus_t ", static_cast<int>(status)));
 }
 
-#define IXC_LT_RETURN_IF_ERROR(expr)                         \
-  do {                                                       \
-    if (absl::Status s_ = LtStatus((expr), #expr); !s_.ok()) \
-      return s_;                                             \
+#define IXC_LT_RETURN_IF_ERROR(expr)                                    \
+  do {                                                                  \
+    if (absl::Status s_ = LtStatus((expr), #expr); !s_.ok()) return s_; \
   } while (false)
 
 cudaDataType_t CudaType(DType dtype) {
@@ -41,87 +39,123 @@ cublasLtHandle_t Handle(void* handle) { return static_cast<cublasLtHandle_t>(han
 
 // Few rows (decode): the GEMM is a pass over the weights, which cuBLASLt streams at 35-60% of HBM bandwidth at the
 // model's shapes (measured on an H200). Here one warp per output feature reads its weight row in 16-byte pieces,
-// four in flight per lane, against the x rows (which stay in L1/L2), and reduces by shuffles.
+// eight in flight per lane, against the x rows (which stay in L1/L2), and reduces by shuffles. A block is eight
+// features and the grid covers all of them, so the hardware hands the next block to whichever multiprocessor
+// finishes first (no tail of warps with an extra feature).
 constexpr int kSmallM = 2;  // at 8 rows cuBLASLt was faster (H200: 1.0-1.9 vs 1.3-3.9 TB/s)
 constexpr int kSmallThreads = 256;
+constexpr int kSmallFeatures = kSmallThreads / 32;  // per block
+constexpr int kSmallLoads = 8;                      // 16-byte weight loads in flight per lane
 
-template <typename T, typename Out, int M>
-__global__ void __launch_bounds__(kSmallThreads) SmallMLinearKernel(const T* x, const T* w, Out* out, int64_t n,
-                                                                    int64_t k, bool accumulate) {
+// acc[r][m] = x[m] . w_rows[r] over the whole row, in every lane: the warp's lanes split the row in 16-byte pieces.
+template <typename T, int M, int kRows>
+__device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64_t k, float (&acc)[kRows][M]) {
+  constexpr int kUnroll = kSmallLoads / kRows;
   const int lane = threadIdx.x % 32;
-  const int64_t warps = int64_t{gridDim.x} * (kSmallThreads / 32);
-  for (int64_t feature = blockIdx.x * int64_t{kSmallThreads / 32} + threadIdx.x / 32; feature < n;
-       feature += warps) {
-    const T* w_row = w + feature * k;
-    float acc[M] = {};
-    constexpr int kUnroll = 4;
-    int64_t c = lane * 8;
-    for (; c + (kUnroll - 1) * 256 < k; c += kUnroll * 256) {
-      uint4 w8[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) w8[u] = __ldg(reinterpret_cast<const uint4*>(w_row + c + u * 256));
+  for (int r = 0; r < kRows; ++r) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const T* wv = reinterpret_cast<const T*>(&w8[u]);
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-          const uint4 x8 = *reinterpret_cast<const uint4*>(x + m * k + c + u * 256);
-          const T* xv = reinterpret_cast<const T*>(&x8);
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[m] += ToFloat(wv[e]) * ToFloat(xv[e]);
-        }
-      }
-    }
-    for (; c < k; c += 256) {
-      const uint4 w8 = __ldg(reinterpret_cast<const uint4*>(w_row + c));
-      const T* wv = reinterpret_cast<const T*>(&w8);
-#pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const uint4 x8 = *reinterpret_cast<const uint4*>(x + m * k + c);
-        const T* xv = reinterpret_cast<const T*>(&x8);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[m] += ToFloat(wv[e]) * ToFloat(xv[e]);
-      }
-    }
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
+  }
+  auto accumulate = [&](const uint4& w8, int r, int64_t c) {
+    const T* wv = reinterpret_cast<const T*>(&w8);
 #pragma unroll
     for (int m = 0; m < M; ++m) {
-      for (int offset = 16; offset > 0; offset /= 2) acc[m] += __shfl_xor_sync(0xffffffff, acc[m], offset);
-    }
-    if (lane == 0) {
+      const uint4 x8 = *reinterpret_cast<const uint4*>(x + m * k + c);
+      const T* xv = reinterpret_cast<const T*>(&x8);
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        Out* y = out + m * n + feature;
-        *y = FromFloat<Out>(acc[m] + (accumulate ? ToFloat(*y) : 0.f));
-      }
+      for (int e = 0; e < 8; ++e) acc[r][m] += ToFloat(wv[e]) * ToFloat(xv[e]);
+    }
+  };
+  int64_t c = lane * 8;
+  for (; c + (kUnroll - 1) * 256 < k; c += kUnroll * 256) {
+    uint4 w8[kRows][kUnroll];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) w8[r][u] = __ldg(reinterpret_cast<const uint4*>(w_rows[r] + c + u * 256));
+    }
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) accumulate(w8[r][u], r, c + u * 256);
+    }
+  }
+  for (; c < k; c += 256) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) accumulate(__ldg(reinterpret_cast<const uint4*>(w_rows[r] + c)), r, c);
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      for (int offset = 16; offset > 0; offset /= 2) acc[r][m] += __shfl_xor_sync(0xffffffff, acc[r][m], offset);
     }
   }
 }
 
 template <typename T, typename Out, int M>
-void LaunchSmallM(const LinearArgs& args, int blocks, cudaStream_t stream) {
-  SmallMLinearKernel<T, Out, M><<<blocks, kSmallThreads, 0, stream>>>(
+__global__ void __launch_bounds__(kSmallThreads)
+    SmallMLinearKernel(const T* x, const T* w, Out* out, int64_t n, int64_t k, bool accumulate) {
+  const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32;
+  if (feature >= n) return;
+  const T* const rows[1] = {w + feature * k};
+  float acc[1][M];
+  DotWeightRows<T, M, 1>(x, rows, k, acc);
+  if (threadIdx.x % 32 == 0) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      Out* y = out + m * n + feature;
+      *y = FromFloat<Out>(acc[0][m] + (accumulate ? ToFloat(*y) : 0.f));
+    }
+  }
+}
+
+// The feed-forward's gate and up rows of one feature read together, and SwiGLU applied to the two products rounded
+// to T, as separate Linear calls and LaunchSwiGlu would.
+template <typename T, int M>
+__global__ void __launch_bounds__(kSmallThreads)
+    SmallMSwiGluKernel(const T* x, const T* w_gate, const T* w_up, T* out, int64_t n, int64_t k) {
+  const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32;
+  if (feature >= n) return;
+  const T* const rows[2] = {w_gate + feature * k, w_up + feature * k};
+  float acc[2][M];
+  DotWeightRows<T, M, 2>(x, rows, k, acc);
+  if (threadIdx.x % 32 == 0) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float gate = ToFloat(FromFloat<T>(acc[0][m])), up = ToFloat(FromFloat<T>(acc[1][m]));
+      out[m * n + feature] = FromFloat<T>(gate / (1.f + expf(-gate)) * up);
+    }
+  }
+}
+
+unsigned SmallMBlocks(int64_t n) { return static_cast<unsigned>((n + kSmallFeatures - 1) / kSmallFeatures); }
+
+template <typename T, typename Out, int M>
+void LaunchSmallM(const LinearArgs& args, cudaStream_t stream) {
+  SmallMLinearKernel<T, Out, M><<<SmallMBlocks(args.n), kSmallThreads, 0, stream>>>(
       static_cast<const T*>(args.x), static_cast<const T*>(args.w), static_cast<Out*>(args.out), args.n, args.k,
       args.accumulate);
 }
 
 template <typename T, typename Out>
-void DispatchSmallM(const LinearArgs& args, int blocks, cudaStream_t stream) {
+void DispatchSmallM(const LinearArgs& args, cudaStream_t stream) {
   switch (args.m) {
-    case 1: return LaunchSmallM<T, Out, 1>(args, blocks, stream);
-    default: return LaunchSmallM<T, Out, 2>(args, blocks, stream);
+    case 1:
+      return LaunchSmallM<T, Out, 1>(args, stream);
+    default:
+      return LaunchSmallM<T, Out, 2>(args, stream);
   }
 }
 
-absl::Status SmallMLinear(const LinearArgs& args, int num_sms, cudaStream_t stream) {
-  // Enough warps to keep every multiprocessor's loads in flight; each warp loops over features.
-  const int blocks = static_cast<int>(std::min<int64_t>((args.n + kSmallThreads / 32 - 1) / (kSmallThreads / 32),
-                                                        int64_t{num_sms} * 8));
+absl::Status SmallMLinear(const LinearArgs& args, cudaStream_t stream) {
   IXC_RETURN_IF_ERROR(DispatchHalfDType(args.in, "Linear", [&](auto tag) {
     using T = decltype(tag);
     if (args.out_dtype == DType::kF32) {
-      DispatchSmallM<T, float>(args, blocks, stream);
+      DispatchSmallM<T, float>(args, stream);
     } else {
-      DispatchSmallM<T, T>(args, blocks, stream);
+      DispatchSmallM<T, T>(args, stream);
     }
   }));
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
@@ -129,6 +163,30 @@ absl::Status SmallMLinear(const LinearArgs& args, int num_sms, cudaStream_t stre
 }
 
 }  // namespace
+
+bool Gemm::StreamsWeights(int64_t m, int64_t k) { return m >= 1 && m <= kSmallM && k % 8 == 0; }
+
+absl::Status Gemm::SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream) {
+  if (!StreamsWeights(args.m, args.k) || args.n <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("SwiGluLinear: m ", args.m, ", n ", args.n, ", k ", args.k,
+                                                   " (built for 1-", kSmallM, " rows and k a multiple of 8)"));
+  }
+  IXC_RETURN_IF_ERROR(DispatchHalfDType(args.dtype, "SwiGluLinear", [&](auto tag) {
+    using T = decltype(tag);
+    auto launch = [&](auto rows) {
+      SmallMSwiGluKernel<T, decltype(rows)::value><<<SmallMBlocks(args.n), kSmallThreads, 0, stream>>>(
+          static_cast<const T*>(args.x), static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
+          static_cast<T*>(args.out), args.n, args.k);
+    };
+    if (args.m == 1) {
+      launch(std::integral_constant<int, 1>{});
+    } else {
+      launch(std::integral_constant<int, 2>{});
+    }
+  }));
+  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
 
 struct Gemm::Plan {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -148,9 +206,6 @@ absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(int64_t workspace_bytes) {
   IXC_LT_RETURN_IF_ERROR(cublasLtCreate(&handle));
   gemm->handle_ = handle;
   IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemm->workspace_, workspace_bytes));
-  int device = 0;
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&gemm->num_sms_, cudaDevAttrMultiProcessorCount, device));
   gemm->workspace_bytes_ = workspace_bytes;
   return gemm;
 }
@@ -205,12 +260,12 @@ absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
                                                    "got ", DTypeName(args.in), " -> ", DTypeName(args.out_dtype)));
   }
   if (args.m == 0) return absl::OkStatus();
-  if (args.m <= kSmallM && args.k % 8 == 0) return SmallMLinear(args, num_sms_, stream);
+  if (StreamsWeights(args.m, args.k)) return SmallMLinear(args, stream);
   IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args));
   const float alpha = 1.f, beta = args.accumulate ? 1.f : 0.f;
   IXC_LT_RETURN_IF_ERROR(cublasLtMatmul(Handle(handle_), plan->desc, &alpha, args.w, plan->a, args.x, plan->b, &beta,
-                                        args.out, plan->c, args.out, plan->c, &plan->algo, workspace_,
-                                        workspace_bytes_, stream));
+                                        args.out, plan->c, args.out, plan->c, &plan->algo, workspace_, workspace_bytes_,
+                                        stream));
   return absl::OkStatus();
 }
 

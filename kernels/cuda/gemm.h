@@ -4,7 +4,8 @@
 // bf16 or f16 (the same), out bf16, f16 or f32, accumulation in f32. The algorithm for each shape is chosen by
 // cuBLASLt's heuristic the first time the shape is seen and cached; all calls share one workspace. The LoRA low-rank
 // products are GEMMs like any other (k or n = the rank). One or two rows (decode) with k a multiple of 8 run on a
-// weight-streaming kernel of our own instead, which reads the weights faster than cuBLASLt does at those sizes.
+// weight-streaming kernel of our own instead, which reads the weights faster than cuBLASLt does at those sizes; it
+// also gives the feed-forward's gate and up products with SwiGLU applied in one pass (SwiGluLinear).
 //
 //   IXC_ASSIGN_OR_RETURN(auto gemm, Gemm::Create(/*workspace_bytes=*/32 << 20));
 //   IXC_RETURN_IF_ERROR(gemm->Linear({x, w, out, m, n, k, DType::kBF16, DType::kF32}, stream));
@@ -27,9 +28,20 @@ struct LinearArgs {
   const void* w = nullptr;  // (n, k) row-major, device: the checkpoint's (out_features, in_features)
   void* out = nullptr;      // (m, n) row-major, device
   int64_t m = 0, n = 0, k = 0;
-  DType in = DType::kBF16;   // x and w
+  DType in = DType::kBF16;  // x and w
   DType out_dtype = DType::kBF16;
   bool accumulate = false;  // out += x . w^T
+};
+
+// The feed-forward's first half for decode rows: out = silu(x . w_gate^T) * (x . w_up^T), each product rounded to
+// `dtype` first, as two Linear calls and LaunchSwiGlu give, in one pass that reads both weights together.
+struct SwiGluArgs {
+  const void* x = nullptr;       // (m, k)
+  const void* w_gate = nullptr;  // (n, k)
+  const void* w_up = nullptr;    // (n, k)
+  void* out = nullptr;           // (m, n)
+  int64_t m = 0, n = 0, k = 0;
+  DType dtype = DType::kBF16;  // everything
 };
 
 class Gemm {
@@ -40,6 +52,10 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
 
   absl::Status Linear(const LinearArgs& args, cudaStream_t stream);
+  // Only where StreamsWeights(m, k): the decode shapes.
+  absl::Status SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream);
+  // Whether m rows of k inputs go through the weight-streaming kernel rather than cuBLASLt.
+  static bool StreamsWeights(int64_t m, int64_t k);
 
   int64_t cached_algorithms() const { return static_cast<int64_t>(plans_.size()); }
 
@@ -52,7 +68,6 @@ class Gemm {
   void* handle_ = nullptr;  // cublasLtHandle_t
   void* workspace_ = nullptr;
   int64_t workspace_bytes_ = 0;
-  int num_sms_ = 0;
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };
 

@@ -37,8 +37,8 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     }
   }
   if (weights.tp.size != tp_size_) {
-    return absl::FailedPreconditionError(absl::StrCat("the GPU copy holds a TP slice of ", tp_size_,
-                                                      ", the call's weights one of ", weights.tp.size));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the GPU copy holds a TP slice of ", tp_size_, ", the call's weights one of ", weights.tp.size));
   }
   if (cache.block_size() != options_.block_size || cache.num_blocks() > num_blocks_) {
     return absl::FailedPreconditionError(absl::StrCat("the KV cache bookkeeping (", cache.num_blocks(), " blocks of ",
@@ -70,8 +70,7 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     } else {
       IXC_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(embeddings_, options_.dtype, embedding_rows_, hidden,
                                                     plan.at(plan.layout.ids_at) + segment.first_row, input.ids.data(),
-                                                    segment.tokens,
-                                                    x_rows, gpu_->stream));
+                                                    segment.tokens, x_rows, gpu_->stream));
     }
   }
   if (graph) {
@@ -148,9 +147,9 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
     }
     for (const Segment& segment : segments) {
       const int64_t r = segment.first_row;
-      IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(
-          static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e, positions + r, slots + r, segment.tokens,
-          group, segment.rope, static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools, stream));
+      IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e, positions + r,
+                                                   slots + r, segment.tokens, group, segment.rope,
+                                                   static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools, stream));
     }
     if (ring.has_value()) {
       IXC_RETURN_IF_ERROR(RingAttention(segments[0], *ring, positions, *comm));
@@ -159,11 +158,11 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
         const Segment& segment = segments[i];
         if (segment.tokens <= kDecodeMaxTokens) continue;
         const int64_t offset = segment.first_row * c.num_heads * d * e;
-        IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(
-            static_cast<uint8_t*>(q_) + offset, last_key + segment.first_row, segment.tokens, c.num_heads, pools,
-            plan.at(plan.layout.tables_at[i]), segment.seq->length, segment.positions.back(), scale,
-            static_cast<uint8_t*>(attention_) + offset,
-            lse == nullptr ? nullptr : lse + segment.first_row * c.num_heads, stream));
+        IXC_RETURN_IF_ERROR(
+            kc::LaunchFlashAttention(static_cast<uint8_t*>(q_) + offset, last_key + segment.first_row, segment.tokens,
+                                     c.num_heads, pools, plan.at(plan.layout.tables_at[i]), segment.seq->length,
+                                     segment.positions.back(), scale, static_cast<uint8_t*>(attention_) + offset,
+                                     lse == nullptr ? nullptr : lse + segment.first_row * c.num_heads, stream));
       }
       for (const DecodeRunLayout& run : plan.layout.decode_runs) {
         const int64_t offset = run.first_row * c.num_heads * d * e;
@@ -180,13 +179,7 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
     IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
     IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, delta_, w.attn_out.bias, w.ffn_norm, dtype, normed_, rows, hidden,
                                              c.rms_norm_eps, stream));
-    IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype));
-    IXC_RETURN_IF_ERROR(ApplyLinear(w.up, normed_, rows, masks, up_, dtype));
-    if (w.gate.bias != nullptr) {
-      IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, gate_, w.gate.bias, rows, w.gate.out, stream));
-    }
-    if (w.up.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, up_, w.up.bias, rows, w.up.out, stream));
-    IXC_RETURN_IF_ERROR(kc::LaunchSwiGlu(dtype, gate_, up_, gate_, rows * c.intermediate_size, stream));
+    IXC_RETURN_IF_ERROR(FeedForwardFirstHalf(w, rows, masks));  // gate_ = silu(gate) * up
     IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, rows, masks, delta_, DType::kF32));
     IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
     pending_delta = delta_;
@@ -208,6 +201,24 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   }
   if (n == 0) return absl::OkStatus();  // a ring prefill's rank that holds neither the last position nor all_logits
   return gpu_->gemm->Linear({head_in_, output_, logits_, n, c.vocab_size, hidden, dtype, DType::kF32, false}, stream);
+}
+
+absl::Status CudaLanguageModel::FeedForwardFirstHalf(const Layer& w, int64_t rows, const Masks& masks) {
+  const DType dtype = options_.dtype;
+  cudaStream_t stream = gpu_->stream;
+  const bool plain = masks.image == nullptr && masks.web == nullptr && masks.write == nullptr &&
+                     w.gate.bias == nullptr && w.up.bias == nullptr;
+  if (plain && kc::Gemm::StreamsWeights(rows, w.gate.in)) {  // decode: one pass over both weights
+    return gpu_->gemm->SwiGluLinear({normed_, w.gate.weight, w.up.weight, gate_, rows, w.gate.out, w.gate.in, dtype},
+                                    stream);
+  }
+  IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype));
+  IXC_RETURN_IF_ERROR(ApplyLinear(w.up, normed_, rows, masks, up_, dtype));
+  if (w.gate.bias != nullptr) {
+    IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, gate_, w.gate.bias, rows, w.gate.out, stream));
+  }
+  if (w.up.bias != nullptr) IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, up_, w.up.bias, rows, w.up.out, stream));
+  return kc::LaunchSwiGlu(dtype, gate_, up_, gate_, rows * w.gate.out, stream);
 }
 
 absl::Status CudaLanguageModel::LaunchLayersAsGraph(const std::vector<Segment>& segments, const CallPlan& plan) {
@@ -251,8 +262,7 @@ void CudaLanguageModel::DropGraphs() {
 absl::Status CudaLanguageModel::DistributeLogits(const LlmWeights& weights, const std::vector<Segment>& segments,
                                                  const CallPlan& plan, SpAttention sp_mode,
                                                  parallel::DeviceComm* comm) {
-  const int64_t n = static_cast<int64_t>(plan.layout.logit_rows.size()), local_vocab = shard_.vocab_size,
-                tp = tp_size_;
+  const int64_t n = static_cast<int64_t>(plan.layout.logit_rows.size()), local_vocab = shard_.vocab_size, tp = tp_size_;
   std::vector<float> host(tp * n * local_vocab);
   if (n == 0) {
     // Nothing to gather: every rank of this TP group holds the same rows.

@@ -145,6 +145,9 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // y = x . W^T (+ LoRA terms on the masked rows); y in out_dtype.
   absl::Status ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks, void* y,
                            DType out_dtype);
+  // gate_ = silu(normed_ . gate^T) * (normed_ . up^T), LoRA terms and biases included; decode rows without them
+  // in one weight-streaming pass over both weights.
+  absl::Status FeedForwardFirstHalf(const Layer& w, int64_t rows, const Masks& masks);
 
   // Sequence parallelism (cuda_sp_attention.cc). Every SP rank's shard size and positions, and what the ring's
   // attention needs on the device; fails alike on every rank where a rank holds no token of the prompt.

@@ -2,13 +2,12 @@
 // flash prefill and split-KV decode against PagedAttention (outputs and log-sum-exp), the merge against
 // MergeAttention. Every head dim the kernels are built for, grouped-query layouts, block tables out of order, query
 // counts that are not multiples of the tiles. Skipped without a GPU.
-#include "kernels/cuda/attention.h"
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <random>
 
+#include "kernels/cuda/attention.h"
 #include "kernels/ops.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/test_util.h"
@@ -46,7 +45,9 @@ struct PagedSequence {
 };
 
 // Attention outputs are averages of 16-bit values with 16-bit probabilities: errors of a few 2^-8.
-Tolerance OutTolerance(DType dtype) { return dtype == DType::kBF16 ? Tolerance{2e-2f, 2e-2f} : Tolerance{4e-3f, 4e-3f}; }
+Tolerance OutTolerance(DType dtype) {
+  return dtype == DType::kBF16 ? Tolerance{2e-2f, 2e-2f} : Tolerance{4e-3f, 4e-3f};
+}
 
 struct Layout {
   int heads, kv_heads, head_dim;
@@ -77,8 +78,8 @@ TEST_F(CudaTest, FlashAttentionMatchesPagedAttention) {
                         .ok());
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         const std::string where = std::string(DTypeName(dtype)) + " heads " + std::to_string(layout.heads) + "/" +
-                                  std::to_string(layout.kv_heads) + " d " + std::to_string(layout.head_dim) +
-                                  " past " + std::to_string(past) + " tokens " + std::to_string(tokens);
+                                  std::to_string(layout.kv_heads) + " d " + std::to_string(layout.head_dim) + " past " +
+                                  std::to_string(past) + " tokens " + std::to_string(tokens);
         EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), expected, OutTolerance(dtype))) << where;
         EXPECT_TRUE(AllClose(d_lse.Read(), expected_lse, {2e-3f, 1e-3f})) << where;
       }
@@ -89,59 +90,65 @@ TEST_F(CudaTest, FlashAttentionMatchesPagedAttention) {
 TEST_F(CudaTest, PagedDecodeAttentionMatchesPagedAttentionAcrossSequences) {
   int num_sms = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  // The decode kernel's register tiles are sized for 2, 4 or 8 query heads per KV head: every size, each full.
+  const Layout layouts[] = {{4, 2, 16}, {8, 2, 32}, {6, 2, 64}, {32, 8, 128}, {8, 8, 128}, {16, 2, 64}, {8, 1, 128}};
+  // Long contexts split the keys over blocks merged by a second kernel; up to 32 keys take one block per head.
+  const std::vector<int64_t> long_lengths = {1, 300, 5000}, short_lengths = {1, 9, 30};
   for (DType dtype : {DType::kBF16, DType::kF16}) {
-    for (const Layout& layout : kLayouts) {
-      // Three sequences in one pool: rows of each see a prefix of its keys (decode rows see all of them).
-      const std::vector<int64_t> lengths = {1, 300, 5000};
-      int64_t total_keys = 0;  // whole blocks per sequence
-      for (int64_t length : lengths) total_keys += (length + kBlockSize - 1) / kBlockSize * kBlockSize;
-      PagedSequence pool(dtype, total_keys, layout.kv_heads, layout.head_dim, 21);
-      std::vector<int32_t> tables, offsets, visible;
-      std::vector<std::pair<int, int32_t>> rows;  // (sequence, position)
-      int64_t block = 0;
-      std::vector<int64_t> first_block;
-      for (int64_t length : lengths) {
-        first_block.push_back(block);
-        block += (length + kBlockSize - 1) / kBlockSize;
-      }
-      for (int s = 0; s < 3; ++s) {
-        for (int32_t position : {static_cast<int32_t>(lengths[s] - 1), static_cast<int32_t>(lengths[s] / 2)}) {
-          rows.emplace_back(s, position);
+    for (const Layout& layout : layouts) {
+      for (const std::vector<int64_t>& lengths : {long_lengths, short_lengths}) {
+        // Three sequences in one pool: rows of each see a prefix of its keys (decode rows see all of them).
+        int64_t total_keys = 0;  // whole blocks per sequence
+        for (int64_t length : lengths) total_keys += (length + kBlockSize - 1) / kBlockSize * kBlockSize;
+        PagedSequence pool(dtype, total_keys, layout.kv_heads, layout.head_dim, 21);
+        std::vector<int32_t> tables, offsets, visible;
+        std::vector<std::pair<int, int32_t>> rows;  // (sequence, position)
+        int64_t block = 0;
+        std::vector<int64_t> first_block;
+        for (int64_t length : lengths) {
+          first_block.push_back(block);
+          block += (length + kBlockSize - 1) / kBlockSize;
         }
+        for (int s = 0; s < 3; ++s) {
+          for (int32_t position : {static_cast<int32_t>(lengths[s] - 1), static_cast<int32_t>(lengths[s] / 2)}) {
+            rows.emplace_back(s, position);
+          }
+        }
+        for (auto [s, position] : rows) {
+          offsets.push_back(static_cast<int32_t>(first_block[s]));
+          visible.push_back(position + 1);
+        }
+        tables = pool.table;
+        const int64_t n = static_cast<int64_t>(rows.size());
+        auto q = RandomTyped(dtype, n * layout.heads * layout.head_dim, 5);
+        const float scale = 1.f / std::sqrt(static_cast<float>(layout.head_dim));
+        std::vector<float> expected(q.as_f32.size()), expected_lse(n * layout.heads);
+        for (int64_t r = 0; r < n; ++r) {
+          PagedKv view = pool.view;
+          view.block_table = pool.table.data() + offsets[r];
+          view.num_keys = lengths[rows[r].first];
+          const int64_t stride = layout.heads * layout.head_dim;
+          reference::PagedAttention(q.as_f32.data() + r * stride, &rows[r].second, view, {1, layout.heads, scale},
+                                    expected.data() + r * stride, expected_lse.data() + r * layout.heads);
+        }
+        DeviceBuffer<uint8_t> d_q(q.bytes), d_k(pool.k.bytes), d_v(pool.v.bytes), d_out(q.bytes.size());
+        DeviceBuffer<int32_t> d_tables(tables), d_offsets(offsets), d_visible(visible);
+        DeviceBuffer<float> d_lse(expected_lse.size(), NAN);
+        const int64_t workspace_floats = DecodeWorkspaceFloats(n, layout.heads, layout.head_dim);
+        DeviceBuffer<float> d_workspace(workspace_floats);
+        const DeviceKvPools pools{d_k.data, d_v.data, dtype, kBlockSize, layout.kv_heads, layout.head_dim};
+        const DecodeRows decode{d_tables.data, d_offsets.data, d_visible.data, n, lengths.back()};
+        ASSERT_TRUE(LaunchPagedDecodeAttention(d_q.data, layout.heads, pools, decode, scale, d_out.data, d_lse.data,
+                                               d_workspace.data, workspace_floats, num_sms, nullptr)
+                        .ok());
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        const std::string where = std::string(DTypeName(dtype)) + " heads " + std::to_string(layout.heads) + "/" +
+                                  std::to_string(layout.kv_heads) + " d " + std::to_string(layout.head_dim) +
+                                  " longest " + std::to_string(lengths.back());
+        // Decode keeps probabilities in f32: only the 16-bit output rounding remains.
+        EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), expected, {4e-3f, 8e-3f})) << where;
+        EXPECT_TRUE(AllClose(d_lse.Read(), expected_lse, {1e-3f, 1e-4f})) << where;
       }
-      for (auto [s, position] : rows) {
-        offsets.push_back(static_cast<int32_t>(first_block[s]));
-        visible.push_back(position + 1);
-      }
-      tables = pool.table;
-      const int64_t n = static_cast<int64_t>(rows.size());
-      auto q = RandomTyped(dtype, n * layout.heads * layout.head_dim, 5);
-      const float scale = 1.f / std::sqrt(static_cast<float>(layout.head_dim));
-      std::vector<float> expected(q.as_f32.size()), expected_lse(n * layout.heads);
-      for (int64_t r = 0; r < n; ++r) {
-        PagedKv view = pool.view;
-        view.block_table = pool.table.data() + offsets[r];
-        view.num_keys = lengths[rows[r].first];
-        const int64_t stride = layout.heads * layout.head_dim;
-        reference::PagedAttention(q.as_f32.data() + r * stride, &rows[r].second, view, {1, layout.heads, scale},
-                                  expected.data() + r * stride, expected_lse.data() + r * layout.heads);
-      }
-      DeviceBuffer<uint8_t> d_q(q.bytes), d_k(pool.k.bytes), d_v(pool.v.bytes), d_out(q.bytes.size());
-      DeviceBuffer<int32_t> d_tables(tables), d_offsets(offsets), d_visible(visible);
-      DeviceBuffer<float> d_lse(expected_lse.size(), NAN);
-      const int64_t workspace_floats = DecodeWorkspaceFloats(n, layout.heads, layout.head_dim);
-      DeviceBuffer<float> d_workspace(workspace_floats);
-      const DeviceKvPools pools{d_k.data, d_v.data, dtype, kBlockSize, layout.kv_heads, layout.head_dim};
-      const DecodeRows decode{d_tables.data, d_offsets.data, d_visible.data, n, 5000};
-      ASSERT_TRUE(LaunchPagedDecodeAttention(d_q.data, layout.heads, pools, decode, scale, d_out.data, d_lse.data,
-                                             d_workspace.data, workspace_floats, num_sms, nullptr)
-                      .ok());
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      const std::string where = std::string(DTypeName(dtype)) + " heads " + std::to_string(layout.heads) + "/" +
-                                std::to_string(layout.kv_heads) + " d " + std::to_string(layout.head_dim);
-      // Decode keeps probabilities in f32: only the 16-bit output rounding remains.
-      EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), expected, {4e-3f, 8e-3f})) << where;
-      EXPECT_TRUE(AllClose(d_lse.Read(), expected_lse, {1e-3f, 1e-4f})) << where;
     }
   }
 }
@@ -195,15 +202,15 @@ TEST_F(CudaTest, MergeAttentionMatchesReference) {
   const int64_t rows = 9;
   const int heads = 4, d = 64;
   auto out_a = RandomTyped(DType::kF32, rows * heads * d, 1), out_b = RandomTyped(DType::kF32, rows * heads * d, 2);
-  auto lse_a = ixc::testing::RandomFloats(rows * heads, 3, 4.f), lse_b = ixc::testing::RandomFloats(rows * heads, 4, 4.f);
-  lse_a[0] = -INFINITY;  // one side saw no key
+  auto lse_a = ixc::testing::RandomFloats(rows * heads, 3, 4.f),
+       lse_b = ixc::testing::RandomFloats(rows * heads, 4, 4.f);
+  lse_a[0] = -INFINITY;             // one side saw no key
   lse_a[1] = lse_b[1] = -INFINITY;  // neither did
   std::vector<float> expected(out_a.as_f32), expected_lse(lse_a);
   reference::MergeAttention(expected.data(), expected_lse.data(), out_b.as_f32.data(), lse_b.data(), rows, heads, d);
   DeviceBuffer<float> d_a(out_a.as_f32), d_b(out_b.as_f32), d_lse_a(lse_a), d_lse_b(lse_b);
-  ASSERT_TRUE(LaunchMergeAttention(DType::kF32, d_a.data, d_lse_a.data, d_b.data, d_lse_b.data, rows, heads, d,
-                                   nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      LaunchMergeAttention(DType::kF32, d_a.data, d_lse_a.data, d_b.data, d_lse_b.data, rows, heads, d, nullptr).ok());
   EXPECT_TRUE(AllClose(d_a.Read(), expected, {1e-5f, 1e-5f}));
   const auto lse = d_lse_a.Read();
   EXPECT_TRUE(std::isinf(lse[1]) && lse[1] < 0);
@@ -215,10 +222,14 @@ TEST_F(CudaTest, AttentionRejectsUnbuiltShapes) {
   const DeviceKvPools pools{nullptr, nullptr, DType::kBF16, kBlockSize, 2, 96};
   EXPECT_EQ(LaunchFlashAttention(nullptr, nullptr, 4, 4, pools, nullptr, 4, 3, 1.f, nullptr, nullptr, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
-  const DeviceKvPools f32_pools{nullptr, nullptr, DType::kF32, kBlockSize, 2, 64};
-  EXPECT_EQ(LaunchFlashAttention(nullptr, nullptr, 4, 4, f32_pools, nullptr, 4, 3, 1.f, nullptr, nullptr, nullptr)
+  const DeviceKvPools grouped_pools{nullptr, nullptr, DType::kBF16, kBlockSize, 2, 64};  // 16 query heads per KV head
+  EXPECT_EQ(LaunchPagedDecodeAttention(nullptr, 32, grouped_pools, {}, 1.f, nullptr, nullptr, nullptr, 0, 132, nullptr)
                 .code(),
             absl::StatusCode::kInvalidArgument);
+  const DeviceKvPools f32_pools{nullptr, nullptr, DType::kF32, kBlockSize, 2, 64};
+  EXPECT_EQ(
+      LaunchFlashAttention(nullptr, nullptr, 4, 4, f32_pools, nullptr, 4, 3, 1.f, nullptr, nullptr, nullptr).code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,9 +1,8 @@
 // cuBLASLt linear layers against reference::Linear: bf16 and f16 inputs, f32 and 16-bit outputs, accumulation,
 // awkward shapes (one row, odd sizes, LoRA ranks), and the plan cache. Skipped without a GPU.
-#include "kernels/cuda/gemm.h"
-
 #include <cmath>
 
+#include "kernels/cuda/gemm.h"
 #include "kernels/ops.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/test_util.h"
@@ -26,8 +25,9 @@ TEST_F(CudaTest, LinearMatchesReference) {
   ASSERT_TRUE(gemm.ok()) << gemm.status();
   for (DType in : {DType::kBF16, DType::kF16}) {
     for (DType out : {DType::kF32, in}) {
-      for (Shape s : {Shape{1, 4096, 512}, Shape{7, 300, 136}, Shape{129, 512, 1024}, Shape{33, 16, 768},
-                      Shape{65, 1000, 8}}) {
+      // One and two rows stream the weights (k a multiple of 2048 and not); the others go through cuBLASLt.
+      for (Shape s : {Shape{1, 4096, 512}, Shape{2, 333, 4104}, Shape{1, 77, 14336}, Shape{2, 40, 2},
+                      Shape{7, 300, 136}, Shape{129, 512, 1024}, Shape{33, 16, 768}, Shape{65, 1000, 8}}) {
         auto x = RandomTyped(in, s.m * s.k, 1), w = RandomTyped(in, s.n * s.k, 2, 0.05f);
         auto previous = RandomTyped(out, s.m * s.n, 3);
         for (bool accumulate : {false, true}) {
@@ -52,6 +52,36 @@ TEST_F(CudaTest, LinearMatchesReference) {
   DeviceBuffer<uint8_t> x(7 * 136 * 2), w(300 * 136 * 2), out(7 * 300 * 4);
   ASSERT_TRUE((*gemm)->Linear({x.data, w.data, out.data, 7, 300, 136, DType::kBF16, DType::kF32}, nullptr).ok());
   EXPECT_EQ((*gemm)->cached_algorithms(), plans);
+}
+
+TEST_F(CudaTest, SwiGluLinearMatchesTwoLinearsAndSwiGlu) {
+  auto gemm = Gemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    for (Shape s : {Shape{1, 1000, 4096}, Shape{2, 77, 4104}, Shape{1, 3, 8}}) {
+      auto x = RandomTyped(dtype, s.m * s.k, 4), gate = RandomTyped(dtype, s.n * s.k, 5, 0.05f);
+      auto up = RandomTyped(dtype, s.n * s.k, 6, 0.05f);
+      // The reference rounds each product to the dtype before SwiGLU, as the unfused GPU path does.
+      std::vector<float> gate_out(s.m * s.n), up_out(s.m * s.n), expected(s.m * s.n);
+      reference::Linear(x.as_f32.data(), TensorView(gate.bytes.data(), dtype, {s.n, s.k}), gate_out.data(), s.m, false);
+      reference::Linear(x.as_f32.data(), TensorView(up.bytes.data(), dtype, {s.n, s.k}), up_out.data(), s.m, false);
+      for (std::vector<float>* product : {&gate_out, &up_out}) {
+        for (float& v : *product) v = dtype == DType::kBF16 ? Bf16ToF32(F32ToBf16(v)) : F16ToF32(F32ToF16(v));
+      }
+      reference::SwiGlu(gate_out.data(), up_out.data(), expected.data(), s.m * s.n);
+      DeviceBuffer<uint8_t> d_x(x.bytes), d_gate(gate.bytes), d_up(up.bytes), d_out(s.m * s.n * DTypeSize(dtype));
+      ASSERT_TRUE(
+          (*gemm)->SwiGluLinear({d_x.data, d_gate.data, d_up.data, d_out.data, s.m, s.n, s.k, dtype}, nullptr).ok());
+      // A product that rounds the other way near a 16-bit boundary moves the output by one of its ulps.
+      EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), expected, {2e-2f, 1e-2f}))
+          << DTypeName(dtype) << " " << s.m << "x" << s.n << "x" << s.k;
+    }
+  }
+  // Shapes outside the weight-streaming kernel are refused, not computed wrong.
+  EXPECT_EQ((*gemm)->SwiGluLinear({nullptr, nullptr, nullptr, nullptr, 3, 8, 64, DType::kBF16}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*gemm)->SwiGluLinear({nullptr, nullptr, nullptr, nullptr, 1, 8, 60, DType::kBF16}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CudaTest, LinearRejectsF32InputsAndMixedOutputs) {
