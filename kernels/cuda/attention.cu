@@ -92,7 +92,14 @@ __device__ inline void Mma<__half>(float (&d)[4], const uint32_t (&a)[4], uint32
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Four 8x8 b16 matrices from shared memory, transposed: lane l gives the address of row l % 8 of matrix l / 8.
+// Four 8x8 b16 matrices from shared memory (lane l gives the address of row l % 8 of matrix l / 8): as stored, lane
+// 4g + t receives elements 2t and 2t + 1 of row g of each; transposed, of column g.
+__device__ inline void LdMatrixX4(uint32_t (&r)[4], const void* smem_row) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
 __device__ inline void LdMatrixX4Trans(uint32_t (&r)[4], const void* smem_row) {
   const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -126,7 +133,7 @@ constexpr int FlashSmemBytes() {
 // statistics of the online softmax in registers (a thread holds rows g and g + 8 of its warp's 16, g = lane / 4).
 // Rows are padded by 8 elements in shared memory so the fragment loads hit 32 distinct banks.
 template <typename T, int D>
-__global__ void __launch_bounds__(kFlashThreads) FlashKernel(const T* q, const int32_t* positions, int tokens,
+__global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, const int32_t* positions, int tokens,
                                                              int heads, int group, const T* k_pool, const T* v_pool,
                                                              const int32_t* block_table, int block_size,
                                                              int kv_heads, int num_keys, float scale_log2, T* out,
@@ -145,6 +152,11 @@ __global__ void __launch_bounds__(kFlashThreads) FlashKernel(const T* q, const i
   const int key_tiles = (keys + kFlashKeys - 1) / kFlashKeys;
   const int pos_lo = row_lo < tokens ? positions[row_lo] : -1;  // rows past the end see no key
   const int pos_hi = row_hi < tokens ? positions[row_hi] : -1;
+  int warp_min_pos = min(pos_lo, pos_hi);  // key tiles up to here need no mask for any row of the warp
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    warp_min_pos = min(warp_min_pos, __shfl_xor_sync(0xffffffff, warp_min_pos, offset));
+  }
 
   // This warp's 16 query rows as A fragments, for every 16-wide slice of the head dimension.
   uint32_t q_frag[D / 16][4];
@@ -200,16 +212,21 @@ __global__ void __launch_bounds__(kFlashThreads) FlashKernel(const T* q, const i
     float s[kFlashKeys / 8][4];
 #pragma unroll
     for (int nt = 0; nt < kFlashKeys / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    // K rows as stored are the B fragments of S = Q K^T: one ldmatrix gives two 8-key tiles' worth.
+    const int matrix = lane / 8;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
-      for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
-        const T* k_row = k_tile + (nt * 8 + g) * kStride + kk * 16 + 2 * t;
-        Mma<T>(s[nt], q_frag[kk], *reinterpret_cast<const uint32_t*>(k_row),
-               *reinterpret_cast<const uint32_t*>(k_row + 8));
+      for (int nt = 0; nt < kFlashKeys / 8; nt += 2) {
+        uint32_t b[4];
+        LdMatrixX4(b, k_tile + ((nt + (matrix >> 1)) * 8 + lane % 8) * kStride + kk * 16 + (matrix & 1) * 8);
+        Mma<T>(s[nt], q_frag[kk], b[0], b[1]);
+        Mma<T>(s[nt + 1], q_frag[kk], b[2], b[3]);
       }
     }
-    // Scale, mask (causal and past the last key), and the tile's row maxima.
+    // Scale, mask (causal and past the last key: only tiles that reach past a row's last visible key), and the
+    // tile's row maxima.
+    const bool whole_tile = (it + 1) * kFlashKeys - 1 <= warp_min_pos && (it + 1) * kFlashKeys <= keys;
     float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
@@ -217,7 +234,7 @@ __global__ void __launch_bounds__(kFlashThreads) FlashKernel(const T* q, const i
       for (int e = 0; e < 4; ++e) {
         const int key = it * kFlashKeys + nt * 8 + 2 * t + (e & 1);
         const int pos = e < 2 ? pos_lo : pos_hi;
-        s[nt][e] = key <= pos && key < keys ? s[nt][e] * scale_log2 : -INFINITY;
+        s[nt][e] = whole_tile || (key <= pos && key < keys) ? s[nt][e] * scale_log2 : -INFINITY;
       }
       tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[nt][0], s[nt][1]));
       tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[nt][2], s[nt][3]));
@@ -257,7 +274,6 @@ __global__ void __launch_bounds__(kFlashThreads) FlashKernel(const T* q, const i
       const uint32_t p[4] = {PackPair<T>(s[2 * kc][0], s[2 * kc][1]), PackPair<T>(s[2 * kc][2], s[2 * kc][3]),
                              PackPair<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]),
                              PackPair<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-      const int matrix = lane / 8;
       const T* v_row = v_tile + (kc * 16 + (matrix & 1) * 8 + lane % 8) * kStride + (matrix >> 1) * 8;
 #pragma unroll
       for (int dt = 0; dt < D / 8; dt += 2) {
