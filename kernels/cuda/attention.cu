@@ -5,6 +5,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/dependent_launch.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -368,6 +369,7 @@ template <typename T, int D, int kGroup>
 __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
     DecodeKernel(const T* q, int heads, int group, const T* k_pool, const T* v_pool, int block_size, int kv_heads,
                  DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse, T* out, float* lse) {
+  AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
   using Walk = DecodeWalk<D>;
   const int split = blockIdx.x, kv_head = blockIdx.y, row = blockIdx.z, splits = gridDim.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -398,15 +400,24 @@ __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
   }
+  // Chunks start at multiples of their size; where the KV block size is one too, a chunk lies in one block and one
+  // table lookup per chunk gives every key's address (the integer work otherwise dominates the issue slots).
+  const bool chunks_in_one_block = block_size % Walk::kChunkKeys == 0;
+  const int64_t key_stride = static_cast<int64_t>(kv_heads) * D;  // between consecutive slots of a block
   for (int base = begin + warp * Walk::kChunkKeys; base < end; base += kDecodeWarps * Walk::kChunkKeys) {
     uint4 k_raw[Walk::kSteps], v_raw[Walk::kSteps];
+    const int64_t first_slot = static_cast<int64_t>(table[base / block_size]) * block_size + base % block_size;
+    const int64_t first_offset = (first_slot * kv_heads + kv_head) * D + piece * 8;
 #pragma unroll
     for (int s = 0; s < Walk::kSteps; ++s) {
       const int key = base + s * Walk::kKeysPerStep + key_in_step;
       k_raw[s] = v_raw[s] = uint4{0, 0, 0, 0};
       if (key < end) {
-        const int64_t slot = static_cast<int64_t>(table[key / block_size]) * block_size + key % block_size;
-        const int64_t offset = (slot * kv_heads + kv_head) * D + piece * 8;
+        int64_t offset = first_offset + (key - base) * key_stride;
+        if (!chunks_in_one_block) {
+          const int64_t slot = static_cast<int64_t>(table[key / block_size]) * block_size + key % block_size;
+          offset = (slot * kv_heads + kv_head) * D + piece * 8;
+        }
         k_raw[s] = __ldg(reinterpret_cast<const uint4*>(k_pool + offset));
         v_raw[s] = __ldg(reinterpret_cast<const uint4*>(v_pool + offset));
       }
@@ -506,6 +517,7 @@ constexpr int kCombineThreads = 256;
 template <typename T, int D>
 __global__ void __launch_bounds__(kCombineThreads)
     CombineSplitsKernel(const float* partial_out, const float* partial_lse, int splits, T* out, float* lse) {
+  AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
   constexpr int kQuads = D / 4, kSlices = kCombineThreads / kQuads;
   __shared__ float weight_s[kMaxSplits];
   __shared__ float total_weight_s, max_s;

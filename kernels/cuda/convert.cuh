@@ -8,6 +8,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "absl/status/status.h"
 #include "core/dtype.h"
 
@@ -30,6 +32,32 @@ template <>
 __device__ inline __nv_bfloat16 FromFloat<__nv_bfloat16>(float value) { return __float2bfloat16_rn(value); }
 template <>
 __device__ inline __half FromFloat<__half>(float value) { return __float2half_rn(value); }
+
+// Four consecutive elements as f32, and back: one 16-byte (f32) or 8-byte (16-bit) access, `p` aligned to it.
+template <typename T>
+__device__ inline float4 LoadFour(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return *reinterpret_cast<const float4*>(p);
+  } else {
+    const uint2 raw = *reinterpret_cast<const uint2*>(p);
+    const T* e = reinterpret_cast<const T*>(&raw);
+    return {ToFloat(e[0]), ToFloat(e[1]), ToFloat(e[2]), ToFloat(e[3])};
+  }
+}
+template <typename T>
+__device__ inline void StoreFour(T* p, float4 v) {
+  if constexpr (std::is_same_v<T, float>) {
+    *reinterpret_cast<float4*>(p) = v;
+  } else {
+    uint2 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+    e[0] = FromFloat<T>(v.x);
+    e[1] = FromFloat<T>(v.y);
+    e[2] = FromFloat<T>(v.z);
+    e[3] = FromFloat<T>(v.w);
+    *reinterpret_cast<uint2*>(p) = raw;
+  }
+}
 
 // Calls f(T{}) with the storage type of `dtype`.
 template <typename F>

@@ -7,6 +7,7 @@
 #include "core/status_macros.h"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/gemm.h"
 
 namespace ixc::kernels::cuda {
@@ -48,6 +49,7 @@ constexpr int kSmallFeatures = kSmallThreads / 32;  // per block
 constexpr int kSmallLoads = 8;                      // 16-byte weight loads in flight per lane
 
 // acc[r][m] = x[m] . w_rows[r] over the whole row, in every lane: the warp's lanes split the row in 16-byte pieces.
+// The first weights are requested before waiting for the kernel that wrote x (LaunchAfterPrior).
 template <typename T, int M, int kRows>
 __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64_t k, float (&acc)[kRows][M]) {
   constexpr int kUnroll = kSmallLoads / kRows;
@@ -68,6 +70,7 @@ __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64
     }
   };
   int64_t c = lane * 8;
+  bool waited = false;
   for (; c + (kUnroll - 1) * 256 < k; c += kUnroll * 256) {
     uint4 w8[kRows][kUnroll];
 #pragma unroll
@@ -75,12 +78,17 @@ __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) w8[r][u] = __ldg(reinterpret_cast<const uint4*>(w_rows[r] + c + u * 256));
     }
+    if (!waited) {
+      WaitForPriorKernel();
+      waited = true;
+    }
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) accumulate(w8[r][u], r, c + u * 256);
     }
   }
+  if (!waited) WaitForPriorKernel();
   for (; c < k; c += 256) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) accumulate(__ldg(reinterpret_cast<const uint4*>(w_rows[r] + c)), r, c);
@@ -97,6 +105,7 @@ __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64
 template <typename T, typename Out, int M>
 __global__ void __launch_bounds__(kSmallThreads)
     SmallMLinearKernel(const T* x, const T* w, Out* out, int64_t n, int64_t k, bool accumulate) {
+  AllowNextKernel();
   const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32;
   if (feature >= n) return;
   const T* const rows[1] = {w + feature * k};
@@ -116,6 +125,7 @@ __global__ void __launch_bounds__(kSmallThreads)
 template <typename T, int M>
 __global__ void __launch_bounds__(kSmallThreads)
     SmallMSwiGluKernel(const T* x, const T* w_gate, const T* w_up, T* out, int64_t n, int64_t k) {
+  AllowNextKernel();
   const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32;
   if (feature >= n) return;
   const T* const rows[2] = {w_gate + feature * k, w_up + feature * k};
@@ -133,32 +143,30 @@ __global__ void __launch_bounds__(kSmallThreads)
 unsigned SmallMBlocks(int64_t n) { return static_cast<unsigned>((n + kSmallFeatures - 1) / kSmallFeatures); }
 
 template <typename T, typename Out, int M>
-void LaunchSmallM(const LinearArgs& args, cudaStream_t stream) {
-  SmallMLinearKernel<T, Out, M><<<SmallMBlocks(args.n), kSmallThreads, 0, stream>>>(
-      static_cast<const T*>(args.x), static_cast<const T*>(args.w), static_cast<Out*>(args.out), args.n, args.k,
-      args.accumulate);
+cudaError_t LaunchSmallM(const LinearArgs& args, bool programmatic, cudaStream_t stream) {
+  return LaunchAfterPrior(programmatic, SmallMLinearKernel<T, Out, M>, SmallMBlocks(args.n), kSmallThreads, stream,
+                          static_cast<const T*>(args.x), static_cast<const T*>(args.w), static_cast<Out*>(args.out),
+                          args.n, args.k, args.accumulate);
 }
 
 template <typename T, typename Out>
-void DispatchSmallM(const LinearArgs& args, cudaStream_t stream) {
+cudaError_t DispatchSmallM(const LinearArgs& args, bool programmatic, cudaStream_t stream) {
   switch (args.m) {
     case 1:
-      return LaunchSmallM<T, Out, 1>(args, stream);
+      return LaunchSmallM<T, Out, 1>(args, programmatic, stream);
     default:
-      return LaunchSmallM<T, Out, 2>(args, stream);
+      return LaunchSmallM<T, Out, 2>(args, programmatic, stream);
   }
 }
 
-absl::Status SmallMLinear(const LinearArgs& args, cudaStream_t stream) {
+absl::Status SmallMLinear(const LinearArgs& args, bool programmatic, cudaStream_t stream) {
+  cudaError_t launched = cudaSuccess;
   IXC_RETURN_IF_ERROR(DispatchHalfDType(args.in, "Linear", [&](auto tag) {
     using T = decltype(tag);
-    if (args.out_dtype == DType::kF32) {
-      DispatchSmallM<T, float>(args, stream);
-    } else {
-      DispatchSmallM<T, T>(args, stream);
-    }
+    launched = args.out_dtype == DType::kF32 ? DispatchSmallM<T, float>(args, programmatic, stream)
+                                             : DispatchSmallM<T, T>(args, programmatic, stream);
   }));
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  IXC_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
 }
 
@@ -171,20 +179,18 @@ absl::Status Gemm::SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream) {
     return absl::InvalidArgumentError(absl::StrCat("SwiGluLinear: m ", args.m, ", n ", args.n, ", k ", args.k,
                                                    " (built for 1-", kSmallM, " rows and k a multiple of 8)"));
   }
+  cudaError_t launched = cudaSuccess;
   IXC_RETURN_IF_ERROR(DispatchHalfDType(args.dtype, "SwiGluLinear", [&](auto tag) {
     using T = decltype(tag);
     auto launch = [&](auto rows) {
-      SmallMSwiGluKernel<T, decltype(rows)::value><<<SmallMBlocks(args.n), kSmallThreads, 0, stream>>>(
-          static_cast<const T*>(args.x), static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
-          static_cast<T*>(args.out), args.n, args.k);
+      return LaunchAfterPrior(dependent_launch_, SmallMSwiGluKernel<T, decltype(rows)::value>, SmallMBlocks(args.n),
+                              kSmallThreads, stream, static_cast<const T*>(args.x),
+                              static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
+                              static_cast<T*>(args.out), args.n, args.k);
     };
-    if (args.m == 1) {
-      launch(std::integral_constant<int, 1>{});
-    } else {
-      launch(std::integral_constant<int, 2>{});
-    }
+    launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
   }));
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  IXC_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
 }
 
@@ -207,6 +213,10 @@ absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(int64_t workspace_bytes) {
   gemm->handle_ = handle;
   IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemm->workspace_, workspace_bytes));
   gemm->workspace_bytes_ = workspace_bytes;
+  int device = 0, major = 0;
+  IXC_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  gemm->dependent_launch_ = major >= 9;
   return gemm;
 }
 
@@ -260,7 +270,7 @@ absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
                                                    "got ", DTypeName(args.in), " -> ", DTypeName(args.out_dtype)));
   }
   if (args.m == 0) return absl::OkStatus();
-  if (StreamsWeights(args.m, args.k)) return SmallMLinear(args, stream);
+  if (StreamsWeights(args.m, args.k)) return SmallMLinear(args, dependent_launch_, stream);
   IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args));
   const float alpha = 1.f, beta = args.accumulate ? 1.f : 0.f;
   IXC_LT_RETURN_IF_ERROR(cublasLtMatmul(Handle(handle_), plan->desc, &alpha, args.w, plan->a, args.x, plan->b, &beta,

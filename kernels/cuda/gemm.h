@@ -68,6 +68,8 @@ class Gemm {
   void* handle_ = nullptr;  // cublasLtHandle_t
   void* workspace_ = nullptr;
   int64_t workspace_bytes_ = 0;
+  // sm_90 and later: the weight-streaming kernels start while the kernel before them finishes (dependent_launch.cuh).
+  bool dependent_launch_ = false;
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };
 

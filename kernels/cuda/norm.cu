@@ -1,10 +1,17 @@
-// Row normalizations, one thread block per row. Each thread accumulates a strided slice of the row in f32; a warp
+// Row normalizations, one thread block per row. Each thread accumulates a strided slice of the row in f32, four
+// elements per access (a decode step's single row is one block: its loads must all be in flight at once, hence the
+// vector accesses and __restrict__, which let the compiler issue a slice's loads before the first store); a warp
 // shuffle reduction and one shared-memory step give the row's sums; then every thread writes its slice. The row is
 // read twice (statistics, then output); at model widths (<= 16 KiB per row) the second read hits L1/L2.
+#include <cstdint>
+#include <initializer_list>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
-#include "kernels/cuda/convert.cuh"
 #include "core/status_macros.h"
+#include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/norm.h"
 
 namespace ixc::kernels::cuda {
@@ -24,60 +31,87 @@ __device__ float BlockSum(float value, float* scratch) {
 }
 
 template <typename T>
-__global__ void RmsNormKernel(T* out, const T* x, const float* weight, int64_t hidden, float eps) {
+__global__ void __launch_bounds__(kThreads) RmsNormKernel(T* __restrict__ out, const T* __restrict__ x,
+                                                          const float* __restrict__ weight, int64_t hidden, float eps) {
+  AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
   __shared__ float scratch[kThreads / 32];
-  const int64_t row = blockIdx.x;
+  const int64_t row = blockIdx.x, quads = hidden / 4;
   const T* in = x + row * hidden;
   float sum_sq = 0.f;
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
-    const float v = ToFloat(in[c]);
-    sum_sq += v * v;
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < quads; i += kThreads) {
+    const float4 v = LoadFour(in + 4 * i);
+    sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
   }
   const float inv_rms = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(hidden) + eps);
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
-    // As the reference: normalize, round to the activation dtype, then multiply by the weight.
-    const float normalized = ToFloat(FromFloat<T>(ToFloat(in[c]) * inv_rms));
-    out[row * hidden + c] = FromFloat<T>(weight[c] * normalized);
+  // As the reference: normalize, round to the activation dtype, then multiply by the weight.
+  auto scaled = [inv_rms](float value, float w) { return w * ToFloat(FromFloat<T>(value * inv_rms)); };
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < quads; i += kThreads) {
+    const float4 v = LoadFour(in + 4 * i), w = LoadFour(weight + 4 * i);
+    StoreFour(out + row * hidden + 4 * i, {scaled(v.x, w.x), scaled(v.y, w.y), scaled(v.z, w.z), scaled(v.w, w.w)});
   }
 }
 
 template <typename T>
-__global__ void AddRmsNormKernel(float* residual, const float* delta, const float* bias, const float* weight, T* out,
-                                 int64_t hidden, float eps) {
+__global__ void __launch_bounds__(kThreads)
+    AddRmsNormKernel(float* __restrict__ residual, const float* __restrict__ delta, const float* __restrict__ bias,
+                     const float* __restrict__ weight, T* __restrict__ out, int64_t hidden, float eps) {
+  AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
   __shared__ float scratch[kThreads / 32];
-  const int64_t row = blockIdx.x;
+  const int64_t row = blockIdx.x, quads = hidden / 4;
   float* x = residual + row * hidden;
   float sum_sq = 0.f;
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
-    float v = x[c];
-    if (delta != nullptr) v += delta[row * hidden + c];
-    if (bias != nullptr) v += bias[c];
-    x[c] = v;
-    sum_sq += v * v;
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < quads; i += kThreads) {
+    float4 v = LoadFour(x + 4 * i);
+    if (delta != nullptr) {
+      const float4 d = LoadFour(delta + row * hidden + 4 * i);
+      v = {v.x + d.x, v.y + d.y, v.z + d.z, v.w + d.w};
+    }
+    if (bias != nullptr) {
+      const float4 b = LoadFour(bias + 4 * i);
+      v = {v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w};
+    }
+    StoreFour(x + 4 * i, v);
+    sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
   }
   const float inv_rms = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(hidden) + eps);
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
-    out[row * hidden + c] = FromFloat<T>(weight[c] * (x[c] * inv_rms));
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < quads; i += kThreads) {
+    const float4 v = LoadFour(x + 4 * i), w = LoadFour(weight + 4 * i);
+    StoreFour(out + row * hidden + 4 * i,
+              {w.x * (v.x * inv_rms), w.y * (v.y * inv_rms), w.z * (v.z * inv_rms), w.w * (v.w * inv_rms)});
   }
 }
 
 template <typename T, typename Out>
-__global__ void LayerNormKernel(const T* x, const float* weight, const float* bias, Out* out, int64_t hidden,
-                                float eps) {
+__global__ void __launch_bounds__(kThreads)
+    LayerNormKernel(const T* __restrict__ x, const float* __restrict__ weight, const float* __restrict__ bias,
+                    Out* __restrict__ out, int64_t hidden, float eps) {
   __shared__ float scratch[kThreads / 32];
-  const int64_t row = blockIdx.x;
+  const int64_t row = blockIdx.x, quads = hidden / 4;
   const T* in = x + row * hidden;
   float sum = 0.f;
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) sum += ToFloat(in[c]);
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < quads; i += kThreads) {
+    const float4 v = LoadFour(in + 4 * i);
+    sum += v.x + v.y + v.z + v.w;
+  }
   const float mean = BlockSum(sum, scratch) / static_cast<float>(hidden);
   float sum_sq = 0.f;  // second pass around the mean: no cancellation
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
-    const float v = ToFloat(in[c]) - mean;
-    sum_sq += v * v;
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < quads; i += kThreads) {
+    const float4 v = LoadFour(in + 4 * i);
+    const float a = v.x - mean, b = v.y - mean, c = v.z - mean, d = v.w - mean;
+    sum_sq += a * a + b * b + c * c + d * d;
   }
   const float inv_std = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(hidden) + eps);
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
-    out[row * hidden + c] = FromFloat<Out>((ToFloat(in[c]) - mean) * inv_std * weight[c] + bias[c]);
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < quads; i += kThreads) {
+    const float4 v = LoadFour(in + 4 * i), w = LoadFour(weight + 4 * i), b = LoadFour(bias + 4 * i);
+    StoreFour(out + row * hidden + 4 * i, {(v.x - mean) * inv_std * w.x + b.x, (v.y - mean) * inv_std * w.y + b.y,
+                                           (v.z - mean) * inv_std * w.z + b.z, (v.w - mean) * inv_std * w.w + b.w});
   }
 }
 
@@ -89,16 +123,29 @@ absl::Status CheckRows(const char* op, int64_t rows, int64_t hidden) {
   return absl::OkStatus();
 }
 
+// The kernels access four elements at a time: each tensor (pointer, element bytes) must start on such a boundary.
+absl::Status CheckFourAligned(const char* op, std::initializer_list<std::pair<const void*, int64_t>> tensors) {
+  for (const auto& [pointer, element_bytes] : tensors) {
+    if (reinterpret_cast<uintptr_t>(pointer) % (4 * element_bytes) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": a tensor at ",
+                                                     absl::Hex(reinterpret_cast<uintptr_t>(pointer)),
+                                                     " is not aligned to 4 of its ", element_bytes, "-byte elements"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status LaunchRmsNorm(DType dtype, void* out, const void* x, const float* weight, int64_t rows, int64_t hidden,
                            float eps, cudaStream_t stream) {
   IXC_RETURN_IF_ERROR(CheckRows("RmsNorm", rows, hidden));
+  IXC_RETURN_IF_ERROR(CheckFourAligned("RmsNorm", {{out, DTypeSize(dtype)}, {x, DTypeSize(dtype)}, {weight, 4}}));
   if (rows == 0) return absl::OkStatus();
   IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) {
     using T = decltype(tag);
-    RmsNormKernel<T><<<rows, kThreads, 0, stream>>>(static_cast<T*>(out), static_cast<const T*>(x), weight, hidden,
-                                                    eps);
+    RmsNormKernel<T>
+        <<<rows, kThreads, 0, stream>>>(static_cast<T*>(out), static_cast<const T*>(x), weight, hidden, eps);
   }));
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
@@ -108,11 +155,13 @@ absl::Status LaunchAddRmsNorm(float* residual, const float* delta, const float* 
                               DType out_dtype, void* out, int64_t rows, int64_t hidden, float eps,
                               cudaStream_t stream) {
   IXC_RETURN_IF_ERROR(CheckRows("AddRmsNorm", rows, hidden));
+  IXC_RETURN_IF_ERROR(
+      CheckFourAligned("AddRmsNorm", {{residual, 4}, {delta, 4}, {bias, 4}, {weight, 4}, {out, DTypeSize(out_dtype)}}));
   if (rows == 0) return absl::OkStatus();
   IXC_RETURN_IF_ERROR(DispatchDType(out_dtype, [&](auto tag) {
     using T = decltype(tag);
-    AddRmsNormKernel<T><<<rows, kThreads, 0, stream>>>(residual, delta, bias, weight, static_cast<T*>(out), hidden,
-                                                       eps);
+    AddRmsNormKernel<T>
+        <<<rows, kThreads, 0, stream>>>(residual, delta, bias, weight, static_cast<T*>(out), hidden, eps);
   }));
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
@@ -121,14 +170,16 @@ absl::Status LaunchAddRmsNorm(float* residual, const float* delta, const float* 
 absl::Status LaunchLayerNorm(DType dtype, const void* x, const float* weight, const float* bias, DType out_dtype,
                              void* out, int64_t rows, int64_t hidden, float eps, cudaStream_t stream) {
   IXC_RETURN_IF_ERROR(CheckRows("LayerNorm", rows, hidden));
+  IXC_RETURN_IF_ERROR(
+      CheckFourAligned("LayerNorm", {{x, DTypeSize(dtype)}, {weight, 4}, {bias, 4}, {out, DTypeSize(out_dtype)}}));
   if (rows == 0) return absl::OkStatus();
   absl::Status status;
   IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto in_tag) {
     using T = decltype(in_tag);
     status.Update(DispatchDType(out_dtype, [&](auto out_tag) {
       using Out = decltype(out_tag);
-      LayerNormKernel<T, Out><<<rows, kThreads, 0, stream>>>(static_cast<const T*>(x), weight, bias,
-                                                             static_cast<Out*>(out), hidden, eps);
+      LayerNormKernel<T, Out>
+          <<<rows, kThreads, 0, stream>>>(static_cast<const T*>(x), weight, bias, static_cast<Out*>(out), hidden, eps);
     }));
   }));
   IXC_RETURN_IF_ERROR(status);

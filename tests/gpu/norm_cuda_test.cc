@@ -1,7 +1,6 @@
 // CUDA RMSNorm, the fused residual add + RMSNorm and LayerNorm against the reference ops, on awkward row counts.
 // Skipped without a GPU.
 #include "kernels/cuda/norm.h"
-
 #include "kernels/ops.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/test_util.h"
@@ -39,19 +38,26 @@ TEST_F(CudaTest, RmsNormMatchesReference) {
 TEST_F(CudaTest, AddRmsNormUpdatesTheResidualAndNormalizes) {
   for (DType out_dtype : {DType::kF32, DType::kBF16}) {
     for (auto [rows, hidden] : kShapes) {
-      const auto residual = RandomFloats(rows * hidden, 3), delta = RandomFloats(rows * hidden, 4);
-      const auto bias = RandomFloats(hidden, 5), weight = RandomFloats(hidden, 6);
-      std::vector<float> sum(rows * hidden), expected(rows * hidden);
-      for (int64_t i = 0; i < rows * hidden; ++i) sum[i] = residual[i] + delta[i] + bias[i % hidden];
-      reference::RmsNorm(sum.data(), weight.data(), expected.data(), rows, hidden, 1e-5f);
-      DeviceBuffer<float> d_residual(residual), d_delta(delta), d_bias(bias), d_weight(weight);
-      DeviceBuffer<uint8_t> d_out(rows * hidden * DTypeSize(out_dtype));
-      ASSERT_TRUE(LaunchAddRmsNorm(d_residual.data, d_delta.data, d_bias.data, d_weight.data, out_dtype, d_out.data,
-                                   rows, hidden, 1e-5f, nullptr)
-                      .ok());
-      EXPECT_TRUE(AllClose(d_residual.Read(), sum, {1e-6f, 1e-6f}));
-      const Tolerance tolerance = out_dtype == DType::kF32 ? Tolerance{1e-5f, 1e-5f} : Tolerance{1e-2f, 8e-3f};
-      EXPECT_TRUE(AllClose(Widen(out_dtype, d_out.Read()), expected, tolerance)) << rows << "x" << hidden;
+      // With a delta and a bias; with the delta alone; with neither (the first layer's norm).
+      for (int terms : {2, 1, 0}) {
+        const auto residual = RandomFloats(rows * hidden, 3), delta = RandomFloats(rows * hidden, 4);
+        const auto bias = RandomFloats(hidden, 5), weight = RandomFloats(hidden, 6);
+        std::vector<float> sum(rows * hidden), expected(rows * hidden);
+        for (int64_t i = 0; i < rows * hidden; ++i) {
+          sum[i] = residual[i] + (terms >= 1 ? delta[i] : 0.f) + (terms == 2 ? bias[i % hidden] : 0.f);
+        }
+        reference::RmsNorm(sum.data(), weight.data(), expected.data(), rows, hidden, 1e-5f);
+        DeviceBuffer<float> d_residual(residual), d_delta(delta), d_bias(bias), d_weight(weight);
+        DeviceBuffer<uint8_t> d_out(rows * hidden * DTypeSize(out_dtype));
+        ASSERT_TRUE(LaunchAddRmsNorm(d_residual.data, terms >= 1 ? d_delta.data : nullptr,
+                                     terms == 2 ? d_bias.data : nullptr, d_weight.data, out_dtype, d_out.data, rows,
+                                     hidden, 1e-5f, nullptr)
+                        .ok());
+        EXPECT_TRUE(AllClose(d_residual.Read(), sum, {1e-6f, 1e-6f}));
+        const Tolerance tolerance = out_dtype == DType::kF32 ? Tolerance{1e-5f, 1e-5f} : Tolerance{1e-2f, 8e-3f};
+        EXPECT_TRUE(AllClose(Widen(out_dtype, d_out.Read()), expected, tolerance))
+            << rows << "x" << hidden << ", terms " << terms;
+      }
     }
   }
 }
@@ -81,6 +87,10 @@ TEST_F(CudaTest, NormsRejectBadShapes) {
   EXPECT_EQ(LaunchRmsNorm(DType::kF32, nullptr, nullptr, nullptr, 2, 30, 1e-5f, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LaunchAddRmsNorm(nullptr, nullptr, nullptr, nullptr, DType::kBF16, nullptr, -1, 64, 1e-5f, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Rows start four elements apart; a tensor that does not is refused rather than read misaligned.
+  DeviceBuffer<float> buffer(64);
+  EXPECT_EQ(LaunchRmsNorm(DType::kF32, buffer.data, buffer.data + 1, buffer.data, 1, 8, 1e-5f, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -1,0 +1,45 @@
+// File: kernels/cuda/dependent_launch.cuh
+//
+// Programmatic dependent launch (sm_90 and later): a kernel launched with LaunchAfterPrior may start while the
+// kernel before it on the stream is still finishing, do the work that reads nothing that kernel writes (a GEMV
+// streams its first weights), and call WaitForPriorKernel before it reads that kernel's results. A kernel that calls
+// AllowNextKernel early lets such a successor start as soon as all its blocks are running. Both calls do nothing on
+// older GPUs, or when the kernel was launched the ordinary way.
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace ixc::kernels::cuda {
+
+__device__ inline void WaitForPriorKernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+__device__ inline void AllowNextKernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n");
+#endif
+}
+
+// `kernel`<<<grid, block, 0, stream>>>(args...), allowed to overlap the previous kernel where `programmatic` (the
+// device is sm_90 or later); the kernel must call WaitForPriorKernel before it touches what that kernel writes.
+template <typename... Params, typename... Args>
+cudaError_t LaunchAfterPrior(bool programmatic, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
+                             Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.stream = stream;
+  cudaLaunchAttribute attribute = {};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  if (programmatic) {
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+
+}  // namespace ixc::kernels::cuda
