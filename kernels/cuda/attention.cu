@@ -1,4 +1,4 @@
-// Attention kernels. Scores are scaled into the log2 domain (s * scale * log2(e)) so the softmax uses exp2f; the
+// Attention kernels. Scores are scaled into the log2 domain (s * scale * log2(e)) so the softmax uses exp2; the
 // log-sum-exp handed back is converted to natural log, as the reference returns it.
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -119,6 +119,23 @@ __device__ inline void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
+// 2^x by the SFU alone (ex2.approx, flushing denormals): a softmax weight needs no more, and exp2f without fast math
+// adds a range reduction around it.
+__device__ inline float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Key `key`'s slot in the paged pool. `block_shift`: log2 of a power-of-two block size (the usual 16), else -1; a
+// shift replaces the integer division that otherwise dominates a tile load's address arithmetic.
+__device__ inline int64_t SlotOf(const int32_t* block_table, int key, int block_size, int block_shift) {
+  if (block_shift >= 0) {
+    return (static_cast<int64_t>(block_table[key >> block_shift]) << block_shift) | (key & (block_size - 1));
+  }
+  return static_cast<int64_t>(block_table[key / block_size]) * block_size + key % block_size;
+}
+
 // ---- flash attention (prefill) ----
 
 constexpr int kFlashRows = 64;   // query rows per block: 4 warps x 16
@@ -145,6 +162,7 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
   T* v_tiles = k_tiles + 2 * kFlashKeys * kStride;   // [2][kFlashKeys][kStride]
 
   const int tile = gridDim.x - 1 - blockIdx.x;  // the longest rows (most keys) start first
+  const int block_shift = (block_size & (block_size - 1)) == 0 ? __ffs(block_size) - 1 : -1;
   const int head = blockIdx.y, kv_head = head / group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row_lo = tile * kFlashRows + warp * 16 + g, row_hi = row_lo + 8;
@@ -183,7 +201,7 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
       const bool valid = key < keys;
       int64_t offset = 0;
       if (valid) {
-        const int64_t slot = static_cast<int64_t>(block_table[key / block_size]) * block_size + key % block_size;
+        const int64_t slot = SlotOf(block_table, key, block_size, block_shift);
         offset = (slot * kv_heads + kv_head) * D + col;
       }
       CpAsync16(k_dst + r * kStride + col, k_pool + offset, valid);
@@ -225,17 +243,19 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
         Mma<T>(s[nt + 1], q_frag[kk], b[2], b[3]);
       }
     }
-    // Scale, mask (causal and past the last key: only tiles that reach past a row's last visible key), and the
-    // tile's row maxima.
+    // Mask (causal and past the last key: only tiles that reach past a row's last visible key) and the tile's row
+    // maxima, on the raw scores: the scale (positive) is applied inside the exponent below, one FFMA per score.
     const bool whole_tile = (it + 1) * kFlashKeys - 1 <= warp_min_pos && (it + 1) * kFlashKeys <= keys;
     float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
+      if (!whole_tile) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = it * kFlashKeys + nt * 8 + 2 * t + (e & 1);
-        const int pos = e < 2 ? pos_lo : pos_hi;
-        s[nt][e] = whole_tile || (key <= pos && key < keys) ? s[nt][e] * scale_log2 : -INFINITY;
+        for (int e = 0; e < 4; ++e) {
+          const int key = it * kFlashKeys + nt * 8 + 2 * t + (e & 1);
+          const int pos = e < 2 ? pos_lo : pos_hi;
+          if (key > pos || key >= keys) s[nt][e] = -INFINITY;
+        }
       }
       tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[nt][0], s[nt][1]));
       tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[nt][2], s[nt][3]));
@@ -245,10 +265,10 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
       tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffff, tile_max_lo, offset));
       tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffff, tile_max_hi, offset));
     }
-    const float new_lo = fmaxf(m_lo, tile_max_lo), new_hi = fmaxf(m_hi, tile_max_hi);
+    const float new_lo = fmaxf(m_lo, tile_max_lo * scale_log2), new_hi = fmaxf(m_hi, tile_max_hi * scale_log2);
     // A row that has seen no key yet keeps max -inf; subtract 0 then, so exp2 gives 0 rather than NaN.
     const float base_lo = new_lo == -INFINITY ? 0.f : new_lo, base_hi = new_hi == -INFINITY ? 0.f : new_hi;
-    const float correction_lo = exp2f(m_lo - base_lo), correction_hi = exp2f(m_hi - base_hi);
+    const float correction_lo = FastExp2(m_lo - base_lo), correction_hi = FastExp2(m_hi - base_hi);
     m_lo = new_lo;
     m_hi = new_hi;
     l_lo *= correction_lo;
@@ -262,10 +282,10 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
     }
 #pragma unroll
     for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
-      s[nt][0] = exp2f(s[nt][0] - base_lo);
-      s[nt][1] = exp2f(s[nt][1] - base_lo);
-      s[nt][2] = exp2f(s[nt][2] - base_hi);
-      s[nt][3] = exp2f(s[nt][3] - base_hi);
+      s[nt][0] = FastExp2(fmaf(s[nt][0], scale_log2, -base_lo));
+      s[nt][1] = FastExp2(fmaf(s[nt][1], scale_log2, -base_lo));
+      s[nt][2] = FastExp2(fmaf(s[nt][2], scale_log2, -base_hi));
+      s[nt][3] = FastExp2(fmaf(s[nt][3], scale_log2, -base_hi));
       l_lo += s[nt][0] + s[nt][1];
       l_hi += s[nt][2] + s[nt][3];
     }
@@ -403,10 +423,11 @@ __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
   // Chunks start at multiples of their size; where the KV block size is one too, a chunk lies in one block and one
   // table lookup per chunk gives every key's address (the integer work otherwise dominates the issue slots).
   const bool chunks_in_one_block = block_size % Walk::kChunkKeys == 0;
+  const int block_shift = (block_size & (block_size - 1)) == 0 ? __ffs(block_size) - 1 : -1;
   const int64_t key_stride = static_cast<int64_t>(kv_heads) * D;  // between consecutive slots of a block
   for (int base = begin + warp * Walk::kChunkKeys; base < end; base += kDecodeWarps * Walk::kChunkKeys) {
     uint4 k_raw[Walk::kSteps], v_raw[Walk::kSteps];
-    const int64_t first_slot = static_cast<int64_t>(table[base / block_size]) * block_size + base % block_size;
+    const int64_t first_slot = SlotOf(table, base, block_size, block_shift);
     const int64_t first_offset = (first_slot * kv_heads + kv_head) * D + piece * 8;
 #pragma unroll
     for (int s = 0; s < Walk::kSteps; ++s) {
@@ -415,8 +436,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
       if (key < end) {
         int64_t offset = first_offset + (key - base) * key_stride;
         if (!chunks_in_one_block) {
-          const int64_t slot = static_cast<int64_t>(table[key / block_size]) * block_size + key % block_size;
-          offset = (slot * kv_heads + kv_head) * D + piece * 8;
+          offset = (SlotOf(table, key, block_size, block_shift) * kv_heads + kv_head) * D + piece * 8;
         }
         k_raw[s] = __ldg(reinterpret_cast<const uint4*>(k_pool + offset));
         v_raw[s] = __ldg(reinterpret_cast<const uint4*>(v_pool + offset));
@@ -444,11 +464,11 @@ __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
       for (int s = 1; s < Walk::kSteps; ++s) chunk_max = fmaxf(chunk_max, p[s][h]);
       // Finite: the chunk's first key is below `end`.
       const float new_max = fmaxf(m[h], AcrossKeys<Walk::kLanesPerKey>(chunk_max, true));
-      const float correction = exp2f(m[h] - new_max);
+      const float correction = FastExp2(m[h] - new_max);
       float sum = 0.f;
 #pragma unroll
       for (int s = 0; s < Walk::kSteps; ++s) {
-        p[s][h] = exp2f(p[s][h] - new_max);
+        p[s][h] = FastExp2(p[s][h] - new_max);
         sum += p[s][h];
       }
       l[h] = l[h] * correction + AcrossKeys<Walk::kLanesPerKey>(sum, false);
