@@ -147,16 +147,22 @@ constexpr int FlashSmemBytes() {
   return 2 /*K, V*/ * 2 /*stages*/ * kFlashKeys * (D + 8) * 2;
 }
 
-// Block (query tile, head). Each warp owns 16 query rows: S = Q K^T and O += P V on tensor cores, with the row
+// Block (query tile, head, sequence). Each warp owns 16 query rows: S = Q K^T and O += P V on tensor cores, with the row
 // statistics of the online softmax in registers (a thread holds rows g and g + 8 of its warp's 16, g = lane / 4).
 // Rows are padded by 8 elements in shared memory so the fragment loads hit 32 distinct banks.
 template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, const int32_t* positions, int tokens,
                                                              int heads, int group, const T* k_pool, const T* v_pool,
-                                                             const int32_t* block_table, int block_size,
-                                                             int kv_heads, int num_keys, float scale_log2, T* out,
-                                                             float* lse) {
+                                                             const int32_t* block_table, int64_t table_stride,
+                                                             int block_size, int kv_heads, int num_keys,
+                                                             float scale_log2, T* out, float* lse) {
   constexpr int kStride = D + 8;
+  // Sequences of `tokens` rows one after another in q, out and lse, each with its own block table.
+  const int64_t sequence = blockIdx.z;
+  q += sequence * tokens * heads * D;
+  out += sequence * tokens * heads * D;
+  if (lse != nullptr) lse += sequence * tokens * heads;
+  block_table += sequence * table_stride;
   extern __shared__ __align__(16) unsigned char smem[];
   T* k_tiles = reinterpret_cast<T*>(smem);           // [2][kFlashKeys][kStride]
   T* v_tiles = k_tiles + 2 * kFlashKeys * kStride;   // [2][kFlashKeys][kStride]
@@ -332,9 +338,9 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
 }
 
 template <typename T, int D>
-absl::Status LaunchFlash(const void* q, const int32_t* positions, int64_t tokens, int heads, const DeviceKvPools& pools,
-                         const int32_t* block_table, int64_t num_keys, float scale, void* out, float* lse,
-                         cudaStream_t stream) {
+absl::Status LaunchFlash(const void* q, const int32_t* positions, int64_t tokens, int sequences, int heads,
+                         const DeviceKvPools& pools, const int32_t* block_tables, int64_t table_stride,
+                         int64_t num_keys, float scale, void* out, float* lse, cudaStream_t stream) {
   constexpr int kSmem = FlashSmemBytes<D>();
   auto kernel = FlashKernel<T, D>;
   // Above 48 KiB of shared memory needs the kernel's opt-in: once per instantiation (a process drives one
@@ -342,11 +348,12 @@ absl::Status LaunchFlash(const void* q, const int32_t* positions, int64_t tokens
   static const cudaError_t opt_in =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   IXC_CUDA_RETURN_IF_ERROR(opt_in);
-  const dim3 grid(static_cast<unsigned>((tokens + kFlashRows - 1) / kFlashRows), static_cast<unsigned>(heads));
+  const dim3 grid(static_cast<unsigned>((tokens + kFlashRows - 1) / kFlashRows), static_cast<unsigned>(heads),
+                  static_cast<unsigned>(sequences));
   kernel<<<grid, kFlashThreads, kSmem, stream>>>(
       static_cast<const T*>(q), positions, static_cast<int>(tokens), heads, heads / pools.kv_heads,
-      static_cast<const T*>(pools.k), static_cast<const T*>(pools.v), block_table, pools.block_size, pools.kv_heads,
-      static_cast<int>(num_keys), scale * kLog2e, static_cast<T*>(out), lse);
+      static_cast<const T*>(pools.k), static_cast<const T*>(pools.v), block_tables, table_stride, pools.block_size,
+      pools.kv_heads, static_cast<int>(num_keys), scale * kLog2e, static_cast<T*>(out), lse);
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -688,17 +695,27 @@ absl::Status LaunchRopeAndStoreKv(const void* qkv, const int32_t* positions, con
 absl::Status LaunchFlashAttention(const void* q, const int32_t* positions, int64_t tokens, int heads,
                                   const DeviceKvPools& pools, const int32_t* block_table, int64_t num_keys,
                                   int64_t max_position, float scale, void* out, float* lse, cudaStream_t stream) {
+  return LaunchBatchedFlashAttention(q, positions, tokens, 1, heads, pools, block_table, 0, num_keys, max_position,
+                                     scale, out, lse, stream);
+}
+
+absl::Status LaunchBatchedFlashAttention(const void* q, const int32_t* positions, int64_t tokens, int sequences,
+                                         int heads, const DeviceKvPools& pools, const int32_t* block_tables,
+                                         int64_t table_stride, int64_t num_keys, int64_t max_position, float scale,
+                                         void* out, float* lse, cudaStream_t stream) {
   IXC_RETURN_IF_ERROR(CheckPools(pools, heads, "FlashAttention"));
-  if (tokens < 0 || num_keys < 0 || num_keys > INT32_MAX || max_position >= INT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat("FlashAttention: tokens ", tokens, ", keys ", num_keys));
+  if (tokens < 0 || num_keys < 0 || num_keys > INT32_MAX || max_position >= INT32_MAX || sequences < 0 ||
+      sequences > 65535 || table_stride < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("FlashAttention: tokens ", tokens, ", keys ", num_keys,
+                                                   ", sequences ", sequences, ", table stride ", table_stride));
   }
-  if (tokens == 0) return absl::OkStatus();
+  if (tokens == 0 || sequences == 0) return absl::OkStatus();
   absl::Status status;
   IXC_RETURN_IF_ERROR(DispatchHalfDType(pools.dtype, "FlashAttention", [&](auto tag) {
     using T = decltype(tag);
     status.Update(DispatchHeadDim(pools.head_dim, "FlashAttention", [&](auto dim) {
-      return LaunchFlash<T, decltype(dim)::value>(q, positions, tokens, heads, pools, block_table, num_keys, scale,
-                                                   out, lse, stream);
+      return LaunchFlash<T, decltype(dim)::value>(q, positions, tokens, sequences, heads, pools, block_tables,
+                                                   table_stride, num_keys, scale, out, lse, stream);
     }));
   }));
   return status;

@@ -49,6 +49,14 @@ absl::Status LaunchFlashAttention(const void* q, const int32_t* positions, int64
                                   const DeviceKvPools& pools, const int32_t* block_table, int64_t num_keys,
                                   int64_t max_position, float scale, void* out, float* lse, cudaStream_t stream);
 
+// LaunchFlashAttention over `sequences` sequences of `tokens` rows each in one launch (the vision tower's crops):
+// sequence s's q, out and lse rows follow sequence s - 1's, and its block table starts at block_tables + s *
+// table_stride; positions, num_keys and max_position are the same for all. At most 65535 sequences.
+absl::Status LaunchBatchedFlashAttention(const void* q, const int32_t* positions, int64_t tokens, int sequences,
+                                         int heads, const DeviceKvPools& pools, const int32_t* block_tables,
+                                         int64_t table_stride, int64_t num_keys, int64_t max_position, float scale,
+                                         void* out, float* lse, cudaStream_t stream);
+
 // Query rows of possibly different sequences: row r sees keys [0, visible_keys[r]) of the sequence whose block table
 // starts at block_tables[table_offsets[r]] (all on the device). `max_visible` (host) bounds visible_keys and sets
 // how many splits the keys are cut into; any upper bound gives the same result.

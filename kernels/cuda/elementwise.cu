@@ -1,5 +1,10 @@
-// Elementwise kernels: one thread per element, grid-stride loops, f32 arithmetic. They are bound by memory traffic;
-// the launchers check sizes and return the launch status.
+// Elementwise kernels: grid-stride loops over groups of W elements (W = 4 where the sizes and addresses allow one
+// 8- or 16-byte access per group, else 1), f32 arithmetic. They are bound by memory traffic, which the wide
+// accesses use 2-3 times better than one 2-byte access per thread; the launchers check sizes and return the launch
+// status.
+#include <cstdint>
+#include <initializer_list>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/convert.cuh"
@@ -10,41 +15,113 @@
 namespace ixc::kernels::cuda {
 namespace {
 
-template <typename T>
+// W consecutive elements in f32.
+template <int W>
+struct Group {
+  float v[W];
+};
+
+template <int W, typename T>
+__device__ inline Group<W> LoadGroup(const T* p) {
+  Group<W> g;
+  if constexpr (W == 4) {
+    const float4 f = LoadFour(p);
+    g.v[0] = f.x, g.v[1] = f.y, g.v[2] = f.z, g.v[3] = f.w;
+  } else {
+#pragma unroll
+    for (int e = 0; e < W; ++e) g.v[e] = ToFloat(p[e]);
+  }
+  return g;
+}
+
+template <int W, typename T>
+__device__ inline void StoreGroup(T* p, const Group<W>& g) {
+  if constexpr (W == 4) {
+    StoreFour(p, {g.v[0], g.v[1], g.v[2], g.v[3]});
+  } else {
+#pragma unroll
+    for (int e = 0; e < W; ++e) p[e] = FromFloat<T>(g.v[e]);
+  }
+}
+
+template <typename T, int W>
 __global__ void SwiGluKernel(const T* gate, const T* up, T* out, int64_t n) {
-  IXC_GRID_STRIDE(i, n) {
-    const float g = ToFloat(gate[i]);
-    out[i] = FromFloat<T>(g / (1.f + expf(-g)) * ToFloat(up[i]));
+  IXC_GRID_STRIDE(i, n / W) {
+    Group<W> g = LoadGroup<W>(gate + i * W);
+    const Group<W> u = LoadGroup<W>(up + i * W);
+#pragma unroll
+    for (int e = 0; e < W; ++e) g.v[e] = g.v[e] / (1.f + expf(-g.v[e])) * u.v[e];
+    StoreGroup(out + i * W, g);
   }
 }
 
-template <typename T>
+template <typename T, int W>
 __global__ void GeluKernel(const T* x, T* out, int64_t n) {
-  IXC_GRID_STRIDE(i, n) {
-    const float v = ToFloat(x[i]);
-    out[i] = FromFloat<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+  IXC_GRID_STRIDE(i, n / W) {
+    Group<W> g = LoadGroup<W>(x + i * W);
+#pragma unroll
+    for (int e = 0; e < W; ++e) g.v[e] = 0.5f * g.v[e] * (1.f + erff(g.v[e] * 0.70710678118654752f));
+    StoreGroup(out + i * W, g);
   }
 }
 
-template <typename T>
+template <typename T, int W>
 __global__ void QuickGeluKernel(const T* x, T* out, int64_t n) {
-  IXC_GRID_STRIDE(i, n) {
-    const float v = ToFloat(x[i]);
-    out[i] = FromFloat<T>(v / (1.f + expf(-1.702f * v)));
+  IXC_GRID_STRIDE(i, n / W) {
+    Group<W> g = LoadGroup<W>(x + i * W);
+#pragma unroll
+    for (int e = 0; e < W; ++e) g.v[e] = g.v[e] / (1.f + expf(-1.702f * g.v[e]));
+    StoreGroup(out + i * W, g);
   }
 }
 
-template <typename T>
+// Rows over blockIdx.y (strided past 65535), column groups over blockIdx.x: no division per element.
+#define IXC_ROWS_AND_GROUPS(row, c, rows, groups)                                               \
+  for (int64_t row = blockIdx.y; row < (rows); row += gridDim.y)                              \
+    for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < (groups); \
+         c += int64_t{gridDim.x} * blockDim.x)
+
+template <typename T, int W>
 __global__ void GatherKernel(const T* table, const int32_t* ids, int64_t n, int64_t hidden, float* out) {
-  IXC_GRID_STRIDE(e, n * hidden) {
-    const int64_t token = e / hidden, c = e % hidden;
-    out[e] = ToFloat(table[int64_t{ids[token]} * hidden + c]);
+  IXC_ROWS_AND_GROUPS(token, c, n, hidden / W) {
+    StoreGroup(out + token * hidden + c * W, LoadGroup<W>(table + int64_t{ids[token]} * hidden + c * W));
   }
 }
 
-template <typename T>
+template <typename T, int W>
 __global__ void AddBiasKernel(T* y, const float* bias, int64_t rows, int64_t cols) {
-  IXC_GRID_STRIDE(e, rows * cols) { y[e] = FromFloat<T>(ToFloat(y[e]) + bias[e % cols]); }
+  IXC_ROWS_AND_GROUPS(row, c, rows, cols / W) {
+    Group<W> g = LoadGroup<W>(y + row * cols + c * W);
+    const Group<W> b = LoadGroup<W>(bias + c * W);
+#pragma unroll
+    for (int e = 0; e < W; ++e) g.v[e] += b.v[e];
+    StoreGroup(y + row * cols + c * W, g);
+  }
+}
+
+dim3 RowsAndGroupsGrid(int64_t rows, int64_t groups) {
+  return dim3(static_cast<unsigned>(std::min<int64_t>((groups + kGridStrideThreads - 1) / kGridStrideThreads, 1024)),
+              static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+}
+
+// 4 where `count` (the elements a group must divide) is a multiple of 4 and every tensor (pointer, element bytes)
+// starts on a 4-element boundary; else 1.
+int GroupWidth(int64_t count, std::initializer_list<std::pair<const void*, int64_t>> tensors) {
+  if (count % 4 != 0) return 1;
+  for (const auto& [pointer, element_bytes] : tensors) {
+    if (reinterpret_cast<uintptr_t>(pointer) % (4 * element_bytes) != 0) return 1;
+  }
+  return 4;
+}
+
+// Calls f(std::integral_constant<int, W>) for the group width.
+template <typename F>
+void DispatchWidth(int width, F&& f) {
+  if (width == 4) {
+    f(std::integral_constant<int, 4>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
+  }
 }
 
 template <typename T>
@@ -71,7 +148,7 @@ absl::Status CheckSize(const char* op, int64_t n) {
   return absl::OkStatus();
 }
 
-// Launches Kernel<T> over n elements for the dtype; `launch(T{}, blocks)` does the launch.
+// Checks n and dispatches the dtype; `launch(T{}, blocks)` does the launch (blocks: one element per thread).
 template <typename F>
 absl::Status LaunchOver(const char* op, DType dtype, int64_t n, F&& launch) {
   IXC_RETURN_IF_ERROR(CheckSize(op, n));
@@ -84,24 +161,38 @@ absl::Status LaunchOver(const char* op, DType dtype, int64_t n, F&& launch) {
 }  // namespace
 
 absl::Status LaunchSwiGlu(DType dtype, const void* gate, const void* up, void* out, int64_t n, cudaStream_t stream) {
-  return LaunchOver("SwiGlu", dtype, n, [&](auto tag, int blocks) {
+  const int64_t e = DTypeSize(dtype);
+  return LaunchOver("SwiGlu", dtype, n, [&](auto tag, int) {
     using T = decltype(tag);
-    SwiGluKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<const T*>(gate), static_cast<const T*>(up),
-                                                     static_cast<T*>(out), n);
+    DispatchWidth(GroupWidth(n, {{gate, e}, {up, e}, {out, e}}), [&](auto width) {
+      constexpr int W = decltype(width)::value;
+      SwiGluKernel<T, W><<<GridStrideBlocks(n / W), kGridStrideThreads, 0, stream>>>(
+          static_cast<const T*>(gate), static_cast<const T*>(up), static_cast<T*>(out), n);
+    });
   });
 }
 
 absl::Status LaunchGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
-  return LaunchOver("Gelu", dtype, n, [&](auto tag, int blocks) {
+  const int64_t e = DTypeSize(dtype);
+  return LaunchOver("Gelu", dtype, n, [&](auto tag, int) {
     using T = decltype(tag);
-    GeluKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+    DispatchWidth(GroupWidth(n, {{x, e}, {out, e}}), [&](auto width) {
+      constexpr int W = decltype(width)::value;
+      GeluKernel<T, W><<<GridStrideBlocks(n / W), kGridStrideThreads, 0, stream>>>(static_cast<const T*>(x),
+                                                                                    static_cast<T*>(out), n);
+    });
   });
 }
 
 absl::Status LaunchQuickGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
-  return LaunchOver("QuickGelu", dtype, n, [&](auto tag, int blocks) {
+  const int64_t e = DTypeSize(dtype);
+  return LaunchOver("QuickGelu", dtype, n, [&](auto tag, int) {
     using T = decltype(tag);
-    QuickGeluKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+    DispatchWidth(GroupWidth(n, {{x, e}, {out, e}}), [&](auto width) {
+      constexpr int W = decltype(width)::value;
+      QuickGeluKernel<T, W><<<GridStrideBlocks(n / W), kGridStrideThreads, 0, stream>>>(static_cast<const T*>(x),
+                                                                                         static_cast<T*>(out), n);
+    });
   });
 }
 
@@ -113,16 +204,24 @@ absl::Status LaunchEmbeddingGather(const void* table, DType dtype, int64_t vocab
                                                 " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
-  return LaunchOver("EmbeddingGather", dtype, n * hidden, [&](auto tag, int blocks) {
+  return LaunchOver("EmbeddingGather", dtype, n * hidden, [&](auto tag, int) {
     using T = decltype(tag);
-    GatherKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<const T*>(table), ids, n, hidden, out);
+    DispatchWidth(GroupWidth(hidden, {{table, DTypeSize(dtype)}, {out, 4}}), [&](auto width) {
+      constexpr int W = decltype(width)::value;
+      GatherKernel<T, W><<<RowsAndGroupsGrid(n, hidden / W), kGridStrideThreads, 0, stream>>>(
+          static_cast<const T*>(table), ids, n, hidden, out);
+    });
   });
 }
 
 absl::Status LaunchAddBias(DType dtype, void* y, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
-  return LaunchOver("AddBias", dtype, rows * cols, [&](auto tag, int blocks) {
+  return LaunchOver("AddBias", dtype, rows * cols, [&](auto tag, int) {
     using T = decltype(tag);
-    AddBiasKernel<T><<<blocks, kGridStrideThreads, 0, stream>>>(static_cast<T*>(y), bias, rows, cols);
+    DispatchWidth(GroupWidth(cols, {{y, DTypeSize(dtype)}, {bias, 4}}), [&](auto width) {
+      constexpr int W = decltype(width)::value;
+      AddBiasKernel<T, W><<<RowsAndGroupsGrid(rows, cols / W), kGridStrideThreads, 0, stream>>>(static_cast<T*>(y),
+                                                                                                bias, rows, cols);
+    });
   });
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
@@ -80,14 +81,14 @@ absl::StatusOr<std::shared_ptr<CudaVisionModel>> CudaVisionModel::Upload(const V
   IXC_ASSIGN_OR_RETURN(model->proj2_, matrix(weights.proj2));
   IXC_ASSIGN_OR_RETURN(model->proj2_bias_, floats(weights.proj2_bias));
 
-  // Attention of one crop: its K and V are one block of `tokens` keys, and every query sits at the last position.
+  // Attention of a pass: crop i's K and V are block i of `tokens` keys, and every query sits at the last position.
   const int64_t tokens = int64_t{c.grid()} * c.grid() + 1;
-  std::vector<int32_t> metadata(tokens + 1, static_cast<int32_t>(tokens - 1));
-  metadata[0] = 0;
+  std::vector<int32_t> metadata(kCropsPerPass + tokens, static_cast<int32_t>(tokens - 1));
+  std::iota(metadata.begin(), metadata.begin() + kCropsPerPass, 0);
   IXC_ASSIGN_OR_RETURN(void* p, arena.Allocate(static_cast<int64_t>(metadata.size()) * 4));
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, metadata.data(), metadata.size() * 4, cudaMemcpyHostToDevice));
-  model->attention_table_ = static_cast<int32_t*>(p);
-  model->attention_positions_ = model->attention_table_ + 1;
+  model->attention_tables_ = static_cast<int32_t*>(p);
+  model->attention_positions_ = model->attention_tables_ + kCropsPerPass;
   return model;
 }
 
@@ -129,14 +130,11 @@ absl::Status CudaVisionModel::RunVitPass(int count, float* x) {
     IXC_RETURN_IF_ERROR(Linear(normed_.data(), layer.q, layer.q_bias, q_.data(), rows, hv, hv, dtype, false));
     IXC_RETURN_IF_ERROR(Linear(normed_.data(), layer.k, layer.k_bias, k_.data(), rows, hv, hv, dtype, false));
     IXC_RETURN_IF_ERROR(Linear(normed_.data(), layer.v, layer.v_bias, v_.data(), rows, hv, hv, dtype, false));
-    for (int crop = 0; crop < count; ++crop) {
-      const int64_t offset = crop * tokens * hv * e;
-      const kc::DeviceKvPools pools{
-          k_.as<uint8_t>() + offset, v_.as<uint8_t>() + offset, dtype, static_cast<int>(tokens), c.num_heads, head_dim};
-      IXC_RETURN_IF_ERROR(kc::LaunchFlashAttention(q_.as<uint8_t>() + offset, attention_positions_, tokens, c.num_heads,
-                                                   pools, attention_table_, tokens, tokens - 1, scale,
-                                                   attention_.as<uint8_t>() + offset, nullptr, stream));
-    }
+    // The pass's K and V rows are a pool of one block per crop; all crops in one launch.
+    const kc::DeviceKvPools pools{k_.data(), v_.data(), dtype, static_cast<int>(tokens), c.num_heads, head_dim};
+    IXC_RETURN_IF_ERROR(kc::LaunchBatchedFlashAttention(q_.data(), attention_positions_, tokens, count, c.num_heads,
+                                                        pools, attention_tables_, 1, tokens, tokens - 1, scale,
+                                                        attention_.data(), nullptr, stream));
     // The residual adds ride on the GEMMs: x += attention . W_out^T, then the bias.
     IXC_RETURN_IF_ERROR(Linear(attention_.data(), layer.out, layer.out_bias, x, rows, hv, hv, DType::kF32, true));
 

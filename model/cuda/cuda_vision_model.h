@@ -81,7 +81,7 @@ class CudaVisionModel : public DeviceVisionModel {
   float* proj1_bias_ = nullptr;
   void* proj2_ = nullptr;  // (llm_hidden, llm_hidden)
   float* proj2_bias_ = nullptr;
-  int32_t* attention_table_ = nullptr;      // {0}: a crop's keys are one block
+  int32_t* attention_tables_ = nullptr;     // {0, 1, ...}: crop i's keys are block i
   int32_t* attention_positions_ = nullptr;  // (grid^2 + 1) all the last position: every query sees every key
 
   // Scratch for one pass (kCropsPerPass crops at most), the features of one image, and its projection.

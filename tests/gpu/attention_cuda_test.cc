@@ -87,6 +87,44 @@ TEST_F(CudaTest, FlashAttentionMatchesPagedAttention) {
   }
 }
 
+TEST_F(CudaTest, BatchedFlashAttentionMatchesEachSequence) {
+  // Three sequences of the same length in one pool, each with its own blocks (out of order), in one launch; the
+  // vision tower's crops go this way (every query seeing all keys), the causal case here covers both.
+  const int sequences = 3;
+  const int64_t tokens = 70, blocks_per_sequence = (tokens + kBlockSize - 1) / kBlockSize;
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    for (const Layout& layout : {Layout{16, 16, 64}, Layout{32, 8, 128}}) {
+      PagedSequence pool(dtype, sequences * blocks_per_sequence * kBlockSize, layout.kv_heads, layout.head_dim, 31);
+      const int64_t stride = tokens * layout.heads * layout.head_dim;
+      auto q = RandomTyped(dtype, sequences * stride, 32);
+      std::vector<int32_t> positions(tokens);
+      std::iota(positions.begin(), positions.end(), 0);
+      const float scale = 1.f / std::sqrt(static_cast<float>(layout.head_dim));
+      std::vector<float> expected(q.as_f32.size()), expected_lse(sequences * tokens * layout.heads);
+      for (int s = 0; s < sequences; ++s) {
+        PagedKv view = pool.view;
+        view.block_table = pool.table.data() + s * blocks_per_sequence;
+        view.num_keys = tokens;
+        reference::PagedAttention(q.as_f32.data() + s * stride, positions.data(), view,
+                                  {static_cast<int>(tokens), layout.heads, scale}, expected.data() + s * stride,
+                                  expected_lse.data() + s * tokens * layout.heads);
+      }
+      DeviceBuffer<uint8_t> d_q(q.bytes), d_k(pool.k.bytes), d_v(pool.v.bytes), d_out(q.bytes.size());
+      DeviceBuffer<int32_t> d_positions(positions), d_tables(pool.table);
+      DeviceBuffer<float> d_lse(expected_lse.size(), NAN);
+      const DeviceKvPools pools{d_k.data, d_v.data, dtype, kBlockSize, layout.kv_heads, layout.head_dim};
+      ASSERT_TRUE(LaunchBatchedFlashAttention(d_q.data, d_positions.data, tokens, sequences, layout.heads, pools,
+                                              d_tables.data, blocks_per_sequence, tokens, tokens - 1, scale, d_out.data,
+                                              d_lse.data, nullptr)
+                      .ok());
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const std::string where = std::string(DTypeName(dtype)) + " d " + std::to_string(layout.head_dim);
+      EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), expected, OutTolerance(dtype))) << where;
+      EXPECT_TRUE(AllClose(d_lse.Read(), expected_lse, {2e-3f, 1e-3f})) << where;
+    }
+  }
+}
+
 TEST_F(CudaTest, PagedDecodeAttentionMatchesPagedAttentionAcrossSequences) {
   int num_sms = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);

@@ -1,9 +1,8 @@
 // CUDA elementwise ops against the reference ops on awkward sizes, in f32 and bf16. Skipped without a GPU.
-#include "kernels/cuda/elementwise.h"
-
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cuda/elementwise.h"
 #include "kernels/ops.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/test_util.h"
@@ -21,66 +20,83 @@ using ixc::testing::Widen;
 
 Tolerance For(DType dtype) { return dtype == DType::kF32 ? Tolerance{1e-6f, 2e-6f} : Tolerance{1e-3f, 8e-3f}; }
 
+// Sizes that are a multiple of 4 take one wide access per 4 elements; the others one access per element.
 TEST_F(CudaTest, SwiGluMatchesReference) {
   for (DType dtype : {DType::kF32, DType::kBF16}) {
-    const int64_t n = 100003;
-    auto gate = RandomTyped(dtype, n, 1, 4.f), up = RandomTyped(dtype, n, 2);
-    std::vector<float> expected(n);
-    reference::SwiGlu(gate.as_f32.data(), up.as_f32.data(), expected.data(), n);
-    DeviceBuffer<uint8_t> d_gate(gate.bytes), d_up(up.bytes);
-    ASSERT_TRUE(LaunchSwiGlu(dtype, d_gate.data, d_up.data, d_gate.data, n, nullptr).ok());  // in place
-    EXPECT_TRUE(AllClose(Widen(dtype, d_gate.Read()), expected, For(dtype))) << DTypeName(dtype);
+    for (const int64_t n : {100003, 100000}) {
+      auto gate = RandomTyped(dtype, n, 1, 4.f), up = RandomTyped(dtype, n, 2);
+      std::vector<float> expected(n);
+      reference::SwiGlu(gate.as_f32.data(), up.as_f32.data(), expected.data(), n);
+      DeviceBuffer<uint8_t> d_gate(gate.bytes), d_up(up.bytes);
+      ASSERT_TRUE(LaunchSwiGlu(dtype, d_gate.data, d_up.data, d_gate.data, n, nullptr).ok());  // in place
+      EXPECT_TRUE(AllClose(Widen(dtype, d_gate.Read()), expected, For(dtype))) << DTypeName(dtype) << " n " << n;
+    }
   }
 }
 
 TEST_F(CudaTest, GeluAndQuickGeluMatchReference) {
   for (DType dtype : {DType::kF32, DType::kBF16}) {
-    const int64_t n = 4099;
-    auto x = RandomTyped(dtype, n, 3, 3.f);
-    std::vector<float> gelu(n), quick(n);
-    reference::Gelu(x.as_f32.data(), gelu.data(), n);
-    reference::QuickGelu(x.as_f32.data(), quick.data(), n);
-    DeviceBuffer<uint8_t> d_x(x.bytes), d_out(x.bytes.size());
-    ASSERT_TRUE(LaunchGelu(dtype, d_x.data, d_out.data, n, nullptr).ok());
-    EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), gelu, For(dtype))) << DTypeName(dtype);
-    ASSERT_TRUE(LaunchQuickGelu(dtype, d_x.data, d_out.data, n, nullptr).ok());
-    EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), quick, For(dtype))) << DTypeName(dtype);
+    for (const int64_t n : {4099, 4096}) {
+      auto x = RandomTyped(dtype, n, 3, 3.f);
+      std::vector<float> gelu(n), quick(n);
+      reference::Gelu(x.as_f32.data(), gelu.data(), n);
+      reference::QuickGelu(x.as_f32.data(), quick.data(), n);
+      DeviceBuffer<uint8_t> d_x(x.bytes), d_out(x.bytes.size());
+      ASSERT_TRUE(LaunchGelu(dtype, d_x.data, d_out.data, n, nullptr).ok());
+      EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), gelu, For(dtype))) << DTypeName(dtype);
+      ASSERT_TRUE(LaunchQuickGelu(dtype, d_x.data, d_out.data, n, nullptr).ok());
+      EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), quick, For(dtype))) << DTypeName(dtype);
+    }
   }
 }
 
 TEST_F(CudaTest, EmbeddingGatherMatchesReferenceAndChecksIds) {
   for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
-    auto table = RandomTyped(dtype, 300 * 96, 4);
-    const TensorView view(table.bytes.data(), dtype, {300, 96});
-    const std::vector<int32_t> ids = {0, 299, 17, 17, 5};
-    std::vector<float> expected(ids.size() * 96);
-    ASSERT_TRUE(reference::EmbeddingGather(view, ids.data(), ids.size(), expected.data()).ok());
-    DeviceBuffer<uint8_t> d_table(table.bytes);
-    DeviceBuffer<int32_t> d_ids(ids);
-    DeviceBuffer<float> d_out(expected.size());
-    ASSERT_TRUE(
-        LaunchEmbeddingGather(d_table.data, dtype, 300, 96, d_ids.data, ids.data(), ids.size(), d_out.data, nullptr)
-            .ok());
-    EXPECT_EQ(d_out.Read(), expected) << DTypeName(dtype);
-    const std::vector<int32_t> bad = {3, 300};
-    EXPECT_EQ(LaunchEmbeddingGather(d_table.data, dtype, 300, 96, d_ids.data, bad.data(), bad.size(), d_out.data,
-                                    nullptr)
-                  .code(),
-              absl::StatusCode::kOutOfRange);
+    for (const int64_t hidden : {96, 98}) {
+      auto table = RandomTyped(dtype, 300 * hidden, 4);
+      const TensorView view(table.bytes.data(), dtype, {300, hidden});
+      const std::vector<int32_t> ids = {0, 299, 17, 17, 5};
+      std::vector<float> expected(ids.size() * hidden);
+      ASSERT_TRUE(reference::EmbeddingGather(view, ids.data(), ids.size(), expected.data()).ok());
+      DeviceBuffer<uint8_t> d_table(table.bytes);
+      DeviceBuffer<int32_t> d_ids(ids);
+      DeviceBuffer<float> d_out(expected.size());
+      ASSERT_TRUE(LaunchEmbeddingGather(d_table.data, dtype, 300, hidden, d_ids.data, ids.data(), ids.size(),
+                                        d_out.data, nullptr)
+                      .ok());
+      EXPECT_EQ(d_out.Read(), expected) << DTypeName(dtype) << " hidden " << hidden;
+      const std::vector<int32_t> bad = {3, 300};
+      EXPECT_EQ(LaunchEmbeddingGather(d_table.data, dtype, 300, hidden, d_ids.data, bad.data(), bad.size(), d_out.data,
+                                      nullptr)
+                    .code(),
+                absl::StatusCode::kOutOfRange);
+    }
   }
 }
 
 TEST_F(CudaTest, AddBiasAndZeroRows) {
-  const int64_t rows = 7, cols = 131;
-  const auto y = RandomFloats(rows * cols, 5), bias = RandomFloats(cols, 6);
-  const std::vector<uint8_t> mask = {1, 0, 0, 1, 1, 0, 1};
-  std::vector<float> expected(y);
-  for (int64_t i = 0; i < rows * cols; ++i) expected[i] = mask[i / cols] ? y[i] + bias[i % cols] : 0.f;
-  DeviceBuffer<float> d_y(y), d_bias(bias);
-  DeviceBuffer<uint8_t> d_mask(mask);
-  ASSERT_TRUE(LaunchAddBias(DType::kF32, d_y.data, d_bias.data, rows, cols, nullptr).ok());
-  ASSERT_TRUE(LaunchZeroRows(DType::kF32, d_y.data, d_mask.data, rows, cols, nullptr).ok());
-  EXPECT_TRUE(AllClose(d_y.Read(), expected, {1e-6f, 1e-6f}));
+  for (const int64_t cols : {131, 132}) {
+    const int64_t rows = 7;
+    const auto y = RandomFloats(rows * cols, 5), bias = RandomFloats(cols, 6);
+    const std::vector<uint8_t> mask = {1, 0, 0, 1, 1, 0, 1};
+    std::vector<float> expected(y);
+    for (int64_t i = 0; i < rows * cols; ++i) expected[i] = mask[i / cols] ? y[i] + bias[i % cols] : 0.f;
+    DeviceBuffer<float> d_y(y), d_bias(bias);
+    DeviceBuffer<uint8_t> d_mask(mask);
+    ASSERT_TRUE(LaunchAddBias(DType::kF32, d_y.data, d_bias.data, rows, cols, nullptr).ok());
+    ASSERT_TRUE(LaunchZeroRows(DType::kF32, d_y.data, d_mask.data, rows, cols, nullptr).ok());
+    EXPECT_TRUE(AllClose(d_y.Read(), expected, {1e-6f, 1e-6f})) << "cols " << cols;
+  }
+  // bf16, with more rows than a grid has in y (65535): the rows loop past it.
+  const int64_t rows = 70000, cols = 8;
+  auto y = RandomTyped(DType::kBF16, rows * cols, 7);
+  const auto bias = RandomFloats(cols, 8);
+  std::vector<float> expected(rows * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) expected[i] = y.as_f32[i] + bias[i % cols];
+  DeviceBuffer<uint8_t> d_y(y.bytes);
+  DeviceBuffer<float> d_bias(bias);
+  ASSERT_TRUE(LaunchAddBias(DType::kBF16, d_y.data, d_bias.data, rows, cols, nullptr).ok());
+  EXPECT_TRUE(AllClose(Widen(DType::kBF16, d_y.Read()), expected, {1e-2f, 8e-3f}));
 }
 
 TEST_F(CudaTest, FillUniformIsSeededAndInRange) {
