@@ -193,46 +193,53 @@ TEST_F(CudaTest, PagedDecodeAttentionMatchesPagedAttentionAcrossSequences) {
 
 TEST_F(CudaTest, RopeAndStoreKvMatchesUnpackAndApplyRope) {
   const DType dtype = DType::kBF16;
-  const int kv_heads = 2, group = 4, d = 128, heads = kv_heads * group;
-  const int64_t tokens = 13;
-  auto qkv = RandomTyped(dtype, tokens * kv_heads * (group + 2) * d, 8);
-  std::vector<int32_t> positions(tokens), slots(tokens);
-  for (int64_t t = 0; t < tokens; ++t) {
-    positions[t] = static_cast<int32_t>(4000 + 3 * t);
-    slots[t] = t == 5 ? -1 : static_cast<int32_t>(40 - t);  // token 5 is not stored (another SP rank keeps it)
-  }
-  const RopeParams rope{d, 1e6f, 1.f};
-  // Reference: unpack per KV group (q x group, k, v), rotate q and k.
-  std::vector<float> q(tokens * heads * d), k(tokens * kv_heads * d), v(tokens * kv_heads * d);
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int g = 0; g < kv_heads; ++g) {
-      const float* block = qkv.as_f32.data() + (t * kv_heads + g) * (group + 2) * d;
-      std::copy_n(block, group * d, q.data() + (t * heads + g * group) * d);
-      std::copy_n(block + group * d, d, k.data() + (t * kv_heads + g) * d);
-      std::copy_n(block + (group + 1) * d, d, v.data() + (t * kv_heads + g) * d);
+  struct Case {
+    int kv_heads, group, d;
+    int64_t tokens;
+  };
+  // The model's grouping at head dim 128; and a long prompt at a small size (70000 tokens, angles past 200000 rad).
+  for (const Case& c : {Case{2, 4, 128, 13}, Case{1, 1, 16, 70000}}) {
+    const int kv_heads = c.kv_heads, group = c.group, d = c.d, heads = kv_heads * group;
+    const int64_t tokens = c.tokens;
+    auto qkv = RandomTyped(dtype, tokens * kv_heads * (group + 2) * d, 8);
+    std::vector<int32_t> positions(tokens), slots(tokens);
+    for (int64_t t = 0; t < tokens; ++t) {
+      positions[t] = static_cast<int32_t>(4000 + 3 * t);
+      slots[t] = t == 5 ? -1 : static_cast<int32_t>(tokens + 27 - t);  // token 5 is not stored (another SP rank's)
     }
-  }
-  reference::ApplyRope(q.data(), positions.data(), tokens, heads, rope);
-  reference::ApplyRope(k.data(), positions.data(), tokens, kv_heads, rope);
+    const RopeParams rope{d, 1e6f, 1.f};
+    // Reference: unpack per KV group (q x group, k, v), rotate q and k.
+    std::vector<float> q(tokens * heads * d), k(tokens * kv_heads * d), v(tokens * kv_heads * d);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int g = 0; g < kv_heads; ++g) {
+        const float* block = qkv.as_f32.data() + (t * kv_heads + g) * (group + 2) * d;
+        std::copy_n(block, group * d, q.data() + (t * heads + g * group) * d);
+        std::copy_n(block + group * d, d, k.data() + (t * kv_heads + g) * d);
+        std::copy_n(block + (group + 1) * d, d, v.data() + (t * kv_heads + g) * d);
+      }
+    }
+    reference::ApplyRope(q.data(), positions.data(), tokens, heads, rope);
+    reference::ApplyRope(k.data(), positions.data(), tokens, kv_heads, rope);
 
-  const int64_t pool_values = 48 * kv_heads * d;
-  DeviceBuffer<uint8_t> d_qkv(qkv.bytes), d_q(q.size() * 2), d_k(pool_values * 2), d_v(pool_values * 2);
-  DeviceBuffer<int32_t> d_positions(positions), d_slots(slots);
-  const DeviceKvPools pools{d_k.data, d_v.data, dtype, kBlockSize, kv_heads, d};
-  ASSERT_TRUE(
-      LaunchRopeAndStoreKv(d_qkv.data, d_positions.data, d_slots.data, tokens, group, rope, d_q.data, pools, nullptr)
-          .ok());
-  // Angles up to ~4000 rad: a last-bit difference in inv_freq moves them by ~5e-4, then bf16 rounding.
-  EXPECT_TRUE(AllClose(Widen(dtype, d_q.Read()), q, {2e-2f, 1e-2f}));
-  const auto k_pool = Widen(dtype, d_k.Read()), v_pool = Widen(dtype, d_v.Read());
-  for (int64_t t = 0; t < tokens; ++t) {
-    if (slots[t] < 0) continue;
-    const int64_t row = kv_heads * d;
-    std::vector<float> k_got(k_pool.begin() + slots[t] * row, k_pool.begin() + (slots[t] + 1) * row);
-    std::vector<float> v_got(v_pool.begin() + slots[t] * row, v_pool.begin() + (slots[t] + 1) * row);
-    EXPECT_TRUE(AllClose(k_got, std::vector<float>(k.begin() + t * row, k.begin() + (t + 1) * row), {2e-2f, 1e-2f}))
-        << t;
-    EXPECT_EQ(v_got, std::vector<float>(v.begin() + t * row, v.begin() + (t + 1) * row)) << t;
+    const int64_t pool_values = (tokens + 28) * kv_heads * d;
+    DeviceBuffer<uint8_t> d_qkv(qkv.bytes), d_q(q.size() * 2), d_k(pool_values * 2), d_v(pool_values * 2);
+    DeviceBuffer<int32_t> d_positions(positions), d_slots(slots);
+    const DeviceKvPools pools{d_k.data, d_v.data, dtype, kBlockSize, kv_heads, d};
+    ASSERT_TRUE(
+        LaunchRopeAndStoreKv(d_qkv.data, d_positions.data, d_slots.data, tokens, group, rope, d_q.data, pools, nullptr)
+            .ok());
+    // Angles up to ~200000 rad: a last-bit difference in inv_freq moves them by up to ~2e-2, then bf16 rounding.
+    EXPECT_TRUE(AllClose(Widen(dtype, d_q.Read()), q, {4e-2f, 1e-2f})) << tokens << " tokens";
+    const auto k_pool = Widen(dtype, d_k.Read()), v_pool = Widen(dtype, d_v.Read());
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (slots[t] < 0) continue;
+      const int64_t row = kv_heads * d;
+      std::vector<float> k_got(k_pool.begin() + slots[t] * row, k_pool.begin() + (slots[t] + 1) * row);
+      std::vector<float> v_got(v_pool.begin() + slots[t] * row, v_pool.begin() + (slots[t] + 1) * row);
+      ASSERT_TRUE(AllClose(k_got, std::vector<float>(k.begin() + t * row, k.begin() + (t + 1) * row), {4e-2f, 1e-2f}))
+          << t;
+      ASSERT_EQ(v_got, std::vector<float>(v.begin() + t * row, v.begin() + (t + 1) * row)) << t;
+    }
   }
 }
 
