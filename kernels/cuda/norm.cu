@@ -87,8 +87,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T, typename Out>
 __global__ void __launch_bounds__(kThreads)
-    LayerNormKernel(const T* __restrict__ x, const float* __restrict__ weight, const float* __restrict__ bias,
-                    Out* __restrict__ out, int64_t hidden, float eps) {
+    LayerNormKernel(const T* x, const float* __restrict__ weight, const float* __restrict__ bias, Out* out,
+                    int64_t hidden, float eps) {  // x and out may be one buffer (in place): not __restrict__
   __shared__ float scratch[kThreads / 32];
   const int64_t row = blockIdx.x, quads = hidden / 4;
   const T* in = x + row * hidden;

@@ -18,7 +18,8 @@
 
 namespace ixc::kernels::cuda {
 
-// Device pointers. hidden must be a multiple of 4 (every model width is); rows >= 0.
+// Device pointers, each starting on a 4-element boundary; hidden must be a multiple of 4 (every model width is);
+// rows >= 0. out must not overlap x (RmsNorm) or the residual and delta (AddRmsNorm); LayerNorm may run in place.
 absl::Status LaunchRmsNorm(DType dtype, void* out, const void* x, const float* weight, int64_t rows, int64_t hidden,
                            float eps, cudaStream_t stream);
 
