@@ -1,6 +1,8 @@
 // cuBLASLt is column-major; a row-major (m, n) output is its (n, m) column-major transpose, so each call computes
 // out^T (n, m) = w (n, k) . x^T (k, m): A = w read transposed (stored as column-major (k, n)), B = x (column-major
 // (k, m)), C = D = out (column-major (n, m)).
+#include "kernels/cuda/gemm.h"
+
 #include <cublasLt.h>
 
 #include "absl/strings/str_cat.h"
@@ -8,7 +10,6 @@
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dependent_launch.cuh"
-#include "kernels/cuda/gemm.h"
 
 namespace ixc::kernels::cuda {
 namespace {
