@@ -4,16 +4,9 @@
 #   bash tests/gpu/run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-[ -f .gpu-bin/bundle.tar.xz ] || { echo "no .gpu-bin/bundle.tar.xz: run tests/gpu/build.sh (and carry .gpu-bin)"; exit 1; }
-tar -xJf .gpu-bin/bundle.tar.xz -C .gpu-bin
-# Our bundled libraries, then the machine's CUDA 13 libraries (cuBLASLt, NCCL): the toolkit's, or PyTorch's wheels'.
-cuda_libs=$(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu \
-  $(python3 -c 'import nvidia, os; print(nvidia.__path__[0])' 2>/dev/null) \
-  \( -name 'libcublasLt.so.13*' -o -name 'libnccl.so.2*' \) -printf '%h\n' 2>/dev/null | sort -u | paste -sd:)
-export LD_LIBRARY_PATH=$PWD/.gpu-bin/lib${cuda_libs:+:$cuda_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+source tests/gpu/bundle_env.sh
 echo "libraries: $LD_LIBRARY_PATH"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi: no GPU visible"
-export IXC_GOLDEN_MODELS=$PWD/.gpu-bin/models
 failures=0
 for test in .gpu-bin/*_cuda_test; do
   [ -x "$test" ] || continue
