@@ -127,6 +127,11 @@ __device__ inline float FastExp2(float x) {
   return y;
 }
 
+// log2 of a power-of-two block size, else -1: SlotOf's `block_shift`.
+__device__ inline int PowerOfTwoShift(int block_size) {
+  return (block_size & (block_size - 1)) == 0 ? __ffs(block_size) - 1 : -1;
+}
+
 // Key `key`'s slot in the paged pool. `block_shift`: log2 of a power-of-two block size (the usual 16), else -1; a
 // shift replaces the integer division that otherwise dominates a tile load's address arithmetic.
 __device__ inline int64_t SlotOf(const int32_t* block_table, int key, int block_size, int block_shift) {
@@ -168,7 +173,7 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
   T* v_tiles = k_tiles + 2 * kFlashKeys * kStride;   // [2][kFlashKeys][kStride]
 
   const int tile = gridDim.x - 1 - blockIdx.x;  // the longest rows (most keys) start first
-  const int block_shift = (block_size & (block_size - 1)) == 0 ? __ffs(block_size) - 1 : -1;
+  const int block_shift = PowerOfTwoShift(block_size);
   const int head = blockIdx.y, kv_head = head / group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int row_lo = tile * kFlashRows + warp * 16 + g, row_hi = row_lo + 8;
@@ -430,7 +435,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
   // Chunks start at multiples of their size; where the KV block size is one too, a chunk lies in one block and one
   // table lookup per chunk gives every key's address (the integer work otherwise dominates the issue slots).
   const bool chunks_in_one_block = block_size % Walk::kChunkKeys == 0;
-  const int block_shift = (block_size & (block_size - 1)) == 0 ? __ffs(block_size) - 1 : -1;
+  const int block_shift = PowerOfTwoShift(block_size);
   const int64_t key_stride = static_cast<int64_t>(kv_heads) * D;  // between consecutive slots of a block
   for (int base = begin + warp * Walk::kChunkKeys; base < end; base += kDecodeWarps * Walk::kChunkKeys) {
     uint4 k_raw[Walk::kSteps], v_raw[Walk::kSteps];

@@ -1,14 +1,18 @@
 // File: kernels/cuda/convert.cuh
 //
-// Storage types of the CUDA kernels (f32, bf16, f16; arithmetic always in f32), their conversions, and
-// DispatchDType, which turns a runtime DType into a template argument:
+// Storage types of the CUDA kernels (f32, bf16, f16; arithmetic always in f32), their conversions (one element, or
+// four at a time with the alignment check that needs), and DispatchDType, which turns a runtime DType into a template argument:
 //   IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) { Kernel<decltype(tag)><<<...>>>(...); }));
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
 #include <type_traits>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "core/dtype.h"
@@ -57,6 +61,16 @@ __device__ inline void StoreFour(T* p, float4 v) {
     e[3] = FromFloat<T>(v.w);
     *reinterpret_cast<uint2*>(p) = raw;
   }
+}
+
+// LoadFour / StoreFour need each tensor (pointer, element bytes) to start on a 4-element boundary: the first that
+// does not, or nothing.
+inline std::optional<std::pair<const void*, int64_t>> FirstNotFourAligned(
+    std::initializer_list<std::pair<const void*, int64_t>> tensors) {
+  for (const auto& tensor : tensors) {
+    if (reinterpret_cast<uintptr_t>(tensor.first) % (4 * tensor.second) != 0) return tensor;
+  }
+  return std::nullopt;
 }
 
 // Calls f(T{}) with the storage type of `dtype`.

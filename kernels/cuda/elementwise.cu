@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "kernels/cuda/activations.cuh"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
@@ -50,27 +51,18 @@ __global__ void SwiGluKernel(const T* gate, const T* up, T* out, int64_t n) {
     Group<W> g = LoadGroup<W>(gate + i * W);
     const Group<W> u = LoadGroup<W>(up + i * W);
 #pragma unroll
-    for (int e = 0; e < W; ++e) g.v[e] = g.v[e] / (1.f + expf(-g.v[e])) * u.v[e];
+    for (int e = 0; e < W; ++e) g.v[e] = SwiGlu(g.v[e], u.v[e]);
     StoreGroup(out + i * W, g);
   }
 }
 
-template <typename T, int W>
-__global__ void GeluKernel(const T* x, T* out, int64_t n) {
+// out = Op(x), elementwise (Op: ExactGelu or QuickGelu).
+template <typename T, int W, typename Op>
+__global__ void ActivationKernel(const T* x, T* out, int64_t n) {
   IXC_GRID_STRIDE(i, n / W) {
     Group<W> g = LoadGroup<W>(x + i * W);
 #pragma unroll
-    for (int e = 0; e < W; ++e) g.v[e] = 0.5f * g.v[e] * (1.f + erff(g.v[e] * 0.70710678118654752f));
-    StoreGroup(out + i * W, g);
-  }
-}
-
-template <typename T, int W>
-__global__ void QuickGeluKernel(const T* x, T* out, int64_t n) {
-  IXC_GRID_STRIDE(i, n / W) {
-    Group<W> g = LoadGroup<W>(x + i * W);
-#pragma unroll
-    for (int e = 0; e < W; ++e) g.v[e] = g.v[e] / (1.f + expf(-1.702f * g.v[e]));
+    for (int e = 0; e < W; ++e) g.v[e] = Op()(g.v[e]);
     StoreGroup(out + i * W, g);
   }
 }
@@ -107,11 +99,7 @@ dim3 RowsAndGroupsGrid(int64_t rows, int64_t groups) {
 // 4 where `count` (the elements a group must divide) is a multiple of 4 and every tensor (pointer, element bytes)
 // starts on a 4-element boundary; else 1.
 int GroupWidth(int64_t count, std::initializer_list<std::pair<const void*, int64_t>> tensors) {
-  if (count % 4 != 0) return 1;
-  for (const auto& [pointer, element_bytes] : tensors) {
-    if (reinterpret_cast<uintptr_t>(pointer) % (4 * element_bytes) != 0) return 1;
-  }
-  return 4;
+  return count % 4 == 0 && !FirstNotFourAligned(tensors) ? 4 : 1;
 }
 
 // Calls f(std::integral_constant<int, W>) for the group width.
@@ -158,6 +146,19 @@ absl::Status LaunchOver(const char* op, DType dtype, int64_t n, F&& launch) {
   return absl::OkStatus();
 }
 
+template <typename Op>
+absl::Status LaunchActivation(const char* op, DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
+  const int64_t e = DTypeSize(dtype);
+  return LaunchOver(op, dtype, n, [&](auto tag, int) {
+    using T = decltype(tag);
+    DispatchWidth(GroupWidth(n, {{x, e}, {out, e}}), [&](auto width) {
+      constexpr int W = decltype(width)::value;
+      ActivationKernel<T, W, Op><<<GridStrideBlocks(n / W), kGridStrideThreads, 0, stream>>>(
+          static_cast<const T*>(x), static_cast<T*>(out), n);
+    });
+  });
+}
+
 }  // namespace
 
 absl::Status LaunchSwiGlu(DType dtype, const void* gate, const void* up, void* out, int64_t n, cudaStream_t stream) {
@@ -173,27 +174,11 @@ absl::Status LaunchSwiGlu(DType dtype, const void* gate, const void* up, void* o
 }
 
 absl::Status LaunchGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
-  const int64_t e = DTypeSize(dtype);
-  return LaunchOver("Gelu", dtype, n, [&](auto tag, int) {
-    using T = decltype(tag);
-    DispatchWidth(GroupWidth(n, {{x, e}, {out, e}}), [&](auto width) {
-      constexpr int W = decltype(width)::value;
-      GeluKernel<T, W><<<GridStrideBlocks(n / W), kGridStrideThreads, 0, stream>>>(static_cast<const T*>(x),
-                                                                                    static_cast<T*>(out), n);
-    });
-  });
+  return LaunchActivation<ExactGelu>("Gelu", dtype, x, out, n, stream);
 }
 
 absl::Status LaunchQuickGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
-  const int64_t e = DTypeSize(dtype);
-  return LaunchOver("QuickGelu", dtype, n, [&](auto tag, int) {
-    using T = decltype(tag);
-    DispatchWidth(GroupWidth(n, {{x, e}, {out, e}}), [&](auto width) {
-      constexpr int W = decltype(width)::value;
-      QuickGeluKernel<T, W><<<GridStrideBlocks(n / W), kGridStrideThreads, 0, stream>>>(static_cast<const T*>(x),
-                                                                                         static_cast<T*>(out), n);
-    });
-  });
+  return LaunchActivation<QuickGelu>("QuickGelu", dtype, x, out, n, stream);
 }
 
 absl::Status LaunchEmbeddingGather(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* ids,

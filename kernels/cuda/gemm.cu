@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "kernels/cuda/activations.cuh"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dependent_launch.cuh"
@@ -136,7 +137,7 @@ __global__ void __launch_bounds__(kSmallThreads)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       const float gate = ToFloat(FromFloat<T>(acc[0][m])), up = ToFloat(FromFloat<T>(acc[1][m]));
-      out[m * n + feature] = FromFloat<T>(gate / (1.f + expf(-gate)) * up);
+      out[m * n + feature] = FromFloat<T>(SwiGlu(gate, up));
     }
   }
 }

@@ -125,12 +125,10 @@ absl::Status CheckRows(const char* op, int64_t rows, int64_t hidden) {
 
 // The kernels access four elements at a time: each tensor (pointer, element bytes) must start on such a boundary.
 absl::Status CheckFourAligned(const char* op, std::initializer_list<std::pair<const void*, int64_t>> tensors) {
-  for (const auto& [pointer, element_bytes] : tensors) {
-    if (reinterpret_cast<uintptr_t>(pointer) % (4 * element_bytes) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": a tensor at ",
-                                                     absl::Hex(reinterpret_cast<uintptr_t>(pointer)),
-                                                     " is not aligned to 4 of its ", element_bytes, "-byte elements"));
-    }
+  if (const auto bad = FirstNotFourAligned(tensors)) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": a tensor at ",
+                                                   absl::Hex(reinterpret_cast<uintptr_t>(bad->first)),
+                                                   " is not aligned to 4 of its ", bad->second, "-byte elements"));
   }
   return absl::OkStatus();
 }
