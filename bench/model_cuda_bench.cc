@@ -1,5 +1,6 @@
 // The IXC-2.5 7B language model on one GPU with seeded random bf16 weights (no checkpoint): batch-1 decode
-// tokens/s against the weight-streaming roofline, and the prefill time of a long prompt. Goals (issue 5, H100):
+// tokens/s against the weight-streaming roofline, batch-32 decode with the tokens chosen on the GPU and on the host,
+// and the prefill time of a long prompt. Goals (issue 5, H100):
 // decode >= 190 tokens/s (roofline 228), kernel by kernel and as replayed CUDA graphs; 32K-token prefill <= 1.4 s.
 //   ./model_cuda_bench [prefill tokens, default 32768]
 #include <algorithm>
@@ -34,6 +35,53 @@ model::LlmConfig Ixc25Config() {
   return c;
 }
 
+// Decode steps of kBatch sequences (continuous batching, graphs on), each sequence's next token chosen on the GPU
+// (TokenChoice) and, for comparison, from its logits copied to the host (what every step did before).
+int BatchedDecode(model::LlmWeights& weights, model::KvCache& cache) {
+  constexpr int kBatch = 32, kPrompt = 512, kSteps = 32;
+  std::vector<model::SequenceKv> seqs(kBatch);
+  std::vector<int32_t> tokens(kBatch);
+  std::vector<int32_t> prompt(kPrompt);
+  for (int b = 0; b < kBatch; ++b) {
+    for (int i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 7919 + b * 31) % 92544);
+    model::ForwardInput input;
+    input.ids = prompt;
+    auto logits = model::Prefill(weights, input, false, seqs[b], cache, nullptr);
+    if (!logits.ok()) {
+      std::fprintf(stderr, "prefill: %s\n", logits.status().ToString().c_str());
+      return 1;
+    }
+    tokens[b] = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+  }
+  for (const bool on_device : {true, false}) {
+    std::chrono::steady_clock::time_point start;
+    for (int step = 0; step < 2 + kSteps; ++step) {  // the first two capture the graph
+      if (step == 2) start = std::chrono::steady_clock::now();
+      std::vector<model::TokenChoice> choices(kBatch);
+      std::vector<model::DecodeItem> items;
+      for (int b = 0; b < kBatch; ++b) {
+        items.push_back({tokens[b], static_cast<int32_t>(seqs[b].length), model::LoraMode::kBase, &seqs[b], {},
+                         on_device ? &choices[b] : nullptr});
+      }
+      if (const absl::Status status = model::DecodeSteps(weights, items, cache, nullptr); !status.ok()) {
+        std::fprintf(stderr, "batched decode: %s\n", status.ToString().c_str());
+        return 1;
+      }
+      for (int b = 0; b < kBatch; ++b) {
+        const std::vector<float>& logits = items[b].logits;
+        tokens[b] = on_device ? choices[b].token
+                              : static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      }
+    }
+    const double step_s = Seconds(start) / kSteps;
+    std::printf("batch-%d decode (CUDA graphs), greedy %s: %.2f ms/step, %.0f tokens/s\n", kBatch,
+                on_device ? "on the GPU (one id per sequence to the host)" : "on the host (every logit row copied)",
+                step_s * 1e3, kBatch / step_s);
+  }
+  for (model::SequenceKv& seq : seqs) cache.Release(seq);
+  return 0;
+}
+
 int Run(int64_t prefill_tokens) {
   const GpuLimits limits = MeasureGpuLimits();
   model::LlmWeights weights;  // the shapes only: the tensors live on the GPU
@@ -52,7 +100,7 @@ int Run(int64_t prefill_tokens) {
               "per token), KV pool %.1f GB (%d blocks of 16)\n",
               weight_gb, weight_gb - 92544.0 * 4096 * 2 / 1e9, (*gpu)->kv_bytes() / 1e9, (*gpu)->num_kv_blocks());
 
-  // Batch-1 decode after a 512-token prompt: greedy on the host from the logits each step returns.
+  // Batch-1 decode after a 512-token prompt, greedy on the GPU.
   std::vector<int32_t> prompt(512);
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % 92544);
   model::SequenceKv seq;
@@ -72,13 +120,14 @@ int Run(int64_t prefill_tokens) {
     std::chrono::steady_clock::time_point start;
     for (int step = 0; step < warmup + steps; ++step) {
       if (step == warmup) start = std::chrono::steady_clock::now();
-      auto next = model::DecodeStep(weights, token, static_cast<int32_t>(seq.length), model::LoraMode::kBase, seq,
-                                    cache, nullptr);
-      if (!next.ok()) {
-        std::fprintf(stderr, "decode: %s\n", next.status().ToString().c_str());
+      model::TokenChoice greedy;  // chosen on the GPU: one id comes back
+      std::vector<model::DecodeItem> items = {
+          {token, static_cast<int32_t>(seq.length), model::LoraMode::kBase, &seq, {}, &greedy}};
+      if (const absl::Status status = model::DecodeSteps(weights, items, cache, nullptr); !status.ok()) {
+        std::fprintf(stderr, "decode: %s\n", status.ToString().c_str());
         return 1;
       }
-      token = static_cast<int32_t>(std::max_element(next->begin(), next->end()) - next->begin());
+      token = greedy.token;
     }
     const double decode_s = Seconds(start) / steps;
     std::printf("batch-1 decode%s at context ~%lld: %.2f ms/token, %.1f tokens/s; weight-streaming roofline %.0f "
@@ -88,6 +137,7 @@ int Run(int64_t prefill_tokens) {
                 limits.measured_tbytes * 1e12 / bytes_per_token, limits.measured_tbytes);
   }
   cache.Release(seq);
+  if (BatchedDecode(weights, cache) != 0) return 1;
 
   // Long prefill: one sequence of prefill_tokens, logits of the last position.
   std::vector<int32_t> long_prompt(prefill_tokens);

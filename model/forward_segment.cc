@@ -96,6 +96,7 @@ absl::StatusOr<int64_t> PrepareSegments(const LlmWeights& weights, std::vector<B
     segment.input = &batch[i].input;
     segment.seq = batch[i].seq;
     segment.logits = batch[i].logits;
+    segment.choice = batch[i].choice;
     segment.first_row = rows;
     IXC_RETURN_IF_ERROR(PrepareSegment(weights, batch[i].input, *batch[i].seq, cache, segment));
     rows += segment.tokens;

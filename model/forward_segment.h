@@ -20,6 +20,7 @@ struct Segment {
   const ForwardInput* input = nullptr;
   SequenceKv* seq = nullptr;
   std::vector<float>* logits = nullptr;
+  TokenChoice* choice = nullptr;     // the entry's, if it wants its next token chosen
   int64_t first_row = 0;             // its rows in the batch: [first_row, first_row + tokens)
   int64_t tokens = 0;
   std::vector<int32_t> positions;    // (tokens)

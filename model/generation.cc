@@ -89,6 +89,7 @@ absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& ite
     }
     batch[i].seq = item.seq;
     batch[i].logits = &item.logits;
+    batch[i].choice = item.choice;
   }
   return LanguageModelForwardBatch(weights, batch, cache, comm);
 }
@@ -96,7 +97,7 @@ absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& ite
 absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t token, int32_t position,
                                               LoraMode lora, SequenceKv& seq, KvCache& cache,
                                               parallel::DeviceComm* comm, bool local_vocab) {
-  std::vector<DecodeItem> items = {{token, position, lora, &seq, {}}};
+  std::vector<DecodeItem> items = {{token, position, lora, &seq, {}, nullptr}};
   IXC_RETURN_IF_ERROR(DecodeSteps(weights, items, cache, comm, local_vocab));
   return std::move(items[0].logits);
 }
@@ -165,13 +166,9 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
   }
   result.finish_reason = "length";
   start = std::chrono::steady_clock::now();
-  while (static_cast<int>(result.ids.size()) < options.max_new_tokens) {
-    absl::StatusOr<int32_t> next = SampleNext(weights, *logits, options.sampling, result.ids, options.seed,
-                                              static_cast<int64_t>(result.ids.size()), comm);
-    if (!next.ok()) {
-      logits = next.status();
-      break;
-    }
+  // The first token from the prompt's logits, each later one chosen by its decode step (TokenChoice).
+  absl::StatusOr<int32_t> next = SampleNext(weights, *logits, options.sampling, result.ids, options.seed, 0, comm);
+  while (next.ok() && static_cast<int>(result.ids.size()) < options.max_new_tokens) {
     const int32_t token = *next;
     result.ids.push_back(token);
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
@@ -180,12 +177,14 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
     }
     const int64_t length = result.prompt_tokens + static_cast<int64_t>(result.ids.size());
     if (static_cast<int>(result.ids.size()) == options.max_new_tokens || length >= options.max_context) break;
-    logits = DecodeStep(weights, token, static_cast<int32_t>(length - 1), prompt.lora, seq, cache, comm, local_vocab);
-    if (!logits.ok()) break;
+    TokenChoice choice{options.sampling, result.ids, options.seed, static_cast<int64_t>(result.ids.size())};
+    std::vector<DecodeItem> items = {{token, static_cast<int32_t>(length - 1), prompt.lora, &seq, {}, &choice}};
+    const absl::Status stepped = DecodeSteps(weights, items, cache, comm);
+    next = stepped.ok() ? absl::StatusOr<int32_t>(choice.token) : stepped;
   }
   result.decode_seconds = SecondsSince(start);
   cache.Release(seq);
-  if (!logits.ok()) return logits.status();
+  if (!next.ok()) return next.status();
   return result;
 }
 

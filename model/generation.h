@@ -33,13 +33,16 @@ absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t
                                               parallel::DeviceComm* comm, bool local_vocab = false);
 
 // One decode step for several sequences at once (LanguageModelForwardBatch): item i feeds tokens[i] at positions[i]
-// to *seqs[i] and gets (*logits)[i]. The same per-sequence rules as DecodeStep.
+// to *seqs[i] and gets (*logits)[i], or, with a choice, its next token in choice->token (on the GPU chosen there:
+// one id per sequence crosses to the host instead of the vocabulary's logits). The same per-sequence rules as
+// DecodeStep.
 struct DecodeItem {
   int32_t token = 0;
   int32_t position = 0;
   LoraMode lora = LoraMode::kBase;
   SequenceKv* seq = nullptr;
   std::vector<float> logits;
+  TokenChoice* choice = nullptr;
 };
 absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& items, KvCache& cache,
                          parallel::DeviceComm* comm, bool local_vocab = false);

@@ -7,6 +7,7 @@
 #include "core/status_macros.h"
 #include "kernels/ops.h"
 #include "model/forward_segment.h"
+#include "model/generation.h"
 #include "model/sp_attention.h"
 
 namespace ixc::model {
@@ -140,26 +141,10 @@ absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, co
   return comm->AllReduceSum(segment.logits->data(), segment.logits->size(), parallel::Group::kSequence);
 }
 
-}  // namespace
-
-absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
-                                       parallel::DeviceComm* comm) {
-  const bool tensor_parallel = weights.tp.size > 1;
-  bool sequence_parallel = false, ring = false;
-  for (const BatchEntry& entry : batch) {
-    sequence_parallel |= entry.input.sp_attention != SpAttention::kLocal;
-    ring |= entry.input.sp_attention == SpAttention::kRing;
-  }
-  if ((tensor_parallel || sequence_parallel) && comm == nullptr) {
-    return absl::FailedPreconditionError("tensor or sequence parallelism needs the rank's DeviceComm");
-  }
-  if (tensor_parallel && comm->GroupSize(parallel::Group::kTensor) != weights.tp.size) {
-    return absl::FailedPreconditionError("the weights' TP size differs from the TP group's");
-  }
-  if (ring && batch.size() != 1) return absl::InvalidArgumentError("a ring prefill runs alone, not in a batch");
-  // The checks above hold for every backend.
-  if (weights.device != nullptr) return weights.device->ForwardBatch(weights, batch, cache, comm);
-  parallel::DeviceComm* tp_comm = tensor_parallel ? comm : nullptr;
+// The forward on the CPU, after LanguageModelForwardBatch's checks.
+absl::Status CpuForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                             parallel::DeviceComm* comm) {
+  parallel::DeviceComm* tp_comm = weights.tp.size > 1 ? comm : nullptr;
   const LlmConfig& c = weights.shard;  // this rank's heads, KV heads, intermediate size and vocabulary
   const int64_t hidden = c.hidden_size, ffn = c.intermediate_size, d = c.head_dim, kv_row = c.num_kv_heads * d;
 
@@ -235,6 +220,49 @@ absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<Ba
     for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
   }
   for (const Segment& segment : segments) IXC_RETURN_IF_ERROR(SegmentLogits(weights, segment, x.data(), tp_comm, comm));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
+                                       parallel::DeviceComm* comm) {
+  const bool tensor_parallel = weights.tp.size > 1;
+  bool sequence_parallel = false, ring = false;
+  for (const BatchEntry& entry : batch) {
+    sequence_parallel |= entry.input.sp_attention != SpAttention::kLocal;
+    ring |= entry.input.sp_attention == SpAttention::kRing;
+  }
+  if ((tensor_parallel || sequence_parallel) && comm == nullptr) {
+    return absl::FailedPreconditionError("tensor or sequence parallelism needs the rank's DeviceComm");
+  }
+  if (tensor_parallel && comm->GroupSize(parallel::Group::kTensor) != weights.tp.size) {
+    return absl::FailedPreconditionError("the weights' TP size differs from the TP group's");
+  }
+  if (ring && batch.size() != 1) return absl::InvalidArgumentError("a ring prefill runs alone, not in a batch");
+  const bool on_device = weights.device != nullptr;
+  for (BatchEntry& entry : batch) {
+    if (entry.choice == nullptr) continue;
+    if (entry.input.all_logits || entry.input.sp_attention == SpAttention::kRing || entry.logits == nullptr) {
+      return absl::InvalidArgumentError(
+          "a token choice takes one row's logits: not with all_logits or a ring prefill, and with a logits buffer");
+    }
+    entry.choice->token = -1;
+    // Where the host chooses: on the CPU this TP rank's slice (SampleNext exchanges 2 floats per rank for greedy);
+    // from a device whole rows, so that SampleNext needs no comm (the device's moves device buffers).
+    entry.input.local_vocab = !on_device;
+  }
+  // The checks above hold for every backend.
+  IXC_RETURN_IF_ERROR(on_device ? weights.device->ForwardBatch(weights, batch, cache, comm)
+                                : CpuForwardBatch(weights, batch, cache, comm));
+  for (BatchEntry& entry : batch) {
+    TokenChoice* choice = entry.choice;
+    if (choice == nullptr || choice->token >= 0) continue;  // none asked, or the backend chose
+    IXC_ASSIGN_OR_RETURN(choice->token,
+                         SampleNext(weights, *entry.logits, choice->params,
+                                    std::vector<int32_t>(choice->previous.begin(), choice->previous.end()),
+                                    choice->seed, choice->index, on_device ? nullptr : comm));
+  }
   return absl::OkStatus();
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "kernels/ops.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 #include "parallel/device_comm.h"
@@ -61,10 +62,24 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
 // Several sequences in one call (continuous batching): their rows go through every linear layer together, so a
 // decode step reads the weights once for all of them; attention, RoPE and the KV cache stay per sequence. Each
 // entry gets the logits LanguageModelForward would give it. A ring prefill (kRing) runs alone.
+//
+// An entry with a TokenChoice wants the next token after its last position instead (SampleNext's rules,
+// generation.h; every TP and SP rank gets the same token): a backend that holds the logits elsewhere chooses there
+// and moves one id (the GPU: model/cuda/cuda_token_choice.cc); otherwise the logits (this TP rank's vocabulary
+// slice on the CPU, whole rows from a device) go through SampleNext on the host. Its `logits` may then be left as
+// they were.
+struct TokenChoice {
+  kernels::SamplingParams params;
+  std::span<const int32_t> previous;  // the ids the repetition penalty applies to (the generated ones)
+  uint64_t seed = 0;                  // the request's: TokenRng(seed, index) makes the draw
+  int64_t index = 0;                  // which generated token this is
+  int32_t token = -1;                 // out
+};
 struct BatchEntry {
   ForwardInput input;
   SequenceKv* seq = nullptr;
   std::vector<float>* logits = nullptr;
+  TokenChoice* choice = nullptr;  // set: choose the next token (not with all_logits or a ring prefill)
 };
 // The same forward on an accelerator that holds a copy of the weights (model/cuda/CudaLanguageModel), with the
 // semantics of LanguageModelForwardBatch; `cache` then keeps the block tables and the device keeps the K/V.

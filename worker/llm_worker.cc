@@ -131,35 +131,43 @@ absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work
 
 absl::StatusOr<std::vector<int32_t>> LlmWorker::RunDecodes(const std::vector<const protocol::SequenceWork*>& works) {
   std::vector<model::DecodeItem> items;
-  for (const protocol::SequenceWork* work : works) {
+  // Each decode's next token is chosen by the forward call (on the GPU, there: one id per sequence comes back).
+  std::vector<std::vector<int32_t>> generated(works.size());
+  std::vector<model::TokenChoice> choices(works.size());
+  for (size_t i = 0; i < works.size(); ++i) {
+    const protocol::SequenceWork* work = works[i];
     auto it = sequences_.find(work->request_id());
     if (it == sequences_.end()) {
       return absl::FailedPreconditionError(absl::StrCat("request ", work->request_id(), ": decode before prefill"));
     }
     Sequence& sequence = it->second;
+    choices[i] = ChoiceFor(*work, generated[i]);
     items.push_back({work->tokens()->Get(0), static_cast<int32_t>(sequence.length),
-                     static_cast<model::LoraMode>(work->lora_mode()), &sequence.kv, {}});
+                     static_cast<model::LoraMode>(work->lora_mode()), &sequence.kv, {}, &choices[i]});
     sequence.length += 1;
   }
-  IXC_RETURN_IF_ERROR(model::DecodeSteps(weights_, items, cache_, &model_comm_, /*local_vocab=*/true));
+  IXC_RETURN_IF_ERROR(model::DecodeSteps(weights_, items, cache_, &model_comm_));
   std::vector<int32_t> tokens;
-  for (size_t i = 0; i < works.size(); ++i) {
-    IXC_ASSIGN_OR_RETURN(int32_t token, Sample(*works[i], items[i].logits));
-    tokens.push_back(token);
-  }
+  for (const model::TokenChoice& choice : choices) tokens.push_back(choice.token);
   return tokens;
+}
+
+model::TokenChoice LlmWorker::ChoiceFor(const protocol::SequenceWork& work, std::vector<int32_t>& generated) {
+  if (work.generated() != nullptr) generated.assign(work.generated()->begin(), work.generated()->end());
+  model::TokenChoice choice;
+  if (const protocol::Sampling* s = work.sampling()) {
+    choice.params = {s->temperature(), s->top_k(), s->top_p(), s->repetition_penalty()};
+    choice.seed = s->seed();
+  }
+  choice.previous = generated;
+  choice.index = static_cast<int64_t>(generated.size());
+  return choice;
 }
 
 absl::StatusOr<int32_t> LlmWorker::Sample(const protocol::SequenceWork& work, std::vector<float>& logits) {
   std::vector<int32_t> generated;
-  if (work.generated() != nullptr) generated.assign(work.generated()->begin(), work.generated()->end());
-  kernels::SamplingParams sampling;
-  uint64_t seed = 0;
-  if (const protocol::Sampling* s = work.sampling()) {
-    sampling = {s->temperature(), s->top_k(), s->top_p(), s->repetition_penalty()};
-    seed = s->seed();
-  }
-  return model::SampleNext(weights_, logits, sampling, generated, seed, static_cast<int64_t>(generated.size()), &comm_);
+  const model::TokenChoice choice = ChoiceFor(work, generated);
+  return model::SampleNext(weights_, logits, choice.params, generated, choice.seed, choice.index, &comm_);
 }
 
 }  // namespace ixc::worker

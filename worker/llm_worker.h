@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "model/kv_cache.h"
+#include "model/language_model.h"
 #include "model/weights.h"
 #include "parallel/device_comm.h"
 #include "parallel/mapping.h"
@@ -41,6 +42,9 @@ class LlmWorker {
   absl::StatusOr<int32_t> RunPrefill(const protocol::SequenceWork& work);
   // Every decode of the step in one batched forward pass; the sampled tokens in `works` order.
   absl::StatusOr<std::vector<int32_t>> RunDecodes(const std::vector<const protocol::SequenceWork*>& works);
+  // The sampling of `work`'s next token; `generated` receives the ids it has produced (choice.previous points there).
+  static model::TokenChoice ChoiceFor(const protocol::SequenceWork& work, std::vector<int32_t>& generated);
+  // A prefill's next token, from its logits (whole or this TP rank's slice), on the host.
   absl::StatusOr<int32_t> Sample(const protocol::SequenceWork& work, std::vector<float>& logits);
   bool leader() const { return mapping_.tp_rank() == 0 && mapping_.sp_rank() == 0; }
 

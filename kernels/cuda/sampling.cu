@@ -2,6 +2,7 @@
 // vocabulary (it stays in L2): a radix select finds the k-th largest logit, a second radix select over
 // (logit, id) keys weighted by probability finds where HF's top-p cut falls, and a block-wide scan over ids finds
 // the token at the uniform draw.
+#include <algorithm>
 #include <cfloat>
 
 #include "absl/strings/str_cat.h"
@@ -75,8 +76,8 @@ __device__ double BlockSum(double value, double* scratch) {
   return total;
 }
 
-__global__ void __launch_bounds__(kThreads) TopKTopPKernel(const float* logits, int64_t vocab, int top_k, float top_p,
-                                                          double uniform, int32_t* id) {
+// One row's draw by the whole block (kThreads threads).
+__device__ void TopKTopPRow(const float* logits, int64_t vocab, int top_k, float top_p, double uniform, int32_t* id) {
   __shared__ float scratch[kThreads / 32];
   __shared__ double bins[256];
   __shared__ double sum_scratch[kThreads / 32];
@@ -213,7 +214,54 @@ __global__ void __launch_bounds__(kThreads) TopKTopPKernel(const float* logits, 
   }
 }
 
+__global__ void __launch_bounds__(kThreads) TopKTopPKernel(const float* logits, int64_t vocab, int top_k, float top_p,
+                                                          double uniform, int32_t* id) {
+  TopKTopPRow(logits, vocab, top_k, top_p, uniform, id);
+}
+
+// One block per drawn row.
+__global__ void __launch_bounds__(kThreads) TopKTopPRowsKernel(const float* logits, int64_t vocab,
+                                                              const SampledRow* rows, int32_t* ids) {
+  const SampledRow row = rows[blockIdx.x];
+  TopKTopPRow(logits + row.row * vocab, vocab, row.top_k, row.top_p, row.uniform, ids + row.row);
+}
+
+// The repetition penalty on each row's listed ids (distinct within a row), as kernels::ApplyRepetitionPenalty.
+__global__ void PenalizeKernel(float* logits, int64_t vocab, const int32_t* offsets, const int32_t* ids,
+                               const float* penalties) {
+  const int64_t row = blockIdx.x;
+  const float penalty = penalties[row];
+  for (int32_t j = offsets[row] + threadIdx.x; j < offsets[row + 1]; j += blockDim.x) {
+    float& logit = logits[row * vocab + ids[j]];
+    logit = logit < 0.f ? logit * penalty : logit / penalty;
+  }
+}
+
+// logits / temperature, the division SampleToken makes (IEEE, so the draw sees the host's values).
+__global__ void DivideKernel(float* logits, int64_t vocab, const float* temperatures) {
+  const float temperature = temperatures[blockIdx.y];
+  if (temperature == 1.f) return;
+  float* row = logits + blockIdx.y * vocab;
+  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < vocab; i += int64_t{gridDim.x} * blockDim.x) {
+    row[i] /= temperature;
+  }
+}
+
 }  // namespace
+
+absl::Status LaunchPenaltyAndTemperature(float* logits, int64_t rows, int64_t vocab, const int32_t* offsets,
+                                         const int32_t* ids, const float* penalties, const float* temperatures,
+                                         cudaStream_t stream) {
+  if (rows < 0 || rows > 65535 || vocab <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("PenaltyAndTemperature: rows ", rows, ", vocab ", vocab));
+  }
+  if (rows == 0) return absl::OkStatus();
+  PenalizeKernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(logits, vocab, offsets, ids, penalties);
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((vocab + 1023) / 1024, 64));
+  DivideKernel<<<dim3(blocks, static_cast<unsigned>(rows)), 256, 0, stream>>>(logits, vocab, temperatures);
+  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
 
 absl::Status LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, cudaStream_t stream) {
   if (rows < 0 || vocab <= 0) return absl::InvalidArgumentError(absl::StrCat("Argmax: rows ", rows, ", vocab ", vocab));
@@ -231,6 +279,26 @@ absl::Status LaunchTopKTopPSample(const float* logits, int64_t vocab, int top_k,
                                                    top_p, ", uniform ", uniform));
   }
   TopKTopPKernel<<<1, kThreads, 0, stream>>>(logits, vocab, top_k, top_p, uniform, id);
+  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status CheckSampledRow(const SampledRow& row) {
+  if (row.row >= 0 && row.top_k >= 0 && row.top_p > 0.f && row.top_p <= 1.f && row.uniform >= 0.0 &&
+      row.uniform < 1.0) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("TopKTopPSampleRows: row ", row.row, ", top_k ", row.top_k,
+                                                 ", top_p ", row.top_p, ", uniform ", row.uniform));
+}
+
+absl::Status LaunchTopKTopPSampleRows(const float* logits, int64_t vocab, const SampledRow* rows, int64_t count,
+                                      int32_t* ids, cudaStream_t stream) {
+  if (vocab <= 0 || vocab > INT32_MAX || count < 0 || count > INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("TopKTopPSampleRows: vocab ", vocab, ", rows ", count));
+  }
+  if (count == 0) return absl::OkStatus();
+  TopKTopPRowsKernel<<<static_cast<unsigned>(count), kThreads, 0, stream>>>(logits, vocab, rows, ids);
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

@@ -1,6 +1,6 @@
 // CudaLanguageModel's forward call, with LanguageModelForwardBatch's semantics: plan the rows and upload their
 // metadata, gather the input rows, launch the layers and the head (or replay a decode step's CUDA graph), then hand
-// each sequence its logits.
+// each sequence its logits or, where it asked, its next token (cuda_token_choice.cc).
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -58,6 +58,8 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
                        return segment.tokens == 1 && !segment.input->ids.empty();
                      });
   IXC_ASSIGN_OR_RETURN(const CallPlan plan, PlanCall(segments, rows, sp_mode, graph));
+  const bool choose = ChoosesOnDevice(segments, plan, sp_mode);
+  if (choose) IXC_RETURN_IF_ERROR(UploadChoices(segments));
 
   // Input rows into the residual stream (outside any graph: the ids are checked on the host at each call).
   const int64_t hidden = shard_.hidden_size;
@@ -78,6 +80,7 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
   } else {
     IXC_RETURN_IF_ERROR(LaunchLayers(segments, plan, sp_mode, ring, comm));
   }
+  if (choose) return ChooseTokens(segments, comm);
   return DistributeLogits(weights, segments, plan, sp_mode, comm);
 }
 

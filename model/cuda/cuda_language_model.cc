@@ -18,7 +18,6 @@ namespace {
 
 namespace kc = ::ixc::kernels::cuda;
 
-int64_t AlignUp(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 }  // namespace
 

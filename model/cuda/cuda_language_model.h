@@ -113,6 +113,16 @@ class CudaLanguageModel : public DeviceLanguageModel {
     uintptr_t metadata = 0, scratch = 0;  // the buffers the launches read (graphs are dropped when they move)
     auto operator<=>(const GraphKey&) const = default;
   };
+  // Where UploadChoices put a call's token-choice data in choice_ (byte offsets).
+  struct ChoicePlan {
+    int64_t rows_at = 0;  // (n, vocab) f32 whole rows (with TP: the gathered slices side by side)
+    int64_t ids_at = 0;   // (n) int32 chosen ids
+    int64_t offsets_at = 0;  // (n + 1) int32 offsets into the penalized ids, which follow them
+    int64_t penalties_at = 0, temperatures_at = 0;  // (n) f32 each
+    int64_t sampled_at = 0;                         // (sampled) kernels::cuda::SampledRow
+    int64_t sampled = 0;  // rows that draw (the others take the argmax)
+    bool adjust = false;  // some row has a repetition penalty or a temperature to apply
+  };
   // What a ring prefill's attention needs (PlanRing).
   struct RingPlan {
     int size = 1, rank = 0;
@@ -142,6 +152,14 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // logits_ (TP-gathered) to each segment's host logits; a ring prefill's block summed over the SP group.
   absl::Status DistributeLogits(const LlmWeights& weights, const std::vector<Segment>& segments, const CallPlan& plan,
                                 SpAttention sp_mode, parallel::DeviceComm* comm);
+  // Token choice on the device (cuda_token_choice.cc). Whether every segment of the call wants its next token and
+  // can have it chosen here (one logit row each, no ring prefill).
+  static bool ChoosesOnDevice(const std::vector<Segment>& segments, const CallPlan& plan, SpAttention sp_mode);
+  // Each row's penalized ids, penalty, temperature and draw to choice_, before the layers are launched.
+  absl::Status UploadChoices(const std::vector<Segment>& segments);
+  // After the head: whole rows (TP-gathered), penalty and temperature, argmax, the draws; each segment's id to its
+  // choice.
+  absl::Status ChooseTokens(const std::vector<Segment>& segments, parallel::DeviceComm* comm);
   // y = x . W^T (+ LoRA terms on the masked rows); y in out_dtype.
   absl::Status ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks, void* y,
                            DType out_dtype);
@@ -203,6 +221,9 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // Sequence parallelism: the ring's K/V blocks in hand and in flight, a block's partial attention, the ring's
   // metadata, and the staging of the SP group's exchanges.
   GrowingBuffer ring_blocks_[2], ring_out_, ring_lse_, ring_metadata_, sp_send_, sp_gathered_;
+  // Token choice: the call's parameters, chosen ids and (with TP) whole logit rows; where they are.
+  GrowingBuffer choice_;
+  ChoicePlan choice_plan_;
 };
 
 // Uploads `weights` to the GPU and sets weights.device, so that every forward call on them runs there. Returns the

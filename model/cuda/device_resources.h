@@ -24,6 +24,9 @@
 
 namespace ixc::model {
 
+// Buffers carved out of one allocation start at 256-byte boundaries.
+inline int64_t AlignUp(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
 struct GpuRuntime {
   // Fails with the runtime's reason where no GPU is usable, or where `device` is not one of them.
   static absl::StatusOr<std::unique_ptr<GpuRuntime>> Create(int device);

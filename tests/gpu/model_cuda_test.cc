@@ -10,6 +10,7 @@
 #include "model/generation.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/model/golden_cases.h"
+#include "tests/model/token_choice_check.h"
 
 namespace ixc::model {
 namespace {
@@ -20,6 +21,18 @@ using ixc::testing::RelativeError;
 class CudaModelTest : public ixc::testing::CudaTest,
                       public ::testing::WithParamInterface<std::tuple<std::string, bool>> {};
 
+constexpr int kKvBlocks = 256;
+
+// The golden checkpoint `name` on the GPU in its 16-bit dtype (f16 for the f16 checkpoint, else bf16).
+absl::StatusOr<KvCache> AttachGolden(LlmWeights& weights, bool decode_graphs) {
+  CudaModelOptions options;
+  options.decode_graphs = decode_graphs;
+  options.dtype = weights.layers[0].attn_qkv.weight.dtype == DType::kF16 ? DType::kF16 : DType::kBF16;
+  options.kv_blocks = kKvBlocks;
+  options.kv_reserve_bytes = 0;
+  return AttachCudaModel(weights, options);
+}
+
 TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
   const auto& [name, decode_graphs] = GetParam();
   const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(name);
@@ -27,14 +40,9 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
   ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
   auto gpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
   ASSERT_TRUE(gpu_weights.ok()) << gpu_weights.status();
-  CudaModelOptions options;
-  options.decode_graphs = decode_graphs;
-  options.dtype = cpu_weights->layers[0].attn_qkv.weight.dtype == DType::kF16 ? DType::kF16 : DType::kBF16;
-  options.kv_blocks = 256;
-  options.kv_reserve_bytes = 0;
-  auto gpu_cache = AttachCudaModel(*gpu_weights, options);
+  auto gpu_cache = AttachGolden(*gpu_weights, decode_graphs);
   ASSERT_TRUE(gpu_cache.ok()) << gpu_cache.status();
-  KvCache cpu_cache(cpu_weights->config, options.block_size, 256);
+  KvCache cpu_cache(cpu_weights->config, gpu_cache->block_size(), kKvBlocks);
 
   ForwardInput prompt;
   prompt.ids = c.ids;
@@ -75,6 +83,18 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
                                  cpu_items[0].logits.begin());
   }
   EXPECT_EQ(gpu_seq.length, cpu_seq.length);
+}
+
+// Decode steps that choose their next token on the device (argmax, the repetition penalty, temperature, top-k and
+// top-p with the host's draw) pick what SampleNext picks from the same GPU's logits, kernel by kernel and in graphs.
+TEST_P(CudaModelTest, DeviceChoosesWhatTheHostChooses) {
+  const auto& [name, decode_graphs] = GetParam();
+  const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(name);
+  auto weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto cache = AttachGolden(*weights, decode_graphs);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  ixc::testing::ExpectChoicesMatchHostSampling(*weights, *cache, c.ids);
 }
 
 INSTANTIATE_TEST_SUITE_P(GoldenCases, CudaModelTest,

@@ -2,8 +2,9 @@
 // (tests/gpu/threaded_device_comm.h): a ring prefill of the prompt's head (zig-zag shards, K/V blocks around the
 // ring), the rest as one gather-merge chunk (flash over each rank's shard of the keys, round-robin KV), then decode
 // steps (the split-KV decode over the shard, gather-merge); with TP, the sums and the vocabulary gather. Every rank's
-// logits against the CPU path on one rank making the same calls, within the bf16 tolerance of model_cuda_test.
-// Skipped without a GPU.
+// logits against the CPU path on one rank making the same calls, within the bf16 tolerance of model_cuda_test. Then
+// decode steps that choose their tokens on the device (the TP gather of whole rows included) against SampleNext on
+// the same layout's logits. Skipped without a GPU.
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,7 @@
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/gpu/threaded_device_comm.h"
 #include "tests/model/golden_cases.h"
+#include "tests/model/token_choice_check.h"
 
 namespace ixc::model {
 namespace {
@@ -106,10 +108,12 @@ TEST_P(CudaParallelTest, EveryRankMatchesTheCpu) {
         IXC_ASSIGN_OR_RETURN(LlmWeights weights, LoadLlmWeights(dir, {tp_rank, layout.tp}));
         CudaModelOptions options;
         options.block_size = kBlockSize;
-        options.kv_blocks = 64;
+        options.kv_blocks = 256;
         options.kv_reserve_bytes = 0;
         IXC_ASSIGN_OR_RETURN(KvCache cache, AttachCudaModel(weights, options));
-        return RunSequence(weights, prompt, cache, &comm, fed);
+        IXC_ASSIGN_OR_RETURN(RankLogits run, RunSequence(weights, prompt, cache, &comm, fed));
+        ixc::testing::ExpectChoicesMatchHostSampling(weights, cache, prompt.ids, &comm);
+        return run;
       }();
       if (!results[index].ok()) world.Abort();  // the peers' next collective fails rather than waits
     });

@@ -1,10 +1,12 @@
 // GPU token choice against kernels::reference::SampleToken: argmax with ties, and top-k / top-p draws with the
-// uniform the reference draws from the same generator. Skipped without a GPU.
+// uniform the reference draws from the same generator, alone and several rows per launch; the repetition penalty
+// and temperature against the host's. Skipped without a GPU.
 #include "kernels/cuda/sampling.h"
 
 #include <random>
 
 #include "kernels/ops.h"
+#include "kernels/sampling_rules.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/test_util.h"
 
@@ -56,6 +58,54 @@ TEST_F(CudaTest, TopKTopPDrawsWhatTheReferenceDraws) {
     ++checked;
   }
   EXPECT_EQ(checked, 40);
+}
+
+// The penalty on listed ids, then the temperature, as SampleToken applies them: bit for bit (IEEE division).
+TEST_F(CudaTest, PenaltyAndTemperatureMatchTheHost) {
+  const int64_t vocab = 5003, rows = 3;
+  std::vector<float> logits = RandomFloats(rows * vocab, 7, 4.f);
+  const std::vector<int32_t> offsets = {0, 3, 3, 5};       // row 1: no penalty
+  const std::vector<int32_t> ids = {0, 17, vocab - 1, 9, 4000};
+  const std::vector<float> penalties = {1.3f, 1.f, 0.8f};
+  const std::vector<float> temperatures = {1.f, 0.7f, 1.9f};  // row 0: the argmax's rows keep 1
+  std::vector<float> expected = logits;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = expected.data() + r * vocab;
+    ApplyRepetitionPenalty(row, vocab, penalties[r],
+                           std::vector<int32_t>(ids.begin() + offsets[r], ids.begin() + offsets[r + 1]));
+    if (temperatures[r] != 1.f) {
+      for (int64_t i = 0; i < vocab; ++i) row[i] /= temperatures[r];
+    }
+  }
+  DeviceBuffer<float> d_logits(logits), d_penalties(penalties), d_temperatures(temperatures);
+  DeviceBuffer<int32_t> d_offsets(offsets), d_ids(ids);
+  ASSERT_TRUE(LaunchPenaltyAndTemperature(d_logits.data, rows, vocab, d_offsets.data, d_ids.data, d_penalties.data,
+                                          d_temperatures.data, nullptr)
+                  .ok());
+  EXPECT_EQ(d_logits.Read(), expected);
+}
+
+// Several rows drawn in one launch: each row's token is the single-row kernel's (and so the reference's).
+TEST_F(CudaTest, TopKTopPRowsDrawEachRowAsAlone) {
+  const int64_t vocab = 92544, rows = 5;
+  std::vector<float> logits = RandomFloats(rows * vocab, 11, 3.f);
+  const std::vector<SampledRow> drawn = {{0, 40, 0.9f, 0.25}, {2, 0, 0.6f, 0.999}, {3, 1, 1.f, 0.5},
+                                         {4, 0, 1.f, 0.0}};  // row 1 is left to the argmax
+  DeviceBuffer<float> d_logits(logits);
+  DeviceBuffer<int32_t> d_ids(rows, -1), d_alone(1, -1);
+  DeviceBuffer<SampledRow> d_rows(drawn);
+  ASSERT_TRUE(LaunchTopKTopPSampleRows(d_logits.data, vocab, d_rows.data, drawn.size(), d_ids.data, nullptr).ok());
+  const auto ids = d_ids.Read();
+  EXPECT_EQ(ids[1], -1);
+  for (const SampledRow& row : drawn) {
+    ASSERT_TRUE(LaunchTopKTopPSample(d_logits.data + row.row * vocab, vocab, row.top_k, row.top_p, row.uniform,
+                                     d_alone.data, nullptr)
+                    .ok());
+    EXPECT_EQ(ids[row.row], d_alone.Read()[0]) << "row " << row.row;
+  }
+  EXPECT_FALSE(CheckSampledRow({0, -1, 1.f, 0.5}).ok());
+  EXPECT_FALSE(CheckSampledRow({0, 0, 1.f, 1.0}).ok());
+  EXPECT_TRUE(CheckSampledRow({0, 0, 1.f, 0.0}).ok());
 }
 
 TEST_F(CudaTest, SamplingRejectsBadArguments) {

@@ -5,6 +5,7 @@
 // The cases are listed in tests/model/golden_cases.h.
 #include "model/generation.h"
 #include "tests/model/golden_cases.h"
+#include "tests/model/token_choice_check.h"
 #include "tests/test_util.h"
 
 namespace ixc::model {
@@ -139,6 +140,33 @@ TEST(LanguageModelGoldenTest, BatchedDecodeMatchesOneSequenceAtATime) {
       last[i] = static_cast<int32_t>(std::max_element(alone->begin(), alone->end()) - alone->begin());
     }
   }
+}
+
+// Decode steps that choose their own next token (TokenChoice) pick what SampleNext picks from their logits.
+TEST(LanguageModelGoldenTest, DecodeChoosesWhatSampleNextChooses) {
+  const Golden golden = LoadGolden("tiny_f32");
+  auto weights = LoadLlmWeights(ModelDir("tiny_f32"));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  KvCache cache(weights->config, 4, 128);
+  ixc::testing::ExpectChoicesMatchHostSampling(*weights, cache, golden.prompt);
+}
+
+// A choice wants one row's logits.
+TEST(LanguageModelGoldenTest, TokenChoiceRefusesAllLogits) {
+  auto weights = LoadLlmWeights(ModelDir("tiny_f32"));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  KvCache cache(weights->config, 4, 16);
+  const std::vector<int32_t> ids = {1, 2, 3};
+  SequenceKv seq;
+  std::vector<float> logits;
+  TokenChoice choice;
+  ForwardInput input;
+  input.ids = ids;
+  input.all_logits = true;
+  std::vector<BatchEntry> batch = {{input, &seq, &logits, &choice}};
+  const absl::Status status = LanguageModelForwardBatch(*weights, batch, cache);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("token choice"), std::string::npos) << status;
 }
 
 }  // namespace

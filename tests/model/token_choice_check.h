@@ -1,0 +1,73 @@
+// File: tests/model/token_choice_check.h
+//
+// The check of TokenChoice (model/language_model.h), for the CPU (tests/model/) and the GPU (tests/gpu/): a batch
+// of decode steps that choose their own next tokens gives the tokens SampleNext picks from the logits of the same
+// batch run without a choice. Both batches hold copies of the same sequences, so their logits are identical and
+// every sampling rule (greedy, repetition penalty, temperature with top-k and top-p, several seeds) must land on the
+// same token. On the CPU the choice goes through SampleNext itself; on the GPU through the device kernels. With
+// `comm` every rank of a TP x SP layout calls it alike.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "model/generation.h"
+
+namespace ixc::testing {
+
+inline void ExpectChoicesMatchHostSampling(const model::LlmWeights& weights, model::KvCache& cache,
+                                           const std::vector<int32_t>& prompt, parallel::DeviceComm* comm = nullptr) {
+  using model::DecodeItem;
+  const std::vector<kernels::SamplingParams> rules = {
+      {},                     // greedy
+      {0.f, 0, 1.f, 1.3f},    // greedy with a repetition penalty
+      {0.8f, 20, 0.9f, 1.f},  // top-k and top-p
+      {1.2f, 0, 0.7f, 1.1f},  // top-p with a penalty
+      {0.6f, 5, 1.f, 1.f},    // top-k alone
+      {1.f, 0, 1.f, 1.f},     // the whole distribution
+  };
+  const int n = static_cast<int>(rules.size());
+  std::vector<model::SequenceKv> chosen(n), plain(n);
+  std::vector<std::vector<int32_t>> generated(n);
+  for (int i = 0; i < n; ++i) {
+    model::ForwardInput input;
+    input.ids = std::span<const int32_t>(prompt.data(), prompt.size() - i % 3);  // lengths differ
+    ASSERT_TRUE(model::Prefill(weights, input, false, chosen[i], cache, comm).ok());
+    ASSERT_TRUE(model::Prefill(weights, input, false, plain[i], cache, comm).ok());
+    generated[i] = {prompt[i], prompt[2 * i + 1], prompt[i]};  // ids for the penalty, one repeated
+  }
+  int differing_from_greedy = 0;
+  for (int step = 0; step < 4; ++step) {
+    std::vector<model::TokenChoice> choices(n);
+    std::vector<DecodeItem> with_choice, with_logits;
+    for (int i = 0; i < n; ++i) {
+      const int32_t position = static_cast<int32_t>(prompt.size() - i % 3 + step);
+      const int32_t token = generated[i].back();
+      choices[i] = {rules[i], generated[i], /*seed=*/1000u + i, static_cast<int64_t>(generated[i].size())};
+      with_choice.push_back({token, position, model::LoraMode::kBase, &chosen[i], {}, &choices[i]});
+      with_logits.push_back({token, position, model::LoraMode::kBase, &plain[i], {}, nullptr});
+    }
+    ASSERT_TRUE(model::DecodeSteps(weights, with_choice, cache, comm).ok());
+    ASSERT_TRUE(model::DecodeSteps(weights, with_logits, cache, comm).ok());  // whole logits on every rank
+    for (int i = 0; i < n; ++i) {
+      std::vector<float> logits = with_logits[i].logits;
+      ASSERT_EQ(static_cast<int64_t>(logits.size()), weights.config.vocab_size);
+      const int32_t greedy = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      auto expected = model::SampleNext(weights, logits, rules[i], generated[i], 1000u + i,
+                                        static_cast<int64_t>(generated[i].size()), nullptr);
+      ASSERT_TRUE(expected.ok()) << expected.status();
+      EXPECT_EQ(choices[i].token, *expected) << "rule " << i << " step " << step;
+      differing_from_greedy += *expected != greedy;
+      generated[i].push_back(*expected);
+    }
+  }
+  // The sampling rules were exercised, not only argmax.
+  EXPECT_GT(differing_from_greedy, 0);
+  for (int i = 0; i < n; ++i) {
+    cache.Release(chosen[i]);
+    cache.Release(plain[i]);
+  }
+}
+
+}  // namespace ixc::testing
