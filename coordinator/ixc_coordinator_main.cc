@@ -35,8 +35,8 @@ ABSL_FLAG(int, step_timeout_s, 120, "how long to wait for any rank's answer");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated positions, at most");
 ABSL_FLAG(std::string, host, "127.0.0.1", "address the control socket binds (the workers connect to it)");
 ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueType font of the video frame labels");
-ABSL_FLAG(std::string, device, "cpu", "where the workers run the models: cpu, or cuda (one GPU per worker, by its "
-          "index among the workers on its machine)");
+ABSL_FLAG(std::string, device, "cpu", "where the workers run the models: cpu, or cuda (a GPU of its own per LLM "
+          "rank; vision ranks take the spare GPUs or share)");
 ABSL_FLAG(std::string, dtype, "bf16", "cuda: weights and activations in bf16 or f16");
 ABSL_FLAG(int64_t, kv_reserve_mib, 4096, "cuda: device memory an LLM rank keeps free beside weights and KV pool");
 ABSL_FLAG(bool, cuda_graphs, true, "cuda: LLM ranks replay each decode step as a CUDA graph (one per batch shape)");
@@ -88,7 +88,7 @@ absl::Status Run(int world_size, int* exit_code) {
   // Collectives: every rank takes part in splitting the communicators and in numbering the workers of each machine,
   // the coordinator too (it joins no group and takes no GPU).
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> comm, parallel::CreateMpiDeviceComm(mapping));
-  IXC_RETURN_IF_ERROR(parallel::NodeLocalWorkerIndex(layout.coordinators).status());
+  IXC_RETURN_IF_ERROR(parallel::NodeLocalWorkers(mapping).status());
   IXC_LOG(INFO) << "cluster of " << world_size << " ranks: 1 coordinator, " << layout.vision << " vision, "
                 << layout.tp << " x " << layout.sp << " LLM (tp x sp) on " << device << "; control at "
                 << channel->endpoint();

@@ -49,22 +49,27 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
   return shared;
 }
 
-absl::StatusOr<int> NodeLocalWorkerIndex(int first_worker) {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+absl::StatusOr<NodeWorkers> NodeLocalWorkers(const Mapping& mapping) {
   // The ranks sharing this machine's memory, ordered by world rank.
   MPI_Comm node = MPI_COMM_NULL;
-  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node) != MPI_SUCCESS) {
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, mapping.rank(), MPI_INFO_NULL, &node) !=
+      MPI_SUCCESS) {
     return absl::InternalError("MPI_Comm_split_type of the ranks on this machine failed");
   }
-  int local_rank = 0, not_workers = 0;
-  const int not_worker = rank < first_worker ? 1 : 0;
+  int local_rank = 0;
   MPI_Comm_rank(node, &local_rank);
-  const int code = MPI_Allreduce(&not_worker, &not_workers, 1, MPI_INT, MPI_SUM, node);
+  // (not workers, workers, vision ranks) on this machine.
+  const Role role = mapping.role();
+  int mine[3] = {role == Role::kCoordinator, role != Role::kCoordinator, role == Role::kVision}, sums[3] = {};
+  const int code = MPI_Allreduce(mine, sums, 3, MPI_INT, MPI_SUM, node);
   MPI_Comm_free(&node);
   if (code != MPI_SUCCESS) return absl::InternalError("MPI_Allreduce over the ranks on this machine failed");
-  // Ranks below first_worker come first in world order, so they hold the node's first local ranks.
-  return not_worker ? -1 : local_rank - not_workers;
+  // The coordinator comes first in world order, so it holds the machine's first local rank.
+  NodeWorkers workers;
+  workers.index = role == Role::kCoordinator ? -1 : local_rank - sums[0];
+  workers.count = sums[1];
+  workers.vision = sums[2];
+  return workers;
 }
 
 }  // namespace ixc::parallel

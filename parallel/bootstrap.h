@@ -19,7 +19,7 @@ struct ClusterConfig {
   int kv_blocks = 4096;          // per LLM rank
   int step_timeout_s = 120;      // every wait on another rank gives up after this
   std::string label_font;
-  std::string device = "cpu";    // where the workers run their models: cpu | cuda (one GPU per worker)
+  std::string device = "cpu";    // where the workers run their models: cpu | cuda (WorkerGpu: one per LLM rank)
   std::string dtype = "bf16";    // cuda: bf16 | f16
   int64_t kv_reserve_mib = 4096; // cuda: device memory an LLM rank keeps free beside its weights and KV pool
   bool cuda_graphs = true;       // cuda: decode steps as replayed CUDA graphs
@@ -28,8 +28,8 @@ struct ClusterConfig {
 // Collective over MPI_COMM_WORLD: rank 0 passes its config, the others null; every rank returns rank 0's.
 absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config);
 
-// Collective over MPI_COMM_WORLD: this rank's index among the ranks at or above `first_worker` on its machine (the
-// GPU a worker takes with --device cuda), or -1 for a rank below it (the coordinator).
-absl::StatusOr<int> NodeLocalWorkerIndex(int first_worker);
+// Collective over MPI_COMM_WORLD: where this rank sits among the workers of its machine (WorkerGpu turns it into
+// the GPU a worker takes with --device cuda); the coordinator gets index -1.
+absl::StatusOr<NodeWorkers> NodeLocalWorkers(const Mapping& mapping);
 
 }  // namespace ixc::parallel

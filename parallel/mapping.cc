@@ -81,4 +81,19 @@ std::string Mapping::ToString() const {
   return "";
 }
 
+absl::StatusOr<int> WorkerGpu(const NodeWorkers& node, Role role, int gpus) {
+  const int llm = node.count - node.vision;
+  if (role == Role::kCoordinator || node.index < 0 || node.index >= node.count || gpus < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("no GPU for worker ", node.index, " of ", node.count,
+                                                   " on a machine with ", gpus, " GPUs"));
+  }
+  if (llm > gpus) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this machine has ", llm, " LLM ranks but ", gpus,
+        " GPUs: each LLM rank needs a GPU of its own (NCCL); run fewer ranks per machine or lower --tp/--sp"));
+  }
+  if (role == Role::kLlm) return node.index - node.vision;
+  return (llm + node.index) % gpus;  // the vision ranks come first: index is the vision rank's own
+}
+
 }  // namespace ixc::parallel

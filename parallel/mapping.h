@@ -58,4 +58,18 @@ class Mapping {
   Layout layout_;
 };
 
+// Where a worker sits on its machine (parallel/bootstrap.h counts them): its index among the machine's workers in
+// world order, and how many workers and vision ranks the machine has (the vision ranks come first).
+struct NodeWorkers {
+  int index = -1;  // -1 for a rank that is no worker (the coordinator)
+  int count = 0;
+  int vision = 0;
+};
+
+// The GPU a worker takes with --device cuda on a machine with `gpus` of them: each LLM rank one of its own, in rank
+// order (NCCL allows one rank per GPU in a communicator); the vision ranks those left over, and where none are left
+// they share the LLM ranks' round-robin (the vision tower's weights are about 1 GB: a one-GPU machine runs its
+// vision rank beside its LLM rank). Fails, naming both counts, where the machine's LLM ranks outnumber its GPUs.
+absl::StatusOr<int> WorkerGpu(const NodeWorkers& node, Role role, int gpus);
+
 }  // namespace ixc::parallel

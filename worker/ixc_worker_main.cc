@@ -1,6 +1,6 @@
 // ixc-worker: every rank of the job except the coordinator. It takes its settings from rank 0 at start, then runs
 // as a vision rank or an LLM rank by its place in the Mapping, on the CPU or (--device cuda on the coordinator) on
-// the GPU of its index among the workers on its machine.
+// a GPU of its machine (parallel::WorkerGpu: one per LLM rank; vision ranks take the rest or share).
 //   mpirun -np 1 ixc-coordinator --model DIR --tp 2 --sp 2 --vision 1 ... : -np 5 ixc-worker
 #include <mpi.h>
 
@@ -38,20 +38,32 @@ absl::StatusOr<std::unique_ptr<parallel::DeviceComm>> CreateModelComm(const para
   return nullptr;
 }
 
+// The GPU this worker takes with --device cuda (parallel::WorkerGpu), or 0 on the CPU.
+absl::StatusOr<int> ChooseGpu(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
+                              const parallel::NodeWorkers& node) {
+  if (config.device != "cuda") return 0;
+#ifdef IXC_HAVE_CUDA
+  IXC_ASSIGN_OR_RETURN(const kernels::cuda::DeviceInfo gpus, kernels::cuda::ProbeCudaDevice());
+  return parallel::WorkerGpu(node, mapping.role(), gpus.count);
+#else
+  return 0;  // model::PlaceModel says that this build has no CUDA backend
+#endif
+}
+
 // Runs this rank; a failure once the control channel is up is reported to the coordinator, which names this rank,
 // fails the unfinished requests and ends the job.
 absl::Status RunWorker(int world_size, int rank) {
   IXC_ASSIGN_OR_RETURN(parallel::ClusterConfig config, parallel::ShareClusterConfig(nullptr));
   IXC_ASSIGN_OR_RETURN(parallel::Mapping mapping, parallel::Mapping::Create(world_size, rank, config.layout));
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> comm, parallel::CreateMpiDeviceComm(mapping));
-  IXC_ASSIGN_OR_RETURN(const int local_index, parallel::NodeLocalWorkerIndex(config.layout.coordinators));
+  IXC_ASSIGN_OR_RETURN(const parallel::NodeWorkers node, parallel::NodeLocalWorkers(mapping));
   model::Placement placement;
   placement.device = config.device;
   placement.dtype = config.dtype;
   placement.block_size = config.kv_block_size;
   placement.kv_blocks = config.kv_blocks;
   placement.kv_reserve_mib = config.kv_reserve_mib;
-  placement.gpu = local_index;
+  IXC_ASSIGN_OR_RETURN(placement.gpu, ChooseGpu(config, mapping, node));
   placement.cuda_graphs = config.cuda_graphs;
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel,
                        protocol::Channel::Connect(config.control_endpoint, rank));

@@ -79,14 +79,16 @@ TEST_P(CollectivesTest, BroadcastAndRingSendRecv) {
   }
 }
 
-// The GPU a worker takes with --device cuda: its index among the workers on its machine. Every rank of a test job
-// runs on this one machine, so the workers are numbered in world order, the coordinators left out.
-TEST(NodeLocalWorkerIndexTest, NumbersTheWorkersOfThisMachine) {
+// Where each worker sits on its machine (the input of WorkerGpu). Every rank of a test job runs on this one
+// machine, so the workers are numbered in world order, the coordinators left out, and all are counted.
+TEST(NodeLocalWorkersTest, NumbersTheWorkersOfThisMachine) {
   const Mapping mapping = testing::WorldMapping();
-  const int coordinators = mapping.layout().coordinators;
-  auto index = NodeLocalWorkerIndex(coordinators);
-  ASSERT_TRUE(index.ok()) << index.status();
-  EXPECT_EQ(*index, mapping.rank() < coordinators ? -1 : mapping.rank() - coordinators);
+  const Layout& layout = mapping.layout();
+  auto node = NodeLocalWorkers(mapping);
+  ASSERT_TRUE(node.ok()) << node.status();
+  EXPECT_EQ(node->index, mapping.rank() < layout.coordinators ? -1 : mapping.rank() - layout.coordinators);
+  EXPECT_EQ(node->count, mapping.world_size() - layout.coordinators);
+  EXPECT_EQ(node->vision, layout.vision);
 }
 
 INSTANTIATE_TEST_SUITE_P(Groups, CollectivesTest, ::testing::Values(Group::kTensor, Group::kSequence, Group::kLlm),

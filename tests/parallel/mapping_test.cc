@@ -86,5 +86,30 @@ TEST(SequenceShardTest, ZigZagPartitionsAndOwnedRowsAgree) {
   EXPECT_EQ(DecodeOwner(17, 4, 3), 1);  // block 4 of size 4, round-robin over 3 ranks
 }
 
+// GPUs of one machine: an LLM rank each, in order; vision ranks take the spare ones or share round-robin.
+TEST(WorkerGpuTest, LlmRanksOwnTheirGpusAndVisionRanksShare) {
+  // One GPU, one vision rank and one LLM rank: both on GPU 0.
+  EXPECT_EQ(*WorkerGpu({0, 2, 1}, Role::kVision, 1), 0);
+  EXPECT_EQ(*WorkerGpu({1, 2, 1}, Role::kLlm, 1), 0);
+  // Eight GPUs, one vision rank, TP 8: LLM ranks on 0-7, the vision rank beside the first.
+  for (int l = 0; l < 8; ++l) EXPECT_EQ(*WorkerGpu({1 + l, 9, 1}, Role::kLlm, 8), l);
+  EXPECT_EQ(*WorkerGpu({0, 9, 1}, Role::kVision, 8), 0);
+  // Eight GPUs, two vision ranks, four LLM ranks: the vision ranks get spare GPUs 4 and 5.
+  EXPECT_EQ(*WorkerGpu({0, 6, 2}, Role::kVision, 8), 4);
+  EXPECT_EQ(*WorkerGpu({1, 6, 2}, Role::kVision, 8), 5);
+  EXPECT_EQ(*WorkerGpu({2, 6, 2}, Role::kLlm, 8), 0);
+  // Three vision ranks beside two LLM ranks on two GPUs: round-robin.
+  EXPECT_EQ(*WorkerGpu({0, 5, 3}, Role::kVision, 2), 0);
+  EXPECT_EQ(*WorkerGpu({1, 5, 3}, Role::kVision, 2), 1);
+  EXPECT_EQ(*WorkerGpu({2, 5, 3}, Role::kVision, 2), 0);
+}
+
+TEST(WorkerGpuTest, MoreLlmRanksThanGpusIsAnError) {
+  const auto gpu = WorkerGpu({1, 3, 1}, Role::kLlm, 1);
+  ASSERT_FALSE(gpu.ok());
+  EXPECT_NE(gpu.status().message().find("2 LLM ranks but 1 GPUs"), std::string::npos) << gpu.status();
+  EXPECT_FALSE(WorkerGpu({-1, 3, 1}, Role::kCoordinator, 1).ok());
+}
+
 }  // namespace
 }  // namespace ixc::parallel
