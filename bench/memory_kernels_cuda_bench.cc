@@ -104,6 +104,12 @@ void Run(const GpuLimits& limits) {
           return kc::LaunchRopeAndStoreKv(a, d_positions, d_positions, kTokens, kHeads / kKvHeads, rope, q, pools,
                                           nullptr);
         });
+    // A decode step's: one token at position 32767, each row split over blocks (latency, not bandwidth).
+    Row(limits, "RopeAndStoreKv", "1 x (32 + 2 x 8) x 128 (decode)",
+        (qkv + kHeads * kHeadDim + 2 * kKvHeads * kHeadDim) * 2.0, [&] {
+          return kc::LaunchRopeAndStoreKv(a, d_positions + kTokens - 1, d_positions + kTokens - 1, 1,
+                                          kHeads / kKvHeads, rope, q, pools, nullptr);
+        });
     cudaFree(d_positions);
   }
   {

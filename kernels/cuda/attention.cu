@@ -15,45 +15,57 @@ constexpr float kLn2 = 0.6931471805599453f;
 
 // ---- RoPE and KV store ----
 
-// One thread per (token, packed head, i < half): rotates the pair (i, i + half) of a q or k head, or copies it for v.
+constexpr int kRopeThreads = 256;
+constexpr int kRopeMaxHalf = 256;  // head_dim <= 512
+
+// A block per token (grid-stride over tokens) and per `heads_per_block` packed heads of its row (blockIdx.y). The
+// block computes the token's cos / sin of each pair index i < half once into shared memory, then rotates every
+// (packed head, i) of its heads with them (q and k heads) or copies it (v): the angle's sincosf, exact and slow for
+// the large angles of long positions, runs once per (token, i) and block instead of once per head. Long prompts
+// take whole rows per block; a few decode tokens split their rows over blocks, so the step stays one wave deep.
 template <typename T>
-__global__ void RopeStoreKernel(const T* qkv, const int32_t* positions, const int32_t* slots, int64_t tokens,
-                                int kv_heads, int group, int head_dim, float base, float position_scale, T* q,
-                                T* k_pool, T* v_pool) {
-  const int half = head_dim / 2, packed = kv_heads * (group + 2);
-  const int64_t total = tokens * packed * half;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
-       idx += int64_t{gridDim.x} * blockDim.x) {
-    const int i = static_cast<int>(idx % half);
-    const int64_t rest = idx / half;
-    const int p = static_cast<int>(rest % packed);
-    const int64_t token = rest / packed;
-    const int kv_head = p / (group + 2), r = p % (group + 2);
-    const T* src = qkv + (token * packed + p) * head_dim;
-    const T a = src[i], b = src[i + half];
-    const int64_t slot = slots[token];
-    const int64_t cache_offset = (slot * kv_heads + kv_head) * head_dim;
-    if (r == group + 1) {  // V: stored as it is
-      if (slot >= 0) {
-        v_pool[cache_offset + i] = a;
-        v_pool[cache_offset + i + half] = b;
-      }
-      continue;
+__global__ void __launch_bounds__(kRopeThreads)
+    RopeStoreKernel(const T* qkv, const int32_t* positions, const int32_t* slots, int64_t tokens, int kv_heads,
+                    int group, int head_dim, int heads_per_block, float base, float position_scale, T* q, T* k_pool,
+                    T* v_pool) {
+  __shared__ float cos_s[kRopeMaxHalf], sin_s[kRopeMaxHalf];
+  const int half = head_dim / 2, per_kv = group + 2, packed = kv_heads * per_kv;
+  const int first_pair = blockIdx.y * heads_per_block * half;
+  const int end_pair = min(packed, static_cast<int>(blockIdx.y + 1) * heads_per_block) * half;
+  for (int64_t token = blockIdx.x; token < tokens; token += gridDim.x) {
+    const float position = static_cast<float>(positions[token]) * position_scale;
+    __syncthreads();  // the previous token's readers are done
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      // As the reference: inv_freq = 1 / base^(2i/d) and the angle in f32.
+      const float inv_freq = 1.f / powf(base, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+      sincosf(position * inv_freq, &sin_s[i], &cos_s[i]);
     }
-    // As the reference: inv_freq = 1 / base^(2i/d) and the angle in f32.
-    const float inv_freq = 1.f / powf(base, static_cast<float>(2 * i) / static_cast<float>(head_dim));
-    const float angle = static_cast<float>(positions[token]) * position_scale * inv_freq;
-    float s, c;
-    sincosf(angle, &s, &c);
-    const float fa = ToFloat(a), fb = ToFloat(b);
-    const T ra = FromFloat<T>(fa * c - fb * s), rb = FromFloat<T>(fb * c + fa * s);
-    if (r < group) {
-      T* dst = q + (token * kv_heads * group + kv_head * group + r) * head_dim;
-      dst[i] = ra;
-      dst[i + half] = rb;
-    } else if (slot >= 0) {
-      k_pool[cache_offset + i] = ra;
-      k_pool[cache_offset + i + half] = rb;
+    __syncthreads();
+    const int64_t slot = slots[token];
+    const T* row = qkv + token * packed * head_dim;
+    for (int pair = first_pair + threadIdx.x; pair < end_pair; pair += blockDim.x) {
+      const int p = pair / half, i = pair - p * half;
+      const int kv_head = p / per_kv, r = p - kv_head * per_kv;
+      const T a = row[p * head_dim + i], b = row[p * head_dim + i + half];
+      const int64_t cache_offset = (slot * kv_heads + kv_head) * head_dim;
+      if (r == group + 1) {  // V: stored as it is
+        if (slot >= 0) {
+          v_pool[cache_offset + i] = a;
+          v_pool[cache_offset + i + half] = b;
+        }
+        continue;
+      }
+      const float c = cos_s[i], s = sin_s[i];
+      const float fa = ToFloat(a), fb = ToFloat(b);
+      const T ra = FromFloat<T>(fa * c - fb * s), rb = FromFloat<T>(fb * c + fa * s);
+      if (r < group) {
+        T* dst = q + (token * kv_heads * group + kv_head * group + r) * head_dim;
+        dst[i] = ra;
+        dst[i + half] = rb;
+      } else if (slot >= 0) {
+        k_pool[cache_offset + i] = ra;
+        k_pool[cache_offset + i + half] = rb;
+      }
     }
   }
 }
@@ -679,19 +691,23 @@ absl::Status CheckPools(const DeviceKvPools& pools, int heads, const char* op) {
 absl::Status LaunchRopeAndStoreKv(const void* qkv, const int32_t* positions, const int32_t* slots, int64_t tokens,
                                   int group, const RopeParams& rope, void* q, const DeviceKvPools& pools,
                                   cudaStream_t stream) {
-  if (tokens < 0 || group <= 0 || rope.head_dim != pools.head_dim || rope.head_dim % 2 != 0 || pools.kv_heads <= 0) {
+  if (tokens < 0 || group <= 0 || rope.head_dim != pools.head_dim || rope.head_dim % 2 != 0 || pools.kv_heads <= 0 ||
+      rope.head_dim / 2 > kRopeMaxHalf) {
     return absl::InvalidArgumentError(absl::StrCat("RopeAndStoreKv: tokens ", tokens, ", group ", group,
                                                    ", head_dim ", rope.head_dim, " vs pools' ", pools.head_dim));
   }
   if (tokens == 0) return absl::OkStatus();
-  const int64_t work = tokens * pools.kv_heads * (group + 2) * (rope.head_dim / 2);
-  const int blocks = static_cast<int>(std::min<int64_t>((work + 255) / 256, 65535));
+  // Whole rows per block from a few hundred tokens on (a 32K prompt: 32K blocks of 12 passes); fewer tokens split
+  // each row into blocks of one pass.
+  const int packed = pools.kv_heads * (group + 2), half = rope.head_dim / 2;
+  const int heads_per_block = tokens >= 256 ? packed : std::max(1, kRopeThreads / half);
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(tokens, int64_t{1} << 20)),
+                  static_cast<unsigned>((packed + heads_per_block - 1) / heads_per_block));
   IXC_RETURN_IF_ERROR(DispatchDType(pools.dtype, [&](auto tag) {
     using T = decltype(tag);
-    RopeStoreKernel<T><<<blocks, 256, 0, stream>>>(static_cast<const T*>(qkv), positions, slots, tokens,
-                                                   pools.kv_heads, group, rope.head_dim, rope.base,
-                                                   rope.position_scale, static_cast<T*>(q),
-                                                   static_cast<T*>(pools.k), static_cast<T*>(pools.v));
+    RopeStoreKernel<T><<<grid, kRopeThreads, 0, stream>>>(
+        static_cast<const T*>(qkv), positions, slots, tokens, pools.kv_heads, group, rope.head_dim, heads_per_block,
+        rope.base, rope.position_scale, static_cast<T*>(q), static_cast<T*>(pools.k), static_cast<T*>(pools.v));
   }));
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();

@@ -197,8 +197,10 @@ TEST_F(CudaTest, RopeAndStoreKvMatchesUnpackAndApplyRope) {
     int kv_heads, group, d;
     int64_t tokens;
   };
-  // The model's grouping at head dim 128; and a long prompt at a small size (70000 tokens, angles past 200000 rad).
-  for (const Case& c : {Case{2, 4, 128, 13}, Case{1, 1, 16, 70000}}) {
+  // The model's grouping at head dim 128, as a few decode tokens (each row split over blocks) and as a prompt (a
+  // row per block); a split whose last block holds fewer heads; and a long prompt at a small size (70000 tokens,
+  // angles past 200000 rad).
+  for (const Case& c : {Case{2, 4, 128, 13}, Case{8, 4, 128, 300}, Case{3, 1, 64, 7}, Case{1, 1, 16, 70000}}) {
     const int kv_heads = c.kv_heads, group = c.group, d = c.d, heads = kv_heads * group;
     const int64_t tokens = c.tokens;
     auto qkv = RandomTyped(dtype, tokens * kv_heads * (group + 2) * d, 8);
