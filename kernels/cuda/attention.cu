@@ -1,5 +1,7 @@
 // Attention kernels. Scores are scaled into the log2 domain (s * scale * log2(e)) so the softmax uses exp2; the
 // log-sum-exp handed back is converted to natural log, as the reference returns it.
+#include <climits>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/attention.h"
@@ -155,25 +157,29 @@ __device__ inline int64_t SlotOf(const int32_t* block_table, int key, int block_
 
 // ---- flash attention (prefill) ----
 
-constexpr int kFlashRows = 64;   // query rows per block: 4 warps x 16
-constexpr int kFlashKeys = 64;   // keys per tile
-constexpr int kFlashThreads = 128;
+constexpr int kFlashRowTiles = 2;                        // 16-row MMA tiles per warp
+constexpr int kFlashThreads = 128;                       // 4 warps
+constexpr int kFlashRows = 4 * 16 * kFlashRowTiles;      // query rows per block
+constexpr int kFlashKeys = 64;                           // keys per tile
 
 template <int D>
 constexpr int FlashSmemBytes() {
-  return 2 /*K, V*/ * 2 /*stages*/ * kFlashKeys * (D + 8) * 2;
+  return (kFlashRows /*Q*/ + 2 /*K, V*/ * 2 /*stages*/ * kFlashKeys) * (D + 8) * 2;
 }
 
-// Block (query tile, head, sequence). Each warp owns 16 query rows: S = Q K^T and O += P V on tensor cores, with the row
-// statistics of the online softmax in registers (a thread holds rows g and g + 8 of its warp's 16, g = lane / 4).
-// Rows are padded by 8 elements in shared memory so the fragment loads hit 32 distinct banks.
+// Block (query tile, head, sequence). Each warp owns 32 consecutive query rows as two 16-row MMA tiles: S = Q K^T and
+// O += P V on tensor cores, every K and V fragment read from shared memory once for both tiles (half the shared
+// memory traffic per MMA of one tile per warp), the row statistics of the online softmax in registers (a thread
+// holds rows g and g + 8 of each tile, g = lane / 4). Q waits in shared memory, K and V tiles double-buffered by
+// cp.async; rows are padded by 8 elements so the fragment loads hit 32 distinct banks.
 template <typename T, int D>
-__global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, const int32_t* positions, int tokens,
+__global__ void __launch_bounds__(kFlashThreads, 2) FlashKernel(const T* q, const int32_t* positions, int tokens,
                                                              int heads, int group, const T* k_pool, const T* v_pool,
                                                              const int32_t* block_table, int64_t table_stride,
                                                              int block_size, int kv_heads, int num_keys,
                                                              float scale_log2, T* out, float* lse) {
   constexpr int kStride = D + 8;
+  constexpr int kTiles = kFlashRowTiles;
   // Sequences of `tokens` rows one after another in q, out and lse, each with its own block table.
   const int64_t sequence = blockIdx.z;
   q += sequence * tokens * heads * D;
@@ -181,43 +187,44 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
   if (lse != nullptr) lse += sequence * tokens * heads;
   block_table += sequence * table_stride;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* k_tiles = reinterpret_cast<T*>(smem);           // [2][kFlashKeys][kStride]
-  T* v_tiles = k_tiles + 2 * kFlashKeys * kStride;   // [2][kFlashKeys][kStride]
+  T* q_tile = reinterpret_cast<T*>(smem);             // [kFlashRows][kStride]
+  T* k_tiles = q_tile + kFlashRows * kStride;         // [2][kFlashKeys][kStride]
+  T* v_tiles = k_tiles + 2 * kFlashKeys * kStride;    // [2][kFlashKeys][kStride]
 
   const int tile = gridDim.x - 1 - blockIdx.x;  // the longest rows (most keys) start first
   const int block_shift = PowerOfTwoShift(block_size);
   const int head = blockIdx.y, kv_head = head / group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int row_lo = tile * kFlashRows + warp * 16 + g, row_hi = row_lo + 8;
-  const int last_row = min(tile * kFlashRows + kFlashRows, tokens) - 1;
-  const int keys = min(num_keys, positions[last_row] + 1);
-  const int key_tiles = (keys + kFlashKeys - 1) / kFlashKeys;
-  const int pos_lo = row_lo < tokens ? positions[row_lo] : -1;  // rows past the end see no key
-  const int pos_hi = row_hi < tokens ? positions[row_hi] : -1;
-  int warp_min_pos = min(pos_lo, pos_hi);  // key tiles up to here need no mask for any row of the warp
+  const int first_row = tile * kFlashRows, warp_first = warp * 16 * kTiles;  // warp_first: within the block
+  int row_lo[kTiles], row_hi[kTiles], pos_lo[kTiles], pos_hi[kTiles];
+  int warp_min_pos = INT_MAX;  // key tiles up to here need no mask for any row of the warp
+#pragma unroll
+  for (int mt = 0; mt < kTiles; ++mt) {
+    row_lo[mt] = first_row + warp_first + mt * 16 + g;
+    row_hi[mt] = row_lo[mt] + 8;
+    pos_lo[mt] = row_lo[mt] < tokens ? positions[row_lo[mt]] : -1;  // rows past the end see no key
+    pos_hi[mt] = row_hi[mt] < tokens ? positions[row_hi[mt]] : -1;
+    warp_min_pos = min(warp_min_pos, min(pos_lo[mt], pos_hi[mt]));
+  }
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) {
     warp_min_pos = min(warp_min_pos, __shfl_xor_sync(0xffffffff, warp_min_pos, offset));
   }
+  const int last_row = min(first_row + kFlashRows, tokens) - 1;
+  const int keys = min(num_keys, positions[last_row] + 1);
+  const int key_tiles = (keys + kFlashKeys - 1) / kFlashKeys;
 
-  // This warp's 16 query rows as A fragments, for every 16-wide slice of the head dimension.
-  uint32_t q_frag[D / 16][4];
-  auto q_word = [&](int row, int col) -> uint32_t {
-    if (row >= tokens) return 0;
-    return *reinterpret_cast<const uint32_t*>(q + (static_cast<int64_t>(row) * heads + head) * D + col);
-  };
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    q_frag[kk][0] = q_word(row_lo, kk * 16 + 2 * t);
-    q_frag[kk][1] = q_word(row_hi, kk * 16 + 2 * t);
-    q_frag[kk][2] = q_word(row_lo, kk * 16 + 2 * t + 8);
-    q_frag[kk][3] = q_word(row_hi, kk * 16 + 2 * t + 8);
+  constexpr int kChunks = D / 8;  // 16-byte pieces per row
+  // The block's Q rows (zeros past the end): in the first cp.async group, with K/V tile 0.
+  for (int c = threadIdx.x; c < kFlashRows * kChunks; c += kFlashThreads) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    const bool valid = first_row + r < tokens;
+    const int64_t row = valid ? first_row + r : 0;
+    CpAsync16(q_tile + r * kStride + col, q + (row * heads + head) * D + col, valid);
   }
-
   auto load_tile = [&](int key_tile, int stage) {
     T* k_dst = k_tiles + stage * kFlashKeys * kStride;
     T* v_dst = v_tiles + stage * kFlashKeys * kStride;
-    constexpr int kChunks = D / 8;  // 16-byte pieces per row
     for (int c = threadIdx.x; c < kFlashKeys * kChunks; c += kFlashThreads) {
       const int r = c / kChunks, col = (c % kChunks) * 8;
       const int key = key_tile * kFlashKeys + r;
@@ -233,12 +240,21 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
     CpAsyncCommit();
   };
 
-  float o[D / 8][4];
+  float o[kTiles][D / 8][4];
 #pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.f, l_hi = 0.f;
+  for (int mt = 0; mt < kTiles; ++mt) {
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+  }
+  float m_lo[kTiles], m_hi[kTiles], l_lo[kTiles], l_hi[kTiles];
+#pragma unroll
+  for (int mt = 0; mt < kTiles; ++mt) {
+    m_lo[mt] = m_hi[mt] = -INFINITY;
+    l_lo[mt] = l_hi[mt] = 0.f;
+  }
 
   if (key_tiles > 0) load_tile(0, 0);
+  const int matrix = lane / 8;  // which of ldmatrix's four 8x8 matrices this lane addresses
   for (int it = 0; it < key_tiles; ++it) {
     const int stage = it & 1;
     if (it + 1 < key_tiles) {
@@ -251,106 +267,138 @@ __global__ void __launch_bounds__(kFlashThreads, 3) FlashKernel(const T* q, cons
     const T* k_tile = k_tiles + stage * kFlashKeys * kStride;
     const T* v_tile = v_tiles + stage * kFlashKeys * kStride;
 
-    float s[kFlashKeys / 8][4];
+    float s[kTiles][kFlashKeys / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < kFlashKeys / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-    // K rows as stored are the B fragments of S = Q K^T: one ldmatrix gives two 8-key tiles' worth.
-    const int matrix = lane / 8;
+    for (int mt = 0; mt < kTiles; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < kFlashKeys / 8; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+    }
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
+      // Each tile's A fragment of this 16-wide slice: matrices (rows 0-7 | 8-15) x (columns 0-7 | 8-15).
+      uint32_t a[kTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kTiles; ++mt) {
+        LdMatrixX4(a[mt], q_tile + (warp_first + mt * 16 + (matrix & 1) * 8 + lane % 8) * kStride + kk * 16 +
+                              (matrix >> 1) * 8);
+      }
+      // K rows as stored are the B fragments of S = Q K^T: one ldmatrix gives two 8-key tiles' worth.
 #pragma unroll
       for (int nt = 0; nt < kFlashKeys / 8; nt += 2) {
         uint32_t b[4];
         LdMatrixX4(b, k_tile + ((nt + (matrix >> 1)) * 8 + lane % 8) * kStride + kk * 16 + (matrix & 1) * 8);
-        Mma<T>(s[nt], q_frag[kk], b[0], b[1]);
-        Mma<T>(s[nt + 1], q_frag[kk], b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kTiles; ++mt) {
+          Mma<T>(s[mt][nt], a[mt], b[0], b[1]);
+          Mma<T>(s[mt][nt + 1], a[mt], b[2], b[3]);
+        }
       }
     }
     // Mask (causal and past the last key: only tiles that reach past a row's last visible key) and the tile's row
     // maxima, on the raw scores: the scale (positive) is applied inside the exponent below, one FFMA per score.
     const bool whole_tile = (it + 1) * kFlashKeys - 1 <= warp_min_pos && (it + 1) * kFlashKeys <= keys;
-    float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
-    for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
-      if (!whole_tile) {
+    for (int mt = 0; mt < kTiles; ++mt) {
+      float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = it * kFlashKeys + nt * 8 + 2 * t + (e & 1);
-          const int pos = e < 2 ? pos_lo : pos_hi;
-          if (key > pos || key >= keys) s[nt][e] = -INFINITY;
+      for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
+        if (!whole_tile) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = it * kFlashKeys + nt * 8 + 2 * t + (e & 1);
+            const int pos = e < 2 ? pos_lo[mt] : pos_hi[mt];
+            if (key > pos || key >= keys) s[mt][nt][e] = -INFINITY;
+          }
         }
+        tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[mt][nt][0], s[mt][nt][1]));
+        tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[mt][nt][2], s[mt][nt][3]));
       }
-      tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[nt][0], s[nt][1]));
-      tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[nt][2], s[nt][3]));
-    }
 #pragma unroll
-    for (int offset = 1; offset < 4; offset *= 2) {
-      tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffff, tile_max_lo, offset));
-      tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffff, tile_max_hi, offset));
-    }
-    const float new_lo = fmaxf(m_lo, tile_max_lo * scale_log2), new_hi = fmaxf(m_hi, tile_max_hi * scale_log2);
-    // A row that has seen no key yet keeps max -inf; subtract 0 then, so exp2 gives 0 rather than NaN.
-    const float base_lo = new_lo == -INFINITY ? 0.f : new_lo, base_hi = new_hi == -INFINITY ? 0.f : new_hi;
-    const float correction_lo = FastExp2(m_lo - base_lo), correction_hi = FastExp2(m_hi - base_hi);
-    m_lo = new_lo;
-    m_hi = new_hi;
-    l_lo *= correction_lo;
-    l_hi *= correction_hi;
+      for (int offset = 1; offset < 4; offset *= 2) {
+        tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffff, tile_max_lo, offset));
+        tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffff, tile_max_hi, offset));
+      }
+      const float new_lo = fmaxf(m_lo[mt], tile_max_lo * scale_log2);
+      const float new_hi = fmaxf(m_hi[mt], tile_max_hi * scale_log2);
+      // A row that has seen no key yet keeps max -inf; subtract 0 then, so exp2 gives 0 rather than NaN.
+      const float base_lo = new_lo == -INFINITY ? 0.f : new_lo, base_hi = new_hi == -INFINITY ? 0.f : new_hi;
+      const float correction_lo = FastExp2(m_lo[mt] - base_lo), correction_hi = FastExp2(m_hi[mt] - base_hi);
+      m_lo[mt] = new_lo;
+      m_hi[mt] = new_hi;
+      l_lo[mt] *= correction_lo;
+      l_hi[mt] *= correction_hi;
 #pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-      o[i][0] *= correction_lo;
-      o[i][1] *= correction_lo;
-      o[i][2] *= correction_hi;
-      o[i][3] *= correction_hi;
-    }
+      for (int i = 0; i < D / 8; ++i) {
+        o[mt][i][0] *= correction_lo;
+        o[mt][i][1] *= correction_lo;
+        o[mt][i][2] *= correction_hi;
+        o[mt][i][3] *= correction_hi;
+      }
 #pragma unroll
-    for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
-      s[nt][0] = FastExp2(fmaf(s[nt][0], scale_log2, -base_lo));
-      s[nt][1] = FastExp2(fmaf(s[nt][1], scale_log2, -base_lo));
-      s[nt][2] = FastExp2(fmaf(s[nt][2], scale_log2, -base_hi));
-      s[nt][3] = FastExp2(fmaf(s[nt][3], scale_log2, -base_hi));
-      l_lo += s[nt][0] + s[nt][1];
-      l_hi += s[nt][2] + s[nt][3];
+      for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
+        s[mt][nt][0] = FastExp2(fmaf(s[mt][nt][0], scale_log2, -base_lo));
+        s[mt][nt][1] = FastExp2(fmaf(s[mt][nt][1], scale_log2, -base_lo));
+        s[mt][nt][2] = FastExp2(fmaf(s[mt][nt][2], scale_log2, -base_hi));
+        s[mt][nt][3] = FastExp2(fmaf(s[mt][nt][3], scale_log2, -base_hi));
+        l_lo[mt] += s[mt][nt][0] + s[mt][nt][1];
+        l_hi[mt] += s[mt][nt][2] + s[mt][nt][3];
+      }
     }
     // O += P V: the S accumulators of two adjacent 8-key tiles are exactly the A fragment of a 16-key slice of P.
 #pragma unroll
     for (int kc = 0; kc < kFlashKeys / 16; ++kc) {
-      const uint32_t p[4] = {PackPair<T>(s[2 * kc][0], s[2 * kc][1]), PackPair<T>(s[2 * kc][2], s[2 * kc][3]),
-                             PackPair<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                             PackPair<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+      uint32_t p[kTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kTiles; ++mt) {
+        p[mt][0] = PackPair<T>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+        p[mt][1] = PackPair<T>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+        p[mt][2] = PackPair<T>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+        p[mt][3] = PackPair<T>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+      }
       const T* v_row = v_tile + (kc * 16 + (matrix & 1) * 8 + lane % 8) * kStride + (matrix >> 1) * 8;
 #pragma unroll
       for (int dt = 0; dt < D / 8; dt += 2) {
         uint32_t b[4];
         LdMatrixX4Trans(b, v_row + dt * 8);
-        Mma<T>(o[dt], p, b[0], b[1]);
-        Mma<T>(o[dt + 1], p, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kTiles; ++mt) {
+          Mma<T>(o[mt][dt], p[mt], b[0], b[1]);
+          Mma<T>(o[mt][dt + 1], p[mt], b[2], b[3]);
+        }
       }
     }
     __syncthreads();  // the next iteration's load overwrites the stage just read
   }
 
 #pragma unroll
-  for (int offset = 1; offset < 4; offset *= 2) {
-    l_lo += __shfl_xor_sync(0xffffffff, l_lo, offset);
-    l_hi += __shfl_xor_sync(0xffffffff, l_hi, offset);
-  }
-  const float inv_lo = l_lo > 0.f ? 1.f / l_lo : 0.f, inv_hi = l_hi > 0.f ? 1.f / l_hi : 0.f;
+  for (int mt = 0; mt < kTiles; ++mt) {
+    float sum_lo = l_lo[mt], sum_hi = l_hi[mt];
 #pragma unroll
-  for (int i = 0; i < D / 8; ++i) {
-    const int col = i * 8 + 2 * t;
-    if (row_lo < tokens) {
-      *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(row_lo) * heads + head) * D + col) =
-          PackPair<T>(o[i][0] * inv_lo, o[i][1] * inv_lo);
+    for (int offset = 1; offset < 4; offset *= 2) {
+      sum_lo += __shfl_xor_sync(0xffffffff, sum_lo, offset);
+      sum_hi += __shfl_xor_sync(0xffffffff, sum_hi, offset);
     }
-    if (row_hi < tokens) {
-      *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(row_hi) * heads + head) * D + col) =
-          PackPair<T>(o[i][2] * inv_hi, o[i][3] * inv_hi);
+    const float inv_lo = sum_lo > 0.f ? 1.f / sum_lo : 0.f, inv_hi = sum_hi > 0.f ? 1.f / sum_hi : 0.f;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+      const int col = i * 8 + 2 * t;
+      if (row_lo[mt] < tokens) {
+        *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(row_lo[mt]) * heads + head) * D + col) =
+            PackPair<T>(o[mt][i][0] * inv_lo, o[mt][i][1] * inv_lo);
+      }
+      if (row_hi[mt] < tokens) {
+        *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(row_hi[mt]) * heads + head) * D + col) =
+            PackPair<T>(o[mt][i][2] * inv_hi, o[mt][i][3] * inv_hi);
+      }
     }
-  }
-  if (lse != nullptr && t == 0) {
-    if (row_lo < tokens) lse[row_lo * heads + head] = l_lo > 0.f ? (m_lo + log2f(l_lo)) * kLn2 : -INFINITY;
-    if (row_hi < tokens) lse[row_hi * heads + head] = l_hi > 0.f ? (m_hi + log2f(l_hi)) * kLn2 : -INFINITY;
+    if (lse != nullptr && t == 0) {
+      if (row_lo[mt] < tokens) {
+        lse[row_lo[mt] * heads + head] = sum_lo > 0.f ? (m_lo[mt] + log2f(sum_lo)) * kLn2 : -INFINITY;
+      }
+      if (row_hi[mt] < tokens) {
+        lse[row_hi[mt] * heads + head] = sum_hi > 0.f ? (m_hi[mt] + log2f(sum_hi)) * kLn2 : -INFINITY;
+      }
+    }
   }
 }
 

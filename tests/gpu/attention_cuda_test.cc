@@ -57,7 +57,7 @@ const Layout kLayouts[] = {{4, 2, 16}, {8, 2, 32}, {6, 2, 64}, {32, 8, 128}, {8,
 TEST_F(CudaTest, FlashAttentionMatchesPagedAttention) {
   for (DType dtype : {DType::kBF16, DType::kF16}) {
     for (const Layout& layout : kLayouts) {
-      for (auto [past, tokens] : {std::pair<int64_t, int64_t>{0, 1}, {0, 37}, {0, 200}, {70, 131}, {5, 64}}) {
+      for (auto [past, tokens] : {std::pair<int64_t, int64_t>{0, 1}, {0, 37}, {0, 200}, {70, 131}, {5, 64}, {0, 300}}) {
         const int64_t keys = past + tokens;
         PagedSequence seq(dtype, keys, layout.kv_heads, layout.head_dim, 11 + tokens);
         auto q = RandomTyped(dtype, tokens * layout.heads * layout.head_dim, 3 + past);
