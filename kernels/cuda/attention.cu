@@ -30,6 +30,8 @@ __global__ void __launch_bounds__(kRopeThreads)
     RopeStoreKernel(const T* qkv, const int32_t* positions, const int32_t* slots, int64_t tokens, int kv_heads,
                     int group, int head_dim, int heads_per_block, float base, float position_scale, T* q, T* k_pool,
                     T* v_pool) {
+  AllowNextKernel();
+  WaitForPriorKernel();
   __shared__ float cos_s[kRopeMaxHalf], sin_s[kRopeMaxHalf];
   const int half = head_dim / 2, per_kv = group + 2, packed = kv_heads * per_kv;
   const int first_pair = blockIdx.y * heads_per_block * half;
@@ -467,6 +469,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
     DecodeKernel(const T* q, int heads, int group, const T* k_pool, const T* v_pool, int block_size, int kv_heads,
                  DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse, T* out, float* lse) {
   AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
+  WaitForPriorKernel();
   using Walk = DecodeWalk<D>;
   const int split = blockIdx.x, kv_head = blockIdx.y, row = blockIdx.z, splits = gridDim.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -615,6 +618,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kCombineThreads)
     CombineSplitsKernel(const float* partial_out, const float* partial_lse, int splits, T* out, float* lse) {
   AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
+  WaitForPriorKernel();
   constexpr int kQuads = D / 4, kSlices = kCombineThreads / kQuads;
   __shared__ float weight_s[kMaxSplits];
   __shared__ float total_weight_s, max_s;
@@ -679,14 +683,15 @@ absl::Status LaunchDecode(const void* q, int heads, const DeviceKvPools& pools, 
   float* partial_out = workspace;  // (rows, heads, splits, D)
   float* partial_lse = workspace + rows.rows * heads * kMaxSplits * D;  // (rows, heads, splits)
   const dim3 grid(splits, pools.kv_heads, static_cast<unsigned>(rows.rows));
-  DecodeKernel<T, D, kGroup><<<grid, kDecodeThreads, 0, stream>>>(
-      static_cast<const T*>(q), heads, group, static_cast<const T*>(pools.k), static_cast<const T*>(pools.v),
-      pools.block_size, pools.kv_heads, rows, scale * kLog2e, partial_out, partial_lse, static_cast<T*>(out), lse);
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  const bool programmatic = DependentLaunchSupported();
+  IXC_CUDA_RETURN_IF_ERROR(LaunchAfterPrior(
+      programmatic, DecodeKernel<T, D, kGroup>, grid, kDecodeThreads, stream, static_cast<const T*>(q), heads, group,
+      static_cast<const T*>(pools.k), static_cast<const T*>(pools.v), pools.block_size, pools.kv_heads, rows,
+      scale * kLog2e, partial_out, partial_lse, static_cast<T*>(out), lse));
   if (splits > 1) {
-    CombineSplitsKernel<T, D><<<static_cast<unsigned>(rows.rows * heads), kCombineThreads, 0, stream>>>(
-        partial_out, partial_lse, splits, static_cast<T*>(out), lse);
-    IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    IXC_CUDA_RETURN_IF_ERROR(LaunchAfterPrior(programmatic, CombineSplitsKernel<T, D>,
+                                              static_cast<unsigned>(rows.rows * heads), kCombineThreads, stream,
+                                              partial_out, partial_lse, splits, static_cast<T*>(out), lse));
   }
   return absl::OkStatus();
 }
@@ -756,13 +761,15 @@ absl::Status LaunchRopeAndStoreKv(const void* qkv, const int32_t* positions, con
   const int heads_per_block = tokens >= 256 ? packed : std::max(1, kRopeThreads / half);
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>(tokens, int64_t{1} << 20)),
                   static_cast<unsigned>((packed + heads_per_block - 1) / heads_per_block));
+  cudaError_t launched = cudaSuccess;
   IXC_RETURN_IF_ERROR(DispatchDType(pools.dtype, [&](auto tag) {
     using T = decltype(tag);
-    RopeStoreKernel<T><<<grid, kRopeThreads, 0, stream>>>(
-        static_cast<const T*>(qkv), positions, slots, tokens, pools.kv_heads, group, rope.head_dim, heads_per_block,
-        rope.base, rope.position_scale, static_cast<T*>(q), static_cast<T*>(pools.k), static_cast<T*>(pools.v));
+    launched = LaunchAfterPrior(DependentLaunchSupported(), RopeStoreKernel<T>, grid, kRopeThreads, stream,
+                                static_cast<const T*>(qkv), positions, slots, tokens, pools.kv_heads, group,
+                                rope.head_dim, heads_per_block, rope.base, rope.position_scale, static_cast<T*>(q),
+                                static_cast<T*>(pools.k), static_cast<T*>(pools.v));
   }));
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  IXC_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
 }
 

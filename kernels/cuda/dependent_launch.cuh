@@ -4,7 +4,9 @@
 // kernel before it on the stream is still finishing, do the work that reads nothing that kernel writes (a GEMV
 // streams its first weights), and call WaitForPriorKernel before it reads that kernel's results. A kernel that calls
 // AllowNextKernel early lets such a successor start as soon as all its blocks are running. Both calls do nothing on
-// older GPUs, or when the kernel was launched the ordinary way.
+// older GPUs, or when the kernel was launched the ordinary way. A kernel that only wants its launch and block start
+// hidden behind its predecessor's tail (the decode step's norms, RoPE and attention between the GEMVs) calls
+// WaitForPriorKernel first of all, before any access to global memory.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,6 +23,17 @@ __device__ inline void AllowNextKernel() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n");
 #endif
+}
+
+// Whether this process's device runs programmatic dependent launches (sm_90 and later); asked once, as a process
+// drives one device.
+inline bool DependentLaunchSupported() {
+  static const bool supported = [] {
+    int device = 0, major = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
+  }();
+  return supported;
 }
 
 // `kernel`<<<grid, block, 0, stream>>>(args...), allowed to overlap the previous kernel where `programmatic` (the

@@ -215,10 +215,7 @@ absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(int64_t workspace_bytes) {
   gemm->handle_ = handle;
   IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemm->workspace_, workspace_bytes));
   gemm->workspace_bytes_ = workspace_bytes;
-  int device = 0, major = 0;
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  gemm->dependent_launch_ = major >= 9;
+  gemm->dependent_launch_ = DependentLaunchSupported();
   return gemm;
 }
 

@@ -34,6 +34,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) RmsNormKernel(T* __restrict__ out, const T* __restrict__ x,
                                                           const float* __restrict__ weight, int64_t hidden, float eps) {
   AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
+  WaitForPriorKernel();
   __shared__ float scratch[kThreads / 32];
   const int64_t row = blockIdx.x, quads = hidden / 4;
   const T* in = x + row * hidden;
@@ -58,6 +59,7 @@ __global__ void __launch_bounds__(kThreads)
     AddRmsNormKernel(float* __restrict__ residual, const float* __restrict__ delta, const float* __restrict__ bias,
                      const float* __restrict__ weight, T* __restrict__ out, int64_t hidden, float eps) {
   AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
+  WaitForPriorKernel();
   __shared__ float scratch[kThreads / 32];
   const int64_t row = blockIdx.x, quads = hidden / 4;
   float* x = residual + row * hidden;
@@ -140,12 +142,13 @@ absl::Status LaunchRmsNorm(DType dtype, void* out, const void* x, const float* w
   IXC_RETURN_IF_ERROR(CheckRows("RmsNorm", rows, hidden));
   IXC_RETURN_IF_ERROR(CheckFourAligned("RmsNorm", {{out, DTypeSize(dtype)}, {x, DTypeSize(dtype)}, {weight, 4}}));
   if (rows == 0) return absl::OkStatus();
+  cudaError_t launched = cudaSuccess;
   IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) {
     using T = decltype(tag);
-    RmsNormKernel<T>
-        <<<rows, kThreads, 0, stream>>>(static_cast<T*>(out), static_cast<const T*>(x), weight, hidden, eps);
+    launched = LaunchAfterPrior(DependentLaunchSupported(), RmsNormKernel<T>, static_cast<unsigned>(rows), kThreads,
+                                stream, static_cast<T*>(out), static_cast<const T*>(x), weight, hidden, eps);
   }));
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  IXC_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
 }
 
@@ -156,12 +159,13 @@ absl::Status LaunchAddRmsNorm(float* residual, const float* delta, const float* 
   IXC_RETURN_IF_ERROR(
       CheckFourAligned("AddRmsNorm", {{residual, 4}, {delta, 4}, {bias, 4}, {weight, 4}, {out, DTypeSize(out_dtype)}}));
   if (rows == 0) return absl::OkStatus();
+  cudaError_t launched = cudaSuccess;
   IXC_RETURN_IF_ERROR(DispatchDType(out_dtype, [&](auto tag) {
     using T = decltype(tag);
-    AddRmsNormKernel<T>
-        <<<rows, kThreads, 0, stream>>>(residual, delta, bias, weight, static_cast<T*>(out), hidden, eps);
+    launched = LaunchAfterPrior(DependentLaunchSupported(), AddRmsNormKernel<T>, static_cast<unsigned>(rows),
+                                kThreads, stream, residual, delta, bias, weight, static_cast<T*>(out), hidden, eps);
   }));
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  IXC_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
 }
 
