@@ -5,14 +5,17 @@
 //   split-KV decode attention over long contexts (TB/s of K/V read)
 // Goals (issue 5, H100): GEMMs with M >= 4096 >= 70% of peak; flash >= 450 TFLOP/s; decode attention and small-M
 // GEMMs >= 80% of HBM bandwidth.
-//   ./kernels_cuda_bench
+//   ./kernels_cuda_bench          everything
+//   ./kernels_cuda_bench flash    flash prefill alone (with IXC_FLASH_WGMMA=1: the wgmma kernel on sm_90)
 #include <cstdio>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "bench/gpu_limits.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/flash_wgmma.h"
 #include "kernels/cuda/gemm.h"
 
 namespace ixc::bench {
@@ -95,7 +98,8 @@ struct Pools {
 
 void FlashPrefill(const GpuLimits& limits) {
   const int heads = 32, kv_heads = 8, d = 128;
-  std::printf("\nFlash prefill attention, causal, %d heads / %d KV heads, head dim %d, bf16\n", heads, kv_heads, d);
+  std::printf("\nFlash prefill attention, causal, %d heads / %d KV heads, head dim %d, bf16, %s\n", heads, kv_heads, d,
+              kc::FlashWgmmaSelected(d) ? "wgmma (IXC_FLASH_WGMMA=1)" : "mma.sync");
   std::printf("%8s %10s %10s %8s\n", "tokens", "ms", "TFLOP/s", "% peak");
   for (int64_t tokens : {2048, 8192, 32768}) {
     Pools pools(tokens, kv_heads, d);
@@ -165,12 +169,15 @@ void DecodeAttention(const GpuLimits& limits) {
 }  // namespace
 }  // namespace ixc::bench
 
-int main() {
+int main(int argc, char** argv) {
+  const bool flash_only = argc > 1 && std::string(argv[1]) == "flash";
   const ixc::bench::GpuLimits limits = ixc::bench::MeasureGpuLimits();
-  ixc::bench::GemmShapes(limits);
-  ixc::bench::SwiGluShapes(limits);
+  if (!flash_only) {
+    ixc::bench::GemmShapes(limits);
+    ixc::bench::SwiGluShapes(limits);
+  }
   ixc::bench::FlashPrefill(limits);
-  ixc::bench::DecodeAttention(limits);
+  if (!flash_only) ixc::bench::DecodeAttention(limits);
   const cudaError_t error = cudaDeviceSynchronize();
   if (error != cudaSuccess) {
     std::fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(error));

@@ -1,5 +1,5 @@
 // Attention kernels. Scores are scaled into the log2 domain (s * scale * log2(e)) so the softmax uses exp2; the
-// log-sum-exp handed back is converted to natural log, as the reference returns it.
+// log-sum-exp handed back is converted to natural log, as the reference returns it (kernels/cuda/flash_tile.cuh).
 #include <climits>
 
 #include "absl/strings/str_cat.h"
@@ -8,12 +8,11 @@
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dependent_launch.cuh"
+#include "kernels/cuda/flash_tile.cuh"
+#include "kernels/cuda/flash_wgmma.h"
 
 namespace ixc::kernels::cuda {
 namespace {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 // ---- RoPE and KV store ----
 
@@ -76,19 +75,6 @@ __global__ void __launch_bounds__(kRopeThreads)
 
 // ---- tensor-core helpers (sm_80+) ----
 
-template <typename T>
-__device__ inline uint32_t PackPair(float lo, float hi);
-template <>
-__device__ inline uint32_t PackPair<__nv_bfloat16>(float lo, float hi) {
-  __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&pair);
-}
-template <>
-__device__ inline uint32_t PackPair<__half>(float lo, float hi) {
-  __half2 pair = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&pair);
-}
-
 // d (16x8 f32) += a (16x16, row) . b (16x8, col).
 template <typename T>
 __device__ inline void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
@@ -124,39 +110,6 @@ __device__ inline void LdMatrixX4Trans(uint32_t (&r)[4], const void* smem_row) {
                : "r"(address));
 }
 
-// 16 bytes global -> shared without a register round trip; zero-filled when !valid.
-__device__ inline void CpAsync16(void* smem, const void* global, bool valid) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global), "r"(valid ? 16 : 0));
-}
-__device__ inline void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n"); }
-template <int kPending>
-__device__ inline void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
-
-// 2^x by the SFU alone (ex2.approx, flushing denormals): a softmax weight needs no more, and exp2f without fast math
-// adds a range reduction around it.
-__device__ inline float FastExp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// log2 of a power-of-two block size, else -1: SlotOf's `block_shift`.
-__device__ inline int PowerOfTwoShift(int block_size) {
-  return (block_size & (block_size - 1)) == 0 ? __ffs(block_size) - 1 : -1;
-}
-
-// Key `key`'s slot in the paged pool. `block_shift`: log2 of a power-of-two block size (the usual 16), else -1; a
-// shift replaces the integer division that otherwise dominates a tile load's address arithmetic.
-__device__ inline int64_t SlotOf(const int32_t* block_table, int key, int block_size, int block_shift) {
-  if (block_shift >= 0) {
-    return (static_cast<int64_t>(block_table[key >> block_shift]) << block_shift) | (key & (block_size - 1));
-  }
-  return static_cast<int64_t>(block_table[key / block_size]) * block_size + key % block_size;
-}
-
 // ---- flash attention (prefill) ----
 
 constexpr int kFlashRowTiles = 2;                        // 16-row MMA tiles per warp
@@ -182,12 +135,7 @@ __global__ void __launch_bounds__(kFlashThreads, 2) FlashKernel(const T* q, cons
                                                              float scale_log2, T* out, float* lse) {
   constexpr int kStride = D + 8;
   constexpr int kTiles = kFlashRowTiles;
-  // Sequences of `tokens` rows one after another in q, out and lse, each with its own block table.
-  const int64_t sequence = blockIdx.z;
-  q += sequence * tokens * heads * D;
-  out += sequence * tokens * heads * D;
-  if (lse != nullptr) lse += sequence * tokens * heads;
-  block_table += sequence * table_stride;
+  SelectSequence<D>(q, out, lse, block_table, tokens, heads, table_stride);
   extern __shared__ __align__(16) unsigned char smem[];
   T* q_tile = reinterpret_cast<T*>(smem);             // [kFlashRows][kStride]
   T* k_tiles = q_tile + kFlashRows * kStride;         // [2][kFlashKeys][kStride]
@@ -198,48 +146,27 @@ __global__ void __launch_bounds__(kFlashThreads, 2) FlashKernel(const T* q, cons
   const int head = blockIdx.y, kv_head = head / group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int first_row = tile * kFlashRows, warp_first = warp * 16 * kTiles;  // warp_first: within the block
-  int row_lo[kTiles], row_hi[kTiles], pos_lo[kTiles], pos_hi[kTiles];
+  FlashRowTile rows[kTiles];
   int warp_min_pos = INT_MAX;  // key tiles up to here need no mask for any row of the warp
 #pragma unroll
   for (int mt = 0; mt < kTiles; ++mt) {
-    row_lo[mt] = first_row + warp_first + mt * 16 + g;
-    row_hi[mt] = row_lo[mt] + 8;
-    pos_lo[mt] = row_lo[mt] < tokens ? positions[row_lo[mt]] : -1;  // rows past the end see no key
-    pos_hi[mt] = row_hi[mt] < tokens ? positions[row_hi[mt]] : -1;
-    warp_min_pos = min(warp_min_pos, min(pos_lo[mt], pos_hi[mt]));
+    rows[mt].Start(positions, tokens, first_row + warp_first + mt * 16, g);
+    warp_min_pos = min(warp_min_pos, min(rows[mt].pos_lo, rows[mt].pos_hi));
   }
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) {
-    warp_min_pos = min(warp_min_pos, __shfl_xor_sync(0xffffffff, warp_min_pos, offset));
-  }
-  const int last_row = min(first_row + kFlashRows, tokens) - 1;
-  const int keys = min(num_keys, positions[last_row] + 1);
+  warp_min_pos = WarpMin(warp_min_pos);
+  const int keys = BlockKeys(positions, first_row, kFlashRows, tokens, num_keys);
   const int key_tiles = (keys + kFlashKeys - 1) / kFlashKeys;
 
-  constexpr int kChunks = D / 8;  // 16-byte pieces per row
-  // The block's Q rows (zeros past the end): in the first cp.async group, with K/V tile 0.
-  for (int c = threadIdx.x; c < kFlashRows * kChunks; c += kFlashThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    const bool valid = first_row + r < tokens;
-    const int64_t row = valid ? first_row + r : 0;
-    CpAsync16(q_tile + r * kStride + col, q + (row * heads + head) * D + col, valid);
-  }
+  // The block's Q rows: in the first cp.async group, with K/V tile 0. Rows padded to kStride elements.
+  LoadQueryRows<D, kFlashThreads>(q, first_row, kFlashRows, tokens, heads, head,
+                                  [&](int r, int chunk) { return q_tile + r * kStride + chunk * 8; });
   auto load_tile = [&](int key_tile, int stage) {
     T* k_dst = k_tiles + stage * kFlashKeys * kStride;
     T* v_dst = v_tiles + stage * kFlashKeys * kStride;
-    for (int c = threadIdx.x; c < kFlashKeys * kChunks; c += kFlashThreads) {
-      const int r = c / kChunks, col = (c % kChunks) * 8;
-      const int key = key_tile * kFlashKeys + r;
-      const bool valid = key < keys;
-      int64_t offset = 0;
-      if (valid) {
-        const int64_t slot = SlotOf(block_table, key, block_size, block_shift);
-        offset = (slot * kv_heads + kv_head) * D + col;
-      }
-      CpAsync16(k_dst + r * kStride + col, k_pool + offset, valid);
-      CpAsync16(v_dst + r * kStride + col, v_pool + offset, valid);
-    }
-    CpAsyncCommit();
+    LoadKeyTile<D, kFlashThreads>(
+        k_pool, v_pool, block_table, block_size, block_shift, kv_heads, kv_head, key_tile * kFlashKeys, kFlashKeys,
+        keys, [=](int r, int chunk) { return k_dst + r * kStride + chunk * 8; },
+        [=](int r, int chunk) { return v_dst + r * kStride + chunk * 8; });
   };
 
   float o[kTiles][D / 8][4];
@@ -248,28 +175,12 @@ __global__ void __launch_bounds__(kFlashThreads, 2) FlashKernel(const T* q, cons
 #pragma unroll
     for (int i = 0; i < D / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
   }
-  float m_lo[kTiles], m_hi[kTiles], l_lo[kTiles], l_hi[kTiles];
-#pragma unroll
-  for (int mt = 0; mt < kTiles; ++mt) {
-    m_lo[mt] = m_hi[mt] = -INFINITY;
-    l_lo[mt] = l_hi[mt] = 0.f;
-  }
-
-  if (key_tiles > 0) {
-    load_tile(0, 0);
-  } else {  // no key: nothing reads Q, but no copy is left in flight at exit
-    CpAsyncCommit();
-    CpAsyncWait<0>();
-  }
+  if (key_tiles > 0) load_tile(0, 0);
+  if (key_tiles == 0) PrefetchAndWait(0, 0, load_tile);  // nothing reads Q, but no copy is left in flight
   const int matrix = lane / 8;  // which of ldmatrix's four 8x8 matrices this lane addresses
   for (int it = 0; it < key_tiles; ++it) {
     const int stage = it & 1;
-    if (it + 1 < key_tiles) {
-      load_tile(it + 1, stage ^ 1);
-      CpAsyncWait<1>();
-    } else {
-      CpAsyncWait<0>();
-    }
+    PrefetchAndWait(it, key_tiles, load_tile);
     __syncthreads();
     const T* k_tile = k_tiles + stage * kFlashKeys * kStride;
     const T* v_tile = v_tiles + stage * kFlashKeys * kStride;
@@ -301,67 +212,16 @@ __global__ void __launch_bounds__(kFlashThreads, 2) FlashKernel(const T* q, cons
         }
       }
     }
-    // Mask (causal and past the last key: only tiles that reach past a row's last visible key) and the tile's row
-    // maxima, on the raw scores: the scale (positive) is applied inside the exponent below, one FFMA per score.
+    // The online softmax of each tile (masks only on key tiles that reach past a row's last visible key).
     const bool whole_tile = (it + 1) * kFlashKeys - 1 <= warp_min_pos && (it + 1) * kFlashKeys <= keys;
 #pragma unroll
-    for (int mt = 0; mt < kTiles; ++mt) {
-      float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
-        if (!whole_tile) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = it * kFlashKeys + nt * 8 + 2 * t + (e & 1);
-            const int pos = e < 2 ? pos_lo[mt] : pos_hi[mt];
-            if (key > pos || key >= keys) s[mt][nt][e] = -INFINITY;
-          }
-        }
-        tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[mt][nt][0], s[mt][nt][1]));
-        tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[mt][nt][2], s[mt][nt][3]));
-      }
-#pragma unroll
-      for (int offset = 1; offset < 4; offset *= 2) {
-        tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffff, tile_max_lo, offset));
-        tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffff, tile_max_hi, offset));
-      }
-      const float new_lo = fmaxf(m_lo[mt], tile_max_lo * scale_log2);
-      const float new_hi = fmaxf(m_hi[mt], tile_max_hi * scale_log2);
-      // A row that has seen no key yet keeps max -inf; subtract 0 then, so exp2 gives 0 rather than NaN.
-      const float base_lo = new_lo == -INFINITY ? 0.f : new_lo, base_hi = new_hi == -INFINITY ? 0.f : new_hi;
-      const float correction_lo = FastExp2(m_lo[mt] - base_lo), correction_hi = FastExp2(m_hi[mt] - base_hi);
-      m_lo[mt] = new_lo;
-      m_hi[mt] = new_hi;
-      l_lo[mt] *= correction_lo;
-      l_hi[mt] *= correction_hi;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        o[mt][i][0] *= correction_lo;
-        o[mt][i][1] *= correction_lo;
-        o[mt][i][2] *= correction_hi;
-        o[mt][i][3] *= correction_hi;
-      }
-#pragma unroll
-      for (int nt = 0; nt < kFlashKeys / 8; ++nt) {
-        s[mt][nt][0] = FastExp2(fmaf(s[mt][nt][0], scale_log2, -base_lo));
-        s[mt][nt][1] = FastExp2(fmaf(s[mt][nt][1], scale_log2, -base_lo));
-        s[mt][nt][2] = FastExp2(fmaf(s[mt][nt][2], scale_log2, -base_hi));
-        s[mt][nt][3] = FastExp2(fmaf(s[mt][nt][3], scale_log2, -base_hi));
-        l_lo[mt] += s[mt][nt][0] + s[mt][nt][1];
-        l_hi[mt] += s[mt][nt][2] + s[mt][nt][3];
-      }
-    }
+    for (int mt = 0; mt < kTiles; ++mt) rows[mt].Step(s[mt], o[mt], it * kFlashKeys, keys, whole_tile, scale_log2, t);
     // O += P V: the S accumulators of two adjacent 8-key tiles are exactly the A fragment of a 16-key slice of P.
 #pragma unroll
     for (int kc = 0; kc < kFlashKeys / 16; ++kc) {
       uint32_t p[kTiles][4];
 #pragma unroll
-      for (int mt = 0; mt < kTiles; ++mt) {
-        p[mt][0] = PackPair<T>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
-        p[mt][1] = PackPair<T>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
-        p[mt][2] = PackPair<T>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
-        p[mt][3] = PackPair<T>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
-      }
+      for (int mt = 0; mt < kTiles; ++mt) FlashRowTile::PackP<T>(s[mt], kc, p[mt]);
       const T* v_row = v_tile + (kc * 16 + (matrix & 1) * 8 + lane % 8) * kStride + (matrix >> 1) * 8;
 #pragma unroll
       for (int dt = 0; dt < D / 8; dt += 2) {
@@ -379,33 +239,7 @@ __global__ void __launch_bounds__(kFlashThreads, 2) FlashKernel(const T* q, cons
 
 #pragma unroll
   for (int mt = 0; mt < kTiles; ++mt) {
-    float sum_lo = l_lo[mt], sum_hi = l_hi[mt];
-#pragma unroll
-    for (int offset = 1; offset < 4; offset *= 2) {
-      sum_lo += __shfl_xor_sync(0xffffffff, sum_lo, offset);
-      sum_hi += __shfl_xor_sync(0xffffffff, sum_hi, offset);
-    }
-    const float inv_lo = sum_lo > 0.f ? 1.f / sum_lo : 0.f, inv_hi = sum_hi > 0.f ? 1.f / sum_hi : 0.f;
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-      const int col = i * 8 + 2 * t;
-      if (row_lo[mt] < tokens) {
-        *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(row_lo[mt]) * heads + head) * D + col) =
-            PackPair<T>(o[mt][i][0] * inv_lo, o[mt][i][1] * inv_lo);
-      }
-      if (row_hi[mt] < tokens) {
-        *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(row_hi[mt]) * heads + head) * D + col) =
-            PackPair<T>(o[mt][i][2] * inv_hi, o[mt][i][3] * inv_hi);
-      }
-    }
-    if (lse != nullptr && t == 0) {
-      if (row_lo[mt] < tokens) {
-        lse[row_lo[mt] * heads + head] = sum_lo > 0.f ? (m_lo[mt] + log2f(sum_lo)) * kLn2 : -INFINITY;
-      }
-      if (row_hi[mt] < tokens) {
-        lse[row_hi[mt] * heads + head] = sum_hi > 0.f ? (m_hi[mt] + log2f(sum_hi)) * kLn2 : -INFINITY;
-      }
-    }
+    rows[mt].Write<T>(o[mt], first_row + warp_first + mt * 16, tokens, heads, head, out, lse, g, t);
   }
 }
 
@@ -420,13 +254,9 @@ absl::Status LaunchFlash(const void* q, const int32_t* positions, int64_t tokens
   static const cudaError_t opt_in =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   IXC_CUDA_RETURN_IF_ERROR(opt_in);
-  const dim3 grid(static_cast<unsigned>((tokens + kFlashRows - 1) / kFlashRows), static_cast<unsigned>(heads),
-                  static_cast<unsigned>(sequences));
-  kernel<<<grid, kFlashThreads, kSmem, stream>>>(
-      static_cast<const T*>(q), positions, static_cast<int>(tokens), heads, heads / pools.kv_heads,
-      static_cast<const T*>(pools.k), static_cast<const T*>(pools.v), block_tables, table_stride, pools.block_size,
-      pools.kv_heads, static_cast<int>(num_keys), scale * kLog2e, static_cast<T*>(out), lse);
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  IXC_CUDA_RETURN_IF_ERROR(LaunchFlashGrid<T>(kernel, kFlashRows, kFlashThreads, kSmem, q, positions, tokens,
+                                                sequences, heads, pools, block_tables, table_stride, num_keys, scale,
+                                                out, lse, stream));
   return absl::OkStatus();
 }
 
@@ -791,6 +621,10 @@ absl::Status LaunchBatchedFlashAttention(const void* q, const int32_t* positions
                                                    ", sequences ", sequences, ", table stride ", table_stride));
   }
   if (tokens == 0 || sequences == 0) return absl::OkStatus();
+  if (FlashWgmmaSelected(pools.head_dim)) {
+    return LaunchFlashWgmma(q, positions, tokens, sequences, heads, pools, block_tables, table_stride, num_keys,
+                            scale, out, lse, stream);
+  }
   absl::Status status;
   IXC_RETURN_IF_ERROR(DispatchHalfDType(pools.dtype, "FlashAttention", [&](auto tag) {
     using T = decltype(tag);

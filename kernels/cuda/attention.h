@@ -6,7 +6,8 @@
 //
 //   LaunchRopeAndStoreKv      fused qkv rows -> rotated q, and rotated k / v written into their cache slots
 //   LaunchFlashAttention      prefill: causal, GQA, tensor cores (mma.sync m16n8k16, f32 accumulation), online
-//                             softmax over 64-key tiles double-buffered by cp.async; returns the log-sum-exp
+//                             softmax over 64-key tiles double-buffered by cp.async; returns the log-sum-exp (on
+//                             sm_90 with IXC_FLASH_WGMMA=1, the experimental wgmma kernel: kernels/cuda/flash_wgmma.h)
 //   LaunchBatchedFlashAttention  the same over equal-length sequences in one launch (the vision tower's crops)
 //   LaunchPagedDecodeAttention  a few query rows per sequence (decode, short chunks), batched across sequences;
 //                             split-KV so long contexts fill the GPU, then a log-sum-exp combine
