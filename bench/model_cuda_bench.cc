@@ -2,15 +2,17 @@
 // tokens/s against the weight-streaming roofline, batch-32 decode with the tokens chosen on the GPU and on the host,
 // and the prefill time of a long prompt. Goals (issue 5, H100):
 // decode >= 190 tokens/s (roofline 228), kernel by kernel and as replayed CUDA graphs; 32K-token prefill <= 1.4 s.
-//   ./model_cuda_bench [prefill tokens, default 32768]
+//   ./model_cuda_bench [prefill tokens, default 32768] [prefill]    (prefill: the long prefill alone)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <numeric>
+#include <string>
 
 #include "bench/gpu_limits.h"
 #include "bench/machine_limits.h"
+#include "kernels/cuda/flash_wgmma.h"
 #include "model/cuda/cuda_language_model.h"
 #include "model/generation.h"
 
@@ -33,6 +35,47 @@ model::LlmConfig Ixc25Config() {
   c.max_position_embeddings = 32768;
   c.bias = false;
   return c;
+}
+
+// Batch-1 decode after a 512-token prompt, greedy on the GPU, kernel by kernel and as CUDA graphs.
+int Decode(model::LlmWeights& weights, model::CudaLanguageModel& gpu, model::KvCache& cache, const GpuLimits& limits,
+           double bytes_per_token) {
+  std::vector<int32_t> prompt(512);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % 92544);
+  model::SequenceKv seq;
+  model::ForwardInput input;
+  input.ids = prompt;
+  auto logits = model::Prefill(weights, input, false, seq, cache, nullptr);
+  if (!logits.ok()) {
+    std::fprintf(stderr, "prefill: %s\n", logits.status().ToString().c_str());
+    return 1;
+  }
+  int32_t token = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+  const double roofline = limits.datasheet_tbytes * 1e12 / bytes_per_token;
+  for (const bool graphs : {false, true}) {  // kernel by kernel, then replayed CUDA graphs
+    gpu.set_decode_graphs(graphs);
+    const int warmup = 8, steps = 128;
+    std::chrono::steady_clock::time_point start;
+    for (int step = 0; step < warmup + steps; ++step) {
+      if (step == warmup) start = std::chrono::steady_clock::now();
+      model::TokenChoice greedy;  // chosen on the GPU: one id comes back
+      std::vector<model::DecodeItem> items = {
+          {token, static_cast<int32_t>(seq.length), model::LoraMode::kBase, &seq, {}, &greedy}};
+      if (const absl::Status status = model::DecodeSteps(weights, items, cache, nullptr); !status.ok()) {
+        std::fprintf(stderr, "decode: %s\n", status.ToString().c_str());
+        return 1;
+      }
+      token = greedy.token;
+    }
+    const double decode_s = Seconds(start) / steps;
+    std::printf("batch-1 decode%s at context ~%lld: %.2f ms/token, %.1f tokens/s; weight-streaming roofline %.0f "
+                "tokens/s at %.2f TB/s (%.0f%%), %.0f at the measured %.2f TB/s; H100 goal 190 (roofline 228)\n",
+                graphs ? " (CUDA graphs)" : "", static_cast<long long>(seq.length), decode_s * 1e3, 1 / decode_s,
+                roofline, limits.datasheet_tbytes, 100 / decode_s / roofline,
+                limits.measured_tbytes * 1e12 / bytes_per_token, limits.measured_tbytes);
+  }
+  cache.Release(seq);
+  return 0;
 }
 
 // Decode steps of kBatch sequences (continuous batching, graphs on), each sequence's next token chosen on the GPU
@@ -82,7 +125,7 @@ int BatchedDecode(model::LlmWeights& weights, model::KvCache& cache) {
   return 0;
 }
 
-int Run(int64_t prefill_tokens) {
+int Run(int64_t prefill_tokens, bool prefill_only) {
   const GpuLimits limits = MeasureGpuLimits();
   model::LlmWeights weights;  // the shapes only: the tensors live on the GPU
   weights.config = weights.shard = Ixc25Config();
@@ -100,48 +143,16 @@ int Run(int64_t prefill_tokens) {
               "per token), KV pool %.1f GB (%d blocks of 16)\n",
               weight_gb, weight_gb - 92544.0 * 4096 * 2 / 1e9, (*gpu)->kv_bytes() / 1e9, (*gpu)->num_kv_blocks());
 
-  // Batch-1 decode after a 512-token prompt, greedy on the GPU.
-  std::vector<int32_t> prompt(512);
-  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % 92544);
-  model::SequenceKv seq;
-  model::ForwardInput input;
-  input.ids = prompt;
-  auto logits = model::Prefill(weights, input, false, seq, cache, nullptr);
-  if (!logits.ok()) {
-    std::fprintf(stderr, "prefill: %s\n", logits.status().ToString().c_str());
+  const double bytes_per_token = (*gpu)->weight_bytes() - 92544.0 * 4096 * 2;  // every weight but the embedding table
+  if (!prefill_only &&
+      (Decode(weights, **gpu, cache, limits, bytes_per_token) != 0 || BatchedDecode(weights, cache) != 0)) {
     return 1;
   }
-  int32_t token = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
-  const double bytes_per_token = (*gpu)->weight_bytes() - 92544.0 * 4096 * 2;  // every weight but the embedding table
-  const double roofline = limits.datasheet_tbytes * 1e12 / bytes_per_token;
-  for (const bool graphs : {false, true}) {  // kernel by kernel, then replayed CUDA graphs
-    (*gpu)->set_decode_graphs(graphs);
-    const int warmup = 8, steps = 128;
-    std::chrono::steady_clock::time_point start;
-    for (int step = 0; step < warmup + steps; ++step) {
-      if (step == warmup) start = std::chrono::steady_clock::now();
-      model::TokenChoice greedy;  // chosen on the GPU: one id comes back
-      std::vector<model::DecodeItem> items = {
-          {token, static_cast<int32_t>(seq.length), model::LoraMode::kBase, &seq, {}, &greedy}};
-      if (const absl::Status status = model::DecodeSteps(weights, items, cache, nullptr); !status.ok()) {
-        std::fprintf(stderr, "decode: %s\n", status.ToString().c_str());
-        return 1;
-      }
-      token = greedy.token;
-    }
-    const double decode_s = Seconds(start) / steps;
-    std::printf("batch-1 decode%s at context ~%lld: %.2f ms/token, %.1f tokens/s; weight-streaming roofline %.0f "
-                "tokens/s at %.2f TB/s (%.0f%%), %.0f at the measured %.2f TB/s; H100 goal 190 (roofline 228)\n",
-                graphs ? " (CUDA graphs)" : "", static_cast<long long>(seq.length), decode_s * 1e3, 1 / decode_s,
-                roofline, limits.datasheet_tbytes, 100 / decode_s / roofline,
-                limits.measured_tbytes * 1e12 / bytes_per_token, limits.measured_tbytes);
-  }
-  cache.Release(seq);
-  if (BatchedDecode(weights, cache) != 0) return 1;
 
   // Long prefill: one sequence of prefill_tokens, logits of the last position.
   std::vector<int32_t> long_prompt(prefill_tokens);
   for (int64_t i = 0; i < prefill_tokens; ++i) long_prompt[i] = static_cast<int32_t>((i * 104729) % 92544);
+  model::ForwardInput input;
   input.ids = long_prompt;
   for (int run = 0; run < 2; ++run) {  // the first run allocates the scratch and picks the GEMM plans
     model::SequenceKv long_seq;
@@ -156,9 +167,10 @@ int Run(int64_t prefill_tokens) {
     }
     const double linear_flops = 2.0 * prefill_tokens * bytes_per_token / 2;  // 2 FLOPs per weight per token
     const double attention_flops = 32.0 * 4 * 128 * 32 * (static_cast<double>(prefill_tokens) * prefill_tokens / 2);
-    std::printf("prefill of %lld tokens (run %d): %.3f s, %.0f tokens/s, %.0f TFLOP/s (%.0f%% of %.0f); H100 goal "
-                "32K in <= 1.4 s\n",
-                static_cast<long long>(prefill_tokens), run + 1, seconds, prefill_tokens / seconds,
+    std::printf("prefill of %lld tokens (run %d, %s flash): %.3f s, %.0f tokens/s, %.0f TFLOP/s (%.0f%% of %.0f); "
+                "H100 goal 32K in <= 1.4 s\n",
+                static_cast<long long>(prefill_tokens), run + 1,
+                kernels::cuda::FlashWgmmaSelected(128) ? "wgmma" : "mma.sync", seconds, prefill_tokens / seconds,
                 (linear_flops + attention_flops) / seconds / 1e12,
                 100 * (linear_flops + attention_flops) / seconds / 1e12 / limits.datasheet_tflops,
                 limits.datasheet_tflops);
@@ -170,4 +182,6 @@ int Run(int64_t prefill_tokens) {
 }  // namespace
 }  // namespace ixc::bench
 
-int main(int argc, char** argv) { return ixc::bench::Run(argc > 1 ? std::atoll(argv[1]) : 32768); }
+int main(int argc, char** argv) {
+  return ixc::bench::Run(argc > 1 ? std::atoll(argv[1]) : 32768, argc > 2 && std::string(argv[2]) == "prefill");
+}

@@ -29,7 +29,8 @@ done
 for test in attention model parallel vision; do
   run_test IXC_FLASH_WGMMA=1 timeout 120 ".gpu-bin/${test}_cuda_test"
 done
-echo "== IXC_FLASH_WGMMA=1 kernels_cuda_bench flash"
+echo "== IXC_FLASH_WGMMA=1 kernels_cuda_bench flash, model_cuda_bench 32768 prefill"
 IXC_FLASH_WGMMA=1 timeout 60 .gpu-bin/kernels_cuda_bench flash || failures=$((failures + 1))
+IXC_FLASH_WGMMA=1 timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
 echo "gpu run: $failures failing binaries"
 exit $((failures > 0))
