@@ -3,8 +3,9 @@
 // The language model on one GPU (or one rank's TP slice of it): weights in bf16 or f16 in device memory, allocated
 // once; a paged KV pool sized from the free memory; a forward with LanguageModelForwardBatch's semantics built from
 // kernels/cuda: cuBLASLt GEMMs (LoRA terms included), fused residual + RMSNorm, RoPE + KV store, flash prefill,
-// split-KV decode batched across sequences, SwiGLU. The residual stream stays f32; GEMM inputs and the KV cache are
-// in `dtype`.
+// split-KV decode batched across sequences, SwiGLU, and the next token's choice where a call asks for it
+// (TokenChoice: penalty, temperature, argmax, top-k / top-p on the device). The residual stream stays f32; GEMM
+// inputs and the KV cache are in `dtype`.
 //
 //   IXC_ASSIGN_OR_RETURN(KvCache cache, AttachCudaModel(weights, CudaModelOptions{}));  // --device cuda
 //   ... LanguageModelForward(weights, input, seq, cache, &logits) now runs on the GPU ...
