@@ -4,6 +4,8 @@
 #include <nccl.h>
 
 #include <array>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -11,11 +13,9 @@
 namespace ixc::parallel {
 namespace {
 
-absl::Status NcclStatus(ncclResult_t result, const char* what) {
+absl::Status NcclStatus(ncclResult_t result, const char* what, const std::string& who) {
   if (result == ncclSuccess) return absl::OkStatus();
-  int rank = -1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return absl::InternalError(absl::StrCat(what, " failed on rank ", rank, ": ", ncclGetErrorString(result), " (",
+  return absl::InternalError(absl::StrCat(what, " failed on ", who, ": ", ncclGetErrorString(result), " (",
                                           ncclGetLastError(nullptr), ")"));
 }
 
@@ -26,6 +26,7 @@ absl::Status CudaStatus(cudaError_t error, const char* what) {
 
 class NcclDeviceComm : public DeviceComm {
  public:
+  explicit NcclDeviceComm(std::string name) : name_(std::move(name)) {}
   ~NcclDeviceComm() override {
     for (ncclComm_t comm : comms_) {
       if (comm != nullptr) ncclCommDestroy(comm);
@@ -77,16 +78,17 @@ class NcclDeviceComm : public DeviceComm {
   absl::Status StartSendRecv(const float* send, int64_t send_count, int send_peer, float* recv, int64_t recv_count,
                              int recv_peer, Group group) override {
     IXC_RETURN_IF_ERROR(Joined(group));
-    IXC_RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), "ncclGroupStart"));
+    IXC_RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), "ncclGroupStart", name_));
     ncclSend(send, send_count, ncclFloat32, send_peer, comm(group), ring_stream_);
     ncclRecv(recv, recv_count, ncclFloat32, recv_peer, comm(group), ring_stream_);
-    return NcclStatus(ncclGroupEnd(), "ncclSend/ncclRecv");
+    return NcclStatus(ncclGroupEnd(), "ncclSend/ncclRecv", name_);
   }
   absl::Status Wait() override { return CudaStatus(cudaStreamSynchronize(ring_stream_), "ring transfer"); }
 
   std::array<ncclComm_t, 4> comms_ = {nullptr, nullptr, nullptr, nullptr};  // by Group; kWorld stays null
   cudaStream_t stream_ = nullptr;
   cudaStream_t ring_stream_ = nullptr;
+  const std::string name_;  // in errors
 
  private:
   ncclComm_t comm(Group group) const { return comms_[static_cast<int>(group)]; }
@@ -97,48 +99,62 @@ class NcclDeviceComm : public DeviceComm {
   }
   // The CPU path's callers read results right after a call; the GPU executor will chain on the stream instead.
   absl::Status Sync(ncclResult_t result, const char* what) {
-    if (auto s = NcclStatus(result, what); !s.ok()) return s;
+    if (auto s = NcclStatus(result, what, name_); !s.ok()) return s;
     return CudaStatus(cudaStreamSynchronize(stream_), what);
   }
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const Mapping& mapping, int device) {
-  if (mapping.role() != Role::kLlm) {
-    return absl::FailedPreconditionError(absl::StrCat("rank ", mapping.rank(), " is not an LLM rank: no NCCL comm"));
-  }
-  IXC_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device), "cudaSetDevice"));
-  auto comm = std::make_unique<NcclDeviceComm>();
+absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const NcclRank& rank, const ShareNcclId& share_id) {
+  IXC_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(rank.device), "cudaSetDevice"));
+  auto comm = std::make_unique<NcclDeviceComm>(rank.name);
   IXC_RETURN_IF_ERROR(
       CudaStatus(cudaStreamCreateWithFlags(&comm->stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
   IXC_RETURN_IF_ERROR(
       CudaStatus(cudaStreamCreateWithFlags(&comm->ring_stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
-  // The first LLM rank makes the id and sends it to the others: only LLM ranks take part.
-  const int first = mapping.first_llm_rank(), llm_ranks = mapping.world_size() - first;
-  const int llm_index = mapping.rank() - first;
-  constexpr int kIdTag = 7411;
   ncclUniqueId id;
-  if (llm_index == 0) {
-    IXC_RETURN_IF_ERROR(NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId"));
-    for (int peer = first + 1; peer < mapping.world_size(); ++peer) {
-      if (MPI_Send(&id, sizeof(id), MPI_BYTE, peer, kIdTag, MPI_COMM_WORLD) != MPI_SUCCESS) {
-        return absl::InternalError(absl::StrCat("sending the NCCL id to rank ", peer, " failed"));
-      }
-    }
-  } else if (MPI_Recv(&id, sizeof(id), MPI_BYTE, first, kIdTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
-    return absl::InternalError(absl::StrCat("receiving the NCCL id from rank ", first, " failed"));
-  }
+  if (rank.index == 0) IXC_RETURN_IF_ERROR(NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId", rank.name));
+  IXC_RETURN_IF_ERROR(share_id(&id, sizeof(id)));
   ncclComm_t& llm = comm->comms_[static_cast<int>(Group::kLlm)];
-  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommInitRank(&llm, llm_ranks, id, llm_index), "ncclCommInitRank"));
+  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommInitRank(&llm, rank.ranks, id, rank.index), "ncclCommInitRank", rank.name));
   // The tp group: same sp, ordered by tp; the sp group: same tp, ordered by sp (as the MPI comm's).
-  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommSplit(llm, mapping.sp_rank(), mapping.tp_rank(),
+  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommSplit(llm, rank.sp_rank, rank.tp_rank,
                                                &comm->comms_[static_cast<int>(Group::kTensor)], nullptr),
-                                 "ncclCommSplit (tp)"));
-  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommSplit(llm, mapping.tp_rank(), mapping.sp_rank(),
+                                 "ncclCommSplit (tp)", rank.name));
+  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommSplit(llm, rank.tp_rank, rank.sp_rank,
                                                &comm->comms_[static_cast<int>(Group::kSequence)], nullptr),
-                                 "ncclCommSplit (sp)"));
+                                 "ncclCommSplit (sp)", rank.name));
   return comm;
+}
+
+absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const Mapping& mapping, int device) {
+  if (mapping.role() != Role::kLlm) {
+    return absl::FailedPreconditionError(absl::StrCat("rank ", mapping.rank(), " is not an LLM rank: no NCCL comm"));
+  }
+  const int first = mapping.first_llm_rank();
+  NcclRank rank;
+  rank.ranks = mapping.world_size() - first;
+  rank.index = mapping.rank() - first;
+  rank.tp_rank = mapping.tp_rank();
+  rank.sp_rank = mapping.sp_rank();
+  rank.device = device;
+  rank.name = mapping.ToString();
+  // The first LLM rank sends the id to the others: only LLM ranks take part.
+  return CreateNcclDeviceComm(rank, [&](void* id, size_t bytes) -> absl::Status {
+    constexpr int kIdTag = 7411;
+    if (rank.index == 0) {
+      for (int peer = first + 1; peer < mapping.world_size(); ++peer) {
+        if (MPI_Send(id, static_cast<int>(bytes), MPI_BYTE, peer, kIdTag, MPI_COMM_WORLD) != MPI_SUCCESS) {
+          return absl::InternalError(absl::StrCat("sending the NCCL id to rank ", peer, " failed"));
+        }
+      }
+    } else if (MPI_Recv(id, static_cast<int>(bytes), MPI_BYTE, first, kIdTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE) !=
+               MPI_SUCCESS) {
+      return absl::InternalError(absl::StrCat("receiving the NCCL id from rank ", first, " failed"));
+    }
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace ixc::parallel

@@ -10,7 +10,10 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <functional>
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "parallel/device_comm.h"
@@ -18,7 +21,18 @@
 
 namespace ixc::parallel {
 
-// Called by every LLM rank (and only by them); `device` is this rank's CUDA device.
+// Called by every LLM rank (and only by them); `device` is this rank's CUDA device. NCCL's unique id goes from the
+// first LLM rank to the others over MPI.
 absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const Mapping& mapping, int device);
+
+// The same from an LLM rank's place alone: `index` of `ranks` LLM ranks, at (tp_rank, sp_rank) of the tp x sp grid,
+// on CUDA device `device`; `name` labels its errors. `share_id` gets the unique id that index 0 made (`bytes` at
+// `id`) to every rank: MPI in the job, nothing for a lone rank (tests/gpu/nccl_cuda_test.cc).
+struct NcclRank {
+  int ranks = 1, index = 0, tp_rank = 0, sp_rank = 0, device = 0;
+  std::string name = "LLM rank 0";
+};
+using ShareNcclId = std::function<absl::Status(void* id, size_t bytes)>;
+absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const NcclRank& rank, const ShareNcclId& share_id);
 
 }  // namespace ixc::parallel
