@@ -39,7 +39,7 @@ __device__ inline uint8_t* Chunk(uint8_t* tile, int rows, int r, int c) {
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kThreads, 2)
     FlashWgmmaKernel(const T* q, const int32_t* positions, int tokens, int heads, int group, const T* k_pool,
                      const T* v_pool, const int32_t* block_table, int64_t table_stride, int block_size, int kv_heads,
                      int num_keys, float scale_log2, T* out, float* lse) {
