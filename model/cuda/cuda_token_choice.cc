@@ -1,19 +1,16 @@
 // CudaLanguageModel's token choice (TokenChoice, model/language_model.h): the next token of every sequence of a
 // decode call picked on the device with SampleNext's rules, so that one id per sequence crosses to the host instead
-// of its vocabulary's logits (370 KB per sequence at IXC-2.5's 92544 tokens). The parameters go up before the
-// layers are launched; after the head come the TP gather, the repetition penalty and temperature, argmax on every
-// row and the top-k / top-p draw on the rows that sample, with the uniform the host's generator gives.
+// of its vocabulary's logits (370 KB per sequence at IXC-2.5's 92544 tokens). The host's plan of it
+// (model/token_choice_plan.h) goes up before the layers are launched; after the head come the TP gather, the
+// repetition penalty and temperature, argmax on every row and the top-k / top-p draw on the rows that sample.
 #include <cstring>
-#include <random>
-#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/sampling.h"
-#include "kernels/sampling_rules.h"
 #include "model/cuda/cuda_language_model.h"
-#include "model/generation.h"
+#include "model/token_choice_plan.h"
 
 namespace ixc::model {
 namespace {
@@ -33,40 +30,18 @@ bool CudaLanguageModel::ChoosesOnDevice(const std::vector<Segment>& segments, co
 
 absl::Status CudaLanguageModel::UploadChoices(const std::vector<Segment>& segments) {
   const int64_t n = static_cast<int64_t>(segments.size()), vocab = int64_t{shard_.vocab_size} * tp_size_;
-  // Host side: each row's penalized ids (offsets (n + 1) into them), penalty, temperature, and the drawn rows.
-  std::vector<int32_t> offsets = {0}, penalized;
-  std::vector<float> penalties, temperatures;
+  std::vector<const TokenChoice*> choices;
+  for (const Segment& segment : segments) choices.push_back(segment.choice);
+  IXC_ASSIGN_OR_RETURN(const TokenChoicePlan rows, PlanTokenChoices(choices, vocab));
   std::vector<kc::SampledRow> sampled;
-  bool adjust = false;
-  for (int64_t r = 0; r < n; ++r) {
-    const TokenChoice& choice = *segments[r].choice;
-    const kernels::SamplingParams& params = choice.params;
-    const bool greedy = kernels::IsGreedy(params);
-    if (params.repetition_penalty != 1.f) {
-      std::unordered_set<int32_t> seen;  // once per distinct id, as ApplyRepetitionPenalty
-      for (int32_t id : choice.previous) {
-        if (id >= 0 && id < vocab && seen.insert(id).second) penalized.push_back(id);
-      }
-    }
-    offsets.push_back(static_cast<int32_t>(penalized.size()));
-    penalties.push_back(params.repetition_penalty);
-    temperatures.push_back(greedy ? 1.f : params.temperature);  // greedy takes the argmax, which no division moves
-    adjust |= params.repetition_penalty != 1.f || temperatures.back() != 1.f;
-    if (!greedy) {
-      std::mt19937_64 rng = TokenRng(choice.seed, choice.index);
-      kc::SampledRow row;
-      row.row = static_cast<int32_t>(r);
-      row.top_k = params.top_k < vocab ? params.top_k : 0;  // SampleToken: k >= vocab keeps every token
-      row.top_p = params.top_p;
-      row.uniform = std::uniform_real_distribution<double>(0.0, 1.0)(rng);  // DrawFromAscending's one draw
-      IXC_RETURN_IF_ERROR(kc::CheckSampledRow(row));
-      sampled.push_back(row);
-    }
+  for (const TokenChoicePlan::Draw& draw : rows.draws) {
+    sampled.push_back({draw.row, draw.top_k, draw.top_p, draw.uniform});
+    IXC_RETURN_IF_ERROR(kc::CheckSampledRow(sampled.back()));
   }
 
   ChoicePlan& plan = choice_plan_;
   plan = ChoicePlan{};
-  plan.adjust = adjust;
+  plan.adjust = rows.adjusts;
   plan.sampled = static_cast<int64_t>(sampled.size());
   int64_t at = 0;
   auto take = [&](int64_t bytes) {
@@ -77,7 +52,7 @@ absl::Status CudaLanguageModel::UploadChoices(const std::vector<Segment>& segmen
   plan.rows_at = take(tp_size_ > 1 ? n * vocab * 4 : 0);
   plan.ids_at = take(n * 4);
   const int64_t upload_at = at;
-  plan.offsets_at = take((n + 1 + static_cast<int64_t>(penalized.size())) * 4);  // offsets, then the ids
+  plan.offsets_at = take((n + 1 + static_cast<int64_t>(rows.penalized.size())) * 4);  // offsets, then the ids
   plan.penalties_at = take(n * 4);
   plan.temperatures_at = take(n * 4);
   plan.sampled_at = take(plan.sampled * static_cast<int64_t>(sizeof(kc::SampledRow)));
@@ -86,10 +61,10 @@ absl::Status CudaLanguageModel::UploadChoices(const std::vector<Segment>& segmen
   auto place = [&](int64_t offset, const void* data, size_t bytes) {
     if (bytes > 0) std::memcpy(upload.data() + (offset - upload_at), data, bytes);
   };
-  place(plan.offsets_at, offsets.data(), offsets.size() * 4);
-  place(plan.offsets_at + (n + 1) * 4, penalized.data(), penalized.size() * 4);
-  place(plan.penalties_at, penalties.data(), penalties.size() * 4);
-  place(plan.temperatures_at, temperatures.data(), temperatures.size() * 4);
+  place(plan.offsets_at, rows.offsets.data(), rows.offsets.size() * 4);
+  place(plan.offsets_at + (n + 1) * 4, rows.penalized.data(), rows.penalized.size() * 4);
+  place(plan.penalties_at, rows.penalties.data(), rows.penalties.size() * 4);
+  place(plan.temperatures_at, rows.temperatures.data(), rows.temperatures.size() * 4);
   place(plan.sampled_at, sampled.data(), sampled.size() * sizeof(kc::SampledRow));
   // From pageable memory: staged before cudaMemcpyAsync returns.
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(choice_.as<uint8_t>() + upload_at, upload.data(), upload.size(),
