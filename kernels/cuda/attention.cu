@@ -10,6 +10,7 @@
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/flash_tile.cuh"
 #include "kernels/cuda/flash_wgmma.h"
+#include "kernels/cuda/grid_stride.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -531,8 +532,7 @@ absl::Status LaunchDecode(const void* q, int heads, const DeviceKvPools& pools, 
 template <typename T>
 __global__ void MergeKernel(T* out_a, float* lse_a, const T* out_b, const float* lse_b, int64_t head_rows,
                             int head_dim) {
-  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < head_rows * head_dim;
-       e += int64_t{gridDim.x} * blockDim.x) {
+  IXC_GRID_STRIDE(e, head_rows * head_dim) {
     const int64_t head_row = e / head_dim;
     const float a = lse_a[head_row], b = lse_b[head_row];
     if (b == -INFINITY) continue;  // nothing on side b: out_a stays, as in the reference
@@ -543,7 +543,7 @@ __global__ void MergeKernel(T* out_a, float* lse_a, const T* out_b, const float*
 }
 
 __global__ void MergeLseKernel(float* lse_a, const float* lse_b, int64_t head_rows) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < head_rows; i += int64_t{gridDim.x} * blockDim.x) {
+  IXC_GRID_STRIDE(i, head_rows) {
     const float a = lse_a[i], b = lse_b[i], m = fmaxf(a, b);
     lse_a[i] = m == -INFINITY ? -INFINITY : m + logf(expf(a - m) + expf(b - m));
   }
@@ -676,15 +676,13 @@ absl::Status LaunchMergeAttention(DType dtype, void* out_a, float* lse_a, const 
   }
   const int64_t head_rows = rows * heads;
   if (head_rows == 0) return absl::OkStatus();
-  const int blocks = static_cast<int>(std::min<int64_t>((head_rows * head_dim + 255) / 256, 65535));
   IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) {
     using T = decltype(tag);
-    MergeKernel<T><<<blocks, 256, 0, stream>>>(static_cast<T*>(out_a), lse_a, static_cast<const T*>(out_b), lse_b,
-                                               head_rows, head_dim);
+    MergeKernel<T><<<GridStrideBlocks(head_rows * head_dim), kGridStrideThreads, 0, stream>>>(
+        static_cast<T*>(out_a), lse_a, static_cast<const T*>(out_b), lse_b, head_rows, head_dim);
   }));
   // The outputs read both lse; only then may lse_a change.
-  MergeLseKernel<<<static_cast<int>(std::min<int64_t>((head_rows + 255) / 256, 65535)), 256, 0, stream>>>(
-      lse_a, lse_b, head_rows);
+  MergeLseKernel<<<GridStrideBlocks(head_rows), kGridStrideThreads, 0, stream>>>(lse_a, lse_b, head_rows);
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/grid_stride.cuh"
 #include "kernels/cuda/sampling.h"
 
 namespace ixc::kernels::cuda {
@@ -242,7 +243,7 @@ __global__ void DivideKernel(float* logits, int64_t vocab, const float* temperat
   const float temperature = temperatures[blockIdx.y];
   if (temperature == 1.f) return;
   float* row = logits + blockIdx.y * vocab;
-  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < vocab; i += int64_t{gridDim.x} * blockDim.x) {
+  IXC_GRID_STRIDE(i, vocab) {  // over x only: the row is blockIdx.y
     row[i] /= temperature;
   }
 }
