@@ -6,11 +6,18 @@
 
 namespace ixc::kernels {
 
-void ApplyRepetitionPenalty(float* logits, int64_t vocab, float penalty, const std::vector<int32_t>& previous) {
-  if (penalty == 1.f) return;
+std::vector<int32_t> PenalizedIds(std::span<const int32_t> previous, int64_t vocab) {
+  std::vector<int32_t> ids;
   std::unordered_set<int32_t> seen;
   for (int32_t id : previous) {
-    if (id < 0 || id >= vocab || !seen.insert(id).second) continue;
+    if (id >= 0 && id < vocab && seen.insert(id).second) ids.push_back(id);
+  }
+  return ids;
+}
+
+void ApplyRepetitionPenalty(float* logits, int64_t vocab, float penalty, const std::vector<int32_t>& previous) {
+  if (penalty == 1.f) return;
+  for (int32_t id : PenalizedIds(previous, vocab)) {
     logits[id] = logits[id] < 0.f ? logits[id] * penalty : logits[id] / penalty;
   }
 }

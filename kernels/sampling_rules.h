@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -14,8 +15,11 @@ namespace ixc::kernels {
 
 inline bool IsGreedy(const SamplingParams& params) { return params.temperature <= 0.f || params.top_k == 1; }
 
+// The ids of `previous` the repetition penalty touches: each distinct id in [0, vocab) once, in first-seen order.
+std::vector<int32_t> PenalizedIds(std::span<const int32_t> previous, int64_t vocab);
+
 // HF's RepetitionPenaltyLogitsProcessor: for every id in `previous`, a positive logit is divided by the penalty
-// and a negative one multiplied, once per distinct id.
+// and a negative one multiplied, once per distinct id (PenalizedIds).
 void ApplyRepetitionPenalty(float* logits, int64_t vocab, float penalty, const std::vector<int32_t>& previous);
 
 // `ascending`: the candidate ids sorted ascending by (logit, id); every other token is out. Applies HF's top-p rule

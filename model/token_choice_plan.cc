@@ -1,7 +1,6 @@
 #include "model/token_choice_plan.h"
 
 #include <random>
-#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/sampling_rules.h"
@@ -20,10 +19,8 @@ absl::StatusOr<TokenChoicePlan> PlanTokenChoices(std::span<const TokenChoice* co
     }
     const bool greedy = kernels::IsGreedy(params);
     if (params.repetition_penalty != 1.f) {
-      std::unordered_set<int32_t> seen;  // once per distinct id, as ApplyRepetitionPenalty
-      for (int32_t id : choice.previous) {
-        if (id >= 0 && id < vocab && seen.insert(id).second) plan.penalized.push_back(id);
-      }
+      const std::vector<int32_t> ids = kernels::PenalizedIds(choice.previous, vocab);  // as ApplyRepetitionPenalty
+      plan.penalized.insert(plan.penalized.end(), ids.begin(), ids.end());
     }
     plan.offsets.push_back(static_cast<int32_t>(plan.penalized.size()));
     plan.penalties.push_back(params.repetition_penalty);
