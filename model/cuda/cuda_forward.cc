@@ -262,6 +262,11 @@ void CudaLanguageModel::DropGraphs() {
   graphs_.clear();
 }
 
+absl::Status CudaLanguageModel::GatherLogits(int64_t rows, parallel::DeviceComm& comm) {
+  IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));  // the comm runs on a stream of its own
+  return comm.AllGather(logits_, rows * shard_.vocab_size, gathered_, parallel::Group::kTensor);
+}
+
 absl::Status CudaLanguageModel::DistributeLogits(const LlmWeights& weights, const std::vector<Segment>& segments,
                                                  const CallPlan& plan, SpAttention sp_mode,
                                                  parallel::DeviceComm* comm) {
@@ -270,8 +275,7 @@ absl::Status CudaLanguageModel::DistributeLogits(const LlmWeights& weights, cons
   if (n == 0) {
     // Nothing to gather: every rank of this TP group holds the same rows.
   } else if (tp > 1) {
-    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
-    IXC_RETURN_IF_ERROR(comm->AllGather(logits_, n * local_vocab, gathered_, parallel::Group::kTensor));
+    IXC_RETURN_IF_ERROR(GatherLogits(n, *comm));
     IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(host.data(), gathered_, host.size() * 4, cudaMemcpyDeviceToHost));
   } else {
     IXC_CUDA_RETURN_IF_ERROR(

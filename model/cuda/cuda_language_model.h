@@ -150,6 +150,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // LaunchLayers of a decode batch, captured as a CUDA graph the first time its key is seen and replayed after.
   absl::Status LaunchLayersAsGraph(const std::vector<Segment>& segments, const CallPlan& plan);
   void DropGraphs();
+  // The TP group's logits_ of `rows` rows into gathered_ (TP, rows, local vocab).
+  absl::Status GatherLogits(int64_t rows, parallel::DeviceComm& comm);
   // logits_ (TP-gathered) to each segment's host logits; a ring prefill's block summed over the SP group.
   absl::Status DistributeLogits(const LlmWeights& weights, const std::vector<Segment>& segments, const CallPlan& plan,
                                 SpAttention sp_mode, parallel::DeviceComm* comm);

@@ -79,8 +79,7 @@ absl::Status CudaLanguageModel::ChooseTokens(const std::vector<Segment>& segment
   cudaStream_t stream = gpu_->stream;
   float* rows = logits_;  // (n, vocab)
   if (tp_size_ > 1) {
-    IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-    IXC_RETURN_IF_ERROR(comm->AllGather(logits_, n * local, gathered_, parallel::Group::kTensor));
+    IXC_RETURN_IF_ERROR(GatherLogits(n, *comm));
     rows = reinterpret_cast<float*>(base + plan.rows_at);
     for (int64_t r = 0; r < n; ++r) {  // (TP, n, local) -> row r's slices side by side
       IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(rows + r * vocab, local * 4, gathered_ + r * local, n * local * 4,
