@@ -20,6 +20,7 @@
 #include "core/command_line.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "model/placement.h"
 #include "parallel/bootstrap.h"
 #include "parallel/mpi_device_comm.h"
 
@@ -53,12 +54,7 @@ absl::Status Run(int world_size, int* exit_code) {
     return absl::InvalidArgumentError("--requests and --results are required");
   }
   const std::string device = absl::GetFlag(FLAGS_device), dtype = absl::GetFlag(FLAGS_dtype);
-  if (device != "cpu" && device != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("--device must be cpu or cuda, not '", device, "'"));
-  }
-  if (dtype != "bf16" && dtype != "f16") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype must be bf16 or f16, not '", dtype, "'"));
-  }
+  IXC_RETURN_IF_ERROR(model::CheckPlacementFlags(device, dtype));
   IXC_ASSIGN_OR_RETURN(model::LlmConfig llm, model::LoadLlmConfig(model_dir));
   IXC_RETURN_IF_ERROR(mapping.CheckModel(llm.num_kv_heads, llm.vocab_size));
   IXC_ASSIGN_OR_RETURN(model::VisionConfig vision, model::LoadVisionConfig(model_dir));

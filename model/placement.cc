@@ -11,13 +11,9 @@
 namespace ixc::model {
 namespace {
 
+// Called where the device is not "cpu".
 absl::StatusOr<DType> CudaDType(const Placement& placement) {
-  if (placement.device != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("--device must be cpu or cuda, not '", placement.device, "'"));
-  }
-  if (placement.dtype != "bf16" && placement.dtype != "f16") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype must be bf16 or f16 on cuda, not '", placement.dtype, "'"));
-  }
+  IXC_RETURN_IF_ERROR(CheckPlacementFlags(placement.device, placement.dtype));
   return placement.dtype == "f16" ? DType::kF16 : DType::kBF16;
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "model/kv_cache.h"
 #include "model/vision_encoder.h"
 #include "model/weights.h"
@@ -29,6 +30,18 @@ struct Placement {
   int gpu = 0;                     // cuda: which of this machine's devices
   bool cuda_graphs = true;         // cuda: decode steps as replayed CUDA graphs (CudaModelOptions::decode_graphs)
 };
+
+// The checks of --device (cpu | cuda) and --dtype (the GPU's: bf16 | f16), for every entry point that takes them
+// (the coordinator checks them before it starts the workers). Inline: no CUDA library comes with it.
+inline absl::Status CheckPlacementFlags(const std::string& device, const std::string& dtype) {
+  if (device != "cpu" && device != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("--device must be cpu or cuda, not '", device, "'"));
+  }
+  if (dtype != "bf16" && dtype != "f16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be bf16 or f16 on cuda, not '", dtype, "'"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<KvCache> PlaceModel(LlmWeights& weights, const Placement& placement, int64_t context_tokens);
 absl::Status PlaceVision(VisionWeights& weights, const Placement& placement);
