@@ -24,21 +24,20 @@ namespace ixc::worker {
 namespace {
 
 absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
-                   const model::Placement& placement, parallel::DeviceComm* comm, protocol::Channel* channel);
+                   const parallel::NodeWorkers& node, model::Placement placement, parallel::DeviceComm* comm,
+                   protocol::Channel* channel);
 
 // The comm the LLM ranks' forward passes use: the MPI one on the CPU, NCCL among the LLM ranks on GPUs.
 absl::StatusOr<std::unique_ptr<parallel::DeviceComm>> CreateModelComm(const parallel::Mapping& mapping,
                                                                       const model::Placement& placement) {
 #ifdef IXC_HAVE_CUDA
-  if (placement.device == "cuda") {
-    IXC_RETURN_IF_ERROR(kernels::cuda::ProbeCudaDevice().status());  // says why where no GPU is usable
-    return parallel::CreateNcclDeviceComm(mapping, placement.gpu);
-  }
+  if (placement.device == "cuda") return parallel::CreateNcclDeviceComm(mapping, placement.gpu);
 #endif
   return nullptr;
 }
 
-// The GPU this worker takes with --device cuda (parallel::WorkerGpu), or 0 on the CPU.
+// The GPU this worker takes with --device cuda (parallel::WorkerGpu), or 0 on the CPU; with the runtime's reason
+// where no GPU is usable.
 absl::StatusOr<int> ChooseGpu(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
                               const parallel::NodeWorkers& node) {
   if (config.device != "cuda") return 0;
@@ -63,14 +62,13 @@ absl::Status RunWorker(int world_size, int rank) {
   placement.block_size = config.kv_block_size;
   placement.kv_blocks = config.kv_blocks;
   placement.kv_reserve_mib = config.kv_reserve_mib;
-  IXC_ASSIGN_OR_RETURN(placement.gpu, ChooseGpu(config, mapping, node));
   placement.cuda_graphs = config.cuda_graphs;
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel,
                        protocol::Channel::Connect(config.control_endpoint, rank));
   IXC_LOG(INFO) << mapping.ToString() << " connected to " << config.control_endpoint;
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::HeartbeatSender> heartbeat,
                        protocol::HeartbeatSender::Start(config.control_endpoint, rank));
-  const absl::Status status = Serve(config, mapping, placement, comm.get(), channel.get());
+  const absl::Status status = Serve(config, mapping, node, placement, comm.get(), channel.get());
   if (!status.ok()) {
     (void)channel->Send(0, protocol::EncodeError(rank, std::string(status.message())));
     // Wait for the coordinator to write its results and end the job; leave on our own if it does not.
@@ -80,7 +78,9 @@ absl::Status RunWorker(int world_size, int rank) {
 }
 
 absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
-                   const model::Placement& placement, parallel::DeviceComm* comm, protocol::Channel* channel) {
+                   const parallel::NodeWorkers& node, model::Placement placement, parallel::DeviceComm* comm,
+                   protocol::Channel* channel) {
+  IXC_ASSIGN_OR_RETURN(placement.gpu, ChooseGpu(config, mapping, node));
   if (mapping.role() == parallel::Role::kVision) {
     IXC_ASSIGN_OR_RETURN(model::LlmConfig llm, model::LoadLlmConfig(config.model_dir));
     IXC_ASSIGN_OR_RETURN(model::VisionWeights weights, model::LoadVisionWeights(config.model_dir, llm.hidden_size));
