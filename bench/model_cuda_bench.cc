@@ -37,20 +37,27 @@ model::LlmConfig Ixc25Config() {
   return c;
 }
 
-// Batch-1 decode after a 512-token prompt, greedy on the GPU, kernel by kernel and as CUDA graphs.
-int Decode(model::LlmWeights& weights, model::CudaLanguageModel& gpu, model::KvCache& cache, const GpuLimits& limits,
-           double bytes_per_token) {
+// Prefills a 512-token prompt (ids spread over the vocabulary, shifted by `shift`) into `seq`; its greedy next
+// token, or -1 after printing why the prefill failed.
+int32_t PrefillPrompt(model::LlmWeights& weights, model::KvCache& cache, model::SequenceKv& seq, int shift) {
   std::vector<int32_t> prompt(512);
-  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % 92544);
-  model::SequenceKv seq;
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919 + shift) % 92544);
   model::ForwardInput input;
   input.ids = prompt;
   auto logits = model::Prefill(weights, input, false, seq, cache, nullptr);
   if (!logits.ok()) {
     std::fprintf(stderr, "prefill: %s\n", logits.status().ToString().c_str());
-    return 1;
+    return -1;
   }
-  int32_t token = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+  return static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+}
+
+// Batch-1 decode after a 512-token prompt, greedy on the GPU, kernel by kernel and as CUDA graphs.
+int Decode(model::LlmWeights& weights, model::CudaLanguageModel& gpu, model::KvCache& cache, const GpuLimits& limits,
+           double bytes_per_token) {
+  model::SequenceKv seq;
+  int32_t token = PrefillPrompt(weights, cache, seq, 0);
+  if (token < 0) return 1;
   const double roofline = limits.datasheet_tbytes * 1e12 / bytes_per_token;
   for (const bool graphs : {false, true}) {  // kernel by kernel, then replayed CUDA graphs
     gpu.set_decode_graphs(graphs);
@@ -81,20 +88,12 @@ int Decode(model::LlmWeights& weights, model::CudaLanguageModel& gpu, model::KvC
 // Decode steps of kBatch sequences (continuous batching, graphs on), each sequence's next token chosen on the GPU
 // (TokenChoice) and, for comparison, from its logits copied to the host (what every step did before).
 int BatchedDecode(model::LlmWeights& weights, model::KvCache& cache) {
-  constexpr int kBatch = 32, kPrompt = 512, kSteps = 32;
+  constexpr int kBatch = 32, kSteps = 32;
   std::vector<model::SequenceKv> seqs(kBatch);
   std::vector<int32_t> tokens(kBatch);
-  std::vector<int32_t> prompt(kPrompt);
   for (int b = 0; b < kBatch; ++b) {
-    for (int i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 7919 + b * 31) % 92544);
-    model::ForwardInput input;
-    input.ids = prompt;
-    auto logits = model::Prefill(weights, input, false, seqs[b], cache, nullptr);
-    if (!logits.ok()) {
-      std::fprintf(stderr, "prefill: %s\n", logits.status().ToString().c_str());
-      return 1;
-    }
-    tokens[b] = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+    tokens[b] = PrefillPrompt(weights, cache, seqs[b], b * 31);
+    if (tokens[b] < 0) return 1;
   }
   for (const bool on_device : {true, false}) {
     std::chrono::steady_clock::time_point start;
