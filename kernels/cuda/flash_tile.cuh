@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/attention.h"
+
 namespace ixc::kernels::cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -138,11 +140,11 @@ template <typename T>
 using FlashKernelFn = void (*)(const T* q, const int32_t* positions, int tokens, int heads, int group, const T* k_pool,
                                const T* v_pool, const int32_t* block_table, int64_t table_stride, int block_size,
                                int kv_heads, int num_keys, float scale_log2, T* out, float* lse);
-template <typename T, typename Pools>
+template <typename T>
 cudaError_t LaunchFlashGrid(FlashKernelFn<T> kernel, int rows, int threads, int smem, const void* q,
-                            const int32_t* positions, int64_t tokens, int sequences, int heads, const Pools& pools,
-                            const int32_t* block_tables, int64_t table_stride, int64_t num_keys, float scale, void* out,
-                            float* lse, cudaStream_t stream) {
+                            const int32_t* positions, int64_t tokens, int sequences, int heads,
+                            const DeviceKvPools& pools, const int32_t* block_tables, int64_t table_stride,
+                            int64_t num_keys, float scale, void* out, float* lse, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((tokens + rows - 1) / rows), static_cast<unsigned>(heads),
                   static_cast<unsigned>(sequences));
   kernel<<<grid, threads, smem, stream>>>(
