@@ -7,6 +7,7 @@
 // GEMMs >= 80% of HBM bandwidth.
 //   ./kernels_cuda_bench          everything
 //   ./kernels_cuda_bench flash    flash prefill alone (with IXC_FLASH_WGMMA=1: the wgmma kernel on sm_90)
+//   ./kernels_cuda_bench decode   decode attention alone (with IXC_DECODE_MMA=1: the tensor-core kernel)
 #include <cstdio>
 #include <numeric>
 #include <string>
@@ -129,7 +130,8 @@ void FlashPrefill(const GpuLimits& limits) {
 
 void DecodeAttention(const GpuLimits& limits) {
   const int heads = 32, kv_heads = 8, d = 128;
-  std::printf("\nSplit-KV paged decode attention, %d heads / %d KV heads, head dim %d, bf16\n", heads, kv_heads, d);
+  std::printf("\nSplit-KV paged decode attention, %d heads / %d KV heads, head dim %d, bf16, %s\n", heads, kv_heads, d,
+              kc::DecodeMmaSelected(d) ? "tensor cores (IXC_DECODE_MMA=1)" : "scalar");
   std::printf("%6s %8s %10s %8s %8s\n", "rows", "context", "ms", "TB/s", "% HBM");
   for (auto [rows, context] : {std::pair<int64_t, int64_t>{1, 8192}, {1, 32768}, {1, 98304}, {16, 8192}, {64, 4096}}) {
     // Each row its own sequence: rows x context keys in the pool.
@@ -170,14 +172,18 @@ void DecodeAttention(const GpuLimits& limits) {
 }  // namespace ixc::bench
 
 int main(int argc, char** argv) {
-  const bool flash_only = argc > 1 && std::string(argv[1]) == "flash";
+  const std::string only = argc > 1 ? argv[1] : "";
+  if (argc > 2 || (only != "" && only != "flash" && only != "decode")) {
+    std::fprintf(stderr, "usage: %s [flash|decode]\n", argv[0]);
+    return 2;
+  }
   const ixc::bench::GpuLimits limits = ixc::bench::MeasureGpuLimits();
-  if (!flash_only) {
+  if (only.empty()) {
     ixc::bench::GemmShapes(limits);
     ixc::bench::SwiGluShapes(limits);
   }
-  ixc::bench::FlashPrefill(limits);
-  if (!flash_only) ixc::bench::DecodeAttention(limits);
+  if (only.empty() || only == "flash") ixc::bench::FlashPrefill(limits);
+  if (only.empty() || only == "decode") ixc::bench::DecodeAttention(limits);
   const cudaError_t error = cudaDeviceSynchronize();
   if (error != cudaSuccess) {
     std::fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(error));

@@ -5,12 +5,14 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_dispatch.cuh"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/flash_tile.cuh"
 #include "kernels/cuda/flash_wgmma.h"
 #include "kernels/cuda/grid_stride.cuh"
+#include "kernels/cuda/mma.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -72,43 +74,6 @@ __global__ void __launch_bounds__(kRopeThreads)
       }
     }
   }
-}
-
-// ---- tensor-core helpers (sm_80+) ----
-
-// d (16x8 f32) += a (16x16, row) . b (16x8, col).
-template <typename T>
-__device__ inline void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ inline void Mma<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ inline void Mma<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Four 8x8 b16 matrices from shared memory (lane l gives the address of row l % 8 of matrix l / 8): as stored, lane
-// 4g + t receives elements 2t and 2t + 1 of row g of each; transposed, of column g.
-__device__ inline void LdMatrixX4(uint32_t (&r)[4], const void* smem_row) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
-__device__ inline void LdMatrixX4Trans(uint32_t (&r)[4], const void* smem_row) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
 }
 
 // ---- flash attention (prefill) ----
@@ -261,272 +226,6 @@ absl::Status LaunchFlash(const void* q, const int32_t* positions, int64_t tokens
   return absl::OkStatus();
 }
 
-// ---- paged decode attention (split-KV) ----
-
-constexpr int kDecodeWarps = 4;
-constexpr int kDecodeThreads = 32 * kDecodeWarps;
-constexpr int kMaxGroup = 8;
-constexpr int kMaxSplits = 128;
-
-// How a warp walks a head of D dims: each lane holds 8 dims (16 bytes) of a K or V row, so one row takes D / 8
-// lanes and a warp reads 32 / (D / 8) keys per step; a chunk is enough steps for 8 keys, all loaded before any is
-// used.
-template <int D>
-struct DecodeWalk {
-  static constexpr int kLanesPerKey = D / 8;
-  static constexpr int kKeysPerStep = 32 / kLanesPerKey;
-  static constexpr int kSteps = kKeysPerStep >= 8 ? 1 : 8 / kKeysPerStep;
-  static constexpr int kChunkKeys = kSteps * kKeysPerStep;
-  static_assert(kLanesPerKey >= 1 && kLanesPerKey <= 32);
-};
-
-// Sums (or maxes) over the lanes that hold the same 8 dims of different keys.
-template <int kLanesPerKey>
-__device__ float AcrossKeys(float value, bool take_max) {
-#pragma unroll
-  for (int offset = kLanesPerKey; offset < 32; offset *= 2) {
-    const float other = __shfl_xor_sync(0xffffffff, value, offset);
-    value = take_max ? fmaxf(value, other) : value + other;
-  }
-  return value;
-}
-
-// Block (split, kv head, row): the group's query heads over the split's keys. Each warp takes every
-// kDecodeWarps-th chunk of the split and keeps its own online softmax in registers (no block barrier in the loop);
-// a chunk's K and V rows are all requested before the first score, and the warps' states are merged at the end.
-// With one split the block writes the final output and log-sum-exp; otherwise its partial result and lse.
-template <typename T, int D, int kGroup>
-__global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
-    DecodeKernel(const T* q, int heads, int group, const T* k_pool, const T* v_pool, int block_size, int kv_heads,
-                 DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse, T* out, float* lse) {
-  AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
-  WaitForPriorKernel();
-  using Walk = DecodeWalk<D>;
-  const int split = blockIdx.x, kv_head = blockIdx.y, row = blockIdx.z, splits = gridDim.x;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int piece = lane % Walk::kLanesPerKey, key_in_step = lane / Walk::kLanesPerKey;
-  const int64_t first_head_row = static_cast<int64_t>(row) * heads + kv_head * group;
-
-  float q_r[kGroup][8];  // this lane's 8 dims of each query head, scaled into the log2 domain
-#pragma unroll
-  for (int h = 0; h < kGroup; ++h) {
-    uint4 raw = {0, 0, 0, 0};
-    if (h < group) raw = *reinterpret_cast<const uint4*>(q + (first_head_row + h) * D + piece * 8);
-    const T* q8 = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) q_r[h][e] = ToFloat(q8[e]) * scale_log2;
-  }
-  const int visible = rows.visible_keys[row];
-  const int32_t* table = rows.block_tables + rows.table_offsets[row];
-  // This row's keys cut into `splits` chunks of a multiple of 16: each row balanced on its own length, and nothing
-  // here depends on the launch's longest row but the split count (a captured graph replays for any lengths).
-  const int split_keys = ((visible + splits - 1) / splits + 15) / 16 * 16;
-  const int begin = split * split_keys, end = min(visible, begin + split_keys);
-
-  float m[kGroup], l[kGroup], acc[kGroup][8];
-#pragma unroll
-  for (int h = 0; h < kGroup; ++h) {
-    m[h] = -INFINITY;
-    l[h] = 0.f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
-  }
-  // Chunks start at multiples of their size; where the KV block size is one too, a chunk lies in one block and one
-  // table lookup per chunk gives every key's address (the integer work otherwise dominates the issue slots).
-  const bool chunks_in_one_block = block_size % Walk::kChunkKeys == 0;
-  const int block_shift = PowerOfTwoShift(block_size);
-  const int64_t key_stride = static_cast<int64_t>(kv_heads) * D;  // between consecutive slots of a block
-  for (int base = begin + warp * Walk::kChunkKeys; base < end; base += kDecodeWarps * Walk::kChunkKeys) {
-    uint4 k_raw[Walk::kSteps], v_raw[Walk::kSteps];
-    const int64_t first_slot = SlotOf(table, base, block_size, block_shift);
-    const int64_t first_offset = (first_slot * kv_heads + kv_head) * D + piece * 8;
-#pragma unroll
-    for (int s = 0; s < Walk::kSteps; ++s) {
-      const int key = base + s * Walk::kKeysPerStep + key_in_step;
-      k_raw[s] = v_raw[s] = uint4{0, 0, 0, 0};
-      if (key < end) {
-        int64_t offset = first_offset + (key - base) * key_stride;
-        if (!chunks_in_one_block) {
-          offset = (SlotOf(table, key, block_size, block_shift) * kv_heads + kv_head) * D + piece * 8;
-        }
-        k_raw[s] = __ldg(reinterpret_cast<const uint4*>(k_pool + offset));
-        v_raw[s] = __ldg(reinterpret_cast<const uint4*>(v_pool + offset));
-      }
-    }
-    float p[Walk::kSteps][kGroup];  // scores, then probabilities
-#pragma unroll
-    for (int s = 0; s < Walk::kSteps; ++s) {
-      const T* k8 = reinterpret_cast<const T*>(&k_raw[s]);
-      const bool valid = base + s * Walk::kKeysPerStep + key_in_step < end;
-#pragma unroll
-      for (int h = 0; h < kGroup; ++h) {
-        float dot = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) dot += q_r[h][e] * ToFloat(k8[e]);
-#pragma unroll
-        for (int offset = 1; offset < Walk::kLanesPerKey; offset *= 2) dot += __shfl_xor_sync(0xffffffff, dot, offset);
-        p[s][h] = valid ? dot : -INFINITY;
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < kGroup; ++h) {
-      float chunk_max = p[0][h];
-#pragma unroll
-      for (int s = 1; s < Walk::kSteps; ++s) chunk_max = fmaxf(chunk_max, p[s][h]);
-      // Finite: the chunk's first key is below `end`.
-      const float new_max = fmaxf(m[h], AcrossKeys<Walk::kLanesPerKey>(chunk_max, true));
-      const float correction = FastExp2(m[h] - new_max);
-      float sum = 0.f;
-#pragma unroll
-      for (int s = 0; s < Walk::kSteps; ++s) {
-        p[s][h] = FastExp2(p[s][h] - new_max);
-        sum += p[s][h];
-      }
-      l[h] = l[h] * correction + AcrossKeys<Walk::kLanesPerKey>(sum, false);
-      m[h] = new_max;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[h][e] *= correction;
-    }
-#pragma unroll
-    for (int s = 0; s < Walk::kSteps; ++s) {
-      const T* v8 = reinterpret_cast<const T*>(&v_raw[s]);
-#pragma unroll
-      for (int h = 0; h < kGroup; ++h) {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[h][e] += p[s][h] * ToFloat(v8[e]);
-      }
-    }
-  }
-
-  // The warps' states, merged by their maxima.
-  __shared__ float m_s[kDecodeWarps][kGroup], l_s[kDecodeWarps][kGroup];
-  __shared__ float acc_s[kDecodeWarps][kGroup][D];
-#pragma unroll
-  for (int h = 0; h < kGroup; ++h) {
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = AcrossKeys<Walk::kLanesPerKey>(acc[h][e], false);
-    if (lane < Walk::kLanesPerKey) {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc_s[warp][h][piece * 8 + e] = acc[h][e];
-    }
-    if (lane == 0) {
-      m_s[warp][h] = m[h];
-      l_s[warp][h] = l[h];
-    }
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < group * D; i += kDecodeThreads) {
-    const int h = i / D, d = i % D;
-    float top = -INFINITY;
-    for (int w = 0; w < kDecodeWarps; ++w) top = fmaxf(top, m_s[w][h]);
-    float total = 0.f, weight = 0.f;
-    if (top != -INFINITY) {  // else no warp had a key: the split is empty
-      for (int w = 0; w < kDecodeWarps; ++w) {
-        const float rescale = exp2f(m_s[w][h] - top);
-        total += rescale * acc_s[w][h][d];
-        weight += rescale * l_s[w][h];
-      }
-    }
-    const float value = weight > 0.f ? total / weight : 0.f;
-    const float head_lse = weight > 0.f ? (top + log2f(weight)) * kLn2 : -INFINITY;
-    const int64_t head_row = first_head_row + h;
-    if (splits == 1) {
-      out[head_row * D + d] = FromFloat<T>(value);
-      if (lse != nullptr && d == 0) lse[head_row] = head_lse;
-    } else {
-      partial_out[(head_row * splits + split) * D + d] = value;
-      if (d == 0) partial_lse[head_row * splits + split] = head_lse;
-    }
-  }
-}
-
-// Block (row, head): the splits' partial results merged by their log-sum-exp. One warp turns the lse into weights;
-// then slices of the block each sum a share of the splits (four dims per thread, all loads independent) and the
-// slices are added.
-constexpr int kCombineThreads = 256;
-
-template <typename T, int D>
-__global__ void __launch_bounds__(kCombineThreads)
-    CombineSplitsKernel(const float* partial_out, const float* partial_lse, int splits, T* out, float* lse) {
-  AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
-  WaitForPriorKernel();
-  constexpr int kQuads = D / 4, kSlices = kCombineThreads / kQuads;
-  __shared__ float weight_s[kMaxSplits];
-  __shared__ float total_weight_s, max_s;
-  __shared__ __align__(16) float sums_s[kSlices][D];  // written as float4
-  const int64_t head_row = blockIdx.x;
-  const float* lses = partial_lse + head_row * splits;
-  if (threadIdx.x < 32) {
-    float top = -INFINITY;
-    for (int s = threadIdx.x; s < splits; s += 32) top = fmaxf(top, lses[s]);
-    for (int offset = 16; offset > 0; offset /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffff, top, offset));
-    float total = 0.f;
-    for (int s = threadIdx.x; s < splits; s += 32) {
-      const float w = lses[s] == -INFINITY ? 0.f : expf(lses[s] - top);
-      weight_s[s] = w;
-      total += w;
-    }
-    for (int offset = 16; offset > 0; offset /= 2) total += __shfl_xor_sync(0xffffffff, total, offset);
-    if (threadIdx.x == 0) {
-      total_weight_s = total;
-      max_s = top;
-    }
-  }
-  __syncthreads();
-  const int slice = threadIdx.x / kQuads, quad = threadIdx.x % kQuads;
-  float4 sum = {0.f, 0.f, 0.f, 0.f};
-  for (int s = slice; s < splits; s += kSlices) {
-    const float w = weight_s[s];
-    const float4 part = *reinterpret_cast<const float4*>(partial_out + (head_row * splits + s) * D + quad * 4);
-    sum.x += w * part.x;
-    sum.y += w * part.y;
-    sum.z += w * part.z;
-    sum.w += w * part.w;
-  }
-  *reinterpret_cast<float4*>(&sums_s[slice][quad * 4]) = sum;
-  __syncthreads();
-  const float total_weight = total_weight_s;
-  for (int d = threadIdx.x; d < D; d += kCombineThreads) {
-    float value = 0.f;
-    for (int s = 0; s < kSlices; ++s) value += sums_s[s][d];
-    out[head_row * D + d] = FromFloat<T>(total_weight > 0.f ? value / total_weight : 0.f);
-  }
-  if (lse != nullptr && threadIdx.x == 0) {
-    lse[head_row] = total_weight > 0.f ? max_s + logf(total_weight) : -INFINITY;
-  }
-}
-
-// Enough blocks for one wave at four per multiprocessor, but at least one chunk of keys per warp in each split.
-template <int D>
-int DecodeSplits(int64_t rows, int kv_heads, int64_t max_visible, int num_sms) {
-  const int64_t blocks_per_split = rows * kv_heads;
-  int64_t splits = (4 * static_cast<int64_t>(num_sms) + blocks_per_split - 1) / blocks_per_split;
-  constexpr int kMinKeys = kDecodeWarps * DecodeWalk<D>::kChunkKeys;
-  splits = std::min<int64_t>(splits, (max_visible + kMinKeys - 1) / kMinKeys);
-  return static_cast<int>(std::clamp<int64_t>(splits, 1, kMaxSplits));
-}
-
-template <typename T, int D, int kGroup>
-absl::Status LaunchDecode(const void* q, int heads, const DeviceKvPools& pools, const DecodeRows& rows, float scale,
-                          void* out, float* lse, float* workspace, cudaStream_t stream, int num_sms) {
-  const int group = heads / pools.kv_heads;
-  const int splits = DecodeSplits<D>(rows.rows, pools.kv_heads, rows.max_visible, num_sms);
-  float* partial_out = workspace;  // (rows, heads, splits, D)
-  float* partial_lse = workspace + rows.rows * heads * kMaxSplits * D;  // (rows, heads, splits)
-  const dim3 grid(splits, pools.kv_heads, static_cast<unsigned>(rows.rows));
-  const bool programmatic = DependentLaunchSupported();
-  IXC_CUDA_RETURN_IF_ERROR(LaunchAfterPrior(
-      programmatic, DecodeKernel<T, D, kGroup>, grid, kDecodeThreads, stream, static_cast<const T*>(q), heads, group,
-      static_cast<const T*>(pools.k), static_cast<const T*>(pools.v), pools.block_size, pools.kv_heads, rows,
-      scale * kLog2e, partial_out, partial_lse, static_cast<T*>(out), lse));
-  if (splits > 1) {
-    IXC_CUDA_RETURN_IF_ERROR(LaunchAfterPrior(programmatic, CombineSplitsKernel<T, D>,
-                                              static_cast<unsigned>(rows.rows * heads), kCombineThreads, stream,
-                                              partial_out, partial_lse, splits, static_cast<T*>(out), lse));
-  }
-  return absl::OkStatus();
-}
-
 // ---- log-sum-exp merge ----
 
 template <typename T>
@@ -547,31 +246,6 @@ __global__ void MergeLseKernel(float* lse_a, const float* lse_b, int64_t head_ro
     const float a = lse_a[i], b = lse_b[i], m = fmaxf(a, b);
     lse_a[i] = m == -INFINITY ? -INFINITY : m + logf(expf(a - m) + expf(b - m));
   }
-}
-
-// Calls f.template operator()<D>() for the supported head dims.
-template <typename F>
-absl::Status DispatchHeadDim(int head_dim, const char* op, F&& f) {
-  switch (head_dim) {
-    case 16:
-      return f(std::integral_constant<int, 16>{});
-    case 32:
-      return f(std::integral_constant<int, 32>{});
-    case 64:
-      return f(std::integral_constant<int, 64>{});
-    case 128:
-      return f(std::integral_constant<int, 128>{});
-  }
-  return absl::InvalidArgumentError(absl::StrCat(op, ": head_dim ", head_dim, " (built for 16, 32, 64, 128)"));
-}
-
-absl::Status CheckPools(const DeviceKvPools& pools, int heads, const char* op) {
-  if (pools.kv_heads <= 0 || heads <= 0 || heads % pools.kv_heads != 0 || pools.block_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": heads ", heads, ", kv_heads ", pools.kv_heads,
-                                                   ", block_size ", pools.block_size));
-  }
-  if (pools.dtype == DType::kF32) return absl::InvalidArgumentError(absl::StrCat(op, ": the KV pools must be bf16 or f16"));
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -631,39 +305,6 @@ absl::Status LaunchBatchedFlashAttention(const void* q, const int32_t* positions
     status.Update(DispatchHeadDim(pools.head_dim, "FlashAttention", [&](auto dim) {
       return LaunchFlash<T, decltype(dim)::value>(q, positions, tokens, sequences, heads, pools, block_tables,
                                                    table_stride, num_keys, scale, out, lse, stream);
-    }));
-  }));
-  return status;
-}
-
-int64_t DecodeWorkspaceFloats(int64_t rows, int heads, int head_dim) {
-  return rows * heads * kMaxSplits * (head_dim + 1);
-}
-
-absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKvPools& pools, const DecodeRows& rows,
-                                        float scale, void* out, float* lse, float* workspace,
-                                        int64_t workspace_floats, int num_sms, cudaStream_t stream) {
-  IXC_RETURN_IF_ERROR(CheckPools(pools, heads, "PagedDecodeAttention"));
-  const int group = heads / pools.kv_heads;
-  if (group > kMaxGroup) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("PagedDecodeAttention: ", group, " query heads per KV head (built for at most ", kMaxGroup, ")"));
-  }
-  if (workspace_floats < DecodeWorkspaceFloats(rows.rows, heads, pools.head_dim)) {
-    return absl::InvalidArgumentError(absl::StrCat("PagedDecodeAttention: workspace of ", workspace_floats,
-                                                   " floats, needs ",
-                                                   DecodeWorkspaceFloats(rows.rows, heads, pools.head_dim)));
-  }
-  if (rows.rows == 0) return absl::OkStatus();
-  absl::Status status;
-  IXC_RETURN_IF_ERROR(DispatchHalfDType(pools.dtype, "PagedDecodeAttention", [&](auto tag) {
-    using T = decltype(tag);
-    status.Update(DispatchHeadDim(pools.head_dim, "PagedDecodeAttention", [&](auto dim) {
-      constexpr int D = decltype(dim)::value;
-      // Registers sized for the group: IXC-2.5 has 4 query heads per KV head.
-      if (group <= 2) return LaunchDecode<T, D, 2>(q, heads, pools, rows, scale, out, lse, workspace, stream, num_sms);
-      if (group <= 4) return LaunchDecode<T, D, 4>(q, heads, pools, rows, scale, out, lse, workspace, stream, num_sms);
-      return LaunchDecode<T, D, kMaxGroup>(q, heads, pools, rows, scale, out, lse, workspace, stream, num_sms);
     }));
   }));
   return status;

@@ -11,6 +11,8 @@
 //   LaunchBatchedFlashAttention  the same over equal-length sequences in one launch (the vision tower's crops)
 //   LaunchPagedDecodeAttention  a few query rows per sequence (decode, short chunks), batched across sequences;
 //                             split-KV so long contexts fill the GPU, then a log-sum-exp combine
+//                             (kernels/cuda/decode_attention.cu; with IXC_DECODE_MMA=1 the experimental
+//                             tensor-core kernel)
 //   LaunchMergeAttention      merges two partial attentions by their log-sum-exp (the sequence-parallel merge)
 #pragma once
 
@@ -74,10 +76,15 @@ struct DecodeRows {
 int64_t DecodeWorkspaceFloats(int64_t rows, int heads, int head_dim);
 
 // q, out (rows, heads, head_dim) in the pools' dtype; lse (rows, heads) or null. heads / kv_heads <= 8. `num_sms`:
-// the device's multiprocessors, to size the split.
+// the device's multiprocessors, to size the split. Probabilities stay in f32, unless DecodeMmaSelected.
 absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKvPools& pools, const DecodeRows& rows,
                                         float scale, void* out, float* lse, float* workspace,
                                         int64_t workspace_floats, int num_sms, cudaStream_t stream);
+
+// Whether LaunchPagedDecodeAttention takes the experimental tensor-core kernel for this head dim: IXC_DECODE_MMA=1
+// in the environment (read once per process) and a head dim that is a multiple of 32. That kernel rounds the
+// probabilities to the pools' dtype before P V, as the flash kernels do.
+bool DecodeMmaSelected(int head_dim);
 
 // In place into (out_a, lse_a): out (rows, heads, head_dim) in dtype, lse (rows, heads) f32.
 absl::Status LaunchMergeAttention(DType dtype, void* out_a, float* lse_a, const void* out_b, const float* lse_b,

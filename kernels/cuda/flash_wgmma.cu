@@ -4,14 +4,13 @@
 // registers and V in shared memory read transposed. Q, K and V sit in the 128-byte swizzle (wgmma.cuh), K and V
 // double-buffered by cp.async; a wgmma reads them only after each writer's proxy fence and the block barrier.
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/flash_tile.cuh"
 #include "kernels/cuda/flash_wgmma.h"
 #include "kernels/cuda/wgmma.cuh"
@@ -143,10 +142,9 @@ absl::Status Launch(const void* q, const int32_t* positions, int64_t tokens, int
 
 bool FlashWgmmaSelected(int head_dim) {
   static const bool selected = [] {
-    const char* flag = std::getenv("IXC_FLASH_WGMMA");
     int device = 0;
     cudaDeviceProp properties{};
-    return flag != nullptr && std::strcmp(flag, "1") == 0 && cudaGetDevice(&device) == cudaSuccess &&
+    return ExperimentalKernelRequested("IXC_FLASH_WGMMA") && cudaGetDevice(&device) == cudaSuccess &&
            cudaGetDeviceProperties(&properties, device) == cudaSuccess && properties.major == 9 &&
            properties.minor == 0;
   }();

@@ -24,13 +24,16 @@ for bench in .gpu-bin/*_cuda_bench; do
   echo "== $bench"
   timeout 150 "$bench" || failures=$((failures + 1))
 done
-# The experimental wgmma flash kernel (kernels/cuda/flash_wgmma.h): the tests that reach flash attention, and the
-# flash benchmark, again with it chosen.
+# The experimental kernels, chosen by the environment (kernels/cuda/device.h): the wgmma flash kernel
+# (flash_wgmma.h) and the tensor-core decode kernel (attention.h, DecodeMmaSelected). The tests that reach them and
+# their benchmarks, again with both chosen.
+experimental=(IXC_FLASH_WGMMA=1 IXC_DECODE_MMA=1)
 for test in attention model parallel vision; do
-  run_test IXC_FLASH_WGMMA=1 timeout 120 ".gpu-bin/${test}_cuda_test"
+  run_test "${experimental[@]}" timeout 120 ".gpu-bin/${test}_cuda_test"
 done
-echo "== IXC_FLASH_WGMMA=1 kernels_cuda_bench flash, model_cuda_bench 32768 prefill"
-IXC_FLASH_WGMMA=1 timeout 60 .gpu-bin/kernels_cuda_bench flash || failures=$((failures + 1))
-IXC_FLASH_WGMMA=1 timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
+echo "== ${experimental[*]} kernels_cuda_bench flash, kernels_cuda_bench decode, model_cuda_bench 32768 prefill"
+env "${experimental[@]}" timeout 60 .gpu-bin/kernels_cuda_bench flash || failures=$((failures + 1))
+env "${experimental[@]}" timeout 60 .gpu-bin/kernels_cuda_bench decode || failures=$((failures + 1))
+env "${experimental[@]}" timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
 echo "gpu run: $failures failing binaries"
 exit $((failures > 0))
