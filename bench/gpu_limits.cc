@@ -10,13 +10,17 @@
 
 namespace ixc::bench {
 
-double MedianMs(const std::function<void()>& work, cudaStream_t stream, int warmup, int repeats) {
+namespace {
+
+double MedianMsAfter(const std::function<void()>& before_each, const std::function<void()>& work,
+                     cudaStream_t stream, int warmup, int repeats) {
   for (int i = 0; i < warmup; ++i) work();
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
   std::vector<float> times;
   for (int i = 0; i < repeats; ++i) {
+    before_each();
     cudaEventRecord(start, stream);
     work();
     cudaEventRecord(stop, stream);
@@ -29,6 +33,26 @@ double MedianMs(const std::function<void()>& work, cudaStream_t stream, int warm
   cudaEventDestroy(stop);
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+}  // namespace
+
+double MedianMs(const std::function<void()>& work, cudaStream_t stream, int warmup, int repeats) {
+  return MedianMsAfter([] {}, work, stream, warmup, repeats);
+}
+
+double MedianMsFromHbm(const std::function<void()>& work, cudaStream_t stream, int warmup, int repeats) {
+  constexpr size_t kScrubBytes = size_t{256} << 20;  // several times any GPU's L2 (H100 50 MB, H200 60 MB)
+  void* scrub = nullptr;
+  if (cudaMalloc(&scrub, kScrubBytes) != cudaSuccess) {
+    std::fprintf(stderr, "cudaMalloc of the L2 scrub buffer failed\n");
+    std::exit(1);
+  }
+  int value = 0;
+  const double ms = MedianMsAfter([&] { cudaMemsetAsync(scrub, ++value & 0xff, kScrubBytes, stream); }, work, stream,
+                                  warmup, repeats);
+  cudaFree(scrub);
+  return ms;
 }
 
 void* DeviceRandom(int64_t bytes, uint64_t seed) {

@@ -26,6 +26,11 @@ struct GpuLimits {
 // Median milliseconds of `repeats` runs of `work` on `stream`, after `warmup` runs, timed with CUDA events.
 double MedianMs(const std::function<void()>& work, cudaStream_t stream, int warmup = 3, int repeats = 10);
 
+// The same with the L2 cache emptied of `work`'s data before each run (a 256 MiB buffer written outside the timed
+// span): for work whose bytes would fit in L2 (a 7B layer's weights, 8K tokens of one KV head group), which in a
+// model step arrive from HBM, as the bandwidth figures assume.
+double MedianMsFromHbm(const std::function<void()>& work, cudaStream_t stream, int warmup = 3, int repeats = 10);
+
 GpuLimits MeasureGpuLimits();
 
 // `bytes` of device memory holding seeded uniform bf16 values in [-0.5, 0.5); exits with a message where the device

@@ -8,6 +8,7 @@
 //   ./kernels_cuda_bench          everything
 //   ./kernels_cuda_bench flash    flash prefill alone (with IXC_FLASH_WGMMA=1: the wgmma kernel on sm_90)
 //   ./kernels_cuda_bench decode   decode attention alone (with IXC_DECODE_MMA=1: the tensor-core kernel)
+//   ./kernels_cuda_bench gemm     the GEMMs alone (with IXC_GEMM_MMA=1: the few-rows kernel for 3-64 rows)
 #include <cstdio>
 #include <numeric>
 #include <string>
@@ -18,6 +19,7 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/flash_wgmma.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemm_few_rows.h"
 
 namespace ixc::bench {
 namespace {
@@ -32,22 +34,28 @@ void GemmShapes(const GpuLimits& limits) {
   };
   const Layer layers[] = {{"wqkv", 6144, 4096},  {"wo", 4096, 4096},        {"w1/w3", 14336, 4096},
                           {"w2", 4096, 14336},   {"output", 92544, 4096}};
-  std::printf("\nGEMM (bf16 in, f32 accumulate, bf16 out), IXC-2.5 7B layers\n");
-  std::printf("%-7s %6s %6s %6s %10s %10s %8s %8s\n", "layer", "M", "N", "K", "ms", "TFLOP/s", "TB/s", "% limit");
+  std::printf("\nGEMM (bf16 in, f32 accumulate, bf16 out), IXC-2.5 7B layers; up to 64 rows timed from HBM (L2 emptied "
+              "before each run)\n");
+  std::printf("%-7s %6s %6s %6s %10s %10s %8s %8s %-13s %s\n", "layer", "M", "N", "K", "ms", "TFLOP/s", "TB/s",
+              "% limit", "", "kernel");
   for (const Layer& layer : layers) {
-    for (int64_t m : {1, 8, 64, 4096, 8192}) {
+    for (int64_t m : {1, 8, 32, 64, 4096, 8192}) {
       void* x = DeviceRandom(m * layer.k * 2, 1);
       void* w = DeviceRandom(layer.n * layer.k * 2, 2);
       void* y = DeviceRandom(m * layer.n * 2, 3);
       const kc::LinearArgs args{x, w, y, m, layer.n, layer.k, DType::kBF16, DType::kBF16};
-      const double ms = MedianMs([&] { (void)(*gemm)->Linear(args, nullptr); }, nullptr);
+      const auto run = [&] { (void)(*gemm)->Linear(args, nullptr); };
+      const double ms = m <= 64 ? MedianMsFromHbm(run, nullptr) : MedianMs(run, nullptr);
       const double tflops = 2.0 * m * layer.n * layer.k / (ms * 1e-3) / 1e12;
       const double tbytes = (m * layer.k + layer.n * layer.k + m * layer.n) * 2.0 / (ms * 1e-3) / 1e12;
       // Small M is bound by reading the weights, large M by the tensor cores.
       const double percent = m <= 64 ? 100 * tbytes / limits.datasheet_tbytes : 100 * tflops / limits.datasheet_tflops;
-      std::printf("%-7s %6lld %6lld %6lld %10.4f %10.1f %8.2f %7.0f%% %s\n", layer.name, static_cast<long long>(m),
-                  static_cast<long long>(layer.n), static_cast<long long>(layer.k), ms, tflops, tbytes, percent,
-                  m <= 64 ? "of HBM" : "of bf16 peak");
+      const char* kernel = kc::Gemm::StreamsWeights(m, layer.k)          ? "weight streaming"
+                           : kc::FewRowsMmaSelected(m, layer.k) ? "few-rows mma (IXC_GEMM_MMA=1)"
+                                                                 : "cuBLASLt";
+      std::printf("%-7s %6lld %6lld %6lld %10.4f %10.1f %8.2f %7.0f%% %-13s %s\n", layer.name,
+                  static_cast<long long>(m), static_cast<long long>(layer.n), static_cast<long long>(layer.k), ms,
+                  tflops, tbytes, percent, m <= 64 ? "of HBM" : "of bf16 peak", kernel);
       cudaFree(x);
       cudaFree(w);
       cudaFree(y);
@@ -59,7 +67,7 @@ void GemmShapes(const GpuLimits& limits) {
 void SwiGluShapes(const GpuLimits& limits) {
   auto gemm = kc::Gemm::Create();
   const int64_t n = 14336, k = 4096;
-  std::printf("\nw1 + w3 with SwiGLU in one weight pass (bf16), the decode rows of IXC-2.5 7B\n");
+  std::printf("\nw1 + w3 with SwiGLU in one weight pass (bf16), the decode rows of IXC-2.5 7B, from HBM\n");
   std::printf("%6s %6s %6s %10s %8s %8s\n", "M", "N", "K", "ms", "TB/s", "% HBM");
   for (int64_t m : {1, 2}) {
     void* x = DeviceRandom(m * k * 2, 1);
@@ -67,7 +75,7 @@ void SwiGluShapes(const GpuLimits& limits) {
     void* up = DeviceRandom(n * k * 2, 3);
     void* out = DeviceRandom(m * n * 2, 4);
     const kc::SwiGluArgs args{x, gate, up, out, m, n, k, DType::kBF16};
-    const double ms = MedianMs([&] { (void)(*gemm)->SwiGluLinear(args, nullptr); }, nullptr);
+    const double ms = MedianMsFromHbm([&] { (void)(*gemm)->SwiGluLinear(args, nullptr); }, nullptr);
     const double tbytes = (m * k + 2 * n * k + m * n) * 2.0 / (ms * 1e-3) / 1e12;
     std::printf("%6lld %6lld %6lld %10.4f %8.2f %7.0f%%\n", static_cast<long long>(m), static_cast<long long>(n),
                 static_cast<long long>(k), ms, tbytes, 100 * tbytes / limits.datasheet_tbytes);
@@ -130,7 +138,8 @@ void FlashPrefill(const GpuLimits& limits) {
 
 void DecodeAttention(const GpuLimits& limits) {
   const int heads = 32, kv_heads = 8, d = 128;
-  std::printf("\nSplit-KV paged decode attention, %d heads / %d KV heads, head dim %d, bf16, %s\n", heads, kv_heads, d,
+  std::printf("\nSplit-KV paged decode attention, %d heads / %d KV heads, head dim %d, bf16, %s, from HBM\n", heads,
+              kv_heads, d,
               kc::DecodeMmaSelected(d) ? "tensor cores (IXC_DECODE_MMA=1)" : "scalar");
   std::printf("%6s %8s %10s %8s %8s\n", "rows", "context", "ms", "TB/s", "% HBM");
   for (auto [rows, context] : {std::pair<int64_t, int64_t>{1, 8192}, {1, 32768}, {1, 98304}, {16, 8192}, {64, 4096}}) {
@@ -150,7 +159,7 @@ void DecodeAttention(const GpuLimits& limits) {
     float* workspace;
     cudaMalloc(&workspace, workspace_floats * 4);
     const kc::DecodeRows decode{pools.table, d_offsets, d_visible, rows, context};
-    const double ms = MedianMs(
+    const double ms = MedianMsFromHbm(
         [&] {
           (void)kc::LaunchPagedDecodeAttention(q, heads, pools.view, decode, 0.0884f, out, nullptr, workspace,
                                                workspace_floats, limits.sms, nullptr);
@@ -173,15 +182,13 @@ void DecodeAttention(const GpuLimits& limits) {
 
 int main(int argc, char** argv) {
   const std::string only = argc > 1 ? argv[1] : "";
-  if (argc > 2 || (only != "" && only != "flash" && only != "decode")) {
-    std::fprintf(stderr, "usage: %s [flash|decode]\n", argv[0]);
+  if (argc > 2 || (only != "" && only != "flash" && only != "decode" && only != "gemm")) {
+    std::fprintf(stderr, "usage: %s [flash|decode|gemm]\n", argv[0]);
     return 2;
   }
   const ixc::bench::GpuLimits limits = ixc::bench::MeasureGpuLimits();
-  if (only.empty()) {
-    ixc::bench::GemmShapes(limits);
-    ixc::bench::SwiGluShapes(limits);
-  }
+  if (only.empty() || only == "gemm") ixc::bench::GemmShapes(limits);
+  if (only.empty()) ixc::bench::SwiGluShapes(limits);
   if (only.empty() || only == "flash") ixc::bench::FlashPrefill(limits);
   if (only.empty() || only == "decode") ixc::bench::DecodeAttention(limits);
   const cudaError_t error = cudaDeviceSynchronize();

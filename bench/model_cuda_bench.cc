@@ -2,7 +2,7 @@
 // tokens/s against the weight-streaming roofline, batch-32 decode with the tokens chosen on the GPU and on the host,
 // and the prefill time of a long prompt. Goals (issue 5, H100):
 // decode >= 190 tokens/s (roofline 228), kernel by kernel and as replayed CUDA graphs; 32K-token prefill <= 1.4 s.
-//   ./model_cuda_bench [prefill tokens, default 32768] [prefill]    (prefill: the long prefill alone)
+//   ./model_cuda_bench [prefill tokens, default 32768] [prefill|decode]    (the long prefill alone, or the decodes)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,7 +12,9 @@
 
 #include "bench/gpu_limits.h"
 #include "bench/machine_limits.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/flash_wgmma.h"
+#include "kernels/cuda/gemm_few_rows.h"
 #include "model/cuda/cuda_language_model.h"
 #include "model/generation.h"
 
@@ -116,7 +118,10 @@ int BatchedDecode(model::LlmWeights& weights, model::KvCache& cache) {
       }
     }
     const double step_s = Seconds(start) / kSteps;
-    std::printf("batch-%d decode (CUDA graphs), greedy %s: %.2f ms/step, %.0f tokens/s\n", kBatch,
+    std::printf("batch-%d decode (CUDA graphs, %s GEMMs, %s decode attention), greedy %s: %.2f ms/step, %.0f "
+                "tokens/s\n",
+                kBatch, kernels::cuda::FewRowsMmaSelected(kBatch, 4096) ? "few-rows mma" : "cuBLASLt",
+                kernels::cuda::DecodeMmaSelected(128) ? "tensor-core" : "scalar",
                 on_device ? "on the GPU (one id per sequence to the host)" : "on the host (every logit row copied)",
                 step_s * 1e3, kBatch / step_s);
   }
@@ -124,7 +129,7 @@ int BatchedDecode(model::LlmWeights& weights, model::KvCache& cache) {
   return 0;
 }
 
-int Run(int64_t prefill_tokens, bool prefill_only) {
+int Run(int64_t prefill_tokens, bool prefill, bool decode) {
   const GpuLimits limits = MeasureGpuLimits();
   model::LlmWeights weights;  // the shapes only: the tensors live on the GPU
   weights.config = weights.shard = Ixc25Config();
@@ -143,10 +148,10 @@ int Run(int64_t prefill_tokens, bool prefill_only) {
               weight_gb, weight_gb - 92544.0 * 4096 * 2 / 1e9, (*gpu)->kv_bytes() / 1e9, (*gpu)->num_kv_blocks());
 
   const double bytes_per_token = (*gpu)->weight_bytes() - 92544.0 * 4096 * 2;  // every weight but the embedding table
-  if (!prefill_only &&
-      (Decode(weights, **gpu, cache, limits, bytes_per_token) != 0 || BatchedDecode(weights, cache) != 0)) {
+  if (decode && (Decode(weights, **gpu, cache, limits, bytes_per_token) != 0 || BatchedDecode(weights, cache) != 0)) {
     return 1;
   }
+  if (!prefill) return 0;
 
   // Long prefill: one sequence of prefill_tokens, logits of the last position.
   std::vector<int32_t> long_prompt(prefill_tokens);
@@ -182,5 +187,11 @@ int Run(int64_t prefill_tokens, bool prefill_only) {
 }  // namespace ixc::bench
 
 int main(int argc, char** argv) {
-  return ixc::bench::Run(argc > 1 ? std::atoll(argv[1]) : 32768, argc > 2 && std::string(argv[2]) == "prefill");
+  const int64_t tokens = argc > 1 ? std::atoll(argv[1]) : 32768;
+  const std::string only = argc > 2 ? argv[2] : "";
+  if (argc > 3 || tokens <= 0 || (only != "" && only != "prefill" && only != "decode")) {
+    std::fprintf(stderr, "usage: %s [prefill tokens] [prefill|decode]\n", argv[0]);
+    return 2;
+  }
+  return ixc::bench::Run(tokens, only != "decode", only != "prefill");
 }

@@ -232,10 +232,6 @@ __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
 constexpr int kDecodeMmaBlocksPerSm = 3;
 constexpr int kDecodeMmaTileKeys = 16;
 
-__device__ inline uint32_t PairOf(const uint4& piece, int pair) {  // pair: a constant once unrolled
-  return pair == 0 ? piece.x : pair == 1 ? piece.y : pair == 2 ? piece.z : piece.w;
-}
-
 template <typename T, int D>
 __global__ void __launch_bounds__(kDecodeThreads, kDecodeMmaBlocksPerSm)
     DecodeMmaKernel(const T* q, int heads, int group, const T* k_pool, const T* v_pool, int block_size, int kv_heads,

@@ -11,6 +11,8 @@
 
 #include <cuda_runtime.h>
 
+#include <utility>
+
 namespace ixc::kernels::cuda {
 
 __device__ inline void WaitForPriorKernel() {
@@ -36,14 +38,16 @@ inline bool DependentLaunchSupported() {
   return supported;
 }
 
-// `kernel`<<<grid, block, 0, stream>>>(args...), allowed to overlap the previous kernel where `programmatic` (the
-// device is sm_90 or later); the kernel must call WaitForPriorKernel before it touches what that kernel writes.
+// `kernel`<<<grid, block, smem_bytes, stream>>>(args...), allowed to overlap the previous kernel where
+// `programmatic` (the device is sm_90 or later); the kernel must call WaitForPriorKernel before it touches what that
+// kernel writes.
 template <typename... Params, typename... Args>
-cudaError_t LaunchAfterPrior(bool programmatic, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
-                             Args&&... args) {
+cudaError_t LaunchAfterPriorWithSmem(bool programmatic, void (*kernel)(Params...), dim3 grid, dim3 block,
+                                     size_t smem_bytes, cudaStream_t stream, Args&&... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
+  config.dynamicSmemBytes = smem_bytes;
   config.stream = stream;
   cudaLaunchAttribute attribute = {};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -53,6 +57,13 @@ cudaError_t LaunchAfterPrior(bool programmatic, void (*kernel)(Params...), dim3 
     config.numAttrs = 1;
   }
   return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+
+// The same without dynamic shared memory.
+template <typename... Params, typename... Args>
+cudaError_t LaunchAfterPrior(bool programmatic, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
+                             Args&&... args) {
+  return LaunchAfterPriorWithSmem(programmatic, kernel, grid, block, 0, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace ixc::kernels::cuda

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/attention.h"
 
 namespace ixc::kernels::cuda {
@@ -32,17 +33,6 @@ template <>
 __device__ inline uint32_t PackPair<__half>(float lo, float hi) {
   __half2 pair = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&pair);
-}
-
-// 16 bytes global -> shared without a register round trip; zero-filled when !valid.
-__device__ inline void CpAsync16(void* smem, const void* global, bool valid) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global), "r"(valid ? 16 : 0));
-}
-__device__ inline void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n"); }
-template <int kPending>
-__device__ inline void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
 // 2^x by the SFU alone (ex2.approx, flushing denormals): a softmax weight needs no more, and exp2f without fast math

@@ -9,6 +9,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
@@ -55,6 +56,11 @@ __device__ inline uint32_t MovMatrixTrans(uint32_t pair) {
   uint32_t transposed;
   asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(transposed) : "r"(pair));
   return transposed;
+}
+
+// Pair `pair` (0-3) of a 16-byte load of eight b16 values: elements 2 pair and 2 pair + 1, one fragment register.
+__device__ inline uint32_t PairOf(const uint4& piece, int pair) {  // pair: a constant once unrolled
+  return pair == 0 ? piece.x : pair == 1 ? piece.y : pair == 2 ? piece.z : piece.w;
 }
 
 }  // namespace ixc::kernels::cuda

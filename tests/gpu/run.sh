@@ -25,15 +25,17 @@ for bench in .gpu-bin/*_cuda_bench; do
   timeout 150 "$bench" || failures=$((failures + 1))
 done
 # The experimental kernels, chosen by the environment (kernels/cuda/device.h): the wgmma flash kernel
-# (flash_wgmma.h) and the tensor-core decode kernel (attention.h, DecodeMmaSelected). The tests that reach them and
-# their benchmarks, again with both chosen.
-experimental=(IXC_FLASH_WGMMA=1 IXC_DECODE_MMA=1)
-for test in attention model parallel vision; do
+# (flash_wgmma.h), the tensor-core decode attention kernel (attention.h, DecodeMmaSelected) and the few-rows GEMM
+# (gemm_few_rows.h). The tests that reach them and their benchmarks, again with all three chosen.
+experimental=(IXC_FLASH_WGMMA=1 IXC_DECODE_MMA=1 IXC_GEMM_MMA=1)
+for test in attention gemm model parallel vision; do
   run_test "${experimental[@]}" timeout 120 ".gpu-bin/${test}_cuda_test"
 done
-echo "== ${experimental[*]} kernels_cuda_bench flash, kernels_cuda_bench decode, model_cuda_bench 32768 prefill"
-env "${experimental[@]}" timeout 60 .gpu-bin/kernels_cuda_bench flash || failures=$((failures + 1))
-env "${experimental[@]}" timeout 60 .gpu-bin/kernels_cuda_bench decode || failures=$((failures + 1))
+echo "== ${experimental[*]}: kernels_cuda_bench flash, decode and gemm; model_cuda_bench 32768 prefill and decode"
+for mode in flash decode gemm; do
+  env "${experimental[@]}" timeout 60 .gpu-bin/kernels_cuda_bench $mode || failures=$((failures + 1))
+done
 env "${experimental[@]}" timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
+env "${experimental[@]}" timeout 90 .gpu-bin/model_cuda_bench 32768 decode || failures=$((failures + 1))
 echo "gpu run: $failures failing binaries"
 exit $((failures > 0))
