@@ -220,6 +220,7 @@ absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(int64_t workspace_bytes) {
   int device = 0;
   IXC_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&gemm->num_sms_, cudaDevAttrMultiProcessorCount, device));
+  if (FewRowsMmaRequested()) IXC_RETURN_IF_ERROR(PrepareFewRowsKernels());
   return gemm;
 }
 

@@ -7,6 +7,7 @@
 // 2t + 1 and pair 2h + 1 as 2t + 8, 2t + 9, and x's B fragments are read in that same order of k (a dot product does
 // not care in which order it sums). The weights are read once, x's slices come from L2.
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -157,9 +158,6 @@ cudaError_t Launch(const LinearArgs& args, void* workspace, int64_t workspace_by
                    cudaStream_t stream) {
   auto kernel = FewRowsKernel<T, Out, kRowTiles>;
   constexpr int kSmem = SmemBytes<kRowTiles>();
-  // Above 48 KiB of shared memory needs the kernel's opt-in: once per instantiation (a process drives one device).
-  static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-  if (opt_in != cudaSuccess) return opt_in;
   const int split_k = SplitK(args.m, args.n, args.k, workspace_bytes, num_sms);
   const int splits = static_cast<int>((args.k + split_k - 1) / split_k);
   const dim3 grid(static_cast<unsigned>((args.n + kBlockFeatures - 1) / kBlockFeatures), static_cast<unsigned>(splits));
@@ -175,6 +173,18 @@ cudaError_t Launch(const LinearArgs& args, void* workspace, int64_t workspace_by
                           partials, splits, count, out, args.accumulate);
 }
 
+// Every instantiation's shared-memory opt-in (above 48 KiB it is needed; a process drives one device).
+template <typename T, typename Out, int... kRowTiles>
+cudaError_t OptIn(std::integer_sequence<int, kRowTiles...>) {
+  cudaError_t error = cudaSuccess;
+  ((error = error != cudaSuccess
+                ? error
+                : cudaFuncSetAttribute(FewRowsKernel<T, Out, kRowTiles>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       SmemBytes<kRowTiles>())),
+   ...);
+  return error;
+}
+
 template <typename T, typename Out>
 cudaError_t DispatchRows(const LinearArgs& args, void* workspace, int64_t workspace_bytes, int num_sms,
                          bool programmatic, cudaStream_t stream) {
@@ -186,9 +196,22 @@ cudaError_t DispatchRows(const LinearArgs& args, void* workspace, int64_t worksp
 
 }  // namespace
 
-bool FewRowsMmaSelected(int64_t m, int64_t k) {
+bool FewRowsMmaRequested() {
   static const bool requested = ExperimentalKernelRequested("IXC_GEMM_MMA");
-  return requested && m >= 3 && m <= kMaxRows && k % 32 == 0;
+  return requested;
+}
+
+bool FewRowsMmaSelected(int64_t m, int64_t k) {
+  return FewRowsMmaRequested() && m >= 3 && m <= kMaxRows && k % 32 == 0;
+}
+
+absl::Status PrepareFewRowsKernels() {
+  using Tiles = std::integer_sequence<int, 1, 2, 4, 8>;
+  for (const cudaError_t error : {OptIn<__nv_bfloat16, __nv_bfloat16>(Tiles{}), OptIn<__nv_bfloat16, float>(Tiles{}),
+                                  OptIn<__half, __half>(Tiles{}), OptIn<__half, float>(Tiles{})}) {
+    IXC_CUDA_RETURN_IF_ERROR(error);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LaunchFewRowsLinear(const LinearArgs& args, void* workspace, int64_t workspace_bytes, int num_sms,

@@ -15,11 +15,16 @@
 
 namespace ixc::kernels::cuda {
 
-// Whether Linear hands m rows of k inputs to LaunchFewRowsLinear: IXC_GEMM_MMA=1 (read once per process), 3 <= m <=
-// 64 and k a multiple of 32.
+// Whether IXC_GEMM_MMA=1 is set (read once per process).
+bool FewRowsMmaRequested();
+// Whether Linear hands m rows of k inputs to LaunchFewRowsLinear: requested, 3 <= m <= 64 and k a multiple of 32.
 bool FewRowsMmaSelected(int64_t m, int64_t k);
 
-// As Gemm::Linear (whose checks `args` has passed). The k range may be split over blocks, whose f32 partial sums
+// The kernels' shared-memory opt-in: once, before the first launch and outside any stream capture (Gemm::Create
+// where the flag is set).
+absl::Status PrepareFewRowsKernels();
+
+// As Gemm::Linear (whose checks `args` has passed), after PrepareFewRowsKernels. The k range may be split over blocks, whose f32 partial sums
 // then go to `workspace` (as many of its bytes as it has) and are added in a fixed order by a second kernel, so
 // every run rounds alike. `num_sms`: the device's multiprocessors, to size the split.
 absl::Status LaunchFewRowsLinear(const LinearArgs& args, void* workspace, int64_t workspace_bytes, int num_sms,
