@@ -79,6 +79,12 @@ TEST_F(CudaTest, LayerNormMatchesReference) {
       const Tolerance tolerance = out_dtype == DType::kF32 ? Tolerance{2e-5f, 1e-5f} : Tolerance{2e-2f, 8e-3f};
       EXPECT_TRUE(AllClose(Widen(out_dtype, d_out.Read()), expected, tolerance))
           << DTypeName(dtype) << " -> " << DTypeName(out_dtype) << " " << rows;
+      if (dtype == out_dtype) {  // in place, as the ViT's first LayerNorm runs
+        ASSERT_TRUE(
+            LaunchLayerNorm(dtype, d_x.data, d_weight.data, d_bias.data, dtype, d_x.data, rows, hidden, 1e-5f, nullptr)
+                .ok());
+        EXPECT_TRUE(AllClose(Widen(dtype, d_x.Read()), expected, tolerance)) << DTypeName(dtype) << " in place";
+      }
     }
   }
 }
