@@ -1,5 +1,6 @@
 // Attention kernels. Scores are scaled into the log2 domain (s * scale * log2(e)) so the softmax uses exp2; the
 // log-sum-exp handed back is converted to natural log, as the reference returns it (kernels/cuda/flash_tile.cuh).
+#include <algorithm>
 #include <climits>
 
 #include "absl/strings/str_cat.h"
@@ -11,7 +12,6 @@
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/flash_tile.cuh"
 #include "kernels/cuda/flash_wgmma.h"
-#include "kernels/cuda/grid_stride.cuh"
 #include "kernels/cuda/mma.cuh"
 
 namespace ixc::kernels::cuda {
@@ -228,23 +228,31 @@ absl::Status LaunchFlash(const void* q, const int32_t* positions, int64_t tokens
 
 // ---- log-sum-exp merge ----
 
+// A warp per (row, head): the two sides' weights once, the head's dims four per lane, then its lse (lane 0, once
+// every lane has read the old one). It was a thread per element with both exponentials each and a second kernel for
+// the lse: 29% of HBM on the H200 at 32K tokens x 32 heads x 128.
+constexpr int kMergeThreads = 256;
+constexpr int kMergeWarps = kMergeThreads / 32;
+
 template <typename T>
-__global__ void MergeKernel(T* out_a, float* lse_a, const T* out_b, const float* lse_b, int64_t head_rows,
-                            int head_dim) {
-  IXC_GRID_STRIDE(e, head_rows * head_dim) {
-    const int64_t head_row = e / head_dim;
+__global__ void __launch_bounds__(kMergeThreads)
+    MergeKernel(T* out_a, float* lse_a, const T* out_b, const float* lse_b, int64_t head_rows, int head_dim) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t head_row = blockIdx.x * int64_t{kMergeWarps} + threadIdx.x / 32; head_row < head_rows;
+       head_row += int64_t{gridDim.x} * kMergeWarps) {
     const float a = lse_a[head_row], b = lse_b[head_row];
-    if (b == -INFINITY) continue;  // nothing on side b: out_a stays, as in the reference
+    if (b == -INFINITY) continue;  // nothing on side b: out_a and lse_a stay, as in the reference
     const float m = fmaxf(a, b);
     const float wa = expf(a - m), wb = expf(b - m);
-    out_a[e] = FromFloat<T>((wa * ToFloat(out_a[e]) + wb * ToFloat(out_b[e])) / (wa + wb));
-  }
-}
-
-__global__ void MergeLseKernel(float* lse_a, const float* lse_b, int64_t head_rows) {
-  IXC_GRID_STRIDE(i, head_rows) {
-    const float a = lse_a[i], b = lse_b[i], m = fmaxf(a, b);
-    lse_a[i] = m == -INFINITY ? -INFINITY : m + logf(expf(a - m) + expf(b - m));
+    T* row_a = out_a + head_row * head_dim;
+    const T* row_b = out_b + head_row * head_dim;
+    for (int c = 4 * lane; c < head_dim; c += 4 * 32) {
+      const float4 x = LoadFour(row_a + c), y = LoadFour(row_b + c);
+      StoreFour(row_a + c, {(wa * x.x + wb * y.x) / (wa + wb), (wa * x.y + wb * y.y) / (wa + wb),
+                            (wa * x.z + wb * y.z) / (wa + wb), (wa * x.w + wb * y.w) / (wa + wb)});
+    }
+    __syncwarp();
+    if (lane == 0) lse_a[head_row] = m + logf(wa + wb);
   }
 }
 
@@ -312,18 +320,23 @@ absl::Status LaunchBatchedFlashAttention(const void* q, const int32_t* positions
 
 absl::Status LaunchMergeAttention(DType dtype, void* out_a, float* lse_a, const void* out_b, const float* lse_b,
                                   int64_t rows, int heads, int head_dim, cudaStream_t stream) {
-  if (rows < 0 || heads <= 0 || head_dim <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("MergeAttention: rows ", rows, ", heads ", heads));
+  if (rows < 0 || heads <= 0 || head_dim <= 0 || head_dim % 4 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("MergeAttention: rows ", rows, ", heads ", heads, ", head_dim ",
+                                                   head_dim, " (a multiple of 4)"));
+  }
+  if (const auto bad = FirstNotFourAligned({{out_a, DTypeSize(dtype)}, {out_b, DTypeSize(dtype)}})) {
+    return absl::InvalidArgumentError(absl::StrCat("MergeAttention: an output at ",
+                                                   absl::Hex(reinterpret_cast<uintptr_t>(bad->first)),
+                                                   " is not aligned to 4 of its ", bad->second, "-byte elements"));
   }
   const int64_t head_rows = rows * heads;
   if (head_rows == 0) return absl::OkStatus();
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((head_rows + kMergeWarps - 1) / kMergeWarps, 65535));
   IXC_RETURN_IF_ERROR(DispatchDType(dtype, [&](auto tag) {
     using T = decltype(tag);
-    MergeKernel<T><<<GridStrideBlocks(head_rows * head_dim), kGridStrideThreads, 0, stream>>>(
-        static_cast<T*>(out_a), lse_a, static_cast<const T*>(out_b), lse_b, head_rows, head_dim);
+    MergeKernel<T><<<blocks, kMergeThreads, 0, stream>>>(static_cast<T*>(out_a), lse_a, static_cast<const T*>(out_b),
+                                                         lse_b, head_rows, head_dim);
   }));
-  // The outputs read both lse; only then may lse_a change.
-  MergeLseKernel<<<GridStrideBlocks(head_rows), kGridStrideThreads, 0, stream>>>(lse_a, lse_b, head_rows);
   IXC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

@@ -249,23 +249,37 @@ TEST_F(CudaTest, RopeAndStoreKvMatchesUnpackAndApplyRope) {
 }
 
 TEST_F(CudaTest, MergeAttentionMatchesReference) {
-  const int64_t rows = 9;
-  const int heads = 4, d = 64;
-  auto out_a = RandomTyped(DType::kF32, rows * heads * d, 1), out_b = RandomTyped(DType::kF32, rows * heads * d, 2);
-  auto lse_a = ixc::testing::RandomFloats(rows * heads, 3, 4.f),
-       lse_b = ixc::testing::RandomFloats(rows * heads, 4, 4.f);
-  lse_a[0] = -INFINITY;             // one side saw no key
-  lse_a[1] = lse_b[1] = -INFINITY;  // neither did
-  std::vector<float> expected(out_a.as_f32), expected_lse(lse_a);
-  reference::MergeAttention(expected.data(), expected_lse.data(), out_b.as_f32.data(), lse_b.data(), rows, heads, d);
-  DeviceBuffer<float> d_a(out_a.as_f32), d_b(out_b.as_f32), d_lse_a(lse_a), d_lse_b(lse_b);
-  ASSERT_TRUE(
-      LaunchMergeAttention(DType::kF32, d_a.data, d_lse_a.data, d_b.data, d_lse_b.data, rows, heads, d, nullptr).ok());
-  EXPECT_TRUE(AllClose(d_a.Read(), expected, {1e-5f, 1e-5f}));
-  const auto lse = d_lse_a.Read();
-  EXPECT_TRUE(std::isinf(lse[1]) && lse[1] < 0);
-  std::vector<float> finite(lse.begin() + 2, lse.end()), finite_expected(expected_lse.begin() + 2, expected_lse.end());
-  EXPECT_TRUE(AllClose(finite, finite_expected, {1e-5f, 1e-5f}));
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (auto [heads, d] : {std::pair{4, 64}, std::pair{32, 128}, std::pair{3, 20}}) {
+      const int64_t rows = 9;
+      auto out_a = RandomTyped(dtype, rows * heads * d, 1), out_b = RandomTyped(dtype, rows * heads * d, 2);
+      auto lse_a = ixc::testing::RandomFloats(rows * heads, 3, 4.f),
+           lse_b = ixc::testing::RandomFloats(rows * heads, 4, 4.f);
+      lse_a[0] = -INFINITY;             // one side saw no key
+      lse_a[1] = lse_b[1] = -INFINITY;  // neither did
+      lse_b[2] = -INFINITY;             // the other side saw none
+      std::vector<float> expected(out_a.as_f32), expected_lse(lse_a);
+      reference::MergeAttention(expected.data(), expected_lse.data(), out_b.as_f32.data(), lse_b.data(), rows, heads,
+                                d);
+      DeviceBuffer<uint8_t> d_a(out_a.bytes), d_b(out_b.bytes);
+      DeviceBuffer<float> d_lse_a(lse_a), d_lse_b(lse_b);
+      ASSERT_TRUE(
+          LaunchMergeAttention(dtype, d_a.data, d_lse_a.data, d_b.data, d_lse_b.data, rows, heads, d, nullptr).ok());
+      const std::string where = std::string(DTypeName(dtype)) + " heads " + std::to_string(heads) + " d " +
+                                std::to_string(d);
+      const ixc::testing::Tolerance tolerance =
+          dtype == DType::kF32 ? ixc::testing::Tolerance{1e-5f, 1e-5f} : OutTolerance(dtype);
+      EXPECT_TRUE(AllClose(Widen(dtype, d_a.Read()), expected, tolerance)) << where;
+      const auto lse = d_lse_a.Read();
+      EXPECT_TRUE(std::isinf(lse[1]) && lse[1] < 0) << where;
+      std::vector<float> finite(lse.begin() + 2, lse.end());
+      std::vector<float> finite_expected(expected_lse.begin() + 2, expected_lse.end());
+      EXPECT_TRUE(AllClose(finite, finite_expected, {1e-5f, 1e-5f})) << where;
+    }
+  }
+  // Head dims the four-wide accesses cannot take are refused.
+  EXPECT_EQ(LaunchMergeAttention(DType::kBF16, nullptr, nullptr, nullptr, nullptr, 1, 1, 6, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CudaTest, AttentionRejectsUnbuiltShapes) {
