@@ -23,7 +23,7 @@ struct DeviceInfo {
 absl::StatusOr<DeviceInfo> ProbeCudaDevice();
 
 // Whether the environment variable `name` is "1": how a kernel that has not yet run on a GPU is chosen
-// (IXC_FLASH_WGMMA, IXC_DECODE_MMA), so tests/gpu/run.sh can run the tests both ways.
+// (IXC_FLASH_WGMMA, IXC_DECODE_MMA, IXC_GEMM_MMA), so tests/gpu/run.sh can run the tests both ways.
 inline bool ExperimentalKernelRequested(const char* name) {
   const char* flag = std::getenv(name);
   return flag != nullptr && std::strcmp(flag, "1") == 0;
