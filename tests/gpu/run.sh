@@ -42,7 +42,7 @@ fi
 # IXC_EXPERIMENTAL lists (e.g. IXC_EXPERIMENTAL=IXC_GEMM_MMA=1, to tell which kernel a failure comes from).
 if [ "$pass" != default ]; then
   read -r -a experimental <<<"${IXC_EXPERIMENTAL:-IXC_FLASH_WGMMA=1 IXC_DECODE_MMA=1 IXC_GEMM_MMA=1}"
-  for test in attention gemm model parallel vision; do
+  for test in attention gemm generate model parallel vision; do
     run_test "${experimental[@]}" timeout 120 ".gpu-bin/${test}_cuda_test"
   done
   echo "== ${experimental[*]}: kernels_cuda_bench flash, decode and gemm; model_cuda_bench 32768 prefill and decode"
