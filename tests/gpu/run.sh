@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark bundled in .gpu-bin (made by tests/gpu/build.sh), then the tests and benchmarks
-# that reach the experimental kernels again with those chosen, within 5 minutes. On a machine with a GPU a skipped
+# that reach the experimental kernels again with those chosen, meant to fit 5 minutes. On a machine with a GPU a skipped
 # test is a failure: it means the GPU was not usable.
 #   bash tests/gpu/run.sh [all|default|experimental]    (default: all; one pass alone where time is short)
 #   IXC_EXPERIMENTAL=IXC_DECODE_MMA=1 bash tests/gpu/run.sh experimental    (one experimental kernel alone)
@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 failures=0
 # A test binary (prefixed by any VAR=value settings): a failure, a crash or a skip counts.
 run_test() {
-  echo "== $*"
+  echo "== $* (at ${SECONDS} s)"
   env "$@" --gtest_brief=1 >/tmp/gpu_test.log 2>&1
   local rc=$?
   cat /tmp/gpu_test.log
@@ -32,7 +32,7 @@ if [ "$pass" != experimental ]; then
   done
   for bench in .gpu-bin/*_cuda_bench; do
     [ -x "$bench" ] || continue
-    echo "== $bench"
+    echo "== $bench (at ${SECONDS} s)"
     timeout 150 "$bench" || failures=$((failures + 1))
   done
 fi
@@ -45,12 +45,12 @@ if [ "$pass" != default ]; then
   for test in attention gemm generate model parallel vision; do
     run_test "${experimental[@]}" timeout 120 ".gpu-bin/${test}_cuda_test"
   done
-  echo "== ${experimental[*]}: kernels_cuda_bench flash, decode and gemm; model_cuda_bench 32768 prefill and decode"
+  echo "== ${experimental[*]}: kernels_cuda_bench flash, decode and gemm; model_cuda_bench 32768 prefill and decode (at ${SECONDS} s)"
   for mode in flash decode gemm; do
     env "${experimental[@]}" timeout 60 .gpu-bin/kernels_cuda_bench $mode || failures=$((failures + 1))
   done
   env "${experimental[@]}" timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
   env "${experimental[@]}" timeout 90 .gpu-bin/model_cuda_bench 32768 decode || failures=$((failures + 1))
 fi
-echo "gpu run: $failures failing binaries"
+echo "gpu run: $failures failing binaries, ${SECONDS} s"
 exit $((failures > 0))
