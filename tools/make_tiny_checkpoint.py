@@ -30,6 +30,10 @@ PRESETS = {
     # 4 query heads per KV head, as the real model.
     "tiny-gqa4": dict(hidden=128, layers=3, heads=8, kv_heads=2, ffn=352, vocab=640, max_pos=48, plora_rank=16,
                       task_lora_rank=8),
+    # The real model's head dim (128) and grouping (4 query heads per KV head), so the GPU tests reach the kernels'
+    # head-dim-128 paths (tensor-core decode attention, wgmma flash) through the whole model.
+    "tiny-d128": dict(hidden=512, layers=2, heads=4, kv_heads=1, ffn=384, vocab=512, max_pos=64, plora_rank=16,
+                      task_lora_rank=8),
     # 4 KV heads, so tensor parallelism of 4 has whole KV groups.
     "tiny-kv4": dict(hidden=128, layers=2, heads=8, kv_heads=4, ffn=256, vocab=512, max_pos=64, plora_rank=8,
                      task_lora_rank=4),

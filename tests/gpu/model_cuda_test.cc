@@ -1,4 +1,5 @@
 // The language model on the GPU against the CPU path on the golden checkpoints (f32, bf16, f16; GQA 2:1 and 4:1;
+// head dims 16 and, in d128_gqa4_plora_bf16, the real model's 128, which reaches the kernels' 128-wide paths;
 // PLoRA rows; web and write LoRAs; biases; dynamic NTK): logits of every prompt position, then decode steps fed the
 // same tokens, alone and batched across sequences. The GPU runs bf16 (f16 for the f16 checkpoint): activations are
 // rounded at every GEMM input, so logits agree to about 1% of their range, and the greedy choices where the top two

@@ -20,7 +20,7 @@ namespace ixc::testing {
 // To add a case: add it to CASES in the reference script, regenerate the goldens, add its name here.
 constexpr const char* kLanguageModelCases[] = {
     "tiny_f32",        "gqa4_bf16",          "tiny_plora",   "gqa4_plora_f16", "gqa4_dynamic_ntk", "tiny_lora_web",
-    "tiny_lora_write", "kv4_bias_plora_web", "internlm2_bias_linear_rope"};
+    "tiny_lora_write", "kv4_bias_plora_web", "internlm2_bias_linear_rope", "d128_gqa4_plora_bf16"};
 
 inline std::string GoldenDir(const std::string& name) {
   return std::string(IXC_SOURCE_DIR) + "/tests/data/golden/" + name;

@@ -46,6 +46,8 @@ CASES = [
     dict(name="tiny_lora_write", gen=["--preset", "tiny", "--seed", "5"], prompt=16, image=None, lora="write", new=8),
     dict(name="kv4_bias_plora_web", gen=["--preset", "tiny-kv4", "--seed", "11", "--bias"], prompt=26, image=[2, 12],
          lora="web", new=8),
+    dict(name="d128_gqa4_plora_bf16", gen=["--preset", "tiny-d128", "--seed", "13", "--dtype", "bf16"], prompt=40,
+         image=[4, 22], lora="base", new=10),
     dict(name="internlm2_bias_linear_rope", gen=["--preset", "tiny", "--seed", "3", "--arch", "internlm2", "--bias",
                                                  "--shards", "1", "--rope-scaling", "linear", "--rope-factor", "4"],
          prompt=18, image=None, lora="base", new=10),
