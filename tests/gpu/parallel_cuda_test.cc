@@ -135,6 +135,10 @@ INSTANTIATE_TEST_SUITE_P(Layouts, CudaParallelTest,
                          ::testing::Combine(::testing::Values(std::string("kv4_bias_plora_web"),
                                                               std::string("gqa4_dynamic_ntk")),
                                             ::testing::Values(Layout{1, 2}, Layout{1, 3}, Layout{2, 1}, Layout{2, 2})));
+// The real head dim (128) and grouping: one KV head, so sequence parallelism only.
+INSTANTIATE_TEST_SUITE_P(HeadDim128, CudaParallelTest,
+                         ::testing::Combine(::testing::Values(std::string("d128_gqa4_plora_bf16")),
+                                            ::testing::Values(Layout{1, 2}, Layout{1, 3})));
 
 }  // namespace
 }  // namespace ixc::model
