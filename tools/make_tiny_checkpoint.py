@@ -48,9 +48,14 @@ PRESETS = {
                      plora_rank=256, task_lora_rank=0),
 }
 
-# A tiny CLIP vision tower: 56-px images of 14-px patches give a 4x4 grid (2x2 merged tokens per crop).
-TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=56,
-                   patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+# Tiny CLIP vision towers: 56-px images of 14-px patches give a 4x4 grid (2x2 merged tokens per crop). "tiny-d64"
+# has the real ViT-L's head dim (64), so the GPU tests reach the vision kernels' 64-wide paths through the tower.
+VISION_PRESETS = {
+    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=56,
+                 patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5),
+    "tiny-d64": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                     image_size=56, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5),
+}
 
 MASK64 = (1 << 64) - 1
 
@@ -206,6 +211,7 @@ def main():
     parser.add_argument("--vocab", type=int, help="override the preset's vocabulary size (92544 for the real tokenizer)")
     parser.add_argument("--tokenizer", help="tokenizer.model to copy beside the weights")
     parser.add_argument("--lora-scale", type=float, default=0.5, help="std multiplier of the LoRA B matrices")
+    parser.add_argument("--vision", choices=sorted(VISION_PRESETS), default="tiny", help="the vision tower (ixc)")
     args = parser.parse_args()
 
     p = dict(PRESETS[args.preset])
@@ -228,8 +234,9 @@ def main():
         "generator": {"preset": args.preset, "seed": args.seed},
     }
     if args.arch == "ixc":
-        tensors.update(vision_tensors(p, args.seed, TINY_VISION))
-        config["vision_config"] = TINY_VISION
+        vision = VISION_PRESETS[args.vision]
+        tensors.update(vision_tensors(p, args.seed, vision))
+        config["vision_config"] = vision
 
     os.makedirs(args.out, exist_ok=True)
     for stale in os.listdir(args.out):

@@ -20,10 +20,12 @@ for binary in build/cuda/tests/*_cuda_test build/cuda/bench/*_cuda_bench; do
     grep -vE '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libcuda|libcublas|libcublasLt|libnccl)\.so' |
     while read -r lib; do cp -nL "$lib" "$stage/lib/"; done
 done
-# The golden language-model checkpoints and one multimodal one (rebuilt from their seeds).
+# The golden language-model checkpoints and two multimodal ones, the second with the ViT's real head dim (rebuilt
+# from their seeds).
 python3 tests/make_golden_models.py "$stage/all-models" >/dev/null
 mkdir -p "$stage/models"
-find "$stage/all-models" -mindepth 1 -maxdepth 1 \( ! -name 'multimodal_*' -o -name multimodal_one_image \) \
+find "$stage/all-models" -mindepth 1 -maxdepth 1 \
+  \( ! -name 'multimodal_*' -o -name multimodal_one_image -o -name multimodal_vit_d64_one_image \) \
   -exec mv {} "$stage/models/" \;
 rm -rf "$stage/all-models"
 rm -rf .gpu-bin && mkdir -p .gpu-bin

@@ -1,7 +1,7 @@
 // The vision tower on the GPU against the CPU path (itself held to transformers' CLIP by the multimodal goldens) on
-// the tiny multimodal checkpoint: the ViT features of 10 crops (two passes of the GPU's 8), the assembly and
-// vision_proj from given features, and a whole 3x3 image, each within 3% of the values' range (bf16 on the GPU,
-// as model_cuda_test).
+// the tiny multimodal checkpoints (ViT head dims 16 and the real 64): the ViT features of 10 crops (two passes of
+// the GPU's 8), the assembly and vision_proj from given features, and a whole 3x3 image, each within 3% of the
+// values' range (bf16 on the GPU, as model_cuda_test).
 // Also the image-token assembly kernel alone against the reference op, on the real geometry's source table.
 // Skipped without a GPU.
 //   IXC_GOLDEN_MODELS=/path/to/models ./vision_cuda_test   (tests/make_golden_models.py builds them)
@@ -19,7 +19,11 @@ using ixc::testing::CudaTest;
 using ixc::testing::DeviceBuffer;
 using ixc::testing::RelativeError;
 
-std::string ModelDir() { return ixc::testing::GoldenModelsDir() + "/multimodal_one_image"; }
+// The tiny multimodal checkpoints: head dim 16, and 64 as the real ViT-L's.
+constexpr const char* kCheckpoints[] = {"multimodal_one_image", "multimodal_vit_d64_one_image"};
+std::string ModelDir(const std::string& checkpoint = kCheckpoints[0]) {
+  return ixc::testing::GoldenModelsDir() + "/" + checkpoint;
+}
 
 TEST_F(CudaTest, AssembleImageTokensMatchesReference) {
   const VisionConfig real;  // 40x40 patches, 20x20 merged tokens; a narrow width keeps the test small
@@ -48,15 +52,16 @@ TEST_F(CudaTest, AssembleImageTokensMatchesReference) {
   }
 }
 
-class CudaVisionTest : public CudaTest {
+class CudaVisionTest : public CudaTest, public ::testing::WithParamInterface<const char*> {
  protected:
   void SetUp() override {
     CudaTest::SetUp();
     if (IsSkipped()) return;
-    auto llm = LoadLlmConfig(ModelDir());
+    const std::string dir = ModelDir(GetParam());
+    auto llm = LoadLlmConfig(dir);
     ASSERT_TRUE(llm.ok()) << llm.status();
-    auto cpu = LoadVisionWeights(ModelDir(), llm->hidden_size);
-    auto gpu = LoadVisionWeights(ModelDir(), llm->hidden_size);
+    auto cpu = LoadVisionWeights(dir, llm->hidden_size);
+    auto gpu = LoadVisionWeights(dir, llm->hidden_size);
     ASSERT_TRUE(cpu.ok()) << cpu.status();
     ASSERT_TRUE(gpu.ok()) << gpu.status();
     cpu_ = std::make_unique<VisionWeights>(std::move(*cpu));
@@ -73,7 +78,7 @@ class CudaVisionTest : public CudaTest {
   std::unique_ptr<VisionWeights> cpu_, gpu_;
 };
 
-TEST_F(CudaVisionTest, EncodeCropsMatchesTheCpu) {
+TEST_P(CudaVisionTest, EncodeCropsMatchesTheCpu) {
   const int count = CudaVisionModel::kCropsPerPass + 2;
   const std::vector<float> crops = Crops(count, 4);
   auto cpu = EncodeCrops(*cpu_, crops.data(), count);
@@ -83,7 +88,7 @@ TEST_F(CudaVisionTest, EncodeCropsMatchesTheCpu) {
   EXPECT_LT(RelativeError(*gpu, *cpu), 0.03);
 }
 
-TEST_F(CudaVisionTest, AssembleImageMatchesTheCpu) {
+TEST_P(CudaVisionTest, AssembleImageMatchesTheCpu) {
   const int rows = 2, cols = 1;
   const std::vector<float> crops = Crops(1 + rows * cols, 5);
   auto features = EncodeCrops(*cpu_, crops.data(), 1 + rows * cols);
@@ -95,7 +100,7 @@ TEST_F(CudaVisionTest, AssembleImageMatchesTheCpu) {
   EXPECT_LT(RelativeError(*gpu, *cpu), 0.03);
 }
 
-TEST_F(CudaVisionTest, EmbedImageMatchesTheCpu) {
+TEST_P(CudaVisionTest, EmbedImageMatchesTheCpu) {
   for (auto [rows, cols] : {std::pair{3, 3}, std::pair{1, 2}}) {  // 10 crops (two passes), then 3 (scratch reused)
     const std::vector<float> crops = Crops(1 + rows * cols, 6 + rows);
     auto cpu = EmbedImage(*cpu_, crops.data(), rows, cols);
@@ -108,6 +113,8 @@ TEST_F(CudaVisionTest, EmbedImageMatchesTheCpu) {
   // A bad grid is refused before the GPU sees it.
   EXPECT_EQ(EmbedImage(*gpu_, nullptr, 0, 2).status().code(), absl::StatusCode::kInvalidArgument);
 }
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, CudaVisionTest, ::testing::ValuesIn(kCheckpoints));
 
 // --device cuda for the vision ranks: starts where a GPU is usable, says why where none is.
 TEST(CudaVisionStartTest, AttachStartsOrSaysWhy) {

@@ -17,7 +17,8 @@
 namespace ixc::model {
 namespace {
 
-constexpr const char* kCases[] = {"one_image", "three_images_gqa4_bf16", "portrait_first", "video"};
+constexpr const char* kCases[] = {"one_image", "three_images_gqa4_bf16", "portrait_first", "video",
+                                  "vit_d64_one_image"};
 
 double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   double worst = a.size() == b.size() ? 0 : INFINITY;

@@ -38,6 +38,8 @@ CASES = [
                  {"ids": [43, 44, 45]}, {"image": "cars3.jpg"}, {"ids": [300, 301, 302, 303]}], new=8),
     dict(name="portrait_first", gen=["--preset", "tiny", "--seed", "2"],
          pieces=[{"ids": [1]}, {"image": "dubai.png"}, {"ids": [5, 6, 7, 8, 9]}], new=6),
+    dict(name="vit_d64_one_image", gen=["--preset", "tiny", "--seed", "9", "--vision", "tiny-d64"],
+         pieces=[{"ids": [1, 17, 230]}, {"image": "cars2.jpg"}, {"ids": [99, 100, 7]}], new=6),
     dict(name="video", gen=["--preset", "tiny-gqa4", "--seed", "3"],
          pieces=[{"ids": [1, 60, 61]}, {"video": "landscape.mp4"}, {"ids": [62, 63, 64, 65]}], new=8),
 ]
