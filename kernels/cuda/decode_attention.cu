@@ -225,10 +225,9 @@ __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
 // heads are the n = 8 columns of m16n8k16 MMAs and a warp's 16-key tile their rows: S^T (keys x heads) = K Q^T is
 // D / 16 MMAs and O^T (dims x heads) += V^T P^T another D / 16, with D / 4 + 2 movmatrix to turn V and P around. K
 // and V come from the pools straight into registers, 16 bytes per load: lane 4g + t reads pieces 4i + t (8 dims
-// each) of the tile's keys g and g + 8. A dot product does not care in which order its dims are summed, so those
-// pieces serve as the A fragments as they are, with Q's B fragments read in the same order: k-step 2i + h takes pair
-// 2h of piece 4i + t as logical columns 2t, 2t + 1 and pair 2h + 1 as 2t + 8, 2t + 9. Probabilities are rounded to T
-// for the P V product, as the flash kernels and the reference model's matmul do.
+// each) of the tile's keys g and g + 8, which serve as S^T's A fragments as they are, Q's pieces read alike as its B
+// fragments (MmaPiecesRound). Probabilities are rounded to T for the P V product, as the flash kernels and the
+// reference model's matmul do.
 constexpr int kDecodeMmaBlocksPerSm = 3;
 constexpr int kDecodeMmaTileKeys = 16;
 
@@ -292,14 +291,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMmaBlocksPerSm)
     // S^T: this lane holds keys g ([0], [1]) and g + 8 ([2], [3]) of query heads 2t, 2t + 1.
     float s[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int i = 0; i < kRounds; ++i) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t a[4] = {PairOf(k_lo[i], 2 * h), PairOf(k_hi[i], 2 * h), PairOf(k_lo[i], 2 * h + 1),
-                               PairOf(k_hi[i], 2 * h + 1)};
-        Mma<T>(s, a, PairOf(q_pieces[i], 2 * h), PairOf(q_pieces[i], 2 * h + 1));
-      }
-    }
+    for (int i = 0; i < kRounds; ++i) MmaPiecesRound<T>(s, k_lo[i], k_hi[i], q_pieces[i]);
     if (!valid_lo) s[0] = s[1] = -INFINITY;
     if (!valid_hi) s[2] = s[3] = -INFINITY;
     // The online softmax of heads 2t, 2t + 1: a head's 16 keys are on the eight lanes of one t.

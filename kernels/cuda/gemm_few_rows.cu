@@ -2,10 +2,9 @@
 // on the rows of an m16n8k16 MMA and 8 rows of x on its columns. A block is 8 warps of 16 features each; its k range
 // (the whole of k, or one split of it) is walked in 256-wide slices. Each slice of x (every row, zeros past m) is
 // staged in shared memory by cp.async, double-buffered, while each warp loads its 16 x 256 weights straight from
-// global memory into registers, 16 bytes per load (lane 4g + t: pieces 4i + t of features g and g + 8), and uses each
-// load's pairs as its A fragments as they come: k-step 2i + h takes pair 2h of piece 4i + t as logical columns 2t,
-// 2t + 1 and pair 2h + 1 as 2t + 8, 2t + 9, and x's B fragments are read in that same order of k (a dot product does
-// not care in which order it sums). The weights are read once, x's slices come from L2.
+// global memory into registers, 16 bytes per load (lane 4g + t: pieces 4i + t of features g and g + 8), which serve
+// as its A fragments as they are, x's pieces read alike from shared memory as the B fragments (MmaPiecesRound). The
+// weights are read once, x's slices come from L2.
 #include <algorithm>
 #include <utility>
 
@@ -102,12 +101,7 @@ __global__ void __launch_bounds__(kThreads, 2) FewRowsKernel(const T* x, const T
 #pragma unroll
       for (int nt = 0; nt < kRowTiles; ++nt) {
         const uint4 xb = *reinterpret_cast<const uint4*>(slice + (nt * 8 + g) * kSliceStride + (4 * i + t) * 8);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint32_t a[4] = {PairOf(lo[i], 2 * h), PairOf(hi[i], 2 * h), PairOf(lo[i], 2 * h + 1),
-                                 PairOf(hi[i], 2 * h + 1)};
-          Mma<T>(acc[nt], a, PairOf(xb, 2 * h), PairOf(xb, 2 * h + 1));
-        }
+        MmaPiecesRound<T>(acc[nt], lo[i], hi[i], xb);
       }
     }
     __syncthreads();  // the next slice's copy overwrites the buffer just read

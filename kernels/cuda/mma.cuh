@@ -63,4 +63,18 @@ __device__ inline uint32_t PairOf(const uint4& piece, int pair) {  // pair: a co
   return pair == 0 ? piece.x : pair == 1 ? piece.y : pair == 2 ? piece.z : piece.w;
 }
 
+// d += A B over 32 of k, the two k-steps of one "round", where the A and B fragments come straight from 16-byte
+// loads: lane 4g + t has loaded piece t of the round (8 consecutive k) of A's rows g (a_lo) and g + 8 (a_hi) and
+// of B's column g (b). A dot product does not care in which order its k are summed, so k-step h takes pair 2h of
+// each piece as the logical columns 2t, 2t + 1 and pair 2h + 1 as 2t + 8, 2t + 9: the same k on both sides.
+template <typename T>
+__device__ inline void MmaPiecesRound(float (&d)[4], const uint4& a_lo, const uint4& a_hi, const uint4& b) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t a[4] = {PairOf(a_lo, 2 * h), PairOf(a_hi, 2 * h), PairOf(a_lo, 2 * h + 1),
+                           PairOf(a_hi, 2 * h + 1)};
+    Mma<T>(d, a, PairOf(b, 2 * h), PairOf(b, 2 * h + 1));
+  }
+}
+
 }  // namespace ixc::kernels::cuda

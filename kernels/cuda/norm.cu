@@ -20,9 +20,15 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// The sum of `value` over the warp; every lane gets it.
+__device__ float WarpSum(float value) {
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
+  return value;
+}
+
 // The sum of `value` over the block; every thread gets it. `scratch` holds kThreads / 32 floats.
 __device__ float BlockSum(float value, float* scratch) {
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
+  value = WarpSum(value);
   __syncthreads();  // scratch may still be read by an earlier call
   if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = value;
   __syncthreads();
@@ -124,11 +130,6 @@ __global__ void __launch_bounds__(kThreads)
 // statistics.
 constexpr int kWarpRowQuads = 8;
 constexpr int kWarpRowMaxHidden = 32 * 4 * kWarpRowQuads;
-
-__device__ float WarpSum(float value) {
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
-  return value;
-}
 
 template <typename T, typename Out>
 __global__ void __launch_bounds__(kThreads)
