@@ -41,6 +41,9 @@ ABSL_FLAG(std::string, device, "cpu", "where the workers run the models: cpu, or
 ABSL_FLAG(std::string, dtype, "bf16", "cuda: weights and activations in bf16 or f16");
 ABSL_FLAG(int64_t, kv_reserve_mib, 4096, "cuda: device memory an LLM rank keeps free beside weights and KV pool");
 ABSL_FLAG(bool, cuda_graphs, true, "cuda: LLM ranks replay each decode step as a CUDA graph (one per batch shape)");
+ABSL_FLAG(std::string, vision_handoff, "auto",
+          "cuda: how image rows reach the LLM ranks: nccl (GPU to GPU; every vision rank needs a GPU of its own), mpi "
+          "(through host memory), or auto (nccl where every vision rank has a GPU of its own, else mpi)");
 
 namespace ixc::coordinator {
 namespace {
@@ -55,6 +58,14 @@ absl::Status Run(int world_size, int* exit_code) {
   }
   const std::string device = absl::GetFlag(FLAGS_device), dtype = absl::GetFlag(FLAGS_dtype);
   IXC_RETURN_IF_ERROR(model::CheckPlacementFlags(device, dtype));
+  const std::string vision_handoff = absl::GetFlag(FLAGS_vision_handoff);
+  if (vision_handoff != "auto" && vision_handoff != "nccl" && vision_handoff != "mpi") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--vision-handoff must be auto, nccl or mpi, not '", vision_handoff, "'"));
+  }
+  if (vision_handoff == "nccl" && device != "cuda") {
+    return absl::InvalidArgumentError("--vision-handoff nccl moves image rows between GPUs: it needs --device cuda");
+  }
   IXC_ASSIGN_OR_RETURN(model::LlmConfig llm, model::LoadLlmConfig(model_dir));
   IXC_RETURN_IF_ERROR(mapping.CheckModel(llm.num_kv_heads, llm.vocab_size));
   IXC_ASSIGN_OR_RETURN(model::VisionConfig vision, model::LoadVisionConfig(model_dir));
@@ -79,7 +90,8 @@ absl::Status Run(int world_size, int* exit_code) {
                                  device,
                                  dtype,
                                  absl::GetFlag(FLAGS_kv_reserve_mib),
-                                 absl::GetFlag(FLAGS_cuda_graphs)};
+                                 absl::GetFlag(FLAGS_cuda_graphs),
+                                 vision_handoff};
   IXC_RETURN_IF_ERROR(parallel::ShareClusterConfig(&config).status());
   // Collectives: every rank takes part in splitting the communicators and in numbering the workers of each machine,
   // the coordinator too (it joins no group and takes no GPU).

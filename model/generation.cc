@@ -52,7 +52,16 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
   first.all_logits = all_logits;
   first.local_vocab = local_vocab && !all_logits;
   PromptShard shard;
-  if (sp_size > 1) {
+  if (sp_size > 1 && !prompt.positions.empty()) {
+    const int sp_rank = comm->GroupRank(parallel::Group::kSequence);
+    const std::vector<int32_t> expected = parallel::ZigZagPositions(prompt.context_length, sp_rank, sp_size);
+    if (!std::equal(expected.begin(), expected.end(), prompt.positions.begin(), prompt.positions.end())) {
+      return absl::InvalidArgumentError(absl::StrCat("a prompt shard for SP rank ", sp_rank, " of ", sp_size,
+                                                     " must hold the zig-zag positions of its ", prompt.context_length,
+                                                     " tokens"));
+    }
+    first.sp_attention = SpAttention::kRing;
+  } else if (sp_size > 1) {
     const int64_t length = prompt.tokens(weights.config.hidden_size);
     shard = ZigZagShard(prompt, length, weights.config.hidden_size, comm->GroupRank(parallel::Group::kSequence),
                         sp_size);

@@ -20,7 +20,9 @@ namespace ixc::model {
 
 // Prefills `prompt` into the empty `seq` and returns the logits of its last position, or of every position with
 // all_logits. With sequence parallelism (comm's SP group larger than 1) each SP rank prefills its zig-zag shard of
-// the prompt with ring attention; every rank gets the same logits.
+// the prompt with ring attention; every rank gets the same logits. A prompt that already carries positions is taken
+// as this rank's shard: positions = parallel::ZigZagPositions(context_length, sp rank, sp size), and its ids or
+// embeddings and image_mask hold those rows only (the cluster's LLM ranks receive image rows straight into place).
 // With local_vocab (and not all_logits), TP ranks get their vocabulary slice, for SampleNext.
 absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
                                            SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,

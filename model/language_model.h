@@ -31,7 +31,8 @@ enum class SpAttention { kLocal, kRing, kGatherMerge };
 
 struct ForwardInput {
   std::span<const int32_t> ids;         // (tokens) token ids; or
-  std::span<const float> embeddings;    // (tokens, hidden) input embeddings (text and image rows already merged)
+  std::span<const float> embeddings;    // (tokens, hidden) input embeddings (text and image rows already merged);
+                                        // on the GPU's model they may also be in its memory (model::NewFloats)
   std::span<const uint8_t> image_mask;  // (tokens) 1 on vision rows, which get PLoRA; empty: no vision rows
   LoraMode lora = LoraMode::kBase;
   bool all_logits = false;              // logits of every token (else only of the last)

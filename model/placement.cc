@@ -1,5 +1,7 @@
 #include "model/placement.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 
@@ -32,6 +34,10 @@ absl::StatusOr<KvCache> PlaceModelOnGpu(LlmWeights& weights, const Placement& pl
 absl::Status PlaceVisionOnGpu(VisionWeights& weights, const Placement& placement, DType dtype) {
   return AttachCudaVision(weights, {.dtype = dtype, .device = placement.gpu});
 }
+absl::StatusOr<Floats> NewFloatsOnGpu(int64_t count, int gpu) { return NewDeviceFloats(count, gpu); }
+absl::Status CopyFloatsOnGpu(float* dst, const float* src, int64_t count) {
+  return CopyFloatsAnywhere(dst, src, count);
+}
 #else
 absl::Status NoCudaBackend() {
   return absl::FailedPreconditionError(
@@ -40,6 +46,8 @@ absl::Status NoCudaBackend() {
 }
 absl::StatusOr<KvCache> PlaceModelOnGpu(LlmWeights&, const Placement&, DType) { return NoCudaBackend(); }
 absl::Status PlaceVisionOnGpu(VisionWeights&, const Placement&, DType) { return NoCudaBackend(); }
+absl::StatusOr<Floats> NewFloatsOnGpu(int64_t, int) { return NoCudaBackend(); }
+absl::Status CopyFloatsOnGpu(float*, const float*, int64_t) { return NoCudaBackend(); }
 #endif
 
 }  // namespace
@@ -58,6 +66,18 @@ absl::Status PlaceVision(VisionWeights& weights, const Placement& placement) {
   if (placement.device == "cpu") return absl::OkStatus();
   IXC_ASSIGN_OR_RETURN(const DType dtype, CudaDType(placement));
   return PlaceVisionOnGpu(weights, placement, dtype);
+}
+
+absl::StatusOr<Floats> NewFloats(int64_t count, int gpu) {
+  if (count < 0) return absl::InvalidArgumentError(absl::StrCat("cannot allocate ", count, " floats"));
+  if (gpu < 0) return Floats(count);
+  return NewFloatsOnGpu(count, gpu);
+}
+
+absl::Status CopyFloats(float* dst, const float* src, int64_t count, int gpu) {
+  if (gpu >= 0) return CopyFloatsOnGpu(dst, src, count);
+  std::copy_n(src, count, dst);
+  return absl::OkStatus();
 }
 
 }  // namespace ixc::model

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "model/floats.h"
 #include "model/kv_cache.h"
 #include "model/vision_encoder.h"
 #include "model/weights.h"
@@ -45,5 +46,11 @@ inline absl::Status CheckPlacementFlags(const std::string& device, const std::st
 
 absl::StatusOr<KvCache> PlaceModel(LlmWeights& weights, const Placement& placement, int64_t context_tokens);
 absl::Status PlaceVision(VisionWeights& weights, const Placement& placement);
+
+// Buffers of the vision handoff (model/floats.h): `count` zeroed floats on the host where `gpu` < 0, else on that
+// CUDA device (the NCCL handoff: image rows go from GPU to GPU).
+absl::StatusOr<Floats> NewFloats(int64_t count, int gpu);
+// dst <- src, `count` floats, both on the host where `gpu` < 0, else either on the host or on that device.
+absl::Status CopyFloats(float* dst, const float* src, int64_t count, int gpu);
 
 }  // namespace ixc::model

@@ -74,12 +74,20 @@ absl::StatusOr<VisionWeights> LoadVisionWeights(const std::string& directory, in
 
 absl::StatusOr<std::vector<float>> EncodeCrops(const VisionWeights& weights, const float* crops, int count) {
   if (count < 0) return absl::InvalidArgumentError(absl::StrCat("cannot encode ", count, " crops"));
-  if (weights.device != nullptr) return weights.device->EncodeCrops(crops, count);
+  const int64_t patches = int64_t{weights.config.grid()} * weights.config.grid();
+  // (count, patches, hv)
+  std::vector<float> features(static_cast<size_t>(count) * patches * weights.config.hidden_size);
+  IXC_RETURN_IF_ERROR(EncodeCropsInto(weights, crops, count, features.data()));
+  return features;
+}
+
+absl::Status EncodeCropsInto(const VisionWeights& weights, const float* crops, int count, float* features) {
+  if (count < 0) return absl::InvalidArgumentError(absl::StrCat("cannot encode ", count, " crops"));
+  if (weights.device != nullptr) return weights.device->EncodeCropsInto(crops, count, features);
   const VisionConfig& c = weights.config;
   const int64_t hv = c.hidden_size, grid = c.grid(), patch = c.patch_size, size = c.image_size;
   const int64_t patches = grid * grid, tokens = patches + 1, patch_values = 3 * patch * patch;
   const int head_dim = static_cast<int>(hv / c.num_heads);
-  std::vector<float> features(static_cast<size_t>(count) * patches * hv);  // (count, patches, hv)
   std::vector<float> columns(patches * patch_values);                      // (patches, 3 * patch * patch)
   std::vector<float> x(tokens * hv), normed(tokens * hv), q(tokens * hv), k(tokens * hv), v(tokens * hv),
       attention(tokens * hv), projected(tokens * hv);
@@ -126,9 +134,9 @@ absl::StatusOr<std::vector<float>> EncodeCrops(const VisionWeights& weights, con
       LinearWithBias(hidden.data(), layer.fc2, layer.fc2_bias, projected.data(), tokens);
       for (int64_t i = 0; i < tokens * hv; ++i) x[i] += projected[i];
     }
-    std::copy(x.begin() + hv, x.end(), features.begin() + static_cast<size_t>(crop) * patches * hv);
+    std::copy(x.begin() + hv, x.end(), features + static_cast<size_t>(crop) * patches * hv);
   }
-  return features;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<float>> EmbedImage(const VisionWeights& weights, const float* crops, int rows, int cols) {
@@ -142,25 +150,42 @@ absl::StatusOr<std::vector<float>> EmbedImage(const VisionWeights& weights, cons
 
 absl::StatusOr<std::vector<float>> AssembleImage(const VisionWeights& weights, const std::vector<float>& features,
                                                  int rows, int cols) {
-  const VisionConfig& c = weights.config;
-  const int64_t hv = c.hidden_size, patches = int64_t{c.grid()} * c.grid();
-  if (rows <= 0 || cols <= 0 || static_cast<int64_t>(features.size()) != (1 + int64_t{rows} * cols) * patches * hv) {
+  const int64_t patches = int64_t{weights.config.grid()} * weights.config.grid();
+  if (rows <= 0 || cols <= 0 ||
+      static_cast<int64_t>(features.size()) != (1 + int64_t{rows} * cols) * patches * weights.config.hidden_size) {
     return absl::InvalidArgumentError(absl::StrCat("features of ", features.size(), " values do not make a ", rows,
                                                    "x", cols, " image"));
   }
-  if (weights.device != nullptr) return weights.device->AssembleImage(features, rows, cols);
+  std::vector<float> embeddings(ImageTokenCount(weights.config, rows, cols) * weights.llm_hidden);
+  IXC_RETURN_IF_ERROR(AssembleImageInto(weights, features.data(), rows, cols, embeddings.data()));
+  return embeddings;
+}
+
+absl::Status AssembleImageInto(const VisionWeights& weights, const float* features, int rows, int cols,
+                               float* embeddings) {
+  if (rows <= 0 || cols <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("an image needs a tile grid of at least 1x1, not ", rows, "x", cols));
+  }
+  if (weights.device != nullptr) return weights.device->AssembleImageInto(features, rows, cols, embeddings);
+  const VisionConfig& c = weights.config;
+  const int64_t hv = c.hidden_size, patches = int64_t{c.grid()} * c.grid();
   const std::vector<int32_t> sources = ImageTokenSources(c, rows, cols, patches, 0);
   const int64_t tokens = static_cast<int64_t>(sources.size()) / 4;
   std::vector<float> sequence(tokens * c.merged_size());  // (tokens, 4 hv)
-  kernels::AssembleImageTokens(features.data(), sources.data(), weights.sub_separator.data(),
-                               weights.global_separator.data(), sequence.data(), tokens, hv);
+  kernels::AssembleImageTokens(features, sources.data(), weights.sub_separator.data(), weights.global_separator.data(),
+                               sequence.data(), tokens, hv);
 
   // vision_proj: Linear, exact GELU, Linear.
-  std::vector<float> hidden(tokens * weights.llm_hidden), embeddings(tokens * weights.llm_hidden);
+  std::vector<float> hidden(tokens * weights.llm_hidden);
   LinearWithBias(sequence.data(), weights.proj1, weights.proj1_bias, hidden.data(), tokens);
   kernels::Gelu(hidden.data(), hidden.data(), hidden.size());
-  LinearWithBias(hidden.data(), weights.proj2, weights.proj2_bias, embeddings.data(), tokens);
-  return embeddings;
+  LinearWithBias(hidden.data(), weights.proj2, weights.proj2_bias, embeddings, tokens);
+  return absl::OkStatus();
+}
+
+int64_t ImageTokenCount(const VisionConfig& config, int rows, int cols) {
+  return static_cast<int64_t>(ImageTokenSources(config, rows, cols, /*crop_stride=*/0, /*first_patch=*/0).size()) / 4;
 }
 
 std::vector<int32_t> ImageTokenSources(const VisionConfig& config, int rows, int cols, int64_t crop_stride,

@@ -56,6 +56,9 @@ absl::StatusOr<VisionWeights> LoadVisionWeights(const std::string& directory, in
 
 // The ViT on `count` crops (count, 3, S, S): the last layer's patch features without CLS, (count, grid^2, hv).
 absl::StatusOr<std::vector<float>> EncodeCrops(const VisionWeights& weights, const float* crops, int count);
+// The same into `features`: host memory, or with weights.device also memory of that GPU (model::NewFloats), where
+// the vision ranks keep an image for the NCCL handoff.
+absl::Status EncodeCropsInto(const VisionWeights& weights, const float* crops, int count, float* features);
 
 // One image's embeddings for the LLM from its crops (crop 0 the global view, then rows x cols tiles row-major):
 // (VisionTokenCount(rows, cols, merged_side), llm_hidden). Every row is a vision position (im_mask = 1).
@@ -65,6 +68,12 @@ absl::StatusOr<std::vector<float>> EmbedImage(const VisionWeights& weights, cons
 // the separators and vision_proj. Vision ranks that encode parts of an image meet here.
 absl::StatusOr<std::vector<float>> AssembleImage(const VisionWeights& weights, const std::vector<float>& features,
                                                  int rows, int cols);
+// The same from and into host memory or (weights.device) that GPU's memory: features (1 + rows * cols, grid^2, hv),
+// embeddings (ImageTokenCount(rows, cols), llm_hidden).
+absl::Status AssembleImageInto(const VisionWeights& weights, const float* features, int rows, int cols,
+                               float* embeddings);
+// The rows of a rows x cols image's embeddings (spec 3.5; coordinator/media's VisionTokenCount of the merged side).
+int64_t ImageTokenCount(const VisionConfig& config, int rows, int cols);
 
 // Where each row of an image's sequence before vision_proj comes from (spec 3.4-3.5), for kernels::
 // AssembleImageTokens: (tokens, 4) feature rows, a merged token's 2x2 patch block in the order (0,0), (0,1), (1,0),
@@ -77,9 +86,9 @@ std::vector<int32_t> ImageTokenSources(const VisionConfig& config, int rows, int
 class DeviceVisionModel {
  public:
   virtual ~DeviceVisionModel() = default;
-  virtual absl::StatusOr<std::vector<float>> EncodeCrops(const float* crops, int count) = 0;
-  virtual absl::StatusOr<std::vector<float>> AssembleImage(const std::vector<float>& features, int rows,
-                                                           int cols) = 0;
+  // Results into host memory or this device's: the Into functions above, arguments checked.
+  virtual absl::Status EncodeCropsInto(const float* crops, int count, float* features) = 0;
+  virtual absl::Status AssembleImageInto(const float* features, int rows, int cols, float* embeddings) = 0;
   // Both, without the features leaving the device.
   virtual absl::StatusOr<std::vector<float>> EmbedImage(const float* crops, int rows, int cols) = 0;
 };

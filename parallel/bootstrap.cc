@@ -10,8 +10,8 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
   std::string text;
   if (config != nullptr) {
     text = nlohmann::json{{"model_dir", config->model_dir},
-                          {"layout", {config->layout.coordinators, config->layout.vision, config->layout.tp,
-                                      config->layout.sp}},
+                          {"layout",
+                           {config->layout.coordinators, config->layout.vision, config->layout.tp, config->layout.sp}},
                           {"control_endpoint", config->control_endpoint},
                           {"kv_block_size", config->kv_block_size},
                           {"kv_blocks", config->kv_blocks},
@@ -20,7 +20,8 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
                           {"device", config->device},
                           {"dtype", config->dtype},
                           {"kv_reserve_mib", config->kv_reserve_mib},
-                          {"cuda_graphs", config->cuda_graphs}}
+                          {"cuda_graphs", config->cuda_graphs},
+                          {"vision_handoff", config->vision_handoff}}
                .dump();
   }
   int length = static_cast<int>(text.size());
@@ -46,6 +47,7 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
   shared.dtype = json["dtype"];
   shared.kv_reserve_mib = json["kv_reserve_mib"];
   shared.cuda_graphs = json["cuda_graphs"];
+  shared.vision_handoff = json["vision_handoff"];
   return shared;
 }
 
@@ -70,6 +72,28 @@ absl::StatusOr<NodeWorkers> NodeLocalWorkers(const Mapping& mapping) {
   workers.count = sums[1];
   workers.vision = sums[2];
   return workers;
+}
+
+absl::StatusOr<bool> OnEveryWorker(const Mapping& mapping, bool mine) {
+  if (mapping.role() == Role::kCoordinator) {
+    return absl::FailedPreconditionError("OnEveryWorker is called by the workers alone");
+  }
+  // A communicator of the workers, made by them alone (MPI_Comm_create_group), so the coordinator need not wait.
+  MPI_Group world = MPI_GROUP_NULL, workers = MPI_GROUP_NULL;
+  MPI_Comm_group(MPI_COMM_WORLD, &world);
+  int range[1][3] = {{mapping.layout().coordinators, mapping.world_size() - 1, 1}};
+  MPI_Group_range_incl(world, 1, range, &workers);
+  MPI_Comm comm = MPI_COMM_NULL;
+  constexpr int kTag = 7412;
+  int code = MPI_Comm_create_group(MPI_COMM_WORLD, workers, kTag, &comm);
+  MPI_Group_free(&workers);
+  MPI_Group_free(&world);
+  if (code != MPI_SUCCESS) return absl::InternalError("MPI_Comm_create_group of the workers failed");
+  int all = 0, value = mine ? 1 : 0;
+  code = MPI_Allreduce(&value, &all, 1, MPI_INT, MPI_LAND, comm);
+  MPI_Comm_free(&comm);
+  if (code != MPI_SUCCESS) return absl::InternalError("MPI_Allreduce over the workers failed");
+  return all != 0;
 }
 
 }  // namespace ixc::parallel

@@ -23,6 +23,8 @@ struct ClusterConfig {
   std::string dtype = "bf16";    // cuda: bf16 | f16
   int64_t kv_reserve_mib = 4096; // cuda: device memory an LLM rank keeps free beside its weights and KV pool
   bool cuda_graphs = true;       // cuda: decode steps as replayed CUDA graphs
+  std::string vision_handoff = "auto";  // cuda: auto | nccl | mpi (worker/handoff.h; auto: NCCL where every vision
+                                        // rank has a GPU of its own)
 };
 
 // Collective over MPI_COMM_WORLD: rank 0 passes its config, the others null; every rank returns rank 0's.
@@ -31,5 +33,9 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config);
 // Collective over MPI_COMM_WORLD: where this rank sits among the workers of its machine (WorkerGpu turns it into
 // the GPU a worker takes with --device cuda); the coordinator gets index -1.
 absl::StatusOr<NodeWorkers> NodeLocalWorkers(const Mapping& mapping);
+
+// Collective over the workers alone (every rank but the coordinator, which takes no part): whether `mine` is true on
+// every one of them.
+absl::StatusOr<bool> OnEveryWorker(const Mapping& mapping, bool mine);
 
 }  // namespace ixc::parallel

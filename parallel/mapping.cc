@@ -96,4 +96,9 @@ absl::StatusOr<int> WorkerGpu(const NodeWorkers& node, Role role, int gpus) {
   return (llm + node.index) % gpus;  // the vision ranks come first: index is the vision rank's own
 }
 
+bool HasGpuOfItsOwn(const NodeWorkers& node, Role role, int gpus) {
+  if (role == Role::kLlm) return true;
+  return role == Role::kVision && node.count - node.vision + node.index < gpus;
+}
+
 }  // namespace ixc::parallel

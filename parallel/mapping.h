@@ -71,5 +71,8 @@ struct NodeWorkers {
 // they share the LLM ranks' round-robin (the vision tower's weights are about 1 GB: a one-GPU machine runs its
 // vision rank beside its LLM rank). Fails, naming both counts, where the machine's LLM ranks outnumber its GPUs.
 absl::StatusOr<int> WorkerGpu(const NodeWorkers& node, Role role, int gpus);
+// Whether that GPU is the worker's alone: always an LLM rank's; a vision rank's where the machine has one left over
+// for it. The vision handoff goes over NCCL only where every vision rank's is (worker/handoff.h).
+bool HasGpuOfItsOwn(const NodeWorkers& node, Role role, int gpus);
 
 }  // namespace ixc::parallel

@@ -35,15 +35,17 @@ class NcclDeviceComm : public DeviceComm {
     if (ring_stream_ != nullptr) cudaStreamDestroy(ring_stream_);
   }
 
+  // The world group counts by world rank: its members are the ranks from world_offset_ on.
   int GroupSize(Group group) const override {
     int size = 0;
     if (comm(group) != nullptr) ncclCommCount(comm(group), &size);
-    return size;
+    return size + Offset(group);
   }
   int GroupRank(Group group) const override {
     int rank = -1;
-    if (comm(group) != nullptr) ncclCommUserRank(comm(group), &rank);
-    return rank;
+    if (comm(group) == nullptr) return rank;
+    ncclCommUserRank(comm(group), &rank);
+    return rank + Offset(group);
   }
 
   absl::Status AllReduceSum(float* data, int64_t count, Group group) override {
@@ -60,15 +62,16 @@ class NcclDeviceComm : public DeviceComm {
   }
   absl::Status Broadcast(float* data, int64_t count, int root, Group group) override {
     IXC_RETURN_IF_ERROR(Joined(group));
-    return Sync(ncclBroadcast(data, data, count, ncclFloat32, root, comm(group), stream_), "ncclBroadcast");
+    return Sync(ncclBroadcast(data, data, count, ncclFloat32, root - Offset(group), comm(group), stream_),
+                "ncclBroadcast");
   }
   absl::Status Send(const float* data, int64_t count, int peer, Group group) override {
     IXC_RETURN_IF_ERROR(Joined(group));
-    return Sync(ncclSend(data, count, ncclFloat32, peer, comm(group), stream_), "ncclSend");
+    return Sync(ncclSend(data, count, ncclFloat32, peer - Offset(group), comm(group), stream_), "ncclSend");
   }
   absl::Status Recv(float* data, int64_t count, int peer, Group group) override {
     IXC_RETURN_IF_ERROR(Joined(group));
-    return Sync(ncclRecv(data, count, ncclFloat32, peer, comm(group), stream_), "ncclRecv");
+    return Sync(ncclRecv(data, count, ncclFloat32, peer - Offset(group), comm(group), stream_), "ncclRecv");
   }
   absl::Status SendRecv(const float* send, int64_t send_count, int send_peer, float* recv, int64_t recv_count,
                         int recv_peer, Group group) override {
@@ -79,23 +82,31 @@ class NcclDeviceComm : public DeviceComm {
                              int recv_peer, Group group) override {
     IXC_RETURN_IF_ERROR(Joined(group));
     IXC_RETURN_IF_ERROR(NcclStatus(ncclGroupStart(), "ncclGroupStart", name_));
-    ncclSend(send, send_count, ncclFloat32, send_peer, comm(group), ring_stream_);
-    ncclRecv(recv, recv_count, ncclFloat32, recv_peer, comm(group), ring_stream_);
+    ncclSend(send, send_count, ncclFloat32, send_peer - Offset(group), comm(group), ring_stream_);
+    ncclRecv(recv, recv_count, ncclFloat32, recv_peer - Offset(group), comm(group), ring_stream_);
     return NcclStatus(ncclGroupEnd(), "ncclSend/ncclRecv", name_);
   }
   absl::Status Wait() override { return CudaStatus(cudaStreamSynchronize(ring_stream_), "ring transfer"); }
 
-  std::array<ncclComm_t, 4> comms_ = {nullptr, nullptr, nullptr, nullptr};  // by Group; kWorld stays null
+  std::array<ncclComm_t, 4> comms_ = {nullptr, nullptr, nullptr, nullptr};  // by Group; null where not a member
+  int world_offset_ = 0;  // the world rank of the world group's member 0
   cudaStream_t stream_ = nullptr;
   cudaStream_t ring_stream_ = nullptr;
   const std::string name_;  // in errors
 
  private:
   ncclComm_t comm(Group group) const { return comms_[static_cast<int>(group)]; }
+  int Offset(Group group) const { return group == Group::kWorld ? world_offset_ : 0; }
   absl::Status Joined(Group group) const {
     if (comm(group) != nullptr) return absl::OkStatus();
+    if (group == Group::kWorld) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          name_,
+          ": this NCCL comm joins the LLM ranks alone; transfers with other ranks (the vision handoff) go over "
+          "MPI"));
+    }
     return absl::FailedPreconditionError(
-        "the NCCL comm joins the LLM ranks' tp, sp and LLM groups only; transfers with other ranks go over MPI");
+        absl::StrCat(name_, ": a vision rank's NCCL comm has the world group (the vision handoff) alone"));
   }
   // The CPU path's callers read results right after a call; the GPU executor will chain on the stream instead.
   absl::Status Sync(ncclResult_t result, const char* what) {
@@ -116,8 +127,20 @@ absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const NcclRank&
   ncclUniqueId id;
   if (rank.index == 0) IXC_RETURN_IF_ERROR(NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId", rank.name));
   IXC_RETURN_IF_ERROR(share_id(&id, sizeof(id)));
+  ncclComm_t members = nullptr;
+  IXC_RETURN_IF_ERROR(
+      NcclStatus(ncclCommInitRank(&members, rank.ranks, id, rank.index), "ncclCommInitRank", rank.name));
   ncclComm_t& llm = comm->comms_[static_cast<int>(Group::kLlm)];
-  IXC_RETURN_IF_ERROR(NcclStatus(ncclCommInitRank(&llm, rank.ranks, id, rank.index), "ncclCommInitRank", rank.name));
+  if (rank.first_world_rank < 0) {
+    llm = members;
+  } else {
+    comm->comms_[static_cast<int>(Group::kWorld)] = members;
+    comm->world_offset_ = rank.first_world_rank;
+    // Every member takes part in the split; the vision ranks get no LLM comm.
+    IXC_RETURN_IF_ERROR(NcclStatus(ncclCommSplit(members, rank.llm ? 0 : NCCL_SPLIT_NOCOLOR, rank.index, &llm, nullptr),
+                                   "ncclCommSplit (LLM ranks)", rank.name));
+  }
+  if (!rank.llm) return comm;
   // The tp group: same sp, ordered by tp; the sp group: same tp, ordered by sp (as the MPI comm's).
   IXC_RETURN_IF_ERROR(NcclStatus(ncclCommSplit(llm, rank.sp_rank, rank.tp_rank,
                                                &comm->comms_[static_cast<int>(Group::kTensor)], nullptr),
@@ -128,19 +151,24 @@ absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const NcclRank&
   return comm;
 }
 
-absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const Mapping& mapping, int device) {
-  if (mapping.role() != Role::kLlm) {
-    return absl::FailedPreconditionError(absl::StrCat("rank ", mapping.rank(), " is not an LLM rank: no NCCL comm"));
+absl::StatusOr<std::unique_ptr<DeviceComm>> CreateNcclDeviceComm(const Mapping& mapping, int device,
+                                                                 bool vision_handoff) {
+  if (mapping.role() == Role::kCoordinator || (!vision_handoff && mapping.role() != Role::kLlm)) {
+    return absl::FailedPreconditionError(absl::StrCat(mapping.ToString(), " takes no part in the NCCL comm (",
+                                                      vision_handoff ? "the workers'" : "the LLM ranks'", ")"));
   }
-  const int first = mapping.first_llm_rank();
+  // Members: the LLM ranks, or every worker; they are the world ranks from `first` on.
+  const int first = vision_handoff ? mapping.layout().coordinators : mapping.first_llm_rank();
   NcclRank rank;
   rank.ranks = mapping.world_size() - first;
   rank.index = mapping.rank() - first;
-  rank.tp_rank = mapping.tp_rank();
-  rank.sp_rank = mapping.sp_rank();
+  rank.llm = mapping.role() == Role::kLlm;
+  rank.tp_rank = rank.llm ? mapping.tp_rank() : 0;
+  rank.sp_rank = rank.llm ? mapping.sp_rank() : 0;
   rank.device = device;
+  rank.first_world_rank = vision_handoff ? first : -1;
   rank.name = mapping.ToString();
-  // The first LLM rank sends the id to the others: only LLM ranks take part.
+  // The first member sends the id to the others.
   return CreateNcclDeviceComm(rank, [&](void* id, size_t bytes) -> absl::Status {
     constexpr int kIdTag = 7411;
     if (rank.index == 0) {

@@ -1,9 +1,11 @@
 // ixc-worker: every rank of the job except the coordinator. It takes its settings from rank 0 at start, then runs
 // as a vision rank or an LLM rank by its place in the Mapping, on the CPU or (--device cuda on the coordinator) on
-// a GPU of its machine (parallel::WorkerGpu: one per LLM rank; vision ranks take the rest or share).
+// a GPU of its machine (parallel::WorkerGpu: one per LLM rank; vision ranks take the rest or share). Image rows reach
+// the LLM ranks over MPI from host buffers, or over NCCL from GPU to GPU where every vision rank has a GPU of its own.
 //   mpirun -np 1 ixc-coordinator --model DIR --tp 2 --sp 2 --vision 1 ... : -np 5 ixc-worker
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -27,25 +29,48 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
                    const parallel::NodeWorkers& node, model::Placement placement, parallel::DeviceComm* comm,
                    protocol::Channel* channel);
 
-// The comm the LLM ranks' forward passes use: the MPI one on the CPU, NCCL among the LLM ranks on GPUs.
-absl::StatusOr<std::unique_ptr<parallel::DeviceComm>> CreateModelComm(const parallel::Mapping& mapping,
-                                                                      const model::Placement& placement) {
-#ifdef IXC_HAVE_CUDA
-  if (placement.device == "cuda") return parallel::CreateNcclDeviceComm(mapping, placement.gpu);
-#endif
-  return nullptr;
-}
+// The GPU this worker takes with --device cuda (parallel::WorkerGpu), and whether it is this worker's alone.
+struct GpuChoice {
+  int gpu = -1;  // -1 on the CPU
+  bool own = false;
+};
 
-// The GPU this worker takes with --device cuda (parallel::WorkerGpu), or 0 on the CPU; with the runtime's reason
-// where no GPU is usable.
-absl::StatusOr<int> ChooseGpu(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
-                              const parallel::NodeWorkers& node) {
-  if (config.device != "cuda") return 0;
+// With the runtime's reason where no GPU is usable.
+absl::StatusOr<GpuChoice> ChooseGpu(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
+                                    const parallel::NodeWorkers& node) {
+  if (config.device != "cuda") return GpuChoice{};
 #ifdef IXC_HAVE_CUDA
   IXC_ASSIGN_OR_RETURN(const kernels::cuda::DeviceInfo gpus, kernels::cuda::ProbeCudaDevice());
-  return parallel::WorkerGpu(node, mapping.role(), gpus.count);
+  IXC_ASSIGN_OR_RETURN(const int gpu, parallel::WorkerGpu(node, mapping.role(), gpus.count));
+  return GpuChoice{gpu, parallel::HasGpuOfItsOwn(node, mapping.role(), gpus.count)};
 #else
-  return 0;  // model::PlaceModel says that this build has no CUDA backend
+  return GpuChoice{0, true};  // model::PlaceModel says that this build has no CUDA backend
+#endif
+}
+
+// Whether image rows go from GPU to GPU over NCCL (worker/handoff.h): --vision-handoff nccl, or auto where every
+// vision rank has a GPU of its own (NCCL takes one rank per GPU). Collective over the workers on GPUs.
+absl::StatusOr<bool> HandoffOverNccl(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
+                                     const GpuChoice& gpu) {
+  if (config.device != "cuda" || config.vision_handoff == "mpi") return false;
+  IXC_ASSIGN_OR_RETURN(const bool every_gpu_own, parallel::OnEveryWorker(mapping, gpu.own));
+  if (config.vision_handoff == "nccl" && !every_gpu_own) {
+    return absl::FailedPreconditionError(
+        "--vision-handoff nccl needs a GPU of its own for every vision rank, but a machine has fewer GPUs than "
+        "workers; use --vision-handoff auto or mpi, or run fewer ranks per machine");
+  }
+  return every_gpu_own;
+}
+
+// The NCCL comm on GPUs: an LLM rank's forward passes use it, and with the NCCL handoff every worker's images go
+// over it; null on the CPU and for a vision rank with the MPI handoff.
+absl::StatusOr<std::unique_ptr<parallel::DeviceComm>> CreateNcclComm(const parallel::Mapping& mapping,
+                                                                     const GpuChoice& gpu, bool nccl_handoff) {
+  if (gpu.gpu < 0 || (mapping.role() != parallel::Role::kLlm && !nccl_handoff)) return nullptr;
+#ifdef IXC_HAVE_CUDA
+  return parallel::CreateNcclDeviceComm(mapping, gpu.gpu, nccl_handoff);
+#else
+  return nullptr;
 #endif
 }
 
@@ -80,21 +105,29 @@ absl::Status RunWorker(int world_size, int rank) {
 absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
                    const parallel::NodeWorkers& node, model::Placement placement, parallel::DeviceComm* comm,
                    protocol::Channel* channel) {
-  IXC_ASSIGN_OR_RETURN(placement.gpu, ChooseGpu(config, mapping, node));
+  IXC_ASSIGN_OR_RETURN(const GpuChoice gpu, ChooseGpu(config, mapping, node));
+  placement.gpu = std::max(gpu.gpu, 0);
+  IXC_ASSIGN_OR_RETURN(const bool nccl_handoff, HandoffOverNccl(config, mapping, gpu));
+  if (mapping.rank() == mapping.layout().coordinators) {
+    IXC_LOG(INFO) << "image rows go to the LLM ranks over " << (nccl_handoff ? "NCCL, GPU to GPU" : "MPI");
+  }
   if (mapping.role() == parallel::Role::kVision) {
     IXC_ASSIGN_OR_RETURN(model::LlmConfig llm, model::LoadLlmConfig(config.model_dir));
     IXC_ASSIGN_OR_RETURN(model::VisionWeights weights, model::LoadVisionWeights(config.model_dir, llm.hidden_size));
+    IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> nccl, CreateNcclComm(mapping, gpu, nccl_handoff));
     IXC_RETURN_IF_ERROR(model::PlaceVision(weights, placement));
-    VisionWorker worker(mapping, weights, *comm, *channel, config.step_timeout_s);
+    const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
+    VisionWorker worker(mapping, weights, handoff, *channel, config.step_timeout_s);
     IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready
     return worker.Run();
   }
   IXC_ASSIGN_OR_RETURN(model::LlmWeights weights,
                        model::LoadLlmWeights(config.model_dir, {mapping.tp_rank(), config.layout.tp}));
   // NCCL first: its buffers come out of the device memory the KV pool would otherwise take.
-  IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> model_comm, CreateModelComm(mapping, placement));
+  IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> nccl, CreateNcclComm(mapping, gpu, nccl_handoff));
   IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, /*context_tokens=*/0));
-  LlmWorker worker(mapping, weights, *comm, model_comm != nullptr ? *model_comm : *comm, *channel, cache,
+  const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
+  LlmWorker worker(mapping, weights, *comm, nccl != nullptr ? *nccl : *comm, handoff, *channel, cache,
                    config.step_timeout_s);
   IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready
   return worker.Run();

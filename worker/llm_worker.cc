@@ -6,14 +6,21 @@
 #include "core/status_macros.h"
 #include "kernels/ops.h"
 #include "model/generation.h"
+#include "model/placement.h"
 #include "parallel/sequence_shard.h"
 
 namespace ixc::worker {
 
 LlmWorker::LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& weights, parallel::DeviceComm& comm,
-                     parallel::DeviceComm& model_comm, protocol::Channel& channel, model::KvCache& cache,
-                     int step_timeout_s)
-    : mapping_(mapping), weights_(weights), comm_(comm), model_comm_(model_comm), channel_(channel), cache_(cache),
+                     parallel::DeviceComm& model_comm, Handoff handoff, protocol::Channel& channel,
+                     model::KvCache& cache, int step_timeout_s)
+    : mapping_(mapping),
+      weights_(weights),
+      comm_(comm),
+      model_comm_(model_comm),
+      handoff_(handoff),
+      channel_(channel),
+      cache_(cache),
       step_timeout_s_(step_timeout_s) {}
 
 absl::Status LlmWorker::Run() {
@@ -88,30 +95,61 @@ absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work
     }
     Sequence& sequence = sequences_[work.request_id()];
     const std::vector<int32_t> ids(work.tokens()->begin(), work.tokens()->end());
+    const int64_t length = static_cast<int64_t>(ids.size());
+    // With SP this rank brings only its zig-zag shard of the prompt (model::Prefill), so that the image rows arrive
+    // straight in place. Without, the shard is the whole prompt.
+    const int sp = mapping_.layout().sp;
+    const std::vector<int32_t> positions = parallel::ZigZagPositions(length, mapping_.sp_rank(), sp);
+    std::vector<int64_t> slot_of(length, -1);  // (length) the shard row of each prompt position, -1 elsewhere
+    std::vector<int32_t> shard_ids;            // (shard rows)
+    for (size_t row = 0; row < positions.size(); ++row) {
+      slot_of[positions[row]] = static_cast<int64_t>(row);
+      shard_ids.push_back(ids[positions[row]]);
+    }
+    const int64_t rows = static_cast<int64_t>(positions.size());
     model::ForwardInput input;
     input.lora = lora;
-    std::vector<float> embeddings;
+    if (sp > 1) {
+      input.positions = positions;
+      input.context_length = length;
+    }
+    model::Floats embeddings;      // (rows, hidden) where the handoff brings image rows: host or this GPU
+    std::vector<float> text_rows;  // (rows, hidden) on the host, when `embeddings` are on the GPU
     std::vector<uint8_t> image_mask;
     if (work.images() == nullptr || work.images()->size() == 0) {
-      input.ids = ids;
+      input.ids = shard_ids;
     } else {
-      // Text rows from the embedding table; image rows from the vision ranks, in plan order: only the rows of this
-      // rank's sequence shard (the rest of the prompt is never read here), as the vision ranks send them.
-      embeddings.resize(ids.size() * hidden);
-      IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights_.tok_embeddings, ids.data(), ids.size(), embeddings.data()));
-      image_mask.assign(ids.size(), 0);
+      // Text rows from the embedding table; image rows from the vision ranks, in plan order, as they send them.
+      IXC_ASSIGN_OR_RETURN(embeddings, model::NewFloats(rows * hidden, handoff_.gpu));
+      if (embeddings.on_device()) text_rows.resize(rows * hidden);
+      float* text = embeddings.on_device() ? text_rows.data() : embeddings.data();
+      IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights_.tok_embeddings, shard_ids.data(), rows, text));
+      image_mask.assign(rows, 0);
       for (const protocol::ImageRef* image : *work.images()) {
-        if (image->first_row() < 0 || image->first_row() + image->rows() > static_cast<int>(ids.size())) {
+        if (image->first_row() < 0 || image->first_row() + image->rows() > length) {
           return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": image rows outside the prompt"));
         }
-        for (auto [begin, end] : parallel::OwnedRows(ids.size(), mapping_.sp_rank(), mapping_.layout().sp,
-                                                     image->first_row(), image->rows())) {
-          IXC_RETURN_IF_ERROR(comm_.Recv(embeddings.data() + begin * hidden, (end - begin) * hidden,
-                                         image->vision_rank(), parallel::Group::kWorld));
+        // Each range lies in one zig-zag chunk: consecutive positions, consecutive shard rows.
+        for (auto [begin, end] :
+             parallel::OwnedRows(length, mapping_.sp_rank(), sp, image->first_row(), image->rows())) {
+          const int64_t slot = slot_of[begin];
+          IXC_RETURN_IF_ERROR(handoff_.comm->Recv(embeddings.data() + slot * hidden, (end - begin) * hidden,
+                                                  image->vision_rank(), parallel::Group::kWorld));
+          std::fill_n(image_mask.begin() + slot, end - begin, 1);
         }
-        std::fill_n(image_mask.begin() + image->first_row(), image->rows(), 1);
       }
-      input.embeddings = embeddings;
+      if (embeddings.on_device()) {  // the text rows up, a run at a time
+        for (int64_t begin = 0; begin < rows;) {
+          int64_t end = begin;
+          while (end < rows && image_mask[end] == image_mask[begin]) ++end;
+          if (image_mask[begin] == 0) {
+            IXC_RETURN_IF_ERROR(model::CopyFloats(embeddings.data() + begin * hidden, text + begin * hidden,
+                                                  (end - begin) * hidden, handoff_.gpu));
+          }
+          begin = end;
+        }
+      }
+      input.embeddings = std::span<const float>(embeddings.data(), rows * hidden);
       input.image_mask = image_mask;
     }
     const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
@@ -119,12 +157,11 @@ absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work
                                                 /*local_vocab=*/!dump));
     if (dump) {
       if (leader()) {
-        IXC_RETURN_IF_ERROR(WriteNpyF32(work.dump_logits()->str(), {static_cast<int64_t>(ids.size()), vocab},
-                                        logits.data()));
+        IXC_RETURN_IF_ERROR(WriteNpyF32(work.dump_logits()->str(), {length, vocab}, logits.data()));
       }
       logits.erase(logits.begin(), logits.end() - vocab);
     }
-    sequence.length = static_cast<int64_t>(ids.size());
+    sequence.length = length;
   }
   return Sample(work, logits);
 }

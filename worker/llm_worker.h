@@ -17,15 +17,16 @@
 #include "parallel/device_comm.h"
 #include "parallel/mapping.h"
 #include "protocol/messages.h"
+#include "worker/handoff.h"
 
 namespace ixc::worker {
 
 class LlmWorker {
  public:
-  // `comm` moves host data (the vision handoff, the sampling's logits); `model_comm` is the one the forward passes
-  // use: the same MPI comm on the CPU, the NCCL comm on device buffers with --device cuda.
+  // `comm` moves host data (the sampling's logits); `model_comm` is the one the forward passes use: the same MPI comm
+  // on the CPU, the NCCL comm on device buffers with --device cuda; `handoff` brings the image rows (handoff.h).
   LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& weights, parallel::DeviceComm& comm,
-            parallel::DeviceComm& model_comm, protocol::Channel& channel, model::KvCache& cache,
+            parallel::DeviceComm& model_comm, Handoff handoff, protocol::Channel& channel, model::KvCache& cache,
             int step_timeout_s);
 
   // Until the coordinator says Shutdown (Ok) or something fails (the error, also sent to the coordinator).
@@ -52,6 +53,7 @@ class LlmWorker {
   const model::LlmWeights& weights_;
   parallel::DeviceComm& comm_;
   parallel::DeviceComm& model_comm_;
+  Handoff handoff_;
   protocol::Channel& channel_;
   model::KvCache& cache_;
   int step_timeout_s_;

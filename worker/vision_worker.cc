@@ -3,13 +3,14 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "model/placement.h"
 #include "parallel/sequence_shard.h"
 
 namespace ixc::worker {
 
-VisionWorker::VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights,
-                           parallel::DeviceComm& comm, protocol::Channel& channel, int step_timeout_s)
-    : mapping_(mapping), weights_(weights), comm_(comm), channel_(channel), step_timeout_s_(step_timeout_s) {}
+VisionWorker::VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, Handoff handoff,
+                           protocol::Channel& channel, int step_timeout_s)
+    : mapping_(mapping), weights_(weights), handoff_(handoff), channel_(channel), step_timeout_s_(step_timeout_s) {}
 
 absl::Status VisionWorker::Run() {
   protocol::Bytes message;
@@ -27,7 +28,7 @@ absl::Status VisionWorker::Run() {
         status = Gather(*envelope->body_as_VisionGather());
         break;
       case protocol::Body::StepPlan:
-        status = Handoff(*envelope->body_as_StepPlan());
+        status = SendImages(*envelope->body_as_StepPlan());
         if (status.ok()) {
           status = channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), envelope->body_as_StepPlan()->step(),
                                                                {}, {}));
@@ -56,7 +57,8 @@ absl::Status VisionWorker::Encode(const protocol::VisionTask& task) {
   part.cols = task.cols();
   part.first_crop = task.first_crop();
   part.crop_count = task.crop_count();
-  IXC_ASSIGN_OR_RETURN(part.features, model::EncodeCrops(weights_, task.pixels()->data(), task.crop_count()));
+  IXC_ASSIGN_OR_RETURN(part.features, model::NewFloats(task.crop_count() * FeatureFloatsPerCrop(), handoff_.gpu));
+  IXC_RETURN_IF_ERROR(model::EncodeCropsInto(weights_, task.pixels()->data(), task.crop_count(), part.features.data()));
   flatbuffers::FlatBufferBuilder builder;
   const auto body = protocol::CreateCropsEncoded(builder, task.tag());
   return channel_.Send(0, protocol::Finish(builder, mapping_.rank(), protocol::Body::CropsEncoded, body.Union()));
@@ -69,29 +71,36 @@ absl::Status VisionWorker::Gather(const protocol::VisionGather& gather) {
   }
   Part part = std::move(it->second);
   parts_.erase(it);
+  parallel::DeviceComm& comm = *handoff_.comm;
   if (gather.owner() != mapping_.rank()) {
-    return comm_.Send(part.features.data(), part.features.size(), gather.owner(), parallel::Group::kWorld);
+    return comm.Send(part.features.data(), part.features.size(), gather.owner(), parallel::Group::kWorld);
   }
-  const int64_t per_crop = static_cast<int64_t>(weights_.config.grid()) * weights_.config.grid() *
-                           weights_.config.hidden_size;
-  std::vector<float> features((1 + int64_t{part.rows} * part.cols) * per_crop);  // (crops, grid^2, hv)
-  for (const protocol::VisionPart* other : *gather.parts()) {
-    float* target = features.data() + other->first_crop() * per_crop;
-    if (other->rank() == mapping_.rank()) {
-      std::copy(part.features.begin(), part.features.end(), target);
-    } else {
-      IXC_RETURN_IF_ERROR(comm_.Recv(target, other->crop_count() * per_crop, other->rank(), parallel::Group::kWorld));
+  const int crops = 1 + part.rows * part.cols;
+  model::Floats features;  // (crops, grid^2, hv)
+  if (part.first_crop == 0 && part.crop_count == crops) {
+    features = std::move(part.features);  // this rank encoded every crop
+  } else {
+    IXC_ASSIGN_OR_RETURN(features, model::NewFloats(crops * FeatureFloatsPerCrop(), handoff_.gpu));
+    for (const protocol::VisionPart* other : *gather.parts()) {
+      float* target = features.data() + other->first_crop() * FeatureFloatsPerCrop();
+      if (other->rank() == mapping_.rank()) {
+        IXC_RETURN_IF_ERROR(model::CopyFloats(target, part.features.data(), part.features.size(), handoff_.gpu));
+      } else {
+        IXC_RETURN_IF_ERROR(
+            comm.Recv(target, other->crop_count() * FeatureFloatsPerCrop(), other->rank(), parallel::Group::kWorld));
+      }
     }
   }
-  IXC_ASSIGN_OR_RETURN(std::vector<float> embeds, model::AssembleImage(weights_, features, part.rows, part.cols));
-  const int rows = static_cast<int>(embeds.size() / weights_.llm_hidden);
+  const int64_t rows = model::ImageTokenCount(weights_.config, part.rows, part.cols);
+  IXC_ASSIGN_OR_RETURN(model::Floats embeds, model::NewFloats(rows * weights_.llm_hidden, handoff_.gpu));
+  IXC_RETURN_IF_ERROR(model::AssembleImageInto(weights_, features.data(), part.rows, part.cols, embeds.data()));
   embeddings_[gather.tag()] = std::move(embeds);
   flatbuffers::FlatBufferBuilder builder;
-  const auto body = protocol::CreateVisionDone(builder, gather.tag(), rows);
+  const auto body = protocol::CreateVisionDone(builder, gather.tag(), static_cast<int>(rows));
   return channel_.Send(0, protocol::Finish(builder, mapping_.rank(), protocol::Body::VisionDone, body.Union()));
 }
 
-absl::Status VisionWorker::Handoff(const protocol::StepPlan& plan) {
+absl::Status VisionWorker::SendImages(const protocol::StepPlan& plan) {
   if (plan.work() != nullptr) {
     for (const protocol::SequenceWork* work : *plan.work()) {
       if (!work->prefill() || work->images() == nullptr) continue;
@@ -108,8 +117,8 @@ absl::Status VisionWorker::Handoff(const protocol::StepPlan& plan) {
         for (int llm_rank : mapping_.LlmRanks()) {
           const int sp_rank = (llm_rank - mapping_.first_llm_rank()) / layout.tp;
           for (auto [begin, end] : parallel::OwnedRows(length, sp_rank, layout.sp, image->first_row(), image->rows())) {
-            IXC_RETURN_IF_ERROR(comm_.Send(it->second.data() + (begin - image->first_row()) * hidden,
-                                           (end - begin) * hidden, llm_rank, parallel::Group::kWorld));
+            IXC_RETURN_IF_ERROR(handoff_.comm->Send(it->second.data() + (begin - image->first_row()) * hidden,
+                                                    (end - begin) * hidden, llm_rank, parallel::Group::kWorld));
           }
         }
       }

@@ -6,44 +6,48 @@
 // assembles the embeddings (merge, separators, projector) and reports them done. When a step plan prefills a
 // request that uses them, the owner sends each LLM rank the rows of its sequence shard. So the vision work of a new
 // request overlaps the LLM steps of the running ones. Messages are handled in arrival order on every vision rank,
-// and the coordinator sends gathers between steps, so the ranks' transfers always meet.
+// and the coordinator sends gathers between steps, so the ranks' transfers always meet. Features and embeddings stay
+// where the handoff moves them from (worker/handoff.h): host memory, or this rank's GPU with the NCCL handoff.
 #pragma once
 
 #include <map>
-#include <vector>
 
 #include "absl/status/status.h"
+#include "model/floats.h"
 #include "model/vision_encoder.h"
-#include "parallel/device_comm.h"
 #include "parallel/mapping.h"
 #include "protocol/messages.h"
+#include "worker/handoff.h"
 
 namespace ixc::worker {
 
 class VisionWorker {
  public:
-  VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, parallel::DeviceComm& comm,
+  VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, Handoff handoff,
                protocol::Channel& channel, int step_timeout_s);
   absl::Status Run();
 
  private:
   absl::Status Encode(const protocol::VisionTask& task);
   absl::Status Gather(const protocol::VisionGather& gather);
-  absl::Status Handoff(const protocol::StepPlan& plan);
+  absl::Status SendImages(const protocol::StepPlan& plan);
+  int64_t FeatureFloatsPerCrop() const {  // grid^2 x vit hidden
+    return int64_t{weights_.config.grid()} * weights_.config.grid() * weights_.config.hidden_size;
+  }
 
   struct Part {
     int rows = 0, cols = 0;
     int first_crop = 0, crop_count = 0;
-    std::vector<float> features;  // (crop_count, grid^2, vit hidden)
+    model::Floats features;  // (crop_count, grid^2, vit hidden)
   };
 
   const parallel::Mapping& mapping_;
   const model::VisionWeights& weights_;
-  parallel::DeviceComm& comm_;
+  Handoff handoff_;
   protocol::Channel& channel_;
   int step_timeout_s_;
   std::map<int, Part> parts_;                     // encoded parts awaiting their gather, by image tag
-  std::map<int, std::vector<float>> embeddings_;  // assembled images this rank owns, by tag: (rows, llm hidden)
+  std::map<int, model::Floats> embeddings_;       // assembled images this rank owns, by tag: (rows, llm hidden)
 };
 
 }  // namespace ixc::worker

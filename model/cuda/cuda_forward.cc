@@ -67,8 +67,9 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
     const ForwardInput& input = *segment.input;
     float* x_rows = x_ + segment.first_row * hidden;
     if (input.ids.empty()) {
+      // From the host, or from this GPU (image rows that came over NCCL): unified addressing tells which.
       IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_rows, input.embeddings.data(), input.embeddings.size() * 4,
-                                               cudaMemcpyHostToDevice, gpu_->stream));
+                                               cudaMemcpyDefault, gpu_->stream));
     } else {
       IXC_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(embeddings_, options_.dtype, embedding_rows_, hidden,
                                                     plan.at(plan.layout.ids_at) + segment.first_row, input.ids.data(),

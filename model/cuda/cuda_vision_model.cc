@@ -168,38 +168,38 @@ absl::Status CudaVisionModel::EncodeToDevice(const float* crops, int count) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<float>> CudaVisionModel::EncodeCrops(const float* crops, int count) {
+// Results go out with cudaMemcpyDefault: to the host, or to device memory for the NCCL handoff.
+absl::Status CudaVisionModel::EncodeCropsInto(const float* crops, int count, float* features) {
+  if (count == 0) return absl::OkStatus();
   const int64_t hv = config_.hidden_size, patches = int64_t{config_.grid()} * config_.grid();
-  std::vector<float> features(count * patches * hv);  // (count, patches, hv): the CLS rows stay behind
-  if (count == 0) return features;
   IXC_RETURN_IF_ERROR(EncodeToDevice(crops, count));
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(features.data(), patches * hv * 4, features_.as<float>() + hv,
-                                             (patches + 1) * hv * 4, patches * hv * 4, count, cudaMemcpyDeviceToHost,
+  // (count, patches, hv): the CLS rows stay behind.
+  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(features, patches * hv * 4, features_.as<float>() + hv,
+                                             (patches + 1) * hv * 4, patches * hv * 4, count, cudaMemcpyDefault,
                                              gpu_->stream));
   IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(gpu_->stream));
-  return features;
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<float>> CudaVisionModel::AssembleImage(const std::vector<float>& features, int rows,
-                                                                  int cols) {
+absl::Status CudaVisionModel::AssembleImageInto(const float* features, int rows, int cols, float* embeddings) {
   const int64_t patches = int64_t{config_.grid()} * config_.grid();
-  const int64_t feature_rows = static_cast<int64_t>(features.size()) / config_.hidden_size;
-  IXC_RETURN_IF_ERROR(features_.Reserve(static_cast<int64_t>(features.size()) * 4, gpu_->stream, "ViT features"));
-  IXC_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(features_.data(), features.data(), features.size() * 4, cudaMemcpyHostToDevice, gpu_->stream));
-  return Project(features_.as<float>(), feature_rows, patches, 0, rows, cols);
+  const int64_t feature_rows = (1 + int64_t{rows} * cols) * patches, bytes = feature_rows * config_.hidden_size * 4;
+  IXC_RETURN_IF_ERROR(features_.Reserve(bytes, gpu_->stream, "ViT features"));
+  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(features_.data(), features, bytes, cudaMemcpyDefault, gpu_->stream));
+  return Project(features_.as<float>(), feature_rows, patches, 0, rows, cols, embeddings);
 }
 
 absl::StatusOr<std::vector<float>> CudaVisionModel::EmbedImage(const float* crops, int rows, int cols) {
   const int count = 1 + rows * cols;
   const int64_t tokens = int64_t{config_.grid()} * config_.grid() + 1;
   IXC_RETURN_IF_ERROR(EncodeToDevice(crops, count));
-  return Project(features_.as<float>(), count * tokens, tokens, 1, rows, cols);
+  std::vector<float> embeddings(ImageTokenCount(config_, rows, cols) * llm_hidden_);
+  IXC_RETURN_IF_ERROR(Project(features_.as<float>(), count * tokens, tokens, 1, rows, cols, embeddings.data()));
+  return embeddings;
 }
 
-absl::StatusOr<std::vector<float>> CudaVisionModel::Project(const float* features, int64_t feature_rows,
-                                                            int64_t crop_stride, int64_t first_patch, int rows,
-                                                            int cols) {
+absl::Status CudaVisionModel::Project(const float* features, int64_t feature_rows, int64_t crop_stride,
+                                      int64_t first_patch, int rows, int cols, float* embeddings) {
   const DType dtype = options_.dtype;
   const int64_t e = DTypeSize(dtype), hv = config_.hidden_size, merged = config_.merged_size(), h = llm_hidden_;
   cudaStream_t stream = gpu_->stream;
@@ -219,12 +219,10 @@ absl::StatusOr<std::vector<float>> CudaVisionModel::Project(const float* feature
   IXC_RETURN_IF_ERROR(kc::LaunchGelu(dtype, projected_.data(), projected_.data(), tokens * h, stream));
   IXC_RETURN_IF_ERROR(
       Linear(projected_.data(), proj2_, proj2_bias_, embeddings_.data(), tokens, h, h, DType::kF32, false));
-  std::vector<float> embeddings(tokens * h);
-  IXC_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(embeddings.data(), embeddings_.data(), embeddings.size() * 4, cudaMemcpyDeviceToHost, stream));
-  // `sources` and the host buffers above must outlive the copies.
+  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(embeddings, embeddings_.data(), tokens * h * 4, cudaMemcpyDefault, stream));
+  // `sources` and the caller's buffer must outlive the copies.
   IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-  return embeddings;
+  return absl::OkStatus();
 }
 
 absl::Status AttachCudaVision(VisionWeights& weights, const CudaVisionOptions& options) {

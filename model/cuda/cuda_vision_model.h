@@ -34,8 +34,8 @@ class CudaVisionModel : public DeviceVisionModel {
                                                                  const CudaVisionOptions& options);
   ~CudaVisionModel() override;
 
-  absl::StatusOr<std::vector<float>> EncodeCrops(const float* crops, int count) override;
-  absl::StatusOr<std::vector<float>> AssembleImage(const std::vector<float>& features, int rows, int cols) override;
+  absl::Status EncodeCropsInto(const float* crops, int count, float* features) override;
+  absl::Status AssembleImageInto(const float* features, int rows, int cols, float* embeddings) override;
   absl::StatusOr<std::vector<float>> EmbedImage(const float* crops, int rows, int cols) override;
 
   int64_t weight_bytes() const { return arena_.bytes(); }
@@ -58,9 +58,9 @@ class CudaVisionModel : public DeviceVisionModel {
   // One pass: `count` crops already in crops_ -> x (count, grid^2 + 1, hv) f32.
   absl::Status RunVitPass(int count, float* x);
   // Merge, separators and vision_proj of features on the device ((*, hv) f32, crop c's patch p at row
-  // c * crop_stride + first_patch + p) to host embeddings (tokens, llm_hidden).
-  absl::StatusOr<std::vector<float>> Project(const float* features, int64_t feature_rows, int64_t crop_stride,
-                                             int64_t first_patch, int rows, int cols);
+  // c * crop_stride + first_patch + p) to embeddings (tokens, llm_hidden) in host or device memory.
+  absl::Status Project(const float* features, int64_t feature_rows, int64_t crop_stride, int64_t first_patch, int rows,
+                       int cols, float* embeddings);
   absl::Status Linear(const void* x, const void* w, const float* bias, void* y, int64_t rows, int64_t n, int64_t k,
                       DType out_dtype, bool accumulate);
 

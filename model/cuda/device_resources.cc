@@ -118,4 +118,21 @@ absl::Status GrowingBuffer::Reserve(int64_t bytes, cudaStream_t stream, const ch
   return absl::OkStatus();
 }
 
+absl::StatusOr<Floats> NewDeviceFloats(int64_t count, int device) {
+  IXC_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  void* p = nullptr;
+  const int64_t bytes = std::max<int64_t>(count, 1) * 4;
+  if (const cudaError_t error = cudaMalloc(&p, bytes); error != cudaSuccess) {
+    return OutOfMemory(bytes, "image rows of the vision handoff", error);
+  }
+  std::shared_ptr<float> owned(static_cast<float*>(p), [](float* q) { cudaFree(q); });
+  IXC_CUDA_RETURN_IF_ERROR(cudaMemset(p, 0, bytes));
+  return Floats(std::move(owned), count);
+}
+
+absl::Status CopyFloatsAnywhere(float* dst, const float* src, int64_t count) {
+  if (count > 0) IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, count * 4, cudaMemcpyDefault));
+  return absl::OkStatus();
+}
+
 }  // namespace ixc::model

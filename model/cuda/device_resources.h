@@ -6,6 +6,7 @@
 //   DeviceArena  allocations made once and freed together: the weights, converted to the 16-bit GEMM dtype on the
 //                host as they are uploaded, and pools
 //   GrowingBuffer  scratch that grows to the largest request seen (the first long prompt or big image sizes it)
+//   NewDeviceFloats  an owned f32 buffer (model/floats.h) for the vision handoff over NCCL
 //
 //   IXC_ASSIGN_OR_RETURN(std::unique_ptr<GpuRuntime> gpu, GpuRuntime::Create(/*device=*/0));
 //   IXC_ASSIGN_OR_RETURN(void* w, arena.UploadMatrix(view, DType::kBF16));
@@ -21,6 +22,7 @@
 #include "core/dtype.h"
 #include "core/tensor_view.h"
 #include "kernels/cuda/gemm.h"
+#include "model/floats.h"
 
 namespace ixc::model {
 
@@ -79,5 +81,11 @@ class GrowingBuffer {
   void* data_ = nullptr;
   int64_t bytes_ = 0;
 };
+
+// `count` zeroed floats on CUDA device `device`, freed with the last copy of the Floats.
+absl::StatusOr<Floats> NewDeviceFloats(int64_t count, int device);
+
+// dst <- src, `count` floats, each in host memory or on a GPU (unified addressing tells which); returns when done.
+absl::Status CopyFloatsAnywhere(float* dst, const float* src, int64_t count);
 
 }  // namespace ixc::model

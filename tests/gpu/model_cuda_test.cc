@@ -6,8 +6,8 @@
 // are apart by more than that. Each case runs with the decode steps launched kernel by kernel and replayed as CUDA
 // graphs (captured at the first step, replayed at the next five). Skipped without a GPU.
 //   IXC_GOLDEN_MODELS=/path/to/models ./model_cuda_test   (tests/make_golden_models.py builds them)
+#include "kernels/ops.h"
 #include "model/cuda/cuda_language_model.h"
-
 #include "model/generation.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/model/golden_cases.h"
@@ -16,6 +16,7 @@
 namespace ixc::model {
 namespace {
 
+using ixc::testing::CudaTest;
 using ixc::testing::kLanguageModelCases;
 using ixc::testing::RelativeError;
 
@@ -102,6 +103,34 @@ INSTANTIATE_TEST_SUITE_P(GoldenCases, CudaModelTest,
                          ::testing::Combine(::testing::ValuesIn(std::vector<std::string>(
                                                 std::begin(kLanguageModelCases), std::end(kLanguageModelCases))),
                                             ::testing::Bool()));
+
+// Input embeddings may sit in the GPU's memory (image rows that came over NCCL): the same logits, bit for bit, as
+// from host memory.
+TEST_F(CudaTest, EmbeddingsInDeviceMemoryGiveTheLogitsOfHostOnes) {
+  const std::string name = "d128_gqa4_plora_bf16";
+  const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(name);
+  auto weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto cache = AttachGolden(*weights, /*decode_graphs=*/false);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  const int64_t hidden = weights->config.hidden_size;
+  std::vector<float> embeddings(c.ids.size() * hidden);
+  ASSERT_TRUE(kernels::EmbeddingGather(weights->tok_embeddings, c.ids.data(), c.ids.size(), embeddings.data()).ok());
+  ixc::testing::DeviceBuffer<float> on_device(embeddings);
+  std::vector<std::vector<float>> logits;
+  for (const float* rows : {static_cast<const float*>(embeddings.data()), static_cast<const float*>(on_device.data)}) {
+    ForwardInput prompt;
+    prompt.embeddings = std::span<const float>(rows, embeddings.size());
+    prompt.image_mask = c.image_mask;
+    prompt.lora = c.lora;
+    SequenceKv seq;
+    auto result = Prefill(*weights, prompt, /*all_logits=*/true, seq, *cache, nullptr);
+    ASSERT_TRUE(result.ok()) << result.status();
+    logits.push_back(std::move(*result));
+    cache->Release(seq);
+  }
+  EXPECT_EQ(logits[0], logits[1]);
+}
 
 // --device cuda starts where a GPU is usable and stops with the runtime's reason where none is.
 TEST(CudaModelStartTest, AttachStartsOrSaysWhy) {

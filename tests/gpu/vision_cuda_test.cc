@@ -1,7 +1,8 @@
 // The vision tower on the GPU against the CPU path (itself held to transformers' CLIP by the multimodal goldens) on
 // the tiny multimodal checkpoints (ViT head dims 16 and the real 64): the ViT features of 10 crops (two passes of
 // the GPU's 8), the assembly and vision_proj from given features, and a whole 3x3 image, each within 3% of the
-// values' range (bf16 on the GPU, as model_cuda_test).
+// values' range (bf16 on the GPU, as model_cuda_test); and the same image kept in device buffers (the NCCL handoff)
+// against host buffers.
 // Also the image-token assembly kernel alone against the reference op, on the real geometry's source table.
 // Skipped without a GPU.
 //   IXC_GOLDEN_MODELS=/path/to/models ./vision_cuda_test   (tests/make_golden_models.py builds them)
@@ -9,6 +10,7 @@
 #include "kernels/ops.h"
 #include "model/config.h"
 #include "model/cuda/cuda_vision_model.h"
+#include "model/placement.h"
 #include "tests/gpu/cuda_test_util.h"
 #include "tests/test_util.h"
 
@@ -112,6 +114,39 @@ TEST_P(CudaVisionTest, EmbedImageMatchesTheCpu) {
   }
   // A bad grid is refused before the GPU sees it.
   EXPECT_EQ(EmbedImage(*gpu_, nullptr, 0, 2).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The NCCL vision handoff keeps an image on the GPU from crops to embeddings (model::NewFloats): the same values as
+// the host buffers, bit for bit (the same kernels; only where the results land differs). Two ranks' parts meet in
+// one device buffer as the worker gathers them.
+TEST_P(CudaVisionTest, DeviceBuffersHoldWhatHostBuffersHold) {
+  const int rows = 1, cols = 2, crops = 1 + rows * cols;
+  const std::vector<float> pixels = Crops(crops, 9);
+  auto host_features = EncodeCrops(*gpu_, pixels.data(), crops);
+  ASSERT_TRUE(host_features.ok()) << host_features.status();
+  auto host = AssembleImage(*gpu_, *host_features, rows, cols);
+  ASSERT_TRUE(host.ok()) << host.status();
+
+  const int64_t per_crop = static_cast<int64_t>(host_features->size()) / crops;
+  const int64_t crop_floats = 3 * int64_t{cpu_->config.image_size} * cpu_->config.image_size;
+  auto first = NewFloats(per_crop, 0), rest = NewFloats((crops - 1) * per_crop, 0);
+  auto features = NewFloats(crops * per_crop, 0);
+  auto embeddings = NewFloats(ImageTokenCount(gpu_->config, rows, cols) * gpu_->llm_hidden, 0);
+  for (auto* floats : {&first, &rest, &features, &embeddings}) {
+    ASSERT_TRUE(floats->ok()) << floats->status();
+    ASSERT_TRUE((*floats)->on_device());
+  }
+  ASSERT_TRUE(EncodeCropsInto(*gpu_, pixels.data(), 1, first->data()).ok());
+  ASSERT_TRUE(EncodeCropsInto(*gpu_, pixels.data() + crop_floats, crops - 1, rest->data()).ok());
+  ASSERT_TRUE(CopyFloats(features->data(), first->data(), per_crop, 0).ok());
+  ASSERT_TRUE(CopyFloats(features->data() + per_crop, rest->data(), rest->size(), 0).ok());
+  ASSERT_TRUE(AssembleImageInto(*gpu_, features->data(), rows, cols, embeddings->data()).ok());
+
+  std::vector<float> device_features(features->size()), device_embeddings(embeddings->size());
+  ASSERT_TRUE(CopyFloats(device_features.data(), features->data(), features->size(), 0).ok());
+  ASSERT_TRUE(CopyFloats(device_embeddings.data(), embeddings->data(), embeddings->size(), 0).ok());
+  EXPECT_EQ(device_features, *host_features);
+  EXPECT_EQ(device_embeddings, *host);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, CudaVisionTest, ::testing::ValuesIn(kCheckpoints));

@@ -204,7 +204,14 @@ def test_failures(cluster):
     run = launch("--device", "cuda")
     assert run.returncode != 0 and re.search(r"rank \d", run.stderr) and (
         "this build has no CUDA backend" in run.stderr or "no CUDA device is usable" in run.stderr), run.stderr[-2000:]
-    print("a failing rank is named, its requests fail, the job exits non-zero; bad layouts and devices are refused")
+    # --vision-handoff: nccl moves image rows between GPUs, so it needs --device cuda.
+    run = launch("--vision-handoff", "nvlink")
+    assert run.returncode != 0 and "--vision-handoff must be auto, nccl or mpi, not 'nvlink'" in run.stderr, \
+        run.stderr[-2000:]
+    run = launch("--vision-handoff", "nccl")
+    assert run.returncode != 0 and "it needs --device cuda" in run.stderr, run.stderr[-2000:]
+    print("a failing rank is named, its requests fail, the job exits non-zero; bad layouts, devices and handoffs "
+          "are refused")
 
 
 def main():

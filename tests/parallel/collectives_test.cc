@@ -91,6 +91,26 @@ TEST(NodeLocalWorkersTest, NumbersTheWorkersOfThisMachine) {
   EXPECT_EQ(node->vision, layout.vision);
 }
 
+// The workers agree among themselves, without the coordinator (which here goes on to the next test): true only
+// where every worker says so.
+TEST(OnEveryWorkerTest, IsTrueWhereEveryWorkerSaysSo) {
+  const Mapping mapping = testing::WorldMapping();
+  const int first_worker = mapping.layout().coordinators;
+  if (mapping.role() == Role::kCoordinator) {
+    EXPECT_FALSE(OnEveryWorker(mapping, true).ok());  // a clear refusal, not a hang
+    GTEST_SKIP() << "the coordinator takes no part";
+  }
+  auto all = OnEveryWorker(mapping, true);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(*all);
+  auto one_says_no = OnEveryWorker(mapping, mapping.rank() != first_worker);
+  ASSERT_TRUE(one_says_no.ok()) << one_says_no.status();
+  EXPECT_FALSE(*one_says_no);
+  auto last_says_no = OnEveryWorker(mapping, mapping.rank() != mapping.world_size() - 1);
+  ASSERT_TRUE(last_says_no.ok()) << last_says_no.status();
+  EXPECT_FALSE(*last_says_no);
+}
+
 INSTANTIATE_TEST_SUITE_P(Groups, CollectivesTest, ::testing::Values(Group::kTensor, Group::kSequence, Group::kLlm),
                          [](const auto& info) {
                            return std::string(info.param == Group::kTensor     ? "Tensor"

@@ -104,6 +104,20 @@ TEST(WorkerGpuTest, LlmRanksOwnTheirGpusAndVisionRanksShare) {
   EXPECT_EQ(*WorkerGpu({2, 5, 3}, Role::kVision, 2), 0);
 }
 
+// The vision handoff goes over NCCL only where every vision rank's GPU is its own (NCCL: one rank per GPU).
+TEST(WorkerGpuTest, AVisionRankOwnsItsGpuOnlyWhereOneIsLeftOver) {
+  EXPECT_FALSE(HasGpuOfItsOwn({0, 2, 1}, Role::kVision, 1));  // beside the LLM rank on the one GPU
+  EXPECT_TRUE(HasGpuOfItsOwn({1, 2, 1}, Role::kLlm, 1));
+  EXPECT_TRUE(HasGpuOfItsOwn({0, 2, 1}, Role::kVision, 2));
+  EXPECT_FALSE(HasGpuOfItsOwn({0, 9, 1}, Role::kVision, 8));  // TP 8 on eight GPUs
+  EXPECT_TRUE(HasGpuOfItsOwn({0, 6, 2}, Role::kVision, 8));   // GPUs 4 and 5 spare
+  EXPECT_TRUE(HasGpuOfItsOwn({1, 6, 2}, Role::kVision, 8));
+  EXPECT_TRUE(HasGpuOfItsOwn({0, 5, 3}, Role::kVision, 5));
+  EXPECT_TRUE(HasGpuOfItsOwn({2, 5, 3}, Role::kVision, 5));
+  EXPECT_FALSE(HasGpuOfItsOwn({2, 5, 3}, Role::kVision, 4));  // the third vision rank shares
+  EXPECT_FALSE(HasGpuOfItsOwn({-1, 5, 3}, Role::kCoordinator, 8));
+}
+
 TEST(WorkerGpuTest, MoreLlmRanksThanGpusIsAnError) {
   const auto gpu = WorkerGpu({1, 3, 1}, Role::kLlm, 1);
   ASSERT_FALSE(gpu.ok());

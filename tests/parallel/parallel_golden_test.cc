@@ -122,7 +122,9 @@ TEST(ParallelGoldenTest, EveryGoldenCaseMatchesOnEveryRank) {
     ++checked;
   }
   EXPECT_GE(checked, 1);
-  if (slice.size > 1) EXPECT_GE(refused, 1);  // the 1-KV-head checkpoint, and at TP 4 the 2-KV-head ones
+  if (slice.size > 1) {
+    EXPECT_GE(refused, 1);  // the 1-KV-head checkpoint, and at TP 4 the 2-KV-head ones
+  }
 }
 
 // Chunked prefill on a sequence split across the SP group (architecture section 4): the first part of the prompt by
