@@ -85,9 +85,57 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<uint
   return absl::OkStatus();
 }
 
+LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids) const {
+  PromptRows rows;
+  const int64_t length = static_cast<int64_t>(ids.size());
+  rows.positions = parallel::ZigZagPositions(length, mapping_.sp_rank(), mapping_.layout().sp);
+  rows.slot_of.assign(length, -1);
+  for (size_t row = 0; row < rows.positions.size(); ++row) {
+    rows.slot_of[rows.positions[row]] = static_cast<int64_t>(row);
+    rows.ids.push_back(ids[rows.positions[row]]);
+  }
+  return rows;
+}
+
+absl::Status LlmWorker::ReceivePromptEmbeddings(const protocol::SequenceWork& work, const PromptRows& rows,
+                                                model::Floats& embeddings, std::vector<uint8_t>& image_mask) {
+  const int64_t hidden = weights_.config.hidden_size, count = static_cast<int64_t>(rows.ids.size());
+  const int64_t length = static_cast<int64_t>(rows.slot_of.size());
+  IXC_ASSIGN_OR_RETURN(embeddings, model::NewFloats(count * hidden, handoff_.gpu));
+  std::vector<float> staged;  // (count, hidden) the text rows on the host, when `embeddings` are on the GPU
+  if (embeddings.on_device()) staged.resize(count * hidden);
+  float* text = embeddings.on_device() ? staged.data() : embeddings.data();
+  IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights_.tok_embeddings, rows.ids.data(), count, text));
+  image_mask.assign(count, 0);
+  for (const protocol::ImageRef* image : *work.images()) {
+    if (image->first_row() < 0 || image->first_row() + image->rows() > length) {
+      return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": image rows outside the prompt"));
+    }
+    // Each range lies in one zig-zag chunk: consecutive positions, consecutive rows here.
+    for (auto [begin, end] :
+         parallel::OwnedRows(length, mapping_.sp_rank(), mapping_.layout().sp, image->first_row(), image->rows())) {
+      const int64_t slot = rows.slot_of[begin];
+      IXC_RETURN_IF_ERROR(handoff_.comm->Recv(embeddings.data() + slot * hidden, (end - begin) * hidden,
+                                              image->vision_rank(), parallel::Group::kWorld));
+      std::fill_n(image_mask.begin() + slot, end - begin, 1);
+    }
+  }
+  if (!embeddings.on_device()) return absl::OkStatus();
+  for (int64_t begin = 0; begin < count;) {  // the text rows up to the GPU, a run at a time
+    int64_t end = begin;
+    while (end < count && image_mask[end] == image_mask[begin]) ++end;
+    if (image_mask[begin] == 0) {
+      IXC_RETURN_IF_ERROR(model::CopyFloats(embeddings.data() + begin * hidden, text + begin * hidden,
+                                            (end - begin) * hidden, handoff_.gpu));
+    }
+    begin = end;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work) {
   const model::LoraMode lora = static_cast<model::LoraMode>(work.lora_mode());
-  const int64_t hidden = weights_.config.hidden_size, vocab = weights_.config.vocab_size;
+  const int64_t vocab = weights_.config.vocab_size;
   std::vector<float> logits;
   {
     if (sequences_.count(work.request_id())) {
@@ -96,60 +144,20 @@ absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work
     Sequence& sequence = sequences_[work.request_id()];
     const std::vector<int32_t> ids(work.tokens()->begin(), work.tokens()->end());
     const int64_t length = static_cast<int64_t>(ids.size());
-    // With SP this rank brings only its zig-zag shard of the prompt (model::Prefill), so that the image rows arrive
-    // straight in place. Without, the shard is the whole prompt.
-    const int sp = mapping_.layout().sp;
-    const std::vector<int32_t> positions = parallel::ZigZagPositions(length, mapping_.sp_rank(), sp);
-    std::vector<int64_t> slot_of(length, -1);  // (length) the shard row of each prompt position, -1 elsewhere
-    std::vector<int32_t> shard_ids;            // (shard rows)
-    for (size_t row = 0; row < positions.size(); ++row) {
-      slot_of[positions[row]] = static_cast<int64_t>(row);
-      shard_ids.push_back(ids[positions[row]]);
-    }
-    const int64_t rows = static_cast<int64_t>(positions.size());
+    const PromptRows rows = RowsOf(ids);
     model::ForwardInput input;
     input.lora = lora;
-    if (sp > 1) {
-      input.positions = positions;
+    if (mapping_.layout().sp > 1) {  // this rank's shard (model::Prefill)
+      input.positions = rows.positions;
       input.context_length = length;
     }
-    model::Floats embeddings;      // (rows, hidden) where the handoff brings image rows: host or this GPU
-    std::vector<float> text_rows;  // (rows, hidden) on the host, when `embeddings` are on the GPU
+    model::Floats embeddings;  // (rows, hidden) where the handoff brings image rows: host or this GPU
     std::vector<uint8_t> image_mask;
     if (work.images() == nullptr || work.images()->size() == 0) {
-      input.ids = shard_ids;
+      input.ids = rows.ids;
     } else {
-      // Text rows from the embedding table; image rows from the vision ranks, in plan order, as they send them.
-      IXC_ASSIGN_OR_RETURN(embeddings, model::NewFloats(rows * hidden, handoff_.gpu));
-      if (embeddings.on_device()) text_rows.resize(rows * hidden);
-      float* text = embeddings.on_device() ? text_rows.data() : embeddings.data();
-      IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights_.tok_embeddings, shard_ids.data(), rows, text));
-      image_mask.assign(rows, 0);
-      for (const protocol::ImageRef* image : *work.images()) {
-        if (image->first_row() < 0 || image->first_row() + image->rows() > length) {
-          return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": image rows outside the prompt"));
-        }
-        // Each range lies in one zig-zag chunk: consecutive positions, consecutive shard rows.
-        for (auto [begin, end] :
-             parallel::OwnedRows(length, mapping_.sp_rank(), sp, image->first_row(), image->rows())) {
-          const int64_t slot = slot_of[begin];
-          IXC_RETURN_IF_ERROR(handoff_.comm->Recv(embeddings.data() + slot * hidden, (end - begin) * hidden,
-                                                  image->vision_rank(), parallel::Group::kWorld));
-          std::fill_n(image_mask.begin() + slot, end - begin, 1);
-        }
-      }
-      if (embeddings.on_device()) {  // the text rows up, a run at a time
-        for (int64_t begin = 0; begin < rows;) {
-          int64_t end = begin;
-          while (end < rows && image_mask[end] == image_mask[begin]) ++end;
-          if (image_mask[begin] == 0) {
-            IXC_RETURN_IF_ERROR(model::CopyFloats(embeddings.data() + begin * hidden, text + begin * hidden,
-                                                  (end - begin) * hidden, handoff_.gpu));
-          }
-          begin = end;
-        }
-      }
-      input.embeddings = std::span<const float>(embeddings.data(), rows * hidden);
+      IXC_RETURN_IF_ERROR(ReceivePromptEmbeddings(work, rows, embeddings, image_mask));
+      input.embeddings = std::span<const float>(embeddings.data(), embeddings.size());
       input.image_mask = image_mask;
     }
     const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "model/floats.h"
 #include "model/kv_cache.h"
 #include "model/language_model.h"
 #include "model/weights.h"
@@ -40,6 +41,17 @@ class LlmWorker {
 
   absl::Status Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids,
                        std::vector<int32_t>* tokens, uint64_t* failed_request);
+  // The prompt rows this rank prefills: its zig-zag shard with SP (model::Prefill takes it so), else all of them.
+  struct PromptRows {
+    std::vector<int32_t> positions;  // (rows) prompt positions, ascending
+    std::vector<int64_t> slot_of;    // (prompt length) each position's row here, -1 for another rank's
+    std::vector<int32_t> ids;        // (rows)
+  };
+  PromptRows RowsOf(const std::vector<int32_t>& ids) const;
+  // The rows' input embeddings: text from the embedding table, image rows from the vision ranks straight into place
+  // (in plan order, as they send them), in the handoff's memory; image_mask (rows) marks the image rows.
+  absl::Status ReceivePromptEmbeddings(const protocol::SequenceWork& work, const PromptRows& rows,
+                                       model::Floats& embeddings, std::vector<uint8_t>& image_mask);
   absl::StatusOr<int32_t> RunPrefill(const protocol::SequenceWork& work);
   // Every decode of the step in one batched forward pass; the sampled tokens in `works` order.
   absl::StatusOr<std::vector<int32_t>> RunDecodes(const std::vector<const protocol::SequenceWork*>& works);
