@@ -277,23 +277,6 @@ TEST_F(CudaTest, MergeAttentionMatchesReference) {
       EXPECT_TRUE(AllClose(finite, finite_expected, {1e-5f, 1e-5f})) << where;
     }
   }
-  // Head dims the four-wide accesses cannot take are refused.
-  EXPECT_EQ(LaunchMergeAttention(DType::kBF16, nullptr, nullptr, nullptr, nullptr, 1, 1, 6, nullptr).code(),
-            absl::StatusCode::kInvalidArgument);
-}
-
-TEST_F(CudaTest, AttentionRejectsUnbuiltShapes) {
-  const DeviceKvPools pools{nullptr, nullptr, DType::kBF16, kBlockSize, 2, 96};
-  EXPECT_EQ(LaunchFlashAttention(nullptr, nullptr, 4, 4, pools, nullptr, 4, 3, 1.f, nullptr, nullptr, nullptr).code(),
-            absl::StatusCode::kInvalidArgument);
-  const DeviceKvPools grouped_pools{nullptr, nullptr, DType::kBF16, kBlockSize, 2, 64};  // 16 query heads per KV head
-  EXPECT_EQ(LaunchPagedDecodeAttention(nullptr, 32, grouped_pools, {}, 1.f, nullptr, nullptr, nullptr, 0, 132, nullptr)
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  const DeviceKvPools f32_pools{nullptr, nullptr, DType::kF32, kBlockSize, 2, 64};
-  EXPECT_EQ(
-      LaunchFlashAttention(nullptr, nullptr, 4, 4, f32_pools, nullptr, 4, 3, 1.f, nullptr, nullptr, nullptr).code(),
-      absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -89,17 +89,6 @@ TEST_F(CudaTest, LayerNormMatchesReference) {
   }
 }
 
-TEST_F(CudaTest, NormsRejectBadShapes) {
-  EXPECT_EQ(LaunchRmsNorm(DType::kF32, nullptr, nullptr, nullptr, 2, 30, 1e-5f, nullptr).code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(LaunchAddRmsNorm(nullptr, nullptr, nullptr, nullptr, DType::kBF16, nullptr, -1, 64, 1e-5f, nullptr).code(),
-            absl::StatusCode::kInvalidArgument);
-  // Rows start four elements apart; a tensor that does not is refused rather than read misaligned.
-  DeviceBuffer<float> buffer(64);
-  EXPECT_EQ(LaunchRmsNorm(DType::kF32, buffer.data, buffer.data + 1, buffer.data, 1, 8, 1e-5f, nullptr).code(),
-            absl::StatusCode::kInvalidArgument);
-}
-
 TEST(CudaDeviceTest, ProbeSaysWhyWhenThereIsNoDevice) {
   auto device = ProbeCudaDevice();
   if (device.ok()) {
