@@ -117,7 +117,7 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
     IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> nccl, CreateNcclComm(mapping, gpu, nccl_handoff));
     IXC_RETURN_IF_ERROR(model::PlaceVision(weights, placement));
     const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
-    VisionWorker worker(mapping, weights, handoff, *channel, config.step_timeout_s);
+    VisionWorker worker(mapping, weights, handoff, gpu.gpu, *channel, config.step_timeout_s);
     IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready
     return worker.Run();
   }

@@ -1,5 +1,7 @@
 #include "worker/vision_worker.h"
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
@@ -9,8 +11,13 @@
 namespace ixc::worker {
 
 VisionWorker::VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, Handoff handoff,
-                           protocol::Channel& channel, int step_timeout_s)
-    : mapping_(mapping), weights_(weights), handoff_(handoff), channel_(channel), step_timeout_s_(step_timeout_s) {}
+                           int model_gpu, protocol::Channel& channel, int step_timeout_s)
+    : mapping_(mapping),
+      weights_(weights),
+      handoff_(handoff),
+      model_gpu_(model_gpu),
+      channel_(channel),
+      step_timeout_s_(step_timeout_s) {}
 
 absl::Status VisionWorker::Run() {
   protocol::Bytes message;
@@ -57,7 +64,7 @@ absl::Status VisionWorker::Encode(const protocol::VisionTask& task) {
   part.cols = task.cols();
   part.first_crop = task.first_crop();
   part.crop_count = task.crop_count();
-  IXC_ASSIGN_OR_RETURN(part.features, model::NewFloats(task.crop_count() * FeatureFloatsPerCrop(), handoff_.gpu));
+  IXC_ASSIGN_OR_RETURN(part.features, model::NewFloats(task.crop_count() * FeatureFloatsPerCrop(), model_gpu_));
   IXC_RETURN_IF_ERROR(model::EncodeCropsInto(weights_, task.pixels()->data(), task.crop_count(), part.features.data()));
   flatbuffers::FlatBufferBuilder builder;
   const auto body = protocol::CreateCropsEncoded(builder, task.tag());
@@ -71,23 +78,19 @@ absl::Status VisionWorker::Gather(const protocol::VisionGather& gather) {
   }
   Part part = std::move(it->second);
   parts_.erase(it);
-  parallel::DeviceComm& comm = *handoff_.comm;
-  if (gather.owner() != mapping_.rank()) {
-    return comm.Send(part.features.data(), part.features.size(), gather.owner(), parallel::Group::kWorld);
-  }
+  if (gather.owner() != mapping_.rank()) return SendFeatures(part.features, gather.owner());
   const int crops = 1 + part.rows * part.cols;
   model::Floats features;  // (crops, grid^2, hv)
   if (part.first_crop == 0 && part.crop_count == crops) {
     features = std::move(part.features);  // this rank encoded every crop
   } else {
-    IXC_ASSIGN_OR_RETURN(features, model::NewFloats(crops * FeatureFloatsPerCrop(), handoff_.gpu));
+    IXC_ASSIGN_OR_RETURN(features, model::NewFloats(crops * FeatureFloatsPerCrop(), model_gpu_));
     for (const protocol::VisionPart* other : *gather.parts()) {
       float* target = features.data() + other->first_crop() * FeatureFloatsPerCrop();
       if (other->rank() == mapping_.rank()) {
-        IXC_RETURN_IF_ERROR(model::CopyFloats(target, part.features.data(), part.features.size(), handoff_.gpu));
+        IXC_RETURN_IF_ERROR(model::CopyFloats(target, part.features.data(), part.features.size(), model_gpu_));
       } else {
-        IXC_RETURN_IF_ERROR(
-            comm.Recv(target, other->crop_count() * FeatureFloatsPerCrop(), other->rank(), parallel::Group::kWorld));
+        IXC_RETURN_IF_ERROR(ReceiveFeatures(target, other->crop_count() * FeatureFloatsPerCrop(), other->rank()));
       }
     }
   }
@@ -98,6 +101,24 @@ absl::Status VisionWorker::Gather(const protocol::VisionGather& gather) {
   flatbuffers::FlatBufferBuilder builder;
   const auto body = protocol::CreateVisionDone(builder, gather.tag(), static_cast<int>(rows));
   return channel_.Send(0, protocol::Finish(builder, mapping_.rank(), protocol::Body::VisionDone, body.Union()));
+}
+
+absl::Status VisionWorker::SendFeatures(const model::Floats& features, int peer) {
+  if (!features.on_device() || handoff_.gpu >= 0) {
+    return handoff_.comm->Send(features.data(), features.size(), peer, parallel::Group::kWorld);
+  }
+  std::vector<float> staged(features.size());
+  IXC_RETURN_IF_ERROR(model::CopyFloats(staged.data(), features.data(), features.size(), model_gpu_));
+  return handoff_.comm->Send(staged.data(), features.size(), peer, parallel::Group::kWorld);
+}
+
+absl::Status VisionWorker::ReceiveFeatures(float* target, int64_t count, int peer) {
+  if (model_gpu_ < 0 || handoff_.gpu >= 0) {
+    return handoff_.comm->Recv(target, count, peer, parallel::Group::kWorld);
+  }
+  std::vector<float> staged(count);
+  IXC_RETURN_IF_ERROR(handoff_.comm->Recv(staged.data(), count, peer, parallel::Group::kWorld));
+  return model::CopyFloats(target, staged.data(), count, model_gpu_);
 }
 
 absl::Status VisionWorker::SendImages(const protocol::StepPlan& plan) {

@@ -7,7 +7,8 @@
 // request that uses them, the owner sends each LLM rank the rows of its sequence shard. So the vision work of a new
 // request overlaps the LLM steps of the running ones. Messages are handled in arrival order on every vision rank,
 // and the coordinator sends gathers between steps, so the ranks' transfers always meet. Features and embeddings stay
-// where the handoff moves them from (worker/handoff.h): host memory, or this rank's GPU with the NCCL handoff.
+// on the tower's GPU, and the embeddings where the handoff moves them from (worker/handoff.h): host memory, or this
+// rank's GPU with the NCCL handoff.
 #pragma once
 
 #include <map>
@@ -23,7 +24,8 @@ namespace ixc::worker {
 
 class VisionWorker {
  public:
-  VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, Handoff handoff,
+  // `model_gpu`: the CUDA device the vision tower runs on (weights.device), -1 on the CPU.
+  VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, Handoff handoff, int model_gpu,
                protocol::Channel& channel, int step_timeout_s);
   absl::Status Run();
 
@@ -31,6 +33,10 @@ class VisionWorker {
   absl::Status Encode(const protocol::VisionTask& task);
   absl::Status Gather(const protocol::VisionGather& gather);
   absl::Status SendImages(const protocol::StepPlan& plan);
+  // ViT features stay where the tower made them (its GPU, or the host) from encoding to assembly; with the MPI handoff
+  // they pass through host memory only on their way to another vision rank.
+  absl::Status SendFeatures(const model::Floats& features, int peer);
+  absl::Status ReceiveFeatures(float* target, int64_t count, int peer);
   int64_t FeatureFloatsPerCrop() const {  // grid^2 x vit hidden
     return int64_t{weights_.config.grid()} * weights_.config.grid() * weights_.config.hidden_size;
   }
@@ -44,6 +50,7 @@ class VisionWorker {
   const parallel::Mapping& mapping_;
   const model::VisionWeights& weights_;
   Handoff handoff_;
+  int model_gpu_;
   protocol::Channel& channel_;
   int step_timeout_s_;
   std::map<int, Part> parts_;                     // encoded parts awaiting their gather, by image tag
