@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole cluster on the GPU machine (the bundle of tests/gpu/build_cluster.sh; carry .gpu-cluster): a seeded tiny
+# checkpoint with the real tokenizer, the same requests (text, two images, a video, a sampled one) through an mpirun
+# job on the CPU and then on `device` (cuda: the LLM rank and the vision rank share the one GPU, so images go over
+# MPI), each request's prompt logits compared (tests/gpu/compare_cluster_runs.py); then --vision-handoff nccl, which
+# one GPU cannot give every vision rank, must be refused with the reason.
+#   bash tests/gpu/run_cluster.sh [cuda|cpu]     (cpu: the script's own check on a machine without a GPU)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+device=${1:-cuda}
+IXC_BUNDLE_DIR=.gpu-cluster source tests/gpu/bundle_env.sh
+bundle=$PWD/.gpu-cluster
+export OPAL_PREFIX=$bundle/openmpi PATH=$bundle/openmpi/bin:$PATH
+export LD_LIBRARY_PATH=$bundle/openmpi/lib:$LD_LIBRARY_PATH OMP_NUM_THREADS=2
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi: no GPU visible"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 tools/make_tiny_checkpoint.py --preset tiny-kv4 --vocab 92544 --dtype bf16 \
+  --tokenizer tests/data/tokenizer.model --out "$work/model" >/dev/null
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+requests = [
+    dict(id="text", prompt="Please write a blog based on the title: French Pastries", chat=True),
+    dict(id="two_images", prompt="Image1 <ImageHere>; Image2 <ImageHere>; which car is faster?", chat=True,
+         images=["tests/data/images/cars1.jpg", "tests/data/images/cars2.jpg"]),
+    dict(id="video", prompt="Here are some frames of a video. Describe this video.", chat=True,
+         video="tests/data/videos/landscape.mp4"),
+    dict(id="sampled", prompt="Write a poem about Dubai.", chat=True, temperature=0.8, top_p=0.8, seed=7),
+]
+for device in ("cpu", "gpu"):
+    with open(f"{work}/requests-{device}.jsonl", "w") as f:
+        for r in requests:
+            f.write(json.dumps(dict(r, max_new_tokens=8, ignore_eos=True,
+                                    dump_logits=f"{work}/{r['id']}.{device}.npy")) + "\n")
+PY
+cluster() {  # device requests results [flags]
+  local device=$1 requests=$2 results=$3
+  shift 3
+  mpirun --allow-run-as-root --oversubscribe -np 1 "$bundle/ixc-coordinator" --model "$work/model" \
+    --requests "$requests" --results "$results" --tp 1 --sp 1 --vision 1 --device "$device" \
+    --label-font "$bundle/DejaVuSans.ttf" --step-timeout-s 120 "$@" : -np 2 "$bundle/ixc-worker"
+}
+echo "== the cluster on the CPU (at ${SECONDS} s)"
+cluster cpu "$work/requests-cpu.jsonl" "$work/results-cpu.jsonl" >"$work/cpu.log" 2>&1 || { tail -30 "$work/cpu.log"; exit 1; }
+echo "== the cluster with --device $device (at ${SECONDS} s)"
+cluster "$device" "$work/requests-gpu.jsonl" "$work/results-gpu.jsonl" >"$work/gpu.log" 2>&1 ||
+  { tail -30 "$work/gpu.log"; exit 1; }
+grep -h "image rows go\|on CUDA device\|KV pool" "$work/gpu.log" || true
+python3 tests/gpu/compare_cluster_runs.py "$work" "$work/results-cpu.jsonl" "$work/results-gpu.jsonl"
+echo "== --vision-handoff nccl must be refused (at ${SECONDS} s)"
+if cluster "$device" "$work/requests-gpu.jsonl" "$work/results-nccl.jsonl" --vision-handoff nccl >"$work/nccl.log" 2>&1; then
+  echo "FAILED: --vision-handoff nccl was accepted with one GPU for two workers"
+  exit 1
+fi
+grep -ah "needs a GPU of its own\|needs --device cuda" "$work/nccl.log" | head -1 ||
+  { echo "FAILED: the refusal does not say why"; tail -20 "$work/nccl.log"; exit 1; }
+echo "cluster run: PASSED (${SECONDS} s)"
