@@ -1,7 +1,9 @@
 """Compares two runs of the same requests through the cluster (tests/gpu/run_cluster.sh): the CPU's and the GPU's.
 Every request must succeed on both, and its prompt logits (dump_logits) agree within 3% of their range, as the GPU
-tests hold the GPU's bf16 to the CPU's f32; the generated tokens are reported (near-ties may go either way).
+tests hold the GPU's bf16 to the CPU's f32; the generated tokens are reported (near-ties may go either way). With
+--logits, two .npy files of prompt logits alone (ixc-generate's --dump-logits).
     python3 compare_cluster_runs.py WORK results-cpu.jsonl results-gpu.jsonl
+    python3 compare_cluster_runs.py --logits cpu.npy gpu.npy
 """
 import json
 import sys
@@ -14,7 +16,19 @@ def load(path):
         return {r["id"]: r for r in map(json.loads, f)}
 
 
+def relative_error(cpu_path, gpu_path):
+    """max |gpu - cpu| over max |cpu|; infinite where the shapes differ."""
+    a, b = np.load(cpu_path), np.load(gpu_path)
+    if a.shape != b.shape:
+        return a.shape[0], float("inf")
+    return a.shape[0], float(np.abs(b - a).max() / max(float(np.abs(a).max()), 1e-6))
+
+
 def main():
+    if sys.argv[1] == "--logits":
+        rows, error = relative_error(sys.argv[2], sys.argv[3])
+        print(f"{rows} prompt rows, logits within {error:.4f} of their range")
+        sys.exit(0 if error <= 0.03 else 1)
     work, cpu_path, gpu_path = sys.argv[1:4]
     cpu, gpu = load(cpu_path), load(gpu_path)
     failures = []
@@ -24,11 +38,9 @@ def main():
             failures.append(f"{request_id}: cpu {reference.get('error', 'ok')}, gpu "
                             f"{'missing' if result is None else result.get('error', 'ok')}")
             continue
-        a = np.load(f"{work}/{request_id}.cpu.npy")
-        b = np.load(f"{work}/{request_id}.gpu.npy")
-        error = float(np.abs(b - a).max() / max(float(np.abs(a).max()), 1e-6)) if a.shape == b.shape else float("inf")
+        rows, error = relative_error(f"{work}/{request_id}.cpu.npy", f"{work}/{request_id}.gpu.npy")
         same = sum(x == y for x, y in zip(reference["ids"], result["ids"]))
-        print(f"{request_id}: {a.shape[0]} prompt rows, logits within {error:.4f} of their range; "
+        print(f"{request_id}: {rows} prompt rows, logits within {error:.4f} of their range; "
               f"{same} of {len(reference['ids'])} generated tokens equal")
         if not error <= 0.03:
             failures.append(f"{request_id}: logits differ by {error:.4f} of their range")

@@ -2,8 +2,8 @@
 # The whole cluster on the GPU machine (the bundle of tests/gpu/build_cluster.sh; carry .gpu-cluster): a seeded tiny
 # checkpoint with the real tokenizer, the same requests (text, two images, a video, a sampled one) through an mpirun
 # job on the CPU and then on `device` (cuda: the LLM rank and the vision rank share the one GPU, so images go over
-# MPI), each request's prompt logits compared (tests/gpu/compare_cluster_runs.py); then --vision-handoff nccl, which
-# one GPU cannot give every vision rank, must be refused with the reason.
+# MPI), each request's prompt logits compared (tests/gpu/compare_cluster_runs.py); ixc-generate on both the same way;
+# then --vision-handoff nccl, which one GPU cannot give every vision rank, must be refused with the reason.
 #   bash tests/gpu/run_cluster.sh [cuda|cpu]     (cpu: the script's own check on a machine without a GPU)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,6 +48,14 @@ cluster "$device" "$work/requests-gpu.jsonl" "$work/results-gpu.jsonl" >"$work/g
   { tail -30 "$work/gpu.log"; exit 1; }
 grep -h "image rows go\|on CUDA device\|KV pool" "$work/gpu.log" || true
 python3 tests/gpu/compare_cluster_runs.py "$work" "$work/results-cpu.jsonl" "$work/results-gpu.jsonl"
+echo "== ixc-generate, two images, on the CPU and with --device $device (at ${SECONDS} s)"
+for where in cpu "$device"; do
+  "$bundle/ixc-generate" --model "$work/model" --chat --prompt "Image1 <ImageHere>; Image2 <ImageHere>; compare." \
+    --image tests/data/images/cars1.jpg --image tests/data/images/cars2.jpg --max-new-tokens 8 --device "$where" \
+    --dump-logits "$work/generate-$where.npy" >"$work/generate-$where.log" 2>&1 ||
+    { tail -20 "$work/generate-$where.log"; exit 1; }
+done
+python3 tests/gpu/compare_cluster_runs.py --logits "$work/generate-cpu.npy" "$work/generate-$device.npy"
 echo "== --vision-handoff nccl must be refused (at ${SECONDS} s)"
 if cluster "$device" "$work/requests-gpu.jsonl" "$work/results-nccl.jsonl" --vision-handoff nccl >"$work/nccl.log" 2>&1; then
   echo "FAILED: --vision-handoff nccl was accepted with one GPU for two workers"
