@@ -57,5 +57,24 @@ TEST(PlacementTest, CudaSaysWhyItCannotRun) {
   EXPECT_FALSE(status.ok());
 }
 
+// The vision handoff's buffers: on the host they are zeroed vectors and copy as such; on a GPU they need one.
+TEST(PlacementTest, HandoffBuffersOnTheHostAndWhyNotOnAGpu) {
+  auto host = NewFloats(6, /*gpu=*/-1);
+  ASSERT_TRUE(host.ok()) << host.status();
+  EXPECT_FALSE(host->on_device());
+  ASSERT_EQ(host->size(), 6);
+  EXPECT_EQ(std::vector<float>(host->data(), host->data() + 6), std::vector<float>(6, 0.f));
+  const std::vector<float> values = {1.f, -2.f, 3.5f};
+  ASSERT_TRUE(CopyFloats(host->data() + 2, values.data(), 3, -1).ok());
+  EXPECT_EQ(std::vector<float>(host->data(), host->data() + 6), (std::vector<float>{0.f, 0.f, 1.f, -2.f, 3.5f, 0.f}));
+  EXPECT_EQ(NewFloats(-1, -1).status().code(), absl::StatusCode::kInvalidArgument);
+  auto device = NewFloats(6, /*gpu=*/0);
+  if (device.ok()) GTEST_SKIP() << "a GPU is usable here";
+  const std::string message(device.status().message());
+  EXPECT_TRUE(message.find("this build has no CUDA backend") != std::string::npos ||
+              message.find("cudaSetDevice") != std::string::npos)  // the cuda build on a machine without a GPU
+      << message;
+}
+
 }  // namespace
 }  // namespace ixc::model

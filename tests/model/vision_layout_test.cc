@@ -45,6 +45,14 @@ TEST(ImageTokenSourcesTest, FollowsTheSpecLayout) {
   EXPECT_EQ(Token(sources, 2860), sub);
 }
 
+// The rows of an image's embeddings, which the vision ranks allocate before assembling it: the spec's count,
+// (h w + 1) 400 + 1 + (h + 1) 20 at the real geometry.
+TEST(ImageTokenSourcesTest, ImageTokenCountIsTheSpecCount) {
+  EXPECT_EQ(ImageTokenCount(kRealVision, 2, 3), 2861);
+  EXPECT_EQ(ImageTokenCount(kRealVision, 1, 1), 2 * 400 + 1 + 2 * 20);
+  EXPECT_EQ(ImageTokenCount(kRealVision, 5, 5), 26 * 400 + 1 + 6 * 20);  // HD-25
+}
+
 TEST(ImageTokenSourcesTest, SkipsTheClsRowsWhenAsked) {
   const std::vector<int32_t> plain = ImageTokenSources(kRealVision, 1, 1, kPatches, 0);
   const std::vector<int32_t> with_cls = ImageTokenSources(kRealVision, 1, 1, kPatches + 1, 1);
