@@ -52,7 +52,8 @@ absl::StatusOr<GpuChoice> ChooseGpu(const parallel::ClusterConfig& config, const
 // vision rank has a GPU of its own (NCCL takes one rank per GPU). Collective over the workers on GPUs.
 absl::StatusOr<bool> HandoffOverNccl(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
                                      const GpuChoice& gpu) {
-  if (config.device != "cuda" || config.vision_handoff == "mpi") return false;
+  // Without vision ranks there is nothing to hand off (and no comm of every worker to build).
+  if (config.device != "cuda" || config.vision_handoff == "mpi" || config.layout.vision == 0) return false;
   IXC_ASSIGN_OR_RETURN(const bool every_gpu_own, parallel::OnEveryWorker(mapping, gpu.own));
   if (config.vision_handoff == "nccl" && !every_gpu_own) {
     return absl::FailedPreconditionError(
