@@ -177,6 +177,52 @@ TEST(ParallelGoldenTest, ChunkedPrefillAfterARingPrefill) {
   EXPECT_LE(MaxAbsDiff(rest, std::vector<float>(golden.floats.begin() + first * vocab, golden.floats.end())), 1e-4);
 }
 
+// A prompt its caller has already cut into this SP rank's zig-zag shard (the cluster's LLM ranks, which receive
+// image rows straight into place) prefills as one Prefill cuts itself: the goldens' logits. Positions that are not
+// this rank's shard are refused.
+TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
+  const parallel::Mapping mapping = testing::WorldMapping();
+  auto comm = parallel::CreateMpiDeviceComm(mapping);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  const std::string name = "kv4_bias_plora_web";
+  auto weights = LoadLlmWeights(std::string(IXC_GOLDEN_MODELS_DIR) + "/" + name,
+                                {mapping.tp_rank(), mapping.layout().tp});
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  const NpyArray prompt = *ReadNpy(kGolden + name + "/prompt_ids.npy");
+  const NpyArray golden = *ReadNpy(kGolden + name + "/logits.npy");
+  const NpyArray mask_array = *ReadNpy(kGolden + name + "/image_mask.npy");
+  const int64_t length = static_cast<int64_t>(prompt.ints.size());
+  const int sp = comm->get()->GroupSize(parallel::Group::kSequence);
+  const int sp_rank = comm->get()->GroupRank(parallel::Group::kSequence);
+  if (sp == 1) GTEST_SKIP() << "no sequence parallelism in this layout";
+  const std::vector<int32_t> positions = parallel::ZigZagPositions(length, sp_rank, sp);
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;
+  for (int32_t p : positions) {
+    ids.push_back(static_cast<int32_t>(prompt.ints[p]));
+    mask.push_back(static_cast<uint8_t>(mask_array.ints[p]));
+  }
+  ForwardInput shard;
+  shard.ids = ids;
+  shard.image_mask = mask;
+  shard.lora = LoraMode::kWeb;
+  shard.positions = positions;
+  shard.context_length = length;
+  KvCache cache(weights->shard, /*block_size=*/2, /*num_blocks=*/32);
+  SequenceKv seq;
+  auto logits = Prefill(*weights, shard, /*all_logits=*/true, seq, cache, comm->get());
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  EXPECT_LE(MaxAbsDiff(*logits, golden.floats), 1e-4);
+
+  // Another rank's positions: refused here, before any collective, so every rank refuses alike.
+  const std::vector<int32_t> others = parallel::ZigZagPositions(length, (sp_rank + 1) % sp, sp);
+  shard.positions = others;
+  SequenceKv other_seq;
+  auto refused = Prefill(*weights, shard, /*all_logits=*/true, other_seq, cache, comm->get());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("zig-zag positions"), std::string::npos) << refused.status();
+}
+
 }  // namespace
 }  // namespace ixc::model
 
