@@ -1,7 +1,10 @@
 // The IXC-2.5 vision tower (CLIP ViT-L/14 at 560 px, 2x2 merge, separators, vision_proj to 4096) on one GPU with
 // seeded random bf16 weights: an HD-25 image (5x5 tiles + the global view, 26 crops, 10,541 tokens) from host crops
-// to host embeddings, in seconds, crops/s and TFLOP/s next to the GPU's bf16 peak.
+// to host embeddings, in seconds, crops/s and TFLOP/s next to the GPU's bf16 peak. Then a vision rank's path for the
+// same image by where its buffers live: features and embeddings on the host (the MPI handoff as it was), features
+// on the GPU and embeddings on the host (the MPI handoff), both on the GPU (the NCCL handoff).
 //   ./vision_cuda_bench
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -9,6 +12,7 @@
 #include "bench/machine_limits.h"
 #include "bench/random_vision.h"
 #include "model/cuda/cuda_vision_model.h"
+#include "model/placement.h"
 #include "tests/test_util.h"
 
 namespace ixc::bench {
@@ -45,6 +49,37 @@ int Run() {
         "bf16 peak)\n",
         crops, tokens, run + 1, seconds * 1e3, crops / seconds, flops / seconds / 1e12,
         100 * flops / seconds / 1e12 / limits.datasheet_tflops, limits.datasheet_tflops);
+  }
+  // The vision rank's encode and assembly (worker/vision_worker.cc) with its buffers in each place.
+  const int64_t feature_floats = int64_t{crops} * c.grid() * c.grid() * c.hidden_size;
+  const int64_t embedding_floats = model::ImageTokenCount(c, rows, cols) * llm_hidden;
+  struct Where {
+    const char* name;
+    int features_gpu, embeddings_gpu;  // -1: the host
+  };
+  for (const Where& where : {Where{"features and embeddings on the host (MPI handoff, before)", -1, -1},
+                             Where{"features on the GPU, embeddings on the host (MPI handoff)", 0, -1},
+                             Where{"features and embeddings on the GPU (NCCL handoff)", 0, 0}}) {
+    auto features = model::NewFloats(feature_floats, where.features_gpu);
+    auto embeddings = model::NewFloats(embedding_floats, where.embeddings_gpu);
+    if (!features.ok() || !embeddings.ok()) {
+      std::fprintf(stderr, "buffers: %s %s\n", features.status().ToString().c_str(),
+                   embeddings.status().ToString().c_str());
+      return 1;
+    }
+    double best = 1e30;
+    for (int run = 0; run < 3; ++run) {
+      const auto start = std::chrono::steady_clock::now();
+      absl::Status status = model::EncodeCropsInto(weights, pixels.data(), crops, features->data());
+      if (status.ok()) status = model::AssembleImageInto(weights, features->data(), rows, cols, embeddings->data());
+      if (!status.ok()) {
+        std::fprintf(stderr, "%s: %s\n", where.name, status.ToString().c_str());
+        return 1;
+      }
+      best = std::min(best, Seconds(start));
+    }
+    std::printf("vision rank, %s: %.1f ms (features %.0f MB, embeddings %.0f MB)\n", where.name, best * 1e3,
+                feature_floats * 4 / 1e6, embedding_floats * 4 / 1e6);
   }
   return 0;
 }
