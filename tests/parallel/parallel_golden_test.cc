@@ -127,37 +127,49 @@ TEST(ParallelGoldenTest, EveryGoldenCaseMatchesOnEveryRank) {
   }
 }
 
+// The case the SP prefill tests share: 26 positions, below max_position_embeddings (one RoPE base throughout); 4 KV
+// heads, so every layout loads it; image rows and the web LoRA on top. This rank's TP slice of its weights.
+struct KvFourCase {
+  std::unique_ptr<parallel::DeviceComm> comm;
+  LlmWeights weights;
+  std::vector<int32_t> ids;   // (length)
+  std::vector<uint8_t> mask;  // (length)
+  std::vector<float> golden;  // (length, vocab) transformers' logits
+};
+
+KvFourCase LoadKvFourCase(const parallel::Mapping& mapping) {
+  const std::string name = "kv4_bias_plora_web";
+  auto comm = parallel::CreateMpiDeviceComm(mapping);
+  EXPECT_TRUE(comm.ok()) << comm.status();
+  auto weights =
+      LoadLlmWeights(std::string(IXC_GOLDEN_MODELS_DIR) + "/" + name, {mapping.tp_rank(), mapping.layout().tp});
+  EXPECT_TRUE(weights.ok()) << weights.status();
+  const NpyArray prompt = *ReadNpy(kGolden + name + "/prompt_ids.npy");
+  const NpyArray mask = *ReadNpy(kGolden + name + "/image_mask.npy");
+  return {std::move(*comm), std::move(*weights), std::vector<int32_t>(prompt.ints.begin(), prompt.ints.end()),
+          std::vector<uint8_t>(mask.ints.begin(), mask.ints.end()), ReadNpy(kGolden + name + "/logits.npy")->floats};
+}
+
 // Chunked prefill on a sequence split across the SP group (architecture section 4): the first part of the prompt by
 // ring attention, the rest as one chunk that every SP rank holds, attended to each rank's shard and merged, each
 // token's K/V kept by its round-robin owner. The logits of both parts equal the goldens.
 TEST(ParallelGoldenTest, ChunkedPrefillAfterARingPrefill) {
-  const parallel::Mapping mapping = testing::WorldMapping();
-  auto comm = parallel::CreateMpiDeviceComm(mapping);
-  ASSERT_TRUE(comm.ok()) << comm.status();
-  // 26 positions, below max_position_embeddings (one RoPE base throughout); 4 KV heads, so every layout loads it;
-  // image rows and the web LoRA on top.
-  const std::string name = "kv4_bias_plora_web";
-  auto weights = LoadLlmWeights(std::string(IXC_GOLDEN_MODELS_DIR) + "/" + name,
-                                {mapping.tp_rank(), mapping.layout().tp});
-  ASSERT_TRUE(weights.ok()) << weights.status();
-  const NpyArray prompt = *ReadNpy(kGolden + name + "/prompt_ids.npy");
-  const NpyArray golden = *ReadNpy(kGolden + name + "/logits.npy");
-  const std::vector<int32_t> ids(prompt.ints.begin(), prompt.ints.end());
-  const NpyArray mask_array = *ReadNpy(kGolden + name + "/image_mask.npy");
-  const std::vector<uint8_t> mask(mask_array.ints.begin(), mask_array.ints.end());
-  const int64_t vocab = weights->config.vocab_size, first = 7, length = static_cast<int64_t>(ids.size());
-  KvCache cache(weights->shard, /*block_size=*/2, /*num_blocks=*/32);
+  const KvFourCase c = LoadKvFourCase(testing::WorldMapping());
+  ASSERT_FALSE(HasFailure());
+  parallel::DeviceComm* comm = c.comm.get();
+  const int64_t vocab = c.weights.config.vocab_size, first = 7, length = static_cast<int64_t>(c.ids.size());
+  KvCache cache(c.weights.shard, /*block_size=*/2, /*num_blocks=*/32);
   SequenceKv seq;
   ForwardInput head;
-  head.ids = std::span<const int32_t>(ids.data(), first);
-  head.image_mask = std::span<const uint8_t>(mask.data(), first);
+  head.ids = std::span<const int32_t>(c.ids.data(), first);
+  head.image_mask = std::span<const uint8_t>(c.mask.data(), first);
   head.lora = LoraMode::kWeb;
-  auto logits = Prefill(*weights, head, /*all_logits=*/true, seq, cache, comm->get());
+  auto logits = Prefill(c.weights, head, /*all_logits=*/true, seq, cache, comm);
   ASSERT_TRUE(logits.ok()) << logits.status();
-  EXPECT_LE(MaxAbsDiff(*logits, std::vector<float>(golden.floats.begin(), golden.floats.begin() + first * vocab)), 1e-4);
+  EXPECT_LE(MaxAbsDiff(*logits, std::vector<float>(c.golden.begin(), c.golden.begin() + first * vocab)), 1e-4);
 
-  const int sp = comm->get()->GroupSize(parallel::Group::kSequence);
-  const int sp_rank = comm->get()->GroupRank(parallel::Group::kSequence);
+  const int sp = comm->GroupSize(parallel::Group::kSequence);
+  const int sp_rank = comm->GroupRank(parallel::Group::kSequence);
   std::vector<int32_t> positions;
   std::vector<uint8_t> keep;
   for (int64_t p = first; p < length; ++p) {
@@ -165,42 +177,35 @@ TEST(ParallelGoldenTest, ChunkedPrefillAfterARingPrefill) {
     keep.push_back(sp == 1 || parallel::DecodeOwner(p, cache.block_size(), sp) == sp_rank);
   }
   ForwardInput chunk;
-  chunk.ids = std::span<const int32_t>(ids.data() + first, length - first);
-  chunk.image_mask = std::span<const uint8_t>(mask.data() + first, length - first);
+  chunk.ids = std::span<const int32_t>(c.ids.data() + first, length - first);
+  chunk.image_mask = std::span<const uint8_t>(c.mask.data() + first, length - first);
   chunk.lora = LoraMode::kWeb;
   chunk.positions = positions;
   chunk.store_kv = keep;
   chunk.all_logits = true;
   chunk.sp_attention = sp > 1 ? SpAttention::kGatherMerge : SpAttention::kLocal;
   std::vector<float> rest;
-  ASSERT_TRUE(LanguageModelForward(*weights, chunk, seq, cache, &rest, comm->get()).ok());
-  EXPECT_LE(MaxAbsDiff(rest, std::vector<float>(golden.floats.begin() + first * vocab, golden.floats.end())), 1e-4);
+  ASSERT_TRUE(LanguageModelForward(c.weights, chunk, seq, cache, &rest, comm).ok());
+  EXPECT_LE(MaxAbsDiff(rest, std::vector<float>(c.golden.begin() + first * vocab, c.golden.end())), 1e-4);
 }
 
 // A prompt its caller has already cut into this SP rank's zig-zag shard (the cluster's LLM ranks, which receive
 // image rows straight into place) prefills as one Prefill cuts itself: the goldens' logits. Positions that are not
 // this rank's shard are refused.
 TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
-  const parallel::Mapping mapping = testing::WorldMapping();
-  auto comm = parallel::CreateMpiDeviceComm(mapping);
-  ASSERT_TRUE(comm.ok()) << comm.status();
-  const std::string name = "kv4_bias_plora_web";
-  auto weights = LoadLlmWeights(std::string(IXC_GOLDEN_MODELS_DIR) + "/" + name,
-                                {mapping.tp_rank(), mapping.layout().tp});
-  ASSERT_TRUE(weights.ok()) << weights.status();
-  const NpyArray prompt = *ReadNpy(kGolden + name + "/prompt_ids.npy");
-  const NpyArray golden = *ReadNpy(kGolden + name + "/logits.npy");
-  const NpyArray mask_array = *ReadNpy(kGolden + name + "/image_mask.npy");
-  const int64_t length = static_cast<int64_t>(prompt.ints.size());
-  const int sp = comm->get()->GroupSize(parallel::Group::kSequence);
-  const int sp_rank = comm->get()->GroupRank(parallel::Group::kSequence);
+  const KvFourCase c = LoadKvFourCase(testing::WorldMapping());
+  ASSERT_FALSE(HasFailure());
+  parallel::DeviceComm* comm = c.comm.get();
+  const int64_t length = static_cast<int64_t>(c.ids.size());
+  const int sp = comm->GroupSize(parallel::Group::kSequence);
+  const int sp_rank = comm->GroupRank(parallel::Group::kSequence);
   if (sp == 1) GTEST_SKIP() << "no sequence parallelism in this layout";
   const std::vector<int32_t> positions = parallel::ZigZagPositions(length, sp_rank, sp);
   std::vector<int32_t> ids;
   std::vector<uint8_t> mask;
   for (int32_t p : positions) {
-    ids.push_back(static_cast<int32_t>(prompt.ints[p]));
-    mask.push_back(static_cast<uint8_t>(mask_array.ints[p]));
+    ids.push_back(c.ids[p]);
+    mask.push_back(c.mask[p]);
   }
   ForwardInput shard;
   shard.ids = ids;
@@ -208,17 +213,17 @@ TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
   shard.lora = LoraMode::kWeb;
   shard.positions = positions;
   shard.context_length = length;
-  KvCache cache(weights->shard, /*block_size=*/2, /*num_blocks=*/32);
+  KvCache cache(c.weights.shard, /*block_size=*/2, /*num_blocks=*/32);
   SequenceKv seq;
-  auto logits = Prefill(*weights, shard, /*all_logits=*/true, seq, cache, comm->get());
+  auto logits = Prefill(c.weights, shard, /*all_logits=*/true, seq, cache, comm);
   ASSERT_TRUE(logits.ok()) << logits.status();
-  EXPECT_LE(MaxAbsDiff(*logits, golden.floats), 1e-4);
+  EXPECT_LE(MaxAbsDiff(*logits, c.golden), 1e-4);
 
   // Another rank's positions: refused here, before any collective, so every rank refuses alike.
   const std::vector<int32_t> others = parallel::ZigZagPositions(length, (sp_rank + 1) % sp, sp);
   shard.positions = others;
   SequenceKv other_seq;
-  auto refused = Prefill(*weights, shard, /*all_logits=*/true, other_seq, cache, comm->get());
+  auto refused = Prefill(c.weights, shard, /*all_logits=*/true, other_seq, cache, comm);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("zig-zag positions"), std::string::npos) << refused.status();
 }
