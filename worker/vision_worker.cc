@@ -1,5 +1,6 @@
 #include "worker/vision_worker.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -64,7 +65,12 @@ absl::Status VisionWorker::Encode(const protocol::VisionTask& task) {
   part.cols = task.cols();
   part.first_crop = task.first_crop();
   part.crop_count = task.crop_count();
-  IXC_ASSIGN_OR_RETURN(part.features, model::NewFloats(task.crop_count() * FeatureFloatsPerCrop(), model_gpu_));
+  // Features wait for their gather on the tower's GPU; but where that GPU is an LLM rank's too (the MPI handoff),
+  // one image's at a time, the others on the host, so that a burst of images does not eat the LLM rank's reserve.
+  const bool waiting_on_device =
+      std::any_of(parts_.begin(), parts_.end(), [](const auto& entry) { return entry.second.features.on_device(); });
+  const int gpu = handoff_.gpu >= 0 || !waiting_on_device ? model_gpu_ : -1;
+  IXC_ASSIGN_OR_RETURN(part.features, model::NewFloats(task.crop_count() * FeatureFloatsPerCrop(), gpu));
   IXC_RETURN_IF_ERROR(model::EncodeCropsInto(weights_, task.pixels()->data(), task.crop_count(), part.features.data()));
   flatbuffers::FlatBufferBuilder builder;
   const auto body = protocol::CreateCropsEncoded(builder, task.tag());

@@ -34,7 +34,8 @@ class VisionWorker {
   absl::Status Gather(const protocol::VisionGather& gather);
   absl::Status SendImages(const protocol::StepPlan& plan);
   // ViT features stay where the tower made them (its GPU, or the host) from encoding to assembly; with the MPI handoff
-  // they pass through host memory only on their way to another vision rank.
+  // they pass through host memory only on their way to another vision rank (and wait there for their gather where
+  // another image's already wait on the GPU).
   absl::Status SendFeatures(const model::Floats& features, int peer);
   absl::Status ReceiveFeatures(float* target, int64_t count, int peer);
   int64_t FeatureFloatsPerCrop() const {  // grid^2 x vit hidden
