@@ -16,6 +16,8 @@
 
 #include "absl/status/status.h"
 #include "core/dtype.h"
+#include "core/status_macros.h"
+#include "kernels/cuda/cuda_check.h"
 
 namespace ixc::kernels::cuda {
 
@@ -104,6 +106,19 @@ absl::Status DispatchHalfDType(DType dtype, const char* op, F&& f) {
       break;
   }
   return absl::InvalidArgumentError(std::string(op) + " takes bf16 or f16 tensors, not f32");
+}
+
+// A GEMM kernel's types: 16-bit inputs T, outputs T or f32 (Gemm::Linear has refused any other pair). `launch(T{},
+// Out{})` launches and returns its cudaError_t, which comes back as a Status.
+template <typename F>
+absl::Status DispatchLinearTypes(DType in, DType out, const char* op, F&& launch) {
+  cudaError_t launched = cudaSuccess;
+  IXC_RETURN_IF_ERROR(DispatchHalfDType(in, op, [&](auto tag) {
+    using T = decltype(tag);
+    launched = out == DType::kF32 ? launch(T{}, float{}) : launch(T{}, T{});
+  }));
+  IXC_CUDA_RETURN_IF_ERROR(launched);
+  return absl::OkStatus();
 }
 
 }  // namespace ixc::kernels::cuda

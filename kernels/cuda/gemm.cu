@@ -163,14 +163,9 @@ cudaError_t DispatchSmallM(const LinearArgs& args, bool programmatic, cudaStream
 }
 
 absl::Status SmallMLinear(const LinearArgs& args, bool programmatic, cudaStream_t stream) {
-  cudaError_t launched = cudaSuccess;
-  IXC_RETURN_IF_ERROR(DispatchHalfDType(args.in, "Linear", [&](auto tag) {
-    using T = decltype(tag);
-    launched = args.out_dtype == DType::kF32 ? DispatchSmallM<T, float>(args, programmatic, stream)
-                                             : DispatchSmallM<T, T>(args, programmatic, stream);
-  }));
-  IXC_CUDA_RETURN_IF_ERROR(launched);
-  return absl::OkStatus();
+  return DispatchLinearTypes(args.in, args.out_dtype, "Linear", [&](auto in, auto out) {
+    return DispatchSmallM<decltype(in), decltype(out)>(args, programmatic, stream);
+  });
 }
 
 }  // namespace

@@ -215,15 +215,9 @@ absl::Status LaunchFewRowsLinear(const LinearArgs& args, void* workspace, int64_
     return absl::InvalidArgumentError(absl::StrCat("FewRowsLinear: m ", args.m, ", n ", args.n, ", k ", args.k,
                                                    " (built for 1-", kMaxRows, " rows and k a multiple of 32)"));
   }
-  cudaError_t launched = cudaSuccess;
-  IXC_RETURN_IF_ERROR(DispatchHalfDType(args.in, "FewRowsLinear", [&](auto tag) {
-    using T = decltype(tag);
-    launched = args.out_dtype == DType::kF32
-                   ? DispatchRows<T, float>(args, workspace, workspace_bytes, num_sms, programmatic, stream)
-                   : DispatchRows<T, T>(args, workspace, workspace_bytes, num_sms, programmatic, stream);
-  }));
-  IXC_CUDA_RETURN_IF_ERROR(launched);
-  return absl::OkStatus();
+  return DispatchLinearTypes(args.in, args.out_dtype, "FewRowsLinear", [&](auto in, auto out) {
+    return DispatchRows<decltype(in), decltype(out)>(args, workspace, workspace_bytes, num_sms, programmatic, stream);
+  });
 }
 
 }  // namespace ixc::kernels::cuda
