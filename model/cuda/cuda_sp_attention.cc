@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
@@ -30,7 +31,7 @@ absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Se
   IXC_RETURN_IF_ERROR(sp_send_.Reserve(4, stream, "SP exchange"));
   IXC_RETURN_IF_ERROR(sp_gathered_.Reserve(plan.size * 4, stream, "SP exchange"));
   const float mine = static_cast<float>(tokens);
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(sp_send_.data(), &mine, 4, cudaMemcpyHostToDevice));
+  IXC_RETURN_IF_ERROR(CopyToDeviceNow(sp_send_.data(), &mine, 4, stream));
   IXC_RETURN_IF_ERROR(comm.AllGather(sp_send_.as<float>(), 1, sp_gathered_.as<float>(), kSp));
   std::vector<float> counts(plan.size);
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(counts.data(), sp_gathered_.data(), plan.size * 4, cudaMemcpyDeviceToHost));
@@ -39,13 +40,13 @@ absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Se
   if (*std::min_element(plan.counts.begin(), plan.counts.end()) == 0) {  // the same answer on every rank
     return absl::UnimplementedError(absl::StrCat(
         "a ring prefill on the cuda backend needs a token of the prompt on every SP rank: ", segment.context_length,
-        " tokens over ", plan.size, " ranks leave one without"));
+        " tokens over ", plan.size, " ranks leave one without (shards of ", absl::StrJoin(plan.counts, ", "), ")"));
   }
   std::vector<float> padded(plan.capacity, 0.f), all(plan.size * plan.capacity);
   std::copy(segment.positions.begin(), segment.positions.end(), padded.begin());
   IXC_RETURN_IF_ERROR(sp_send_.Reserve(plan.capacity * 4, stream, "SP exchange"));
   IXC_RETURN_IF_ERROR(sp_gathered_.Reserve(plan.size * plan.capacity * 4, stream, "SP exchange"));
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(sp_send_.data(), padded.data(), plan.capacity * 4, cudaMemcpyHostToDevice));
+  IXC_RETURN_IF_ERROR(CopyToDeviceNow(sp_send_.data(), padded.data(), plan.capacity * 4, stream));
   IXC_RETURN_IF_ERROR(comm.AllGather(sp_send_.as<float>(), plan.capacity, sp_gathered_.as<float>(), kSp));
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(all.data(), sp_gathered_.data(), all.size() * 4, cudaMemcpyDeviceToHost));
 
@@ -60,7 +61,7 @@ absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Se
   for (int64_t t = 0; t < tokens; ++t) ints[1 + t] = static_cast<int32_t>(t);
   ints.insert(ints.end(), last_keys.begin(), last_keys.end());
   IXC_RETURN_IF_ERROR(ring_metadata_.Reserve(static_cast<int64_t>(ints.size()) * 4, stream, "ring metadata"));
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(ring_metadata_.data(), ints.data(), ints.size() * 4, cudaMemcpyHostToDevice));
+  IXC_RETURN_IF_ERROR(CopyToDeviceNow(ring_metadata_.data(), ints.data(), ints.size() * 4, stream));
   plan.table = ring_metadata_.as<int32_t>();
   plan.slots = plan.table + 1;
   plan.last_key = plan.slots + tokens;
@@ -154,7 +155,7 @@ absl::Status CudaLanguageModel::GatherMerge(int64_t rows, parallel::DeviceComm& 
 absl::Status CudaLanguageModel::SumOverSequenceGroup(std::vector<float>& block, parallel::DeviceComm& comm) {
   const int64_t bytes = static_cast<int64_t>(block.size()) * 4;
   IXC_RETURN_IF_ERROR(sp_send_.Reserve(bytes, gpu_->stream, "SP logits"));
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(sp_send_.data(), block.data(), bytes, cudaMemcpyHostToDevice));
+  IXC_RETURN_IF_ERROR(CopyToDeviceNow(sp_send_.data(), block.data(), bytes, gpu_->stream));
   IXC_RETURN_IF_ERROR(comm.AllReduceSum(sp_send_.as<float>(), static_cast<int64_t>(block.size()), kSp));
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(block.data(), sp_send_.data(), bytes, cudaMemcpyDeviceToHost));
   return absl::OkStatus();

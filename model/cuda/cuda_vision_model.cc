@@ -86,7 +86,7 @@ absl::StatusOr<std::shared_ptr<CudaVisionModel>> CudaVisionModel::Upload(const V
   std::vector<int32_t> metadata(kCropsPerPass + tokens, static_cast<int32_t>(tokens - 1));
   std::iota(metadata.begin(), metadata.begin() + kCropsPerPass, 0);
   IXC_ASSIGN_OR_RETURN(void* p, arena.Allocate(static_cast<int64_t>(metadata.size()) * 4));
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, metadata.data(), metadata.size() * 4, cudaMemcpyHostToDevice));
+  IXC_RETURN_IF_ERROR(CopyToDeviceNow(p, metadata.data(), static_cast<int64_t>(metadata.size()) * 4, nullptr));
   model->attention_tables_ = static_cast<int32_t*>(p);
   model->attention_positions_ = model->attention_tables_ + kCropsPerPass;
   return model;

@@ -86,15 +86,21 @@ absl::StatusOr<void*> DeviceArena::UploadMatrix(TensorView view, DType dtype, in
   const int64_t cols = view.rank == 0 ? 1 : view.dim(-1);
   const std::vector<uint8_t> bytes = ConvertTo(view, dtype, std::max(padded_cols, cols));
   IXC_ASSIGN_OR_RETURN(void* p, Allocate(static_cast<int64_t>(bytes.size())));
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
+  IXC_RETURN_IF_ERROR(CopyToDeviceNow(p, bytes.data(), static_cast<int64_t>(bytes.size()), nullptr));
   return p;
 }
 
 absl::StatusOr<float*> DeviceArena::UploadFloats(const std::vector<float>& values) {
   if (values.empty()) return nullptr;
   IXC_ASSIGN_OR_RETURN(void* p, Allocate(static_cast<int64_t>(values.size()) * 4));
-  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, values.data(), values.size() * 4, cudaMemcpyHostToDevice));
+  IXC_RETURN_IF_ERROR(CopyToDeviceNow(p, values.data(), static_cast<int64_t>(values.size()) * 4, nullptr));
   return static_cast<float*>(p);
+}
+
+absl::Status CopyToDeviceNow(void* dst, const void* src, int64_t bytes, cudaStream_t stream) {
+  IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+  IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  return absl::OkStatus();
 }
 
 GrowingBuffer::~GrowingBuffer() {

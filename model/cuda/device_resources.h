@@ -7,6 +7,7 @@
 //                host as they are uploaded, and pools
 //   GrowingBuffer  scratch that grows to the largest request seen (the first long prompt or big image sizes it)
 //   NewDeviceFloats  an owned f32 buffer (model/floats.h) for the vision handoff over NCCL
+//   CopyToDeviceNow  a host-to-device copy that has landed when it returns
 //
 //   IXC_ASSIGN_OR_RETURN(std::unique_ptr<GpuRuntime> gpu, GpuRuntime::Create(/*device=*/0));
 //   IXC_ASSIGN_OR_RETURN(void* w, arena.UploadMatrix(view, DType::kBF16));
@@ -59,6 +60,10 @@ class DeviceArena {
   std::vector<void*> allocations_;
   int64_t bytes_ = 0;
 };
+
+// dst (device) <- src (host), finished when it returns. A plain cudaMemcpy from pageable memory may return while
+// its DMA is still in flight, and a non-blocking stream (the forward's, NCCL's) is not ordered after it.
+absl::Status CopyToDeviceNow(void* dst, const void* src, int64_t bytes, cudaStream_t stream);
 
 class GrowingBuffer {
  public:

@@ -4,7 +4,7 @@
 # 500 MB; the GPU machine has CUDA 13 and run.sh finds them there) and the golden checkpoints model_cuda_test and
 # vision_cuda_test run on, into .gpu-bin/bundle.tar.xz (xz keeps it under the device call's 64 MiB). Then, on the GPU machine:
 # bash tests/gpu/run.sh (carry .gpu-bin), which unpacks it.
-#   bash tests/gpu/build.sh
+#   bash tests/gpu/build.sh [binary...]    (e.g. parallel_cuda_test: those alone, for a quick rerun beside another bundle)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cmake --preset cuda >/dev/null
@@ -12,8 +12,10 @@ cmake --build --preset cuda
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/lib"
+wanted=" $* "
 for binary in build/cuda/tests/*_cuda_test build/cuda/bench/*_cuda_bench; do
   [ -x "$binary" ] || continue
+  [ $# -eq 0 ] || [[ "$wanted" == *" $(basename "$binary") "* ]] || continue
   cp "$binary" "$stage/"
   # Everything ldd resolves, except glibc's own libraries, the driver and the CUDA toolkit's, travels beside them.
   ldd "$binary" | awk '/=> \// {print $3}' |

@@ -113,6 +113,7 @@ TEST_P(CudaParallelTest, EveryRankMatchesTheCpu) {
         IXC_ASSIGN_OR_RETURN(KvCache cache, AttachCudaModel(weights, options));
         IXC_ASSIGN_OR_RETURN(RankLogits run, RunSequence(weights, prompt, cache, &comm, fed));
         ixc::testing::ExpectChoicesMatchHostSampling(weights, cache, prompt.ids, &comm);
+        if (::testing::Test::HasFatalFailure()) return absl::AbortedError("the token choice check stopped early");
         return run;
       }();
       if (!results[index].ok()) world.Abort();  // the peers' next collective fails rather than waits

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole cluster on the GPU machine (the bundle of tests/gpu/build_cluster.sh; carry .gpu-cluster): a seeded tiny
+# The whole cluster on the GPU machine (the bundle of tests/gpu/build_cluster.sh, in two halves): a seeded tiny
 # checkpoint with the real tokenizer, the same requests (text, two images, a video, a sampled one) through an mpirun
 # job on the CPU and then on `device` (cuda: the LLM rank and the vision rank share the one GPU, so images go over
 # MPI), each request's prompt logits compared (tests/gpu/compare_cluster_runs.py); ixc-generate on both the same way;
@@ -8,6 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 device=${1:-cuda}
+for half in .gpu-cluster/bundle.tar.xz.1 .gpu-cluster-2/bundle.tar.xz.2; do
+  [ -f "$half" ] || {
+    echo "no $half: run tests/gpu/build_cluster.sh, carry .gpu-cluster in one call and .gpu-cluster-2 in the next"
+    exit 1
+  }
+done
+cat .gpu-cluster/bundle.tar.xz.1 .gpu-cluster-2/bundle.tar.xz.2 >.gpu-cluster/bundle.tar.xz
 IXC_BUNDLE_DIR=.gpu-cluster source tests/gpu/bundle_env.sh
 bundle=$PWD/.gpu-cluster
 export OPAL_PREFIX=$bundle/openmpi PATH=$bundle/openmpi/bin:$PATH

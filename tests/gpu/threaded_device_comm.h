@@ -2,10 +2,10 @@
 //
 // A T x S grid of LLM ranks as threads of one process sharing one GPU, for testing the GPU's tensor- and sequence-
 // parallel paths on a machine with one GPU and no MPI (the lent GPU machine). Each thread's DeviceComm moves its
-// peers' buffers with cudaMemcpy (device or host: unified addressing). Every rank must make the same collective
-// calls in the same order, as under MPI or NCCL: each call meets at a barrier of all T x S threads, so the groups of
-// one kind (every TP row, every SP column) run their collectives in the same rounds. A rank that fails calls
-// Abort, and a barrier that waits longer than a minute gives up: its peers' calls then fail instead of hanging.
+// peers' buffers with cudaMemcpy (device or host: unified addressing). As under NCCL, each group (every TP row, every
+// SP column, all the LLM ranks) is a communicator of its own: its members must make the same calls in the same
+// order, and meet at the group's own barrier, while another group's members may be elsewhere. A rank that fails
+// calls Abort, and a barrier that waits longer than a minute gives up: its peers' calls then fail instead of hanging.
 //   ThreadedWorld world(/*tp=*/1, /*sp=*/2);
 //   ThreadedDeviceComm comm(world, /*tp_rank=*/0, /*sp_rank=*/1);   // in thread (0, 1)
 #pragma once
@@ -15,6 +15,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -25,24 +26,39 @@ namespace ixc::testing {
 
 class ThreadedWorld {
  public:
-  ThreadedWorld(int tp, int sp) : tp(tp), sp(sp), slots(tp * sp) {}
+  // Barriers: one per TP row (sp of them), one per SP column (tp), one of every rank.
+  ThreadedWorld(int tp, int sp) : tp(tp), sp(sp), barriers_(sp + tp + 1) {
+    for (int kind = 0; kind < 3; ++kind) {
+      slots[kind].resize(tp * sp);
+      calls[kind].resize(tp * sp);
+    }
+  }
 
-  // Waits until every rank has arrived; false once a rank has aborted or the wait has passed a minute.
-  bool ArriveAndWait() {
+  // The barrier of group `barrier` (BarrierOf), `size` members: waits until all have arrived; false once a rank
+  // has aborted or the wait has passed a minute.
+  bool ArriveAndWait(int barrier, int size) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (aborted_) return false;
-    const int64_t round = round_;
-    if (++arrived_ == tp * sp) {
-      arrived_ = 0;
-      ++round_;
+    Barrier& b = barriers_[barrier];
+    const int64_t round = b.round;
+    if (++b.arrived == size) {
+      b.arrived = 0;
+      ++b.round;
       changed_.notify_all();
       return true;
     }
-    if (!changed_.wait_for(lock, std::chrono::minutes(1), [&] { return round_ != round || aborted_; })) {
+    if (!changed_.wait_for(lock, std::chrono::minutes(1), [&] { return b.round != round || aborted_; })) {
       aborted_ = true;  // a peer is gone without a word: release everyone
       changed_.notify_all();
     }
-    return round_ != round;
+    return b.round != round;
+  }
+  static int KindOf(parallel::Group group) {
+    return group == parallel::Group::kTensor ? 0 : group == parallel::Group::kSequence ? 1 : 2;
+  }
+  int BarrierOf(parallel::Group group, int tp_rank, int sp_rank) const {
+    const int kind = KindOf(group);
+    return kind == 0 ? sp_rank : kind == 1 ? sp + tp_rank : sp + tp;
   }
   // A rank that stops early: every wait, now and later, returns false.
   void Abort() {
@@ -52,13 +68,20 @@ class ThreadedWorld {
   }
 
   const int tp, sp;
-  std::vector<const float*> slots;  // what each rank offers its peers this round, by LLM index sp_rank * tp + tp_rank
+  // What each rank offers its group's peers in its current call of a group kind (TP, SP, all: a ring transfer may be
+  // in flight over SP while a TP call runs), by kind and LLM index sp_rank * tp + tp_rank, and the call itself
+  // ("AllGather of 4"), the same for every member of the group.
+  std::vector<const float*> slots[3];
+  std::vector<std::string> calls[3];
 
  private:
+  struct Barrier {
+    int arrived = 0;
+    int64_t round = 0;
+  };
   std::mutex mutex_;
   std::condition_variable changed_;
-  int arrived_ = 0;
-  int64_t round_ = 0;
+  std::vector<Barrier> barriers_;
   bool aborted_ = false;
 };
 
@@ -79,35 +102,37 @@ class ThreadedDeviceComm : public parallel::DeviceComm {
     }
   }
 
-  // Each call takes part in every barrier of its round even after a failed copy, so the rounds stay aligned.
+  // Each call takes part in every barrier of its round even after a failure, so the rounds stay aligned; it copies
+  // nothing once it has failed.
   absl::Status AllReduceSum(float* data, int64_t count, parallel::Group group) override {
-    absl::Status status = Publish(data);
+    absl::Status status = Publish(data, absl::StrCat("AllReduceSum of ", count), group);
     std::vector<float> sum(count, 0.f), part(count);
     for (int member : Members(group)) {
-      status.Update(Copy(part.data(), world_.slots[member], count));
+      if (status.ok()) status = Copy(part.data(), Slot(group, member), count);
       for (int64_t i = 0; i < count; ++i) sum[i] += part[i];
     }
-    status.Update(Meet());  // every peer has read `data`
+    status.Update(Meet(group));  // every peer has read `data`
     if (status.ok()) status = Copy(data, sum.data(), count);
     return status;
   }
   absl::Status AllGather(const float* send, int64_t count, float* gathered, parallel::Group group) override {
-    absl::Status status = Publish(send);
+    absl::Status status = Publish(send, absl::StrCat("AllGather of ", count), group);
     const std::vector<int> members = Members(group);
     for (size_t r = 0; r < members.size(); ++r) {
-      status.Update(Copy(gathered + r * count, world_.slots[members[r]], count));
+      if (status.ok()) status = Copy(gathered + r * count, Slot(group, members[r]), count);
     }
-    status.Update(Meet());  // every peer has read `send`
+    status.Update(Meet(group));  // every peer has read `send`
     return status;
   }
   // The receive happens here; Wait is the round's second barrier, after which `send` may change.
   absl::Status StartSendRecv(const float* send, int64_t, int, float* recv, int64_t recv_count, int recv_peer,
                              parallel::Group group) override {
-    absl::Status status = Publish(send);
-    status.Update(Copy(recv, world_.slots[Members(group)[recv_peer]], recv_count));
+    in_flight_ = group;
+    absl::Status status = Publish(send, "SendRecv", group);
+    if (status.ok()) status = Copy(recv, Slot(group, Members(group)[recv_peer]), recv_count);
     return status;
   }
-  absl::Status Wait() override { return Meet(); }
+  absl::Status Wait() override { return Meet(in_flight_); }
   absl::Status SendRecv(const float* send, int64_t send_count, int send_peer, float* recv, int64_t recv_count,
                         int recv_peer, parallel::Group group) override {
     absl::Status status = StartSendRecv(send, send_count, send_peer, recv, recv_count, recv_peer, group);
@@ -136,17 +161,34 @@ class ThreadedDeviceComm : public parallel::DeviceComm {
     }
     return members;
   }
-  absl::Status Meet() {
-    if (world_.ArriveAndWait()) return absl::OkStatus();
+  absl::Status Meet(parallel::Group group) {
+    if (world_.ArriveAndWait(world_.BarrierOf(group, tp_rank_, sp_rank_), GroupSize(group))) return absl::OkStatus();
     return absl::AbortedError("a peer rank failed or stopped answering");
   }
-  // This round's offer, visible to every peer once all have arrived.
-  absl::Status Publish(const float* data) {
-    world_.slots[Index()] = data;
-    return Meet();
+  // This round's offer, visible to every peer once all have arrived. The group's members must be making the same
+  // call: one that is not means the ranks' collectives have gone out of step, which NCCL would not notice.
+  absl::Status Publish(const float* data, std::string call, parallel::Group group) {
+    const int kind = ThreadedWorld::KindOf(group);
+    world_.slots[kind][Index()] = data;
+    world_.calls[kind][Index()] = std::move(call);
+    absl::Status status = Meet(group);
+    const std::vector<std::string>& calls = world_.calls[kind];
+    for (int member : Members(group)) {
+      if (status.ok() && calls[member] != calls[Index()]) {
+        status = absl::FailedPreconditionError(absl::StrCat("collectives out of step: rank ", Index(), " calls ",
+                                                            calls[Index()], ", rank ", member, " ", calls[member]));
+      }
+    }
+    return status;
   }
+  const float* Slot(parallel::Group group, int member) const {
+    return world_.slots[ThreadedWorld::KindOf(group)][member];
+  }
+  // Finished when it returns (a device-to-device cudaMemcpy does not wait), so the owner may reuse `from` after
+  // the round's barrier.
   static absl::Status Copy(float* to, const float* from, int64_t count) {
-    const cudaError_t error = cudaMemcpy(to, from, count * sizeof(float), cudaMemcpyDefault);
+    cudaError_t error = cudaMemcpy(to, from, count * sizeof(float), cudaMemcpyDefault);
+    if (error == cudaSuccess) error = cudaStreamSynchronize(nullptr);
     if (error == cudaSuccess) return absl::OkStatus();
     return absl::InternalError(absl::StrCat("threaded comm copy: ", cudaGetErrorString(error)));
   }
@@ -156,6 +198,7 @@ class ThreadedDeviceComm : public parallel::DeviceComm {
 
   ThreadedWorld& world_;
   int tp_rank_, sp_rank_;
+  parallel::Group in_flight_ = parallel::Group::kSequence;  // the group of the StartSendRecv that Wait finishes
 };
 
 }  // namespace ixc::testing

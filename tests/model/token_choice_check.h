@@ -33,8 +33,10 @@ inline void ExpectChoicesMatchHostSampling(const model::LlmWeights& weights, mod
   for (int i = 0; i < n; ++i) {
     model::ForwardInput input;
     input.ids = std::span<const int32_t>(prompt.data(), prompt.size() - i % 3);  // lengths differ
-    ASSERT_TRUE(model::Prefill(weights, input, false, chosen[i], cache, comm).ok());
-    ASSERT_TRUE(model::Prefill(weights, input, false, plain[i], cache, comm).ok());
+    for (model::SequenceKv* seq : {&chosen[i], &plain[i]}) {
+      const auto logits = model::Prefill(weights, input, false, *seq, cache, comm);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+    }
     generated[i] = {prompt[i], prompt[2 * i + 1], prompt[i]};  // ids for the penalty, one repeated
   }
   int differing_from_greedy = 0;
@@ -48,8 +50,10 @@ inline void ExpectChoicesMatchHostSampling(const model::LlmWeights& weights, mod
       with_choice.push_back({token, position, model::LoraMode::kBase, &chosen[i], {}, &choices[i]});
       with_logits.push_back({token, position, model::LoraMode::kBase, &plain[i], {}, nullptr});
     }
-    ASSERT_TRUE(model::DecodeSteps(weights, with_choice, cache, comm).ok());
-    ASSERT_TRUE(model::DecodeSteps(weights, with_logits, cache, comm).ok());  // whole logits on every rank
+    const absl::Status chose = model::DecodeSteps(weights, with_choice, cache, comm);
+    ASSERT_TRUE(chose.ok()) << chose;
+    const absl::Status computed = model::DecodeSteps(weights, with_logits, cache, comm);  // whole logits everywhere
+    ASSERT_TRUE(computed.ok()) << computed;
     for (int i = 0; i < n; ++i) {
       std::vector<float> logits = with_logits[i].logits;
       ASSERT_EQ(static_cast<int64_t>(logits.size()), weights.config.vocab_size);

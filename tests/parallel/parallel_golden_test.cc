@@ -13,6 +13,7 @@
 #include "nlohmann/json.hpp"
 #include "parallel/mpi_device_comm.h"
 #include "parallel/sequence_shard.h"
+#include "tests/model/token_choice_check.h"
 #include "tests/parallel/mpi_test_main.h"
 
 namespace ixc::model {
@@ -226,6 +227,15 @@ TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
   auto refused = Prefill(c.weights, shard, /*all_logits=*/true, other_seq, cache, comm);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("zig-zag positions"), std::string::npos) << refused.status();
+}
+
+// Decode steps that choose their own tokens on every rank of the layout (the prompts prefilled by the ring where SP
+// > 1, the decode KV round-robin) give the tokens SampleNext picks from the same batch's whole logits.
+TEST(ParallelGoldenTest, TokenChoicesMatchHostSampling) {
+  const KvFourCase c = LoadKvFourCase(testing::WorldMapping());
+  ASSERT_FALSE(HasFailure());
+  KvCache cache(c.weights.shard, /*block_size=*/4, /*num_blocks=*/128);
+  ixc::testing::ExpectChoicesMatchHostSampling(c.weights, cache, c.ids, c.comm.get());
 }
 
 }  // namespace
