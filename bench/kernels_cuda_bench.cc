@@ -6,9 +6,9 @@
 // Goals (issue 5, H100): GEMMs with M >= 4096 >= 70% of peak; flash >= 450 TFLOP/s; decode attention and small-M
 // GEMMs >= 80% of HBM bandwidth.
 //   ./kernels_cuda_bench          everything
-//   ./kernels_cuda_bench flash    flash prefill alone (with IXC_FLASH_WGMMA=1: the wgmma kernel on sm_90)
-//   ./kernels_cuda_bench decode   decode attention alone (with IXC_DECODE_MMA=1: the tensor-core kernel)
-//   ./kernels_cuda_bench gemm     the GEMMs alone (with IXC_GEMM_MMA=1: the few-rows kernel for 3-64 rows)
+//   ./kernels_cuda_bench flash    flash prefill alone (wgmma on sm_90; with IXC_FALLBACK_KERNELS=1, mma.sync)
+//   ./kernels_cuda_bench decode   decode attention alone (tensor cores; with IXC_FALLBACK_KERNELS=1, scalar)
+//   ./kernels_cuda_bench gemm     the GEMMs alone
 #include <cstdio>
 #include <numeric>
 #include <string>
@@ -19,7 +19,6 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/flash_wgmma.h"
 #include "kernels/cuda/gemm.h"
-#include "kernels/cuda/gemm_few_rows.h"
 
 namespace ixc::bench {
 namespace {
@@ -50,9 +49,7 @@ void GemmShapes(const GpuLimits& limits) {
       const double tbytes = (m * layer.k + layer.n * layer.k + m * layer.n) * 2.0 / (ms * 1e-3) / 1e12;
       // Small M is bound by reading the weights, large M by the tensor cores.
       const double percent = m <= 64 ? 100 * tbytes / limits.datasheet_tbytes : 100 * tflops / limits.datasheet_tflops;
-      const char* kernel = kc::Gemm::StreamsWeights(m, layer.k)          ? "weight streaming"
-                           : kc::FewRowsMmaSelected(m, layer.k) ? "few-rows mma (IXC_GEMM_MMA=1)"
-                                                                 : "cuBLASLt";
+      const char* kernel = kc::Gemm::StreamsWeights(m, layer.k) ? "weight streaming" : "cuBLASLt";
       std::printf("%-7s %6lld %6lld %6lld %10.4f %10.1f %8.2f %7.0f%% %-13s %s\n", layer.name,
                   static_cast<long long>(m), static_cast<long long>(layer.n), static_cast<long long>(layer.k), ms,
                   tflops, tbytes, percent, m <= 64 ? "of HBM" : "of bf16 peak", kernel);
@@ -108,7 +105,7 @@ struct Pools {
 void FlashPrefill(const GpuLimits& limits) {
   const int heads = 32, kv_heads = 8, d = 128;
   std::printf("\nFlash prefill attention, causal, %d heads / %d KV heads, head dim %d, bf16, %s\n", heads, kv_heads, d,
-              kc::FlashWgmmaSelected(d) ? "wgmma (IXC_FLASH_WGMMA=1)" : "mma.sync");
+              kc::FlashWgmmaSelected(d) ? "wgmma" : "mma.sync");
   std::printf("%8s %10s %10s %8s\n", "tokens", "ms", "TFLOP/s", "% peak");
   for (int64_t tokens : {2048, 8192, 32768}) {
     Pools pools(tokens, kv_heads, d);
@@ -140,7 +137,7 @@ void DecodeAttention(const GpuLimits& limits) {
   const int heads = 32, kv_heads = 8, d = 128;
   std::printf("\nSplit-KV paged decode attention, %d heads / %d KV heads, head dim %d, bf16, %s, from HBM\n", heads,
               kv_heads, d,
-              kc::DecodeMmaSelected(d) ? "tensor cores (IXC_DECODE_MMA=1)" : "scalar");
+              kc::DecodeMmaSelected(d) ? "tensor cores" : "scalar");
   std::printf("%6s %8s %10s %8s %8s\n", "rows", "context", "ms", "TB/s", "% HBM");
   for (auto [rows, context] : {std::pair<int64_t, int64_t>{1, 8192}, {1, 32768}, {1, 98304}, {16, 8192}, {64, 4096}}) {
     // Each row its own sequence: rows x context keys in the pool.

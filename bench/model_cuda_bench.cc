@@ -14,7 +14,6 @@
 #include "bench/machine_limits.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/flash_wgmma.h"
-#include "kernels/cuda/gemm_few_rows.h"
 #include "model/cuda/cuda_language_model.h"
 #include "model/generation.h"
 
@@ -118,10 +117,8 @@ int BatchedDecode(model::LlmWeights& weights, model::KvCache& cache) {
       }
     }
     const double step_s = Seconds(start) / kSteps;
-    std::printf("batch-%d decode (CUDA graphs, %s GEMMs, %s decode attention), greedy %s: %.2f ms/step, %.0f "
-                "tokens/s\n",
-                kBatch, kernels::cuda::FewRowsMmaSelected(kBatch, 4096) ? "few-rows mma" : "cuBLASLt",
-                kernels::cuda::DecodeMmaSelected(128) ? "tensor-core" : "scalar",
+    std::printf("batch-%d decode (CUDA graphs, %s decode attention), greedy %s: %.2f ms/step, %.0f tokens/s\n",
+                kBatch, kernels::cuda::DecodeMmaSelected(128) ? "tensor-core" : "scalar",
                 on_device ? "on the GPU (one id per sequence to the host)" : "on the host (every logit row copied)",
                 step_s * 1e3, kBatch / step_s);
   }

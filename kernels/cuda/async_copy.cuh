@@ -1,7 +1,7 @@
 // File: kernels/cuda/async_copy.cuh
 //
 // cp.async (sm_80+): global -> shared copies that bypass the registers, committed in groups and waited for by count.
-// The flash kernels stage their K and V tiles with them, the few-rows GEMM its activation slices.
+// The flash kernels stage their K and V tiles with them.
 #pragma once
 
 #include <cuda_runtime.h>

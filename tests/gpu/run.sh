@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark bundled in .gpu-bin (made by tests/gpu/build.sh), then the tests and benchmarks
-# that reach the experimental kernels again with those chosen, meant to fit 5 minutes. On a machine with a GPU a skipped
-# test is a failure: it means the GPU was not usable.
-#   bash tests/gpu/run.sh [all|default|experimental]    (default: all; one pass alone where time is short)
-#   IXC_EXPERIMENTAL=IXC_DECODE_MMA=1 bash tests/gpu/run.sh experimental    (one experimental kernel alone)
+# that reach the attention kernels again with the fallback kernels chosen (IXC_FALLBACK_KERNELS=1), meant to fit 5
+# minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not usable.
+#   bash tests/gpu/run.sh [all|default|fallback]    (default: all; one pass alone where time is short)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 pass=${1:-all}
 case "$pass" in
-  all | default | experimental) ;;
+  all | default | fallback) ;;
   *)
-    echo "usage: $0 [all|default|experimental]" >&2
+    echo "usage: $0 [all|default|fallback]" >&2
     exit 2
     ;;
 esac
@@ -26,7 +25,7 @@ run_test() {
   cat /tmp/gpu_test.log
   if [ $rc -ne 0 ] || grep -q "SKIPPED" /tmp/gpu_test.log; then failures=$((failures + 1)); fi
 }
-if [ "$pass" != experimental ]; then
+if [ "$pass" != fallback ]; then
   for test in .gpu-bin/*_cuda_test; do
     [ -x "$test" ] && run_test timeout 120 "$test"
   done
@@ -36,21 +35,17 @@ if [ "$pass" != experimental ]; then
     timeout 150 "$bench" || failures=$((failures + 1))
   done
 fi
-# The experimental kernels, chosen by the environment (kernels/cuda/device.h): the wgmma flash kernel
-# (flash_wgmma.h), the tensor-core decode attention kernel (attention.h, DecodeMmaSelected) and the few-rows GEMM
-# (gemm_few_rows.h). The tests that reach them and their benchmarks, again with all three chosen, or with those
-# IXC_EXPERIMENTAL lists (e.g. IXC_EXPERIMENTAL=IXC_GEMM_MMA=1, to tell which kernel a failure comes from).
+# The kernels that the wgmma flash and tensor-core decode kernels replace where those cannot run (other GPUs, other
+# head dims; kernels/cuda/device.h), chosen everywhere: the tests that reach them and their benchmarks.
 if [ "$pass" != default ]; then
-  read -r -a experimental <<<"${IXC_EXPERIMENTAL:-IXC_FLASH_WGMMA=1 IXC_DECODE_MMA=1 IXC_GEMM_MMA=1}"
-  for test in attention gemm generate model parallel vision; do
-    run_test "${experimental[@]}" timeout 120 ".gpu-bin/${test}_cuda_test"
+  for test in attention generate model parallel vision; do
+    run_test IXC_FALLBACK_KERNELS=1 timeout 120 ".gpu-bin/${test}_cuda_test"
   done
-  echo "== ${experimental[*]}: kernels_cuda_bench flash, decode and gemm; model_cuda_bench 32768 prefill and decode (at ${SECONDS} s)"
-  for mode in flash decode gemm; do
-    env "${experimental[@]}" timeout 60 .gpu-bin/kernels_cuda_bench $mode || failures=$((failures + 1))
+  echo "== IXC_FALLBACK_KERNELS=1: kernels_cuda_bench flash and decode; model_cuda_bench 32768 prefill (at ${SECONDS} s)"
+  for mode in flash decode; do
+    IXC_FALLBACK_KERNELS=1 timeout 60 .gpu-bin/kernels_cuda_bench $mode || failures=$((failures + 1))
   done
-  env "${experimental[@]}" timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
-  env "${experimental[@]}" timeout 90 .gpu-bin/model_cuda_bench 32768 decode || failures=$((failures + 1))
+  IXC_FALLBACK_KERNELS=1 timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
 fi
 echo "gpu run: $failures failing binaries, ${SECONDS} s"
 exit $((failures > 0))
