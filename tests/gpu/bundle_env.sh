@@ -1,5 +1,5 @@
 # Sourced by the GPU machine's scripts (tests/gpu/run.sh, run_cluster.sh, the profilers): unpacks
-# $IXC_BUNDLE_DIR/bundle.tar.xz (default .gpu-bin, made by tests/gpu/build.sh; .gpu-cluster by build_cluster.sh) and
+# $IXC_BUNDLE_DIR/bundle.tar.xz (default .gpu-bin, made by tests/gpu/build.sh; run_cluster.sh joins build_cluster.sh's halves into .gpu-cluster-run) and
 # points the loader at its libraries, then at the machine's CUDA 13 libraries (cuBLASLt, NCCL): the toolkit's, or
 # PyTorch's wheels'.
 bundle_dir=${IXC_BUNDLE_DIR:-.gpu-bin}
