@@ -98,10 +98,12 @@ absl::Status Engine::Run(std::vector<Request>& requests) {
           request.state = RequestState::kWaiting;
           waiting_.push_back(&request);
         } else {
-          IXC_RETURN_IF_ERROR(DispatchVision(request));
+          request.state = RequestState::kImageQueue;
+          image_queue_.push_back(&request);
         }
       }
     }
+    IXC_RETURN_IF_ERROR(DispatchQueuedImages());
     if (all_done) return absl::OkStatus();
     if (status.ok()) status = Step(requests);
   }
@@ -112,6 +114,23 @@ absl::Status Engine::Run(std::vector<Request>& requests) {
     request.state = RequestState::kDone;
   }
   return status;
+}
+
+absl::Status Engine::DispatchQueuedImages() {
+  while (!image_queue_.empty()) {
+    Request& request = *image_queue_.front();
+    int64_t bytes = 0;
+    for (const ImageInPrompt& image : request.images) bytes += image.rows * options_.image_row_bytes;
+    if (image_cache_used_ > 0 && image_cache_used_ + bytes > options_.image_cache_bytes) break;
+    image_queue_.pop_front();
+    request.images_dispatched_s = Now();
+    IXC_RETURN_IF_ERROR(DispatchVision(request));
+    if (request.state == RequestState::kEncoding) {
+      request.image_bytes = bytes;
+      image_cache_used_ += bytes;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Engine::DispatchVision(Request& request) {
@@ -230,13 +249,19 @@ void Engine::Preempt(Request& request) {
                 << static_cast<int>(100 * blocks_.usage()) << "% used";
 }
 
+void Engine::DropImages(Request& request) {
+  finished_.push_back(request.number);  // the vision ranks drop its images with the next plan
+  image_cache_used_ -= request.image_bytes;
+  request.image_bytes = 0;
+}
+
 void Engine::Finish(Request& request, const std::string& reason) {
   request.finish_reason = reason;
   request.finished_s = Now();
   request.state = RequestState::kDone;
   blocks_.Free(request.number);
   release_.push_back(request.number);
-  finished_.push_back(request.number);
+  DropImages(request);
   running_.erase(std::find(running_.begin(), running_.end(), &request));
 }
 
@@ -280,10 +305,11 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
                                  " positions; raise --kv-blocks)");
     request.finish_reason = "error";
     request.state = RequestState::kDone;
+    DropImages(request);
     return absl::OkStatus();
   }
   if (prefills.empty() && decodes.empty()) {
-    if (release_.empty()) {
+    if (release_.empty() && finished_.empty()) {
       // Nothing runnable: wait for a vision rank or an arrival.
       auto message = channel_.Receive(std::chrono::milliseconds(20));
       if (message.ok()) return HandleMessage(message->first, message->second, requests, &tokens, &results);

@@ -1,7 +1,10 @@
 // File: coordinator/engine.h
 //
-// The coordinator's engine loop (architecture section 3): requests arrive; their images go to the vision ranks at
-// once (round-robin); a request is admitted when its images are encoded and its prefill fits the KV cache; every
+// The coordinator's engine loop (architecture section 3): requests arrive; their images go to the vision ranks
+// (round-robin) in arrival order as soon as their embeddings fit the image cache (the vision ranks keep an image's
+// embeddings until its request finishes, for recomputation after preemption: on a vision rank's GPU with the NCCL
+// handoff, else in host memory; a request alone may exceed the cache); a request is admitted when its images are
+// encoded and its prefill fits the KV cache; every
 // step plan carries the prefills admitted this step and one decode for every running sequence (continuous
 // batching: new requests join the running batch). When a decode needs a KV block that no longer exists, the most
 // recently admitted sequence is preempted: its blocks are freed and it is later prefilled again from its prompt
@@ -27,6 +30,8 @@ struct EngineOptions {
   int kv_blocks = 4096;
   int step_timeout_s = 120;
   int64_t max_context = 98304;
+  int64_t image_cache_bytes = int64_t{8192} << 20;  // image embeddings held at once, summed over the vision ranks
+  int64_t image_row_bytes = 0;                      // one image row's embedding: the LLM's hidden size x 4
 };
 
 class Engine {
@@ -43,6 +48,8 @@ class Engine {
   // Waits until every worker has loaded its weights and said so (step 0), or one reports an error.
   absl::Status WaitForWorkers(std::vector<Request>& requests);
   absl::Status Step(std::vector<Request>& requests);
+  // Dispatches the queued requests' images in order while they fit the image cache.
+  absl::Status DispatchQueuedImages();
   absl::Status DispatchVision(Request& request);
   // Handles one worker message; counts this step's results and records sampled tokens by request number.
   absl::Status HandleMessage(int sender, const protocol::Bytes& bytes, std::vector<Request>& requests,
@@ -55,6 +62,8 @@ class Engine {
   protocol::Bytes BuildPlan(const std::vector<Request*>& prefills, const std::vector<Request*>& decodes);
   void Preempt(Request& request);
   void Finish(Request& request, const std::string& reason);
+  // A request that is done: its images leave the vision ranks and the image cache.
+  void DropImages(Request& request);
   double Now() const;
 
   const parallel::Mapping& mapping_;
@@ -63,6 +72,8 @@ class Engine {
   BlockManager blocks_;
   std::vector<Request*> running_;        // in admission order
   std::deque<Request*> waiting_;         // ready to prefill; preempted requests go first
+  std::deque<Request*> image_queue_;     // arrived, images not yet dispatched, in arrival order
+  int64_t image_cache_used_ = 0;         // bytes of the dispatched, unfinished requests' images
   std::vector<uint64_t> release_, finished_;
   std::vector<bool> answered_;           // by world rank, for the current step
   std::vector<double> heartbeat_;        // by world rank: when its last heartbeat came (Now())

@@ -34,6 +34,9 @@ ABSL_FLAG(int, kv_block_size, 16, "tokens per KV block");
 ABSL_FLAG(int, kv_blocks, 4096, "KV blocks per LLM rank");
 ABSL_FLAG(int, step_timeout_s, 120, "how long to wait for any rank's answer");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated positions, at most");
+ABSL_FLAG(int64_t, image_cache_mib, 8192,
+          "image embeddings (f32) the vision ranks hold at once, summed over them: a request's are kept until it "
+          "finishes; requests with images beyond this wait their turn (one alone may exceed it)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "address the control socket binds (the workers connect to it)");
 ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueType font of the video frame labels");
 ABSL_FLAG(std::string, device, "cpu", "where the workers run the models: cpu, or cuda (a GPU of its own per LLM "
@@ -58,6 +61,10 @@ absl::Status Run(int world_size, int* exit_code) {
   }
   const std::string device = absl::GetFlag(FLAGS_device), dtype = absl::GetFlag(FLAGS_dtype);
   IXC_RETURN_IF_ERROR(model::CheckPlacementFlags(device, dtype));
+  if (absl::GetFlag(FLAGS_image_cache_mib) < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--image-cache-mib ", absl::GetFlag(FLAGS_image_cache_mib), " is negative"));
+  }
   const std::string vision_handoff = absl::GetFlag(FLAGS_vision_handoff);
   if (vision_handoff != "auto" && vision_handoff != "nccl" && vision_handoff != "mpi") {
     return absl::InvalidArgumentError(
@@ -128,8 +135,12 @@ absl::Status Run(int world_size, int* exit_code) {
     requests.push_back(std::move(*request));
   }
 
-  EngineOptions options{absl::GetFlag(FLAGS_kv_block_size), absl::GetFlag(FLAGS_kv_blocks),
-                        absl::GetFlag(FLAGS_step_timeout_s), absl::GetFlag(FLAGS_max_context)};
+  const EngineOptions options{.kv_block_size = absl::GetFlag(FLAGS_kv_block_size),
+                              .kv_blocks = absl::GetFlag(FLAGS_kv_blocks),
+                              .step_timeout_s = absl::GetFlag(FLAGS_step_timeout_s),
+                              .max_context = absl::GetFlag(FLAGS_max_context),
+                              .image_cache_bytes = absl::GetFlag(FLAGS_image_cache_mib) << 20,
+                              .image_row_bytes = int64_t{llm.hidden_size} * 4};
   Engine engine(mapping, *channel, options);
   const absl::Status status = engine.Run(requests);
   std::ofstream out(absl::GetFlag(FLAGS_results));

@@ -120,10 +120,11 @@ nlohmann::json ResultJson(const Request& request, const Tokenizer* tokenizer) {
   if (!request.error.empty()) out["error"] = request.error;
   if (request.error.empty()) {
     const double decode_s = request.finished_s - request.first_token_s;
-    out["timings"] = {{"ttft_s", request.first_token_s - request.arrived_s},
-                      {"e2e_s", request.finished_s - request.arrived_s},
-                      {"decode_tokens_per_s",
-                       decode_s > 0 ? (static_cast<double>(request.generated.size()) - 1) / decode_s : 0.0}};
+    out["timings"] = {
+        {"ttft_s", request.first_token_s - request.arrived_s},
+        {"image_queue_s", request.images.empty() ? 0.0 : request.images_dispatched_s - request.arrived_s},
+        {"e2e_s", request.finished_s - request.arrived_s},
+        {"decode_tokens_per_s", decode_s > 0 ? (static_cast<double>(request.generated.size()) - 1) / decode_s : 0.0}};
   }
   return out;
 }

@@ -36,7 +36,8 @@ struct ImageInPrompt {
   bool encoded = false;
 };
 
-enum class RequestState { kNotArrived, kEncoding, kWaiting, kRunning, kDone };
+// kImageQueue: arrived, its images waiting for room in the vision ranks' image cache (engine.h).
+enum class RequestState { kNotArrived, kImageQueue, kEncoding, kWaiting, kRunning, kDone };
 
 struct Request {
   std::string id;
@@ -56,7 +57,8 @@ struct Request {
   std::string finish_reason;
   std::string error;
   int preemptions = 0;
-  double arrived_s = 0, first_token_s = 0, finished_s = 0;
+  int64_t image_bytes = 0;  // its images' embeddings, charged to the image cache from dispatch to finish
+  double arrived_s = 0, images_dispatched_s = 0, first_token_s = 0, finished_s = 0;
 };
 
 struct RequestDefaults {

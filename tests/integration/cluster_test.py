@@ -4,7 +4,7 @@
 Every layout (T x S LLM ranks, V vision ranks) runs the same requests (text, one image, three images, a video, a
 sampled one) and must give the tokens ixc-generate gives, with prompt logits within 1e-4. Then: requests arriving
 while others run on a KV cache small enough to force preemption (outputs unchanged); a long request (>= 16K
-positions, with an image) under S = 4; a failing rank, named by the coordinator, which exits non-zero; a layout
+positions, with an image) under S = 4; image requests queued by a full image cache (outputs unchanged); a failing rank, named by the coordinator, which exits non-zero; a layout
 that does not fit the job.
 
     python3 tests/integration/cluster_test.py BUILD_DIR [--only NAME]
@@ -142,6 +142,26 @@ def test_long_request(cluster):
     print(f"long request of {results['long']['prompt_tokens']} positions under S=4 equals ixc-generate")
 
 
+def test_image_cache(cluster):
+    requests = [dict(id=f"car{i}", prompt="What is in the picture?", chat=True,
+                     images=[os.path.join(IMAGES, f"cars{i}.jpg")], max_new_tokens=4, dump=False) for i in (1, 2, 3)]
+    references = {r["id"]: cluster.reference(r, r["id"]) for r in requests}
+    # No room for a second request's images: each waits, in arrival order, until the one before it has finished.
+    _, results = cluster.run(requests, 1, 1, 1, extra=["--image-cache-mib", "0"])
+    check_same(cluster, references, results, requests, "image cache 0")
+    # All arrive at once, so each one's wait and the others' time to finish count from the same moment.
+    waits = [results[r["id"]]["timings"]["image_queue_s"] for r in requests]
+    done = [results[r["id"]]["timings"]["e2e_s"] for r in requests]
+    assert waits[0] < done[0] <= waits[1] < done[1] <= waits[2], (waits, done)
+    # The default cache holds all three: all are dispatched before the first finishes.
+    _, results = cluster.run(requests, 1, 1, 1)
+    check_same(cluster, references, results, requests, "default image cache")
+    default_waits = [results[r["id"]]["timings"]["image_queue_s"] for r in requests]
+    assert max(default_waits) < min(results[r["id"]]["timings"]["e2e_s"] for r in requests), default_waits
+    print(f"image cache of one request: images dispatched after {', '.join(f'{w:.2f}' for w in waits)} s, outputs "
+          f"unchanged; the default cache: no wait")
+
+
 def test_failures(cluster):
     path = os.path.join(cluster.work, "requests.jsonl")
     with open(path, "w") as f:
@@ -210,6 +230,8 @@ def test_failures(cluster):
         run.stderr[-2000:]
     run = launch("--vision-handoff", "nccl")
     assert run.returncode != 0 and "it needs --device cuda" in run.stderr, run.stderr[-2000:]
+    run = launch("--image-cache-mib", "-1")
+    assert run.returncode != 0 and "--image-cache-mib -1 is negative" in run.stderr, run.stderr[-2000:]
     print("a failing rank is named, its requests fail, the job exits non-zero; bad layouts, devices and handoffs "
           "are refused")
 
@@ -222,7 +244,7 @@ def main():
     work = tempfile.mkdtemp(prefix="ixc_cluster_")
     try:
         cluster = Cluster(os.path.abspath(args.build), work)
-        tests = [test_layouts, test_preemption_and_arrivals, test_long_request, test_failures]
+        tests = [test_layouts, test_preemption_and_arrivals, test_long_request, test_image_cache, test_failures]
         for test in tests:
             if args.only and args.only != test.__name__:
                 continue
