@@ -13,4 +13,4 @@ csv=$(mktemp)
 trap 'rm -f "$csv"' EXIT
 # 1200 launches cover the limits, the weights' fill and the 512-token prefill; 700 then hold at least one full step.
 "$ncu" --metrics gpu__time_duration.sum --csv --launch-skip 1200 --launch-count 700 .gpu-bin/model_cuda_bench >"$csv"
-python3 tests/gpu/decode_step_table.py "$csv"
+python3 tests/gpu/kernel_table.py "$csv" GatherKernel "one decode step"
