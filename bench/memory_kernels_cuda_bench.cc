@@ -132,6 +132,8 @@ void Run(const GpuLimits& limits) {
         [&] { return kc::LaunchArgmax(logits, rows, kVocab, ids, nullptr); });
     Row(limits, "TopKTopPSample", "1 x 92544 f32, k 50, p 0.8", kVocab * 4.0,
         [&] { return kc::LaunchTopKTopPSample(logits, kVocab, 50, 0.8f, 0.5, ids, nullptr); });
+    Row(limits, "TopKTopPSample", "1 x 92544 f32, p 0.9 alone", kVocab * 4.0,
+        [&] { return kc::LaunchTopKTopPSample(logits, kVocab, 0, 0.9f, 0.5, ids, nullptr); });
     cudaFree(logits);
     cudaFree(ids);
   }

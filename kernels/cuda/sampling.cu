@@ -77,6 +77,26 @@ __device__ double BlockSum(double value, double* scratch) {
   return total;
 }
 
+// The radix selects' histograms: logits crowd into a few digits (at the top digit nearly all of them share one or
+// two), where an atomic per element would queue on the same shared word. Every lane of the warp calls these once per
+// round (digit 256: nothing to add), and the lanes with the same digit add together: one atomic per distinct digit.
+__device__ inline void CountDigits(uint32_t* counts, int digit) {
+  const unsigned same = __match_any_sync(0xffffffffu, digit);
+  if (digit < 256 && __ffs(same) - 1 == static_cast<int>(threadIdx.x % 32)) atomicAdd(&counts[digit], __popc(same));
+}
+
+__device__ inline void AddToDigits(double* bins, int digit, double weight) {
+  unsigned pending = __ballot_sync(0xffffffffu, digit < 256);
+  while (pending != 0) {  // the same on every lane: one round per distinct digit
+    const int leader = __ffs(pending) - 1;
+    const int current = __shfl_sync(0xffffffffu, digit, leader);
+    double sum = digit == current ? weight : 0.0;
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (static_cast<int>(threadIdx.x % 32) == leader) atomicAdd(&bins[current], sum);
+    pending &= ~__ballot_sync(0xffffffffu, digit == current);
+  }
+}
+
 // One row's draw by the whole block (kThreads threads).
 __device__ void TopKTopPRow(const float* logits, int64_t vocab, int top_k, float top_p, double uniform, int32_t* id) {
   __shared__ float scratch[kThreads / 32];
@@ -100,9 +120,11 @@ __device__ void TopKTopPRow(const float* logits, int64_t vocab, int top_k, float
       for (int b = threadIdx.x; b < 256; b += kThreads) counts[b] = 0;
       __syncthreads();
       const uint32_t high_mask = shift == 24 ? 0u : ~0u << (shift + 8);
-      for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-        const uint32_t key = FloatKey(logits[i]);
-        if ((key & high_mask) == (prefix & high_mask)) atomicAdd(&counts[(key >> shift) & 0xff], 1u);
+      for (int64_t base = 0; base < vocab; base += kThreads) {  // whole warps every round (CountDigits)
+        const int64_t i = base + threadIdx.x;
+        const uint32_t key = i < vocab ? FloatKey(logits[i]) : 0u;
+        const bool counted = i < vocab && (key & high_mask) == (prefix & high_mask);
+        CountDigits(counts, counted ? static_cast<int>((key >> shift) & 0xff) : 256);
       }
       __syncthreads();
       if (threadIdx.x == 0) {  // from the top digit down until `remaining` are covered
@@ -140,10 +162,18 @@ __device__ void TopKTopPRow(const float* logits, int64_t vocab, int top_k, float
       for (int b = threadIdx.x; b < 256; b += kThreads) bins[b] = 0.0;
       __syncthreads();
       const uint64_t high_mask = shift == 56 ? 0ull : ~0ull << (shift + 8);
-      for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-        if (!kept_by_k(logits[i])) continue;
-        const uint64_t key = (static_cast<uint64_t>(FloatKey(logits[i])) << 32) | static_cast<uint64_t>(i);
-        if ((key & high_mask) == (prefix & high_mask)) atomicAdd(&bins[(key >> shift) & 0xff], weight(logits[i]));
+      for (int64_t base = 0; base < vocab; base += kThreads) {  // whole warps every round (AddToDigits)
+        const int64_t i = base + threadIdx.x;
+        int digit = 256;
+        double mass = 0.0;
+        if (i < vocab && kept_by_k(logits[i])) {
+          const uint64_t key = (static_cast<uint64_t>(FloatKey(logits[i])) << 32) | static_cast<uint64_t>(i);
+          if ((key & high_mask) == (prefix & high_mask)) {
+            digit = static_cast<int>((key >> shift) & 0xff);
+            mass = weight(logits[i]);
+          }
+        }
+        AddToDigits(bins, digit, mass);
       }
       __syncthreads();
       if (threadIdx.x == 0) {  // the lowest digit at which the cumulative mass passes the target
