@@ -4,12 +4,12 @@
 // (round-robin) in arrival order as soon as their embeddings fit the image cache (the vision ranks keep an image's
 // embeddings until its request finishes, for recomputation after preemption: on a vision rank's GPU with the NCCL
 // handoff, else in host memory; a request alone may exceed the cache); a request is admitted when its images are
-// encoded and its prefill fits the KV cache; every
-// step plan carries the prefills admitted this step and one decode for every running sequence (continuous
-// batching: new requests join the running batch). When a decode needs a KV block that no longer exists, the most
-// recently admitted sequence is preempted: its blocks are freed and it is later prefilled again from its prompt
-// and the tokens it had generated, so its output is unchanged. Each step waits for every worker's result, with a
-// timeout; a worker's error or silence fails the in-flight requests with a message naming the rank.
+// encoded and its prefill fits the KV cache; every step plan carries the prefills admitted this step and one decode for
+// every running sequence (continuous batching: new requests join the running batch). When a decode needs a KV block
+// that no longer exists, the most recently admitted sequence is preempted: its blocks are freed and it is later
+// prefilled again from its prompt and the tokens it had generated, so its output is unchanged. Each step waits for
+// every worker's result, with a timeout; a worker's error or silence fails the in-flight requests with a message naming
+// the rank.
 #pragma once
 
 #include <deque>
