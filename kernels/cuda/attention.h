@@ -72,6 +72,10 @@ struct DecodeRows {
   int64_t max_visible = 0;
 };
 
+// How many splits of the keys LaunchPagedDecodeAttention gives each (row, KV head): as many as one wave of blocks at
+// `blocks_per_sm` per multiprocessor holds, no more than the longest row's keys have pieces of `min_keys`, 1 to 128.
+int DecodeSplits(int64_t rows, int kv_heads, int64_t max_visible, int num_sms, int blocks_per_sm, int min_keys);
+
 // f32 scratch the decode kernel needs for `rows` x `heads`; pass at least this many floats.
 int64_t DecodeWorkspaceFloats(int64_t rows, int heads, int head_dim);
 

@@ -415,16 +415,6 @@ __global__ void __launch_bounds__(kCombineThreads)
   }
 }
 
-// As many blocks as one wave at `blocks_per_sm` per multiprocessor holds, but at least `min_keys` in each split.
-// Rounded down: a few blocks more than the wave holds would run as a second wave of their own, each as long as a
-// block of the first (1 row x 8 KV heads on an H200: 50 splits made 400 blocks for 396 places, 49 make 392).
-int DecodeSplits(int64_t rows, int kv_heads, int64_t max_visible, int num_sms, int blocks_per_sm, int min_keys) {
-  const int64_t blocks_per_split = rows * kv_heads;
-  int64_t splits = blocks_per_sm * static_cast<int64_t>(num_sms) / blocks_per_split;
-  splits = std::min<int64_t>(splits, (max_visible + min_keys - 1) / min_keys);
-  return static_cast<int>(std::clamp<int64_t>(splits, 1, kMaxSplits));
-}
-
 template <typename T>
 using DecodeKernelFn = void (*)(const T* q, int heads, int group, const T* k_pool, const T* v_pool, int block_size,
                                 int kv_heads, DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse,
@@ -453,6 +443,15 @@ absl::Status LaunchDecode(DecodeKernelFn<T> kernel, int splits, const void* q, i
 }
 
 }  // namespace
+
+// Rounded down: a few blocks more than the wave holds would run as a second wave of their own, each as long as a
+// block of the first (1 row x 8 KV heads on an H200: 50 splits made 400 blocks for 396 places, 49 make 392).
+int DecodeSplits(int64_t rows, int kv_heads, int64_t max_visible, int num_sms, int blocks_per_sm, int min_keys) {
+  const int64_t blocks_per_split = rows * kv_heads;
+  int64_t splits = blocks_per_sm * static_cast<int64_t>(num_sms) / blocks_per_split;
+  splits = std::min<int64_t>(splits, (max_visible + min_keys - 1) / min_keys);
+  return static_cast<int>(std::clamp<int64_t>(splits, 1, kMaxSplits));
+}
 
 bool DecodeMmaSelected(int head_dim) {
   return !FallbackKernelsRequested() && head_dim % 32 == 0;

@@ -1,6 +1,7 @@
 // The CUDA launchers' refusals: each checks its arguments on the host and answers bad ones with an error naming the
 // problem, before the device is touched, so these run on machines without a GPU (CI) as well as with one. What a
-// refusal protects is a kernel reading out of bounds, misaligned or past what it was built for.
+// refusal protects is a kernel reading out of bounds, misaligned or past what it was built for. Also the host-side
+// arithmetic of a launch (decode attention's splits).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -19,6 +20,30 @@ void ExpectRefused(const absl::Status& status, const std::string& words,
                    absl::StatusCode code = absl::StatusCode::kInvalidArgument) {
   EXPECT_EQ(status.code(), code) << status;
   EXPECT_NE(status.message().find(words), std::string::npos) << status;
+}
+
+// One wave of blocks, never a few more: (splits x rows x KV heads) blocks fit `blocks_per_sm` x SMs places where one
+// split per (row, KV head) does; no more splits than the keys have pieces of min_keys.
+TEST(LaunchArgumentsTest, DecodeSplitsFillOneWave) {
+  constexpr int kSms = 132, kPerSm = 3, kMinKeys = 64;
+  EXPECT_EQ(DecodeSplits(1, 8, 32768, kSms, kPerSm, kMinKeys), 49);  // 392 of 396 places (50 would make 400)
+  EXPECT_EQ(DecodeSplits(1, 8, 1000, kSms, kPerSm, kMinKeys), 16);   // 1000 keys: 16 splits of at least 64
+  EXPECT_EQ(DecodeSplits(64, 8, 32768, kSms, kPerSm, kMinKeys), 1);  // 512 blocks already: more than a wave
+  EXPECT_EQ(DecodeSplits(1, 1, 1 << 20, kSms, kPerSm, kMinKeys), 128);  // at most 128
+  for (int64_t rows : {1, 2, 3, 4, 7, 16, 33}) {
+    for (int kv_heads : {1, 2, 8}) {
+      for (int64_t visible : {1, 63, 64, 4096, 98304}) {
+        const int splits = DecodeSplits(rows, kv_heads, visible, kSms, kPerSm, kMinKeys);
+        EXPECT_GE(splits, 1);
+        if (rows * kv_heads <= kSms * kPerSm) {
+          EXPECT_LE(splits * rows * kv_heads, kSms * kPerSm) << rows;
+        }
+        if (splits > 1) {
+          EXPECT_LE(splits, (visible + kMinKeys - 1) / kMinKeys) << rows << " " << visible;
+        }
+      }
+    }
+  }
 }
 
 TEST(LaunchArgumentsTest, NormsRefuseWidthsAndMisalignedRows) {
