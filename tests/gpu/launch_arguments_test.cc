@@ -27,7 +27,7 @@ void ExpectRefused(const absl::Status& status, const std::string& words,
 TEST(LaunchArgumentsTest, DecodeSplitsFillOneWave) {
   constexpr int kSms = 132, kPerSm = 3, kMinKeys = 64;
   EXPECT_EQ(DecodeSplits(1, 8, 32768, kSms, kPerSm, kMinKeys), 49);  // 392 of 396 places (50 would make 400)
-  EXPECT_EQ(DecodeSplits(1, 8, 1000, kSms, kPerSm, kMinKeys), 16);   // 1000 keys: 16 splits of at least 64
+  EXPECT_EQ(DecodeSplits(1, 8, 1000, kSms, kPerSm, kMinKeys), 16);   // 1000 keys make 16 pieces of 64 (the last short)
   EXPECT_EQ(DecodeSplits(64, 8, 32768, kSms, kPerSm, kMinKeys), 1);  // 512 blocks already: more than a wave
   EXPECT_EQ(DecodeSplits(1, 1, 1 << 20, kSms, kPerSm, kMinKeys), 128);  // at most 128
   for (int64_t rows : {1, 2, 3, 4, 7, 16, 33}) {
