@@ -4,7 +4,7 @@
 # minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not usable.
 #   bash tests/gpu/run.sh [all|default|fallback]    (default: all; one pass alone where time is short)
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 pass=${1:-all}
 case "$pass" in
   all | default | fallback) ;;
