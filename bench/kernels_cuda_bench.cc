@@ -3,12 +3,14 @@
 //   decode's fused w1 + w3 + SwiGLU (TB/s)
 //   flash prefill attention, causal, 32 heads over 8 KV heads, head dim 128 (TFLOP/s, causal FLOPs only)
 //   split-KV decode attention over long contexts (TB/s of K/V read)
+//   one ViT pass of the vision tower: its GEMMs and its batched attention (TFLOP/s)
 // Goals (issue 5, H100): GEMMs with M >= 4096 >= 70% of peak; flash >= 450 TFLOP/s; decode attention and small-M
 // GEMMs >= 80% of HBM bandwidth.
 //   ./kernels_cuda_bench          everything
 //   ./kernels_cuda_bench flash    flash prefill alone (wgmma on sm_90; with IXC_FALLBACK_KERNELS=1, mma.sync)
 //   ./kernels_cuda_bench decode   decode attention alone (tensor cores; with IXC_FALLBACK_KERNELS=1, scalar)
 //   ./kernels_cuda_bench gemm     the GEMMs alone
+//   ./kernels_cuda_bench vit      one ViT pass's GEMMs and attention (the vision tower)
 #include <cstdio>
 #include <numeric>
 #include <string>
@@ -133,6 +135,62 @@ void FlashPrefill(const GpuLimits& limits) {
   }
 }
 
+// One ViT-L/14 pass of the vision tower (model/cuda/cuda_vision_model.cc): 8 crops of 1601 tokens, width 1024, MLP
+// 4096, 16 heads of 64. Its GEMMs (q, k, v and fc1 to bf16; out and fc2 added onto the f32 residual stream) and its
+// attention, every crop's queries over that crop's keys, in one batched launch.
+void VitPassShapes(const GpuLimits& limits) {
+  constexpr int kCrops = 8, kTokens = 1601, kWidth = 1024, kMlp = 4096, kHeads = 16, kHeadDim = 64;
+  const int64_t rows = int64_t{kCrops} * kTokens;
+  auto gemm = kc::Gemm::Create();
+  std::printf("\nOne ViT pass of the vision tower: %d crops x %d tokens, bf16 in, f32 accumulate\n", kCrops, kTokens);
+  std::printf("%-18s %6s %6s %6s %10s %10s %8s\n", "op", "M", "N", "K", "ms", "TFLOP/s", "% peak");
+  struct Shape {
+    const char* name;
+    int64_t n, k;
+    DType out;
+    bool accumulate;
+  };
+  for (const Shape& s : {Shape{"q, k or v", kWidth, kWidth, DType::kBF16, false},
+                         Shape{"out (+= f32)", kWidth, kWidth, DType::kF32, true},
+                         Shape{"fc1", kMlp, kWidth, DType::kBF16, false},
+                         Shape{"fc2 (+= f32)", kWidth, kMlp, DType::kF32, true}}) {
+    void* x = DeviceRandom(rows * s.k * 2, 11);
+    void* w = DeviceRandom(s.n * s.k * 2, 12);
+    void* y = DeviceRandom(rows * s.n * DTypeSize(s.out), 13);
+    const kc::LinearArgs args{x, w, y, rows, s.n, s.k, DType::kBF16, s.out, s.accumulate};
+    const double ms = MedianMs([&] { (void)(*gemm)->Linear(args, nullptr); }, nullptr);
+    const double tflops = 2.0 * rows * s.n * s.k / (ms * 1e-3) / 1e12;
+    std::printf("%-18s %6lld %6lld %6lld %10.4f %10.1f %7.0f%%\n", s.name, static_cast<long long>(rows),
+                static_cast<long long>(s.n), static_cast<long long>(s.k), ms, tflops,
+                100 * tflops / limits.datasheet_tflops);
+    for (void* buffer : {x, w, y}) cudaFree(buffer);
+  }
+  // Crop c's keys are block c of the pool, and every query sits at the last position: it sees all of its crop.
+  Pools pools(rows, kHeads, kHeadDim);
+  pools.view.block_size = kTokens;
+  std::vector<int32_t> tables(kCrops), positions(kTokens, kTokens - 1);
+  std::iota(tables.begin(), tables.end(), 0);
+  int32_t *d_tables, *d_positions;
+  cudaMalloc(&d_tables, kCrops * 4);
+  cudaMalloc(&d_positions, kTokens * 4);
+  cudaMemcpy(d_tables, tables.data(), kCrops * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(d_positions, positions.data(), kTokens * 4, cudaMemcpyHostToDevice);
+  void* q = DeviceRandom(rows * kHeads * kHeadDim * 2, 14);
+  void* out = DeviceRandom(rows * kHeads * kHeadDim * 2, 15);
+  const double ms = MedianMs(
+      [&] {
+        (void)kc::LaunchBatchedFlashAttention(q, d_positions, kTokens, kCrops, kHeads, pools.view, d_tables, 1,
+                                              kTokens, kTokens - 1, 0.125f, out, nullptr, nullptr);
+      },
+      nullptr);
+  // Every (query, key) pair of a crop: 4 * head dim FLOPs each.
+  const double tflops = 4.0 * kHeadDim * kHeads * kCrops * double{kTokens} * kTokens / (ms * 1e-3) / 1e12;
+  std::printf("%-18s %6lld %6d %6d %10.4f %10.1f %7.0f%%  (%s)\n", "attention", static_cast<long long>(rows), kTokens,
+              kHeadDim, ms, tflops, 100 * tflops / limits.datasheet_tflops,
+              kc::FlashWgmmaSelected(kHeadDim) ? "wgmma" : "mma.sync");
+  for (void* buffer : {q, out, static_cast<void*>(d_tables), static_cast<void*>(d_positions)}) cudaFree(buffer);
+}
+
 void DecodeAttention(const GpuLimits& limits) {
   const int heads = 32, kv_heads = 8, d = 128;
   std::printf("\nSplit-KV paged decode attention, %d heads / %d KV heads, head dim %d, bf16, %s, from HBM\n", heads,
@@ -179,8 +237,8 @@ void DecodeAttention(const GpuLimits& limits) {
 
 int main(int argc, char** argv) {
   const std::string only = argc > 1 ? argv[1] : "";
-  if (argc > 2 || (only != "" && only != "flash" && only != "decode" && only != "gemm")) {
-    std::fprintf(stderr, "usage: %s [flash|decode|gemm]\n", argv[0]);
+  if (argc > 2 || (only != "" && only != "flash" && only != "decode" && only != "gemm" && only != "vit")) {
+    std::fprintf(stderr, "usage: %s [flash|decode|gemm|vit]\n", argv[0]);
     return 2;
   }
   const ixc::bench::GpuLimits limits = ixc::bench::MeasureGpuLimits();
@@ -188,6 +246,7 @@ int main(int argc, char** argv) {
   if (only.empty()) ixc::bench::SwiGluShapes(limits);
   if (only.empty() || only == "flash") ixc::bench::FlashPrefill(limits);
   if (only.empty() || only == "decode") ixc::bench::DecodeAttention(limits);
+  if (only.empty() || only == "vit") ixc::bench::VitPassShapes(limits);
   const cudaError_t error = cudaDeviceSynchronize();
   if (error != cudaSuccess) {
     std::fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(error));
