@@ -97,11 +97,16 @@ LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids) const {
   return rows;
 }
 
-absl::Status LlmWorker::ReceivePromptEmbeddings(const protocol::SequenceWork& work, const PromptRows& rows,
-                                                model::Floats& embeddings, std::vector<uint8_t>& image_mask) {
+absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const protocol::SequenceWork& work,
+                                                                          const PromptRows& rows,
+                                                                          std::vector<uint8_t>& image_mask) {
   const int64_t hidden = weights_.config.hidden_size, count = static_cast<int64_t>(rows.ids.size());
   const int64_t length = static_cast<int64_t>(rows.slot_of.size());
-  IXC_ASSIGN_OR_RETURN(embeddings, model::NewFloats(count * hidden, handoff_.gpu));
+  if (prompt_rows_.size() < count * hidden) {
+    prompt_rows_ = model::Floats();  // the old rows go before the new ones come
+    IXC_ASSIGN_OR_RETURN(prompt_rows_, model::NewFloats(count * hidden, handoff_.gpu));
+  }
+  model::Floats& embeddings = prompt_rows_;  // every row of (count, hidden) is written below
   std::vector<float> staged;  // (count, hidden) the text rows on the host, when `embeddings` are on the GPU
   if (embeddings.on_device()) staged.resize(count * hidden);
   float* text = embeddings.on_device() ? staged.data() : embeddings.data();
@@ -120,7 +125,8 @@ absl::Status LlmWorker::ReceivePromptEmbeddings(const protocol::SequenceWork& wo
       std::fill_n(image_mask.begin() + slot, end - begin, 1);
     }
   }
-  if (!embeddings.on_device()) return absl::OkStatus();
+  const std::span<const float> filled(embeddings.data(), count * hidden);
+  if (!embeddings.on_device()) return filled;
   for (int64_t begin = 0; begin < count;) {  // the text rows up to the GPU, a run at a time
     int64_t end = begin;
     while (end < count && image_mask[end] == image_mask[begin]) ++end;
@@ -130,7 +136,7 @@ absl::Status LlmWorker::ReceivePromptEmbeddings(const protocol::SequenceWork& wo
     }
     begin = end;
   }
-  return absl::OkStatus();
+  return filled;
 }
 
 absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work) {
@@ -151,13 +157,11 @@ absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work
       input.positions = rows.positions;
       input.context_length = length;
     }
-    model::Floats embeddings;  // (rows, hidden) where the handoff brings image rows: host or this GPU
     std::vector<uint8_t> image_mask;
     if (work.images() == nullptr || work.images()->size() == 0) {
       input.ids = rows.ids;
     } else {
-      IXC_RETURN_IF_ERROR(ReceivePromptEmbeddings(work, rows, embeddings, image_mask));
-      input.embeddings = std::span<const float>(embeddings.data(), embeddings.size());
+      IXC_ASSIGN_OR_RETURN(input.embeddings, ReceivePromptEmbeddings(work, rows, image_mask));
       input.image_mask = image_mask;
     }
     const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;

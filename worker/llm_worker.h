@@ -8,9 +8,11 @@
 #pragma once
 
 #include <map>
+#include <span>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "model/floats.h"
 #include "model/kv_cache.h"
 #include "model/language_model.h"
@@ -48,10 +50,11 @@ class LlmWorker {
     std::vector<int32_t> ids;        // (rows)
   };
   PromptRows RowsOf(const std::vector<int32_t>& ids) const;
-  // The rows' input embeddings: text from the embedding table, image rows from the vision ranks straight into place
-  // (in plan order, as they send them), in the handoff's memory; image_mask (rows) marks the image rows.
-  absl::Status ReceivePromptEmbeddings(const protocol::SequenceWork& work, const PromptRows& rows,
-                                       model::Floats& embeddings, std::vector<uint8_t>& image_mask);
+  // The rows' input embeddings (rows, hidden): text from the embedding table, image rows from the vision ranks
+  // straight into place (in plan order, as they send them), in prompt_rows_; image_mask (rows) marks the image rows.
+  absl::StatusOr<std::span<const float>> ReceivePromptEmbeddings(const protocol::SequenceWork& work,
+                                                                 const PromptRows& rows,
+                                                                 std::vector<uint8_t>& image_mask);
   absl::StatusOr<int32_t> RunPrefill(const protocol::SequenceWork& work);
   // Every decode of the step in one batched forward pass; the sampled tokens in `works` order.
   absl::StatusOr<std::vector<int32_t>> RunDecodes(const std::vector<const protocol::SequenceWork*>& works);
@@ -70,6 +73,9 @@ class LlmWorker {
   model::KvCache& cache_;
   int step_timeout_s_;
   std::map<uint64_t, Sequence> sequences_;
+  // Prefills with images: their input rows, in the handoff's memory (host, or this GPU with NCCL), grown to the
+  // longest prompt seen and reused: an allocation and free per prefill would each synchronize the GPU.
+  model::Floats prompt_rows_;
 };
 
 }  // namespace ixc::worker
