@@ -107,7 +107,7 @@ struct Pools {
 void FlashPrefill(const GpuLimits& limits) {
   const int heads = 32, kv_heads = 8, d = 128;
   std::printf("\nFlash prefill attention, causal, %d heads / %d KV heads, head dim %d, bf16, %s\n", heads, kv_heads, d,
-              kc::FlashWgmmaSelected(d) ? "wgmma" : "mma.sync");
+              kc::FlashKernelName(d));
   std::printf("%8s %10s %10s %8s\n", "tokens", "ms", "TFLOP/s", "% peak");
   for (int64_t tokens : {2048, 8192, 32768}) {
     Pools pools(tokens, kv_heads, d);
@@ -186,8 +186,7 @@ void VitPassShapes(const GpuLimits& limits) {
   // Every (query, key) pair of a crop: 4 * head dim FLOPs each.
   const double tflops = 4.0 * kHeadDim * kHeads * kCrops * double{kTokens} * kTokens / (ms * 1e-3) / 1e12;
   std::printf("%-18s %6lld %6d %6d %10.4f %10.1f %7.0f%%  (%s)\n", "attention", static_cast<long long>(rows), kTokens,
-              kHeadDim, ms, tflops, 100 * tflops / limits.datasheet_tflops,
-              kc::FlashWgmmaSelected(kHeadDim) ? "wgmma" : "mma.sync");
+              kHeadDim, ms, tflops, 100 * tflops / limits.datasheet_tflops, kc::FlashKernelName(kHeadDim));
   for (void* buffer : {q, out, static_cast<void*>(d_tables), static_cast<void*>(d_positions)}) cudaFree(buffer);
 }
 

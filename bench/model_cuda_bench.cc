@@ -168,13 +168,12 @@ int Run(int64_t prefill_tokens, bool prefill, bool decode) {
     }
     const double linear_flops = 2.0 * prefill_tokens * bytes_per_token / 2;  // 2 FLOPs per weight per token
     const double attention_flops = 32.0 * 4 * 128 * 32 * (static_cast<double>(prefill_tokens) * prefill_tokens / 2);
-    std::printf("prefill of %lld tokens (run %d, %s flash): %.3f s, %.0f tokens/s, %.0f TFLOP/s (%.0f%% of %.0f); "
-                "H100 goal 32K in <= 1.4 s\n",
-                static_cast<long long>(prefill_tokens), run + 1,
-                kernels::cuda::FlashWgmmaSelected(128) ? "wgmma" : "mma.sync", seconds, prefill_tokens / seconds,
-                (linear_flops + attention_flops) / seconds / 1e12,
-                100 * (linear_flops + attention_flops) / seconds / 1e12 / limits.datasheet_tflops,
-                limits.datasheet_tflops);
+    std::printf(
+        "prefill of %lld tokens (run %d, %s flash): %.3f s, %.0f tokens/s, %.0f TFLOP/s (%.0f%% of %.0f); "
+        "H100 goal 32K in <= 1.4 s\n",
+        static_cast<long long>(prefill_tokens), run + 1, kernels::cuda::FlashKernelName(128), seconds,
+        prefill_tokens / seconds, (linear_flops + attention_flops) / seconds / 1e12,
+        100 * (linear_flops + attention_flops) / seconds / 1e12 / limits.datasheet_tflops, limits.datasheet_tflops);
     cache.Release(long_seq);
   }
   return 0;

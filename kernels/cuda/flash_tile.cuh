@@ -155,12 +155,25 @@ struct FlashRowTile {
     pos_hi = first_row + g + 8 < tokens ? positions[first_row + g + 8] : -1;
   }
 
+  // What the running max's rise asks of the output accumulated so far: o's rows g and g + 8 times lo and hi.
+  struct Correction {
+    float lo, hi;
+  };
+
   // One key tile's step: mask the raw scores s (keys first_key.. of the tile; only where the tile reaches past a
   // row's last visible key, else `whole_tile`), fold the tile's maxima into the running max, rescale o and the sum,
   // and turn s into the probabilities P (the scale, positive, applied inside the exponent: one FFMA per score).
   template <int kKeyBlocks, int kOutBlocks>
   __device__ void Step(float (&s)[kKeyBlocks][4], float (&o)[kOutBlocks][4], int first_key, int keys, bool whole_tile,
                        float scale_log2, int t) {
+    Rescale(o, Scores(s, first_key, keys, whole_tile, scale_log2, t));
+  }
+
+  // Step without touching o, for a kernel whose o is still being accumulated by an asynchronous MMA: the correction
+  // to apply to it afterwards (Rescale).
+  template <int kKeyBlocks>
+  __device__ Correction Scores(float (&s)[kKeyBlocks][4], int first_key, int keys, bool whole_tile, float scale_log2,
+                               int t) {
     float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < kKeyBlocks; ++nt) {
@@ -189,13 +202,6 @@ struct FlashRowTile {
     l_lo *= correction_lo;
     l_hi *= correction_hi;
 #pragma unroll
-    for (int i = 0; i < kOutBlocks; ++i) {
-      o[i][0] *= correction_lo;
-      o[i][1] *= correction_lo;
-      o[i][2] *= correction_hi;
-      o[i][3] *= correction_hi;
-    }
-#pragma unroll
     for (int nt = 0; nt < kKeyBlocks; ++nt) {
       s[nt][0] = FastExp2(fmaf(s[nt][0], scale_log2, -base_lo));
       s[nt][1] = FastExp2(fmaf(s[nt][1], scale_log2, -base_lo));
@@ -203,6 +209,18 @@ struct FlashRowTile {
       s[nt][3] = FastExp2(fmaf(s[nt][3], scale_log2, -base_hi));
       l_lo += s[nt][0] + s[nt][1];
       l_hi += s[nt][2] + s[nt][3];
+    }
+    return {correction_lo, correction_hi};
+  }
+
+  template <int kOutBlocks>
+  __device__ static void Rescale(float (&o)[kOutBlocks][4], Correction correction) {
+#pragma unroll
+    for (int i = 0; i < kOutBlocks; ++i) {
+      o[i][0] *= correction.lo;
+      o[i][1] *= correction.lo;
+      o[i][2] *= correction.hi;
+      o[i][3] *= correction.hi;
     }
   }
 

@@ -18,6 +18,12 @@ namespace ixc::kernels::cuda {
 // Whether LaunchBatchedFlashAttention hands this head dim to LaunchFlashWgmma: an sm_90 device, head dim 64 or 128,
 // and no IXC_FALLBACK_KERNELS=1.
 bool FlashWgmmaSelected(int head_dim);
+// Whether LaunchFlashWgmma runs its software-pipelined variant (experimental until it has run on a GPU): as
+// FlashWgmmaSelected, with IXC_FLASH_PIPELINED=1 in the environment (read once per process).
+bool FlashWgmmaPipelinedSelected(int head_dim);
+// The flash kernel LaunchFlashAttention takes for this head dim, for the benchmarks' lines: "pipelined wgmma",
+// "wgmma" or "mma.sync".
+const char* FlashKernelName(int head_dim);
 
 // As LaunchBatchedFlashAttention, whose checks the arguments have passed.
 absl::Status LaunchFlashWgmma(const void* q, const int32_t* positions, int64_t tokens, int sequences, int heads,

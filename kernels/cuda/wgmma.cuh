@@ -51,6 +51,16 @@ __device__ inline void PinRegisters(float (&d)[kBlocks][4]) {
   }
 }
 
+// The same for A fragments in registers that an MMA still in flight reads: they stay where they are until the wait.
+template <int kSlices>
+__device__ inline void PinRegisters(uint32_t (&a)[kSlices][4]) {
+#pragma unroll
+  for (int j = 0; j < kSlices; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[j][e])::"memory");
+  }
+}
+
 // d (+)= a . b, both from shared memory, K-major; `accumulate` 0 overwrites d.
 template <typename T, int N>
 __device__ void MmaSS(float (&d)[N / 8][4], uint64_t a, uint64_t b, int accumulate);

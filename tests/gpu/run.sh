@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark bundled in .gpu-bin (made by tests/gpu/build.sh), then the tests and benchmarks
-# that reach the attention kernels again with the fallback kernels chosen (IXC_FALLBACK_KERNELS=1), meant to fit 5
-# minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not usable.
-#   bash tests/gpu/run.sh [all|default|fallback]    (default: all; one pass alone where time is short)
+# that reach the attention kernels again with the fallback kernels chosen (IXC_FALLBACK_KERNELS=1), and again with
+# the experimental ones (IXC_FLASH_PIPELINED=1, kernels/cuda/flash_wgmma.h; not yet run on a GPU, so off by
+# default), meant to fit 5 minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not
+# usable.
+#   bash tests/gpu/run.sh [all|default|fallback|experimental]    (default: all; one pass alone where time is short)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 pass=${1:-all}
 case "$pass" in
-  all | default | fallback) ;;
+  all | default | fallback | experimental) ;;
   *)
-    echo "usage: $0 [all|default|fallback]" >&2
+    echo "usage: $0 [all|default|fallback|experimental]" >&2
     exit 2
     ;;
 esac
@@ -25,7 +27,7 @@ run_test() {
   cat /tmp/gpu_test.log
   if [ $rc -ne 0 ] || grep -q "SKIPPED" /tmp/gpu_test.log; then failures=$((failures + 1)); fi
 }
-if [ "$pass" != fallback ]; then
+if [ "$pass" = all ] || [ "$pass" = default ]; then
   for test in .gpu-bin/*_cuda_test; do
     [ -x "$test" ] && run_test timeout 120 "$test"
   done
@@ -35,17 +37,22 @@ if [ "$pass" != fallback ]; then
     timeout 150 "$bench" || failures=$((failures + 1))
   done
 fi
-# The kernels that the wgmma flash and tensor-core decode kernels replace where those cannot run (other GPUs, other
-# head dims; kernels/cuda/device.h), chosen everywhere: the tests that reach them and their benchmarks.
-if [ "$pass" != default ]; then
+# The tests that reach the attention kernels, and the attention and prefill benchmarks, with other kernels chosen
+# by the environment (VAR=1).
+rerun_attention_with() {
   for test in attention generate model parallel vision; do
-    run_test IXC_FALLBACK_KERNELS=1 timeout 120 ".gpu-bin/${test}_cuda_test"
+    run_test "$1" timeout 120 ".gpu-bin/${test}_cuda_test"
   done
-  echo "== IXC_FALLBACK_KERNELS=1: kernels_cuda_bench flash and decode; model_cuda_bench 32768 prefill (at ${SECONDS} s)"
+  echo "== $1: kernels_cuda_bench flash and decode; model_cuda_bench 32768 prefill (at ${SECONDS} s)"
   for mode in flash decode; do
-    IXC_FALLBACK_KERNELS=1 timeout 60 .gpu-bin/kernels_cuda_bench $mode || failures=$((failures + 1))
+    env "$1" timeout 60 .gpu-bin/kernels_cuda_bench $mode || failures=$((failures + 1))
   done
-  IXC_FALLBACK_KERNELS=1 timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
-fi
+  env "$1" timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
+}
+# The kernels that the wgmma flash and tensor-core decode kernels replace where those cannot run (other GPUs, other
+# head dims; kernels/cuda/device.h), chosen everywhere.
+if [ "$pass" = all ] || [ "$pass" = fallback ]; then rerun_attention_with IXC_FALLBACK_KERNELS=1; fi
+# The experimental software-pipelined flash kernel (kernels/cuda/flash_wgmma.h).
+if [ "$pass" = all ] || [ "$pass" = experimental ]; then rerun_attention_with IXC_FLASH_PIPELINED=1; fi
 echo "gpu run: $failures failing binaries, ${SECONDS} s"
 exit $((failures > 0))
