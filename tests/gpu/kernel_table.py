@@ -1,4 +1,4 @@
-"""A window of launches from Nsight Compute's CSV (tests/gpu/profile_*.sh): from the first launch of a kernel to its
+"""A window of launches from Nsight Compute's CSV (tests/gpu/profile_kernels.sh): from the first launch of a kernel to its
 next launch (one decode step from embedding gather to embedding gather, one prefill the same way, one ViT pass from
 patch columns to patch columns), summed by kernel and grid, largest first.
 
