@@ -65,6 +65,13 @@ void* DeviceRandom(int64_t bytes, uint64_t seed) {
   return p;
 }
 
+int32_t* DeviceInts(const std::vector<int32_t>& values) {
+  int32_t* p = nullptr;
+  cudaMalloc(&p, values.size() * 4);
+  cudaMemcpy(p, values.data(), values.size() * 4, cudaMemcpyHostToDevice);
+  return p;
+}
+
 GpuLimits MeasureGpuLimits() {
   GpuLimits limits;
   cudaDeviceProp properties{};

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace ixc::bench {
 
@@ -36,5 +37,7 @@ GpuLimits MeasureGpuLimits();
 // `bytes` of device memory holding seeded uniform bf16 values in [-0.5, 0.5); exits with a message where the device
 // is out of memory (benchmarks only).
 void* DeviceRandom(int64_t bytes, uint64_t seed);
+// Device int32s from the host (free with cudaFree).
+int32_t* DeviceInts(const std::vector<int32_t>& values);
 
 }  // namespace ixc::bench

@@ -90,8 +90,7 @@ struct Pools {
     v = DeviceRandom(blocks * 16 * kv_heads * d * 2, 6);
     std::vector<int32_t> host(blocks);
     std::iota(host.begin(), host.end(), 0);
-    cudaMalloc(&table, blocks * 4);
-    cudaMemcpy(table, host.data(), blocks * 4, cudaMemcpyHostToDevice);
+    table = DeviceInts(host);
     view = {k, v, DType::kBF16, 16, kv_heads, d};
   }
   ~Pools() {
@@ -115,9 +114,7 @@ void FlashPrefill(const GpuLimits& limits) {
     void* out = DeviceRandom(tokens * heads * d * 2, 8);
     std::vector<int32_t> host(tokens);
     std::iota(host.begin(), host.end(), 0);
-    int32_t* positions;
-    cudaMalloc(&positions, tokens * 4);
-    cudaMemcpy(positions, host.data(), tokens * 4, cudaMemcpyHostToDevice);
+    int32_t* positions = DeviceInts(host);
     const double ms = MedianMs(
         [&] {
           (void)kc::LaunchFlashAttention(q, positions, tokens, heads, pools.view, pools.table, tokens, tokens - 1,
@@ -168,13 +165,10 @@ void VitPassShapes(const GpuLimits& limits) {
   // Crop c's keys are block c of the pool, and every query sits at the last position: it sees all of its crop.
   Pools pools(rows, kHeads, kHeadDim);
   pools.view.block_size = kTokens;
-  std::vector<int32_t> tables(kCrops), positions(kTokens, kTokens - 1);
+  std::vector<int32_t> tables(kCrops);
   std::iota(tables.begin(), tables.end(), 0);
-  int32_t *d_tables, *d_positions;
-  cudaMalloc(&d_tables, kCrops * 4);
-  cudaMalloc(&d_positions, kTokens * 4);
-  cudaMemcpy(d_tables, tables.data(), kCrops * 4, cudaMemcpyHostToDevice);
-  cudaMemcpy(d_positions, positions.data(), kTokens * 4, cudaMemcpyHostToDevice);
+  int32_t* d_tables = DeviceInts(tables);
+  int32_t* d_positions = DeviceInts(std::vector<int32_t>(kTokens, kTokens - 1));
   void* q = DeviceRandom(rows * kHeads * kHeadDim * 2, 14);
   void* out = DeviceRandom(rows * kHeads * kHeadDim * 2, 15);
   const double ms = MedianMs(
@@ -202,11 +196,8 @@ void DecodeAttention(const GpuLimits& limits) {
     const int64_t blocks_per_row = context / 16;
     std::vector<int32_t> offsets(rows), visible(rows, static_cast<int32_t>(context));
     for (int64_t r = 0; r < rows; ++r) offsets[r] = static_cast<int32_t>(r * blocks_per_row);
-    int32_t *d_offsets, *d_visible;
-    cudaMalloc(&d_offsets, rows * 4);
-    cudaMalloc(&d_visible, rows * 4);
-    cudaMemcpy(d_offsets, offsets.data(), rows * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(d_visible, visible.data(), rows * 4, cudaMemcpyHostToDevice);
+    int32_t* d_offsets = DeviceInts(offsets);
+    int32_t* d_visible = DeviceInts(visible);
     void* q = DeviceRandom(rows * heads * d * 2, 9);
     void* out = DeviceRandom(rows * heads * d * 2, 10);
     const int64_t workspace_floats = kc::DecodeWorkspaceFloats(rows, heads, d);

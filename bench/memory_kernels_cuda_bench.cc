@@ -25,14 +25,6 @@ namespace kc = ::ixc::kernels::cuda;
 constexpr int64_t kTokens = 32768, kHidden = 4096, kFfn = 14336, kHeads = 32, kKvHeads = 8, kHeadDim = 128;
 constexpr int64_t kVocab = 92544, kCrops = 26, kVitTokens = 1601, kVitHidden = 1024, kImageTokens = 10541;
 
-// Device int32s from the host.
-int32_t* DeviceInts(const std::vector<int32_t>& values) {
-  int32_t* p = nullptr;
-  cudaMalloc(&p, values.size() * 4);
-  cudaMemcpy(p, values.data(), values.size() * 4, cudaMemcpyHostToDevice);
-  return p;
-}
-
 // One kernel's line; a launch that fails prints why instead of a time.
 void Row(const GpuLimits& limits, const char* name, const char* shape, double bytes,
          const std::function<absl::Status()>& launch) {

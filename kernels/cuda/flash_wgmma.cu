@@ -39,6 +39,29 @@ __device__ inline uint8_t* Chunk(uint8_t* tile, int rows, int r, int c) {
   return tile + (c / 8) * rows * 128 + wgmma::SwizzledOffset(r, c % 8);
 }
 
+// S (a warpgroup's 64 rows x 64 keys) = Q . K^T, 16 dims per wgmma: both K-major, a 16-dim slice is 32 bytes into
+// its half's rows; 8-row atoms 1024 bytes apart. Q is a tile of kBlockRows rows, this warpgroup's 64 of them.
+template <typename T, int D, int kBlockRows>
+__device__ void IssueScores(float (&s)[kKeys / 8][4], const uint8_t* q_tile, const uint8_t* k_tile, int warpgroup) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int half = kk / 4, slice = (kk % 4) * 32;
+    const uint64_t a = wgmma::Descriptor(q_tile + half * kBlockRows * 128 + warpgroup * 64 * 128 + slice, 16, 1024);
+    const uint64_t b = wgmma::Descriptor(k_tile + half * kKeys * 128 + slice, 16, 1024);
+    wgmma::MmaSS<T, kKeys>(s, a, b, kk > 0);
+  }
+}
+
+// O += P . V, 16 keys per wgmma: V's rows are keys with the head dims contiguous (MN-major): a 16-key slice starts 16
+// rows (2048 bytes) in, its two 8-row atoms 1024 bytes apart, the dim halves a tile's half apart.
+template <typename T, int D>
+__device__ void IssueValues(float (&o)[D / 8][4], const uint32_t (&p)[kKeys / 16][4], const uint8_t* v_tile) {
+#pragma unroll
+  for (int kc = 0; kc < kKeys / 16; ++kc) {
+    wgmma::MmaRS<T, D>(o, p[kc], wgmma::Descriptor(v_tile + kc * 16 * 128, kKeys * 128, 1024));
+  }
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads, 2)
     FlashWgmmaKernel(const T* q, const int32_t* positions, int tokens, int heads, int group, const T* k_pool,
@@ -89,17 +112,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     const uint8_t* k_tile = k_tiles + stage * TileBytes<D>(kKeys);
     const uint8_t* v_tile = v_tiles + stage * TileBytes<D>(kKeys);
 
-    // S (this warpgroup's 64 rows x 64 keys) = Q . K^T, 16 dims per wgmma: both K-major, a 16-dim slice is 32 bytes
-    // into its half's rows; 8-row atoms 1024 bytes apart.
     float s[kKeys / 8][4];
     wgmma::Fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const int half = kk / 4, slice = (kk % 4) * 32;
-      const uint64_t a = wgmma::Descriptor(q_tile + half * kRows * 128 + warpgroup * 64 * 128 + slice, 16, 1024);
-      const uint64_t b = wgmma::Descriptor(k_tile + half * kKeys * 128 + slice, 16, 1024);
-      wgmma::MmaSS<T, kKeys>(s, a, b, kk > 0);
-    }
+    IssueScores<T, D, kRows>(s, q_tile, k_tile, warpgroup);
     wgmma::Commit();
     wgmma::Wait<0>();
     wgmma::PinRegisters(s);
@@ -108,16 +123,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     const bool whole_tile = (it + 1) * kKeys - 1 <= warp_min_pos && (it + 1) * kKeys <= keys;
     rows.Step(s, o, it * kKeys, keys, whole_tile, scale_log2, t);
 
-    // O += P . V, 16 keys per wgmma: V's rows are keys with the head dims contiguous (MN-major): a 16-key slice
-    // starts 16 rows (2048 bytes) in, its two 8-row atoms 1024 bytes apart, the dim halves a tile's half apart.
+    // O += P . V.
     uint32_t p[kKeys / 16][4];
 #pragma unroll
     for (int kc = 0; kc < kKeys / 16; ++kc) FlashRowTile::PackP<T>(s, kc, p[kc]);
     wgmma::Fence();
-#pragma unroll
-    for (int kc = 0; kc < kKeys / 16; ++kc) {
-      wgmma::MmaRS<T, D>(o, p[kc], wgmma::Descriptor(v_tile + kc * 16 * 128, kKeys * 128, 1024));
-    }
+    IssueValues<T, D>(o, p, v_tile);
     wgmma::Commit();
     wgmma::Wait<0>();
     wgmma::PinRegisters(o);
@@ -182,28 +193,12 @@ __global__ void __launch_bounds__(kPipelinedThreads, 1)
         [=](int r, int chunk) { return Chunk(k_dst, kKeys, r, chunk); },
         [=](int r, int chunk) { return Chunk(v_dst, kKeys, r, chunk); });
   };
-  // S (this warpgroup's 64 rows x 64 keys) = Q . K_j^T, as in FlashWgmmaKernel.
-  float s[kKeys / 8][4];
+  float s[kKeys / 8][4];      // tile j's scores, then its probabilities
+  uint32_t p[kKeys / 16][4];  // tile j - 1's probabilities, P V's A fragments
   auto issue_scores = [&](int j) {
-    const uint8_t* k_tile = k_tiles + (j % kStages) * TileBytes<D>(kKeys);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const int half = kk / 4, slice = (kk % 4) * 32;
-      const uint64_t a =
-          wgmma::Descriptor(q_tile + half * kPipelinedRows * 128 + warpgroup * 64 * 128 + slice, 16, 1024);
-      const uint64_t b = wgmma::Descriptor(k_tile + half * kKeys * 128 + slice, 16, 1024);
-      wgmma::MmaSS<T, kKeys>(s, a, b, kk > 0);
-    }
+    IssueScores<T, D, kPipelinedRows>(s, q_tile, k_tiles + (j % kStages) * TileBytes<D>(kKeys), warpgroup);
   };
-  // O += P_j . V_j, as in FlashWgmmaKernel.
-  uint32_t p[kKeys / 16][4];
-  auto issue_values = [&](int j) {
-    const uint8_t* v_tile = v_tiles + (j % kStages) * TileBytes<D>(kKeys);
-#pragma unroll
-    for (int kc = 0; kc < kKeys / 16; ++kc) {
-      wgmma::MmaRS<T, D>(o, p[kc], wgmma::Descriptor(v_tile + kc * 16 * 128, kKeys * 128, 1024));
-    }
-  };
+  auto issue_values = [&](int j) { IssueValues<T, D>(o, p, v_tiles + (j % kStages) * TileBytes<D>(kKeys)); };
   auto pack = [&] {
 #pragma unroll
     for (int kc = 0; kc < kKeys / 16; ++kc) FlashRowTile::PackP<T>(s, kc, p[kc]);
