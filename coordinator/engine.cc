@@ -30,6 +30,7 @@ Engine::Engine(const parallel::Mapping& mapping, protocol::Channel& channel, con
       channel_(channel),
       options_(options),
       blocks_(mapping.layout().sp, options.kv_block_size, options.kv_blocks),
+      image_cache_(options.image_cache_bytes, options.image_feature_bytes_per_crop, options.image_row_bytes),
       answered_(mapping.world_size(), false),
       heartbeat_(mapping.world_size(), 0.0) {}
 
@@ -119,16 +120,11 @@ absl::Status Engine::Run(std::vector<Request>& requests) {
 absl::Status Engine::DispatchQueuedImages() {
   while (!image_queue_.empty()) {
     Request& request = *image_queue_.front();
-    int64_t bytes = 0;
-    for (const ImageInPrompt& image : request.images) bytes += image.rows * options_.image_row_bytes;
-    if (image_cache_used_ > 0 && image_cache_used_ + bytes > options_.image_cache_bytes) break;
+    if (!image_cache_.Fits(request)) break;
     image_queue_.pop_front();
     request.images_dispatched_s = Now();
     IXC_RETURN_IF_ERROR(DispatchVision(request));
-    if (request.state == RequestState::kEncoding) {
-      request.image_bytes = bytes;
-      image_cache_used_ += bytes;
-    }
+    if (request.state == RequestState::kEncoding) image_cache_.Charge(request);
   }
   return absl::OkStatus();
 }
@@ -211,6 +207,7 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std
                                                     " rows for image ", tag, "; the prompt has ", image.rows));
           }
           image.encoded = true;
+          image_cache_.Assembled(request, image);  // the features are gone, the embeddings wait on the owner
         }
         all = all && image.encoded;
       }
@@ -251,8 +248,7 @@ void Engine::Preempt(Request& request) {
 
 void Engine::DropImages(Request& request) {
   finished_.push_back(request.number);  // the vision ranks drop its images with the next plan
-  image_cache_used_ -= request.image_bytes;
-  request.image_bytes = 0;
+  image_cache_.Release(request);
 }
 
 void Engine::Finish(Request& request, const std::string& reason) {

@@ -1,15 +1,14 @@
 // File: coordinator/engine.h
 //
 // The coordinator's engine loop (architecture section 3): requests arrive; their images go to the vision ranks
-// (round-robin) in arrival order as soon as their embeddings fit the image cache (the vision ranks keep an image's
-// embeddings until its request finishes, for recomputation after preemption: on a vision rank's GPU with the NCCL
-// handoff, else in host memory; a request alone may exceed the cache); a request is admitted when its images are
-// encoded and its prefill fits the KV cache; every step plan carries the prefills admitted this step and one decode for
-// every running sequence (continuous batching: new requests join the running batch). When a decode needs a KV block
-// that no longer exists, the most recently admitted sequence is preempted: its blocks are freed and it is later
-// prefilled again from its prompt and the tokens it had generated, so its output is unchanged. Each step waits for
-// every worker's result, with a timeout; a worker's error or silence fails the in-flight requests with a message naming
-// the rank.
+// (round-robin) in arrival order as soon as they fit the image cache (image_cache.h: what the vision ranks hold for
+// images, features until assembly and embeddings until the request finishes; a request alone may exceed it); a request
+// is admitted when its images are encoded and its prefill fits the KV cache; every step plan carries the prefills
+// admitted this step and one decode for every running sequence (continuous batching: new requests join the running
+// batch). When a decode needs a KV block that no longer exists, the most recently admitted sequence is preempted: its
+// blocks are freed and it is later prefilled again from its prompt and the tokens it had generated, so its output is
+// unchanged. Each step waits for every worker's result, with a timeout; a worker's error or silence fails the in-flight
+// requests with a message naming the rank.
 #pragma once
 
 #include <deque>
@@ -19,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "coordinator/block_manager.h"
+#include "coordinator/image_cache.h"
 #include "coordinator/request.h"
 #include "parallel/mapping.h"
 #include "protocol/messages.h"
@@ -30,8 +30,11 @@ struct EngineOptions {
   int kv_blocks = 4096;
   int step_timeout_s = 120;
   int64_t max_context = 98304;
-  int64_t image_cache_bytes = int64_t{8192} << 20;  // image embeddings held at once, summed over the vision ranks
-  int64_t image_row_bytes = 0;                      // one image row's embedding: the LLM's hidden size x 4
+  // The image cache (image_cache.h): its budget, one crop's ViT features (patches x vision width x 4), one image
+  // row's embedding (the LLM's width x 4).
+  int64_t image_cache_bytes = int64_t{8192} << 20;
+  int64_t image_feature_bytes_per_crop = 0;
+  int64_t image_row_bytes = 0;
 };
 
 class Engine {
@@ -73,7 +76,7 @@ class Engine {
   std::vector<Request*> running_;        // in admission order
   std::deque<Request*> waiting_;         // ready to prefill; preempted requests go first
   std::deque<Request*> image_queue_;     // arrived, images not yet dispatched, in arrival order
-  int64_t image_cache_used_ = 0;         // bytes of the dispatched, unfinished requests' images
+  ImageCache image_cache_;
   std::vector<uint64_t> release_, finished_;
   std::vector<bool> answered_;           // by world rank, for the current step
   std::vector<double> heartbeat_;        // by world rank: when its last heartbeat came (Now())

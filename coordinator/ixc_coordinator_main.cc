@@ -35,8 +35,9 @@ ABSL_FLAG(int, kv_blocks, 4096, "KV blocks per LLM rank");
 ABSL_FLAG(int, step_timeout_s, 120, "how long to wait for any rank's answer");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated positions, at most");
 ABSL_FLAG(int64_t, image_cache_mib, 8192,
-          "image embeddings (f32) the vision ranks hold at once, summed over them: a request's are kept until it "
-          "finishes; requests with images beyond this wait their turn (one alone may exceed it)");
+          "what the vision ranks hold for images at once, summed over them: ViT features until an image is "
+          "assembled, embeddings until its request finishes; requests with images beyond this wait their turn (one "
+          "alone may exceed it)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "address the control socket binds (the workers connect to it)");
 ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueType font of the video frame labels");
 ABSL_FLAG(std::string, device, "cpu", "where the workers run the models: cpu, or cuda (a GPU of its own per LLM "
@@ -135,12 +136,14 @@ absl::Status Run(int world_size, int* exit_code) {
     requests.push_back(std::move(*request));
   }
 
-  const EngineOptions options{.kv_block_size = absl::GetFlag(FLAGS_kv_block_size),
-                              .kv_blocks = absl::GetFlag(FLAGS_kv_blocks),
-                              .step_timeout_s = absl::GetFlag(FLAGS_step_timeout_s),
-                              .max_context = absl::GetFlag(FLAGS_max_context),
-                              .image_cache_bytes = absl::GetFlag(FLAGS_image_cache_mib) << 20,
-                              .image_row_bytes = int64_t{llm.hidden_size} * 4};
+  const EngineOptions options{
+      .kv_block_size = absl::GetFlag(FLAGS_kv_block_size),
+      .kv_blocks = absl::GetFlag(FLAGS_kv_blocks),
+      .step_timeout_s = absl::GetFlag(FLAGS_step_timeout_s),
+      .max_context = absl::GetFlag(FLAGS_max_context),
+      .image_cache_bytes = absl::GetFlag(FLAGS_image_cache_mib) << 20,
+      .image_feature_bytes_per_crop = int64_t{vision.grid()} * vision.grid() * vision.hidden_size * 4,
+      .image_row_bytes = int64_t{llm.hidden_size} * 4};
   Engine engine(mapping, *channel, options);
   const absl::Status status = engine.Run(requests);
   std::ofstream out(absl::GetFlag(FLAGS_results));

@@ -34,6 +34,7 @@ struct ImageInPrompt {
   int first_row = 0;        // prompt positions [first_row, first_row + rows)
   int rows = 0;
   bool encoded = false;
+  int64_t feature_bytes = 0;  // its ViT features, held on the vision ranks from dispatch to assembly (image_cache.h)
 };
 
 // kImageQueue: arrived, its images waiting for room in the vision ranks' image cache (engine.h).
@@ -57,7 +58,7 @@ struct Request {
   std::string finish_reason;
   std::string error;
   int preemptions = 0;
-  int64_t image_bytes = 0;  // its images' embeddings, charged to the image cache from dispatch to finish
+  int64_t image_bytes = 0;  // what its images hold on the vision ranks (image_cache.h)
   double arrived_s = 0, images_dispatched_s = 0, first_token_s = 0, finished_s = 0;
 };
 
