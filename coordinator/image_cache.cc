@@ -11,7 +11,9 @@ int64_t ImageCache::BytesOf(const Request& request) const {
 }
 
 void ImageCache::Charge(Request& request) {
-  for (ImageInPrompt& image : request.images) image.feature_bytes = image.prepared.crops.count() * feature_bytes_per_crop_;
+  for (ImageInPrompt& image : request.images) {
+    image.feature_bytes = image.prepared.crops.count() * feature_bytes_per_crop_;
+  }
   request.image_bytes = BytesOf(request);
   used_ += request.image_bytes;
 }

@@ -20,7 +20,8 @@ namespace ixc::coordinator {
 class ImageCache {
  public:
   ImageCache(int64_t budget_bytes, int64_t feature_bytes_per_crop, int64_t embedding_bytes_per_row)
-      : budget_(budget_bytes), feature_bytes_per_crop_(feature_bytes_per_crop),
+      : budget_(budget_bytes),
+        feature_bytes_per_crop_(feature_bytes_per_crop),
         embedding_bytes_per_row_(embedding_bytes_per_row) {}
 
   // The features and embeddings of `request`'s images.
