@@ -1,7 +1,7 @@
 // File: kernels/cuda/device.h
 //
 // Whether this process can use a CUDA device. `--device cuda` on a machine without one stops with this message.
-// Whether the environment asks for the fallback kernels.
+// Whether the environment asks for kernels other than the defaults.
 #pragma once
 
 #include <cstdlib>
@@ -22,14 +22,17 @@ struct DeviceInfo {
 // Ok with device 0's properties, or FailedPrecondition naming what the CUDA runtime said (no driver, no device).
 absl::StatusOr<DeviceInfo> ProbeCudaDevice();
 
+// Whether the environment variable `name` is "1": how tests/gpu/run.sh chooses kernels other than the defaults.
+inline bool KernelFlagSet(const char* name) {
+  const char* flag = std::getenv(name);
+  return flag != nullptr && std::strcmp(flag, "1") == 0;
+}
+
 // Whether IXC_FALLBACK_KERNELS=1 is set (read once per process): the kernels that the faster ones replace where
 // those cannot run (mma.sync flash off sm_90 or at head dims other than 64 and 128; scalar decode attention at head
 // dims that are not a multiple of 32) then run everywhere, so that tests/gpu/run.sh checks them on the H100/H200 too.
 inline bool FallbackKernelsRequested() {
-  static const bool requested = [] {
-    const char* flag = std::getenv("IXC_FALLBACK_KERNELS");
-    return flag != nullptr && std::strcmp(flag, "1") == 0;
-  }();
+  static const bool requested = KernelFlagSet("IXC_FALLBACK_KERNELS");
   return requested;
 }
 

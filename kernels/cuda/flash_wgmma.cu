@@ -4,8 +4,6 @@
 // registers and V in shared memory read transposed. Q, K and V sit in the 128-byte swizzle (wgmma.cuh), K and V
 // double-buffered by cp.async; a wgmma reads them only after each writer's proxy fence and the block barrier.
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
@@ -283,10 +281,7 @@ bool FlashWgmmaSelected(int head_dim) {
 }
 
 bool FlashWgmmaPipelinedSelected(int head_dim) {
-  static const bool requested = [] {
-    const char* flag = std::getenv("IXC_FLASH_PIPELINED");
-    return flag != nullptr && std::strcmp(flag, "1") == 0;
-  }();
+  static const bool requested = KernelFlagSet("IXC_FLASH_PIPELINED");
   return requested && FlashWgmmaSelected(head_dim);
 }
 

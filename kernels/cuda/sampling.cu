@@ -67,8 +67,14 @@ __device__ float BlockMax(float value, float* scratch) {
   return total;
 }
 
-__device__ double BlockSum(double value, double* scratch) {
+// The sum of `value` over the warp; every lane gets it.
+__device__ double WarpSum(double value) {
   for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
+  return value;
+}
+
+__device__ double BlockSum(double value, double* scratch) {
+  value = WarpSum(value);
   __syncthreads();
   if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = value;
   __syncthreads();
@@ -90,8 +96,7 @@ __device__ inline void AddToDigits(double* bins, int digit, double weight) {
   while (pending != 0) {  // the same on every lane: one round per distinct digit
     const int leader = __ffs(pending) - 1;
     const int current = __shfl_sync(0xffffffffu, digit, leader);
-    double sum = digit == current ? weight : 0.0;
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    const double sum = WarpSum(digit == current ? weight : 0.0);
     if (static_cast<int>(threadIdx.x % 32) == leader) atomicAdd(&bins[current], sum);
     pending &= ~__ballot_sync(0xffffffffu, digit == current);
   }
