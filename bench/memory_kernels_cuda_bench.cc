@@ -136,9 +136,9 @@ void Run(const GpuLimits& limits) {
     return kc::LaunchLayerNorm(DType::kF32, f32, weight, bias, DType::kBF16, a, vit_rows, kVitHidden, 1e-5f, nullptr);
   });
   Row(limits, "QuickGelu", "41626 x 4096", 2.0 * vit_rows * 4096 * 2,
-      [&] { return kc::LaunchQuickGelu(DType::kBF16, a, a, vit_rows * 4096, nullptr); });
+      [&] { return kc::LaunchQuickGelu(DType::kBF16, a, nullptr, a, vit_rows, 4096, nullptr); });
   Row(limits, "Gelu", "10541 x 4096 (vision_proj)", 2.0 * kImageTokens * 4096 * 2,
-      [&] { return kc::LaunchGelu(DType::kBF16, a, a, kImageTokens * 4096, nullptr); });
+      [&] { return kc::LaunchGelu(DType::kBF16, a, nullptr, a, kImageTokens, 4096, nullptr); });
   {
     const int64_t pixels = kCrops * 3 * 560 * 560, patch_rows = kCrops * 1600, width = 592;
     Row(limits, "PatchColumns", "26 x 3 x 560^2 -> 41600 x 592", pixels * 4.0 + patch_rows * width * 2.0,

@@ -56,22 +56,27 @@ __global__ void SwiGluKernel(const T* gate, const T* up, T* out, int64_t n) {
   }
 }
 
-// out = Op(x), elementwise (Op: ExactGelu or QuickGelu).
-template <typename T, int W, typename Op>
-__global__ void ActivationKernel(const T* x, T* out, int64_t n) {
-  IXC_GRID_STRIDE(i, n / W) {
-    Group<W> g = LoadGroup<W>(x + i * W);
-#pragma unroll
-    for (int e = 0; e < W; ++e) g.v[e] = Op()(g.v[e]);
-    StoreGroup(out + i * W, g);
-  }
-}
-
 // Rows over blockIdx.y (strided past 65535), column groups over blockIdx.x: no division per element.
 #define IXC_ROWS_AND_GROUPS(row, c, rows, groups)                                               \
   for (int64_t row = blockIdx.y; row < (rows); row += gridDim.y)                              \
     for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < (groups); \
          c += int64_t{gridDim.x} * blockDim.x)
+
+// out (rows, cols) = Op(x + bias), bias (cols) f32 or null (Op: ExactGelu or QuickGelu).
+template <typename T, int W, typename Op>
+__global__ void ActivationKernel(const T* x, const float* bias, T* out, int64_t rows, int64_t cols) {
+  IXC_ROWS_AND_GROUPS(row, c, rows, cols / W) {
+    Group<W> g = LoadGroup<W>(x + row * cols + c * W);
+    if (bias != nullptr) {
+      const Group<W> b = LoadGroup<W>(bias + c * W);
+#pragma unroll
+      for (int e = 0; e < W; ++e) g.v[e] += b.v[e];
+    }
+#pragma unroll
+    for (int e = 0; e < W; ++e) g.v[e] = Op()(g.v[e]);
+    StoreGroup(out + row * cols + c * W, g);
+  }
+}
 
 template <typename T, int W>
 __global__ void GatherKernel(const T* table, const int32_t* ids, int64_t n, int64_t hidden, float* out) {
@@ -147,14 +152,16 @@ absl::Status LaunchOver(const char* op, DType dtype, int64_t n, F&& launch) {
 }
 
 template <typename Op>
-absl::Status LaunchActivation(const char* op, DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
+absl::Status LaunchActivation(const char* op, DType dtype, const void* x, const float* bias, void* out, int64_t rows,
+                              int64_t cols, cudaStream_t stream) {
+  if (rows < 0 || cols < 0) return absl::InvalidArgumentError(absl::StrCat(op, ": ", rows, " x ", cols));
   const int64_t e = DTypeSize(dtype);
-  return LaunchOver(op, dtype, n, [&](auto tag, int) {
+  return LaunchOver(op, dtype, rows * cols, [&](auto tag, int) {
     using T = decltype(tag);
-    DispatchWidth(GroupWidth(n, {{x, e}, {out, e}}), [&](auto width) {
+    DispatchWidth(GroupWidth(cols, {{x, e}, {out, e}, {bias, 4}}), [&](auto width) {
       constexpr int W = decltype(width)::value;
-      ActivationKernel<T, W, Op><<<GridStrideBlocks(n / W), kGridStrideThreads, 0, stream>>>(
-          static_cast<const T*>(x), static_cast<T*>(out), n);
+      ActivationKernel<T, W, Op><<<RowsAndGroupsGrid(rows, cols / W), kGridStrideThreads, 0, stream>>>(
+          static_cast<const T*>(x), bias, static_cast<T*>(out), rows, cols);
     });
   });
 }
@@ -173,12 +180,14 @@ absl::Status LaunchSwiGlu(DType dtype, const void* gate, const void* up, void* o
   });
 }
 
-absl::Status LaunchGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
-  return LaunchActivation<ExactGelu>("Gelu", dtype, x, out, n, stream);
+absl::Status LaunchGelu(DType dtype, const void* x, const float* bias, void* out, int64_t rows, int64_t cols,
+                        cudaStream_t stream) {
+  return LaunchActivation<ExactGelu>("Gelu", dtype, x, bias, out, rows, cols, stream);
 }
 
-absl::Status LaunchQuickGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
-  return LaunchActivation<QuickGelu>("QuickGelu", dtype, x, out, n, stream);
+absl::Status LaunchQuickGelu(DType dtype, const void* x, const float* bias, void* out, int64_t rows, int64_t cols,
+                             cudaStream_t stream) {
+  return LaunchActivation<QuickGelu>("QuickGelu", dtype, x, bias, out, rows, cols, stream);
 }
 
 absl::Status LaunchEmbeddingGather(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* ids,

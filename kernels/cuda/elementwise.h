@@ -3,8 +3,10 @@
 // Elementwise ops on the GPU, each the counterpart of a reference op in kernels/ops.h (same shapes and semantics,
 // f32 arithmetic, storage in `dtype`: f32, bf16 or f16) and tested against it in tests/gpu/:
 //   LaunchSwiGlu           out (n) = silu(gate) * up                         (reference::SwiGlu)
-//   LaunchGelu             out (n) = exact GELU(x)                           (reference::Gelu)
-//   LaunchQuickGelu        out (n) = x * sigmoid(1.702 x)                    (reference::QuickGelu)
+//   LaunchGelu             out (rows, cols) = exact GELU(x + bias)           (reference::Gelu)
+//   LaunchQuickGelu        out (rows, cols) = QuickGELU(x + bias), QuickGELU(v) = v * sigmoid(1.702 v)
+//                          (reference::QuickGelu); bias (cols) f32 or null: the vision MLP's first Linear's bias,
+//                          added here rather than in a pass of its own
 //   LaunchEmbeddingGather  out (n, hidden) f32 = table[ids], any table dtype (reference::EmbeddingGather)
 //   LaunchAddBias          y (rows, cols) += bias (cols, f32)
 //   LaunchFillUniform      x (n) = uniform in [-scale, scale) from a counter hash of (seed, i): benchmark weights
@@ -22,8 +24,10 @@
 namespace ixc::kernels::cuda {
 
 absl::Status LaunchSwiGlu(DType dtype, const void* gate, const void* up, void* out, int64_t n, cudaStream_t stream);
-absl::Status LaunchGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream);
-absl::Status LaunchQuickGelu(DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream);
+absl::Status LaunchGelu(DType dtype, const void* x, const float* bias, void* out, int64_t rows, int64_t cols,
+                        cudaStream_t stream);
+absl::Status LaunchQuickGelu(DType dtype, const void* x, const float* bias, void* out, int64_t rows, int64_t cols,
+                             cudaStream_t stream);
 
 // table (vocab, hidden) and ids (n) on the device; `host_ids` (n) is checked against the vocabulary first.
 absl::Status LaunchEmbeddingGather(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* ids,

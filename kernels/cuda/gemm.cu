@@ -5,12 +5,19 @@
 
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/cuda/activations.cuh"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dependent_launch.cuh"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/elementwise.h"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -191,10 +198,41 @@ absl::Status Gemm::SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Tuning (GemmTuningRequested): plans of kTunedMinRows-kTunedMaxRows rows take the fastest of the heuristic's first
+// kTuneCandidates algorithms, by the median of kTuneRuns runs each from HBM. Larger plans keep the heuristic's first
+// choice: it reached 70-81% of bf16 peak at the model's shapes, and prefill chunks of many sizes would each pay for
+// the timing.
+constexpr int64_t kTunedMinRows = kSmallM + 1;
+constexpr int64_t kTunedMaxRows = 256;
+constexpr int kTuneCandidates = 16;
+constexpr int kTuneRuns = 5;
+
+bool SameAlgo(const cublasLtMatmulAlgo_t& a, const cublasLtMatmulAlgo_t& b) {
+  return std::memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+// Whether `stream` is being captured into a CUDA graph (or cannot be asked, which is treated alike: nothing may be
+// timed on it then).
+bool Capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream, &status) != cudaSuccess || status != cudaStreamCaptureStatusNone;
+}
+
+}  // namespace
+
+bool GemmTuningRequested() {
+  static const bool requested = KernelFlagSet("IXC_GEMM_TUNE");
+  return requested;
+}
+
 struct Gemm::Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's, best first, where the plan is tuned
+  bool bias_in_epilogue = false;                 // else the bias is a pass of its own after the GEMM
   ~Plan() {
     if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
     if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
@@ -203,7 +241,7 @@ struct Gemm::Plan {
   }
 };
 
-absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(int64_t workspace_bytes) {
+absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(int64_t workspace_bytes, bool tune) {
   std::unique_ptr<Gemm> gemm(new Gemm());
   cublasLtHandle_t handle = nullptr;
   IXC_LT_RETURN_IF_ERROR(cublasLtCreate(&handle));
@@ -211,17 +249,30 @@ absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(int64_t workspace_bytes) {
   IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemm->workspace_, workspace_bytes));
   gemm->workspace_bytes_ = workspace_bytes;
   gemm->dependent_launch_ = DependentLaunchSupported();
+  if (tune) {
+    int device = 0, l2_bytes = 0;
+    IXC_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+    IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
+    gemm->tune_scratch_bytes_ = std::max<int64_t>(2 * int64_t{l2_bytes}, 32 << 20);
+    IXC_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemm->tune_scratch_, gemm->tune_scratch_bytes_));
+  }
   return gemm;
 }
 
 Gemm::~Gemm() {
   plans_.clear();
+  if (tune_scratch_ != nullptr) cudaFree(tune_scratch_);
   if (workspace_ != nullptr) cudaFree(workspace_);
   if (handle_ != nullptr) cublasLtDestroy(Handle(handle_));
 }
 
-absl::StatusOr<const Gemm::Plan*> Gemm::PlanFor(const LinearArgs& args) {
-  const Key key{args.m, args.n, args.k, args.in, args.out_dtype, args.accumulate};
+bool Gemm::Tunes(const LinearArgs& args) const {
+  return tune_scratch_ != nullptr && args.m >= kTunedMinRows && args.m <= kTunedMaxRows &&
+         args.m * args.n * DTypeSize(args.out_dtype) <= tune_scratch_bytes_;
+}
+
+absl::StatusOr<Gemm::Plan*> Gemm::PlanFor(const LinearArgs& args, cudaStream_t stream) {
+  const Key key{args.m, args.n, args.k, args.in, args.out_dtype, args.accumulate, args.bias != nullptr};
   if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
   auto plan = std::make_unique<Plan>();
   IXC_LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -239,20 +290,116 @@ absl::StatusOr<const Gemm::Plan*> Gemm::PlanFor(const LinearArgs& args) {
   const uint64_t workspace = workspace_bytes_;
   cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
                                        sizeof(workspace));
-  cublasLtMatmulHeuristicResult_t result{};
+  const int wanted = Tunes(args) ? kTuneCandidates : 1;
+  std::vector<cublasLtMatmulHeuristicResult_t> results(wanted);
   int found = 0;
-  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(Handle(handle_), plan->desc, plan->a, plan->b, plan->c,
-                                                               plan->c, preference, 1, &result, &found);
+  auto ask = [&] {
+    return cublasLtMatmulAlgoGetHeuristic(Handle(handle_), plan->desc, plan->a, plan->b, plan->c, plan->c, preference,
+                                          wanted, results.data(), &found);
+  };
+  // An f32 output takes the bias in the epilogue (cuBLASLt's bias has the output's type; the biases here are f32).
+  // The bias pointer is set before asking, as the heuristic reads its alignment from it.
+  cublasStatus_t status = CUBLAS_STATUS_NOT_SUPPORTED;
+  if (args.bias != nullptr && args.out_dtype == DType::kF32) {
+    const cublasLtEpilogue_t bias = CUBLASLT_EPILOGUE_BIAS;
+    const void* pointer = args.bias;
+    if (cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &bias, sizeof(bias)) ==
+            CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &pointer, sizeof(pointer)) ==
+            CUBLAS_STATUS_SUCCESS) {
+      status = ask();
+      plan->bias_in_epilogue = status == CUBLAS_STATUS_SUCCESS && found > 0;
+    }
+    if (!plan->bias_in_epilogue) {  // none offered: the plain GEMM, then the bias pass
+      const cublasLtEpilogue_t none = CUBLASLT_EPILOGUE_DEFAULT;
+      IXC_LT_RETURN_IF_ERROR(
+          cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &none, sizeof(none)));
+    }
+  }
+  if (!plan->bias_in_epilogue) status = ask();
   cublasLtMatmulPreferenceDestroy(preference);
   IXC_LT_RETURN_IF_ERROR(status);
   if (found == 0) {
     return absl::UnimplementedError(absl::StrCat("cuBLASLt has no algorithm for ", args.m, "x", args.n, "x", args.k,
                                                  " ", DTypeName(args.in), " -> ", DTypeName(args.out_dtype)));
   }
-  plan->algo = result.algo;
-  const Plan* raw = plan.get();
+  plan->algo = results[0].algo;
+  Plan* raw = plan.get();
   plans_.emplace(key, std::move(plan));
+  if (wanted > 1) {
+    for (int i = 0; i < found; ++i) raw->candidates.push_back(results[i].algo);
+    if (Capturing(stream)) {
+      deferred_.emplace_back(raw, args);  // nothing may run on the stream outside the graph now
+    } else {
+      IXC_RETURN_IF_ERROR(Tune(*raw, args, stream).status());
+    }
+  }
   return raw;
+}
+
+absl::Status Gemm::Run(const Plan& plan, const void* algo, const LinearArgs& args, void* out, cudaStream_t stream) {
+  if (plan.bias_in_epilogue) {
+    const void* pointer = args.bias;
+    IXC_LT_RETURN_IF_ERROR(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &pointer, sizeof(pointer)));
+  }
+  const float alpha = 1.f, beta = args.accumulate ? 1.f : 0.f;
+  IXC_LT_RETURN_IF_ERROR(cublasLtMatmul(Handle(handle_), plan.desc, &alpha, args.w, plan.a, args.x, plan.b, &beta, out,
+                                        plan.c, out, plan.c, static_cast<const cublasLtMatmulAlgo_t*>(algo), workspace_,
+                                        workspace_bytes_, stream));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Gemm::Tune(Plan& plan, const LinearArgs& args, cudaStream_t stream) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  IXC_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  IXC_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  // The median of kTuneRuns runs of `algo`, each from HBM: writing the whole scratch (twice the L2) first evicts the
+  // inputs, as the decode weights are not in L2 in a model step.
+  auto median_ms = [&](const cublasLtMatmulAlgo_t& algo) -> absl::StatusOr<float> {
+    std::vector<float> ms(kTuneRuns);
+    for (float& run_ms : ms) {
+      IXC_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(tune_scratch_, 0, tune_scratch_bytes_, stream));
+      IXC_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
+      IXC_RETURN_IF_ERROR(Run(plan, &algo, args, tune_scratch_, stream));
+      IXC_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
+      IXC_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+      IXC_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&run_ms, start, stop));
+    }
+    std::nth_element(ms.begin(), ms.begin() + kTuneRuns / 2, ms.end());
+    return ms[kTuneRuns / 2];
+  };
+  const cublasLtMatmulAlgo_t chosen = plan.algo;
+  float best_ms = std::numeric_limits<float>::infinity();
+  absl::Status status;
+  for (const cublasLtMatmulAlgo_t& algo : plan.candidates) {
+    if (!Run(plan, &algo, args, tune_scratch_, stream).ok()) continue;  // one the heuristic offered but cannot run
+    absl::StatusOr<float> ms = median_ms(algo);
+    if (!ms.ok()) {
+      status = ms.status();
+      break;
+    }
+    if (*ms < best_ms) {
+      best_ms = *ms;
+      plan.algo = algo;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  IXC_RETURN_IF_ERROR(status);
+  ++tuned_plans_;
+  return !SameAlgo(plan.algo, chosen);
+}
+
+absl::StatusOr<bool> Gemm::TuneDeferred(cudaStream_t stream) {
+  std::vector<std::pair<Plan*, LinearArgs>> deferred = std::move(deferred_);
+  deferred_.clear();
+  bool changed = false;
+  for (auto& [plan, args] : deferred) {
+    IXC_ASSIGN_OR_RETURN(const bool this_changed, Tune(*plan, args, stream));
+    changed = changed || this_changed;
+  }
+  return changed;
 }
 
 absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
@@ -264,13 +411,16 @@ absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
                                                    "got ", DTypeName(args.in), " -> ", DTypeName(args.out_dtype)));
   }
   if (args.m == 0) return absl::OkStatus();
-  if (StreamsWeights(args.m, args.k)) return SmallMLinear(args, dependent_launch_, stream);
-  IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args));
-  const float alpha = 1.f, beta = args.accumulate ? 1.f : 0.f;
-  IXC_LT_RETURN_IF_ERROR(cublasLtMatmul(Handle(handle_), plan->desc, &alpha, args.w, plan->a, args.x, plan->b, &beta,
-                                        args.out, plan->c, args.out, plan->c, &plan->algo, workspace_, workspace_bytes_,
-                                        stream));
-  return absl::OkStatus();
+  bool bias_done = false;
+  if (StreamsWeights(args.m, args.k)) {
+    IXC_RETURN_IF_ERROR(SmallMLinear(args, dependent_launch_, stream));
+  } else {
+    IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args, stream));
+    IXC_RETURN_IF_ERROR(Run(*plan, &plan->algo, args, args.out, stream));
+    bias_done = plan->bias_in_epilogue;
+  }
+  if (args.bias == nullptr || bias_done) return absl::OkStatus();
+  return LaunchAddBias(args.out_dtype, args.out, args.bias, args.m, args.n, stream);
 }
 
 }  // namespace ixc::kernels::cuda

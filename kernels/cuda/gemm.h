@@ -1,12 +1,15 @@
 // File: kernels/cuda/gemm.h
 //
-// The GPU's linear layers through cuBLASLt: out (m, n) = x (m, k) . w (n, k)^T (+ out when accumulating), x and w
-// bf16 or f16 (the same), out bf16, f16 or f32, accumulation in f32. The algorithm for each shape is chosen by
-// cuBLASLt's heuristic the first time the shape is seen and cached; all calls share one workspace. The LoRA low-rank
-// products are GEMMs like any other (k or n = the rank). One or two rows (decode) with k a multiple of 8 run on a
-// weight-streaming kernel of our own instead, which reads the weights faster than cuBLASLt does at those sizes; it
-// also gives the feed-forward's gate and up products with SwiGLU applied in one pass (SwiGluLinear). (A tensor-core
-// kernel of our own for 3-64 rows ran slower than cuBLASLt on the H200 at every 7B shape and was removed.)
+// The GPU's linear layers through cuBLASLt: out (m, n) = x (m, k) . w (n, k)^T (+ out when accumulating) (+ an f32
+// bias, in cuBLASLt's epilogue where out is f32, else a pass of its own), x and w bf16 or f16 (the same), out bf16,
+// f16 or f32, accumulation in f32. The algorithm for each shape is chosen the first time the shape is seen and
+// cached: cuBLASLt's heuristic's first choice, or, with tuning (GemmTuningRequested), for 3-256 rows (decode batches,
+// where that choice read the weights at 39-60% of HBM bandwidth on the H200) the fastest of its first 16 candidates
+// timed on the call's own inputs. All calls share one workspace. The LoRA low-rank products are GEMMs like any other
+// (k or n = the rank). One or two rows (decode) with k a multiple of 8 run on a weight-streaming kernel of our own
+// instead, which reads the weights faster than cuBLASLt does at those sizes; it also gives the feed-forward's gate
+// and up products with SwiGLU applied in one pass (SwiGluLinear). (A tensor-core kernel of our own for 3-64 rows ran
+// slower than cuBLASLt on the H200 at every 7B shape and was removed.)
 //
 //   IXC_ASSIGN_OR_RETURN(auto gemm, Gemm::Create(/*workspace_bytes=*/32 << 20));
 //   IXC_RETURN_IF_ERROR(gemm->Linear({x, w, out, m, n, k, DType::kBF16, DType::kF32}, stream));
@@ -18,6 +21,8 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/dtype.h"
@@ -32,6 +37,7 @@ struct LinearArgs {
   DType in = DType::kBF16;  // x and w
   DType out_dtype = DType::kBF16;
   bool accumulate = false;  // out += x . w^T
+  const float* bias = nullptr;  // (n) f32, added to every row; in cuBLASLt's epilogue where out is f32
 };
 
 // The feed-forward's first half for decode rows: out = silu(x . w_gate^T) * (x . w_up^T), each product rounded to
@@ -45,9 +51,16 @@ struct SwiGluArgs {
   DType dtype = DType::kBF16;  // everything
 };
 
+// Whether IXC_GEMM_TUNE=1 is set (read once per process): Gemm::Create's default for `tune`. Experimental, not yet
+// run on a GPU, so off by default; tests/gpu/run.sh's experimental pass sets it.
+bool GemmTuningRequested();
+
 class Gemm {
  public:
-  static absl::StatusOr<std::unique_ptr<Gemm>> Create(int64_t workspace_bytes = 32 << 20);
+  // With `tune`, a scratch of twice the L2 size (at least 32 MiB) is held for timing: the candidates' outputs, and
+  // the writes that empty the L2 of the inputs before each timed run.
+  static absl::StatusOr<std::unique_ptr<Gemm>> Create(int64_t workspace_bytes = 32 << 20,
+                                                      bool tune = GemmTuningRequested());
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -58,13 +71,25 @@ class Gemm {
   // Whether m rows of k inputs go through the weight-streaming kernel rather than cuBLASLt.
   static bool StreamsWeights(int64_t m, int64_t k);
 
+  // Plans first seen while `stream` was being captured into a CUDA graph could not be timed then; this times them
+  // now (with the inputs of the captured calls, which must still be valid) and says whether any chose another
+  // algorithm than the one captured, in which case the caller captures its graph again.
+  absl::StatusOr<bool> TuneDeferred(cudaStream_t stream);
+
   int64_t cached_algorithms() const { return static_cast<int64_t>(plans_.size()); }
+  int64_t tuned_algorithms() const { return tuned_plans_; }
 
  private:
   struct Plan;
-  using Key = std::tuple<int64_t, int64_t, int64_t, DType, DType, bool>;  // m, n, k, in, out, accumulate
+  // m, n, k, in, out, accumulate, bias
+  using Key = std::tuple<int64_t, int64_t, int64_t, DType, DType, bool, bool>;
   Gemm() = default;
-  absl::StatusOr<const Plan*> PlanFor(const LinearArgs& args);
+  absl::StatusOr<Plan*> PlanFor(const LinearArgs& args, cudaStream_t stream);
+  bool Tunes(const LinearArgs& args) const;
+  // Keeps the fastest of plan.candidates on args's inputs (the output goes to tune_scratch_); whether it changed.
+  absl::StatusOr<bool> Tune(Plan& plan, const LinearArgs& args, cudaStream_t stream);
+  // One cublasLtMatmul of `plan` with `algo` (a cublasLtMatmulAlgo_t) into `out`.
+  absl::Status Run(const Plan& plan, const void* algo, const LinearArgs& args, void* out, cudaStream_t stream);
 
   void* handle_ = nullptr;  // cublasLtHandle_t
   void* workspace_ = nullptr;
@@ -72,6 +97,10 @@ class Gemm {
   // sm_90 and later: the weight-streaming kernels start while the kernel before them finishes (dependent_launch.cuh).
   bool dependent_launch_ = false;
   std::map<Key, std::unique_ptr<Plan>> plans_;
+  void* tune_scratch_ = nullptr;  // null where tuning is off
+  int64_t tune_scratch_bytes_ = 0;
+  int64_t tuned_plans_ = 0;
+  std::vector<std::pair<Plan*, LinearArgs>> deferred_;  // planned during a capture, to be timed
 };
 
 }  // namespace ixc::kernels::cuda

@@ -149,6 +149,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
                             const std::optional<RingPlan>& ring, parallel::DeviceComm* comm);
   // LaunchLayers of a decode batch, captured as a CUDA graph the first time its key is seen and replayed after.
   absl::Status LaunchLayersAsGraph(const std::vector<Segment>& segments, const CallPlan& plan);
+  // LaunchLayers of a decode batch captured and instantiated.
+  absl::StatusOr<cudaGraphExec_t> CaptureLayers(const std::vector<Segment>& segments, const CallPlan& plan);
   void DropGraphs();
   // The TP group's logits_ of `rows` rows into gathered_ (TP, rows, local vocab).
   absl::Status GatherLogits(int64_t rows, parallel::DeviceComm& comm);

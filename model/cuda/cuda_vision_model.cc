@@ -94,9 +94,7 @@ absl::StatusOr<std::shared_ptr<CudaVisionModel>> CudaVisionModel::Upload(const V
 
 absl::Status CudaVisionModel::Linear(const void* x, const void* w, const float* bias, void* y, int64_t rows, int64_t n,
                                      int64_t k, DType out_dtype, bool accumulate) {
-  IXC_RETURN_IF_ERROR(gpu_->gemm->Linear({x, w, y, rows, n, k, options_.dtype, out_dtype, accumulate}, gpu_->stream));
-  if (bias == nullptr) return absl::OkStatus();
-  return kc::LaunchAddBias(out_dtype, y, bias, rows, n, gpu_->stream);
+  return gpu_->gemm->Linear({x, w, y, rows, n, k, options_.dtype, out_dtype, accumulate, bias}, gpu_->stream);
 }
 
 absl::Status CudaVisionModel::RunVitPass(int count, float* x) {
@@ -135,18 +133,15 @@ absl::Status CudaVisionModel::RunVitPass(int count, float* x) {
     IXC_RETURN_IF_ERROR(kc::LaunchBatchedFlashAttention(q_.data(), attention_positions_, tokens, count, c.num_heads,
                                                         pools, attention_tables_, 1, tokens, tokens - 1, scale,
                                                         attention_.data(), nullptr, stream));
-    // The residual adds ride on the GEMMs: x += attention . W_out^T, then the bias.
+    // The residual adds ride on the GEMMs: x += attention . W_out^T + bias (the bias in cuBLASLt's epilogue).
     IXC_RETURN_IF_ERROR(Linear(attention_.data(), layer.out, layer.out_bias, x, rows, hv, hv, DType::kF32, true));
 
     IXC_RETURN_IF_ERROR(kc::LaunchLayerNorm(DType::kF32, x, layer.ln2_weight, layer.ln2_bias, dtype, normed_.data(),
                                             rows, hv, c.layer_norm_eps, stream));
-    IXC_RETURN_IF_ERROR(
-        Linear(normed_.data(), layer.fc1, layer.fc1_bias, hidden_.data(), rows, inter, hv, dtype, false));
-    if (c.quick_gelu) {
-      IXC_RETURN_IF_ERROR(kc::LaunchQuickGelu(dtype, hidden_.data(), hidden_.data(), rows * inter, stream));
-    } else {
-      IXC_RETURN_IF_ERROR(kc::LaunchGelu(dtype, hidden_.data(), hidden_.data(), rows * inter, stream));
-    }
+    // fc1's bias is added in the activation's pass.
+    IXC_RETURN_IF_ERROR(Linear(normed_.data(), layer.fc1, nullptr, hidden_.data(), rows, inter, hv, dtype, false));
+    const auto activation = c.quick_gelu ? kc::LaunchQuickGelu : kc::LaunchGelu;
+    IXC_RETURN_IF_ERROR(activation(dtype, hidden_.data(), layer.fc1_bias, hidden_.data(), rows, inter, stream));
     IXC_RETURN_IF_ERROR(Linear(hidden_.data(), layer.fc2, layer.fc2_bias, x, rows, hv, inter, DType::kF32, true));
   }
   return absl::OkStatus();
@@ -213,10 +208,9 @@ absl::Status CudaVisionModel::Project(const float* features, int64_t feature_row
       cudaMemcpyAsync(sources_.data(), sources.data(), sources.size() * 4, cudaMemcpyHostToDevice, stream));
   IXC_RETURN_IF_ERROR(kc::LaunchAssembleImageTokens(features, feature_rows, sources_.as<int32_t>(), sub_separator_,
                                                     global_separator_, dtype, sequence_.data(), tokens, hv, stream));
-  // vision_proj: Linear, exact GELU, Linear.
-  IXC_RETURN_IF_ERROR(
-      Linear(sequence_.data(), proj1_, proj1_bias_, projected_.data(), tokens, h, merged, dtype, false));
-  IXC_RETURN_IF_ERROR(kc::LaunchGelu(dtype, projected_.data(), projected_.data(), tokens * h, stream));
+  // vision_proj: Linear, exact GELU (with the first Linear's bias), Linear.
+  IXC_RETURN_IF_ERROR(Linear(sequence_.data(), proj1_, nullptr, projected_.data(), tokens, h, merged, dtype, false));
+  IXC_RETURN_IF_ERROR(kc::LaunchGelu(dtype, projected_.data(), proj1_bias_, projected_.data(), tokens, h, stream));
   IXC_RETURN_IF_ERROR(
       Linear(projected_.data(), proj2_, proj2_bias_, embeddings_.data(), tokens, h, h, DType::kF32, false));
   IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(embeddings, embeddings_.data(), tokens * h * 4, cudaMemcpyDefault, stream));

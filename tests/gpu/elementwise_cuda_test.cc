@@ -1,7 +1,9 @@
 // CUDA elementwise ops against the reference ops on awkward sizes, in f32 and bf16. Skipped without a GPU.
 #include <algorithm>
 #include <cmath>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/ops.h"
 #include "tests/gpu/cuda_test_util.h"
@@ -35,17 +37,30 @@ TEST_F(CudaTest, SwiGluMatchesReference) {
 }
 
 TEST_F(CudaTest, GeluAndQuickGeluMatchReference) {
+  struct Shape {
+    int64_t rows, cols;
+  };
   for (DType dtype : {DType::kF32, DType::kBF16}) {
-    for (const int64_t n : {4099, 4096}) {
+    for (const Shape s : {Shape{3, 1367}, Shape{4, 1024}}) {  // one element per access, and four
+      const int64_t n = s.rows * s.cols;
       auto x = RandomTyped(dtype, n, 3, 3.f);
-      std::vector<float> gelu(n), quick(n);
-      reference::Gelu(x.as_f32.data(), gelu.data(), n);
-      reference::QuickGelu(x.as_f32.data(), quick.data(), n);
+      const std::vector<float> bias = RandomFloats(s.cols, 4);
       DeviceBuffer<uint8_t> d_x(x.bytes), d_out(x.bytes.size());
-      ASSERT_TRUE(LaunchGelu(dtype, d_x.data, d_out.data, n, nullptr).ok());
-      EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), gelu, For(dtype))) << DTypeName(dtype);
-      ASSERT_TRUE(LaunchQuickGelu(dtype, d_x.data, d_out.data, n, nullptr).ok());
-      EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), quick, For(dtype))) << DTypeName(dtype);
+      DeviceBuffer<float> d_bias(bias);
+      for (const bool with_bias : {false, true}) {
+        std::vector<float> input = x.as_f32, gelu(n), quick(n);
+        if (with_bias) {
+          for (int64_t i = 0; i < n; ++i) input[i] += bias[i % s.cols];
+        }
+        reference::Gelu(input.data(), gelu.data(), n);
+        reference::QuickGelu(input.data(), quick.data(), n);
+        const float* b = with_bias ? d_bias.data : nullptr;
+        const std::string what = absl::StrCat(DTypeName(dtype), " ", s.rows, " x ", s.cols, with_bias ? " bias" : "");
+        ASSERT_TRUE(LaunchGelu(dtype, d_x.data, b, d_out.data, s.rows, s.cols, nullptr).ok());
+        EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), gelu, For(dtype))) << what;
+        ASSERT_TRUE(LaunchQuickGelu(dtype, d_x.data, b, d_out.data, s.rows, s.cols, nullptr).ok());
+        EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), quick, For(dtype))) << what;
+      }
     }
   }
 }

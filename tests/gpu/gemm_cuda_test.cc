@@ -1,5 +1,6 @@
-// cuBLASLt linear layers against reference::Linear: bf16 and f16 inputs, f32 and 16-bit outputs, accumulation,
-// awkward shapes (one row, odd sizes, LoRA ranks), and the plan cache. Skipped without a GPU.
+// cuBLASLt linear layers against reference::Linear: bf16 and f16 inputs, f32 and 16-bit outputs, accumulation, a
+// bias (in cuBLASLt's epilogue or a pass of its own), awkward shapes (one row, odd sizes, LoRA ranks), the plan
+// cache, and plans tuned by timing (eagerly, and after a CUDA graph capture). Skipped without a GPU.
 #include <cmath>
 
 #include "kernels/cuda/gemm.h"
@@ -20,6 +21,51 @@ struct Shape {
   int64_t m, n, k;
 };
 
+// out (m, n) = x . w^T (+ previous) (+ bias) on the host, the inputs on the GPU, and whether the GPU's output matches.
+struct LinearCase {
+  LinearCase(DType in, DType out, Shape s, bool accumulate, bool with_bias)
+      : in(in),
+        out(out),
+        s(s),
+        accumulate(accumulate),
+        x(RandomTyped(in, s.m * s.k, 1)),
+        w(RandomTyped(in, s.n * s.k, 2, 0.05f)),
+        previous(RandomTyped(out, s.m * s.n, 3)),
+        bias(ixc::testing::RandomFloats(s.n, 4)),
+        d_x(x.bytes),
+        d_w(w.bytes),
+        d_out(previous.bytes),
+        d_bias(bias),
+        with_bias(with_bias) {
+    expected = previous.as_f32;
+    reference::Linear(x.as_f32.data(), TensorView(w.bytes.data(), in, {s.n, s.k}), expected.data(), s.m, accumulate);
+    if (with_bias) {
+      for (int64_t i = 0; i < s.m * s.n; ++i) expected[i] += bias[i % s.n];
+    }
+  }
+  LinearArgs args() const {
+    return {d_x.data, d_w.data, d_out.data, s.m, s.n, s.k, in, out, accumulate, with_bias ? d_bias.data : nullptr};
+  }
+  // The output matches within the dtype's rounding: exact products, f32 sums in another order (~sqrt(k) 2^-24
+  // relative); a 16-bit output adds its rounding.
+  ::testing::AssertionResult Matches() const {
+    const ixc::testing::Tolerance tolerance =
+        out == DType::kF32 ? ixc::testing::Tolerance{2e-4f, 1e-4f} : ixc::testing::Tolerance{2e-2f, 1e-2f};
+    if (AllClose(Widen(out, d_out.Read()), expected, tolerance)) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << DTypeName(in) << "->" << DTypeName(out) << " " << s.m << "x" << s.n << "x"
+                                         << s.k << (accumulate ? " accumulate" : "") << (with_bias ? " bias" : "");
+  }
+
+  DType in, out;
+  Shape s;
+  bool accumulate;
+  ixc::testing::TypedData x, w, previous;
+  std::vector<float> bias, expected;
+  DeviceBuffer<uint8_t> d_x, d_w, d_out;
+  DeviceBuffer<float> d_bias;
+  bool with_bias;
+};
+
 TEST_F(CudaTest, LinearMatchesReference) {
   auto gemm = Gemm::Create();
   ASSERT_TRUE(gemm.ok()) << gemm.status();
@@ -27,25 +73,14 @@ TEST_F(CudaTest, LinearMatchesReference) {
     for (DType out : {DType::kF32, in}) {
       // One and two rows stream the weights (k a multiple of 2048 and not); the others go through cuBLASLt: odd row
       // and feature counts, k not a multiple of 16, the decode batch sizes 8-64 at the model's k.
-      for (Shape s : {Shape{1, 4096, 512}, Shape{2, 333, 4104}, Shape{1, 77, 14336}, Shape{2, 40, 2},
-                      Shape{7, 300, 136}, Shape{129, 512, 1024}, Shape{33, 16, 768}, Shape{65, 1000, 8},
-                      Shape{3, 77, 4128}, Shape{8, 1040, 4096}, Shape{16, 256, 14336}, Shape{24, 520, 96},
-                      Shape{64, 1000, 2048}}) {
-        auto x = RandomTyped(in, s.m * s.k, 1), w = RandomTyped(in, s.n * s.k, 2, 0.05f);
-        auto previous = RandomTyped(out, s.m * s.n, 3);
+      for (Shape s :
+           {Shape{1, 4096, 512}, Shape{2, 333, 4104}, Shape{1, 77, 14336}, Shape{2, 40, 2}, Shape{7, 300, 136},
+            Shape{129, 512, 1024}, Shape{33, 16, 768}, Shape{65, 1000, 8}, Shape{3, 77, 4128}, Shape{8, 1040, 4096},
+            Shape{16, 256, 14336}, Shape{24, 520, 96}, Shape{64, 1000, 2048}}) {
         for (bool accumulate : {false, true}) {
-          std::vector<float> expected = previous.as_f32;
-          reference::Linear(x.as_f32.data(), TensorView(w.bytes.data(), in, {s.n, s.k}), expected.data(), s.m,
-                            accumulate);
-          DeviceBuffer<uint8_t> d_x(x.bytes), d_w(w.bytes), d_out(previous.bytes);
-          ASSERT_TRUE(
-              (*gemm)->Linear({d_x.data, d_w.data, d_out.data, s.m, s.n, s.k, in, out, accumulate}, nullptr).ok());
-          // Exact products, f32 sums in another order: ~sqrt(k) 2^-24 relative; a 16-bit output adds its rounding.
-          const ixc::testing::Tolerance tolerance =
-              out == DType::kF32 ? ixc::testing::Tolerance{2e-4f, 1e-4f} : ixc::testing::Tolerance{2e-2f, 1e-2f};
-          EXPECT_TRUE(AllClose(Widen(out, d_out.Read()), expected, tolerance))
-              << DTypeName(in) << "->" << DTypeName(out) << " " << s.m << "x" << s.n << "x" << s.k
-              << (accumulate ? " accumulate" : "");
+          LinearCase c(in, out, s, accumulate, /*with_bias=*/false);
+          ASSERT_TRUE((*gemm)->Linear(c.args(), nullptr).ok());
+          EXPECT_TRUE(c.Matches());
         }
       }
     }
@@ -55,6 +90,74 @@ TEST_F(CudaTest, LinearMatchesReference) {
   DeviceBuffer<uint8_t> x(7 * 136 * 2), w(300 * 136 * 2), out(7 * 300 * 4);
   ASSERT_TRUE((*gemm)->Linear({x.data, w.data, out.data, 7, 300, 136, DType::kBF16, DType::kF32}, nullptr).ok());
   EXPECT_EQ((*gemm)->cached_algorithms(), plans);
+}
+
+TEST_F(CudaTest, LinearAddsTheBias) {
+  auto gemm = Gemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  for (DType out : {DType::kF32, DType::kBF16}) {  // in the epilogue, and a pass after the GEMM
+    for (Shape s : {Shape{1, 4096, 512}, Shape{7, 300, 136}, Shape{129, 1024, 1024}}) {
+      for (bool accumulate : {false, true}) {
+        LinearCase c(DType::kBF16, out, s, accumulate, /*with_bias=*/true);
+        ASSERT_TRUE((*gemm)->Linear(c.args(), nullptr).ok());
+        EXPECT_TRUE(c.Matches());
+      }
+    }
+  }
+}
+
+TEST_F(CudaTest, TunedLinearMatchesReference) {
+  auto gemm = Gemm::Create(32 << 20, /*tune=*/true);
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  // The decode batches are tuned (3-256 rows); a prefill's rows keep the heuristic's choice.
+  int64_t tuned = 0;
+  for (Shape s : {Shape{3, 77, 4128}, Shape{8, 1040, 4096}, Shape{64, 1000, 2048}, Shape{256, 512, 1024},
+                  Shape{257, 512, 1024}}) {
+    for (DType out : {DType::kF32, DType::kBF16}) {
+      LinearCase c(DType::kBF16, out, s, /*accumulate=*/out == DType::kF32, /*with_bias=*/out == DType::kF32);
+      ASSERT_TRUE((*gemm)->Linear(c.args(), nullptr).ok());
+      EXPECT_TRUE(c.Matches());
+      if (s.m <= 256) ++tuned;
+      EXPECT_EQ((*gemm)->tuned_algorithms(), tuned) << s.m << " rows";
+    }
+  }
+  // Nothing was deferred: every plan was timed when it was made.
+  const absl::StatusOr<bool> deferred = (*gemm)->TuneDeferred(nullptr);
+  ASSERT_TRUE(deferred.ok()) << deferred.status();
+  EXPECT_FALSE(*deferred);
+}
+
+// A plan first seen inside a CUDA graph capture is captured with the heuristic's choice and timed after it.
+TEST_F(CudaTest, TuningWaitsForTheEndOfAGraphCapture) {
+  auto gemm = Gemm::Create(32 << 20, /*tune=*/true);
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  LinearCase c(DType::kBF16, DType::kF32, Shape{16, 2048, 4096}, /*accumulate=*/false, /*with_bias=*/false);
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  const absl::Status captured = (*gemm)->Linear(c.args(), stream);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_TRUE(captured.ok()) << captured;
+  EXPECT_EQ((*gemm)->tuned_algorithms(), 0);
+  const absl::StatusOr<bool> retuned = (*gemm)->TuneDeferred(stream);
+  ASSERT_TRUE(retuned.ok()) << retuned.status();
+  EXPECT_EQ((*gemm)->tuned_algorithms(), 1);
+
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaMemset(c.d_out.data, 0, c.d_out.size), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_TRUE(c.Matches()) << "the captured graph";
+  ASSERT_EQ(cudaMemset(c.d_out.data, 0, c.d_out.size), cudaSuccess);
+  ASSERT_TRUE((*gemm)->Linear(c.args(), stream).ok());  // the tuned choice
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_TRUE(c.Matches()) << "after tuning";
+  EXPECT_EQ((*gemm)->tuned_algorithms(), 1);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
 }
 
 TEST_F(CudaTest, SwiGluLinearMatchesTwoLinearsAndSwiGlu) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark bundled in .gpu-bin (made by tests/gpu/build.sh), then the tests and benchmarks
 # that reach the attention kernels again with the fallback kernels chosen (IXC_FALLBACK_KERNELS=1), and again with
-# the experimental ones (IXC_FLASH_PIPELINED=1, kernels/cuda/flash_wgmma.h; not yet run on a GPU, so off by
-# default), meant to fit 5 minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not
+# the experimental choices (IXC_FLASH_PIPELINED=1, kernels/cuda/flash_wgmma.h; IXC_GEMM_TUNE=1, kernels/cuda/gemm.h;
+# not yet run on a GPU, so off by default), meant to fit 5 minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not
 # usable.
 #   bash tests/gpu/run.sh [all|default|fallback|experimental]    (default: all; one pass alone where time is short)
 set -uo pipefail
@@ -37,22 +37,23 @@ if [ "$pass" = all ] || [ "$pass" = default ]; then
     timeout 150 "$bench" || failures=$((failures + 1))
   done
 fi
-# The tests that reach the attention kernels, and the attention and prefill benchmarks, with other kernels chosen
-# by the environment (VAR=1).
-rerun_attention_with() {
-  for test in attention generate model parallel vision; do
-    run_test "$1" timeout 120 ".gpu-bin/${test}_cuda_test"
+# The tests that reach the attention kernels and the GEMMs, and the attention, prefill and decode benchmarks, with
+# other kernels chosen by the environment (VAR=1 ...).
+rerun_with() {
+  for test in attention gemm generate model parallel vision; do
+    run_test "$@" timeout 120 ".gpu-bin/${test}_cuda_test"
   done
-  echo "== $1: kernels_cuda_bench flash and decode; model_cuda_bench 32768 prefill (at ${SECONDS} s)"
+  echo "== $*: kernels_cuda_bench flash and decode; model_cuda_bench 32768 (at ${SECONDS} s)"
   for mode in flash decode; do
-    env "$1" timeout 60 .gpu-bin/kernels_cuda_bench $mode || failures=$((failures + 1))
+    env "$@" timeout 60 .gpu-bin/kernels_cuda_bench $mode || failures=$((failures + 1))
   done
-  env "$1" timeout 90 .gpu-bin/model_cuda_bench 32768 prefill || failures=$((failures + 1))
+  env "$@" timeout 150 .gpu-bin/model_cuda_bench 32768 || failures=$((failures + 1))
 }
 # The kernels that the wgmma flash and tensor-core decode kernels replace where those cannot run (other GPUs, other
 # head dims; kernels/cuda/device.h), chosen everywhere.
-if [ "$pass" = all ] || [ "$pass" = fallback ]; then rerun_attention_with IXC_FALLBACK_KERNELS=1; fi
-# The experimental software-pipelined flash kernel (kernels/cuda/flash_wgmma.h).
-if [ "$pass" = all ] || [ "$pass" = experimental ]; then rerun_attention_with IXC_FLASH_PIPELINED=1; fi
+if [ "$pass" = all ] || [ "$pass" = fallback ]; then rerun_with IXC_FALLBACK_KERNELS=1; fi
+# The experimental software-pipelined flash kernel (kernels/cuda/flash_wgmma.h) and cuBLASLt plans of 3-256 rows
+# chosen by timing (kernels/cuda/gemm.h; the decode benchmark's batch-32 step shows them).
+if [ "$pass" = all ] || [ "$pass" = experimental ]; then rerun_with IXC_FLASH_PIPELINED=1 IXC_GEMM_TUNE=1; fi
 echo "gpu run: $failures failing binaries, ${SECONDS} s"
 exit $((failures > 0))
