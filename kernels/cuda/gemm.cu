@@ -57,10 +57,55 @@ constexpr int kSmallThreads = 256;
 constexpr int kSmallFeatures = kSmallThreads / 32;  // per block
 constexpr int kSmallLoads = 8;                      // 16-byte weight loads in flight per lane
 
+constexpr int64_t kNormedRowsBytes = 48 << 10;  // RmsNormInput's rows in shared memory, without opting in to more
+
+// Where the kernel does the RMSNorm of its rows (RmsNormInput): rows (M, k) = weight * (residual * inv_rms) rounded
+// to T, as AddRmsNormKernel (kernels/cuda/norm.cu) writes them, into shared memory; the first block also stores
+// them to norm.normed. Every thread of the block must call it.
+template <typename T, int M>
+__device__ void RmsNormRowsToShared(const RmsNormInput& norm, int64_t k, T* rows) {
+  __shared__ float partial[kSmallFeatures][M];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t quads = k / 4;
+  float inv_rms[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    float sum_sq = 0.f;
+    for (int64_t i = threadIdx.x; i < quads; i += kSmallThreads) {
+      const float4 v = LoadFour(norm.residual + m * k + 4 * i);
+      sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) sum_sq += __shfl_xor_sync(0xffffffff, sum_sq, offset);
+    if (lane == 0) partial[warp][m] = sum_sq;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    float total = 0.f;
+#pragma unroll
+    for (int w = 0; w < kSmallFeatures; ++w) total += partial[w][m];
+    inv_rms[m] = rsqrtf(total / static_cast<float>(k) + norm.eps);
+  }
+  T* normed = blockIdx.x == 0 ? static_cast<T*>(norm.normed) : nullptr;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    for (int64_t i = threadIdx.x; i < quads; i += kSmallThreads) {
+      const float4 v = LoadFour(norm.residual + m * k + 4 * i), w = LoadFour(norm.weight + 4 * i);
+      const float r = inv_rms[m];
+      const float4 out = {w.x * (v.x * r), w.y * (v.y * r), w.z * (v.z * r), w.w * (v.w * r)};
+      StoreFour(rows + m * k + 4 * i, out);
+      if (normed != nullptr) StoreFour(normed + m * k + 4 * i, out);
+    }
+  }
+  __syncthreads();
+}
+
 // acc[r][m] = x[m] . w_rows[r] over the whole row, in every lane: the warp's lanes split the row in 16-byte pieces.
-// The first weights are requested before waiting for the kernel that wrote x (LaunchAfterPrior).
-template <typename T, int M, int kRows>
-__device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64_t k, float (&acc)[kRows][M]) {
+// The first weights are requested before waiting for the kernel that wrote x (LaunchAfterPrior); `after_wait()` runs
+// once the wait is over, before x is read (the RMSNorm that makes x, where the kernel does it).
+template <typename T, int M, int kRows, typename AfterWait>
+__device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64_t k, float (&acc)[kRows][M],
+                              AfterWait&& after_wait) {
   constexpr int kUnroll = kSmallLoads / kRows;
   const int lane = threadIdx.x % 32;
 #pragma unroll
@@ -89,6 +134,7 @@ __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64
     }
     if (!waited) {
       WaitForPriorKernel();
+      after_wait();
       waited = true;
     }
 #pragma unroll
@@ -97,7 +143,10 @@ __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64
       for (int u = 0; u < kUnroll; ++u) accumulate(w8[r][u], r, c + u * 256);
     }
   }
-  if (!waited) WaitForPriorKernel();
+  if (!waited) {
+    WaitForPriorKernel();
+    after_wait();
+  }
   for (; c < k; c += 256) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) accumulate(__ldg(reinterpret_cast<const uint4*>(w_rows[r] + c)), r, c);
@@ -111,16 +160,35 @@ __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64
   }
 }
 
-template <typename T, typename Out, int M>
+// acc[r][m] for this warp's feature: x . its weight rows, or with kNorm the RMSNorm of norm's rows . them. With the
+// norm every warp of the block takes part in it, so a warp past the last feature reads that feature's weights and
+// its caller stores nothing.
+template <typename T, int M, int kRows, bool kNorm>
+__device__ void FeatureDots(const T* x, const T* const (&weights)[kRows], const RmsNormInput& norm, int64_t feature,
+                            int64_t n, int64_t k, float (&acc)[kRows][M]) {
+  const int64_t row = min(feature, n - 1);
+  const T* rows[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) rows[r] = weights[r] + row * k;
+  if constexpr (kNorm) {
+    extern __shared__ __align__(16) unsigned char normed_rows[];  // (M, k) T
+    T* x_rows = reinterpret_cast<T*>(normed_rows);
+    DotWeightRows<T, M, kRows>(x_rows, rows, k, acc, [&] { RmsNormRowsToShared<T, M>(norm, k, x_rows); });
+  } else {
+    DotWeightRows<T, M, kRows>(x, rows, k, acc, [] {});
+  }
+}
+
+template <typename T, typename Out, int M, bool kNorm>
 __global__ void __launch_bounds__(kSmallThreads)
-    SmallMLinearKernel(const T* x, const T* w, Out* out, int64_t n, int64_t k, bool accumulate) {
+    SmallMLinearKernel(const T* x, const T* w, Out* out, int64_t n, int64_t k, bool accumulate, RmsNormInput norm) {
   AllowNextKernel();
   const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32;
-  if (feature >= n) return;
-  const T* const rows[1] = {w + feature * k};
+  if (!kNorm && feature >= n) return;
+  const T* const weights[1] = {w};
   float acc[1][M];
-  DotWeightRows<T, M, 1>(x, rows, k, acc);
-  if (threadIdx.x % 32 == 0) {
+  FeatureDots<T, M, 1, kNorm>(x, weights, norm, feature, n, k, acc);
+  if (feature < n && threadIdx.x % 32 == 0) {
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       Out* y = out + m * n + feature;
@@ -131,16 +199,16 @@ __global__ void __launch_bounds__(kSmallThreads)
 
 // The feed-forward's gate and up rows of one feature read together, and SwiGLU applied to the two products rounded
 // to T, as separate Linear calls and LaunchSwiGlu would.
-template <typename T, int M>
+template <typename T, int M, bool kNorm>
 __global__ void __launch_bounds__(kSmallThreads)
-    SmallMSwiGluKernel(const T* x, const T* w_gate, const T* w_up, T* out, int64_t n, int64_t k) {
+    SmallMSwiGluKernel(const T* x, const T* w_gate, const T* w_up, T* out, int64_t n, int64_t k, RmsNormInput norm) {
   AllowNextKernel();
   const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32;
-  if (feature >= n) return;
-  const T* const rows[2] = {w_gate + feature * k, w_up + feature * k};
+  if (!kNorm && feature >= n) return;
+  const T* const weights[2] = {w_gate, w_up};
   float acc[2][M];
-  DotWeightRows<T, M, 2>(x, rows, k, acc);
-  if (threadIdx.x % 32 == 0) {
+  FeatureDots<T, M, 2, kNorm>(x, weights, norm, feature, n, k, acc);
+  if (feature < n && threadIdx.x % 32 == 0) {
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       const float gate = ToFloat(FromFloat<T>(acc[0][m])), up = ToFloat(FromFloat<T>(acc[1][m]));
@@ -151,11 +219,20 @@ __global__ void __launch_bounds__(kSmallThreads)
 
 unsigned SmallMBlocks(int64_t n) { return static_cast<unsigned>((n + kSmallFeatures - 1) / kSmallFeatures); }
 
+// The shared memory of a launch: the normed rows where the kernel does the norm.
+template <typename T>
+size_t NormedRowsBytes(const RmsNormInput* norm, int64_t m, int64_t k) {
+  return norm != nullptr ? static_cast<size_t>(m * k) * sizeof(T) : 0;
+}
+
 template <typename T, typename Out, int M>
 cudaError_t LaunchSmallM(const LinearArgs& args, bool programmatic, cudaStream_t stream) {
-  return LaunchAfterPrior(programmatic, SmallMLinearKernel<T, Out, M>, SmallMBlocks(args.n), kSmallThreads, stream,
-                          static_cast<const T*>(args.x), static_cast<const T*>(args.w), static_cast<Out*>(args.out),
-                          args.n, args.k, args.accumulate);
+  const RmsNormInput norm = args.norm != nullptr ? *args.norm : RmsNormInput{};
+  auto kernel = args.norm != nullptr ? SmallMLinearKernel<T, Out, M, true> : SmallMLinearKernel<T, Out, M, false>;
+  return LaunchAfterPriorWithSmem(programmatic, kernel, SmallMBlocks(args.n), kSmallThreads,
+                                  NormedRowsBytes<T>(args.norm, M, args.k), stream, static_cast<const T*>(args.x),
+                                  static_cast<const T*>(args.w), static_cast<Out*>(args.out), args.n, args.k,
+                                  args.accumulate, norm);
 }
 
 template <typename T, typename Out>
@@ -178,19 +255,36 @@ absl::Status SmallMLinear(const LinearArgs& args, bool programmatic, cudaStream_
 
 bool Gemm::StreamsWeights(int64_t m, int64_t k) { return m >= 1 && m <= kSmallM && k % 8 == 0; }
 
+bool Gemm::NormsInPass(int64_t m, int64_t k) { return StreamsWeights(m, k) && m * k * 2 <= kNormedRowsBytes; }
+
+namespace {
+
+absl::Status CheckNormInPass(const char* op, const RmsNormInput* norm, int64_t m, int64_t k) {
+  if (norm == nullptr || Gemm::NormsInPass(m, k)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(op, ": the RMSNorm is done in the weight pass for 1-", kSmallM,
+                                                 " rows of k a multiple of 8 up to ", kNormedRowsBytes / 2 / kSmallM,
+                                                 ", not ", m, " x ", k));
+}
+
+}  // namespace
+
 absl::Status Gemm::SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream) {
   if (!StreamsWeights(args.m, args.k) || args.n <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("SwiGluLinear: m ", args.m, ", n ", args.n, ", k ", args.k,
                                                    " (built for 1-", kSmallM, " rows and k a multiple of 8)"));
   }
+  IXC_RETURN_IF_ERROR(CheckNormInPass("SwiGluLinear", args.norm, args.m, args.k));
   cudaError_t launched = cudaSuccess;
   IXC_RETURN_IF_ERROR(DispatchHalfDType(args.dtype, "SwiGluLinear", [&](auto tag) {
     using T = decltype(tag);
+    const RmsNormInput norm = args.norm != nullptr ? *args.norm : RmsNormInput{};
     auto launch = [&](auto rows) {
-      return LaunchAfterPrior(dependent_launch_, SmallMSwiGluKernel<T, decltype(rows)::value>, SmallMBlocks(args.n),
-                              kSmallThreads, stream, static_cast<const T*>(args.x),
-                              static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
-                              static_cast<T*>(args.out), args.n, args.k);
+      constexpr int M = decltype(rows)::value;
+      auto kernel = args.norm != nullptr ? SmallMSwiGluKernel<T, M, true> : SmallMSwiGluKernel<T, M, false>;
+      return LaunchAfterPriorWithSmem(dependent_launch_, kernel, SmallMBlocks(args.n), kSmallThreads,
+                                      NormedRowsBytes<T>(args.norm, M, args.k), stream, static_cast<const T*>(args.x),
+                                      static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
+                                      static_cast<T*>(args.out), args.n, args.k, norm);
     };
     launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
   }));
@@ -224,6 +318,11 @@ bool Capturing(cudaStream_t stream) {
 
 bool GemmTuningRequested() {
   static const bool requested = KernelFlagSet("IXC_GEMM_TUNE");
+  return requested;
+}
+
+bool NormInPassRequested() {
+  static const bool requested = KernelFlagSet("IXC_NORM_IN_PASS");
   return requested;
 }
 
@@ -410,6 +509,7 @@ absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
     return absl::InvalidArgumentError(absl::StrCat("Linear: inputs must be bf16 or f16 and the output the same or f32, "
                                                    "got ", DTypeName(args.in), " -> ", DTypeName(args.out_dtype)));
   }
+  IXC_RETURN_IF_ERROR(CheckNormInPass("Linear", args.norm, args.m, args.k));
   if (args.m == 0) return absl::OkStatus();
   bool bias_done = false;
   if (StreamsWeights(args.m, args.k)) {

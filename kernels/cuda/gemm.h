@@ -29,6 +29,18 @@
 
 namespace ixc::kernels::cuda {
 
+// The RMSNorm before a decode weight pass, done by that pass (the rows then are not read from x): every block
+// computes rows (m, k) = weight * (residual * rsqrt(mean(residual^2) + eps)) in the GEMM dtype, as
+// LaunchAddRmsNorm (no delta) writes them, into its shared memory from the f32 residual rows (1-2 rows, from L2),
+// and the first block also stores them to `normed` for the products that read them after (the LoRA terms). It saves
+// the norm's kernel, on the decode step's chain of dependent kernels, twice a layer. Only where NormsInPass(m, k).
+struct RmsNormInput {
+  const float* residual = nullptr;  // (m, k) f32
+  const float* weight = nullptr;    // (k) f32
+  float eps = 0;
+  void* normed = nullptr;  // (m, k) in the GEMM dtype
+};
+
 struct LinearArgs {
   const void* x = nullptr;  // (m, k) row-major, device
   const void* w = nullptr;  // (n, k) row-major, device: the checkpoint's (out_features, in_features)
@@ -38,6 +50,7 @@ struct LinearArgs {
   DType out_dtype = DType::kBF16;
   bool accumulate = false;  // out += x . w^T
   const float* bias = nullptr;  // (n) f32, added to every row; in cuBLASLt's epilogue where out is f32
+  const RmsNormInput* norm = nullptr;  // the rows instead of x, where NormsInPass(m, k)
 };
 
 // The feed-forward's first half for decode rows: out = silu(x . w_gate^T) * (x . w_up^T), each product rounded to
@@ -48,12 +61,18 @@ struct SwiGluArgs {
   const void* w_up = nullptr;    // (n, k)
   void* out = nullptr;           // (m, n)
   int64_t m = 0, n = 0, k = 0;
-  DType dtype = DType::kBF16;  // everything
+  DType dtype = DType::kBF16;          // everything
+  const RmsNormInput* norm = nullptr;  // the rows instead of x, where NormsInPass(m, k)
 };
 
 // Whether IXC_GEMM_TUNE=1 is set (read once per process): Gemm::Create's default for `tune`. Experimental, not yet
 // run on a GPU, so off by default; tests/gpu/run.sh's experimental pass sets it.
 bool GemmTuningRequested();
+
+// Whether IXC_NORM_IN_PASS=1 is set (read once per process): the language model's decode steps of 1-2 rows on one
+// GPU have their RMSNorms done by the weight passes (RmsNormInput). Experimental, not yet run on a GPU, so off by
+// default; tests/gpu/run.sh's experimental pass sets it.
+bool NormInPassRequested();
 
 class Gemm {
  public:
@@ -70,6 +89,8 @@ class Gemm {
   absl::Status SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream);
   // Whether m rows of k inputs go through the weight-streaming kernel rather than cuBLASLt.
   static bool StreamsWeights(int64_t m, int64_t k);
+  // Whether that kernel can also do the rows' RMSNorm (RmsNormInput): they fit its shared memory.
+  static bool NormsInPass(int64_t m, int64_t k);
 
   // Plans first seen while `stream` was being captured into a CUDA graph could not be timed then; this times them
   // now (with the inputs of the captured calls, which must still be valid) and says whether any chose another

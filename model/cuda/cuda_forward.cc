@@ -139,13 +139,27 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   float* lse = sp_mode == SpAttention::kLocal ? nullptr : lse_;  // the SP merges need each row's log-sum-exp
   const float* pending_delta = nullptr;  // the previous sublayer's output, added in the next fused norm
   const float* pending_bias = nullptr;
+  // Decode of 1-2 rows on one GPU with IXC_NORM_IN_PASS=1 (kernels/cuda/gemm.h, RmsNormInput): the attention output's
+  // and the feed-forward's weight passes add onto the residual stream themselves, and each RMSNorm is done by the
+  // weight pass that reads it: two kernels fewer per layer on the step's chain of dependent kernels.
+  const bool norms_in_pass = kc::NormInPassRequested() && tp_size_ == 1 && sp_mode == SpAttention::kLocal &&
+                             kc::Gemm::NormsInPass(rows, hidden) &&
+                             std::all_of(layers_.begin(), layers_.end(), [](const Layer& layer) {
+                               return layer.attn_out.bias == nullptr && layer.down.bias == nullptr;
+                             });
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = layers_[l];
     const kc::DeviceKvPools pools{k_pools_[l],         v_pools_[l],    dtype,
                                   options_.block_size, c.num_kv_heads, static_cast<int>(d)};
-    IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows, hidden,
-                                             c.rms_norm_eps, stream));
-    IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype));
+    const kc::RmsNormInput attn_norm{x_, w.attn_norm, c.rms_norm_eps, normed_},
+        ffn_norm{x_, w.ffn_norm, c.rms_norm_eps, normed_};
+    if (norms_in_pass) {
+      IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype, &attn_norm));
+    } else {
+      IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows,
+                                               hidden, c.rms_norm_eps, stream));
+      IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype));
+    }
     if (w.qkv.bias != nullptr) {
       IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, qkv_, w.qkv.bias, rows, w.qkv.out, stream));
     }
@@ -179,6 +193,12 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
       }
       if (sp_mode == SpAttention::kGatherMerge) IXC_RETURN_IF_ERROR(GatherMerge(rows, *comm));
     }
+    if (norms_in_pass) {  // x_ += attention . W_out^T; then the feed-forward, which adds onto x_ too
+      IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attention_, rows, masks, x_, DType::kF32, nullptr, true));
+      IXC_RETURN_IF_ERROR(FeedForwardFirstHalf(w, rows, masks, &ffn_norm));
+      IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, rows, masks, x_, DType::kF32, nullptr, true));
+      continue;
+    }
     IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attention_, rows, masks, delta_, DType::kF32));
     IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
     IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, delta_, w.attn_out.bias, w.ffn_norm, dtype, normed_, rows, hidden,
@@ -207,14 +227,19 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   return gpu_->gemm->Linear({head_in_, output_, logits_, n, c.vocab_size, hidden, dtype, DType::kF32, false}, stream);
 }
 
-absl::Status CudaLanguageModel::FeedForwardFirstHalf(const Layer& w, int64_t rows, const Masks& masks) {
+absl::Status CudaLanguageModel::FeedForwardFirstHalf(const Layer& w, int64_t rows, const Masks& masks,
+                                                     const kc::RmsNormInput* norm) {
   const DType dtype = options_.dtype;
   cudaStream_t stream = gpu_->stream;
   const bool plain = masks.image == nullptr && masks.web == nullptr && masks.write == nullptr &&
                      w.gate.bias == nullptr && w.up.bias == nullptr;
   if (plain && kc::Gemm::StreamsWeights(rows, w.gate.in)) {  // decode: one pass over both weights
-    return gpu_->gemm->SwiGluLinear({normed_, w.gate.weight, w.up.weight, gate_, rows, w.gate.out, w.gate.in, dtype},
-                                    stream);
+    return gpu_->gemm->SwiGluLinear(
+        {normed_, w.gate.weight, w.up.weight, gate_, rows, w.gate.out, w.gate.in, dtype, norm}, stream);
+  }
+  if (norm != nullptr) {
+    IXC_RETURN_IF_ERROR(
+        kc::LaunchAddRmsNorm(x_, nullptr, nullptr, norm->weight, dtype, normed_, rows, w.gate.in, norm->eps, stream));
   }
   IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype));
   IXC_RETURN_IF_ERROR(ApplyLinear(w.up, normed_, rows, masks, up_, dtype));

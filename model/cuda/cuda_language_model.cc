@@ -208,10 +208,10 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
 }
 
 absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks,
-                                            void* y, DType out_dtype) {
+                                            void* y, DType out_dtype, const kc::RmsNormInput* norm, bool accumulate) {
   const DType dtype = options_.dtype;
-  IXC_RETURN_IF_ERROR(
-      gpu_->gemm->Linear({x, linear.weight, y, rows, linear.out, linear.in, dtype, out_dtype, false}, gpu_->stream));
+  IXC_RETURN_IF_ERROR(gpu_->gemm->Linear(
+      {x, linear.weight, y, rows, linear.out, linear.in, dtype, out_dtype, accumulate, nullptr, norm}, gpu_->stream));
   // y += B (A x) on the rows of `mask` (all rows when `all`).
   auto low_rank = [&](const Lora& lora, const uint8_t* mask, bool all) -> absl::Status {
     IXC_RETURN_IF_ERROR(

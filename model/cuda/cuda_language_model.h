@@ -165,12 +165,15 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // After the head: whole rows (TP-gathered), penalty and temperature, argmax, the draws; each segment's id to its
   // choice.
   absl::Status ChooseTokens(const std::vector<Segment>& segments, parallel::DeviceComm* comm);
-  // y = x . W^T (+ LoRA terms on the masked rows); y in out_dtype.
+  // y = x . W^T (+ LoRA terms on the masked rows), or y += that; y in out_dtype. With `norm`, x (normed_) is
+  // RmsNorm(norm's residual) made by the weight pass itself, which writes it to x for the LoRA terms.
   absl::Status ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks, void* y,
-                           DType out_dtype);
+                           DType out_dtype, const kernels::cuda::RmsNormInput* norm = nullptr, bool accumulate = false);
   // gate_ = silu(normed_ . gate^T) * (normed_ . up^T), LoRA terms and biases included; decode rows without them
-  // in one weight-streaming pass over both weights.
-  absl::Status FeedForwardFirstHalf(const Layer& w, int64_t rows, const Masks& masks);
+  // in one weight-streaming pass over both weights. With `norm`, normed_ is made from the residual first (by that
+  // pass, where it is the one taken).
+  absl::Status FeedForwardFirstHalf(const Layer& w, int64_t rows, const Masks& masks,
+                                    const kernels::cuda::RmsNormInput* norm = nullptr);
 
   // Sequence parallelism (cuda_sp_attention.cc). Every SP rank's shard size and positions, and what the ring's
   // attention needs on the device; fails alike on every rank where a rank holds no token of the prompt.

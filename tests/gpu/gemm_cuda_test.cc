@@ -1,8 +1,11 @@
 // cuBLASLt linear layers against reference::Linear: bf16 and f16 inputs, f32 and 16-bit outputs, accumulation, a
 // bias (in cuBLASLt's epilogue or a pass of its own), awkward shapes (one row, odd sizes, LoRA ranks), the plan
-// cache, and plans tuned by timing (eagerly, and after a CUDA graph capture). Skipped without a GPU.
+// cache, plans tuned by timing (eagerly, and after a CUDA graph capture), and the decode weight passes that do their
+// rows' RMSNorm. Skipped without a GPU.
 #include <cmath>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/ops.h"
 #include "tests/gpu/cuda_test_util.h"
@@ -188,6 +191,62 @@ TEST_F(CudaTest, SwiGluLinearMatchesTwoLinearsAndSwiGlu) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*gemm)->SwiGluLinear({nullptr, nullptr, nullptr, nullptr, 1, 8, 60, DType::kBF16}, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The decode weight passes that do their rows' RMSNorm (RmsNormInput) against reference::RmsNorm (rounded to the
+// dtype, as LaunchAddRmsNorm writes it) and then Linear or the SwiGLU pair; the normed rows written out too.
+TEST_F(CudaTest, WeightPassesDoTheirRowsRmsNorm) {
+  auto gemm = Gemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  const float eps = 1e-5f;
+  // k past one round of loads and not (136), n not a multiple of a block's 8 features.
+  for (Shape s : {Shape{1, 1000, 4096}, Shape{2, 77, 4104}, Shape{1, 13, 136}, Shape{2, 300, 4096}}) {
+    const DType dtype = DType::kBF16;
+    const std::vector<float> residual = ixc::testing::RandomFloats(s.m * s.k, 7, 3.f);
+    const std::vector<float> norm_weight = ixc::testing::RandomFloats(s.k, 8);
+    std::vector<float> normed(s.m * s.k);
+    reference::RmsNorm(residual.data(), norm_weight.data(), normed.data(), s.m, s.k, eps);
+    for (float& v : normed) v = Bf16ToF32(F32ToBf16(v));
+    auto w = RandomTyped(dtype, s.n * s.k, 9, 0.05f), up = RandomTyped(dtype, s.n * s.k, 10, 0.05f);
+    std::vector<float> linear(s.m * s.n), up_out(s.m * s.n), swiglu(s.m * s.n);
+    reference::Linear(normed.data(), TensorView(w.bytes.data(), dtype, {s.n, s.k}), linear.data(), s.m, false);
+    reference::Linear(normed.data(), TensorView(up.bytes.data(), dtype, {s.n, s.k}), up_out.data(), s.m, false);
+    std::vector<float> gate_out = linear;
+    for (std::vector<float>* product : {&gate_out, &up_out}) {
+      for (float& v : *product) v = Bf16ToF32(F32ToBf16(v));
+    }
+    reference::SwiGlu(gate_out.data(), up_out.data(), swiglu.data(), s.m * s.n);
+
+    DeviceBuffer<float> d_residual(residual), d_norm_weight(norm_weight);
+    DeviceBuffer<uint8_t> d_w(w.bytes), d_up(up.bytes), d_normed(s.m * s.k * 2), d_out(s.m * s.n * 4);
+    const RmsNormInput norm{d_residual.data, d_norm_weight.data, eps, d_normed.data};
+    const std::string what = absl::StrCat(s.m, "x", s.n, "x", s.k);
+    // The normed rows may differ by one bf16 ulp where the sum of squares, added in another order, moves one across
+    // a rounding boundary; the products by what that does to them.
+    ASSERT_TRUE(
+        (*gemm)
+            ->Linear({nullptr, d_w.data, d_out.data, s.m, s.n, s.k, dtype, DType::kF32, false, nullptr, &norm}, nullptr)
+            .ok());
+    EXPECT_TRUE(AllClose(Widen(DType::kF32, d_out.Read()), linear, {2e-2f, 1e-2f})) << "Linear " << what;
+    EXPECT_TRUE(AllClose(Widen(dtype, d_normed.Read()), normed, {1e-2f, 1e-2f})) << "normed rows " << what;
+    ASSERT_EQ(cudaMemset(d_normed.data, 0, d_normed.size), cudaSuccess);
+    ASSERT_TRUE(
+        (*gemm)->SwiGluLinear({nullptr, d_w.data, d_up.data, d_out.data, s.m, s.n, s.k, dtype, &norm}, nullptr).ok());
+    std::vector<uint8_t> out_bytes = d_out.Read();
+    out_bytes.resize(s.m * s.n * 2);  // the bf16 output at the buffer's start
+    EXPECT_TRUE(AllClose(Widen(dtype, out_bytes), swiglu, {2e-2f, 1e-2f})) << "SwiGluLinear " << what;
+    EXPECT_TRUE(AllClose(Widen(dtype, d_normed.Read()), normed, {1e-2f, 1e-2f})) << "normed rows " << what;
+  }
+  // Rows that do not fit the pass are refused, not computed wrong.
+  const RmsNormInput norm{};
+  EXPECT_EQ(
+      (*gemm)
+          ->Linear({nullptr, nullptr, nullptr, 3, 8, 64, DType::kBF16, DType::kF32, false, nullptr, &norm}, nullptr)
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      (*gemm)->SwiGluLinear({nullptr, nullptr, nullptr, nullptr, 1, 8, 1 << 20, DType::kBF16, &norm}, nullptr).code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CudaTest, LinearRejectsF32InputsAndMixedOutputs) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark bundled in .gpu-bin (made by tests/gpu/build.sh), then the tests and benchmarks
 # that reach the attention kernels again with the fallback kernels chosen (IXC_FALLBACK_KERNELS=1), and again with
-# the experimental choices (IXC_FLASH_PIPELINED=1, kernels/cuda/flash_wgmma.h; IXC_GEMM_TUNE=1, kernels/cuda/gemm.h;
-# not yet run on a GPU, so off by default), meant to fit 5 minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not
+# the experimental choices (IXC_FLASH_PIPELINED=1, kernels/cuda/flash_wgmma.h; IXC_GEMM_TUNE=1 and IXC_NORM_IN_PASS=1,
+# kernels/cuda/gemm.h; not yet run on a GPU, so off by default), meant to fit 5 minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not
 # usable.
 #   bash tests/gpu/run.sh [all|default|fallback|experimental]    (default: all; one pass alone where time is short)
 set -uo pipefail
@@ -52,8 +52,11 @@ rerun_with() {
 # The kernels that the wgmma flash and tensor-core decode kernels replace where those cannot run (other GPUs, other
 # head dims; kernels/cuda/device.h), chosen everywhere.
 if [ "$pass" = all ] || [ "$pass" = fallback ]; then rerun_with IXC_FALLBACK_KERNELS=1; fi
-# The experimental software-pipelined flash kernel (kernels/cuda/flash_wgmma.h) and cuBLASLt plans of 3-256 rows
-# chosen by timing (kernels/cuda/gemm.h; the decode benchmark's batch-32 step shows them).
-if [ "$pass" = all ] || [ "$pass" = experimental ]; then rerun_with IXC_FLASH_PIPELINED=1 IXC_GEMM_TUNE=1; fi
+# The experimental choices, each seen in its own line of model_cuda_bench: the software-pipelined flash kernel
+# (kernels/cuda/flash_wgmma.h; the 32K prefill), cuBLASLt plans of 3-256 rows chosen by timing (kernels/cuda/gemm.h;
+# the batch-32 decode step) and the decode RMSNorms done by the weight passes (kernels/cuda/gemm.h; batch-1 decode).
+if [ "$pass" = all ] || [ "$pass" = experimental ]; then
+  rerun_with IXC_FLASH_PIPELINED=1 IXC_GEMM_TUNE=1 IXC_NORM_IN_PASS=1
+fi
 echo "gpu run: $failures failing binaries, ${SECONDS} s"
 exit $((failures > 0))
