@@ -18,6 +18,7 @@
 
 #include "bench/gpu_limits.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/flash_wgmma.h"
 #include "kernels/cuda/gemm.h"
@@ -204,9 +205,10 @@ void VitPassShapes(const GpuLimits& limits) {
 
 void DecodeAttention(const GpuLimits& limits) {
   const int heads = 32, kv_heads = 8, d = 128;
-  std::printf("\nSplit-KV paged decode attention, %d heads / %d KV heads, head dim %d, bf16, %s, from HBM\n", heads,
-              kv_heads, d,
-              kc::DecodeMmaSelected(d) ? "tensor cores" : "scalar");
+  std::printf(
+      "\nSplit-KV paged decode attention, %d heads / %d KV heads, head dim %d, bf16, %s, %s, from HBM\n", heads,
+      kv_heads, d, kc::DecodeMmaSelected(d) ? "tensor cores" : "scalar",
+      kc::FewerDecodeKernelsRequested() ? "splits merged by the last block" : "splits merged by a second kernel");
   std::printf("%6s %8s %10s %8s %8s\n", "rows", "context", "ms", "TB/s", "% HBM");
   for (auto [rows, context] : {std::pair<int64_t, int64_t>{1, 8192}, {1, 32768}, {1, 98304}, {16, 8192}, {64, 4096}}) {
     // Each row its own sequence: rows x context keys in the pool.
@@ -221,6 +223,7 @@ void DecodeAttention(const GpuLimits& limits) {
     const int64_t workspace_floats = kc::DecodeWorkspaceFloats(rows, heads, d);
     float* workspace;
     cudaMalloc(&workspace, workspace_floats * 4);
+    cudaMemset(workspace, 0, workspace_floats * 4);  // the split counters
     const kc::DecodeRows decode{pools.table, d_offsets, d_visible, rows, context};
     const double ms = MedianMsFromHbm(
         [&] {

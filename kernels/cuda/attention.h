@@ -76,7 +76,8 @@ struct DecodeRows {
 // `blocks_per_sm` per multiprocessor holds, no more than the longest row's keys have pieces of `min_keys`, 1 to 128.
 int DecodeSplits(int64_t rows, int kv_heads, int64_t max_visible, int num_sms, int blocks_per_sm, int min_keys);
 
-// f32 scratch the decode kernel needs for `rows` x `heads`; pass at least this many floats.
+// f32 scratch the decode kernel needs for `rows` x `heads`; pass at least this many floats, zeroed before the
+// first launch that uses them (the split counters of FewerDecodeKernelsRequested, which each launch leaves zero).
 int64_t DecodeWorkspaceFloats(int64_t rows, int heads, int head_dim);
 
 // q, out (rows, heads, head_dim) in the pools' dtype; lse (rows, heads) or null. heads / kv_heads <= 8. `num_sms`:

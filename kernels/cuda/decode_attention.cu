@@ -96,6 +96,96 @@ struct DecodeWarpStates {
   }
 };
 
+// Block (row, head): the splits' partial results merged by their log-sum-exp. One warp turns the lse into weights;
+// then slices of the block each sum a share of the splits (four dims per thread, all loads independent) and the
+// slices are added.
+constexpr int kCombineThreads = 256;
+
+// Head row `head_row`'s splits merged into out and lse by a block of kThreads threads. The partial results are read
+// from L2 (__ldcg): in MergeSplitsInLastBlock other blocks wrote them during this kernel.
+template <typename T, int D, int kThreads>
+__device__ void CombineSplits(int64_t head_row, const float* partial_out, const float* partial_lse, int splits, T* out,
+                              float* lse) {
+  constexpr int kQuads = D / 4, kSlices = kThreads / kQuads;
+  __shared__ float weight_s[kMaxSplits];
+  __shared__ float total_weight_s, max_s;
+  __shared__ __align__(16) float sums_s[kSlices][D];  // written as float4
+  const float* lses = partial_lse + head_row * splits;
+  if (threadIdx.x < 32) {
+    float top = -INFINITY;
+    for (int s = threadIdx.x; s < splits; s += 32) top = fmaxf(top, __ldcg(lses + s));
+    for (int offset = 16; offset > 0; offset /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffff, top, offset));
+    float total = 0.f;
+    for (int s = threadIdx.x; s < splits; s += 32) {
+      const float split_lse = __ldcg(lses + s);
+      const float w = split_lse == -INFINITY ? 0.f : expf(split_lse - top);
+      weight_s[s] = w;
+      total += w;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) total += __shfl_xor_sync(0xffffffff, total, offset);
+    if (threadIdx.x == 0) {
+      total_weight_s = total;
+      max_s = top;
+    }
+  }
+  __syncthreads();
+  const int slice = threadIdx.x / kQuads, quad = threadIdx.x % kQuads;
+  float4 sum = {0.f, 0.f, 0.f, 0.f};
+  for (int s = slice; s < splits; s += kSlices) {
+    const float w = weight_s[s];
+    const float4 part = __ldcg(reinterpret_cast<const float4*>(partial_out + (head_row * splits + s) * D + quad * 4));
+    sum.x += w * part.x;
+    sum.y += w * part.y;
+    sum.z += w * part.z;
+    sum.w += w * part.w;
+  }
+  *reinterpret_cast<float4*>(&sums_s[slice][quad * 4]) = sum;
+  __syncthreads();
+  const float total_weight = total_weight_s;
+  for (int d = threadIdx.x; d < D; d += kThreads) {
+    float value = 0.f;
+    for (int s = 0; s < kSlices; ++s) value += sums_s[s][d];
+    out[head_row * D + d] = FromFloat<T>(total_weight > 0.f ? value / total_weight : 0.f);
+  }
+  if (lse != nullptr && threadIdx.x == 0) {
+    lse[head_row] = total_weight > 0.f ? max_s + logf(total_weight) : -INFINITY;
+  }
+  __syncthreads();  // the shared sums are free for the next head row
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kCombineThreads)
+    CombineSplitsKernel(const float* partial_out, const float* partial_lse, int splits, T* out, float* lse) {
+  AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
+  WaitForPriorKernel();
+  CombineSplits<T, D, kCombineThreads>(blockIdx.x, partial_out, partial_lse, splits, out, lse);
+}
+
+// Where the decode kernel merges its own splits (split_counters, FewerDecodeKernelsRequested): after a block has
+// written its split's partial results it counts itself in its (row, KV head)'s counter, and the block that counts
+// last merges the group's heads, as CombineSplitsKernel would, and sets the counter back to 0 for the next launch.
+// The fence before the count makes each block's partial results visible to the one that merges (the pattern of the
+// CUDA samples' threadFenceReduction).
+template <typename T, int D>
+__device__ void MergeSplitsInLastBlock(int group, int64_t first_head_row, const float* partial_out,
+                                       const float* partial_lse, int* split_counters, T* out, float* lse) {
+  if (gridDim.x == 1) return;  // MergeAndWrite wrote the result itself
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* counter = split_counters + static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y;
+    last = atomicAdd(counter, 1) == static_cast<int>(gridDim.x) - 1;
+    if (last) *counter = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int h = 0; h < group; ++h) {
+    CombineSplits<T, D, kDecodeThreads>(first_head_row + h, partial_out, partial_lse, gridDim.x, out, lse);
+  }
+}
+
 // Block (split, kv head, row): the group's query heads over the split's keys. Each warp takes every
 // kDecodeWarps-th chunk of the split and keeps its own online softmax in registers (no block barrier in the loop);
 // a chunk's K and V rows are all requested before the first score, and the warps' states are merged at the end.
@@ -103,7 +193,8 @@ struct DecodeWarpStates {
 template <typename T, int D, int kGroup>
 __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
     DecodeKernel(const T* q, int heads, int group, const T* k_pool, const T* v_pool, int block_size, int kv_heads,
-                 DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse, T* out, float* lse) {
+                 DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse, int* split_counters, T* out,
+                 float* lse) {
   AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
   WaitForPriorKernel();
   using Walk = DecodeWalk<D>;
@@ -217,6 +308,9 @@ __global__ void __launch_bounds__(kDecodeThreads, kGroup <= 4 ? 4 : 2)
   }
   __syncthreads();
   states.MergeAndWrite(group, first_head_row, partial_out, partial_lse, out, lse);
+  if (split_counters != nullptr) {
+    MergeSplitsInLastBlock<T, D>(group, first_head_row, partial_out, partial_lse, split_counters, out, lse);
+  }
 }
 
 // The tensor-core decode kernel, for head dims that are a multiple of 32 (DecodeMmaSelected). DecodeKernel spends
@@ -234,7 +328,8 @@ constexpr int kDecodeMmaTileKeys = 16;
 template <typename T, int D>
 __global__ void __launch_bounds__(kDecodeThreads, kDecodeMmaBlocksPerSm)
     DecodeMmaKernel(const T* q, int heads, int group, const T* k_pool, const T* v_pool, int block_size, int kv_heads,
-                    DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse, T* out, float* lse) {
+                    DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse, int* split_counters,
+                    T* out, float* lse) {
   AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
   WaitForPriorKernel();
   constexpr int kRounds = D / 32;  // 16-byte pieces per lane of a row: four lanes share one
@@ -357,70 +452,18 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMmaBlocksPerSm)
   }
   __syncthreads();
   states.MergeAndWrite(group, first_head_row, partial_out, partial_lse, out, lse);
-}
-
-// Block (row, head): the splits' partial results merged by their log-sum-exp. One warp turns the lse into weights;
-// then slices of the block each sum a share of the splits (four dims per thread, all loads independent) and the
-// slices are added.
-constexpr int kCombineThreads = 256;
-
-template <typename T, int D>
-__global__ void __launch_bounds__(kCombineThreads)
-    CombineSplitsKernel(const float* partial_out, const float* partial_lse, int splits, T* out, float* lse) {
-  AllowNextKernel();  // the weight-streaming GEMV after this one may start its loads
-  WaitForPriorKernel();
-  constexpr int kQuads = D / 4, kSlices = kCombineThreads / kQuads;
-  __shared__ float weight_s[kMaxSplits];
-  __shared__ float total_weight_s, max_s;
-  __shared__ __align__(16) float sums_s[kSlices][D];  // written as float4
-  const int64_t head_row = blockIdx.x;
-  const float* lses = partial_lse + head_row * splits;
-  if (threadIdx.x < 32) {
-    float top = -INFINITY;
-    for (int s = threadIdx.x; s < splits; s += 32) top = fmaxf(top, lses[s]);
-    for (int offset = 16; offset > 0; offset /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffff, top, offset));
-    float total = 0.f;
-    for (int s = threadIdx.x; s < splits; s += 32) {
-      const float w = lses[s] == -INFINITY ? 0.f : expf(lses[s] - top);
-      weight_s[s] = w;
-      total += w;
-    }
-    for (int offset = 16; offset > 0; offset /= 2) total += __shfl_xor_sync(0xffffffff, total, offset);
-    if (threadIdx.x == 0) {
-      total_weight_s = total;
-      max_s = top;
-    }
-  }
-  __syncthreads();
-  const int slice = threadIdx.x / kQuads, quad = threadIdx.x % kQuads;
-  float4 sum = {0.f, 0.f, 0.f, 0.f};
-  for (int s = slice; s < splits; s += kSlices) {
-    const float w = weight_s[s];
-    const float4 part = *reinterpret_cast<const float4*>(partial_out + (head_row * splits + s) * D + quad * 4);
-    sum.x += w * part.x;
-    sum.y += w * part.y;
-    sum.z += w * part.z;
-    sum.w += w * part.w;
-  }
-  *reinterpret_cast<float4*>(&sums_s[slice][quad * 4]) = sum;
-  __syncthreads();
-  const float total_weight = total_weight_s;
-  for (int d = threadIdx.x; d < D; d += kCombineThreads) {
-    float value = 0.f;
-    for (int s = 0; s < kSlices; ++s) value += sums_s[s][d];
-    out[head_row * D + d] = FromFloat<T>(total_weight > 0.f ? value / total_weight : 0.f);
-  }
-  if (lse != nullptr && threadIdx.x == 0) {
-    lse[head_row] = total_weight > 0.f ? max_s + logf(total_weight) : -INFINITY;
+  if (split_counters != nullptr) {
+    MergeSplitsInLastBlock<T, D>(group, first_head_row, partial_out, partial_lse, split_counters, out, lse);
   }
 }
 
 template <typename T>
 using DecodeKernelFn = void (*)(const T* q, int heads, int group, const T* k_pool, const T* v_pool, int block_size,
                                 int kv_heads, DecodeRows rows, float scale_log2, float* partial_out, float* partial_lse,
-                                T* out, float* lse);
+                                int* split_counters, T* out, float* lse);
 
-// `kernel` over (splits, kv heads, rows) blocks, then the combine where there is more than one split.
+// `kernel` over (splits, kv heads, rows) blocks, then the combine where there is more than one split: a kernel of
+// its own, or the last block of each (row, KV head) with FewerDecodeKernelsRequested.
 template <typename T, int D>
 absl::Status LaunchDecode(DecodeKernelFn<T> kernel, int splits, const void* q, int heads, const DeviceKvPools& pools,
                           const DecodeRows& rows, float scale, void* out, float* lse, float* workspace,
@@ -428,13 +471,16 @@ absl::Status LaunchDecode(DecodeKernelFn<T> kernel, int splits, const void* q, i
   const int group = heads / pools.kv_heads;
   float* partial_out = workspace;                                       // (rows, heads, splits, D)
   float* partial_lse = workspace + rows.rows * heads * kMaxSplits * D;  // (rows, heads, splits)
+  int* split_counters = FewerDecodeKernelsRequested()                   // (rows, kv heads)
+                            ? reinterpret_cast<int*>(partial_lse + rows.rows * heads * kMaxSplits)
+                            : nullptr;
   const dim3 grid(splits, pools.kv_heads, static_cast<unsigned>(rows.rows));
   const bool programmatic = DependentLaunchSupported();
-  IXC_CUDA_RETURN_IF_ERROR(LaunchAfterPrior(programmatic, kernel, grid, kDecodeThreads, stream,
-                                            static_cast<const T*>(q), heads, group, static_cast<const T*>(pools.k),
-                                            static_cast<const T*>(pools.v), pools.block_size, pools.kv_heads, rows,
-                                            scale * kLog2e, partial_out, partial_lse, static_cast<T*>(out), lse));
-  if (splits > 1) {
+  IXC_CUDA_RETURN_IF_ERROR(
+      LaunchAfterPrior(programmatic, kernel, grid, kDecodeThreads, stream, static_cast<const T*>(q), heads, group,
+                       static_cast<const T*>(pools.k), static_cast<const T*>(pools.v), pools.block_size, pools.kv_heads,
+                       rows, scale * kLog2e, partial_out, partial_lse, split_counters, static_cast<T*>(out), lse));
+  if (splits > 1 && split_counters == nullptr) {
     IXC_CUDA_RETURN_IF_ERROR(LaunchAfterPrior(programmatic, CombineSplitsKernel<T, D>,
                                               static_cast<unsigned>(rows.rows * heads), kCombineThreads, stream,
                                               partial_out, partial_lse, splits, static_cast<T*>(out), lse));
@@ -458,7 +504,7 @@ bool DecodeMmaSelected(int head_dim) {
 }
 
 int64_t DecodeWorkspaceFloats(int64_t rows, int heads, int head_dim) {
-  return rows * heads * kMaxSplits * (head_dim + 1);
+  return rows * heads * kMaxSplits * (head_dim + 1) + rows * heads;  // partial outputs, their lse, the counters
 }
 
 absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKvPools& pools, const DecodeRows& rows,

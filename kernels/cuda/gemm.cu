@@ -321,11 +321,6 @@ bool GemmTuningRequested() {
   return requested;
 }
 
-bool NormInPassRequested() {
-  static const bool requested = KernelFlagSet("IXC_NORM_IN_PASS");
-  return requested;
-}
-
 struct Gemm::Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;

@@ -69,11 +69,6 @@ struct SwiGluArgs {
 // run on a GPU, so off by default; tests/gpu/run.sh's experimental pass sets it.
 bool GemmTuningRequested();
 
-// Whether IXC_NORM_IN_PASS=1 is set (read once per process): the language model's decode steps of 1-2 rows on one
-// GPU have their RMSNorms done by the weight passes (RmsNormInput). Experimental, not yet run on a GPU, so off by
-// default; tests/gpu/run.sh's experimental pass sets it.
-bool NormInPassRequested();
-
 class Gemm {
  public:
   // With `tune`, a scratch of twice the L2 size (at least 32 MiB) is held for timing: the candidates' outputs, and

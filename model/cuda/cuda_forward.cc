@@ -9,6 +9,7 @@
 #include "core/status_macros.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/norm.h"
 #include "model/batch_metadata.h"
@@ -139,10 +140,10 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   float* lse = sp_mode == SpAttention::kLocal ? nullptr : lse_;  // the SP merges need each row's log-sum-exp
   const float* pending_delta = nullptr;  // the previous sublayer's output, added in the next fused norm
   const float* pending_bias = nullptr;
-  // Decode of 1-2 rows on one GPU with IXC_NORM_IN_PASS=1 (kernels/cuda/gemm.h, RmsNormInput): the attention output's
-  // and the feed-forward's weight passes add onto the residual stream themselves, and each RMSNorm is done by the
-  // weight pass that reads it: two kernels fewer per layer on the step's chain of dependent kernels.
-  const bool norms_in_pass = kc::NormInPassRequested() && tp_size_ == 1 && sp_mode == SpAttention::kLocal &&
+  // Decode of 1-2 rows on one GPU with IXC_FEWER_DECODE_KERNELS=1 (kernels/cuda/gemm.h, RmsNormInput): the attention
+  // output's and the feed-forward's weight passes add onto the residual stream themselves, and each RMSNorm is done by
+  // the weight pass that reads it: two kernels fewer per layer on the step's chain of dependent kernels.
+  const bool norms_in_pass = kc::FewerDecodeKernelsRequested() && tp_size_ == 1 && sp_mode == SpAttention::kLocal &&
                              kc::Gemm::NormsInPass(rows, hidden) &&
                              std::all_of(layers_.begin(), layers_.end(), [](const Layer& layer) {
                                return layer.attn_out.bias == nullptr && layer.down.bias == nullptr;

@@ -202,6 +202,8 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
     *slots[i] = p;
     p += AlignUp(sizes[i]);
   }
+  // The decode attention's split counters start at zero (kernels/cuda/attention.h).
+  IXC_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(decode_workspace_, 0, decode_workspace_floats_ * 4, gpu_->stream));
   scratch_rows_ = rows;
   scratch_logit_rows_ = logit_rows;
   return absl::OkStatus();

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark bundled in .gpu-bin (made by tests/gpu/build.sh), then the tests and benchmarks
 # that reach the attention kernels again with the fallback kernels chosen (IXC_FALLBACK_KERNELS=1), and again with
-# the experimental choices (IXC_FLASH_PIPELINED=1, kernels/cuda/flash_wgmma.h; IXC_GEMM_TUNE=1 and IXC_NORM_IN_PASS=1,
-# kernels/cuda/gemm.h; not yet run on a GPU, so off by default), meant to fit 5 minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not
-# usable.
+# the experimental choices (IXC_FLASH_PIPELINED=1, kernels/cuda/flash_wgmma.h; IXC_GEMM_TUNE=1, kernels/cuda/gemm.h;
+# IXC_FEWER_DECODE_KERNELS=1, kernels/cuda/device.h; not yet run on a GPU, so off by default), meant to fit 5
+# minutes. On a machine with a GPU a skipped test is a failure: it means the GPU was not usable.
 #   bash tests/gpu/run.sh [all|default|fallback|experimental]    (default: all; one pass alone where time is short)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -54,9 +54,10 @@ rerun_with() {
 if [ "$pass" = all ] || [ "$pass" = fallback ]; then rerun_with IXC_FALLBACK_KERNELS=1; fi
 # The experimental choices, each seen in its own line of model_cuda_bench: the software-pipelined flash kernel
 # (kernels/cuda/flash_wgmma.h; the 32K prefill), cuBLASLt plans of 3-256 rows chosen by timing (kernels/cuda/gemm.h;
-# the batch-32 decode step) and the decode RMSNorms done by the weight passes (kernels/cuda/gemm.h; batch-1 decode).
+# the batch-32 decode step) and fewer kernels in a decode step (kernels/cuda/device.h; batch-1 decode, and the decode
+# attention figures of kernels_cuda_bench).
 if [ "$pass" = all ] || [ "$pass" = experimental ]; then
-  rerun_with IXC_FLASH_PIPELINED=1 IXC_GEMM_TUNE=1 IXC_NORM_IN_PASS=1
+  rerun_with IXC_FLASH_PIPELINED=1 IXC_GEMM_TUNE=1 IXC_FEWER_DECODE_KERNELS=1
 fi
 echo "gpu run: $failures failing binaries, ${SECONDS} s"
 exit $((failures > 0))
