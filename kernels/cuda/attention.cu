@@ -13,6 +13,7 @@
 #include "kernels/cuda/flash_tile.cuh"
 #include "kernels/cuda/flash_wgmma.h"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/rope.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -41,18 +42,14 @@ __global__ void __launch_bounds__(kRopeThreads)
   for (int64_t token = blockIdx.x; token < tokens; token += gridDim.x) {
     const float position = static_cast<float>(positions[token]) * position_scale;
     __syncthreads();  // the previous token's readers are done
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      // As the reference: inv_freq = 1 / base^(2i/d) and the angle in f32.
-      const float inv_freq = 1.f / powf(base, static_cast<float>(2 * i) / static_cast<float>(head_dim));
-      sincosf(position * inv_freq, &sin_s[i], &cos_s[i]);
-    }
+    for (int i = threadIdx.x; i < half; i += blockDim.x) RopeAngle(position, i, head_dim, base, &sin_s[i], &cos_s[i]);
     __syncthreads();
     const int64_t slot = slots[token];
     const T* row = qkv + token * packed * head_dim;
     for (int pair = first_pair + threadIdx.x; pair < end_pair; pair += blockDim.x) {
       const int p = pair / half, i = pair - p * half;
       const int kv_head = p / per_kv, r = p - kv_head * per_kv;
-      const T a = row[p * head_dim + i], b = row[p * head_dim + i + half];
+      T a = row[p * head_dim + i], b = row[p * head_dim + i + half];
       const int64_t cache_offset = (slot * kv_heads + kv_head) * head_dim;
       if (r == group + 1) {  // V: stored as it is
         if (slot >= 0) {
@@ -61,16 +58,14 @@ __global__ void __launch_bounds__(kRopeThreads)
         }
         continue;
       }
-      const float c = cos_s[i], s = sin_s[i];
-      const float fa = ToFloat(a), fb = ToFloat(b);
-      const T ra = FromFloat<T>(fa * c - fb * s), rb = FromFloat<T>(fb * c + fa * s);
+      RotatePair(a, b, cos_s[i], sin_s[i]);
       if (r < group) {
         T* dst = q + (token * kv_heads * group + kv_head * group + r) * head_dim;
-        dst[i] = ra;
-        dst[i + half] = rb;
+        dst[i] = a;
+        dst[i + half] = b;
       } else if (slot >= 0) {
-        k_pool[cache_offset + i] = ra;
-        k_pool[cache_offset + i + half] = rb;
+        k_pool[cache_offset + i] = a;
+        k_pool[cache_offset + i + half] = b;
       }
     }
   }

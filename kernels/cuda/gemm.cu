@@ -1,8 +1,6 @@
 // cuBLASLt is column-major; a row-major (m, n) output is its (n, m) column-major transpose, so each call computes
 // out^T (n, m) = w (n, k) . x^T (k, m): A = w read transposed (stored as column-major (k, n)), B = x (column-major
 // (k, m)), C = D = out (column-major (n, m)).
-#include "kernels/cuda/gemm.h"
-
 #include <cublasLt.h>
 
 #include <algorithm>
@@ -18,6 +16,8 @@
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/rope.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -219,6 +219,59 @@ __global__ void __launch_bounds__(kSmallThreads)
 
 unsigned SmallMBlocks(int64_t n) { return static_cast<unsigned>((n + kSmallFeatures - 1) / kSmallFeatures); }
 
+// Where the qkv pass's products go (QkvRopeArgs), per row.
+struct QkvPlacement {
+  const int32_t* positions;  // (M) device
+  const int32_t* slots;      // (M) device
+  float base[kSmallM], position_scale[kSmallM];
+  int kv_heads, group, head_dim;
+};
+
+// A warp per pair (i, i + half) of a packed head: both weight rows read together (as the SwiGLU pass reads gate and
+// up), the products rounded to T as the qkv rows would hold them, then what RopeStoreKernel does with them.
+template <typename T, int M, bool kNorm>
+__global__ void __launch_bounds__(kSmallThreads)
+    SmallMQkvRopeKernel(const T* x, const T* w, int64_t k, QkvPlacement place, T* q, T* k_pool, T* v_pool,
+                        RmsNormInput norm) {
+  AllowNextKernel();
+  const int half = place.head_dim / 2, per_kv = place.group + 2;
+  const int64_t pairs = int64_t{place.kv_heads} * per_kv * half;
+  const int64_t pair = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32;
+  if (!kNorm && pair >= pairs) return;
+  const int64_t valid_pair = min(pair, pairs - 1);
+  const int p = static_cast<int>(valid_pair / half), i = static_cast<int>(valid_pair % half);
+  const T* const weights[2] = {w, w + int64_t{half} * k};  // feature p * head_dim + i, and i + half
+  float acc[2][M];
+  FeatureDots<T, M, 2, kNorm>(x, weights, norm, int64_t{p} * place.head_dim + i, 2 * pairs, k, acc);
+  if (pair >= pairs || threadIdx.x % 32 != 0) return;
+  const int kv_head = p / per_kv, r = p - kv_head * per_kv;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    T a = FromFloat<T>(acc[0][m]), b = FromFloat<T>(acc[1][m]);
+    const int64_t slot = place.slots[m];
+    const int64_t cache_offset = (slot * place.kv_heads + kv_head) * place.head_dim;
+    if (r == place.group + 1) {  // V: stored as it is
+      if (slot >= 0) {
+        v_pool[cache_offset + i] = a;
+        v_pool[cache_offset + i + half] = b;
+      }
+      continue;
+    }
+    float sin, cos;
+    RopeAngle(static_cast<float>(place.positions[m]) * place.position_scale[m], i, place.head_dim, place.base[m], &sin,
+              &cos);
+    RotatePair(a, b, cos, sin);
+    if (r < place.group) {
+      T* dst = q + ((int64_t{m} * place.kv_heads + kv_head) * place.group + r) * place.head_dim;
+      dst[i] = a;
+      dst[i + half] = b;
+    } else if (slot >= 0) {
+      k_pool[cache_offset + i] = a;
+      k_pool[cache_offset + i + half] = b;
+    }
+  }
+}
+
 // The shared memory of a launch: the normed rows where the kernel does the norm.
 template <typename T>
 size_t NormedRowsBytes(const RmsNormInput* norm, int64_t m, int64_t k) {
@@ -285,6 +338,40 @@ absl::Status Gemm::SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream) {
                                       NormedRowsBytes<T>(args.norm, M, args.k), stream, static_cast<const T*>(args.x),
                                       static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
                                       static_cast<T*>(args.out), args.n, args.k, norm);
+    };
+    launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
+  }));
+  IXC_CUDA_RETURN_IF_ERROR(launched);
+  return absl::OkStatus();
+}
+
+absl::Status Gemm::QkvRopeLinear(const QkvRopeArgs& args, cudaStream_t stream) {
+  const DeviceKvPools& pools = args.pools;
+  if (!NormsInPass(args.m, args.k) || args.group <= 0 || pools.kv_heads <= 0 || pools.head_dim <= 0 ||
+      pools.head_dim % 2 != 0 || args.rope[0].head_dim != pools.head_dim ||
+      (args.m == 2 && args.rope[1].head_dim != pools.head_dim)) {
+    return absl::InvalidArgumentError(absl::StrCat("QkvRopeLinear: m ", args.m, ", k ", args.k, ", group ", args.group,
+                                                   ", kv_heads ", pools.kv_heads, ", head_dim ", pools.head_dim,
+                                                   " (built for 1-", kSmallM, " rows, k a multiple of 8 up to ",
+                                                   kNormedRowsBytes / 2 / kSmallM, ", even head dims)"));
+  }
+  QkvPlacement place{args.positions, args.slots, {}, {}, pools.kv_heads, args.group, pools.head_dim};
+  for (int64_t r = 0; r < args.m; ++r) {
+    place.base[r] = args.rope[r].base;
+    place.position_scale[r] = args.rope[r].position_scale;
+  }
+  const int64_t pairs = int64_t{pools.kv_heads} * (args.group + 2) * (pools.head_dim / 2);
+  const RmsNormInput norm = args.norm != nullptr ? *args.norm : RmsNormInput{};
+  cudaError_t launched = cudaSuccess;
+  IXC_RETURN_IF_ERROR(DispatchHalfDType(pools.dtype, "QkvRopeLinear", [&](auto tag) {
+    using T = decltype(tag);
+    auto launch = [&](auto rows) {
+      constexpr int M = decltype(rows)::value;
+      auto kernel = args.norm != nullptr ? SmallMQkvRopeKernel<T, M, true> : SmallMQkvRopeKernel<T, M, false>;
+      return LaunchAfterPriorWithSmem(dependent_launch_, kernel, SmallMBlocks(pairs), kSmallThreads,
+                                      NormedRowsBytes<T>(args.norm, M, args.k), stream, static_cast<const T*>(args.x),
+                                      static_cast<const T*>(args.w), args.k, place, static_cast<T*>(args.q),
+                                      static_cast<T*>(pools.k), static_cast<T*>(pools.v), norm);
     };
     launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
   }));

@@ -26,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/dtype.h"
+#include "kernels/cuda/attention.h"
 
 namespace ixc::kernels::cuda {
 
@@ -69,6 +70,23 @@ struct SwiGluArgs {
 // run on a GPU, so off by default; tests/gpu/run.sh's experimental pass sets it.
 bool GemmTuningRequested();
 
+// Decode's qkv weight pass with RoPE and the KV store done as its products come out, for 1-2 rows (NormsInPass):
+// what Linear into the packed qkv rows and then LaunchRopeAndStoreKv give, bit for bit, without the qkv rows in
+// between or the kernel that reads them. A warp computes the pair (i, i + half) of one packed head, rounds both
+// products to the dtype and rotates them (q and k heads) or not (v); q goes to `q`, k and v to their cache slots.
+struct QkvRopeArgs {
+  const void* x = nullptr;  // (m, k), unless norm
+  const void* w = nullptr;  // (kv_heads * (group + 2) * head_dim, k): the packed wqkv (spec 1.3)
+  int64_t m = 0, k = 0;
+  int group = 0;                       // query heads per KV head
+  const int32_t* positions = nullptr;  // (m) device
+  const int32_t* slots = nullptr;      // (m) device; negative: not stored
+  RopeParams rope[2];                  // row r's (head_dim = pools.head_dim)
+  void* q = nullptr;                   // (m, kv_heads * group, head_dim)
+  DeviceKvPools pools;                 // dtype: everything's
+  const RmsNormInput* norm = nullptr;  // the rows instead of x
+};
+
 class Gemm {
  public:
   // With `tune`, a scratch of twice the L2 size (at least 32 MiB) is held for timing: the candidates' outputs, and
@@ -82,6 +100,8 @@ class Gemm {
   absl::Status Linear(const LinearArgs& args, cudaStream_t stream);
   // Only where StreamsWeights(m, k): the decode shapes.
   absl::Status SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream);
+  // Only where NormsInPass(m, k).
+  absl::Status QkvRopeLinear(const QkvRopeArgs& args, cudaStream_t stream);
   // Whether m rows of k inputs go through the weight-streaming kernel rather than cuBLASLt.
   static bool StreamsWeights(int64_t m, int64_t k);
   // Whether that kernel can also do the rows' RMSNorm (RmsNormInput): they fit its shared memory.

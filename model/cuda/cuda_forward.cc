@@ -154,21 +154,31 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
                                   options_.block_size, c.num_kv_heads, static_cast<int>(d)};
     const kc::RmsNormInput attn_norm{x_, w.attn_norm, c.rms_norm_eps, normed_},
         ffn_norm{x_, w.ffn_norm, c.rms_norm_eps, normed_};
-    if (norms_in_pass) {
-      IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype, &attn_norm));
+    const bool plain_qkv =
+        masks.image == nullptr && masks.web == nullptr && masks.write == nullptr && w.qkv.bias == nullptr;
+    if (norms_in_pass && plain_qkv) {  // the norm, qkv, RoPE and KV store in one weight pass
+      kc::QkvRopeArgs qkv{nullptr, w.qkv.weight, rows, hidden, group, positions, slots, {}, q_, pools, &attn_norm};
+      for (const Segment& segment : segments) {
+        for (int64_t t = 0; t < segment.tokens; ++t) qkv.rope[segment.first_row + t] = segment.rope;
+      }
+      IXC_RETURN_IF_ERROR(gpu_->gemm->QkvRopeLinear(qkv, stream));
     } else {
-      IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows,
-                                               hidden, c.rms_norm_eps, stream));
-      IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype));
-    }
-    if (w.qkv.bias != nullptr) {
-      IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, qkv_, w.qkv.bias, rows, w.qkv.out, stream));
-    }
-    for (const Segment& segment : segments) {
-      const int64_t r = segment.first_row;
-      IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e, positions + r,
-                                                   slots + r, segment.tokens, group, segment.rope,
-                                                   static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools, stream));
+      if (norms_in_pass) {
+        IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype, &attn_norm));
+      } else {
+        IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows,
+                                                 hidden, c.rms_norm_eps, stream));
+        IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype));
+      }
+      if (w.qkv.bias != nullptr) {
+        IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, qkv_, w.qkv.bias, rows, w.qkv.out, stream));
+      }
+      for (const Segment& segment : segments) {
+        const int64_t r = segment.first_row;
+        IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(
+            static_cast<uint8_t*>(qkv_) + r * c.qkv_size() * e, positions + r, slots + r, segment.tokens, group,
+            segment.rope, static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools, stream));
+      }
     }
     if (ring.has_value()) {
       IXC_RETURN_IF_ERROR(RingAttention(segments[0], *ring, positions, *comm));

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/ops.h"
 #include "tests/gpu/cuda_test_util.h"
@@ -247,6 +248,70 @@ TEST_F(CudaTest, WeightPassesDoTheirRowsRmsNorm) {
   EXPECT_EQ(
       (*gemm)->SwiGluLinear({nullptr, nullptr, nullptr, nullptr, 1, 8, 1 << 20, DType::kBF16, &norm}, nullptr).code(),
       absl::StatusCode::kInvalidArgument);
+}
+
+// The decode qkv pass with RoPE and the KV store against the unfused path on the GPU (Linear into the packed qkv rows,
+// each op held to its reference elsewhere, then LaunchRopeAndStoreKv): the same sums in the same order and the same
+// rotation, so the same bits, with and without the pass's RMSNorm.
+TEST_F(CudaTest, QkvRopePassMatchesLinearThenRopeAndStore) {
+  auto gemm = Gemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  const DType dtype = DType::kBF16;
+  struct Case {
+    int kv_heads, group, d;
+    int64_t m, k;
+  };
+  // The model's grouping at head dim 128 (k past one round of loads and not), one query head per KV head at 64.
+  for (const Case& c : {Case{8, 4, 128, 1, 4096}, Case{2, 4, 128, 2, 136}, Case{3, 1, 64, 2, 4104}}) {
+    for (bool with_norm : {false, true}) {
+      const int heads = c.kv_heads * c.group;
+      const int64_t n = int64_t{c.kv_heads} * (c.group + 2) * c.d, pool_values = 40 * c.kv_heads * c.d;
+      auto x = RandomTyped(dtype, c.m * c.k, 11), w = RandomTyped(dtype, n * c.k, 12, 0.05f);
+      const std::vector<float> residual = ixc::testing::RandomFloats(c.m * c.k, 13, 3.f);
+      const std::vector<float> norm_weight = ixc::testing::RandomFloats(c.k, 14);
+      // Row 1 (where there is one) at another position with another base and scale, and not stored.
+      const std::vector<int32_t> positions = {5000, 123}, slots = {17, c.m == 2 ? -1 : 3};
+      const RopeParams ropes[2] = {{c.d, 1e6f, 1.f}, {c.d, 5e4f, 0.5f}};
+      DeviceBuffer<uint8_t> d_x(x.bytes), d_w(w.bytes), d_qkv(c.m * n * 2), d_normed(c.m * c.k * 2);
+      DeviceBuffer<float> d_residual(residual), d_norm_weight(norm_weight);
+      DeviceBuffer<int32_t> d_positions(positions), d_slots(slots);
+      const RmsNormInput norm{d_residual.data, d_norm_weight.data, 1e-5f, d_normed.data};
+      const RmsNormInput* norm_or_null = with_norm ? &norm : nullptr;
+      const auto pools_random = RandomTyped(dtype, pool_values, 15);
+      // Unfused: the qkv rows, then RoPE and the store, row by row (each its own RoPE parameters).
+      DeviceBuffer<uint8_t> q_want(c.m * heads * c.d * 2), k_want(pools_random.bytes), v_want(pools_random.bytes);
+      const DeviceKvPools want_pools{k_want.data, v_want.data, dtype, 16, c.kv_heads, c.d};
+      ASSERT_TRUE(
+          (*gemm)
+              ->Linear({d_x.data, d_w.data, d_qkv.data, c.m, n, c.k, dtype, dtype, false, nullptr, norm_or_null},
+                       nullptr)
+              .ok());
+      for (int64_t r = 0; r < c.m; ++r) {
+        ASSERT_TRUE(LaunchRopeAndStoreKv(d_qkv.data + r * n * 2, d_positions.data + r, d_slots.data + r, 1, c.group,
+                                         ropes[r], q_want.data + r * heads * c.d * 2, want_pools, nullptr)
+                        .ok());
+      }
+      // Fused.
+      DeviceBuffer<uint8_t> q_got(c.m * heads * c.d * 2), k_got(pools_random.bytes), v_got(pools_random.bytes);
+      QkvRopeArgs args{d_x.data,     d_w.data,
+                       c.m,          c.k,
+                       c.group,      d_positions.data,
+                       d_slots.data, {ropes[0], ropes[1]},
+                       q_got.data,   {k_got.data, v_got.data, dtype, 16, c.kv_heads, c.d},
+                       norm_or_null};
+      ASSERT_TRUE((*gemm)->QkvRopeLinear(args, nullptr).ok());
+      const std::string what = absl::StrCat(c.m, " rows, ", c.kv_heads, " x (", c.group, " + 2) heads of ", c.d, ", k ",
+                                            c.k, with_norm ? ", with the norm" : "");
+      EXPECT_EQ(q_got.Read(), q_want.Read()) << "q, " << what;
+      EXPECT_EQ(k_got.Read(), k_want.Read()) << "k pool, " << what;
+      EXPECT_EQ(v_got.Read(), v_want.Read()) << "v pool, " << what;
+    }
+  }
+  // Shapes the pass was not built for are refused.
+  QkvRopeArgs three_rows{};
+  three_rows.m = 3;
+  three_rows.k = 64;
+  EXPECT_EQ((*gemm)->QkvRopeLinear(three_rows, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CudaTest, LinearRejectsF32InputsAndMixedOutputs) {
