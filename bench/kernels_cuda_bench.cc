@@ -62,10 +62,13 @@ void GemmShapes(const GpuLimits& limits) {
         // Small M is bound by reading the weights, large M by the tensor cores.
         const double percent =
             m <= 64 ? 100 * tbytes / limits.datasheet_tbytes : 100 * tflops / limits.datasheet_tflops;
-        const char* kernel = streams ? "weight streaming" : g == tuned->get() ? "cuBLASLt tuned" : "cuBLASLt";
+        std::string kernel = streams ? "weight streaming" : "cuBLASLt";
+        if (g == tuned->get()) {
+          kernel = "cuBLASLt, fastest of " + std::to_string(g->Candidates(args, nullptr).value_or(0)) + " candidates";
+        }
         std::printf("%-7s %6lld %6lld %6lld %10.4f %10.1f %8.2f %7.0f%% %-13s %s\n", layer.name,
                     static_cast<long long>(m), static_cast<long long>(layer.n), static_cast<long long>(layer.k), ms,
-                    tflops, tbytes, percent, m <= 64 ? "of HBM" : "of bf16 peak", kernel);
+                    tflops, tbytes, percent, m <= 64 ? "of HBM" : "of bf16 peak", kernel.c_str());
       }
       cudaFree(x);
       cudaFree(w);

@@ -390,6 +390,14 @@ constexpr int64_t kTunedMaxRows = 256;
 constexpr int kTuneCandidates = 16;
 constexpr int kTuneRuns = 5;
 
+// Split-K variants of the heuristic's first kSplitKBases candidates join them: a few rows of a 4096-wide layer make
+// only 32-48 output tiles for 132 multiprocessors, too few to stream the weights at full bandwidth (cuBLASLt's first
+// choice read wo and wqkv at 39-45% of HBM on the H200, the 14336- and 92544-wide layers at 60-80%); splitting k
+// gives each tile several blocks.
+constexpr int kSplitKBases = 4;
+constexpr uint32_t kSplitKs[] = {2, 3, 4, 6, 8, 12, 16};
+constexpr int64_t kMinSplitDepth = 256;  // of k per split
+
 bool SameAlgo(const cublasLtMatmulAlgo_t& a, const cublasLtMatmulAlgo_t& b) {
   return std::memcmp(&a, &b, sizeof(a)) == 0;
 }
@@ -509,6 +517,7 @@ absl::StatusOr<Gemm::Plan*> Gemm::PlanFor(const LinearArgs& args, cudaStream_t s
   plans_.emplace(key, std::move(plan));
   if (wanted > 1) {
     for (int i = 0; i < found; ++i) raw->candidates.push_back(results[i].algo);
+    AddSplitKCandidates(*raw, args, std::min(found, kSplitKBases));
     if (Capturing(stream)) {
       deferred_.emplace_back(raw, args);  // nothing may run on the stream outside the graph now
     } else {
@@ -516,6 +525,66 @@ absl::StatusOr<Gemm::Plan*> Gemm::PlanFor(const LinearArgs& args, cudaStream_t s
     }
   }
   return raw;
+}
+
+void Gemm::AddSplitKCandidates(Plan& plan, const LinearArgs& args, int bases) {
+  for (int i = 0; i < bases; ++i) {
+    const cublasLtMatmulAlgo_t base = plan.candidates[i];
+    int32_t split_k_support = 0;
+    uint32_t schemes = 0;
+    size_t written = 0;
+    if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &split_k_support,
+                                          sizeof(split_k_support), &written) != CUBLAS_STATUS_SUCCESS ||
+        split_k_support == 0 ||
+        cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &schemes, sizeof(schemes),
+                                          &written) != CUBLAS_STATUS_SUCCESS) {
+      continue;
+    }
+    // The partial sums are added in f32: in the workspace, or in place where the output is f32 itself (a 16-bit
+    // output reduced in its own type would lose precision).
+    uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
+    if (schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) {
+      scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    } else if (args.out_dtype == DType::kF32 && (schemes & CUBLASLT_REDUCTION_SCHEME_INPLACE)) {
+      scheme = CUBLASLT_REDUCTION_SCHEME_INPLACE;
+    } else {
+      continue;
+    }
+    for (uint32_t splits : kSplitKs) {
+      if (args.k / splits < kMinSplitDepth) break;
+      cublasLtMatmulAlgo_t variant = base;
+      cublasLtMatmulHeuristicResult_t checked{};
+      if (cublasLtMatmulAlgoConfigSetAttribute(&variant, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof(splits)) ==
+              CUBLAS_STATUS_SUCCESS &&
+          cublasLtMatmulAlgoConfigSetAttribute(&variant, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                               sizeof(scheme)) == CUBLAS_STATUS_SUCCESS &&
+          cublasLtMatmulAlgoCheck(Handle(handle_), plan.desc, plan.a, plan.b, plan.c, plan.c, &variant, &checked) ==
+              CUBLAS_STATUS_SUCCESS &&
+          checked.workspaceSize <= static_cast<size_t>(workspace_bytes_)) {
+        plan.candidates.push_back(variant);
+      }
+    }
+  }
+}
+
+absl::Status Gemm::LinearWithCandidate(const LinearArgs& args, int candidate, cudaStream_t stream) {
+  if (StreamsWeights(args.m, args.k) || !Tunes(args)) {
+    return absl::InvalidArgumentError(absl::StrCat("LinearWithCandidate: ", args.m, " rows are not tuned"));
+  }
+  IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args, stream));
+  if (candidate < 0 || candidate >= static_cast<int>(plan->candidates.size())) {
+    return absl::OutOfRangeError(
+        absl::StrCat("LinearWithCandidate: candidate ", candidate, " of ", plan->candidates.size()));
+  }
+  IXC_RETURN_IF_ERROR(Run(*plan, &plan->candidates[candidate], args, args.out, stream));
+  if (args.bias == nullptr || plan->bias_in_epilogue) return absl::OkStatus();
+  return LaunchAddBias(args.out_dtype, args.out, args.bias, args.m, args.n, stream);
+}
+
+absl::StatusOr<int> Gemm::Candidates(const LinearArgs& args, cudaStream_t stream) {
+  if (StreamsWeights(args.m, args.k) || !Tunes(args)) return 0;
+  IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args, stream));
+  return static_cast<int>(plan->candidates.size());
 }
 
 absl::Status Gemm::Run(const Plan& plan, const void* algo, const LinearArgs& args, void* out, cudaStream_t stream) {

@@ -5,11 +5,11 @@
 // f16 or f32, accumulation in f32. The algorithm for each shape is chosen the first time the shape is seen and
 // cached: cuBLASLt's heuristic's first choice, or, with tuning (GemmTuningRequested), for 3-256 rows (decode batches,
 // where that choice read the weights at 39-60% of HBM bandwidth on the H200) the fastest of its first 16 candidates
-// timed on the call's own inputs. All calls share one workspace. The LoRA low-rank products are GEMMs like any other
-// (k or n = the rank). One or two rows (decode) with k a multiple of 8 run on a weight-streaming kernel of our own
-// instead, which reads the weights faster than cuBLASLt does at those sizes; it also gives the feed-forward's gate
-// and up products with SwiGLU applied in one pass (SwiGluLinear). (A tensor-core kernel of our own for 3-64 rows ran
-// slower than cuBLASLt on the H200 at every 7B shape and was removed.)
+// and split-K variants of its first 4, timed on the call's own inputs. All calls share one workspace. The LoRA low-rank
+// products are GEMMs like any other (k or n = the rank). One or two rows (decode) with k a multiple of 8 run on a
+// weight-streaming kernel of our own instead, which reads the weights faster than cuBLASLt does at those sizes; it also
+// gives the feed-forward's gate and up products with SwiGLU applied in one pass (SwiGluLinear). (A tensor-core kernel
+// of our own for 3-64 rows ran slower than cuBLASLt on the H200 at every 7B shape and was removed.)
 //
 //   IXC_ASSIGN_OR_RETURN(auto gemm, Gemm::Create(/*workspace_bytes=*/32 << 20));
 //   IXC_RETURN_IF_ERROR(gemm->Linear({x, w, out, m, n, k, DType::kBF16, DType::kF32}, stream));
@@ -112,6 +112,11 @@ class Gemm {
   // algorithm than the one captured, in which case the caller captures its graph again.
   absl::StatusOr<bool> TuneDeferred(cudaStream_t stream);
 
+  // The candidates a tuned plan chose from (0 for shapes that are not tuned), and Linear with the `candidate`-th of
+  // them rather than the fastest: for tests, which hold each to the reference, and benchmarks.
+  absl::StatusOr<int> Candidates(const LinearArgs& args, cudaStream_t stream);
+  absl::Status LinearWithCandidate(const LinearArgs& args, int candidate, cudaStream_t stream);
+
   int64_t cached_algorithms() const { return static_cast<int64_t>(plans_.size()); }
   int64_t tuned_algorithms() const { return tuned_plans_; }
 
@@ -122,6 +127,8 @@ class Gemm {
   Gemm() = default;
   absl::StatusOr<Plan*> PlanFor(const LinearArgs& args, cudaStream_t stream);
   bool Tunes(const LinearArgs& args) const;
+  // Split-K variants of plan.candidates[0, bases) that cuBLASLt accepts, appended to them.
+  void AddSplitKCandidates(Plan& plan, const LinearArgs& args, int bases);
   // Keeps the fastest of plan.candidates on args's inputs (the output goes to tune_scratch_); whether it changed.
   absl::StatusOr<bool> Tune(Plan& plan, const LinearArgs& args, cudaStream_t stream);
   // One cublasLtMatmul of `plan` with `algo` (a cublasLtMatmulAlgo_t) into `out`.

@@ -125,6 +125,21 @@ TEST_F(CudaTest, TunedLinearMatchesReference) {
       EXPECT_EQ((*gemm)->tuned_algorithms(), tuned) << s.m << " rows";
     }
   }
+  // Every candidate the tuning chooses from (the heuristic's and their split-K variants) gives the product.
+  for (Shape s : {Shape{8, 1040, 4096}, Shape{64, 1000, 2048}}) {
+    for (DType out : {DType::kF32, DType::kBF16}) {
+      LinearCase c(DType::kBF16, out, s, /*accumulate=*/out == DType::kF32, /*with_bias=*/true);
+      const absl::StatusOr<int> candidates = (*gemm)->Candidates(c.args(), nullptr);
+      ASSERT_TRUE(candidates.ok()) << candidates.status();
+      EXPECT_GT(*candidates, 1) << s.m << " rows";
+      for (int i = 0; i < *candidates; ++i) {
+        ASSERT_EQ(cudaMemcpy(c.d_out.data, c.previous.bytes.data(), c.previous.bytes.size(), cudaMemcpyHostToDevice),
+                  cudaSuccess);  // what it accumulates onto
+        ASSERT_TRUE((*gemm)->LinearWithCandidate(c.args(), i, nullptr).ok()) << "candidate " << i;
+        EXPECT_TRUE(c.Matches()) << "candidate " << i << " of " << *candidates;
+      }
+    }
+  }
   // Nothing was deferred: every plan was timed when it was made.
   const absl::StatusOr<bool> deferred = (*gemm)->TuneDeferred(nullptr);
   ASSERT_TRUE(deferred.ok()) << deferred.status();
