@@ -20,6 +20,10 @@ constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = 32 * kDecodeWarps;
 constexpr int kMaxGroup = 8;
 constexpr int kMaxSplits = 128;
+constexpr int64_t kWorkspacePad = 4;  // floats
+
+// The decode workspace's floats per row (LaunchDecode): the split counters, the partial outputs, their lse.
+int64_t WorkspaceFloatsPerRow(int heads, int head_dim) { return int64_t{heads} * (1 + kMaxSplits * (head_dim + 1)); }
 
 // How a warp walks a head of D dims: each lane holds 8 dims (16 bytes) of a K or V row, so one row takes D / 8
 // lanes and a warp reads 32 / (D / 8) keys per step; a chunk is enough steps for 8 keys, all loaded before any is
@@ -467,13 +471,15 @@ using DecodeKernelFn = void (*)(const T* q, int heads, int group, const T* k_poo
 template <typename T, int D>
 absl::Status LaunchDecode(DecodeKernelFn<T> kernel, int splits, const void* q, int heads, const DeviceKvPools& pools,
                           const DecodeRows& rows, float scale, void* out, float* lse, float* workspace,
-                          cudaStream_t stream) {
+                          int64_t workspace_floats, cudaStream_t stream) {
   const int group = heads / pools.kv_heads;
-  float* partial_out = workspace;                                       // (rows, heads, splits, D)
-  float* partial_lse = workspace + rows.rows * heads * kMaxSplits * D;  // (rows, heads, splits)
-  int* split_counters = FewerDecodeKernelsRequested()                   // (rows, kv heads)
-                            ? reinterpret_cast<int*>(partial_lse + rows.rows * heads * kMaxSplits)
-                            : nullptr;
+  // The split counters first, sized for the most rows the workspace holds: the same addresses in every launch on
+  // it, which nothing else writes, so that they stay zero between launches of any row count.
+  const int64_t capacity = (workspace_floats - kWorkspacePad) / WorkspaceFloatsPerRow(heads, D);
+  int* split_counters =
+      FewerDecodeKernelsRequested() ? reinterpret_cast<int*>(workspace) : nullptr;  // (rows, kv heads)
+  float* partial_out = workspace + (capacity * heads + 3) / 4 * 4;        // (rows, heads, splits, D), float4-aligned
+  float* partial_lse = partial_out + rows.rows * heads * kMaxSplits * D;  // (rows, heads, splits)
   const dim3 grid(splits, pools.kv_heads, static_cast<unsigned>(rows.rows));
   const bool programmatic = DependentLaunchSupported();
   IXC_CUDA_RETURN_IF_ERROR(
@@ -504,7 +510,7 @@ bool DecodeMmaSelected(int head_dim) {
 }
 
 int64_t DecodeWorkspaceFloats(int64_t rows, int heads, int head_dim) {
-  return rows * heads * kMaxSplits * (head_dim + 1) + rows * heads;  // partial outputs, their lse, the counters
+  return rows * WorkspaceFloatsPerRow(heads, head_dim) + kWorkspacePad;  // the pad aligns the partial outputs
 }
 
 absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKvPools& pools, const DecodeRows& rows,
@@ -529,7 +535,8 @@ absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKv
       constexpr int D = decltype(dim)::value;
       auto launch = [&](DecodeKernelFn<T> kernel, int blocks_per_sm, int min_keys) {
         const int splits = DecodeSplits(rows.rows, pools.kv_heads, rows.max_visible, num_sms, blocks_per_sm, min_keys);
-        return LaunchDecode<T, D>(kernel, splits, q, heads, pools, rows, scale, out, lse, workspace, stream);
+        return LaunchDecode<T, D>(kernel, splits, q, heads, pools, rows, scale, out, lse, workspace, workspace_floats,
+                                  stream);
       };
       if constexpr (D % 32 == 0) {
         if (DecodeMmaSelected(D))

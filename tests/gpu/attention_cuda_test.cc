@@ -184,16 +184,24 @@ TEST_F(CudaTest, PagedDecodeAttentionMatchesPagedAttentionAcrossSequences) {
         // one rounds them to 16 bits, as flash prefill does.
         const Tolerance tolerance =
             DecodeMmaSelected(layout.head_dim) ? OutTolerance(dtype) : Tolerance{4e-3f, 8e-3f};
-        // Twice on one workspace: where the last block merges the splits, the first launch must leave its counters
-        // as it found them.
-        for (int launch = 0; launch < 2; ++launch) {
+        // Three times on one workspace, with all rows, all but the last, all again: where the last block merges
+        // the splits, each launch must leave its counters as it found them, whatever its row count.
+        for (const int64_t launch_rows : {n, n - 1, n}) {
           ASSERT_EQ(cudaMemset(d_out.data, 0, d_out.size), cudaSuccess);
-          ASSERT_TRUE(LaunchPagedDecodeAttention(d_q.data, layout.heads, pools, decode, scale, d_out.data, d_lse.data,
+          DecodeRows some = decode;
+          some.rows = launch_rows;
+          ASSERT_TRUE(LaunchPagedDecodeAttention(d_q.data, layout.heads, pools, some, scale, d_out.data, d_lse.data,
                                                  d_workspace.data, workspace_floats, num_sms, nullptr)
                           .ok());
           ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-          EXPECT_TRUE(AllClose(Widen(dtype, d_out.Read()), expected, tolerance)) << where << " launch " << launch;
-          EXPECT_TRUE(AllClose(d_lse.Read(), expected_lse, {1e-3f, 1e-4f})) << where << " launch " << launch;
+          const int64_t values = launch_rows * layout.heads * layout.head_dim, lses = launch_rows * layout.heads;
+          const std::vector<float> out = Widen(dtype, d_out.Read()), lse = d_lse.Read();
+          EXPECT_TRUE(AllClose(std::vector<float>(out.begin(), out.begin() + values),
+                               std::vector<float>(expected.begin(), expected.begin() + values), tolerance))
+              << where << ", " << launch_rows << " rows";
+          EXPECT_TRUE(AllClose(std::vector<float>(lse.begin(), lse.begin() + lses),
+                               std::vector<float>(expected_lse.begin(), expected_lse.begin() + lses), {1e-3f, 1e-4f}))
+              << where << ", " << launch_rows << " rows";
         }
       }
     }
