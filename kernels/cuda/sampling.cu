@@ -102,6 +102,81 @@ __device__ inline void AddToDigits(double* bins, int digit, double weight) {
   }
 }
 
+// values (kThreads) in shared memory -> their inclusive prefix sums (Hillis-Steele), by the whole block.
+__device__ void InclusiveScan(double* values) {
+  __syncthreads();
+  for (int offset = 1; offset < kThreads; offset *= 2) {
+    const double add = threadIdx.x >= offset ? values[threadIdx.x - offset] : 0.0;
+    __syncthreads();
+    values[threadIdx.x] += add;
+    __syncthreads();
+  }
+}
+
+// keys (kThreads) in shared memory sorted ascending by a bitonic network, by the whole block.
+__device__ void BitonicSort(uint64_t* keys) {
+  __syncthreads();
+  for (int size = 2; size <= kThreads; size *= 2) {
+    for (int stride = size / 2; stride > 0; stride /= 2) {
+      const int i = threadIdx.x, j = i ^ stride;
+      if (j > i) {
+        const uint64_t a = keys[i], b = keys[j];
+        if ((a > b) == ((i & size) == 0)) {  // out of this run's order (ascending where bit `size` of i is 0)
+          keys[i] = b;
+          keys[j] = a;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// Top-p and the draw where top-k keeps at most kThreads tokens (k = 40 or 50 in IXC-2.5's modes): the kept tokens
+// gathered into shared memory and sorted, HF's cut found by one scan of their masses in (logit, id) order and the
+// draw by one in id order, in place of eight radix passes and a scan over the whole vocabulary. The same choice as
+// that path: the same masses and cut rule, sums in another order (in double, as kernels::DrawFromAscending's).
+// Returns false, on every thread, where more tokens are kept (ties at the k-th logit), leaving the draw undone.
+__device__ bool DrawAmongFew(const float* logits, int64_t vocab, uint32_t kth_key, float max_logit, double total,
+                             float top_p, double uniform, int32_t* id, double* scan) {
+  __shared__ uint64_t keys[kThreads];  // (FloatKey(logit), id), then ids; the padding sorts last
+  __shared__ int kept_s;
+  if (threadIdx.x == 0) kept_s = 0;
+  keys[threadIdx.x] = ~0ull;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    const uint32_t key = FloatKey(logits[i]);
+    if (key < kth_key) continue;
+    const int slot = atomicAdd(&kept_s, 1);
+    if (slot < kThreads) keys[slot] = (static_cast<uint64_t>(key) << 32) | static_cast<uint64_t>(i);
+  }
+  __syncthreads();
+  const int kept = kept_s;
+  if (kept == 0 || kept > kThreads) return false;
+  BitonicSort(keys);
+  const int j = threadIdx.x;
+  const int64_t token = static_cast<int64_t>(keys[j] & 0xffffffffu);
+  const double mass = j < kept ? exp(static_cast<double>(logits[token] - max_logit)) : 0.0;
+  // HF's top-p: in ascending (logit, id) order drop the tokens whose inclusive cumulative mass is <= (1 - top_p) of
+  // the total; the most likely one always stays.
+  scan[j] = mass;
+  InclusiveScan(scan);
+  const bool dropped = top_p < 1.f && j < kept && scan[j] <= (1.0 - top_p) * total;
+  const int cut = min(__syncthreads_count(dropped), kept - 1);
+  // The draw in ascending id order over the tokens left, [cut, kept) in that order: sorted again by id alone.
+  __syncthreads();
+  keys[j] = j >= cut && j < kept ? token : ~0ull;
+  BitonicSort(keys);
+  const int count = kept - cut;
+  const int64_t by_id = static_cast<int64_t>(keys[j]);  // the j-th kept id, for j < count
+  scan[j] = j < count ? exp(static_cast<double>(logits[by_id] - max_logit)) : 0.0;
+  InclusiveScan(scan);
+  const double goal = uniform * scan[count - 1];
+  const double before = j == 0 ? 0.0 : scan[j - 1];
+  if (j < count && before <= goal && goal < scan[j]) *id = static_cast<int32_t>(by_id);
+  if (j == 0 && !(goal < scan[count - 1])) *id = static_cast<int32_t>(keys[count - 1]);  // rounding: the last kept
+  return true;
+}
+
 // One row's draw by the whole block (kThreads threads).
 __device__ void TopKTopPRow(const float* logits, int64_t vocab, int top_k, float top_p, double uniform, int32_t* id) {
   __shared__ float scratch[kThreads / 32];
@@ -154,6 +229,8 @@ __device__ void TopKTopPRow(const float* logits, int64_t vocab, int top_k, float
     if (kept_by_k(logits[i])) local += weight(logits[i]);
   }
   const double total = BlockSum(local, sum_scratch);
+  __shared__ double prefix_sums[kThreads];
+  if (top_k > 0 && DrawAmongFew(logits, vocab, kth_key, max_logit, total, top_p, uniform, id, prefix_sums)) return;
 
   // Top-p (HF): ascending by (logit, id), drop the tokens whose cumulative probability is <= 1 - top_p; the most
   // likely one always stays. The cut is the smallest 64-bit key (FloatKey(logit), id) whose inclusive cumulative
@@ -211,17 +288,10 @@ __device__ void TopKTopPRow(const float* logits, int64_t vocab, int top_k, float
       last_kept = i;
     }
   }
-  __shared__ double prefix_sums[kThreads];
   __shared__ int64_t last_kept_s[kThreads];
   prefix_sums[threadIdx.x] = mine;
   last_kept_s[threadIdx.x] = last_kept;
-  __syncthreads();
-  for (int offset = 1; offset < kThreads; offset *= 2) {  // inclusive Hillis-Steele scan
-    const double add = threadIdx.x >= offset ? prefix_sums[threadIdx.x - offset] : 0.0;
-    __syncthreads();
-    prefix_sums[threadIdx.x] += add;
-    __syncthreads();
-  }
+  InclusiveScan(prefix_sums);
   const double kept_total = prefix_sums[kThreads - 1];
   const double goal = uniform * kept_total;
   const double before = threadIdx.x == 0 ? 0.0 : prefix_sums[threadIdx.x - 1];

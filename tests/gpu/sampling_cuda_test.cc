@@ -36,13 +36,16 @@ TEST_F(CudaTest, ArgmaxTakesTheLowestIdOfTies) {
 TEST_F(CudaTest, TopKTopPDrawsWhatTheReferenceDraws) {
   const int64_t vocab = 92544;
   int checked = 0;
-  for (uint64_t seed = 0; seed < 40; ++seed) {
+  // Top-k off (the whole vocabulary), k of 1-200 (the kept tokens sorted in shared memory), and from seed 40 on k =
+  // 10 with 2000 tokens tied at the top (more kept than that path holds: the radix passes over the vocabulary).
+  for (uint64_t seed = 0; seed < 44; ++seed) {
     SamplingParams params;
     params.temperature = 0.7f;
-    params.top_k = seed % 4 == 0 ? 0 : static_cast<int>(1 + seed * 37 % 200);
+    params.top_k = seed >= 40 ? 10 : seed % 4 == 0 ? 0 : static_cast<int>(1 + seed * 37 % 200);
     params.top_p = seed % 3 == 0 ? 1.f : 0.5f + 0.01f * static_cast<float>(seed);
     std::vector<float> logits = RandomFloats(vocab, 100 + seed, 3.f);
-    for (int i = 0; i < 50; ++i) logits[i * 997] = 6.f;  // ties at the top
+    const int ties = seed >= 40 ? 2000 : 50;
+    for (int i = 0; i < ties; ++i) logits[i * 37] = 6.f;  // ties at the top
     std::vector<float> scratch = logits;
     std::mt19937_64 rng(seed), draw_rng(seed);
     const int32_t expected = reference::SampleToken(scratch.data(), vocab, params, {}, rng);
@@ -57,7 +60,7 @@ TEST_F(CudaTest, TopKTopPDrawsWhatTheReferenceDraws) {
     EXPECT_EQ(d_id.Read()[0], expected) << "seed " << seed << " top_k " << params.top_k << " top_p " << params.top_p;
     ++checked;
   }
-  EXPECT_EQ(checked, 40);
+  EXPECT_EQ(checked, 44);
 }
 
 // The penalty on listed ids, then the temperature, as SampleToken applies them: bit for bit (IEEE division).
