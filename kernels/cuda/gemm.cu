@@ -101,11 +101,9 @@ __device__ void RmsNormRowsToShared(const RmsNormInput& norm, int64_t k, T* rows
 }
 
 // acc[r][m] = x[m] . w_rows[r] over the whole row, in every lane: the warp's lanes split the row in 16-byte pieces.
-// The first weights are requested before waiting for the kernel that wrote x (LaunchAfterPrior); `after_wait()` runs
-// once the wait is over, before x is read (the RMSNorm that makes x, where the kernel does it).
-template <typename T, int M, int kRows, typename AfterWait>
-__device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64_t k, float (&acc)[kRows][M],
-                              AfterWait&& after_wait) {
+// The first weights are requested before waiting for the kernel that wrote x (LaunchAfterPrior).
+template <typename T, int M, int kRows>
+__device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64_t k, float (&acc)[kRows][M]) {
   constexpr int kUnroll = kSmallLoads / kRows;
   const int lane = threadIdx.x % 32;
 #pragma unroll
@@ -134,7 +132,6 @@ __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64
     }
     if (!waited) {
       WaitForPriorKernel();
-      after_wait();
       waited = true;
     }
 #pragma unroll
@@ -143,10 +140,7 @@ __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64
       for (int u = 0; u < kUnroll; ++u) accumulate(w8[r][u], r, c + u * 256);
     }
   }
-  if (!waited) {
-    WaitForPriorKernel();
-    after_wait();
-  }
+  if (!waited) WaitForPriorKernel();
   for (; c < k; c += 256) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) accumulate(__ldg(reinterpret_cast<const uint4*>(w_rows[r] + c)), r, c);
@@ -171,11 +165,23 @@ __device__ void FeatureDots(const T* x, const T* const (&weights)[kRows], const 
 #pragma unroll
   for (int r = 0; r < kRows; ++r) rows[r] = weights[r] + row * k;
   if constexpr (kNorm) {
+    // The first round of weights DotWeightRows would request before the wait, asked of L2 instead (a 128-byte line
+    // per lane and row), as the norm must wait first and holds block barriers.
+    constexpr int kFirstRoundBytes = kSmallLoads / kRows * 256 * sizeof(T);
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      if ((lane + 1) * 128 <= kFirstRoundBytes && (lane + 1) * 128 <= k * static_cast<int64_t>(sizeof(T))) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(rows[r]) + lane * 128));
+      }
+    }
     extern __shared__ __align__(16) unsigned char normed_rows[];  // (M, k) T
     T* x_rows = reinterpret_cast<T*>(normed_rows);
-    DotWeightRows<T, M, kRows>(x_rows, rows, k, acc, [&] { RmsNormRowsToShared<T, M>(norm, k, x_rows); });
+    WaitForPriorKernel();
+    RmsNormRowsToShared<T, M>(norm, k, x_rows);
+    DotWeightRows<T, M, kRows>(x_rows, rows, k, acc);  // its own wait has nothing left to wait for
   } else {
-    DotWeightRows<T, M, kRows>(x, rows, k, acc, [] {});
+    DotWeightRows<T, M, kRows>(x, rows, k, acc);
   }
 }
 
