@@ -1,8 +1,10 @@
 // The IXC-2.5 vision tower (CLIP ViT-L/14 at 560 px, 2x2 merge, separators, vision_proj to 4096) on one GPU with
 // seeded random bf16 weights: an HD-25 image (5x5 tiles + the global view, 26 crops, 10,541 tokens) from host crops
-// to host embeddings, in seconds, crops/s and TFLOP/s next to the GPU's bf16 peak. Then a vision rank's path for the
+// to host embeddings (ixc-generate's path: a new 172 MB vector each time, so host page faults and a pageable copy
+// are in the figure), in seconds, crops/s and TFLOP/s next to the GPU's bf16 peak. Then a vision rank's path for the
 // same image by where its buffers live: features and embeddings on the host (the MPI handoff as it was), features
-// on the GPU and embeddings on the host (the MPI handoff), both on the GPU (the NCCL handoff).
+// on the GPU and embeddings on the host (the MPI handoff), both on the GPU (the NCCL handoff: the tower's own speed,
+// with only the crops' upload beside it).
 //   ./vision_cuda_bench
 #include <algorithm>
 #include <chrono>
@@ -78,7 +80,8 @@ int Run() {
       }
       best = std::min(best, Seconds(start));
     }
-    std::printf("vision rank, %s: %.1f ms (features %.0f MB, embeddings %.0f MB)\n", where.name, best * 1e3,
+    std::printf("vision rank, %s: %.1f ms, %.0f TFLOP/s (%.0f%% of peak; features %.0f MB, embeddings %.0f MB)\n",
+                where.name, best * 1e3, flops / best / 1e12, 100 * flops / best / 1e12 / limits.datasheet_tflops,
                 feature_floats * 4 / 1e6, embedding_floats * 4 / 1e6);
   }
   return 0;
