@@ -30,8 +30,8 @@ namespace kc = ::ixc::kernels::cuda;
 
 void GemmShapes(const GpuLimits& limits) {
   // cuBLASLt's heuristic's first choice, and (for the decode batches it tunes) the fastest of its candidates.
-  auto gemm = kc::Gemm::Create(32 << 20, /*tune=*/false);
-  auto tuned = kc::Gemm::Create(32 << 20, /*tune=*/true);
+  auto gemm = kc::Gemm::Create(kc::Gemm::kDefaultWorkspaceBytes, /*tune=*/false);
+  auto tuned = kc::Gemm::Create(kc::Gemm::kDefaultWorkspaceBytes, /*tune=*/true);
   if (!gemm.ok() || !tuned.ok()) {
     std::fprintf(stderr, "Gemm::Create: %s %s\n", gemm.status().ToString().c_str(), tuned.status().ToString().c_str());
     return;

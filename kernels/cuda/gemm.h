@@ -11,7 +11,7 @@
 // gives the feed-forward's gate and up products with SwiGLU applied in one pass (SwiGluLinear). (A tensor-core kernel
 // of our own for 3-64 rows ran slower than cuBLASLt on the H200 at every 7B shape and was removed.)
 //
-//   IXC_ASSIGN_OR_RETURN(auto gemm, Gemm::Create(/*workspace_bytes=*/32 << 20));
+//   IXC_ASSIGN_OR_RETURN(auto gemm, Gemm::Create());
 //   IXC_RETURN_IF_ERROR(gemm->Linear({x, w, out, m, n, k, DType::kBF16, DType::kF32}, stream));
 #pragma once
 
@@ -91,7 +91,8 @@ class Gemm {
  public:
   // With `tune`, a scratch of twice the L2 size (at least 32 MiB) is held for timing: the candidates' outputs, and
   // the writes that empty the L2 of the inputs before each timed run.
-  static absl::StatusOr<std::unique_ptr<Gemm>> Create(int64_t workspace_bytes = 32 << 20,
+  static constexpr int64_t kDefaultWorkspaceBytes = 32 << 20;
+  static absl::StatusOr<std::unique_ptr<Gemm>> Create(int64_t workspace_bytes = kDefaultWorkspaceBytes,
                                                       bool tune = GemmTuningRequested());
   ~Gemm();
   Gemm(const Gemm&) = delete;

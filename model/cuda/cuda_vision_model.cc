@@ -41,7 +41,7 @@ absl::StatusOr<std::shared_ptr<CudaVisionModel>> CudaVisionModel::Upload(const V
                      head_dim));
   }
   std::shared_ptr<CudaVisionModel> model(new CudaVisionModel(c, weights.llm_hidden, options));
-  IXC_ASSIGN_OR_RETURN(model->gpu_, GpuRuntime::Create(options.device));
+  IXC_ASSIGN_OR_RETURN(model->gpu_, GpuRuntime::Create(options.device, /*tune_gemms=*/false));
   DeviceArena& arena = model->arena_;
   const DType dtype = options.dtype;
   auto matrix = [&](TensorView view) { return arena.UploadMatrix(view, dtype); };

@@ -47,7 +47,7 @@ std::vector<uint8_t> ConvertTo(TensorView view, DType dtype, int64_t padded_cols
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GpuRuntime>> GpuRuntime::Create(int device) {
+absl::StatusOr<std::unique_ptr<GpuRuntime>> GpuRuntime::Create(int device, bool tune_gemms) {
   IXC_ASSIGN_OR_RETURN(kernels::cuda::DeviceInfo info, kernels::cuda::ProbeCudaDevice());
   if (device < 0 || device >= info.count) {
     return absl::InvalidArgumentError(
@@ -58,7 +58,8 @@ absl::StatusOr<std::unique_ptr<GpuRuntime>> GpuRuntime::Create(int device) {
   IXC_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   IXC_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&runtime->num_sms, cudaDevAttrMultiProcessorCount, device));
   IXC_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&runtime->stream, cudaStreamNonBlocking));
-  IXC_ASSIGN_OR_RETURN(runtime->gemm, kernels::cuda::Gemm::Create());
+  IXC_ASSIGN_OR_RETURN(runtime->gemm,
+                       kernels::cuda::Gemm::Create(kernels::cuda::Gemm::kDefaultWorkspaceBytes, tune_gemms));
   return runtime;
 }
 

@@ -31,8 +31,11 @@ namespace ixc::model {
 inline int64_t AlignUp(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 struct GpuRuntime {
-  // Fails with the runtime's reason where no GPU is usable, or where `device` is not one of them.
-  static absl::StatusOr<std::unique_ptr<GpuRuntime>> Create(int device);
+  // Fails with the runtime's reason where no GPU is usable, or where `device` is not one of them. `tune_gemms`: the
+  // GEMM's tuning (kernels/cuda/gemm.h), which holds a timing scratch; the vision tower, whose GEMMs all have
+  // thousands of rows, goes without.
+  static absl::StatusOr<std::unique_ptr<GpuRuntime>> Create(int device,
+                                                            bool tune_gemms = kernels::cuda::GemmTuningRequested());
   ~GpuRuntime();
 
   int device = 0;

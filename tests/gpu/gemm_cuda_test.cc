@@ -111,7 +111,7 @@ TEST_F(CudaTest, LinearAddsTheBias) {
 }
 
 TEST_F(CudaTest, TunedLinearMatchesReference) {
-  auto gemm = Gemm::Create(32 << 20, /*tune=*/true);
+  auto gemm = Gemm::Create(Gemm::kDefaultWorkspaceBytes, /*tune=*/true);
   ASSERT_TRUE(gemm.ok()) << gemm.status();
   // The decode batches are tuned (3-256 rows); a prefill's rows keep the heuristic's choice.
   int64_t tuned = 0;
@@ -148,7 +148,7 @@ TEST_F(CudaTest, TunedLinearMatchesReference) {
 
 // A plan first seen inside a CUDA graph capture is captured with the heuristic's choice and timed after it.
 TEST_F(CudaTest, TuningWaitsForTheEndOfAGraphCapture) {
-  auto gemm = Gemm::Create(32 << 20, /*tune=*/true);
+  auto gemm = Gemm::Create(Gemm::kDefaultWorkspaceBytes, /*tune=*/true);
   ASSERT_TRUE(gemm.ok()) << gemm.status();
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
