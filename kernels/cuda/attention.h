@@ -80,6 +80,15 @@ int DecodeSplits(int64_t rows, int kv_heads, int64_t max_visible, int num_sms, i
 // first launch that uses them (the split counters of FewerDecodeKernelsRequested, which each launch leaves zero).
 int64_t DecodeWorkspaceFloats(int64_t rows, int heads, int head_dim);
 
+// Where a launch of `rows` rows puts things in a workspace of `workspace_floats` (offsets in floats): the split
+// counters first, sized for the most rows the workspace holds, so that they sit where no launch of any row count
+// writes anything else; then the partial outputs (rows, heads, splits, head_dim), 16-byte aligned; then their lse
+// (rows, heads, splits).
+struct DecodeWorkspaceLayout {
+  int64_t counters = 0, partial_out = 0, partial_lse = 0, end = 0;
+};
+DecodeWorkspaceLayout LayOutDecodeWorkspace(int64_t workspace_floats, int64_t rows, int heads, int head_dim);
+
 // q, out (rows, heads, head_dim) in the pools' dtype; lse (rows, heads) or null. heads / kv_heads <= 8. `num_sms`:
 // the device's multiprocessors, to size the split. Probabilities stay in f32, unless DecodeMmaSelected.
 absl::Status LaunchPagedDecodeAttention(const void* q, int heads, const DeviceKvPools& pools, const DecodeRows& rows,

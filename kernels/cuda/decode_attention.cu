@@ -473,13 +473,10 @@ absl::Status LaunchDecode(DecodeKernelFn<T> kernel, int splits, const void* q, i
                           const DecodeRows& rows, float scale, void* out, float* lse, float* workspace,
                           int64_t workspace_floats, cudaStream_t stream) {
   const int group = heads / pools.kv_heads;
-  // The split counters first, sized for the most rows the workspace holds: the same addresses in every launch on
-  // it, which nothing else writes, so that they stay zero between launches of any row count.
-  const int64_t capacity = (workspace_floats - kWorkspacePad) / WorkspaceFloatsPerRow(heads, D);
-  int* split_counters =
-      FewerDecodeKernelsRequested() ? reinterpret_cast<int*>(workspace) : nullptr;  // (rows, kv heads)
-  float* partial_out = workspace + (capacity * heads + 3) / 4 * 4;        // (rows, heads, splits, D), float4-aligned
-  float* partial_lse = partial_out + rows.rows * heads * kMaxSplits * D;  // (rows, heads, splits)
+  const DecodeWorkspaceLayout layout = LayOutDecodeWorkspace(workspace_floats, rows.rows, heads, D);
+  int* split_counters = FewerDecodeKernelsRequested() ? reinterpret_cast<int*>(workspace + layout.counters) : nullptr;
+  float* partial_out = workspace + layout.partial_out;
+  float* partial_lse = workspace + layout.partial_lse;
   const dim3 grid(splits, pools.kv_heads, static_cast<unsigned>(rows.rows));
   const bool programmatic = DependentLaunchSupported();
   IXC_CUDA_RETURN_IF_ERROR(
@@ -507,6 +504,15 @@ int DecodeSplits(int64_t rows, int kv_heads, int64_t max_visible, int num_sms, i
 
 bool DecodeMmaSelected(int head_dim) {
   return !FallbackKernelsRequested() && head_dim % 32 == 0;
+}
+
+DecodeWorkspaceLayout LayOutDecodeWorkspace(int64_t workspace_floats, int64_t rows, int heads, int head_dim) {
+  const int64_t capacity = (workspace_floats - kWorkspacePad) / WorkspaceFloatsPerRow(heads, head_dim);
+  DecodeWorkspaceLayout layout;
+  layout.partial_out = (capacity * heads + 3) / 4 * 4;  // after capacity x heads counters (one per row and KV head)
+  layout.partial_lse = layout.partial_out + rows * heads * kMaxSplits * head_dim;
+  layout.end = layout.partial_lse + rows * heads * kMaxSplits;
+  return layout;
 }
 
 int64_t DecodeWorkspaceFloats(int64_t rows, int heads, int head_dim) {

@@ -22,6 +22,28 @@ void ExpectRefused(const absl::Status& status, const std::string& words,
   EXPECT_NE(status.message().find(words), std::string::npos) << status;
 }
 
+// Launches of any row count on one workspace (a model's decode runs) keep the split counters where no launch writes a
+// partial result, and stay inside the workspace.
+TEST(LaunchArgumentsTest, DecodeWorkspaceKeepsItsCountersApart) {
+  for (const int heads : {4, 32}) {
+    for (const int head_dim : {64, 128}) {
+      for (const int64_t sized_for : {1, 2, 7, 64}) {
+        const int64_t floats = DecodeWorkspaceFloats(sized_for, heads, head_dim);
+        const DecodeWorkspaceLayout largest = LayOutDecodeWorkspace(floats, sized_for, heads, head_dim);
+        EXPECT_LE(largest.end, floats) << sized_for << " rows";
+        for (int64_t rows = 1; rows <= sized_for; ++rows) {
+          const DecodeWorkspaceLayout layout = LayOutDecodeWorkspace(floats, rows, heads, head_dim);
+          EXPECT_EQ(layout.counters, 0);
+          EXPECT_EQ(layout.partial_out, largest.partial_out) << rows << " of " << sized_for << " rows";
+          EXPECT_GE(layout.partial_out, rows * heads) << "counters (one per row and KV head) overlap the partials";
+          EXPECT_EQ(layout.partial_out % 4, 0);
+          EXPECT_LE(layout.end, floats);
+        }
+      }
+    }
+  }
+}
+
 // One wave of blocks, never a few more: (splits x rows x KV heads) blocks fit `blocks_per_sm` x SMs places where one
 // split per (row, KV head) does; no more splits than the keys have pieces of min_keys.
 TEST(LaunchArgumentsTest, DecodeSplitsFillOneWave) {
