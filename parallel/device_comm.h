@@ -47,6 +47,16 @@ class DeviceComm {
   virtual absl::Status StartSendRecv(const float* send, int64_t send_count, int send_peer, float* recv,
                                      int64_t recv_count, int recv_peer, Group group) = 0;
   virtual absl::Status Wait() = 0;
+
+  // Whether AllReduceSumOnStream is there: the data plane moves device buffers on CUDA streams (NCCL).
+  virtual bool OrdersOnStreams() const { return false; }
+  // AllReduceSum enqueued on the caller's CUDA stream (a cudaStream_t): after the work already there and before what
+  // the caller enqueues next, with no wait on the host, so that a forward pass's tensor-parallel sums cost no round
+  // trip through the host each. The calls above, on the data plane's own streams, see it done only once the caller
+  // has synchronized that stream.
+  virtual absl::Status AllReduceSumOnStream(float* data, int64_t count, Group group, void* stream) {
+    return absl::UnimplementedError("this data plane does not order collectives on CUDA streams");
+  }
 };
 
 }  // namespace ixc::parallel

@@ -52,6 +52,13 @@ class NcclDeviceComm : public DeviceComm {
     IXC_RETURN_IF_ERROR(Joined(group));
     return Sync(ncclAllReduce(data, data, count, ncclFloat32, ncclSum, comm(group), stream_), "ncclAllReduce");
   }
+  bool OrdersOnStreams() const override { return true; }
+  absl::Status AllReduceSumOnStream(float* data, int64_t count, Group group, void* stream) override {
+    IXC_RETURN_IF_ERROR(Joined(group));
+    return NcclStatus(
+        ncclAllReduce(data, data, count, ncclFloat32, ncclSum, comm(group), static_cast<cudaStream_t>(stream)),
+        "ncclAllReduce", name_);
+  }
   absl::Status AllGather(const float* send, int64_t count, float* gathered, Group group) override {
     IXC_RETURN_IF_ERROR(Joined(group));
     return Sync(ncclAllGather(send, gathered, count, ncclFloat32, comm(group), stream_), "ncclAllGather");

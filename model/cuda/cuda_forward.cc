@@ -133,6 +133,7 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   const int32_t* last_key = plan.at(plan.layout.last_key_at);
   auto all_reduce = [&](float* data, int64_t count) -> absl::Status {
     if (tp_size_ == 1) return absl::OkStatus();
+    if (comm->OrdersOnStreams()) return comm->AllReduceSumOnStream(data, count, parallel::Group::kTensor, stream);
     IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));  // the comm runs on its own stream
     return comm->AllReduceSum(data, count, parallel::Group::kTensor);
   };

@@ -115,6 +115,16 @@ class ThreadedDeviceComm : public parallel::DeviceComm {
     if (status.ok()) status = Copy(data, sum.data(), count);
     return status;
   }
+  // NCCL's stream order, kept by waiting for the stream: the model's path for a data plane that orders on streams.
+  bool OrdersOnStreams() const override { return true; }
+  absl::Status AllReduceSumOnStream(float* data, int64_t count, parallel::Group group, void* stream) override {
+    const cudaError_t synced = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+    absl::Status status = AllReduceSum(data, count, group);  // takes part in the round's barriers in any case
+    if (synced != cudaSuccess) {
+      status.Update(absl::InternalError(absl::StrCat("threaded comm stream: ", cudaGetErrorString(synced))));
+    }
+    return status;
+  }
   absl::Status AllGather(const float* send, int64_t count, float* gathered, parallel::Group group) override {
     absl::Status status = Publish(send, absl::StrCat("AllGather of ", count), group);
     const std::vector<int> members = Members(group);
