@@ -86,8 +86,11 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Upload(con
     IXC_ASSIGN_OR_RETURN(out.bias, floats(in.bias));
     IXC_RETURN_IF_ERROR(lora(in.plora, out.plora));
     IXC_RETURN_IF_ERROR(lora(in.web, out.web));
-    IXC_RETURN_IF_ERROR(lora(in.sft, out.sft));
-    return lora(in.dpo, out.dpo);
+    IXC_ASSIGN_OR_RETURN(out.write.a, arena.UploadConcatenated({in.sft.a, in.dpo.a}, dtype, 0));
+    IXC_ASSIGN_OR_RETURN(out.write.b, arena.UploadConcatenated({in.sft.b, in.dpo.b}, dtype, 1));
+    out.write.rank = (in.sft.present() ? in.sft.a.dim(0) : 0) + (in.dpo.present() ? in.dpo.a.dim(0) : 0);
+    model->max_lora_rank_ = std::max(model->max_lora_rank_, out.write.rank);
+    return absl::OkStatus();
   };
   IXC_ASSIGN_OR_RETURN(model->embeddings_, matrix(weights.tok_embeddings));
   model->embedding_rows_ = weights.tok_embeddings.dim(0);
@@ -224,10 +227,7 @@ absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x,
   };
   if (masks.image != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.plora, masks.image, false));
   if (masks.web != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.web, masks.web, masks.web_all));
-  if (masks.write != nullptr) {
-    IXC_RETURN_IF_ERROR(low_rank(linear.sft, masks.write, masks.write_all));
-    IXC_RETURN_IF_ERROR(low_rank(linear.dpo, masks.write, masks.write_all));
-  }
+  if (masks.write != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.write, masks.write, masks.write_all));
   return absl::OkStatus();
 }
 

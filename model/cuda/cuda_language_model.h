@@ -82,7 +82,10 @@ class CudaLanguageModel : public DeviceLanguageModel {
     void* weight = nullptr;  // (out, in)
     int64_t out = 0, in = 0;
     float* bias = nullptr;   // (out) or null
-    Lora plora, web, sft, dpo;
+    Lora plora, web;
+    // The write mode's sft and dpo LoRAs as one: A stacked along rows (rank_sft + rank_dpo, in), B along columns
+    // (out, rank_sft + rank_dpo), so B (A x) is both their terms in two products instead of four.
+    Lora write;
   };
   struct Layer {
     float* attn_norm = nullptr;

@@ -91,6 +91,36 @@ absl::StatusOr<void*> DeviceArena::UploadMatrix(TensorView view, DType dtype, in
   return p;
 }
 
+absl::StatusOr<void*> DeviceArena::UploadConcatenated(const std::vector<TensorView>& views, DType dtype, int axis) {
+  std::vector<TensorView> parts;
+  for (const TensorView& view : views) {
+    if (view.empty()) continue;
+    if (view.rank != 2 || (!parts.empty() && view.dim(1 - axis) != parts[0].dim(1 - axis))) {
+      return absl::InvalidArgumentError(absl::StrCat("UploadConcatenated: views of unequal ",
+                                                     axis == 0 ? "widths" : "heights", " along axis ", axis));
+    }
+    parts.push_back(view);
+  }
+  if (parts.empty()) return nullptr;
+  const int64_t e = DTypeSize(dtype), rows = axis == 0 ? 0 : parts[0].dim(0), cols = axis == 1 ? 0 : parts[0].dim(1);
+  int64_t total_rows = rows, total_cols = cols;
+  for (const TensorView& part : parts) (axis == 0 ? total_rows : total_cols) += part.dim(axis);
+  std::vector<uint8_t> bytes(total_rows * total_cols * e);
+  int64_t at = 0;  // the next part's first row (axis 0) or column (axis 1)
+  for (const TensorView& part : parts) {
+    const std::vector<uint8_t> converted = ConvertTo(part, dtype, part.dim(1));
+    const int64_t part_rows = part.dim(0), row_bytes = part.dim(1) * e;
+    for (int64_t r = 0; r < part_rows; ++r) {
+      const int64_t to = axis == 0 ? (at + r) * total_cols * e : r * total_cols * e + at * e;
+      std::memcpy(bytes.data() + to, converted.data() + r * row_bytes, row_bytes);
+    }
+    at += part.dim(axis);
+  }
+  IXC_ASSIGN_OR_RETURN(void* p, Allocate(static_cast<int64_t>(bytes.size())));
+  IXC_RETURN_IF_ERROR(CopyToDeviceNow(p, bytes.data(), static_cast<int64_t>(bytes.size()), nullptr));
+  return p;
+}
+
 absl::StatusOr<float*> DeviceArena::UploadFloats(const std::vector<float>& values) {
   if (values.empty()) return nullptr;
   IXC_ASSIGN_OR_RETURN(void* p, Allocate(static_cast<int64_t>(values.size()) * 4));

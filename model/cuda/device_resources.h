@@ -55,6 +55,9 @@ class DeviceArena {
   // `view` (rows, cols), any checkpoint dtype, as `dtype` (rows, padded_cols) with zeros past cols (padded_cols 0:
   // cols). Null for an empty view.
   absl::StatusOr<void*> UploadMatrix(TensorView view, DType dtype, int64_t padded_cols = 0);
+  // Two-dimensional views side by side as one `dtype` matrix: along rows (axis 0; every view (rows_i, cols), one
+  // cols) or along columns (axis 1; every view (rows, cols_i), one rows). Empty views are left out; null if all are.
+  absl::StatusOr<void*> UploadConcatenated(const std::vector<TensorView>& views, DType dtype, int axis);
   // f32 values as they are; null for none.
   absl::StatusOr<float*> UploadFloats(const std::vector<float>& values);
   int64_t bytes() const { return bytes_; }
