@@ -1,5 +1,6 @@
 // The IXC-2.5 7B language model on one GPU with seeded random bf16 weights (no checkpoint): batch-1 decode
-// tokens/s against the weight-streaming roofline, batch-32 decode with the tokens chosen on the GPU and on the host,
+// tokens/s against the weight-streaming roofline, in the base mode and in the article mode (its two LoRAs on every
+// linear layer), batch-32 decode with the tokens chosen on the GPU and on the host,
 // and the prefill time of a long prompt. Goals (issue 5, H100):
 // decode >= 190 tokens/s (roofline 228), kernel by kernel and as replayed CUDA graphs; 32K-token prefill <= 1.4 s.
 //   ./model_cuda_bench [prefill tokens, default 32768] [prefill|decode]    (the long prefill alone, or the decodes)
@@ -53,9 +54,10 @@ int32_t PrefillPrompt(model::LlmWeights& weights, model::KvCache& cache, model::
   return static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
 }
 
-// Batch-1 decode after a 512-token prompt, greedy on the GPU, kernel by kernel and as CUDA graphs.
+// Batch-1 decode after a 512-token prompt, greedy on the GPU, kernel by kernel and as CUDA graphs, in `mode`
+// (bytes_per_token: the weights a step of that mode reads).
 int Decode(model::LlmWeights& weights, model::CudaLanguageModel& gpu, model::KvCache& cache, const GpuLimits& limits,
-           double bytes_per_token) {
+           model::LoraMode mode, double bytes_per_token) {
   model::SequenceKv seq;
   int32_t token = PrefillPrompt(weights, cache, seq, 0);
   if (token < 0) return 1;
@@ -67,8 +69,7 @@ int Decode(model::LlmWeights& weights, model::CudaLanguageModel& gpu, model::KvC
     for (int step = 0; step < warmup + steps; ++step) {
       if (step == warmup) start = std::chrono::steady_clock::now();
       model::TokenChoice greedy;  // chosen on the GPU: one id comes back
-      std::vector<model::DecodeItem> items = {
-          {token, static_cast<int32_t>(seq.length), model::LoraMode::kBase, &seq, {}, &greedy}};
+      std::vector<model::DecodeItem> items = {{token, static_cast<int32_t>(seq.length), mode, &seq, {}, &greedy}};
       if (const absl::Status status = model::DecodeSteps(weights, items, cache, nullptr); !status.ok()) {
         std::fprintf(stderr, "decode: %s\n", status.ToString().c_str());
         return 1;
@@ -76,11 +77,13 @@ int Decode(model::LlmWeights& weights, model::CudaLanguageModel& gpu, model::KvC
       token = greedy.token;
     }
     const double decode_s = Seconds(start) / steps;
-    std::printf("batch-1 decode%s at context ~%lld: %.2f ms/token, %.1f tokens/s; weight-streaming roofline %.0f "
-                "tokens/s at %.2f TB/s (%.0f%%), %.0f at the measured %.2f TB/s; H100 goal 190 (roofline 228)\n",
-                graphs ? " (CUDA graphs)" : "", static_cast<long long>(seq.length), decode_s * 1e3, 1 / decode_s,
-                roofline, limits.datasheet_tbytes, 100 / decode_s / roofline,
-                limits.measured_tbytes * 1e12 / bytes_per_token, limits.measured_tbytes);
+    std::printf(
+        "batch-1 decode%s%s at context ~%lld: %.2f ms/token, %.1f tokens/s; weight-streaming roofline %.0f "
+        "tokens/s at %.2f TB/s (%.0f%%), %.0f at the measured %.2f TB/s; H100 goal 190 (roofline 228)\n",
+        mode == model::LoraMode::kWrite ? ", write mode (sft + dpo LoRAs, rank 2 x 256)" : "",
+        graphs ? " (CUDA graphs)" : "", static_cast<long long>(seq.length), decode_s * 1e3, 1 / decode_s, roofline,
+        limits.datasheet_tbytes, 100 / decode_s / roofline, limits.measured_tbytes * 1e12 / bytes_per_token,
+        limits.measured_tbytes);
   }
   cache.Release(seq);
   return 0;
@@ -132,20 +135,29 @@ int Run(int64_t prefill_tokens, bool prefill, bool decode) {
   weights.config = weights.shard = Ixc25Config();
   model::CudaModelOptions options;
   options.kv_reserve_bytes = int64_t{12} << 30;  // scratch of a 32K prefill
-  auto gpu = model::CudaLanguageModel::Random(weights.config, options, 1234);
+  // The article mode's two LoRAs on every linear layer (rank 256 each, the size of IXC-2.5's PLoRA).
+  constexpr int64_t kWriteLoraRank = 2 * 256;
+  auto gpu = model::CudaLanguageModel::Random(weights.config, options, 1234, kWriteLoraRank);
   if (!gpu.ok()) {
     std::fprintf(stderr, "%s\n", gpu.status().ToString().c_str());
     return 1;
   }
   weights.device = *gpu;
+  weights.has_write_lora = true;
   model::KvCache cache = model::KvCache::BlocksOnly(weights.shard, options.block_size, (*gpu)->num_kv_blocks());
-  const double weight_gb = (*gpu)->weight_bytes() / 1e9;
-  std::printf("\n7B shape, bf16 random weights: %.2f GB of weights (embedding table included; decode reads %.2f GB "
-              "per token), KV pool %.1f GB (%d blocks of 16)\n",
-              weight_gb, weight_gb - 92544.0 * 4096 * 2 / 1e9, (*gpu)->kv_bytes() / 1e9, (*gpu)->num_kv_blocks());
+  // Per layer: the LoRA's A (rank, in) and B (out, rank) of qkv, wo, w1, w3 and w2, bf16.
+  const double lora_bytes = 32.0 * kWriteLoraRank * (4096 + 6144 + 4096 + 4096 + 3 * (4096 + 14336)) * 2;
+  const double weight_gb = ((*gpu)->weight_bytes() - lora_bytes) / 1e9;
+  std::printf(
+      "\n7B shape, bf16 random weights: %.2f GB of weights (embedding table included; decode reads %.2f GB "
+      "per token; write-mode LoRAs %.2f GB more), KV pool %.1f GB (%d blocks of 16)\n",
+      weight_gb, weight_gb - 92544.0 * 4096 * 2 / 1e9, lora_bytes / 1e9, (*gpu)->kv_bytes() / 1e9,
+      (*gpu)->num_kv_blocks());
 
-  const double bytes_per_token = (*gpu)->weight_bytes() - 92544.0 * 4096 * 2;  // every weight but the embedding table
-  if (decode && (Decode(weights, **gpu, cache, limits, bytes_per_token) != 0 || BatchedDecode(weights, cache) != 0)) {
+  const double bytes_per_token = weight_gb * 1e9 - 92544.0 * 4096 * 2;  // every weight but the embedding table
+  if (decode && (Decode(weights, **gpu, cache, limits, model::LoraMode::kBase, bytes_per_token) != 0 ||
+                 Decode(weights, **gpu, cache, limits, model::LoraMode::kWrite, bytes_per_token + lora_bytes) != 0 ||
+                 BatchedDecode(weights, cache) != 0)) {
     return 1;
   }
   if (!prefill) return 0;

@@ -115,7 +115,7 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Upload(con
 
 absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Random(const LlmConfig& config,
                                                                              const CudaModelOptions& options,
-                                                                             uint64_t seed) {
+                                                                             uint64_t seed, int64_t write_lora_rank) {
   std::shared_ptr<CudaLanguageModel> model(new CudaLanguageModel(config, options));
   IXC_RETURN_IF_ERROR(model->CreateRuntime());
   const DType dtype = options.dtype;
@@ -132,8 +132,14 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Random(con
     IXC_ASSIGN_OR_RETURN(l.weight, matrix(out, in));
     l.out = out;
     l.in = in;
+    if (write_lora_rank > 0) {
+      IXC_ASSIGN_OR_RETURN(l.write.a, matrix(write_lora_rank, in));
+      IXC_ASSIGN_OR_RETURN(l.write.b, matrix(out, write_lora_rank));
+      l.write.rank = write_lora_rank;
+    }
     return absl::OkStatus();
   };
+  model->max_lora_rank_ = write_lora_rank;
   const LlmConfig& c = config;
   IXC_ASSIGN_OR_RETURN(model->embeddings_, matrix(c.vocab_size, c.hidden_size));
   model->embedding_rows_ = c.vocab_size;

@@ -56,9 +56,11 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // Copies `weights` (this rank's TP slice) to the device, converting to options.dtype.
   static absl::StatusOr<std::shared_ptr<CudaLanguageModel>> Upload(const LlmWeights& weights,
                                                                    const CudaModelOptions& options);
-  // Seeded uniform weights of `config`'s shapes, made on the device (benchmarks at the 7B shape; no checkpoint).
+  // Seeded uniform weights of `config`'s shapes, made on the device (benchmarks at the 7B shape; no checkpoint), with
+  // write-mode LoRAs of `write_lora_rank` (the sft and dpo pair's summed rank) on every linear layer where it is > 0.
   static absl::StatusOr<std::shared_ptr<CudaLanguageModel>> Random(const LlmConfig& config,
-                                                                   const CudaModelOptions& options, uint64_t seed);
+                                                                   const CudaModelOptions& options, uint64_t seed,
+                                                                   int64_t write_lora_rank = 0);
   ~CudaLanguageModel() override;
 
   absl::Status ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
