@@ -185,20 +185,36 @@ __device__ void FeatureDots(const T* x, const T* const (&weights)[kRows], const 
   }
 }
 
+// A second product over the same rows in the same launch (Gemm::LinearWithLowRank): the features past the first
+// product's are its, written in T without accumulation.
+template <typename T>
+struct SecondProduct {
+  const T* w = nullptr;  // (n, k)
+  T* out = nullptr;      // (M, n)
+  int64_t n = 0;         // 0: none
+};
+
 template <typename T, typename Out, int M, bool kNorm>
 __global__ void __launch_bounds__(kSmallThreads)
-    SmallMLinearKernel(const T* x, const T* w, Out* out, int64_t n, int64_t k, bool accumulate, RmsNormInput norm) {
+    SmallMLinearKernel(const T* x, const T* w, Out* out, int64_t n, int64_t k, bool accumulate, RmsNormInput norm,
+                       SecondProduct<T> second) {
   AllowNextKernel();
-  const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32;
-  if (!kNorm && feature >= n) return;
-  const T* const weights[1] = {w};
+  const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32, total = n + second.n;
+  if (!kNorm && feature >= total) return;
+  const bool in_second = second.n > 0 && feature >= n;
+  const T* const weights[1] = {in_second ? second.w : w};
+  const int64_t local = in_second ? feature - n : feature;
   float acc[1][M];
-  FeatureDots<T, M, 1, kNorm>(x, weights, norm, feature, n, k, acc);
-  if (feature < n && threadIdx.x % 32 == 0) {
+  FeatureDots<T, M, 1, kNorm>(x, weights, norm, local, in_second ? second.n : n, k, acc);
+  if (feature < total && threadIdx.x % 32 == 0) {
 #pragma unroll
     for (int m = 0; m < M; ++m) {
-      Out* y = out + m * n + feature;
-      *y = FromFloat<Out>(acc[0][m] + (accumulate ? ToFloat(*y) : 0.f));
+      if (in_second) {
+        second.out[m * second.n + local] = FromFloat<T>(acc[0][m]);
+      } else {
+        Out* y = out + m * n + feature;
+        *y = FromFloat<Out>(acc[0][m] + (accumulate ? ToFloat(*y) : 0.f));
+      }
     }
   }
 }
@@ -285,28 +301,30 @@ size_t NormedRowsBytes(const RmsNormInput* norm, int64_t m, int64_t k) {
 }
 
 template <typename T, typename Out, int M>
-cudaError_t LaunchSmallM(const LinearArgs& args, bool programmatic, cudaStream_t stream) {
+cudaError_t LaunchSmallM(const LinearArgs& args, const LowRankArgs* second, bool programmatic, cudaStream_t stream) {
   const RmsNormInput norm = args.norm != nullptr ? *args.norm : RmsNormInput{};
+  SecondProduct<T> product;
+  if (second != nullptr) product = {static_cast<const T*>(second->w), static_cast<T*>(second->out), second->n};
   auto kernel = args.norm != nullptr ? SmallMLinearKernel<T, Out, M, true> : SmallMLinearKernel<T, Out, M, false>;
-  return LaunchAfterPriorWithSmem(programmatic, kernel, SmallMBlocks(args.n), kSmallThreads,
+  return LaunchAfterPriorWithSmem(programmatic, kernel, SmallMBlocks(args.n + product.n), kSmallThreads,
                                   NormedRowsBytes<T>(args.norm, M, args.k), stream, static_cast<const T*>(args.x),
                                   static_cast<const T*>(args.w), static_cast<Out*>(args.out), args.n, args.k,
-                                  args.accumulate, norm);
+                                  args.accumulate, norm, product);
 }
 
 template <typename T, typename Out>
-cudaError_t DispatchSmallM(const LinearArgs& args, bool programmatic, cudaStream_t stream) {
+cudaError_t DispatchSmallM(const LinearArgs& args, const LowRankArgs* second, bool programmatic, cudaStream_t stream) {
   switch (args.m) {
     case 1:
-      return LaunchSmallM<T, Out, 1>(args, programmatic, stream);
+      return LaunchSmallM<T, Out, 1>(args, second, programmatic, stream);
     default:
-      return LaunchSmallM<T, Out, 2>(args, programmatic, stream);
+      return LaunchSmallM<T, Out, 2>(args, second, programmatic, stream);
   }
 }
 
-absl::Status SmallMLinear(const LinearArgs& args, bool programmatic, cudaStream_t stream) {
+absl::Status SmallMLinear(const LinearArgs& args, const LowRankArgs* second, bool programmatic, cudaStream_t stream) {
   return DispatchLinearTypes(args.in, args.out_dtype, "Linear", [&](auto in, auto out) {
-    return DispatchSmallM<decltype(in), decltype(out)>(args, programmatic, stream);
+    return DispatchSmallM<decltype(in), decltype(out)>(args, second, programmatic, stream);
   });
 }
 
@@ -670,13 +688,37 @@ absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
   if (args.m == 0) return absl::OkStatus();
   bool bias_done = false;
   if (StreamsWeights(args.m, args.k)) {
-    IXC_RETURN_IF_ERROR(SmallMLinear(args, dependent_launch_, stream));
+    IXC_RETURN_IF_ERROR(SmallMLinear(args, nullptr, dependent_launch_, stream));
   } else {
     IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args, stream));
     IXC_RETURN_IF_ERROR(Run(*plan, &plan->algo, args, args.out, stream));
     bias_done = plan->bias_in_epilogue;
   }
   if (args.bias == nullptr || bias_done) return absl::OkStatus();
+  return LaunchAddBias(args.out_dtype, args.out, args.bias, args.m, args.n, stream);
+}
+
+absl::Status Gemm::LinearWithLowRank(const LinearArgs& args, const LowRankArgs& low_rank, cudaStream_t stream) {
+  const LinearArgs second{args.x,
+                          low_rank.w,
+                          low_rank.out,
+                          args.m,
+                          low_rank.n,
+                          args.k,
+                          args.in,
+                          args.in,
+                          /*accumulate=*/false,
+                          nullptr,
+                          args.norm};
+  if (!StreamsWeights(args.m, args.k) || low_rank.n <= 0 || args.in == DType::kF32 ||
+      (args.out_dtype != DType::kF32 && args.out_dtype != args.in)) {
+    IXC_RETURN_IF_ERROR(Linear(args, stream));  // two passes, each with its own checks
+    return Linear(second, stream);
+  }
+  IXC_RETURN_IF_ERROR(CheckNormInPass("Linear", args.norm, args.m, args.k));
+  if (args.n <= 0) return absl::InvalidArgumentError(absl::StrCat("Linear: m ", args.m, ", n ", args.n));
+  IXC_RETURN_IF_ERROR(SmallMLinear(args, &low_rank, dependent_launch_, stream));
+  if (args.bias == nullptr) return absl::OkStatus();
   return LaunchAddBias(args.out_dtype, args.out, args.bias, args.m, args.n, stream);
 }
 

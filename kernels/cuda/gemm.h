@@ -54,6 +54,14 @@ struct LinearArgs {
   const RmsNormInput* norm = nullptr;  // the rows instead of x, where NormsInPass(m, k)
 };
 
+// A second product over LinearArgs's rows: out (m, n) = x . w (n, k)^T in the input dtype, no accumulation (a
+// LoRA's A product beside its base weight's).
+struct LowRankArgs {
+  const void* w = nullptr;  // (n, k)
+  void* out = nullptr;      // (m, n)
+  int64_t n = 0;
+};
+
 // The feed-forward's first half for decode rows: out = silu(x . w_gate^T) * (x . w_up^T), each product rounded to
 // `dtype` first, as two Linear calls and LaunchSwiGlu give, in one pass that reads both weights together.
 struct SwiGluArgs {
@@ -99,6 +107,9 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
 
   absl::Status Linear(const LinearArgs& args, cudaStream_t stream);
+  // Linear and the product `low_rank` over the same rows (and RMSNorm, where args.norm): in one weight pass where
+  // StreamsWeights(m, k) (decode: a LoRA's A beside its base weight, one kernel fewer), else as two Linear calls.
+  absl::Status LinearWithLowRank(const LinearArgs& args, const LowRankArgs& low_rank, cudaStream_t stream);
   // Only where StreamsWeights(m, k): the decode shapes.
   absl::Status SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream);
   // Only where NormsInPass(m, k).

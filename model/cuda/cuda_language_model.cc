@@ -221,19 +221,40 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
 absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks,
                                             void* y, DType out_dtype, const kc::RmsNormInput* norm, bool accumulate) {
   const DType dtype = options_.dtype;
-  IXC_RETURN_IF_ERROR(gpu_->gemm->Linear(
-      {x, linear.weight, y, rows, linear.out, linear.in, dtype, out_dtype, accumulate, nullptr, norm}, gpu_->stream));
-  // y += B (A x) on the rows of `mask` (all rows when `all`).
-  auto low_rank = [&](const Lora& lora, const uint8_t* mask, bool all) -> absl::Status {
-    IXC_RETURN_IF_ERROR(
-        gpu_->gemm->Linear({x, lora.a, low_rank_, rows, lora.rank, linear.in, dtype, dtype, false}, gpu_->stream));
-    if (!all) IXC_RETURN_IF_ERROR(kc::LaunchZeroRows(dtype, low_rank_, mask, rows, lora.rank, gpu_->stream));
-    return gpu_->gemm->Linear({low_rank_, lora.b, y, rows, linear.out, lora.rank, dtype, out_dtype, true},
-                              gpu_->stream);
+  // The LoRAs of this call, each with the rows it applies to (all rows where `all`).
+  struct Term {
+    const Lora* lora;
+    const uint8_t* mask;
+    bool all;
   };
-  if (masks.image != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.plora, masks.image, false));
-  if (masks.web != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.web, masks.web, masks.web_all));
-  if (masks.write != nullptr) IXC_RETURN_IF_ERROR(low_rank(linear.write, masks.write, masks.write_all));
+  Term terms[3];
+  int count = 0;
+  if (masks.image != nullptr) terms[count++] = {&linear.plora, masks.image, false};
+  if (masks.web != nullptr) terms[count++] = {&linear.web, masks.web, masks.web_all};
+  if (masks.write != nullptr) terms[count++] = {&linear.write, masks.write, masks.write_all};
+  const kc::LinearArgs base{x,     linear.weight, y,          rows,    linear.out, linear.in,
+                            dtype, out_dtype,     accumulate, nullptr, norm};
+  // The first term's A product rides in the base weight's pass where that streams (decode rows).
+  const bool first_alongside = count > 0 && terms[0].lora->rank > 0;
+  if (first_alongside) {
+    IXC_RETURN_IF_ERROR(
+        gpu_->gemm->LinearWithLowRank(base, {terms[0].lora->a, low_rank_, terms[0].lora->rank}, gpu_->stream));
+  } else {
+    IXC_RETURN_IF_ERROR(gpu_->gemm->Linear(base, gpu_->stream));
+  }
+  // y += B (A x) on each term's rows.
+  for (int i = 0; i < count; ++i) {
+    const Lora& lora = *terms[i].lora;
+    if (i > 0 || !first_alongside) {
+      IXC_RETURN_IF_ERROR(
+          gpu_->gemm->Linear({x, lora.a, low_rank_, rows, lora.rank, linear.in, dtype, dtype, false}, gpu_->stream));
+    }
+    if (!terms[i].all) {
+      IXC_RETURN_IF_ERROR(kc::LaunchZeroRows(dtype, low_rank_, terms[i].mask, rows, lora.rank, gpu_->stream));
+    }
+    IXC_RETURN_IF_ERROR(
+        gpu_->gemm->Linear({low_rank_, lora.b, y, rows, linear.out, lora.rank, dtype, out_dtype, true}, gpu_->stream));
+  }
   return absl::OkStatus();
 }
 

@@ -265,6 +265,53 @@ TEST_F(CudaTest, WeightPassesDoTheirRowsRmsNorm) {
       absl::StatusCode::kInvalidArgument);
 }
 
+// A LoRA's A product in the base weight's pass (decode rows) against two Linear calls: the same sums, so the same bits,
+// with and without the pass's RMSNorm, for an f32 accumulated output with a bias and a 16-bit one; more rows take
+// two passes.
+TEST_F(CudaTest, LinearWithLowRankMatchesTwoLinears) {
+  auto gemm = Gemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  const DType dtype = DType::kBF16;
+  for (Shape s : {Shape{1, 1000, 4096}, Shape{2, 77, 136}, Shape{5, 300, 4096}}) {
+    for (DType out : {DType::kF32, dtype}) {
+      for (bool with_norm : {false, true}) {
+        if (with_norm && !Gemm::NormsInPass(s.m, s.k)) continue;
+        const int64_t rank = 24;
+        auto x = RandomTyped(dtype, s.m * s.k, 21), w = RandomTyped(dtype, s.n * s.k, 22, 0.05f);
+        auto a = RandomTyped(dtype, rank * s.k, 23, 0.05f), previous = RandomTyped(out, s.m * s.n, 24);
+        const std::vector<float> residual = ixc::testing::RandomFloats(s.m * s.k, 25, 3.f),
+                                 norm_weight = ixc::testing::RandomFloats(s.k, 26),
+                                 bias = ixc::testing::RandomFloats(s.n, 27);
+        DeviceBuffer<uint8_t> d_x(x.bytes), d_w(w.bytes), d_a(a.bytes), d_normed(s.m * s.k * 2);
+        DeviceBuffer<float> d_residual(residual), d_norm_weight(norm_weight), d_bias(bias);
+        const RmsNormInput norm{d_residual.data, d_norm_weight.data, 1e-5f, d_normed.data};
+        const bool accumulate = out == DType::kF32;
+        const float* b = out == DType::kF32 ? d_bias.data : nullptr;
+        DeviceBuffer<uint8_t> y_want(previous.bytes), low_want(s.m * rank * 2), y_got(previous.bytes),
+            low_got(s.m * rank * 2);
+        const RmsNormInput* n = with_norm ? &norm : nullptr;
+        ASSERT_TRUE(
+            (*gemm)
+                ->Linear({d_x.data, d_w.data, y_want.data, s.m, s.n, s.k, dtype, out, accumulate, b, n}, nullptr)
+                .ok());
+        ASSERT_TRUE(
+            (*gemm)
+                ->Linear({d_x.data, d_a.data, low_want.data, s.m, rank, s.k, dtype, dtype, false, nullptr, n}, nullptr)
+                .ok());
+        ASSERT_TRUE(
+            (*gemm)
+                ->LinearWithLowRank({d_x.data, d_w.data, y_got.data, s.m, s.n, s.k, dtype, out, accumulate, b, n},
+                                    {d_a.data, low_got.data, rank}, nullptr)
+                .ok());
+        const std::string what =
+            absl::StrCat(s.m, "x", s.n, "x", s.k, " -> ", DTypeName(out), with_norm ? ", with the norm" : "");
+        EXPECT_EQ(y_got.Read(), y_want.Read()) << "base product, " << what;
+        EXPECT_EQ(low_got.Read(), low_want.Read()) << "low-rank product, " << what;
+      }
+    }
+  }
+}
+
 // The decode qkv pass with RoPE and the KV store against the unfused path on the GPU (Linear into the packed qkv rows,
 // each op held to its reference elsewhere, then LaunchRopeAndStoreKv): the same sums in the same order and the same
 // rotation, so the same bits, with and without the pass's RMSNorm.
