@@ -249,11 +249,8 @@ absl::Status CudaLanguageModel::FeedForwardFirstHalf(const Layer& w, int64_t row
     return gpu_->gemm->SwiGluLinear(
         {normed_, w.gate.weight, w.up.weight, gate_, rows, w.gate.out, w.gate.in, dtype, norm}, stream);
   }
-  if (norm != nullptr) {
-    IXC_RETURN_IF_ERROR(
-        kc::LaunchAddRmsNorm(x_, nullptr, nullptr, norm->weight, dtype, normed_, rows, w.gate.in, norm->eps, stream));
-  }
-  IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype));
+  // With `norm`, the gate's pass makes normed_, which the up pass after it reads.
+  IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype, norm));
   IXC_RETURN_IF_ERROR(ApplyLinear(w.up, normed_, rows, masks, up_, dtype));
   if (w.gate.bias != nullptr) {
     IXC_RETURN_IF_ERROR(kc::LaunchAddBias(dtype, gate_, w.gate.bias, rows, w.gate.out, stream));
