@@ -141,9 +141,10 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   float* lse = sp_mode == SpAttention::kLocal ? nullptr : lse_;  // the SP merges need each row's log-sum-exp
   const float* pending_delta = nullptr;  // the previous sublayer's output, added in the next fused norm
   const float* pending_bias = nullptr;
-  // Decode of 1-2 rows on one GPU with IXC_FEWER_DECODE_KERNELS=1 (kernels/cuda/gemm.h, RmsNormInput): the attention
-  // output's and the feed-forward's weight passes add onto the residual stream themselves, and each RMSNorm is done by
-  // the weight pass that reads it: two kernels fewer per layer on the step's chain of dependent kernels.
+  // Decode of 1-2 rows on one GPU with IXC_FEWER_DECODE_KERNELS=1 (kernels/cuda/gemm.h, RmsNormInput and
+  // QkvRopeArgs): the attention output's and the feed-forward's weight passes add onto the residual stream
+  // themselves, each RMSNorm is done by the weight pass that reads it, and (without LoRA terms or a bias) the qkv pass
+  // applies RoPE and stores K and V: up to three kernels fewer per layer on the step's chain of dependent kernels.
   const bool norms_in_pass = kc::FewerDecodeKernelsRequested() && tp_size_ == 1 && sp_mode == SpAttention::kLocal &&
                              kc::Gemm::NormsInPass(rows, hidden) &&
                              std::all_of(layers_.begin(), layers_.end(), [](const Layer& layer) {
