@@ -1,13 +1,14 @@
 // The CUDA launchers' refusals: each checks its arguments on the host and answers bad ones with an error naming the
 // problem, before the device is touched, so these run on machines without a GPU (CI) as well as with one. What a
 // refusal protects is a kernel reading out of bounds, misaligned or past what it was built for. Also the host-side
-// arithmetic of a launch (decode attention's splits).
+// arithmetic of a launch (decode attention's splits and workspace, which rows the weight passes take).
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/cuda/vision.h"
@@ -115,8 +116,23 @@ TEST(LaunchArgumentsTest, AttentionRefusesShapesItWasNotBuiltFor) {
                 "vs pools' 128");
 }
 
+// The decode rows the weight-streaming kernel takes (1-2, k a multiple of 8), and those whose RMSNorm it can also do
+// (the rows in its 48 KB of shared memory): the 7B's hidden 4096 for both rows, not the 14336-wide w2 input.
+TEST(LaunchArgumentsTest, WeightPassesTakeDecodeRows) {
+  EXPECT_TRUE(Gemm::StreamsWeights(1, 4096));
+  EXPECT_TRUE(Gemm::StreamsWeights(2, 14336));
+  EXPECT_FALSE(Gemm::StreamsWeights(3, 4096));
+  EXPECT_FALSE(Gemm::StreamsWeights(1, 4100));
+  EXPECT_TRUE(Gemm::NormsInPass(2, 4096));
+  EXPECT_TRUE(Gemm::NormsInPass(1, 14336));
+  EXPECT_FALSE(Gemm::NormsInPass(2, 14336));
+  EXPECT_FALSE(Gemm::NormsInPass(3, 64));
+}
+
 TEST(LaunchArgumentsTest, ElementwiseAndVisionRefuseSizes) {
   ExpectRefused(LaunchSwiGlu(DType::kBF16, nullptr, nullptr, nullptr, -1, nullptr), "negative size");
+  ExpectRefused(LaunchGelu(DType::kBF16, nullptr, nullptr, nullptr, -1, 4096, nullptr), "Gelu: -1 x 4096");
+  ExpectRefused(LaunchQuickGelu(DType::kBF16, nullptr, nullptr, nullptr, 3, -2, nullptr), "QuickGelu: 3 x -2");
   // Token ids are checked against the vocabulary on the host, before the gather reads the table.
   const int32_t ids[] = {3, 12};
   ExpectRefused(LaunchEmbeddingGather(nullptr, DType::kBF16, 10, 8, nullptr, ids, 2, nullptr, nullptr),
