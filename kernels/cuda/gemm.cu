@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -196,8 +197,8 @@ struct SecondProduct {
 
 template <typename T, typename Out, int M, bool kNorm>
 __global__ void __launch_bounds__(kSmallThreads)
-    SmallMLinearKernel(const T* x, const T* w, Out* out, int64_t n, int64_t k, bool accumulate, RmsNormInput norm,
-                       SecondProduct<T> second) {
+    SmallMLinearKernel(const T* x, const T* w, Out* out, int64_t n, int64_t k, bool accumulate, SecondProduct<T> second,
+                       RmsNormInput norm) {
   AllowNextKernel();
   const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32, total = n + second.n;
   if (!kNorm && feature >= total) return;
@@ -294,22 +295,24 @@ __global__ void __launch_bounds__(kSmallThreads)
   }
 }
 
-// The shared memory of a launch: the normed rows where the kernel does the norm.
-template <typename T>
-size_t NormedRowsBytes(const RmsNormInput* norm, int64_t m, int64_t k) {
-  return norm != nullptr ? static_cast<size_t>(m * k) * sizeof(T) : 0;
+// A weight pass over `features` warps: the kernel's instance that does its rows' RMSNorm, with their shared memory,
+// where `norm`, else the plain one. Each kernel takes the norm as its last parameter.
+template <typename T, int M, typename... Params, typename... Args>
+cudaError_t LaunchWeightPass(void (*plain)(Params...), void (*normed)(Params...), const RmsNormInput* norm,
+                             int64_t features, int64_t k, bool programmatic, cudaStream_t stream, Args&&... args) {
+  return LaunchAfterPriorWithSmem(programmatic, norm != nullptr ? normed : plain, SmallMBlocks(features), kSmallThreads,
+                                  norm != nullptr ? static_cast<size_t>(M * k) * sizeof(T) : 0, stream,
+                                  std::forward<Args>(args)..., norm != nullptr ? *norm : RmsNormInput{});
 }
 
 template <typename T, typename Out, int M>
 cudaError_t LaunchSmallM(const LinearArgs& args, const LowRankArgs* second, bool programmatic, cudaStream_t stream) {
-  const RmsNormInput norm = args.norm != nullptr ? *args.norm : RmsNormInput{};
   SecondProduct<T> product;
   if (second != nullptr) product = {static_cast<const T*>(second->w), static_cast<T*>(second->out), second->n};
-  auto kernel = args.norm != nullptr ? SmallMLinearKernel<T, Out, M, true> : SmallMLinearKernel<T, Out, M, false>;
-  return LaunchAfterPriorWithSmem(programmatic, kernel, SmallMBlocks(args.n + product.n), kSmallThreads,
-                                  NormedRowsBytes<T>(args.norm, M, args.k), stream, static_cast<const T*>(args.x),
-                                  static_cast<const T*>(args.w), static_cast<Out*>(args.out), args.n, args.k,
-                                  args.accumulate, norm, product);
+  return LaunchWeightPass<T, M>(SmallMLinearKernel<T, Out, M, false>, SmallMLinearKernel<T, Out, M, true>, args.norm,
+                                args.n + product.n, args.k, programmatic, stream, static_cast<const T*>(args.x),
+                                static_cast<const T*>(args.w), static_cast<Out*>(args.out), args.n, args.k,
+                                args.accumulate, product);
 }
 
 template <typename T, typename Out>
@@ -336,6 +339,12 @@ bool Gemm::NormsInPass(int64_t m, int64_t k) { return StreamsWeights(m, k) && m 
 
 namespace {
 
+// args.bias added to args.out in a pass of its own, where cuBLASLt's epilogue did not take it.
+absl::Status AddBiasPass(const LinearArgs& args, cudaStream_t stream) {
+  if (args.bias == nullptr) return absl::OkStatus();
+  return LaunchAddBias(args.out_dtype, args.out, args.bias, args.m, args.n, stream);
+}
+
 absl::Status CheckNormInPass(const char* op, const RmsNormInput* norm, int64_t m, int64_t k) {
   if (norm == nullptr || Gemm::NormsInPass(m, k)) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(op, ": the RMSNorm is done in the weight pass for 1-", kSmallM,
@@ -354,14 +363,12 @@ absl::Status Gemm::SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream) {
   cudaError_t launched = cudaSuccess;
   IXC_RETURN_IF_ERROR(DispatchHalfDType(args.dtype, "SwiGluLinear", [&](auto tag) {
     using T = decltype(tag);
-    const RmsNormInput norm = args.norm != nullptr ? *args.norm : RmsNormInput{};
     auto launch = [&](auto rows) {
       constexpr int M = decltype(rows)::value;
-      auto kernel = args.norm != nullptr ? SmallMSwiGluKernel<T, M, true> : SmallMSwiGluKernel<T, M, false>;
-      return LaunchAfterPriorWithSmem(dependent_launch_, kernel, SmallMBlocks(args.n), kSmallThreads,
-                                      NormedRowsBytes<T>(args.norm, M, args.k), stream, static_cast<const T*>(args.x),
-                                      static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
-                                      static_cast<T*>(args.out), args.n, args.k, norm);
+      return LaunchWeightPass<T, M>(SmallMSwiGluKernel<T, M, false>, SmallMSwiGluKernel<T, M, true>, args.norm, args.n,
+                                    args.k, dependent_launch_, stream, static_cast<const T*>(args.x),
+                                    static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
+                                    static_cast<T*>(args.out), args.n, args.k);
     };
     launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
   }));
@@ -385,17 +392,15 @@ absl::Status Gemm::QkvRopeLinear(const QkvRopeArgs& args, cudaStream_t stream) {
     place.position_scale[r] = args.rope[r].position_scale;
   }
   const int64_t pairs = int64_t{pools.kv_heads} * (args.group + 2) * (pools.head_dim / 2);
-  const RmsNormInput norm = args.norm != nullptr ? *args.norm : RmsNormInput{};
   cudaError_t launched = cudaSuccess;
   IXC_RETURN_IF_ERROR(DispatchHalfDType(pools.dtype, "QkvRopeLinear", [&](auto tag) {
     using T = decltype(tag);
     auto launch = [&](auto rows) {
       constexpr int M = decltype(rows)::value;
-      auto kernel = args.norm != nullptr ? SmallMQkvRopeKernel<T, M, true> : SmallMQkvRopeKernel<T, M, false>;
-      return LaunchAfterPriorWithSmem(dependent_launch_, kernel, SmallMBlocks(pairs), kSmallThreads,
-                                      NormedRowsBytes<T>(args.norm, M, args.k), stream, static_cast<const T*>(args.x),
-                                      static_cast<const T*>(args.w), args.k, place, static_cast<T*>(args.q),
-                                      static_cast<T*>(pools.k), static_cast<T*>(pools.v), norm);
+      return LaunchWeightPass<T, M>(SmallMQkvRopeKernel<T, M, false>, SmallMQkvRopeKernel<T, M, true>, args.norm, pairs,
+                                    args.k, dependent_launch_, stream, static_cast<const T*>(args.x),
+                                    static_cast<const T*>(args.w), args.k, place, static_cast<T*>(args.q),
+                                    static_cast<T*>(pools.k), static_cast<T*>(pools.v));
     };
     launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
   }));
@@ -600,15 +605,18 @@ absl::Status Gemm::LinearWithCandidate(const LinearArgs& args, int candidate, cu
     return absl::OutOfRangeError(
         absl::StrCat("LinearWithCandidate: candidate ", candidate, " of ", plan->candidates.size()));
   }
-  IXC_RETURN_IF_ERROR(Run(*plan, &plan->candidates[candidate], args, args.out, stream));
-  if (args.bias == nullptr || plan->bias_in_epilogue) return absl::OkStatus();
-  return LaunchAddBias(args.out_dtype, args.out, args.bias, args.m, args.n, stream);
+  return RunWithBias(*plan, &plan->candidates[candidate], args, stream);
 }
 
 absl::StatusOr<int> Gemm::Candidates(const LinearArgs& args, cudaStream_t stream) {
   if (StreamsWeights(args.m, args.k) || !Tunes(args)) return 0;
   IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args, stream));
   return static_cast<int>(plan->candidates.size());
+}
+
+absl::Status Gemm::RunWithBias(const Plan& plan, const void* algo, const LinearArgs& args, cudaStream_t stream) {
+  IXC_RETURN_IF_ERROR(Run(plan, algo, args, args.out, stream));
+  return plan.bias_in_epilogue ? absl::OkStatus() : AddBiasPass(args, stream);
 }
 
 absl::Status Gemm::Run(const Plan& plan, const void* algo, const LinearArgs& args, void* out, cudaStream_t stream) {
@@ -676,7 +684,7 @@ absl::StatusOr<bool> Gemm::TuneDeferred(cudaStream_t stream) {
   return changed;
 }
 
-absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
+absl::Status Gemm::CheckLinear(const LinearArgs& args) {
   if (args.m < 0 || args.n <= 0 || args.k <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("Linear: m ", args.m, ", n ", args.n, ", k ", args.k));
   }
@@ -684,42 +692,30 @@ absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
     return absl::InvalidArgumentError(absl::StrCat("Linear: inputs must be bf16 or f16 and the output the same or f32, "
                                                    "got ", DTypeName(args.in), " -> ", DTypeName(args.out_dtype)));
   }
-  IXC_RETURN_IF_ERROR(CheckNormInPass("Linear", args.norm, args.m, args.k));
+  return CheckNormInPass("Linear", args.norm, args.m, args.k);
+}
+
+absl::Status Gemm::Linear(const LinearArgs& args, cudaStream_t stream) {
+  IXC_RETURN_IF_ERROR(CheckLinear(args));
   if (args.m == 0) return absl::OkStatus();
-  bool bias_done = false;
   if (StreamsWeights(args.m, args.k)) {
     IXC_RETURN_IF_ERROR(SmallMLinear(args, nullptr, dependent_launch_, stream));
-  } else {
-    IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args, stream));
-    IXC_RETURN_IF_ERROR(Run(*plan, &plan->algo, args, args.out, stream));
-    bias_done = plan->bias_in_epilogue;
+    return AddBiasPass(args, stream);
   }
-  if (args.bias == nullptr || bias_done) return absl::OkStatus();
-  return LaunchAddBias(args.out_dtype, args.out, args.bias, args.m, args.n, stream);
+  IXC_ASSIGN_OR_RETURN(const Plan* plan, PlanFor(args, stream));
+  return RunWithBias(*plan, &plan->algo, args, stream);
 }
 
 absl::Status Gemm::LinearWithLowRank(const LinearArgs& args, const LowRankArgs& low_rank, cudaStream_t stream) {
-  const LinearArgs second{args.x,
-                          low_rank.w,
-                          low_rank.out,
-                          args.m,
-                          low_rank.n,
-                          args.k,
-                          args.in,
-                          args.in,
-                          /*accumulate=*/false,
-                          nullptr,
-                          args.norm};
-  if (!StreamsWeights(args.m, args.k) || low_rank.n <= 0 || args.in == DType::kF32 ||
-      (args.out_dtype != DType::kF32 && args.out_dtype != args.in)) {
-    IXC_RETURN_IF_ERROR(Linear(args, stream));  // two passes, each with its own checks
-    return Linear(second, stream);
+  if (!StreamsWeights(args.m, args.k) || low_rank.n <= 0) {  // two passes
+    IXC_RETURN_IF_ERROR(Linear(args, stream));
+    return Linear({args.x, low_rank.w, low_rank.out, args.m, low_rank.n, args.k, args.in, args.in,
+                   /*accumulate=*/false, nullptr, args.norm},
+                  stream);
   }
-  IXC_RETURN_IF_ERROR(CheckNormInPass("Linear", args.norm, args.m, args.k));
-  if (args.n <= 0) return absl::InvalidArgumentError(absl::StrCat("Linear: m ", args.m, ", n ", args.n));
+  IXC_RETURN_IF_ERROR(CheckLinear(args));
   IXC_RETURN_IF_ERROR(SmallMLinear(args, &low_rank, dependent_launch_, stream));
-  if (args.bias == nullptr) return absl::OkStatus();
-  return LaunchAddBias(args.out_dtype, args.out, args.bias, args.m, args.n, stream);
+  return AddBiasPass(args, stream);
 }
 
 }  // namespace ixc::kernels::cuda

@@ -143,6 +143,10 @@ class Gemm {
   void AddSplitKCandidates(Plan& plan, const LinearArgs& args, int bases);
   // Keeps the fastest of plan.candidates on args's inputs (the output goes to tune_scratch_); whether it changed.
   absl::StatusOr<bool> Tune(Plan& plan, const LinearArgs& args, cudaStream_t stream);
+  // The checks every Linear passes: sizes, dtypes, a norm only where the pass can do it.
+  static absl::Status CheckLinear(const LinearArgs& args);
+  // Run into args.out, then the bias pass where the plan's epilogue does not add args.bias.
+  absl::Status RunWithBias(const Plan& plan, const void* algo, const LinearArgs& args, cudaStream_t stream);
   // One cublasLtMatmul of `plan` with `algo` (a cublasLtMatmulAlgo_t) into `out`.
   absl::Status Run(const Plan& plan, const void* algo, const LinearArgs& args, void* out, cudaStream_t stream);
 

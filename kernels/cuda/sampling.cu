@@ -102,6 +102,10 @@ __device__ inline void AddToDigits(double* bins, int digit, double weight) {
   }
 }
 
+// A token's probability mass before normalization, in double as kernels::DrawFromAscending sums them: a draw near a
+// boundary then falls the same way. Both draws use it, so that they keep the same tokens.
+__device__ inline double Mass(float logit, float max_logit) { return exp(static_cast<double>(logit - max_logit)); }
+
 // values (kThreads) in shared memory -> their inclusive prefix sums (Hillis-Steele), by the whole block.
 __device__ void InclusiveScan(double* values) {
   __syncthreads();
@@ -155,7 +159,7 @@ __device__ bool DrawAmongFew(const float* logits, int64_t vocab, uint32_t kth_ke
   BitonicSort(keys);
   const int j = threadIdx.x;
   const int64_t token = static_cast<int64_t>(keys[j] & 0xffffffffu);
-  const double mass = j < kept ? exp(static_cast<double>(logits[token] - max_logit)) : 0.0;
+  const double mass = j < kept ? Mass(logits[token], max_logit) : 0.0;
   // HF's top-p: in ascending (logit, id) order drop the tokens whose inclusive cumulative mass is <= (1 - top_p) of
   // the total; the most likely one always stays.
   scan[j] = mass;
@@ -168,7 +172,7 @@ __device__ bool DrawAmongFew(const float* logits, int64_t vocab, uint32_t kth_ke
   BitonicSort(keys);
   const int count = kept - cut;
   const int64_t by_id = static_cast<int64_t>(keys[j]);  // the j-th kept id, for j < count
-  scan[j] = j < count ? exp(static_cast<double>(logits[by_id] - max_logit)) : 0.0;
+  scan[j] = j < count ? Mass(logits[by_id], max_logit) : 0.0;
   InclusiveScan(scan);
   const double goal = uniform * scan[count - 1];
   const double before = j == 0 ? 0.0 : scan[j - 1];
@@ -221,8 +225,7 @@ __device__ void TopKTopPRow(const float* logits, int64_t vocab, int top_k, float
     kth_key = prefix;
   }
   auto kept_by_k = [&](float logit) { return FloatKey(logit) >= kth_key; };
-  // Probabilities in double, as kernels::DrawFromAscending sums them: a draw near a boundary then falls the same way.
-  auto weight = [&](float logit) { return exp(static_cast<double>(logit - max_logit)); };
+  auto weight = [&](float logit) { return Mass(logit, max_logit); };
 
   double local = 0.0;
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {

@@ -150,6 +150,12 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
                              std::all_of(layers_.begin(), layers_.end(), [](const Layer& layer) {
                                return layer.attn_out.bias == nullptr && layer.down.bias == nullptr;
                              });
+  kernels::RopeParams row_rope[2];  // each row's, for the fused qkv pass (at most two rows)
+  if (norms_in_pass) {
+    for (const Segment& segment : segments) {
+      for (int64_t t = 0; t < segment.tokens; ++t) row_rope[segment.first_row + t] = segment.rope;
+    }
+  }
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = layers_[l];
     const kc::DeviceKvPools pools{k_pools_[l],         v_pools_[l],    dtype,
@@ -159,10 +165,9 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
     const bool plain_qkv =
         masks.image == nullptr && masks.web == nullptr && masks.write == nullptr && w.qkv.bias == nullptr;
     if (norms_in_pass && plain_qkv) {  // the norm, qkv, RoPE and KV store in one weight pass
-      kc::QkvRopeArgs qkv{nullptr, w.qkv.weight, rows, hidden, group, positions, slots, {}, q_, pools, &attn_norm};
-      for (const Segment& segment : segments) {
-        for (int64_t t = 0; t < segment.tokens; ++t) qkv.rope[segment.first_row + t] = segment.rope;
-      }
+      const kc::QkvRopeArgs qkv{nullptr, w.qkv.weight, rows,      hidden,
+                                group,   positions,    slots,     {row_rope[0], row_rope[1]},
+                                q_,      pools,        &attn_norm};
       IXC_RETURN_IF_ERROR(gpu_->gemm->QkvRopeLinear(qkv, stream));
     } else {
       if (norms_in_pass) {
