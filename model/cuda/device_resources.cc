@@ -82,13 +82,17 @@ absl::StatusOr<void*> DeviceArena::Allocate(int64_t bytes) {
   return p;
 }
 
+absl::StatusOr<void*> DeviceArena::Upload(const void* data, int64_t bytes) {
+  IXC_ASSIGN_OR_RETURN(void* p, Allocate(bytes));
+  IXC_RETURN_IF_ERROR(CopyToDeviceNow(p, data, bytes, nullptr));
+  return p;
+}
+
 absl::StatusOr<void*> DeviceArena::UploadMatrix(TensorView view, DType dtype, int64_t padded_cols) {
   if (view.empty()) return nullptr;
   const int64_t cols = view.rank == 0 ? 1 : view.dim(-1);
   const std::vector<uint8_t> bytes = ConvertTo(view, dtype, std::max(padded_cols, cols));
-  IXC_ASSIGN_OR_RETURN(void* p, Allocate(static_cast<int64_t>(bytes.size())));
-  IXC_RETURN_IF_ERROR(CopyToDeviceNow(p, bytes.data(), static_cast<int64_t>(bytes.size()), nullptr));
-  return p;
+  return Upload(bytes.data(), static_cast<int64_t>(bytes.size()));
 }
 
 absl::StatusOr<void*> DeviceArena::UploadConcatenated(const std::vector<TensorView>& views, DType dtype, int axis) {
@@ -116,15 +120,12 @@ absl::StatusOr<void*> DeviceArena::UploadConcatenated(const std::vector<TensorVi
     }
     at += part.dim(axis);
   }
-  IXC_ASSIGN_OR_RETURN(void* p, Allocate(static_cast<int64_t>(bytes.size())));
-  IXC_RETURN_IF_ERROR(CopyToDeviceNow(p, bytes.data(), static_cast<int64_t>(bytes.size()), nullptr));
-  return p;
+  return Upload(bytes.data(), static_cast<int64_t>(bytes.size()));
 }
 
 absl::StatusOr<float*> DeviceArena::UploadFloats(const std::vector<float>& values) {
   if (values.empty()) return nullptr;
-  IXC_ASSIGN_OR_RETURN(void* p, Allocate(static_cast<int64_t>(values.size()) * 4));
-  IXC_RETURN_IF_ERROR(CopyToDeviceNow(p, values.data(), static_cast<int64_t>(values.size()) * 4, nullptr));
+  IXC_ASSIGN_OR_RETURN(void* p, Upload(values.data(), static_cast<int64_t>(values.size()) * 4));
   return static_cast<float*>(p);
 }
 

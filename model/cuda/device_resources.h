@@ -63,6 +63,9 @@ class DeviceArena {
   int64_t bytes() const { return bytes_; }
 
  private:
+  // `bytes` of host data in a new allocation, landed when it returns.
+  absl::StatusOr<void*> Upload(const void* data, int64_t bytes);
+
   std::vector<void*> allocations_;
   int64_t bytes_ = 0;
 };
