@@ -21,14 +21,49 @@ namespace {
 // ---- RoPE and KV store ----
 
 constexpr int kRopeThreads = 256;
+constexpr int kRopeWarps = kRopeThreads / 32;
 constexpr int kRopeMaxHalf = 256;  // head_dim <= 512
 
-// A block per token (grid-stride over tokens) and per `heads_per_block` packed heads of its row (blockIdx.y). The
-// block computes the token's cos / sin of each pair index i < half once into shared memory, then rotates every
-// (packed head, i) of its heads with them (q and k heads) or copies it (v): the angle's sincosf, exact and slow for
-// the large angles of long positions, runs once per (token, i) and block instead of once per head. Long prompts
-// take whole rows per block; a few decode tokens split their rows over blocks, so the step stays one wave deep.
+// Two neighbouring elements of a head, loaded and stored as one (4 bytes in bf16 / f16, 8 in f32).
 template <typename T>
+struct alignas(2 * sizeof(T)) TwoOf {
+  T x, y;
+};
+
+// Pair indices i .. i + kWidth - 1 of the packed head at head_start: rotated with the token's angles (`rotate`: q
+// and k heads) or copied (v), to dst. kWidth 2 reads and writes both halves' two neighbours as one access each (head
+// dims of a multiple of 4: the halves' starts are then even).
+template <typename T, int kWidth>
+__device__ void RopeStorePairs(const T* head_start, int i, int half, bool rotate, const float* cos_s,
+                               const float* sin_s, T* dst) {
+  T a[kWidth], b[kWidth];
+  if constexpr (kWidth == 2) {
+    const TwoOf<T> two_a = *reinterpret_cast<const TwoOf<T>*>(head_start + i);
+    const TwoOf<T> two_b = *reinterpret_cast<const TwoOf<T>*>(head_start + i + half);
+    a[0] = two_a.x, a[1] = two_a.y, b[0] = two_b.x, b[1] = two_b.y;
+  } else {
+    a[0] = head_start[i], b[0] = head_start[i + half];
+  }
+  if (rotate) {
+#pragma unroll
+    for (int e = 0; e < kWidth; ++e) RotatePair(a[e], b[e], cos_s[i + e], sin_s[i + e]);
+  }
+  if constexpr (kWidth == 2) {
+    *reinterpret_cast<TwoOf<T>*>(dst + i) = TwoOf<T>{a[0], a[1]};
+    *reinterpret_cast<TwoOf<T>*>(dst + i + half) = TwoOf<T>{b[0], b[1]};
+  } else {
+    dst[i] = a[0];
+    dst[i + half] = b[0];
+  }
+}
+
+// A block per token (grid-stride over tokens) and per `heads_per_block` packed heads of its row (blockIdx.y). The
+// block computes the token's cos / sin of each pair index i < half once into shared memory (the angle's sincosf,
+// exact and slow for the large angles of long positions, once per (token, i) and block instead of once per head);
+// then each warp takes whole packed heads, so where a head goes (q, the k or v slot) is worked out once per head and
+// warp, and rotates (q and k heads) or copies (v) its pairs, kWidth neighbours per lane. Long prompts take whole rows
+// per block; a few decode tokens split their rows over blocks, so the step stays one wave deep.
+template <typename T, int kWidth>
 __global__ void __launch_bounds__(kRopeThreads)
     RopeStoreKernel(const T* qkv, const int32_t* positions, const int32_t* slots, int64_t tokens, int kv_heads,
                     int group, int head_dim, int heads_per_block, float base, float position_scale, T* q, T* k_pool,
@@ -37,8 +72,9 @@ __global__ void __launch_bounds__(kRopeThreads)
   WaitForPriorKernel();
   __shared__ float cos_s[kRopeMaxHalf], sin_s[kRopeMaxHalf];
   const int half = head_dim / 2, per_kv = group + 2, packed = kv_heads * per_kv;
-  const int first_pair = blockIdx.y * heads_per_block * half;
-  const int end_pair = min(packed, static_cast<int>(blockIdx.y + 1) * heads_per_block) * half;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int first_head = blockIdx.y * heads_per_block;
+  const int end_head = min(packed, first_head + heads_per_block);
   for (int64_t token = blockIdx.x; token < tokens; token += gridDim.x) {
     const float position = static_cast<float>(positions[token]) * position_scale;
     __syncthreads();  // the previous token's readers are done
@@ -46,26 +82,13 @@ __global__ void __launch_bounds__(kRopeThreads)
     __syncthreads();
     const int64_t slot = slots[token];
     const T* row = qkv + token * packed * head_dim;
-    for (int pair = first_pair + threadIdx.x; pair < end_pair; pair += blockDim.x) {
-      const int p = pair / half, i = pair - p * half;
-      const int kv_head = p / per_kv, r = p - kv_head * per_kv;
-      T a = row[p * head_dim + i], b = row[p * head_dim + i + half];
-      const int64_t cache_offset = (slot * kv_heads + kv_head) * head_dim;
-      if (r == group + 1) {  // V: stored as it is
-        if (slot >= 0) {
-          v_pool[cache_offset + i] = a;
-          v_pool[cache_offset + i + half] = b;
-        }
-        continue;
-      }
-      RotatePair(a, b, cos_s[i], sin_s[i]);
-      if (r < group) {
-        T* dst = q + (token * kv_heads * group + kv_head * group + r) * head_dim;
-        dst[i] = a;
-        dst[i + half] = b;
-      } else if (slot >= 0) {
-        k_pool[cache_offset + i] = a;
-        k_pool[cache_offset + i + half] = b;
+    for (int p = first_head + warp; p < end_head; p += kRopeWarps) {
+      const int kv_head = p / per_kv, r = p - kv_head * per_kv;  // r: q heads 0..group-1, then k, then v
+      if (r >= group && slot < 0) continue;                      // a token whose K and V are not kept here
+      T* dst = r < group ? q + (token * kv_heads * group + kv_head * group + r) * head_dim
+                         : (r == group ? k_pool : v_pool) + (slot * kv_heads + kv_head) * head_dim;
+      for (int i = lane * kWidth; i < half; i += 32 * kWidth) {
+        RopeStorePairs<T, kWidth>(row + int64_t{p} * head_dim, i, half, r <= group, cos_s, sin_s, dst);
       }
     }
   }
@@ -262,19 +285,21 @@ absl::Status LaunchRopeAndStoreKv(const void* qkv, const int32_t* positions, con
                                                    ", head_dim ", rope.head_dim, " vs pools' ", pools.head_dim));
   }
   if (tokens == 0) return absl::OkStatus();
-  // Whole rows per block from a few hundred tokens on (a 32K prompt: 32K blocks of 12 passes); fewer tokens split
-  // each row into blocks of one pass.
+  // Whole rows per block from a few hundred tokens on (a 32K prompt: 32K blocks, 6 heads a warp); fewer tokens
+  // split each row into blocks of a head per warp.
   const int packed = pools.kv_heads * (group + 2), half = rope.head_dim / 2;
-  const int heads_per_block = tokens >= 256 ? packed : std::max(1, kRopeThreads / half);
+  const int heads_per_block = tokens >= 256 ? packed : kRopeWarps;
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>(tokens, int64_t{1} << 20)),
                   static_cast<unsigned>((packed + heads_per_block - 1) / heads_per_block));
   cudaError_t launched = cudaSuccess;
   IXC_RETURN_IF_ERROR(DispatchDType(pools.dtype, [&](auto tag) {
     using T = decltype(tag);
-    launched = LaunchAfterPrior(DependentLaunchSupported(), RopeStoreKernel<T>, grid, kRopeThreads, stream,
-                                static_cast<const T*>(qkv), positions, slots, tokens, pools.kv_heads, group,
-                                rope.head_dim, heads_per_block, rope.base, rope.position_scale, static_cast<T*>(q),
-                                static_cast<T*>(pools.k), static_cast<T*>(pools.v));
+    // Two pair indices per lane where both halves of a head start on an even element.
+    auto kernel = half % 2 == 0 ? RopeStoreKernel<T, 2> : RopeStoreKernel<T, 1>;
+    launched =
+        LaunchAfterPrior(DependentLaunchSupported(), kernel, grid, kRopeThreads, stream, static_cast<const T*>(qkv),
+                         positions, slots, tokens, pools.kv_heads, group, rope.head_dim, heads_per_block, rope.base,
+                         rope.position_scale, static_cast<T*>(q), static_cast<T*>(pools.k), static_cast<T*>(pools.v));
   }));
   IXC_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();

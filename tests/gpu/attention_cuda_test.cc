@@ -215,9 +215,10 @@ TEST_F(CudaTest, RopeAndStoreKvMatchesUnpackAndApplyRope) {
     int64_t tokens;
   };
   // The model's grouping at head dim 128, as a few decode tokens (each row split over blocks) and as a prompt (a
-  // row per block); a split whose last block holds fewer heads; and a long prompt at a small size (70000 tokens,
-  // angles past 200000 rad).
-  for (const Case& c : {Case{2, 4, 128, 13}, Case{8, 4, 128, 300}, Case{3, 1, 64, 7}, Case{1, 1, 16, 70000}}) {
+  // row per block); a split whose last block holds fewer heads; a head dim whose halves start on an odd element
+  // (one pair index per lane); and a long prompt at a small size (70000 tokens, angles past 200000 rad).
+  for (const Case& c :
+       {Case{2, 4, 128, 13}, Case{8, 4, 128, 300}, Case{3, 1, 64, 7}, Case{2, 3, 18, 260}, Case{1, 1, 16, 70000}}) {
     const int kv_heads = c.kv_heads, group = c.group, d = c.d, heads = kv_heads * group;
     const int64_t tokens = c.tokens;
     auto qkv = RandomTyped(dtype, tokens * kv_heads * (group + 2) * d, 8);
