@@ -40,8 +40,15 @@ struct BatchMetadata {
   // sequence's keys are here, an earlier index where this rank holds a shard of them).
   int64_t positions_at = 0, slots_at = 0, ids_at = 0, last_key_at = 0;
   std::vector<DecodeRunLayout> decode_runs;
+  // The logit rows as decode runs, each row's first_row its index among them: the last layer of a prefill attends
+  // from those rows alone, compacted (model/cuda/cuda_forward.cc).
+  std::vector<DecodeRunLayout> logit_runs;
   int64_t masks_at = 0;  // 3 x rows bytes from this int on: the image, web and write rows (RowMasksOf)
   RowMasks masks;
+  // The same of the logit rows alone, in their order (3 x logit rows bytes): the last layer of a prefill computes
+  // past its K and V on those rows only (model/cuda/cuda_forward.cc).
+  int64_t logit_masks_at = 0;
+  RowMasks logit_masks;
   std::vector<int64_t> tables_at;           // per segment, where its block table starts
   std::vector<int64_t> logit_rows;          // the rows whose logits are wanted, in order
   std::vector<std::vector<int64_t>> wanted;  // per segment, its tokens among them

@@ -23,6 +23,21 @@ namespace kc = ::ixc::kernels::cuda;
 // Decode graphs kept at once: one per batch shape, context bucket and RoPE base in use.
 constexpr size_t kMaxGraphs = 64;
 
+// Rows `rows` (ascending) of `from` to rows 0.. of `to`, row_bytes each: one copy per run of consecutive rows.
+absl::Status CopyRows(const std::vector<int64_t>& rows, const void* from, void* to, int64_t row_bytes,
+                      cudaStream_t stream) {
+  const int64_t n = static_cast<int64_t>(rows.size());
+  for (int64_t i = 0; i < n;) {
+    int64_t run = 1;
+    while (i + run < n && rows[i + run] == rows[i] + run) ++run;
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(static_cast<uint8_t*>(to) + i * row_bytes,
+                                             static_cast<const uint8_t*>(from) + rows[i] * row_bytes, run * row_bytes,
+                                             cudaMemcpyDeviceToDevice, stream));
+    i += run;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
@@ -108,13 +123,18 @@ absl::StatusOr<CudaLanguageModel::CallPlan> CudaLanguageModel::PlanCall(const st
       cudaMemcpyAsync(metadata_.data(), layout.ints.data(), bytes, cudaMemcpyHostToDevice, gpu_->stream));
   plan.device = metadata_.as<int32_t>();
 
-  const uint8_t* masks = reinterpret_cast<const uint8_t*>(plan.at(layout.masks_at));
-  auto all_set = [](const std::vector<uint8_t>& mask) {
-    return std::all_of(mask.begin(), mask.end(), [](uint8_t m) { return m != 0; });
+  // The device masks of `row_masks`, stored from `at` on.
+  auto device_masks = [&](const RowMasks& row_masks, int64_t at) {
+    const uint8_t* masks = reinterpret_cast<const uint8_t*>(plan.at(at));
+    const int64_t n = static_cast<int64_t>(row_masks.image.size());
+    auto all_set = [](const std::vector<uint8_t>& mask) {
+      return std::all_of(mask.begin(), mask.end(), [](uint8_t m) { return m != 0; });
+    };
+    return Masks{row_masks.any_image ? masks : nullptr, row_masks.any_web ? masks + n : nullptr, all_set(row_masks.web),
+                 row_masks.any_write ? masks + 2 * n : nullptr, all_set(row_masks.write)};
   };
-  const RowMasks& row_masks = layout.masks;
-  plan.masks = {row_masks.any_image ? masks : nullptr, row_masks.any_web ? masks + rows : nullptr,
-                all_set(row_masks.web), row_masks.any_write ? masks + 2 * rows : nullptr, all_set(row_masks.write)};
+  plan.masks = device_masks(layout.masks, layout.masks_at);
+  plan.logit_masks = device_masks(layout.logit_masks, layout.logit_masks_at);
   return plan;
 }
 
@@ -150,6 +170,17 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
                              std::all_of(layers_.begin(), layers_.end(), [](const Layer& layer) {
                                return layer.attn_out.bias == nullptr && layer.down.bias == nullptr;
                              });
+  // A prefill's last layer needs K and V of every row, but the attention and the feed-forward only on the rows whose
+  // logits are wanted (a prompt's last): past its K/V store it goes on with those rows alone, compacted to rows
+  // 0..n-1 (their residual to delta_, their attention output to q_, both free by then), attending through the decode
+  // kernel (plan.layout.logit_runs). Not where an SP group shares the attention, nor in the fused decode step
+  // (whose rows all give logits).
+  const std::vector<int64_t>& logit_rows = plan.layout.logit_rows;
+  const int64_t logit_count = static_cast<int64_t>(logit_rows.size());
+  const bool compact_last_layer =
+      sp_mode == SpAttention::kLocal && !norms_in_pass && logit_count > 0 && logit_count < rows;
+  float* residual = x_;             // (rows, hidden) f32, the residual stream; after compaction, delta_
+  float* delta = delta_;            // a sublayer's output, added to the residual in the next norm; after compaction, x_
   kernels::RopeParams row_rope[2];  // each row's, for the fused qkv pass (at most two rows)
   if (norms_in_pass) {
     for (const Segment& segment : segments) {
@@ -158,10 +189,11 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   }
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = layers_[l];
+    const bool compacting = compact_last_layer && l == c.num_layers - 1;
     const kc::DeviceKvPools pools{k_pools_[l],         v_pools_[l],    dtype,
                                   options_.block_size, c.num_kv_heads, static_cast<int>(d)};
-    const kc::RmsNormInput attn_norm{x_, w.attn_norm, c.rms_norm_eps, normed_},
-        ffn_norm{x_, w.ffn_norm, c.rms_norm_eps, normed_};
+    const kc::RmsNormInput attn_norm{residual, w.attn_norm, c.rms_norm_eps, normed_},
+        ffn_norm{residual, w.ffn_norm, c.rms_norm_eps, normed_};
     const bool plain_qkv =
         masks.image == nullptr && masks.web == nullptr && masks.write == nullptr && w.qkv.bias == nullptr;
     if (norms_in_pass && plain_qkv) {  // the norm, qkv, RoPE and KV store in one weight pass
@@ -173,8 +205,8 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
       if (norms_in_pass) {
         IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype, &attn_norm));
       } else {
-        IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, w.attn_norm, dtype, normed_, rows,
-                                                 hidden, c.rms_norm_eps, stream));
+        IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(residual, pending_delta, pending_bias, w.attn_norm, dtype, normed_,
+                                                 rows, hidden, c.rms_norm_eps, stream));
         IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype));
       }
       if (w.qkv.bias != nullptr) {
@@ -187,8 +219,27 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
             segment.rope, static_cast<uint8_t*>(q_) + r * c.num_heads * d * e, pools, stream));
       }
     }
+    // Decode runs of rows of `queries` attended into the same rows of `out` (rows of heads x d).
+    auto decode_attention = [&](const std::vector<DecodeRunLayout>& runs, const void* queries,
+                                void* out) -> absl::Status {
+      for (const DecodeRunLayout& run : runs) {
+        const int64_t offset = run.first_row * c.num_heads * d * e;
+        const kc::DecodeRows decode{plan.device, plan.at(run.table_offsets_at), plan.at(run.visible_at), run.rows,
+                                    run.max_visible};
+        IXC_RETURN_IF_ERROR(kc::LaunchPagedDecodeAttention(
+            static_cast<const uint8_t*>(queries) + offset, c.num_heads, pools, decode, scale,
+            static_cast<uint8_t*>(out) + offset, lse == nullptr ? nullptr : lse + run.first_row * c.num_heads,
+            decode_workspace_, decode_workspace_floats_, gpu_->num_sms, stream));
+      }
+      return absl::OkStatus();
+    };
     if (ring.has_value()) {
       IXC_RETURN_IF_ERROR(RingAttention(segments[0], *ring, positions, *comm));
+    } else if (compacting) {
+      // The logit rows' queries, compacted into qkv_ (free past the RoPE pass), attend through the decode kernel;
+      // their outputs land compacted in q_.
+      IXC_RETURN_IF_ERROR(CopyRows(logit_rows, q_, qkv_, c.num_heads * d * e, stream));
+      IXC_RETURN_IF_ERROR(decode_attention(plan.layout.logit_runs, qkv_, q_));
     } else {
       for (size_t i = 0; i < segments.size(); ++i) {
         const Segment& segment = segments[i];
@@ -200,15 +251,7 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
                                      segment.positions.back(), scale, static_cast<uint8_t*>(attention_) + offset,
                                      lse == nullptr ? nullptr : lse + segment.first_row * c.num_heads, stream));
       }
-      for (const DecodeRunLayout& run : plan.layout.decode_runs) {
-        const int64_t offset = run.first_row * c.num_heads * d * e;
-        const kc::DecodeRows decode{plan.device, plan.at(run.table_offsets_at), plan.at(run.visible_at), run.rows,
-                                    run.max_visible};
-        IXC_RETURN_IF_ERROR(kc::LaunchPagedDecodeAttention(
-            static_cast<uint8_t*>(q_) + offset, c.num_heads, pools, decode, scale,
-            static_cast<uint8_t*>(attention_) + offset, lse == nullptr ? nullptr : lse + run.first_row * c.num_heads,
-            decode_workspace_, decode_workspace_floats_, gpu_->num_sms, stream));
-      }
+      IXC_RETURN_IF_ERROR(decode_attention(plan.layout.decode_runs, q_, attention_));
       if (sp_mode == SpAttention::kGatherMerge) IXC_RETURN_IF_ERROR(GatherMerge(rows, *comm));
     }
     if (norms_in_pass) {  // x_ += attention . W_out^T; then the feed-forward, which adds onto x_ too
@@ -217,32 +260,42 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
       IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, rows, masks, x_, DType::kF32, nullptr, true));
       continue;
     }
-    IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attention_, rows, masks, delta_, DType::kF32));
-    IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
-    IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, delta_, w.attn_out.bias, w.ffn_norm, dtype, normed_, rows, hidden,
-                                             c.rms_norm_eps, stream));
-    IXC_RETURN_IF_ERROR(FeedForwardFirstHalf(w, rows, masks));  // gate_ = silu(gate) * up
-    IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, rows, masks, delta_, DType::kF32));
-    IXC_RETURN_IF_ERROR(all_reduce(delta_, rows * hidden));
-    pending_delta = delta_;
+    const void* attended = attention_;
+    int64_t layer_rows = rows;
+    const Masks* layer_masks = &masks;
+    if (compacting) {  // the residual of the logit rows, compacted; the rest of the layer on them alone
+      IXC_RETURN_IF_ERROR(CopyRows(logit_rows, residual, delta, hidden * 4, stream));
+      std::swap(residual, delta);
+      attended = q_;
+      layer_rows = logit_count;
+      layer_masks = &plan.logit_masks;
+    }
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attended, layer_rows, *layer_masks, delta, DType::kF32));
+    IXC_RETURN_IF_ERROR(all_reduce(delta, layer_rows * hidden));
+    IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(residual, delta, w.attn_out.bias, w.ffn_norm, dtype, normed_, layer_rows,
+                                             hidden, c.rms_norm_eps, stream));
+    IXC_RETURN_IF_ERROR(FeedForwardFirstHalf(w, layer_rows, *layer_masks));  // gate_ = silu(gate) * up
+    IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, layer_rows, *layer_masks, delta, DType::kF32));
+    IXC_RETURN_IF_ERROR(all_reduce(delta, layer_rows * hidden));
+    pending_delta = delta;
     pending_bias = w.down.bias;
   }
-  IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(x_, pending_delta, pending_bias, final_norm_, dtype, normed_, rows, hidden,
-                                           c.rms_norm_eps, stream));
+  const int64_t final_rows = compact_last_layer ? logit_count : rows;
+  IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(residual, pending_delta, pending_bias, final_norm_, dtype, normed_,
+                                           final_rows, hidden, c.rms_norm_eps, stream));
 
-  // The head, on the rows whose logits are wanted.
-  const std::vector<int64_t>& logit_rows = plan.layout.logit_rows;
-  const int64_t n = static_cast<int64_t>(logit_rows.size());
-  for (int64_t i = 0; i < n;) {  // runs of consecutive rows, one copy each
-    int64_t run = 1;
-    while (i + run < n && logit_rows[i + run] == logit_rows[i] + run) ++run;
-    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(static_cast<uint8_t*>(head_in_) + i * hidden * e,
-                                             static_cast<uint8_t*>(normed_) + logit_rows[i] * hidden * e,
-                                             run * hidden * e, cudaMemcpyDeviceToDevice, stream));
-    i += run;
+  // The head, on the rows whose logits are wanted: rows 0..n-1 of normed_ where the last layer was compacted or they
+  // are all the rows (decode), else gathered into head_in_.
+  if (logit_count == 0)
+    return absl::OkStatus();  // a ring prefill's rank that holds neither the last position
+                              // nor all_logits
+  const void* head_input = normed_;
+  if (!compact_last_layer && logit_rows.back() != logit_count - 1) {
+    IXC_RETURN_IF_ERROR(CopyRows(logit_rows, normed_, head_in_, hidden * e, stream));
+    head_input = head_in_;
   }
-  if (n == 0) return absl::OkStatus();  // a ring prefill's rank that holds neither the last position nor all_logits
-  return gpu_->gemm->Linear({head_in_, output_, logits_, n, c.vocab_size, hidden, dtype, DType::kF32, false}, stream);
+  return gpu_->gemm->Linear(
+      {head_input, output_, logits_, logit_count, c.vocab_size, hidden, dtype, DType::kF32, false}, stream);
 }
 
 absl::Status CudaLanguageModel::FeedForwardFirstHalf(const Layer& w, int64_t rows, const Masks& masks,

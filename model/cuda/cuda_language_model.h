@@ -108,6 +108,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
     BatchMetadata layout;             // offsets into the upload; its ints stay on the host
     const int32_t* device = nullptr;  // the upload
     Masks masks;
+    Masks logit_masks;  // of the logit rows, compacted (the last layer of a prefill: LaunchLayers)
     const int32_t* at(int64_t offset) const { return device + offset; }
   };
   // A captured decode step: the batch shape and what its kernels were launched with.

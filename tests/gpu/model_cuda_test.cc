@@ -1,10 +1,11 @@
 // The language model on the GPU against the CPU path on the golden checkpoints (f32, bf16, f16; GQA 2:1 and 4:1;
 // head dims 16 and, in d128_gqa4_plora_bf16, the real model's 128, which reaches the kernels' 128-wide paths;
 // PLoRA rows; web and write LoRAs; biases; dynamic NTK): logits of every prompt position, then decode steps fed the
-// same tokens, alone and batched across sequences. The GPU runs bf16 (f16 for the f16 checkpoint): activations are
-// rounded at every GEMM input, so logits agree to about 1% of their range, and the greedy choices where the top two
-// are apart by more than that. Each case runs with the decode steps launched kernel by kernel and replayed as CUDA
-// graphs (captured at the first step, replayed at the next five). Skipped without a GPU.
+// same tokens, alone and batched across sequences; a prompt's last row batched with a decode row. The GPU runs bf16
+// (f16 for the f16 checkpoint): activations are rounded at every GEMM input, so logits agree to about 1% of their
+// range, and the greedy choices where the top two are apart by more than that. Each case runs with the decode steps
+// launched kernel by kernel and replayed as CUDA graphs (captured at the first step, replayed at the next five).
+// Skipped without a GPU.
 //   IXC_GOLDEN_MODELS=/path/to/models ./model_cuda_test   (tests/make_golden_models.py builds them)
 #include "kernels/ops.h"
 #include "model/cuda/cuda_language_model.h"
@@ -85,6 +86,61 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
                                  cpu_items[0].logits.begin());
   }
   EXPECT_EQ(gpu_seq.length, cpu_seq.length);
+}
+
+// Where only a prompt's last row gives logits, the GPU's last layer goes on past its K/V with the logit rows alone
+// (compacted, attending through the decode kernel): a batch of one prompt's second half after its first (its last
+// row a plain, image or LoRA row as the case has it) and a decode step of another sequence, against the CPU's same
+// batch; then a decode step on the prompt, which reads the last layer's K/V of every row.
+TEST_P(CudaModelTest, LastLayerOnTheLogitRowsAlone) {
+  const auto& [name, decode_graphs] = GetParam();
+  const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(name);
+  auto cpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
+  ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
+  auto gpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
+  ASSERT_TRUE(gpu_weights.ok()) << gpu_weights.status();
+  auto gpu_cache = AttachGolden(*gpu_weights, decode_graphs);
+  ASSERT_TRUE(gpu_cache.ok()) << gpu_cache.status();
+  KvCache cpu_cache(cpu_weights->config, gpu_cache->block_size(), kKvBlocks);
+
+  const size_t half = c.ids.size() / 2;
+  auto part = [&](size_t first, size_t count) {
+    ForwardInput input;
+    input.ids = std::span<const int32_t>(c.ids).subspan(first, count);
+    if (!c.image_mask.empty()) input.image_mask = std::span<const uint8_t>(c.image_mask).subspan(first, count);
+    input.lora = c.lora;
+    return input;
+  };
+  const std::vector<int32_t> decode_token = {c.ids[1]};
+  ForwardInput decode;
+  decode.ids = decode_token;
+  decode.lora = c.lora;
+  struct Side {
+    LlmWeights* weights = nullptr;
+    KvCache* cache = nullptr;
+    SequenceKv prompt, other;
+    std::vector<float> prompt_logits, other_logits;
+  };
+  Side cpu, gpu;
+  cpu.weights = &*cpu_weights;
+  cpu.cache = &cpu_cache;
+  gpu.weights = &*gpu_weights;
+  gpu.cache = &*gpu_cache;
+  for (Side* side : {&cpu, &gpu}) {
+    ASSERT_TRUE(Prefill(*side->weights, part(0, half), false, side->prompt, *side->cache, nullptr).ok());
+    ASSERT_TRUE(Prefill(*side->weights, part(0, 3), false, side->other, *side->cache, nullptr).ok());
+    std::vector<BatchEntry> batch = {{part(half, c.ids.size() - half), &side->prompt, &side->prompt_logits},
+                                     {decode, &side->other, &side->other_logits}};
+    const absl::Status status = LanguageModelForwardBatch(*side->weights, batch, *side->cache);
+    ASSERT_TRUE(status.ok()) << status;
+  }
+  EXPECT_LT(RelativeError(gpu.prompt_logits, cpu.prompt_logits), 0.03) << name << " the prompt's last row";
+  EXPECT_LT(RelativeError(gpu.other_logits, cpu.other_logits), 0.03) << name << " the decode row beside it";
+  for (Side* side : {&cpu, &gpu}) {
+    std::vector<BatchEntry> batch = {{decode, &side->prompt, &side->prompt_logits}};
+    ASSERT_TRUE(LanguageModelForwardBatch(*side->weights, batch, *side->cache).ok());
+  }
+  EXPECT_LT(RelativeError(gpu.prompt_logits, cpu.prompt_logits), 0.03) << name << " a decode step after it";
 }
 
 // Decode steps that choose their next token on the device (argmax, the repetition penalty, temperature, top-k and

@@ -22,6 +22,8 @@ LlmWeights Shapes() {
   weights.config.head_dim = 4;
   weights.config.vocab_size = 100;
   weights.has_plora = true;
+  weights.has_web_lora = true;
+  weights.has_write_lora = true;
   weights.shard = weights.config;
   return weights;
 }
@@ -106,6 +108,47 @@ TEST_F(BatchMetadataTest, PrefillAndDecodesInOneBatch) {
   EXPECT_EQ(std::vector<uint8_t>(masks, masks + 8), (std::vector<uint8_t>{0, 1, 1, 0, 0, 0, 0, 0}));
   EXPECT_TRUE(m.masks.any_image);
   EXPECT_EQ(m.logit_rows, (std::vector<int64_t>{5, 6, 7}));
+  // The logit rows as one run of their compacted indices: a's last row, then the decodes, each in its own table.
+  ASSERT_EQ(m.logit_runs.size(), 1u);
+  const DecodeRunLayout& logits = m.logit_runs[0];
+  EXPECT_EQ(logits.first_row, 0);
+  EXPECT_EQ(logits.rows, 3);
+  EXPECT_EQ(logits.max_visible, 6);
+  EXPECT_EQ(At(m, logits.visible_at, 0), 6);
+  EXPECT_EQ(At(m, logits.visible_at, 1), 6);
+  EXPECT_EQ(At(m, logits.visible_at, 2), 4);
+  EXPECT_EQ(m.ints[At(m, logits.table_offsets_at, 0) + 1], a.block_table[1]);
+  EXPECT_EQ(m.ints[At(m, logits.table_offsets_at, 1) + 1], b.block_table[1]);
+  EXPECT_EQ(m.ints[At(m, logits.table_offsets_at, 2)], c.block_table[0]);
+  // The logit rows' own masks after every row's: neither is an image row, all are in base mode.
+  const auto* logit_masks = reinterpret_cast<const uint8_t*>(m.ints.data() + m.logit_masks_at);
+  EXPECT_GE(m.logit_masks_at * 4, m.masks_at * 4 + 3 * 8);
+  EXPECT_LE(m.logit_masks_at * 4 + 3 * 3, m.tables_at[0] * 4);
+  EXPECT_EQ(std::vector<uint8_t>(logit_masks, logit_masks + 9), std::vector<uint8_t>(9, 0));
+  EXPECT_FALSE(m.logit_masks.any_image);
+}
+
+TEST_F(BatchMetadataTest, LogitRowsKeepTheirMasks) {
+  SequenceKv a, b;
+  Prefill(b, 5);
+  // a: a web-mode prompt whose last row is an image row (its logits wanted); b: a write-mode decode row.
+  const std::vector<int32_t> prompt = {11, 12, 13, 14}, b_token = {21};
+  const std::vector<uint8_t> image = {1, 0, 0, 1};
+  ForwardInput pa, db;
+  pa.ids = prompt;
+  pa.image_mask = image;
+  pa.lora = LoraMode::kWeb;
+  db.ids = b_token;
+  db.lora = LoraMode::kWrite;
+  const BatchMetadata m = LayOut({pa, db}, {&a, &b});
+  ASSERT_EQ(m.logit_rows, (std::vector<int64_t>{3, 4}));
+  const auto* bytes = reinterpret_cast<const uint8_t*>(m.ints.data() + m.logit_masks_at);
+  EXPECT_EQ(std::vector<uint8_t>(bytes, bytes + 6), (std::vector<uint8_t>{1, 0, /*web*/ 1, 0, /*write*/ 0, 1}));
+  EXPECT_EQ(m.logit_masks.image, (std::vector<uint8_t>{1, 0}));
+  EXPECT_TRUE(m.logit_masks.any_image && m.logit_masks.any_web && m.logit_masks.any_write);
+  // Every row's masks are where they were.
+  const auto* all = reinterpret_cast<const uint8_t*>(m.ints.data() + m.masks_at);
+  EXPECT_EQ(std::vector<uint8_t>(all, all + 5), (std::vector<uint8_t>{1, 0, 0, 1, 0}));
 }
 
 TEST_F(BatchMetadataTest, DecodeStepsKeepTheirLayoutAsTheTablesGrow) {
@@ -194,6 +237,15 @@ TEST_F(BatchMetadataTest, DecodeRunsAreCappedAndContiguous) {
   EXPECT_EQ(m.decode_runs[2].first_row, 8);
   EXPECT_EQ(m.decode_runs[3].first_row, 9);
   for (const DecodeRunLayout& run : m.decode_runs) EXPECT_EQ(run.rows, 1);
+  // The logit rows (0, 1, 7, 8, 9) as runs of their compacted indices, capped alike; the chunk's last row sees its 8
+  // keys (2 cached, 6 new).
+  ASSERT_EQ(m.logit_runs.size(), 5u);
+  for (int64_t j = 0; j < 5; ++j) {
+    EXPECT_EQ(m.logit_runs[j].first_row, j);
+    EXPECT_EQ(m.logit_runs[j].rows, 1);
+  }
+  EXPECT_EQ(At(m, m.logit_runs[2].visible_at, 0), 8);
+  EXPECT_EQ(m.ints[At(m, m.logit_runs[2].table_offsets_at, 0)], seqs[2].block_table[0]);
 }
 
 // Every rank's queries against every rank's zig-zag block: the keys each sees are exactly those at or before it.
