@@ -10,20 +10,6 @@ int64_t DecodeBucket(int64_t max_visible) {
   return std::max<int64_t>(256, static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(max_visible))));
 }
 
-// `masks` of `rows` alone, in their order.
-RowMasks PickedRows(const RowMasks& masks, const std::vector<int64_t>& rows) {
-  RowMasks picked;
-  for (int64_t row : rows) {
-    picked.image.push_back(masks.image[row]);
-    picked.web.push_back(masks.web[row]);
-    picked.write.push_back(masks.write[row]);
-    picked.any_image |= masks.image[row] != 0;
-    picked.any_web |= masks.web[row] != 0;
-    picked.any_write |= masks.write[row] != 0;
-  }
-  return picked;
-}
-
 // Three masks of n rows each, one after the other, as bytes from `bytes` on.
 void StoreMasks(const RowMasks& masks, uint8_t* bytes) {
   const size_t n = masks.image.size();
@@ -38,15 +24,8 @@ BatchMetadata LayOutBatch(const std::vector<Segment>& segments, int64_t rows, co
   BatchMetadata out;
   out.wanted.resize(segments.size());
   for (size_t i = 0; i < segments.size(); ++i) {
-    const Segment& segment = segments[i];
-    for (int64_t t = 0; t < segment.tokens; ++t) {
-      const bool last = options.sp_mode == SpAttention::kRing ? segment.positions[t] == segment.context_length - 1
-                                                              : t == segment.tokens - 1;
-      if (segment.input->all_logits || last) {
-        out.wanted[i].push_back(t);
-        out.logit_rows.push_back(segment.first_row + t);
-      }
-    }
+    out.wanted[i] = LogitTokens(segments[i]);
+    for (int64_t t : out.wanted[i]) out.logit_rows.push_back(segments[i].first_row + t);
   }
 
   std::vector<int32_t> positions(rows), slots(rows, -1), ids(rows, -1), last_key(rows), tables;
@@ -134,7 +113,7 @@ BatchMetadata LayOutBatch(const std::vector<Segment>& segments, int64_t rows, co
   store_runs(runs, options.bucket_decode, out.decode_runs);
   store_runs(logit_runs, false, out.logit_runs);
   out.masks = RowMasksOf(segments, rows);
-  out.logit_masks = PickedRows(out.masks, out.logit_rows);
+  out.logit_masks = RowMasksOfRows(out.masks, out.logit_rows);
   out.masks_at = static_cast<int64_t>(ints.size());
   out.logit_masks_at = out.masks_at + (3 * rows + 3) / 4;
   ints.resize(tables_base, 0);

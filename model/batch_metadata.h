@@ -18,7 +18,6 @@
 namespace ixc::model {
 
 struct BatchLayoutOptions {
-  SpAttention sp_mode = SpAttention::kLocal;
   int block_size = 16;
   int64_t decode_max_tokens = 4;        // segments up to this long attend through the decode kernel
   int64_t decode_rows_per_launch = 64;  // a decode run's rows at most
@@ -54,8 +53,8 @@ struct BatchMetadata {
   std::vector<std::vector<int64_t>> wanted;  // per segment, its tokens among them
 };
 
-// `segments` as PrepareSegments made them (their K/V slots reserved), `rows` in all. Which rows give logits: every
-// row with all_logits, else the last; in a ring prefill, the one at the prompt's last position, if this rank has it.
+// `segments` as PrepareSegments made them (their K/V slots reserved), `rows` in all. The rows that give logits are
+// each segment's LogitTokens (model/forward_segment.h).
 BatchMetadata LayOutBatch(const std::vector<Segment>& segments, int64_t rows, const BatchLayoutOptions& options);
 
 // A ring prefill's key limits: for each SP rank's block of keys (its shard's positions, ascending) and each of this

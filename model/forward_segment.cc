@@ -124,4 +124,27 @@ RowMasks RowMasksOf(const std::vector<Segment>& segments, int64_t rows) {
   return masks;
 }
 
+RowMasks RowMasksOfRows(const RowMasks& masks, const std::vector<int64_t>& rows) {
+  RowMasks picked;
+  for (int64_t row : rows) {
+    picked.image.push_back(masks.image[row]);
+    picked.web.push_back(masks.web[row]);
+    picked.write.push_back(masks.write[row]);
+    picked.any_image |= masks.image[row] != 0;
+    picked.any_web |= masks.web[row] != 0;
+    picked.any_write |= masks.write[row] != 0;
+  }
+  return picked;
+}
+
+std::vector<int64_t> LogitTokens(const Segment& segment) {
+  std::vector<int64_t> tokens;
+  const bool ring = segment.input->sp_attention == SpAttention::kRing;
+  for (int64_t t = 0; t < segment.tokens; ++t) {
+    const bool last = ring ? segment.positions[t] == segment.context_length - 1 : t == segment.tokens - 1;
+    if (segment.input->all_logits || last) tokens.push_back(t);
+  }
+  return tokens;
+}
+
 }  // namespace ixc::model

@@ -46,6 +46,12 @@ struct RowMasks {
   bool any_image = false, any_web = false, any_write = false;
 };
 RowMasks RowMasksOf(const std::vector<Segment>& segments, int64_t rows);
+// `masks` of the rows `rows` alone, in their order.
+RowMasks RowMasksOfRows(const RowMasks& masks, const std::vector<int64_t>& rows);
+
+// The segment's tokens whose logits are wanted: every one with all_logits, else the last; in a ring prefill the one
+// at the prompt's last position, if this rank has it.
+std::vector<int64_t> LogitTokens(const Segment& segment);
 
 // The RoPE parameters for a sequence of `seq_len` tokens (dynamic NTK: spec 6).
 kernels::RopeParams RopeFor(const LlmConfig& c, int64_t seq_len);

@@ -104,9 +104,9 @@ absl::Status LmHead(const LlmWeights& weights, const float* normed, int64_t rows
 
 namespace {
 
-// The logits of one segment, from the final hidden states of its rows.
-absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, const float* x,
-                           parallel::DeviceComm* tp_comm, parallel::DeviceComm* comm) {
+// The logits of one segment's tokens `rows` (LogitTokens) from their final hidden states, rows x_rows.. of x.
+absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, const std::vector<int64_t>& rows,
+                           const float* x, int64_t x_rows, parallel::DeviceComm* tp_comm, parallel::DeviceComm* comm) {
   const ForwardInput& input = *segment.input;
   const LlmConfig& c = weights.shard;
   const int64_t hidden = c.hidden_size;
@@ -114,16 +114,8 @@ absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, co
   const bool sliced = tp_comm != nullptr && input.local_vocab;
   const int64_t vocab = sliced ? weights.shard.vocab_size : weights.config.vocab_size;
   parallel::DeviceComm* head_comm = sliced ? nullptr : tp_comm;
-  std::vector<int64_t> rows;  // rows of the segment whose logits are wanted
-  for (int64_t t = 0; t < segment.tokens; ++t) {
-    const bool last = input.sp_attention == SpAttention::kRing ? segment.positions[t] == segment.context_length - 1
-                                                               : t == segment.tokens - 1;
-    if (input.all_logits || last) rows.push_back(t);
-  }
-  std::vector<float> picked(rows.size() * hidden), own(rows.size() * vocab);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    std::copy_n(x + (segment.first_row + rows[i]) * hidden, hidden, picked.data() + i * hidden);
-  }
+  std::vector<float> picked(x + x_rows * hidden, x + (x_rows + static_cast<int64_t>(rows.size())) * hidden);
+  std::vector<float> own(rows.size() * vocab);
   kernels::RmsNorm(picked.data(), weights.final_norm.data(), picked.data(), rows.size(), hidden, c.rms_norm_eps);
   IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), rows.size(), head_comm, own.data()));
   if (input.sp_attention != SpAttention::kRing) {
@@ -175,28 +167,53 @@ absl::Status CpuForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>&
   std::vector<float> projected(tokens * hidden);               // (tokens, hidden)
   std::vector<float> gate(tokens * ffn), up(tokens * ffn);     // (tokens, intermediate)
 
+  // The last layer needs K and V of every row, but the attention and the feed-forward only on the rows whose logits
+  // are wanted (a prompt's last): where every segment attends locally and some rows give none, it goes on past its
+  // K/V store with those rows alone, moved to the front (as on the GPU, model/cuda/cuda_forward.cc).
+  std::vector<std::vector<int64_t>> wanted;  // per segment, its tokens whose logits are wanted
+  std::vector<int64_t> logit_rows;           // the batch's rows of them, ascending
+  bool all_local = true;
+  for (const Segment& segment : segments) {
+    wanted.push_back(LogitTokens(segment));
+    for (int64_t t : wanted.back()) logit_rows.push_back(segment.first_row + t);
+    all_local &= segment.input->sp_attention == SpAttention::kLocal;
+  }
+  const int64_t logit_count = static_cast<int64_t>(logit_rows.size());
+  const bool compact_last_layer = all_local && logit_count > 0 && logit_count < tokens;
+  const RowMasks logit_masks = RowMasksOfRows(masks, logit_rows);
+
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights.layers[layer];
+    const bool compacting = compact_last_layer && layer == c.num_layers - 1;
     // Attention block: x += wo(Attn(RoPE(q), RoPE(k), v)); attention per sequence, everything else batched.
     kernels::RmsNorm(x.data(), w.attn_norm.data(), normed.data(), tokens, hidden, c.rms_norm_eps);
     ColumnParallelLinear(w.attn_qkv, normed.data(), tokens, adapters, qkv.data());
     UnpackQkv(c, qkv.data(), tokens, q.data(), k.data(), v.data());
-    for (Segment& segment : segments) {
+    for (size_t i = 0; i < segments.size(); ++i) {
+      const Segment& segment = segments[i];
       float* sq = q.data() + segment.first_row * c.num_heads * d;
       float* sk = k.data() + segment.first_row * kv_row;
       const float* sv = v.data() + segment.first_row * kv_row;
       float* out = attention.data() + segment.first_row * c.num_heads * d;
       kernels::ApplyRope(sq, segment.positions.data(), segment.tokens, c.num_heads, segment.rope);
       kernels::ApplyRope(sk, segment.positions.data(), segment.tokens, c.num_kv_heads, segment.rope);
-      for (size_t i = 0; i < segment.stored.size(); ++i) {
-        std::copy_n(sk + segment.stored[i] * kv_row, kv_row, cache.KeySlot(layer, *segment.seq, segment.past + i));
-        std::copy_n(sv + segment.stored[i] * kv_row, kv_row, cache.ValueSlot(layer, *segment.seq, segment.past + i));
+      for (size_t s = 0; s < segment.stored.size(); ++s) {
+        std::copy_n(sk + segment.stored[s] * kv_row, kv_row, cache.KeySlot(layer, *segment.seq, segment.past + s));
+        std::copy_n(sv + segment.stored[s] * kv_row, kv_row, cache.ValueSlot(layer, *segment.seq, segment.past + s));
       }
       const kernels::AttentionShape shape{static_cast<int>(segment.tokens), c.num_heads, scale};
       switch (segment.input->sp_attention) {
         case SpAttention::kLocal:
-          kernels::PagedAttention(sq, segment.positions.data(), cache.View(layer, *segment.seq), shape, out,
-                                  /*lse=*/nullptr);
+          if (compacting) {  // from the logit rows alone
+            for (int64_t t : wanted[i]) {
+              kernels::PagedAttention(sq + t * c.num_heads * d, segment.positions.data() + t,
+                                      cache.View(layer, *segment.seq), {1, c.num_heads, scale},
+                                      out + t * c.num_heads * d, /*lse=*/nullptr);
+            }
+          } else {
+            kernels::PagedAttention(sq, segment.positions.data(), cache.View(layer, *segment.seq), shape, out,
+                                    /*lse=*/nullptr);
+          }
           break;
         case SpAttention::kRing:
           IXC_RETURN_IF_ERROR(RingAttention(sq, sk, sv, segment.positions, c.num_kv_heads, static_cast<int>(d), shape,
@@ -208,18 +225,40 @@ absl::Status CpuForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>&
           break;
       }
     }
-    IXC_RETURN_IF_ERROR(RowParallelLinear(w.attn_out, attention.data(), tokens, adapters, projected.data(), tp_comm));
-    for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
+    int64_t rows = tokens;
+    RowAdapters layer_adapters = adapters;
+    if (compacting) {  // the logit rows' residual and attention output to the front; the rest of the layer on them
+      const int64_t width = c.num_heads * d;
+      for (int64_t j = 0; j < logit_count; ++j) {
+        if (logit_rows[j] == j) continue;
+        std::copy_n(x.data() + logit_rows[j] * hidden, hidden, x.data() + j * hidden);
+        std::copy_n(attention.data() + logit_rows[j] * width, width, attention.data() + j * width);
+      }
+      rows = logit_count;
+      layer_adapters = {logit_masks.any_image ? logit_masks.image.data() : nullptr,
+                        logit_masks.any_web ? logit_masks.web.data() : nullptr,
+                        logit_masks.any_write ? logit_masks.write.data() : nullptr};
+    }
+    IXC_RETURN_IF_ERROR(
+        RowParallelLinear(w.attn_out, attention.data(), rows, layer_adapters, projected.data(), tp_comm));
+    for (int64_t i = 0; i < rows * hidden; ++i) x[i] += projected[i];
 
     // Feed-forward block: x += w2(silu(w1 n) * w3 n).
-    kernels::RmsNorm(x.data(), w.ffn_norm.data(), normed.data(), tokens, hidden, c.rms_norm_eps);
-    ColumnParallelLinear(w.ffn_gate, normed.data(), tokens, adapters, gate.data());
-    ColumnParallelLinear(w.ffn_up, normed.data(), tokens, adapters, up.data());
-    kernels::SwiGlu(gate.data(), up.data(), gate.data(), tokens * ffn);
-    IXC_RETURN_IF_ERROR(RowParallelLinear(w.ffn_down, gate.data(), tokens, adapters, projected.data(), tp_comm));
-    for (int64_t i = 0; i < tokens * hidden; ++i) x[i] += projected[i];
+    kernels::RmsNorm(x.data(), w.ffn_norm.data(), normed.data(), rows, hidden, c.rms_norm_eps);
+    ColumnParallelLinear(w.ffn_gate, normed.data(), rows, layer_adapters, gate.data());
+    ColumnParallelLinear(w.ffn_up, normed.data(), rows, layer_adapters, up.data());
+    kernels::SwiGlu(gate.data(), up.data(), gate.data(), rows * ffn);
+    IXC_RETURN_IF_ERROR(RowParallelLinear(w.ffn_down, gate.data(), rows, layer_adapters, projected.data(), tp_comm));
+    for (int64_t i = 0; i < rows * hidden; ++i) x[i] += projected[i];
   }
-  for (const Segment& segment : segments) IXC_RETURN_IF_ERROR(SegmentLogits(weights, segment, x.data(), tp_comm, comm));
+  // Each segment's logit rows: contiguous in x (all its rows or one), at the front after compaction.
+  int64_t compacted = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const int64_t x_rows =
+        compact_last_layer ? compacted : segments[i].first_row + (wanted[i].empty() ? 0 : wanted[i][0]);
+    IXC_RETURN_IF_ERROR(SegmentLogits(weights, segments[i], wanted[i], x.data(), x_rows, tp_comm, comm));
+    compacted += static_cast<int64_t>(wanted[i].size());
+  }
   return absl::OkStatus();
 }
 

@@ -73,7 +73,7 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
                      std::all_of(segments.begin(), segments.end(), [](const Segment& segment) {
                        return segment.tokens == 1 && !segment.input->ids.empty();
                      });
-  IXC_ASSIGN_OR_RETURN(const CallPlan plan, PlanCall(segments, rows, sp_mode, graph));
+  IXC_ASSIGN_OR_RETURN(const CallPlan plan, PlanCall(segments, rows, graph));
   const bool choose = ChoosesOnDevice(segments, plan, sp_mode);
   if (choose) IXC_RETURN_IF_ERROR(UploadChoices(segments));
 
@@ -102,12 +102,10 @@ absl::Status CudaLanguageModel::ForwardBatch(const LlmWeights& weights, std::vec
 }
 
 absl::StatusOr<CudaLanguageModel::CallPlan> CudaLanguageModel::PlanCall(const std::vector<Segment>& segments,
-                                                                        int64_t rows, SpAttention sp_mode,
-                                                                        bool bucket_decode) {
+                                                                        int64_t rows, bool bucket_decode) {
   CallPlan plan;
   plan.layout = LayOutBatch(segments, rows,
-                            {.sp_mode = sp_mode,
-                             .block_size = options_.block_size,
+                            {.block_size = options_.block_size,
                              .decode_max_tokens = kDecodeMaxTokens,
                              .decode_rows_per_launch = kDecodeRowsPerLaunch,
                              .bucket_decode = bucket_decode});

@@ -147,8 +147,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
 
   // The forward (cuda_forward.cc). Positions, slots, visible keys, block tables and masks in one upload; with
   // `bucket_decode` each decode run's max_visible is rounded up (a graph then serves a range of lengths).
-  absl::StatusOr<CallPlan> PlanCall(const std::vector<Segment>& segments, int64_t rows, SpAttention sp_mode,
-                                    bool bucket_decode);
+  absl::StatusOr<CallPlan> PlanCall(const std::vector<Segment>& segments, int64_t rows, bool bucket_decode);
   // Every layer, the final norm and the head GEMM of the wanted rows into logits_: launches on the stream (and,
   // with TP or SP, the comm's transfers).
   absl::Status LaunchLayers(const std::vector<Segment>& segments, const CallPlan& plan, SpAttention sp_mode,

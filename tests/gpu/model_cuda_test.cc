@@ -7,6 +7,7 @@
 // launched kernel by kernel and replayed as CUDA graphs (captured at the first step, replayed at the next five).
 // Skipped without a GPU.
 //   IXC_GOLDEN_MODELS=/path/to/models ./model_cuda_test   (tests/make_golden_models.py builds them)
+#include "core/status_macros.h"
 #include "kernels/ops.h"
 #include "model/cuda/cuda_language_model.h"
 #include "model/generation.h"
@@ -21,9 +22,6 @@ using ixc::testing::CudaTest;
 using ixc::testing::kLanguageModelCases;
 using ixc::testing::RelativeError;
 
-class CudaModelTest : public ixc::testing::CudaTest,
-                      public ::testing::WithParamInterface<std::tuple<std::string, bool>> {};
-
 constexpr int kKvBlocks = 256;
 
 // The golden checkpoint `name` on the GPU in its 16-bit dtype (f16 for the f16 checkpoint, else bf16).
@@ -36,47 +34,62 @@ absl::StatusOr<KvCache> AttachGolden(LlmWeights& weights, bool decode_graphs) {
   return AttachCudaModel(weights, options);
 }
 
-TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
-  const auto& [name, decode_graphs] = GetParam();
-  const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(name);
-  auto cpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
-  ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
-  auto gpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
-  ASSERT_TRUE(gpu_weights.ok()) << gpu_weights.status();
-  auto gpu_cache = AttachGolden(*gpu_weights, decode_graphs);
-  ASSERT_TRUE(gpu_cache.ok()) << gpu_cache.status();
-  KvCache cpu_cache(cpu_weights->config, gpu_cache->block_size(), kKvBlocks);
+// Each case's golden checkpoint loaded twice, one copy on the GPU (with or without decode graphs), each with a KV
+// cache of the same blocks; and the case's prompt.
+class CudaModelTest : public ixc::testing::CudaTest,
+                      public ::testing::WithParamInterface<std::tuple<std::string, bool>> {
+ protected:
+  absl::Status LoadBoth() {
+    const auto& [name, decode_graphs] = GetParam();
+    golden_ = ixc::testing::LoadGoldenPrompt(name);
+    IXC_ASSIGN_OR_RETURN(cpu_weights_, LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name));
+    IXC_ASSIGN_OR_RETURN(gpu_weights_, LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name));
+    IXC_ASSIGN_OR_RETURN(KvCache gpu_cache, AttachGolden(gpu_weights_, decode_graphs));
+    gpu_cache_.emplace(std::move(gpu_cache));
+    cpu_cache_.emplace(cpu_weights_.config, gpu_cache_->block_size(), kKvBlocks);
+    prompt_.ids = golden_.ids;
+    prompt_.image_mask = golden_.image_mask;
+    prompt_.lora = golden_.lora;
+    return absl::OkStatus();
+  }
 
-  ForwardInput prompt;
-  prompt.ids = c.ids;
-  prompt.image_mask = c.image_mask;
-  prompt.lora = c.lora;
+  ixc::testing::GoldenPrompt golden_;
+  LlmWeights cpu_weights_, gpu_weights_;
+  std::optional<KvCache> cpu_cache_, gpu_cache_;
+  ForwardInput prompt_;
+};
+
+TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
+  const absl::Status loaded = LoadBoth();
+  ASSERT_TRUE(loaded.ok()) << loaded;
+  const auto& [name, decode_graphs] = GetParam();
   SequenceKv cpu_seq, gpu_seq;
-  auto cpu_logits = Prefill(*cpu_weights, prompt, /*all_logits=*/true, cpu_seq, cpu_cache, nullptr);
-  auto gpu_logits = Prefill(*gpu_weights, prompt, /*all_logits=*/true, gpu_seq, *gpu_cache, nullptr);
+  auto cpu_logits = Prefill(cpu_weights_, prompt_, /*all_logits=*/true, cpu_seq, *cpu_cache_, nullptr);
+  auto gpu_logits = Prefill(gpu_weights_, prompt_, /*all_logits=*/true, gpu_seq, *gpu_cache_, nullptr);
   ASSERT_TRUE(cpu_logits.ok()) << cpu_logits.status();
   ASSERT_TRUE(gpu_logits.ok()) << gpu_logits.status();
   EXPECT_LT(RelativeError(*gpu_logits, *cpu_logits), 0.03) << name << " prefill";
 
   // Decode steps fed the same tokens (the CPU's greedy choices), two sequences batched on each side.
   SequenceKv cpu_seq2, gpu_seq2;
-  ForwardInput short_prompt = prompt;
-  short_prompt.ids = std::span<const int32_t>(c.ids).first(c.ids.size() / 2);
-  if (!c.image_mask.empty()) short_prompt.image_mask = std::span<const uint8_t>(c.image_mask).first(c.ids.size() / 2);
-  ASSERT_TRUE(Prefill(*cpu_weights, short_prompt, false, cpu_seq2, cpu_cache, nullptr).ok());
-  ASSERT_TRUE(Prefill(*gpu_weights, short_prompt, false, gpu_seq2, *gpu_cache, nullptr).ok());
-  const int64_t vocab = cpu_weights->config.vocab_size;
+  ForwardInput short_prompt = prompt_;
+  short_prompt.ids = std::span<const int32_t>(golden_.ids).first(golden_.ids.size() / 2);
+  if (!golden_.image_mask.empty())
+    short_prompt.image_mask = std::span<const uint8_t>(golden_.image_mask).first(golden_.ids.size() / 2);
+  ASSERT_TRUE(Prefill(cpu_weights_, short_prompt, false, cpu_seq2, *cpu_cache_, nullptr).ok());
+  ASSERT_TRUE(Prefill(gpu_weights_, short_prompt, false, gpu_seq2, *gpu_cache_, nullptr).ok());
+  const int64_t vocab = cpu_weights_.config.vocab_size;
   int32_t token = static_cast<int32_t>(
       std::max_element(cpu_logits->end() - vocab, cpu_logits->end()) - (cpu_logits->end() - vocab));
   for (int step = 0; step < 6; ++step) {
     std::vector<DecodeItem> cpu_items(2), gpu_items(2);
     for (int s = 0; s < 2; ++s) {
       const int64_t position = s == 0 ? cpu_seq.length : cpu_seq2.length;
-      cpu_items[s] = {token, static_cast<int32_t>(position), c.lora, s == 0 ? &cpu_seq : &cpu_seq2, {}};
-      gpu_items[s] = {token, static_cast<int32_t>(position), c.lora, s == 0 ? &gpu_seq : &gpu_seq2, {}};
+      cpu_items[s] = {token, static_cast<int32_t>(position), golden_.lora, s == 0 ? &cpu_seq : &cpu_seq2, {}};
+      gpu_items[s] = {token, static_cast<int32_t>(position), golden_.lora, s == 0 ? &gpu_seq : &gpu_seq2, {}};
     }
-    ASSERT_TRUE(DecodeSteps(*cpu_weights, cpu_items, cpu_cache, nullptr).ok());
-    auto status = DecodeSteps(*gpu_weights, gpu_items, *gpu_cache, nullptr);
+    ASSERT_TRUE(DecodeSteps(cpu_weights_, cpu_items, *cpu_cache_, nullptr).ok());
+    auto status = DecodeSteps(gpu_weights_, gpu_items, *gpu_cache_, nullptr);
     ASSERT_TRUE(status.ok()) << status;
     for (int s = 0; s < 2; ++s) {
       EXPECT_LT(RelativeError(gpu_items[s].logits, cpu_items[s].logits), 0.03)
@@ -89,58 +102,57 @@ TEST_P(CudaModelTest, LogitsMatchTheCpuPath) {
 }
 
 // Where only a prompt's last row gives logits, the GPU's last layer goes on past its K/V with the logit rows alone
-// (compacted, attending through the decode kernel): a batch of one prompt's second half after its first (its last
-// row a plain, image or LoRA row as the case has it) and a decode step of another sequence, against the CPU's same
-// batch; then a decode step on the prompt, which reads the last layer's K/V of every row.
+// (compacted, attending through the decode kernel): a batch of the prompt and another sequence's decode row (base
+// mode) against the CPU's same batch, a decode step after it (reading the last layer's K/V of every row), and a
+// prompt whose last row is an image row.
 TEST_P(CudaModelTest, LastLayerOnTheLogitRowsAlone) {
+  const absl::Status loaded = LoadBoth();
+  ASSERT_TRUE(loaded.ok()) << loaded;
   const auto& [name, decode_graphs] = GetParam();
-  const ixc::testing::GoldenPrompt c = ixc::testing::LoadGoldenPrompt(name);
-  auto cpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
-  ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
-  auto gpu_weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/" + name);
-  ASSERT_TRUE(gpu_weights.ok()) << gpu_weights.status();
-  auto gpu_cache = AttachGolden(*gpu_weights, decode_graphs);
-  ASSERT_TRUE(gpu_cache.ok()) << gpu_cache.status();
-  KvCache cpu_cache(cpu_weights->config, gpu_cache->block_size(), kKvBlocks);
-
-  const size_t half = c.ids.size() / 2;
-  auto part = [&](size_t first, size_t count) {
-    ForwardInput input;
-    input.ids = std::span<const int32_t>(c.ids).subspan(first, count);
-    if (!c.image_mask.empty()) input.image_mask = std::span<const uint8_t>(c.image_mask).subspan(first, count);
-    input.lora = c.lora;
-    return input;
-  };
-  const std::vector<int32_t> decode_token = {c.ids[1]};
+  ForwardInput start;  // the other sequence's first tokens
+  start.ids = std::span<const int32_t>(golden_.ids).first(3);
+  const std::vector<int32_t> decode_token = {golden_.ids[3]};
   ForwardInput decode;
   decode.ids = decode_token;
-  decode.lora = c.lora;
   struct Side {
     LlmWeights* weights = nullptr;
     KvCache* cache = nullptr;
-    SequenceKv prompt, other;
+    SequenceKv prompt_seq, other;
     std::vector<float> prompt_logits, other_logits;
   };
   Side cpu, gpu;
-  cpu.weights = &*cpu_weights;
-  cpu.cache = &cpu_cache;
-  gpu.weights = &*gpu_weights;
-  gpu.cache = &*gpu_cache;
+  cpu.weights = &cpu_weights_;
+  cpu.cache = &*cpu_cache_;
+  gpu.weights = &gpu_weights_;
+  gpu.cache = &*gpu_cache_;
   for (Side* side : {&cpu, &gpu}) {
-    ASSERT_TRUE(Prefill(*side->weights, part(0, half), false, side->prompt, *side->cache, nullptr).ok());
-    ASSERT_TRUE(Prefill(*side->weights, part(0, 3), false, side->other, *side->cache, nullptr).ok());
-    std::vector<BatchEntry> batch = {{part(half, c.ids.size() - half), &side->prompt, &side->prompt_logits},
+    ASSERT_TRUE(Prefill(*side->weights, start, false, side->other, *side->cache, nullptr).ok());
+    std::vector<BatchEntry> batch = {{prompt_, &side->prompt_seq, &side->prompt_logits},
                                      {decode, &side->other, &side->other_logits}};
     const absl::Status status = LanguageModelForwardBatch(*side->weights, batch, *side->cache);
     ASSERT_TRUE(status.ok()) << status;
   }
   EXPECT_LT(RelativeError(gpu.prompt_logits, cpu.prompt_logits), 0.03) << name << " the prompt's last row";
   EXPECT_LT(RelativeError(gpu.other_logits, cpu.other_logits), 0.03) << name << " the decode row beside it";
+  const std::vector<int32_t> next_token = {golden_.ids[0]};
+  ForwardInput next;
+  next.ids = next_token;
+  next.lora = golden_.lora;
   for (Side* side : {&cpu, &gpu}) {
-    std::vector<BatchEntry> batch = {{decode, &side->prompt, &side->prompt_logits}};
+    std::vector<BatchEntry> batch = {{next, &side->prompt_seq, &side->prompt_logits}};
     ASSERT_TRUE(LanguageModelForwardBatch(*side->weights, batch, *side->cache).ok());
   }
   EXPECT_LT(RelativeError(gpu.prompt_logits, cpu.prompt_logits), 0.03) << name << " a decode step after it";
+
+  if (!cpu_weights_.has_plora) return;
+  std::vector<uint8_t> image(golden_.ids.size(), 0);
+  image[1] = image.back() = 1;
+  prompt_.image_mask = image;
+  SequenceKv cpu_image, gpu_image;
+  auto cpu_last = Prefill(cpu_weights_, prompt_, false, cpu_image, *cpu_cache_, nullptr);
+  auto gpu_last = Prefill(gpu_weights_, prompt_, false, gpu_image, *gpu_cache_, nullptr);
+  ASSERT_TRUE(cpu_last.ok() && gpu_last.ok());
+  EXPECT_LT(RelativeError(*gpu_last, *cpu_last), 0.03) << name << " an image row last";
 }
 
 // Decode steps that choose their next token on the device (argmax, the repetition penalty, temperature, top-k and

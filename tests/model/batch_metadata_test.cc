@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "parallel/sequence_shard.h"
 
 namespace ixc::model {
@@ -44,6 +46,19 @@ class BatchMetadataTest : public ::testing::Test {
   }
   // Row r's value of the (rows) part at `at`.
   int32_t At(const BatchMetadata& m, int64_t at, int64_t r) const { return m.ints[at + r]; }
+  // `run` starts at first_row, its rows see `visible` keys and find the block tables `tables` (their first entries
+  // past `skip` blocks each) through their offsets.
+  void ExpectRun(const BatchMetadata& m, const DecodeRunLayout& run, int64_t first_row,
+                 const std::vector<int32_t>& visible, const std::vector<const SequenceKv*>& tables, int skip) const {
+    EXPECT_EQ(run.first_row, first_row);
+    ASSERT_EQ(run.rows, static_cast<int64_t>(visible.size()));
+    EXPECT_EQ(run.max_visible, *std::max_element(visible.begin(), visible.end()));
+    for (size_t r = 0; r < visible.size(); ++r) {
+      EXPECT_EQ(At(m, run.visible_at, r), visible[r]) << r;
+      const size_t block = std::min<size_t>(skip, tables[r]->block_table.size() - 1);
+      EXPECT_EQ(m.ints[At(m, run.table_offsets_at, r) + block], tables[r]->block_table[block]) << r;
+    }
+  }
   // Prefills `tokens` ids into `seq`.
   void Prefill(SequenceKv& seq, int tokens) {
     ids_.emplace_back(tokens, 7);
@@ -89,14 +104,7 @@ TEST_F(BatchMetadataTest, PrefillAndDecodesInOneBatch) {
   EXPECT_EQ(At(m, m.ids_at, 7), 31);
   // The two decodes are one run; each row's table offset finds its sequence's table in the upload.
   ASSERT_EQ(m.decode_runs.size(), 1u);
-  const DecodeRunLayout& run = m.decode_runs[0];
-  EXPECT_EQ(run.first_row, 6);
-  EXPECT_EQ(run.rows, 2);
-  EXPECT_EQ(run.max_visible, 6);
-  EXPECT_EQ(At(m, run.visible_at, 0), 6);
-  EXPECT_EQ(At(m, run.visible_at, 1), 4);
-  EXPECT_EQ(m.ints[At(m, run.table_offsets_at, 0) + 1], b.block_table[1]);
-  EXPECT_EQ(m.ints[At(m, run.table_offsets_at, 1)], c.block_table[0]);
+  ExpectRun(m, m.decode_runs[0], 6, {6, 4}, {&b, &c}, 1);
   for (size_t i = 0; i < 3; ++i) {
     const SequenceKv& seq = *segments_[i].seq;
     EXPECT_EQ(std::vector<int32_t>(m.ints.begin() + m.tables_at[i], m.ints.begin() + m.tables_at[i] +
@@ -110,16 +118,7 @@ TEST_F(BatchMetadataTest, PrefillAndDecodesInOneBatch) {
   EXPECT_EQ(m.logit_rows, (std::vector<int64_t>{5, 6, 7}));
   // The logit rows as one run of their compacted indices: a's last row, then the decodes, each in its own table.
   ASSERT_EQ(m.logit_runs.size(), 1u);
-  const DecodeRunLayout& logits = m.logit_runs[0];
-  EXPECT_EQ(logits.first_row, 0);
-  EXPECT_EQ(logits.rows, 3);
-  EXPECT_EQ(logits.max_visible, 6);
-  EXPECT_EQ(At(m, logits.visible_at, 0), 6);
-  EXPECT_EQ(At(m, logits.visible_at, 1), 6);
-  EXPECT_EQ(At(m, logits.visible_at, 2), 4);
-  EXPECT_EQ(m.ints[At(m, logits.table_offsets_at, 0) + 1], a.block_table[1]);
-  EXPECT_EQ(m.ints[At(m, logits.table_offsets_at, 1) + 1], b.block_table[1]);
-  EXPECT_EQ(m.ints[At(m, logits.table_offsets_at, 2)], c.block_table[0]);
+  ExpectRun(m, m.logit_runs[0], 0, {6, 6, 4}, {&a, &b, &c}, 1);
   // The logit rows' own masks after every row's: neither is an image row, all are in base mode.
   const auto* logit_masks = reinterpret_cast<const uint8_t*>(m.ints.data() + m.logit_masks_at);
   EXPECT_GE(m.logit_masks_at * 4, m.masks_at * 4 + 3 * 8);
@@ -192,7 +191,7 @@ TEST_F(BatchMetadataTest, ShardedKeysLimitWhatEachRowSees) {
   chunk.positions = chunk_positions;
   chunk.store_kv = chunk_keep;
   chunk.sp_attention = SpAttention::kGatherMerge;
-  const BatchMetadata m = LayOut({chunk}, {&seq}, {.sp_mode = SpAttention::kGatherMerge, .block_size = kBlock});
+  const BatchMetadata m = LayOut({chunk}, {&seq}, {.block_size = kBlock});
   EXPECT_EQ(seq.positions, (std::vector<int32_t>{0, 1, 4, 5, 7}));
   EXPECT_EQ(At(m, m.last_key_at, 0), 3);  // position 6 sees the keys at 0, 1, 4, 5
   EXPECT_EQ(At(m, m.last_key_at, 1), 4);  // position 7 also its own
@@ -211,12 +210,12 @@ TEST_F(BatchMetadataTest, RingPrefillWantsThePromptsLastPositionOnly) {
   shard.positions = positions;
   shard.context_length = 8;
   shard.sp_attention = SpAttention::kRing;
-  const BatchMetadata m = LayOut({shard}, {&seq}, {.sp_mode = SpAttention::kRing, .block_size = kBlock});
+  const BatchMetadata m = LayOut({shard}, {&seq}, {.block_size = kBlock});
   EXPECT_EQ(m.logit_rows, (std::vector<int64_t>{3}));
   SequenceKv other;
   const std::vector<int32_t> other_positions = {2, 3, 4, 5};  // rank 1: no last position, no logits
   shard.positions = other_positions;
-  EXPECT_TRUE(LayOut({shard}, {&other}, {.sp_mode = SpAttention::kRing, .block_size = kBlock}).logit_rows.empty());
+  EXPECT_TRUE(LayOut({shard}, {&other}, {.block_size = kBlock}).logit_rows.empty());
 }
 
 TEST_F(BatchMetadataTest, DecodeRunsAreCappedAndContiguous) {

@@ -69,6 +69,52 @@ TEST_P(LanguageModelGoldenTest, LogitsAndGreedyMatchTransformers) {
   RecordProperty("max_abs_logit_error", std::to_string(error));
 }
 
+// Where only a prompt's last row gives logits, the last layer goes on past its K/V with the logit rows alone: the
+// prompt batched with another sequence's decode row gives transformers' logits of its last position (its image rows
+// and LoRA as the case has them), the decode row those of the same step alone, and a decode step after it (reading
+// the last layer's K/V of every row) chooses the greedy continuation's second token.
+TEST_P(LanguageModelGoldenTest, LastLayerOnTheLogitRowsAlone) {
+  const Golden golden = LoadGolden(GetParam());
+  auto weights = LoadLlmWeights(ModelDir(GetParam()));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  KvCache cache(weights->config, /*block_size=*/4, /*num_blocks=*/64);
+  const int64_t vocab = weights->config.vocab_size, length = static_cast<int64_t>(golden.prompt.size());
+  ForwardInput prompt;
+  prompt.ids = golden.prompt;
+  prompt.image_mask = golden.image_mask;
+  prompt.lora = golden.lora;
+  ForwardInput start;  // the other sequence's first tokens, in the base mode (so its row takes none of the LoRAs)
+  start.ids = std::span<const int32_t>(golden.prompt).first(3);
+  SequenceKv seq, other, other_alone;
+  for (SequenceKv* s : {&other, &other_alone}) ASSERT_TRUE(Prefill(*weights, start, false, *s, cache, nullptr).ok());
+  const std::vector<int32_t> token = {golden.prompt[3]};
+  ForwardInput decode;
+  decode.ids = token;
+  std::vector<float> logits, other_logits, alone_logits;
+  std::vector<BatchEntry> batch = {{prompt, &seq, &logits}, {decode, &other, &other_logits}};
+  ASSERT_TRUE(LanguageModelForwardBatch(*weights, batch, cache).ok());
+  const std::vector<float> last(golden.logits.floats.end() - vocab, golden.logits.floats.end());
+  EXPECT_LE(MaxAbsDiff(logits, last), 1e-4) << "the prompt's last position";
+  std::vector<BatchEntry> alone = {{decode, &other_alone, &alone_logits}};
+  ASSERT_TRUE(LanguageModelForwardBatch(*weights, alone, cache).ok());
+  EXPECT_LE(MaxAbsDiff(other_logits, alone_logits), 1e-5) << "the decode row beside it";
+  auto next = DecodeStep(*weights, golden.greedy[0], static_cast<int32_t>(length), golden.lora, seq, cache, nullptr);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(std::max_element(next->begin(), next->end()) - next->begin(), golden.greedy[1]) << "the step after";
+
+  // A last row that is an image row keeps its PLoRA: the same as the last of every row's logits.
+  if (!weights->has_plora) return;
+  std::vector<uint8_t> image(length, 0);
+  image[1] = image.back() = 1;
+  prompt.image_mask = image;
+  SequenceKv whole, last_only;
+  auto every_row = Prefill(*weights, prompt, true, whole, cache, nullptr);
+  auto last_row = Prefill(*weights, prompt, false, last_only, cache, nullptr);
+  ASSERT_TRUE(every_row.ok() && last_row.ok());
+  EXPECT_LE(MaxAbsDiff(*last_row, std::vector<float>(every_row->end() - vocab, every_row->end())), 1e-5)
+      << "an image row last";
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, LanguageModelGoldenTest, ::testing::ValuesIn(kLanguageModelCases));
 
 // The goldens with image rows must depend on the mask: without it the logits move well past the tolerance.
