@@ -2,8 +2,8 @@
 //
 // The vision tower on one GPU (spec 3): the CLIP ViT, the 2x2 merge with the separators and vision_proj, with
 // model/vision_encoder's semantics. Weights in bf16 or f16, LayerNorm weights and biases in f32; the residual stream
-// stays f32. Crops go through the ViT a pass of at most kCropsPerPass at a time (every linear layer one GEMM over
-// all of a pass's tokens); attention is the flash kernel with every query seeing its crop's keys.
+// stays f32. Crops go through the ViT in passes of at most kCropsPerPass, of even sizes (every linear layer one GEMM
+// over all of a pass's tokens); attention is the flash kernel with every query seeing its crop's keys.
 //
 //   IXC_RETURN_IF_ERROR(AttachCudaVision(vision, {}));   // --device cuda
 //   ... EmbedImage(vision, crops, rows, cols) now runs on the GPU ...

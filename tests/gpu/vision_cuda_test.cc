@@ -80,6 +80,7 @@ class CudaVisionTest : public CudaTest, public ::testing::WithParamInterface<con
   std::unique_ptr<VisionWeights> cpu_, gpu_;
 };
 
+// Two passes of the ViT (their sizes even: kCropsPerPass + 2 crops as two halves).
 TEST_P(CudaVisionTest, EncodeCropsMatchesTheCpu) {
   const int count = CudaVisionModel::kCropsPerPass + 2;
   const std::vector<float> crops = Crops(count, 4);
