@@ -48,12 +48,25 @@ for device in ("cpu", "gpu"):
             f.write(json.dumps(dict(r, max_new_tokens=8, ignore_eos=True,
                                     dump_logits=f"{work}/{r['id']}.{device}.npy")) + "\n")
 PY
+# Open MPI 5.0's mpirun crashes in PMIx's printf of an MPMD job's app contexts on newer glibc (open-mpi/ompi#13303,
+# open: `mpirun -n 1 date : -n 1 date` segfaults), which may be what stopped it on the GPU machine. Where the MPMD
+# line dies by SIGSEGV (139), the same job runs again as one program that execs the coordinator on rank 0 and the
+# worker elsewhere (IXC_ONE_PROGRAM=1 takes that form from the start).
 cluster() {  # device requests results [flags]
   local device=$1 requests=$2 results=$3
   shift 3
-  mpirun --allow-run-as-root --oversubscribe --bind-to none -np 1 "$bundle/ixc-coordinator" --model "$work/model" \
-    --requests "$requests" --results "$results" --tp 1 --sp 1 --vision 1 --device "$device" \
-    --label-font "$bundle/DejaVuSans.ttf" --step-timeout-s 120 "$@" : -np 2 "$bundle/ixc-worker"
+  local mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
+  local coordinator=("$bundle/ixc-coordinator" --model "$work/model" --requests "$requests" --results "$results"
+    --tp 1 --sp 1 --vision 1 --device "$device" --label-font "$bundle/DejaVuSans.ttf" --step-timeout-s 120 "$@")
+  local rc=0
+  if [ "${IXC_ONE_PROGRAM:-0}" != 1 ]; then
+    "${mpi[@]}" -np 1 "${coordinator[@]}" : -np 2 "$bundle/ixc-worker" || rc=$?
+    [ "$rc" = 139 ] || return "$rc"
+    echo "mpirun (MPMD) died by SIGSEGV: the job again as one program"
+  fi
+  # shellcheck disable=SC2016  # expanded by the ranks' shell
+  "${mpi[@]}" -np 3 bash -c 'if [ "${OMPI_COMM_WORLD_RANK:-$PMIX_RANK}" = 0 ]; then exec "$@"; fi; exec "$0"' \
+    "$bundle/ixc-worker" "${coordinator[@]}"
 }
 echo "== the cluster on the CPU (at ${SECONDS} s)"
 cluster cpu "$work/requests-cpu.jsonl" "$work/results-cpu.jsonl" >"$work/cpu.log" 2>&1 || { tail -30 "$work/cpu.log"; exit 1; }
