@@ -27,9 +27,9 @@ struct GpuLimits {
 // Median milliseconds of `repeats` runs of `work` on `stream`, after `warmup` runs, timed with CUDA events.
 double MedianMs(const std::function<void()>& work, cudaStream_t stream, int warmup = 3, int repeats = 10);
 
-// The same with the L2 cache emptied of `work`'s data before each run (a 256 MiB buffer written outside the timed
-// span): for work whose bytes would fit in L2 (a 7B layer's weights, 8K tokens of one KV head group), which in a
-// model step arrive from HBM, as the bandwidth figures assume.
+// The same with the L2 cache emptied of `work`'s data before each run (a 256 MiB buffer read outside the timed span,
+// so the L2 holds clean lines: bench/l2_scrub.h): for work whose bytes would fit in L2 (a 7B layer's weights, 8K
+// tokens of one KV head group), which in a model step arrive from HBM, as the bandwidth figures assume.
 double MedianMsFromHbm(const std::function<void()>& work, cudaStream_t stream, int warmup = 3, int repeats = 10);
 
 GpuLimits MeasureGpuLimits();

@@ -42,8 +42,9 @@ void GemmShapes(const GpuLimits& limits) {
   };
   const Layer layers[] = {{"wqkv", 6144, 4096},  {"wo", 4096, 4096},        {"w1/w3", 14336, 4096},
                           {"w2", 4096, 14336},   {"output", 92544, 4096}};
-  std::printf("\nGEMM (bf16 in, f32 accumulate, bf16 out), IXC-2.5 7B layers; up to 64 rows timed from HBM (L2 emptied "
-              "before each run)\n");
+  std::printf(
+      "\nGEMM (bf16 in, f32 accumulate, bf16 out), IXC-2.5 7B layers; up to 64 rows timed from HBM (the L2 "
+      "holding clean lines of another buffer before each run)\n");
   std::printf("%-7s %6s %6s %6s %10s %10s %8s %8s %-13s %s\n", "layer", "M", "N", "K", "ms", "TFLOP/s", "TB/s",
               "% limit", "", "kernel");
   for (const Layer& layer : layers) {
