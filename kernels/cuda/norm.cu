@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads)
       const float4 b = LoadFour(bias + 4 * i);
       v = {v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w};
     }
-    StoreFour(x + 4 * i, v);
+    if (delta != nullptr || bias != nullptr) StoreFour(x + 4 * i, v);  // else the residual is as it was
     sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
   }
   const float inv_rms = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(hidden) + eps);

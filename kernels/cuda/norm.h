@@ -23,8 +23,9 @@ namespace ixc::kernels::cuda {
 absl::Status LaunchRmsNorm(DType dtype, void* out, const void* x, const float* weight, int64_t rows, int64_t hidden,
                            float eps, cudaStream_t stream);
 
-// residual (rows, hidden) f32, updated in place; delta (rows, hidden) f32 or null; bias (hidden) f32 or null;
-// weight (hidden) f32; out (rows, hidden) in out_dtype (bf16, f16 or f32).
+// residual (rows, hidden) f32, updated in place (only read where delta and bias are both null: the norm of a residual
+// the GEMMs before it added onto); delta (rows, hidden) f32 or null; bias (hidden) f32 or null; weight (hidden) f32;
+// out (rows, hidden) in out_dtype (bf16, f16 or f32).
 absl::Status LaunchAddRmsNorm(float* residual, const float* delta, const float* bias, const float* weight,
                               DType out_dtype, void* out, int64_t rows, int64_t hidden, float eps,
                               cudaStream_t stream);

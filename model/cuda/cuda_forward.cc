@@ -149,25 +149,22 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   const int32_t* positions = plan.at(plan.layout.positions_at);  // (rows) each
   const int32_t* slots = plan.at(plan.layout.slots_at);
   const int32_t* last_key = plan.at(plan.layout.last_key_at);
-  auto all_reduce = [&](float* data, int64_t count) -> absl::Status {
-    if (tp_size_ == 1) return absl::OkStatus();
+  auto all_reduce = [&](float* data, int64_t count) -> absl::Status {  // with TP
     if (comm->OrdersOnStreams()) return comm->AllReduceSumOnStream(data, count, parallel::Group::kTensor, stream);
     IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));  // the comm runs on its own stream
     return comm->AllReduceSum(data, count, parallel::Group::kTensor);
   };
   const float scale = 1.f / std::sqrt(static_cast<float>(d));
   float* lse = sp_mode == SpAttention::kLocal ? nullptr : lse_;  // the SP merges need each row's log-sum-exp
-  const float* pending_delta = nullptr;  // the previous sublayer's output, added in the next fused norm
+  // With TP, the previous sublayer's reduced output and bias, added in the next fused norm (on one GPU the GEMMs add
+  // onto the residual stream themselves).
+  const float* pending_delta = nullptr;
   const float* pending_bias = nullptr;
   // Decode of 1-2 rows on one GPU with IXC_FEWER_DECODE_KERNELS=1 (kernels/cuda/gemm.h, RmsNormInput and
-  // QkvRopeArgs): the attention output's and the feed-forward's weight passes add onto the residual stream
-  // themselves, each RMSNorm is done by the weight pass that reads it, and (without LoRA terms or a bias) the qkv pass
-  // applies RoPE and stores K and V: up to three kernels fewer per layer on the step's chain of dependent kernels.
+  // QkvRopeArgs): each RMSNorm is done by the weight pass that reads it, and (without LoRA terms or a bias) the qkv
+  // pass applies RoPE and stores K and V: up to three kernels fewer per layer on the step's chain of dependent kernels.
   const bool norms_in_pass = kc::FewerDecodeKernelsRequested() && tp_size_ == 1 && sp_mode == SpAttention::kLocal &&
-                             kc::Gemm::NormsInPass(rows, hidden) &&
-                             std::all_of(layers_.begin(), layers_.end(), [](const Layer& layer) {
-                               return layer.attn_out.bias == nullptr && layer.down.bias == nullptr;
-                             });
+                             kc::Gemm::NormsInPass(rows, hidden);
   // A prefill's last layer needs K and V of every row, but the attention and the feed-forward only on the rows whose
   // logits are wanted (a prompt's last): past its K/V store it goes on with those rows alone, compacted to rows
   // 0..n-1 (their residual to delta_, their attention output to q_, both free by then), attending through the decode
@@ -252,12 +249,6 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
       IXC_RETURN_IF_ERROR(decode_attention(plan.layout.decode_runs, q_, attention_));
       if (sp_mode == SpAttention::kGatherMerge) IXC_RETURN_IF_ERROR(GatherMerge(rows, *comm));
     }
-    if (norms_in_pass) {  // x_ += attention . W_out^T; then the feed-forward, which adds onto x_ too
-      IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attention_, rows, masks, x_, DType::kF32, nullptr, true));
-      IXC_RETURN_IF_ERROR(FeedForwardFirstHalf(w, rows, masks, &ffn_norm));
-      IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, rows, masks, x_, DType::kF32, nullptr, true));
-      continue;
-    }
     const void* attended = attention_;
     int64_t layer_rows = rows;
     const Masks* layer_masks = &masks;
@@ -268,6 +259,21 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
       layer_rows = logit_count;
       layer_masks = &plan.logit_masks;
     }
+    if (tp_size_ == 1) {
+      // The attention output and the feed-forward add onto the residual stream in their GEMMs (biases included), so
+      // the norms after them only read it; with the fused decode step the feed-forward's weight pass does its norm.
+      IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attended, layer_rows, *layer_masks, residual, DType::kF32, nullptr,
+                                      /*accumulate=*/true, /*with_bias=*/true));
+      if (!norms_in_pass) {
+        IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(residual, nullptr, nullptr, w.ffn_norm, dtype, normed_, layer_rows,
+                                                 hidden, c.rms_norm_eps, stream));
+      }
+      IXC_RETURN_IF_ERROR(FeedForwardFirstHalf(w, layer_rows, *layer_masks, norms_in_pass ? &ffn_norm : nullptr));
+      IXC_RETURN_IF_ERROR(ApplyLinear(w.down, gate_, layer_rows, *layer_masks, residual, DType::kF32, nullptr,
+                                      /*accumulate=*/true, /*with_bias=*/true));
+      continue;
+    }
+    // With TP each rank's output is a partial sum: reduced first, then added in the next norm.
     IXC_RETURN_IF_ERROR(ApplyLinear(w.attn_out, attended, layer_rows, *layer_masks, delta, DType::kF32));
     IXC_RETURN_IF_ERROR(all_reduce(delta, layer_rows * hidden));
     IXC_RETURN_IF_ERROR(kc::LaunchAddRmsNorm(residual, delta, w.attn_out.bias, w.ffn_norm, dtype, normed_, layer_rows,
@@ -284,9 +290,8 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
 
   // The head, on the rows whose logits are wanted: rows 0..n-1 of normed_ where the last layer was compacted or they
   // are all the rows (decode), else gathered into head_in_.
-  if (logit_count == 0)
-    return absl::OkStatus();  // a ring prefill's rank that holds neither the last position
-                              // nor all_logits
+  // A ring prefill's rank that holds neither the last position nor all_logits has no logit row.
+  if (logit_count == 0) return absl::OkStatus();
   const void* head_input = normed_;
   if (!compact_last_layer && logit_rows.back() != logit_count - 1) {
     IXC_RETURN_IF_ERROR(CopyRows(logit_rows, normed_, head_in_, hidden * e, stream));

@@ -219,7 +219,8 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
 }
 
 absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks,
-                                            void* y, DType out_dtype, const kc::RmsNormInput* norm, bool accumulate) {
+                                            void* y, DType out_dtype, const kc::RmsNormInput* norm, bool accumulate,
+                                            bool with_bias) {
   const DType dtype = options_.dtype;
   // The LoRAs of this call, each with the rows it applies to (all rows where `all`).
   struct Term {
@@ -232,8 +233,9 @@ absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x,
   if (masks.image != nullptr) terms[count++] = {&linear.plora, masks.image, false};
   if (masks.web != nullptr) terms[count++] = {&linear.web, masks.web, masks.web_all};
   if (masks.write != nullptr) terms[count++] = {&linear.write, masks.write, masks.write_all};
-  const kc::LinearArgs base{x,     linear.weight, y,          rows,    linear.out, linear.in,
-                            dtype, out_dtype,     accumulate, nullptr, norm};
+  const kc::LinearArgs base{x,         linear.weight, y,         rows,       linear.out,
+                            linear.in, dtype,         out_dtype, accumulate, with_bias ? linear.bias : nullptr,
+                            norm};
   // The first term's A product rides in the base weight's pass where that streams (decode rows).
   const bool first_alongside = count > 0 && terms[0].lora->rank > 0;
   if (first_alongside) {

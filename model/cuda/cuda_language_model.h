@@ -171,9 +171,11 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // choice.
   absl::Status ChooseTokens(const std::vector<Segment>& segments, parallel::DeviceComm* comm);
   // y = x . W^T (+ LoRA terms on the masked rows), or y += that; y in out_dtype. With `norm`, x (normed_) is
-  // RmsNorm(norm's residual) made by the weight pass itself, which writes it to x for the LoRA terms.
+  // RmsNorm(norm's residual) made by the weight pass itself, which writes it to x for the LoRA terms. With
+  // `with_bias`, the layer's bias (if any) is added too, in the GEMM's epilogue where y is f32.
   absl::Status ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks, void* y,
-                           DType out_dtype, const kernels::cuda::RmsNormInput* norm = nullptr, bool accumulate = false);
+                           DType out_dtype, const kernels::cuda::RmsNormInput* norm = nullptr, bool accumulate = false,
+                           bool with_bias = false);
   // gate_ = silu(normed_ . gate^T) * (normed_ . up^T), LoRA terms and biases included; decode rows without them
   // in one weight-streaming pass over both weights. With `norm`, normed_ is made from the residual first (by that
   // pass, where it is the one taken).
