@@ -4,7 +4,8 @@
 // are in the figure), in seconds, crops/s and TFLOP/s next to the GPU's bf16 peak. Then a vision rank's path for the
 // same image by where its buffers live: features and embeddings on the host (the MPI handoff as it was), features
 // on the GPU and embeddings on the host (the MPI handoff), both on the GPU (the NCCL handoff: the tower's own speed,
-// with only the crops' upload beside it).
+// with only the crops' upload beside it), and the last again in the ViT passes a vision rank with a GPU of its own
+// takes (model/placement.h: kOwnGpuCropsPerPass).
 //   ./vision_cuda_bench
 #include <algorithm>
 #include <chrono>
@@ -32,7 +33,6 @@ int Run() {
     return 1;
   }
   std::printf("\nViT-L/14 560 px + vision_proj, bf16 random weights: uploaded in %.1f s\n", Seconds(upload_start));
-  storage.clear();  // the GPU holds its copy
 
   const std::vector<float> pixels = testing::RandomFloats(int64_t{crops} * 3 * c.image_size * c.image_size, 3);
   const double tokens = (rows * cols + 1) * 400.0 + 1 + (rows + 1) * 20;
@@ -58,10 +58,23 @@ int Run() {
   struct Where {
     const char* name;
     int features_gpu, embeddings_gpu;  // -1: the host
+    int crops_per_pass;
   };
-  for (const Where& where : {Where{"features and embeddings on the host (MPI handoff, before)", -1, -1},
-                             Where{"features on the GPU, embeddings on the host (MPI handoff)", 0, -1},
-                             Where{"features and embeddings on the GPU (NCCL handoff)", 0, 0}}) {
+  // The last: the NCCL handoff's vision rank, which has a GPU of its own, as the worker places it (larger passes).
+  int crops_per_pass = model::kSharedGpuCropsPerPass;  // as attached above
+  for (const Where& where :
+       {Where{"features and embeddings on the host (MPI handoff, before)", -1, -1, model::kSharedGpuCropsPerPass},
+        Where{"features on the GPU, embeddings on the host (MPI handoff)", 0, -1, model::kSharedGpuCropsPerPass},
+        Where{"features and embeddings on the GPU (NCCL handoff)", 0, 0, model::kSharedGpuCropsPerPass},
+        Where{"features and embeddings on the GPU (NCCL handoff)", 0, 0, model::kOwnGpuCropsPerPass}}) {
+    if (where.crops_per_pass != crops_per_pass) {
+      crops_per_pass = where.crops_per_pass;
+      const absl::Status status = model::AttachCudaVision(weights, {.max_crops_per_pass = crops_per_pass});
+      if (!status.ok()) {
+        std::fprintf(stderr, "%s\n", status.ToString().c_str());
+        return 1;
+      }
+    }
     auto features = model::NewFloats(feature_floats, where.features_gpu);
     auto embeddings = model::NewFloats(embedding_floats, where.embeddings_gpu);
     if (!features.ok() || !embeddings.ok()) {
@@ -80,9 +93,11 @@ int Run() {
       }
       best = std::min(best, Seconds(start));
     }
-    std::printf("vision rank, %s: %.1f ms, %.0f TFLOP/s (%.0f%% of peak; features %.0f MB, embeddings %.0f MB)\n",
-                where.name, best * 1e3, flops / best / 1e12, 100 * flops / best / 1e12 / limits.datasheet_tflops,
-                feature_floats * 4 / 1e6, embedding_floats * 4 / 1e6);
+    std::printf(
+        "vision rank, %s, ViT passes of %d crops at most: %.1f ms, %.0f TFLOP/s (%.0f%% of peak; features %.0f MB, "
+        "embeddings %.0f MB)\n",
+        where.name, crops_per_pass, best * 1e3, flops / best / 1e12,
+        100 * flops / best / 1e12 / limits.datasheet_tflops, feature_floats * 4 / 1e6, embedding_floats * 4 / 1e6);
   }
   return 0;
 }

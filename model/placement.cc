@@ -32,7 +32,8 @@ absl::StatusOr<KvCache> PlaceModelOnGpu(LlmWeights& weights, const Placement& pl
 }
 
 absl::Status PlaceVisionOnGpu(VisionWeights& weights, const Placement& placement, DType dtype) {
-  return AttachCudaVision(weights, {.dtype = dtype, .device = placement.gpu});
+  return AttachCudaVision(
+      weights, {.dtype = dtype, .device = placement.gpu, .max_crops_per_pass = placement.vision_crops_per_pass});
 }
 absl::StatusOr<Floats> NewFloatsOnGpu(int64_t count, int gpu) { return NewDeviceFloats(count, gpu); }
 absl::Status CopyFloatsOnGpu(float* dst, const float* src, int64_t count) {

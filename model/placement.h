@@ -21,6 +21,9 @@
 
 namespace ixc::model {
 
+// The vision tower's crops per ViT pass on a GPU it shares with a language model, and on one of its own.
+inline constexpr int kSharedGpuCropsPerPass = 8, kOwnGpuCropsPerPass = 32;
+
 struct Placement {
   std::string device = "cpu";      // "cpu" | "cuda"
   int block_size = 16;
@@ -30,6 +33,10 @@ struct Placement {
   std::string dtype = "bf16";      // cuda: "bf16" | "f16"
   int gpu = 0;                     // cuda: which of this machine's devices
   bool cuda_graphs = true;         // cuda: decode steps as replayed CUDA graphs (CudaModelOptions::decode_graphs)
+  // cuda: the vision tower's crops per ViT pass at most (CudaVisionOptions::max_crops_per_pass): kSharedGpuCropsPerPass
+  // where it shares its GPU with a language model, kOwnGpuCropsPerPass where the GPU is its own (a cluster's vision
+  // rank: about 1.4 GB of scratch for fewer, larger GEMMs).
+  int vision_crops_per_pass = kSharedGpuCropsPerPass;
 };
 
 // The checks of --device (cpu | cuda) and --dtype (the GPU's: bf16 | f16), for every entry point that takes them

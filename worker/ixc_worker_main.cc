@@ -116,6 +116,7 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
     IXC_ASSIGN_OR_RETURN(model::LlmConfig llm, model::LoadLlmConfig(config.model_dir));
     IXC_ASSIGN_OR_RETURN(model::VisionWeights weights, model::LoadVisionWeights(config.model_dir, llm.hidden_size));
     IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> nccl, CreateNcclComm(mapping, gpu, nccl_handoff));
+    if (gpu.own) placement.vision_crops_per_pass = model::kOwnGpuCropsPerPass;
     IXC_RETURN_IF_ERROR(model::PlaceVision(weights, placement));
     const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
     VisionWorker worker(mapping, weights, handoff, gpu.gpu, *channel, config.step_timeout_s);

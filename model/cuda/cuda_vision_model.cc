@@ -34,6 +34,10 @@ absl::StatusOr<std::shared_ptr<CudaVisionModel>> CudaVisionModel::Upload(const V
   }
   const VisionConfig& c = weights.config;
   const int head_dim = c.hidden_size / c.num_heads;
+  if (options.max_crops_per_pass < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the cuda vision tower takes at least one crop per pass, not ", options.max_crops_per_pass));
+  }
   if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 128) {
     return absl::InvalidArgumentError(
         absl::StrCat("the cuda vision tower's attention takes head_dim 16, 32, 64 or "
@@ -83,12 +87,13 @@ absl::StatusOr<std::shared_ptr<CudaVisionModel>> CudaVisionModel::Upload(const V
 
   // Attention of a pass: crop i's K and V are block i of `tokens` keys, and every query sits at the last position.
   const int64_t tokens = int64_t{c.grid()} * c.grid() + 1;
-  std::vector<int32_t> metadata(kCropsPerPass + tokens, static_cast<int32_t>(tokens - 1));
-  std::iota(metadata.begin(), metadata.begin() + kCropsPerPass, 0);
+  const int per_pass = options.max_crops_per_pass;
+  std::vector<int32_t> metadata(per_pass + tokens, static_cast<int32_t>(tokens - 1));
+  std::iota(metadata.begin(), metadata.begin() + per_pass, 0);
   IXC_ASSIGN_OR_RETURN(void* p, arena.Allocate(static_cast<int64_t>(metadata.size()) * 4));
   IXC_RETURN_IF_ERROR(CopyToDeviceNow(p, metadata.data(), static_cast<int64_t>(metadata.size()) * 4, nullptr));
   model->attention_tables_ = static_cast<int32_t*>(p);
-  model->attention_positions_ = model->attention_tables_ + kCropsPerPass;
+  model->attention_positions_ = model->attention_tables_ + per_pass;
   return model;
 }
 
@@ -153,9 +158,10 @@ absl::Status CudaVisionModel::EncodeToDevice(const float* crops, int count) {
   const int64_t crop_floats = 3 * int64_t{c.image_size} * c.image_size;
   cudaStream_t stream = gpu_->stream;
   IXC_RETURN_IF_ERROR(features_.Reserve(count * tokens * hv * 4, stream, "ViT features"));
-  // As few passes as kCropsPerPass allows, of even sizes (26 crops: 7, 7, 6, 6 rather than 8, 8, 8, 2, whose last
-  // pass would fill a fraction of the GPU for as many kernels as a whole one).
-  const int passes = (count + kCropsPerPass - 1) / kCropsPerPass;
+  // As few passes as max_crops_per_pass allows, of even sizes (26 crops at 8: 7, 7, 6, 6 rather than 8, 8, 8, 2,
+  // whose last pass would fill a fraction of the GPU for as many kernels as a whole one).
+  const int per_pass = options_.max_crops_per_pass;
+  const int passes = (count + per_pass - 1) / per_pass;
   for (int p = 0, first = 0; p < passes; ++p) {
     const int pass = (count - first) / (passes - p) + ((count - first) % (passes - p) != 0);
     IXC_RETURN_IF_ERROR(crops_.Reserve(pass * crop_floats * 4, stream, "crops"));

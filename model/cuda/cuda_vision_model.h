@@ -2,8 +2,8 @@
 //
 // The vision tower on one GPU (spec 3): the CLIP ViT, the 2x2 merge with the separators and vision_proj, with
 // model/vision_encoder's semantics. Weights in bf16 or f16, LayerNorm weights and biases in f32; the residual stream
-// stays f32. Crops go through the ViT in passes of at most kCropsPerPass, of even sizes (every linear layer one GEMM
-// over all of a pass's tokens); attention is the flash kernel with every query seeing its crop's keys.
+// stays f32. Crops go through the ViT in passes of at most max_crops_per_pass, of even sizes (every linear layer one
+// GEMM over all of a pass's tokens); attention is the flash kernel with every query seeing its crop's keys.
 //
 //   IXC_RETURN_IF_ERROR(AttachCudaVision(vision, {}));   // --device cuda
 //   ... EmbedImage(vision, crops, rows, cols) now runs on the GPU ...
@@ -23,13 +23,14 @@ namespace ixc::model {
 struct CudaVisionOptions {
   DType dtype = DType::kBF16;  // weights and GEMM inputs: bf16 or f16
   int device = 0;
+  // Crops per ViT pass at most (passes of even sizes): each takes about 45 MB of scratch at 560 px in bf16, and
+  // larger passes are fewer, larger GEMMs (at 8 crops those with 1024 outputs fill about 3 waves of an H200's
+  // multiprocessors). The cluster's vision ranks with a GPU of their own take kOwnGpuCropsPerPass (model/placement.h).
+  int max_crops_per_pass = 8;
 };
 
 class CudaVisionModel : public DeviceVisionModel {
  public:
-  // Crops per ViT pass: bounds the scratch (about 45 MB per 560-px crop in bf16).
-  static constexpr int kCropsPerPass = 8;
-
   static absl::StatusOr<std::shared_ptr<CudaVisionModel>> Upload(const VisionWeights& weights,
                                                                  const CudaVisionOptions& options);
   ~CudaVisionModel() override;
@@ -84,7 +85,7 @@ class CudaVisionModel : public DeviceVisionModel {
   int32_t* attention_tables_ = nullptr;     // {0, 1, ...}: crop i's keys are block i
   int32_t* attention_positions_ = nullptr;  // (grid^2 + 1) all the last position: every query sees every key
 
-  // Scratch for one pass (kCropsPerPass crops at most), the features of one image, and its projection.
+  // Scratch for one pass (max_crops_per_pass crops at most), the features of one image, and its projection.
   GrowingBuffer crops_;                           // (count, 3, S, S) f32
   GrowingBuffer columns_;                         // (count * grid^2, patch_row_width_)
   GrowingBuffer patch_rows_;                      // (count * grid^2, hv) f32

@@ -80,15 +80,21 @@ class CudaVisionTest : public CudaTest, public ::testing::WithParamInterface<con
   std::unique_ptr<VisionWeights> cpu_, gpu_;
 };
 
-// Two passes of the ViT (their sizes even: kCropsPerPass + 2 crops as two halves).
+// 10 crops: two passes of 5 at the default 8 per pass, four (3, 3, 2, 2) at 3, one at 32 (a vision rank's own GPU).
 TEST_P(CudaVisionTest, EncodeCropsMatchesTheCpu) {
-  const int count = CudaVisionModel::kCropsPerPass + 2;
+  const int count = 10;
   const std::vector<float> crops = Crops(count, 4);
   auto cpu = EncodeCrops(*cpu_, crops.data(), count);
-  auto gpu = EncodeCrops(*gpu_, crops.data(), count);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  ASSERT_TRUE(gpu.ok()) << gpu.status();
-  EXPECT_LT(RelativeError(*gpu, *cpu), 0.03);
+  for (int per_pass : {8, 3, 32}) {
+    if (per_pass != 8) {
+      const absl::Status attached = AttachCudaVision(*gpu_, {.max_crops_per_pass = per_pass});
+      ASSERT_TRUE(attached.ok()) << attached;
+    }
+    auto gpu = EncodeCrops(*gpu_, crops.data(), count);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    EXPECT_LT(RelativeError(*gpu, *cpu), 0.03) << per_pass << " crops per pass";
+  }
 }
 
 TEST_P(CudaVisionTest, AssembleImageMatchesTheCpu) {
@@ -166,6 +172,10 @@ TEST(CudaVisionStartTest, AttachStartsOrSaysWhy) {
     EXPECT_NE(status.message().find("no CUDA device is usable"), std::string::npos) << status;
     EXPECT_EQ(weights->device, nullptr);
   }
+  // A pass of no crops is refused before any GPU is asked for.
+  const absl::Status none = AttachCudaVision(*weights, {.max_crops_per_pass = 0});
+  EXPECT_EQ(none.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(none.message().find("at least one crop per pass"), std::string::npos) << none;
 }
 
 }  // namespace
