@@ -240,6 +240,34 @@ __global__ void __launch_bounds__(kSmallThreads)
   }
 }
 
+// Gemm::LowRankSwiGlu: a warp per feature reads its rows of both B's, each against its own A products (the dot
+// products as SmallMLinearKernel takes them, so the sums are the same bits), adds them to the base products where
+// the row takes the LoRA, rounds as the accumulating Linear would, and applies SwiGLU as LaunchSwiGlu does.
+template <typename T, int M>
+__global__ void __launch_bounds__(kSmallThreads)
+    SmallMLowRankSwiGluKernel(const T* gate, const T* up, const T* a_gate, const T* a_up, const T* b_gate,
+                              const T* b_up, const uint8_t* mask, T* out, int64_t n, int64_t rank) {
+  AllowNextKernel();
+  const int64_t feature = int64_t{blockIdx.x} * kSmallFeatures + threadIdx.x / 32;
+  if (feature >= n) return;
+  const T* const gate_row[1] = {b_gate + feature * rank};
+  const T* const up_row[1] = {b_up + feature * rank};
+  float gate_lora[1][M], up_lora[1][M];
+  DotWeightRows<T, M, 1>(a_gate, gate_row, rank, gate_lora);  // waits for the kernel that wrote the A products
+  DotWeightRows<T, M, 1>(a_up, up_row, rank, up_lora);
+  if (threadIdx.x % 32 != 0) return;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const int64_t i = m * n + feature;
+    float g = ToFloat(gate[i]), u = ToFloat(up[i]);
+    if (mask == nullptr || mask[m] != 0) {
+      g = ToFloat(FromFloat<T>(gate_lora[0][m] + g));
+      u = ToFloat(FromFloat<T>(up_lora[0][m] + u));
+    }
+    out[i] = FromFloat<T>(SwiGlu(g, u));
+  }
+}
+
 unsigned SmallMBlocks(int64_t n) { return static_cast<unsigned>((n + kSmallFeatures - 1) / kSmallFeatures); }
 
 // Where the qkv pass's products go (QkvRopeArgs), per row.
@@ -369,6 +397,28 @@ absl::Status Gemm::SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream) {
                                     args.k, dependent_launch_, stream, static_cast<const T*>(args.x),
                                     static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
                                     static_cast<T*>(args.out), args.n, args.k);
+    };
+    launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
+  }));
+  IXC_CUDA_RETURN_IF_ERROR(launched);
+  return absl::OkStatus();
+}
+
+absl::Status Gemm::LowRankSwiGlu(const LowRankSwiGluArgs& args, cudaStream_t stream) {
+  if (!StreamsWeights(args.m, args.rank) || args.n <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("LowRankSwiGlu: m ", args.m, ", n ", args.n, ", rank ", args.rank,
+                                                   " (built for 1-", kSmallM, " rows and a rank a multiple of 8)"));
+  }
+  cudaError_t launched = cudaSuccess;
+  IXC_RETURN_IF_ERROR(DispatchHalfDType(args.dtype, "LowRankSwiGlu", [&](auto tag) {
+    using T = decltype(tag);
+    auto launch = [&](auto rows) {
+      constexpr int M = decltype(rows)::value;
+      return LaunchAfterPrior(dependent_launch_, SmallMLowRankSwiGluKernel<T, M>, SmallMBlocks(args.n), kSmallThreads,
+                              stream, static_cast<const T*>(args.gate), static_cast<const T*>(args.up),
+                              static_cast<const T*>(args.a_gate), static_cast<const T*>(args.a_up),
+                              static_cast<const T*>(args.b_gate), static_cast<const T*>(args.b_up), args.mask,
+                              static_cast<T*>(args.out), args.n, args.rank);
     };
     launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
   }));

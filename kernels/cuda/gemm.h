@@ -74,6 +74,24 @@ struct SwiGluArgs {
   const RmsNormInput* norm = nullptr;  // the rows instead of x, where NormsInPass(m, k)
 };
 
+// The feed-forward's first half of a LoRA mode for decode rows, once LinearWithLowRank has given gate and up each
+// its base product (gate, up) and its LoRA's A product (a_gate, a_up): out = silu(gate + a_gate . b_gate^T) *
+// (up + a_up . b_up^T) on the rows `mask` selects (null: every row; elsewhere the base products alone), each sum
+// rounded to `dtype` first, in one pass over both B's: what LaunchZeroRows on the A products, two accumulating Linear
+// calls and LaunchSwiGlu give, bit for bit. out may be gate.
+struct LowRankSwiGluArgs {
+  const void* gate = nullptr;     // (m, n)
+  const void* up = nullptr;       // (m, n)
+  const void* a_gate = nullptr;   // (m, rank)
+  const void* a_up = nullptr;     // (m, rank)
+  const void* b_gate = nullptr;   // (n, rank)
+  const void* b_up = nullptr;     // (n, rank)
+  const uint8_t* mask = nullptr;  // (m) device, or null
+  void* out = nullptr;            // (m, n)
+  int64_t m = 0, n = 0, rank = 0;
+  DType dtype = DType::kBF16;  // everything
+};
+
 // Whether IXC_GEMM_TUNE=1 is set (read once per process): Gemm::Create's default for `tune`. Experimental, not yet
 // run on a GPU, so off by default; tests/gpu/run.sh's experimental pass sets it.
 bool GemmTuningRequested();
@@ -114,6 +132,8 @@ class Gemm {
   absl::Status SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream);
   // Only where NormsInPass(m, k).
   absl::Status QkvRopeLinear(const QkvRopeArgs& args, cudaStream_t stream);
+  // Only where StreamsWeights(m, rank).
+  absl::Status LowRankSwiGlu(const LowRankSwiGluArgs& args, cudaStream_t stream);
   // Whether m rows of k inputs go through the weight-streaming kernel rather than cuBLASLt.
   static bool StreamsWeights(int64_t m, int64_t k);
   // Whether that kernel can also do the rows' RMSNorm (RmsNormInput): they fit its shared memory.

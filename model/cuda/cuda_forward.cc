@@ -311,6 +311,24 @@ absl::Status CudaLanguageModel::FeedForwardFirstHalf(const Layer& w, int64_t row
     return gpu_->gemm->SwiGluLinear(
         {normed_, w.gate.weight, w.up.weight, gate_, rows, w.gate.out, w.gate.in, dtype, norm}, stream);
   }
+  LoraTerm gate_terms[3], up_terms[3];
+  const bool one_lora = LoraTerms(w.gate, masks, gate_terms) == 1 && LoraTerms(w.up, masks, up_terms) == 1;
+  const int64_t rank = one_lora ? gate_terms[0].lora->rank : 0;
+  if (kc::FewerDecodeKernelsRequested() && rank > 0 && up_terms[0].lora->rank == rank && w.gate.bias == nullptr &&
+      w.up.bias == nullptr && kc::Gemm::StreamsWeights(rows, w.gate.in) && kc::Gemm::StreamsWeights(rows, rank)) {
+    // A LoRA mode's decode rows: gate's and up's base and A products in a pass each, then both B products with
+    // SwiGLU in one, three kernels where ApplyLinear twice and LaunchSwiGlu take five.
+    void* a_up = static_cast<uint8_t*>(low_rank_) + rows * rank * DTypeSize(dtype);
+    IXC_RETURN_IF_ERROR(gpu_->gemm->LinearWithLowRank(
+        {normed_, w.gate.weight, gate_, rows, w.gate.out, w.gate.in, dtype, dtype, false, nullptr, norm},
+        {gate_terms[0].lora->a, low_rank_, rank}, stream));
+    IXC_RETURN_IF_ERROR(gpu_->gemm->LinearWithLowRank(
+        {normed_, w.up.weight, up_, rows, w.up.out, w.up.in, dtype, dtype}, {up_terms[0].lora->a, a_up, rank}, stream));
+    return gpu_->gemm->LowRankSwiGlu(
+        {gate_, up_, low_rank_, a_up, gate_terms[0].lora->b, up_terms[0].lora->b,
+         gate_terms[0].all ? nullptr : gate_terms[0].mask, gate_, rows, w.gate.out, rank, dtype},
+        stream);
+  }
   // With `norm`, the gate's pass makes normed_, which the up pass after it reads.
   IXC_RETURN_IF_ERROR(ApplyLinear(w.gate, normed_, rows, masks, gate_, dtype, norm));
   IXC_RETURN_IF_ERROR(ApplyLinear(w.up, normed_, rows, masks, up_, dtype));

@@ -179,7 +179,7 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
       rows * attention_width * e,                               // attention_
       rows * c.intermediate_size * e,                           // gate_
       rows * c.intermediate_size * e,                           // up_
-      rows * std::max<int64_t>(max_lora_rank_, 1) * e,          // low_rank_
+      2 * rows * std::max<int64_t>(max_lora_rank_, 1) * e,      // low_rank_
       logit_rows * hidden * e,                                  // head_in_
       logit_rows * tp_vocab * 4,                                // logits_
       tp_size_ > 1 ? tp_size_ * logit_rows * tp_vocab * 4 : 0,  // gathered_: the TP group's logits
@@ -218,21 +218,20 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
   return absl::OkStatus();
 }
 
-absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks,
-                                            void* y, DType out_dtype, const kc::RmsNormInput* norm, bool accumulate,
-                                            bool with_bias) {
-  const DType dtype = options_.dtype;
-  // The LoRAs of this call, each with the rows it applies to (all rows where `all`).
-  struct Term {
-    const Lora* lora;
-    const uint8_t* mask;
-    bool all;
-  };
-  Term terms[3];
+int CudaLanguageModel::LoraTerms(const Linear& linear, const Masks& masks, LoraTerm (&terms)[3]) {
   int count = 0;
   if (masks.image != nullptr) terms[count++] = {&linear.plora, masks.image, false};
   if (masks.web != nullptr) terms[count++] = {&linear.web, masks.web, masks.web_all};
   if (masks.write != nullptr) terms[count++] = {&linear.write, masks.write, masks.write_all};
+  return count;
+}
+
+absl::Status CudaLanguageModel::ApplyLinear(const Linear& linear, const void* x, int64_t rows, const Masks& masks,
+                                            void* y, DType out_dtype, const kc::RmsNormInput* norm, bool accumulate,
+                                            bool with_bias) {
+  const DType dtype = options_.dtype;
+  LoraTerm terms[3];
+  const int count = LoraTerms(linear, masks, terms);
   const kc::LinearArgs base{x,         linear.weight, y,         rows,       linear.out,
                             linear.in, dtype,         out_dtype, accumulate, with_bias ? linear.bias : nullptr,
                             norm};

@@ -102,6 +102,14 @@ class CudaLanguageModel : public DeviceLanguageModel {
     const uint8_t* write = nullptr;
     bool write_all = false;
   };
+  // A LoRA of a call's linear layer with the rows it applies to (all rows where `all`).
+  struct LoraTerm {
+    const Lora* lora = nullptr;
+    const uint8_t* mask = nullptr;
+    bool all = false;
+  };
+  // The LoRAs `masks` asks of `linear`, into terms; how many.
+  static int LoraTerms(const Linear& linear, const Masks& masks, LoraTerm (&terms)[3]);
   // One forward call's metadata (model/batch_metadata.h lays it out, the parts whose size depends on the rows alone
   // first, so a decode batch of one shape finds them at the same addresses) and where it sits on the device.
   struct CallPlan {
@@ -177,8 +185,9 @@ class CudaLanguageModel : public DeviceLanguageModel {
                            DType out_dtype, const kernels::cuda::RmsNormInput* norm = nullptr, bool accumulate = false,
                            bool with_bias = false);
   // gate_ = silu(normed_ . gate^T) * (normed_ . up^T), LoRA terms and biases included; decode rows without them
-  // in one weight-streaming pass over both weights. With `norm`, normed_ is made from the residual first (by that
-  // pass, where it is the one taken).
+  // in one weight-streaming pass over both weights, and with IXC_FEWER_DECODE_KERNELS=1 those of one LoRA in three
+  // (gate's and up's base and A products, then both B products with SwiGLU: Gemm::LowRankSwiGlu). With `norm`,
+  // normed_ is made from the residual first (by the first pass).
   absl::Status FeedForwardFirstHalf(const Layer& w, int64_t rows, const Masks& masks,
                                     const kernels::cuda::RmsNormInput* norm = nullptr);
 
@@ -222,7 +231,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
   void* attention_ = nullptr;   // (rows, heads, head_dim)
   void* gate_ = nullptr;        // (rows, intermediate)
   void* up_ = nullptr;          // (rows, intermediate)
-  void* low_rank_ = nullptr;    // (rows, max LoRA rank)
+  void* low_rank_ = nullptr;    // (2, rows, max LoRA rank): the A products of gate and up for LowRankSwiGlu
   void* head_in_ = nullptr;     // (logit rows, hidden)
   float* logits_ = nullptr;     // (logit rows, local vocab)
   float* gathered_ = nullptr;   // (TP, logit rows, local vocab); only with TP

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/ops.h"
 #include "tests/gpu/cuda_test_util.h"
@@ -310,6 +311,51 @@ TEST_F(CudaTest, LinearWithLowRankMatchesTwoLinears) {
       }
     }
   }
+}
+
+// A LoRA mode's feed-forward end for decode rows (both B products, SwiGLU) against the unfused path on the GPU:
+// LaunchZeroRows on the A products of the rows without the LoRA, two Linear calls accumulating into the base products,
+// LaunchSwiGlu; the same sums in the same order, so the same bits, for every row, one masked out, and in place.
+TEST_F(CudaTest, LowRankSwiGluMatchesTwoAccumulatingLinearsAndSwiGlu) {
+  auto gemm = Gemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    for (auto [m, n, rank] : {std::tuple<int64_t, int64_t, int64_t>{1, 1000, 512}, {2, 77, 24}, {2, 300, 2056}}) {
+      for (bool masked : {false, true}) {
+        auto gate = RandomTyped(dtype, m * n, 31), up = RandomTyped(dtype, m * n, 32);
+        auto a_gate = RandomTyped(dtype, m * rank, 33), a_up = RandomTyped(dtype, m * rank, 34);
+        auto b_gate = RandomTyped(dtype, n * rank, 35, 0.05f), b_up = RandomTyped(dtype, n * rank, 36, 0.05f);
+        const std::vector<uint8_t> mask = {1, 0};
+        DeviceBuffer<uint8_t> d_gate(gate.bytes), d_up(up.bytes), d_a_gate(a_gate.bytes), d_a_up(a_up.bytes);
+        DeviceBuffer<uint8_t> d_b_gate(b_gate.bytes), d_b_up(b_up.bytes), d_mask(mask);
+        DeviceBuffer<uint8_t> want_gate(gate.bytes), want_up(up.bytes), want(gate.bytes.size()), got(gate.bytes);
+        const uint8_t* rows_mask = masked ? d_mask.data : nullptr;
+        if (masked) {
+          for (DeviceBuffer<uint8_t>* a : {&d_a_gate, &d_a_up}) {
+            ASSERT_TRUE(LaunchZeroRows(dtype, a->data, rows_mask, m, rank, nullptr).ok());
+          }
+        }
+        ASSERT_TRUE(
+            (*gemm)
+                ->Linear({d_a_gate.data, d_b_gate.data, want_gate.data, m, n, rank, dtype, dtype, true}, nullptr)
+                .ok());
+        ASSERT_TRUE(
+            (*gemm)->Linear({d_a_up.data, d_b_up.data, want_up.data, m, n, rank, dtype, dtype, true}, nullptr).ok());
+        ASSERT_TRUE(LaunchSwiGlu(dtype, want_gate.data, want_up.data, want.data, m * n, nullptr).ok());
+        // Fresh A products (the masked rows not zeroed: the kernel leaves those rows' LoRA out itself), out = gate.
+        DeviceBuffer<uint8_t> fresh_a_gate(a_gate.bytes), fresh_a_up(a_up.bytes);
+        ASSERT_TRUE((*gemm)
+                        ->LowRankSwiGlu({got.data, d_up.data, fresh_a_gate.data, fresh_a_up.data, d_b_gate.data,
+                                         d_b_up.data, rows_mask, got.data, m, n, rank, dtype},
+                                        nullptr)
+                        .ok());
+        EXPECT_EQ(got.Read(), want.Read()) << DTypeName(dtype) << " " << m << "x" << n << " rank " << rank
+                                           << (masked ? ", row 1 without the LoRA" : "");
+      }
+    }
+  }
+  EXPECT_EQ((*gemm)->LowRankSwiGlu({.m = 3, .n = 8, .rank = 64}, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*gemm)->LowRankSwiGlu({.m = 1, .n = 8, .rank = 60}, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // The decode qkv pass with RoPE and the KV store against the unfused path on the GPU (Linear into the packed qkv rows,
