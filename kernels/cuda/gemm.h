@@ -8,8 +8,9 @@
 // and split-K variants of its first 4, timed on the call's own inputs. All calls share one workspace. The LoRA low-rank
 // products are GEMMs like any other (k or n = the rank). One or two rows (decode) with k a multiple of 8 run on a
 // weight-streaming kernel of our own instead, which reads the weights faster than cuBLASLt does at those sizes; it also
-// gives the feed-forward's gate and up products with SwiGLU applied in one pass (SwiGluLinear). (A tensor-core kernel
-// of our own for 3-64 rows ran slower than cuBLASLt on the H200 at every 7B shape and was removed.)
+// gives the feed-forward's gate and up products with SwiGLU applied in one pass (SwiGluLinear), and in a LoRA mode
+// their B products with SwiGLU (LowRankSwiGlu). (A tensor-core kernel of our own for 3-64 rows ran slower than
+// cuBLASLt on the H200 at every 7B shape and was removed.)
 //
 //   IXC_ASSIGN_OR_RETURN(auto gemm, Gemm::Create());
 //   IXC_RETURN_IF_ERROR(gemm->Linear({x, w, out, m, n, k, DType::kBF16, DType::kF32}, stream));
