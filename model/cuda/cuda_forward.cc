@@ -174,8 +174,8 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   const int64_t logit_count = static_cast<int64_t>(logit_rows.size());
   const bool compact_last_layer =
       sp_mode == SpAttention::kLocal && !norms_in_pass && logit_count > 0 && logit_count < rows;
-  float* residual = x_;             // (rows, hidden) f32, the residual stream; after compaction, delta_
-  float* delta = delta_;            // a sublayer's output, added to the residual in the next norm; after compaction, x_
+  float* residual = x_;   // (rows, hidden) f32, the residual stream; after compaction, delta_
+  float* delta = delta_;  // with TP a sublayer's output, added in the next norm; the compaction's target; then x_
   kernels::RopeParams row_rope[2];  // each row's, for the fused qkv pass (at most two rows)
   if (norms_in_pass) {
     for (const Segment& segment : segments) {
