@@ -27,6 +27,11 @@ struct RowAdapters {
   const uint8_t* write = nullptr;
 };
 
+RowAdapters AdaptersOf(const RowMasks& masks) {
+  return {masks.any_image ? masks.image.data() : nullptr, masks.any_web ? masks.web.data() : nullptr,
+          masks.any_write ? masks.write.data() : nullptr};
+}
+
 // A row mask for LowRankAdd: null when every row is set (LowRankAdd then takes all rows in one GEMM).
 const uint8_t* MaskOrAll(const uint8_t* mask, int64_t rows) {
   return mask != nullptr && std::all_of(mask, mask + rows, [](uint8_t m) { return m != 0; }) ? nullptr : mask;
@@ -154,9 +159,7 @@ absl::Status CpuForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>&
       IXC_RETURN_IF_ERROR(kernels::EmbeddingGather(weights.tok_embeddings, input.ids.data(), segment.tokens, rows));
     }
   }
-  const RowAdapters adapters{masks.any_image ? masks.image.data() : nullptr,
-                             masks.any_web ? masks.web.data() : nullptr,
-                             masks.any_write ? masks.write.data() : nullptr};
+  const RowAdapters adapters = AdaptersOf(masks);
   const float scale = 1.f / std::sqrt(static_cast<float>(d));
 
   std::vector<float> normed(tokens * hidden);                  // (tokens, hidden)
@@ -235,9 +238,7 @@ absl::Status CpuForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>&
         std::copy_n(attention.data() + logit_rows[j] * width, width, attention.data() + j * width);
       }
       rows = logit_count;
-      layer_adapters = {logit_masks.any_image ? logit_masks.image.data() : nullptr,
-                        logit_masks.any_web ? logit_masks.web.data() : nullptr,
-                        logit_masks.any_write ? logit_masks.write.data() : nullptr};
+      layer_adapters = AdaptersOf(logit_masks);
     }
     IXC_RETURN_IF_ERROR(
         RowParallelLinear(w.attn_out, attention.data(), rows, layer_adapters, projected.data(), tp_comm));
