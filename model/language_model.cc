@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/ops.h"
+#include "model/chunked_forward.h"
 #include "model/forward_segment.h"
 #include "model/generation.h"
 #include "model/sp_attention.h"
@@ -266,7 +268,7 @@ absl::Status CpuForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>&
 }  // namespace
 
 absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
-                                       parallel::DeviceComm* comm) {
+                                       parallel::DeviceComm* comm, int64_t max_rows_per_call) {
   const bool tensor_parallel = weights.tp.size > 1;
   bool sequence_parallel = false, ring = false;
   for (const BatchEntry& entry : batch) {
@@ -293,8 +295,16 @@ absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<Ba
     entry.input.local_vocab = !on_device;
   }
   // The checks above hold for every backend.
-  IXC_RETURN_IF_ERROR(on_device ? weights.device->ForwardBatch(weights, batch, cache, comm)
-                                : CpuForwardBatch(weights, batch, cache, comm));
+  const BackendCall backend = [&](std::vector<BatchEntry>& part) {
+    return on_device ? weights.device->ForwardBatch(weights, part, cache, comm)
+                     : CpuForwardBatch(weights, part, cache, comm);
+  };
+  const int64_t max_rows = max_rows_per_call > 0 ? max_rows_per_call
+                           : on_device           ? weights.device->MaxRowsPerCall()
+                                                 : std::numeric_limits<int64_t>::max();
+  int64_t rows = 0;
+  for (const BatchEntry& entry : batch) rows += entry.input.tokens(weights.config.hidden_size);
+  IXC_RETURN_IF_ERROR(rows > max_rows ? ForwardInChunks(weights, batch, max_rows, backend) : backend(batch));
   for (BatchEntry& entry : batch) {
     TokenChoice* choice = entry.choice;
     if (choice == nullptr || choice->token >= 0) continue;  // none asked, or the backend chose

@@ -89,10 +89,14 @@ class DeviceLanguageModel {
   virtual ~DeviceLanguageModel() = default;
   virtual absl::Status ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                                     parallel::DeviceComm* comm) = 0;
+  // The most rows one ForwardBatch call takes (its scratch); the same on every rank of a TP or SP group.
+  virtual int64_t MaxRowsPerCall() const = 0;
 };
 
-// Runs on weights.device when it is set, else on the CPU; the comm and ring checks hold for both.
+// Runs on weights.device when it is set, else on the CPU; the comm and ring checks hold for both. A call of more
+// rows than the device's MaxRowsPerCall (or, where given, max_rows_per_call) goes as several
+// (model/chunked_forward.h: a long prompt is prefilled in chunks), with the same results.
 absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
-                                       parallel::DeviceComm* comm = nullptr);
+                                       parallel::DeviceComm* comm = nullptr, int64_t max_rows_per_call = 0);
 
 }  // namespace ixc::model

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
@@ -161,16 +162,12 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Random(con
   return model;
 }
 
-absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) {
-  if (rows <= scratch_rows_ && logit_rows <= scratch_logit_rows_) return absl::OkStatus();
-  rows = std::max(rows, scratch_rows_);
-  logit_rows = std::max(logit_rows, scratch_logit_rows_);
+std::array<int64_t, 14> CudaLanguageModel::ScratchSizes(int64_t rows, int64_t logit_rows,
+                                                        int64_t decode_workspace_floats) const {
   const LlmConfig& c = shard_;
   const int64_t e = DTypeSize(options_.dtype), hidden = c.hidden_size, attention_width = c.num_heads * c.head_dim;
   const int64_t tp_vocab = static_cast<int64_t>(c.vocab_size);  // this rank's slice
-  decode_workspace_floats_ = kc::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), c.num_heads, c.head_dim);
-  // Each buffer at a 256-byte boundary of one allocation.
-  const int64_t sizes[] = {
+  return {
       rows * hidden * 4,                                        // x_
       rows * hidden * 4,                                        // delta_
       rows * hidden * e,                                        // normed_
@@ -184,8 +181,27 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
       logit_rows * tp_vocab * 4,                                // logits_
       tp_size_ > 1 ? tp_size_ * logit_rows * tp_vocab * 4 : 0,  // gathered_: the TP group's logits
       rows * c.num_heads * 4,                                   // lse_
-      decode_workspace_floats_ * 4,                             // decode_workspace_
+      decode_workspace_floats * 4,                              // decode_workspace_
   };
+}
+
+int64_t CudaLanguageModel::MaxRowsPerCall() const {
+  if (options_.max_rows_per_call > 0) return options_.max_rows_per_call;
+  // Half the reserve for the rows' scratch; the other half for cuBLASLt's workspace, NCCL's buffers, the decode
+  // graphs and a vision tower beside (a prompt's logit row and the decode workspace are small beside it).
+  const std::array<int64_t, 14> per_row = ScratchSizes(1, 0, 0);
+  const int64_t bytes = std::accumulate(per_row.begin(), per_row.end(), int64_t{0});
+  return std::max<int64_t>(1024, options_.kv_reserve_bytes / 2 / bytes);
+}
+
+absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) {
+  if (rows <= scratch_rows_ && logit_rows <= scratch_logit_rows_) return absl::OkStatus();
+  rows = std::max(rows, scratch_rows_);
+  logit_rows = std::max(logit_rows, scratch_logit_rows_);
+  const LlmConfig& c = shard_;
+  decode_workspace_floats_ = kc::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), c.num_heads, c.head_dim);
+  // Each buffer at a 256-byte boundary of one allocation.
+  const std::array<int64_t, 14> sizes = ScratchSizes(rows, logit_rows, decode_workspace_floats_);
   int64_t total = 0;
   for (int64_t size : sizes) total += AlignUp(size);
   IXC_RETURN_IF_ERROR(scratch_.Reserve(

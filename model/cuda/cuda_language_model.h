@@ -18,6 +18,7 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <compare>
 #include <cstdint>
 #include <map>
@@ -44,6 +45,9 @@ struct CudaModelOptions {
   // launching some 400 kernels from the host (--cuda-graphs, on by default; --nocuda-graphs launches them eagerly).
   bool decode_graphs = true;
   int device = 0;
+  // Rows of one forward call at most: a longer prompt is prefilled in chunks (model/chunked_forward.h), so its
+  // scratch fits. 0: as many as half of kv_reserve_bytes holds (16K of the 7B's rows in 4 GiB), at least 1024.
+  int64_t max_rows_per_call = 0;
 };
 
 class CudaLanguageModel : public DeviceLanguageModel {
@@ -65,6 +69,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
 
   absl::Status ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                             parallel::DeviceComm* comm) override;
+  int64_t MaxRowsPerCall() const override;
 
   // The KV pool's blocks (a KvCache::BlocksOnly of this size does the bookkeeping), and the memory taken.
   int num_kv_blocks() const { return num_blocks_; }
@@ -152,6 +157,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
   absl::Status CreateRuntime();
   absl::Status AllocateKvPool();
   absl::Status EnsureScratch(int64_t rows, int64_t logit_rows);
+  // The scratch buffers' bytes in EnsureScratch's order (x_, delta_, ... decode_workspace_).
+  std::array<int64_t, 14> ScratchSizes(int64_t rows, int64_t logit_rows, int64_t decode_workspace_floats) const;
 
   // The forward (cuda_forward.cc). Positions, slots, visible keys, block tables and masks in one upload; with
   // `bucket_decode` each decode run's max_visible is rounded up (a graph then serves a range of lengths).

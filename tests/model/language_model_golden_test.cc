@@ -115,6 +115,55 @@ TEST_P(LanguageModelGoldenTest, LastLayerOnTheLogitRowsAlone) {
       << "an image row last";
 }
 
+// A call of more rows than a backend call takes (max_rows_per_call 7 here; a GPU's scratch bounds it) goes as several
+// (model/chunked_forward.h): the prompt prefilled in chunks gives transformers' logits of every position (the
+// dynamic-NTK case with the RoPE base of the whole prompt in every chunk); batched between two decode rows, the
+// prompt's chosen next token is the greedy continuation's and the decode rows get their logits of a call alone.
+TEST_P(LanguageModelGoldenTest, LongPromptsInChunksMatchOneCall) {
+  const Golden golden = LoadGolden(GetParam());
+  auto weights = LoadLlmWeights(ModelDir(GetParam()));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  KvCache cache(weights->config, /*block_size=*/4, /*num_blocks=*/128);
+  constexpr int64_t kMaxRows = 7;
+  ForwardInput prompt;
+  prompt.ids = golden.prompt;
+  prompt.image_mask = golden.image_mask;
+  prompt.lora = golden.lora;
+  prompt.all_logits = true;
+  ASSERT_GT(static_cast<int64_t>(golden.prompt.size()), 2 * kMaxRows);
+  SequenceKv whole;
+  std::vector<float> logits;
+  std::vector<BatchEntry> alone = {{prompt, &whole, &logits}};
+  ASSERT_TRUE(LanguageModelForwardBatch(*weights, alone, cache, nullptr, kMaxRows).ok());
+  ASSERT_EQ(logits.size(), golden.logits.floats.size());
+  EXPECT_LE(MaxAbsDiff(logits, golden.logits.floats), 1e-4) << "every position, in chunks";
+
+  // Two other sequences' decode rows around the prompt, which chooses its next token.
+  ForwardInput start, decode;
+  start.ids = std::span<const int32_t>(golden.prompt).first(3);
+  const std::vector<int32_t> token = {golden.prompt[3]};
+  decode.ids = token;
+  SequenceKv before, after, before_alone, after_alone, chosen_seq;
+  for (SequenceKv* s : {&before, &after, &before_alone, &after_alone}) {
+    ASSERT_TRUE(Prefill(*weights, start, false, *s, cache, nullptr).ok());
+  }
+  prompt.all_logits = false;
+  TokenChoice choice;
+  std::vector<float> before_logits, after_logits, prompt_logits, expected_before, expected_after;
+  std::vector<BatchEntry> batch = {{decode, &before, &before_logits},
+                                   {prompt, &chosen_seq, &prompt_logits, &choice},
+                                   {decode, &after, &after_logits}};
+  ASSERT_TRUE(LanguageModelForwardBatch(*weights, batch, cache, nullptr, kMaxRows).ok());
+  EXPECT_EQ(choice.token, golden.greedy[0]) << "the prompt's next token";
+  EXPECT_EQ(chosen_seq.length, static_cast<int64_t>(golden.prompt.size()));
+  std::vector<BatchEntry> one = {{decode, &before_alone, &expected_before}};
+  ASSERT_TRUE(LanguageModelForwardBatch(*weights, one, cache).ok());
+  one = {{decode, &after_alone, &expected_after}};
+  ASSERT_TRUE(LanguageModelForwardBatch(*weights, one, cache).ok());
+  EXPECT_LE(MaxAbsDiff(before_logits, expected_before), 1e-5) << "the decode row before the prompt";
+  EXPECT_LE(MaxAbsDiff(after_logits, expected_after), 1e-5) << "the decode row after it";
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, LanguageModelGoldenTest, ::testing::ValuesIn(kLanguageModelCases));
 
 // The goldens with image rows must depend on the mask: without it the logits move well past the tolerance.

@@ -1,0 +1,25 @@
+// File: model/chunked_forward.h
+//
+// A forward call cut into backend calls of at most `max_rows` rows (LanguageModelForwardBatch does it where the
+// backend's scratch is bounded: DeviceLanguageModel::MaxRowsPerCall). Entries are packed into calls in order; a
+// prompt longer than max_rows that attends locally is prefilled in chunks, each attending to the ones before it
+// through the cache and all with the RoPE base of the whole prompt's length, as one call would; so every entry gets
+// the logits (all of its rows' with all_logits, concatenated) and the chosen token one call would give it. A ring or
+// gather-merge entry is not cut: one too long for a call goes as it is, and the backend says whether it fits.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "model/language_model.h"
+
+namespace ixc::model {
+
+using BackendCall = std::function<absl::Status(std::vector<BatchEntry>& batch)>;
+
+absl::Status ForwardInChunks(const LlmWeights& weights, std::vector<BatchEntry>& batch, int64_t max_rows,
+                             const BackendCall& backend);
+
+}  // namespace ixc::model
