@@ -43,7 +43,9 @@ ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueTyp
 ABSL_FLAG(std::string, device, "cpu", "where the workers run the models: cpu, or cuda (a GPU of its own per LLM "
           "rank; vision ranks take the spare GPUs or share)");
 ABSL_FLAG(std::string, dtype, "bf16", "cuda: weights and activations in bf16 or f16");
-ABSL_FLAG(int64_t, kv_reserve_mib, 4096, "cuda: device memory an LLM rank keeps free beside weights and KV pool");
+ABSL_FLAG(int64_t, kv_reserve_mib, 4096,
+          "cuda: device memory an LLM rank keeps free beside weights and KV pool; half of it bounds a forward "
+          "call's activations (longer prompts are prefilled in chunks)");
 ABSL_FLAG(bool, cuda_graphs, true, "cuda: LLM ranks replay each decode step as a CUDA graph (one per batch shape)");
 ABSL_FLAG(std::string, vision_handoff, "auto",
           "cuda: how image rows reach the LLM ranks: nccl (GPU to GPU; every vision rank needs a GPU of its own), mpi "

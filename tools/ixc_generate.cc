@@ -54,7 +54,9 @@ ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueTyp
 ABSL_FLAG(int64_t, max_image_pixels, 89'478'485, "larger images are refused before decoding");
 ABSL_FLAG(std::string, device, "cpu", "where the language model and the vision tower run: cpu | cuda");
 ABSL_FLAG(std::string, dtype, "bf16", "cuda: weights, activations and KV cache in bf16 | f16");
-ABSL_FLAG(int64_t, kv_reserve_mib, 4096, "cuda: device memory kept free after the KV pool");
+ABSL_FLAG(int64_t, kv_reserve_mib, 4096,
+          "cuda: device memory kept free after the KV pool; half of it bounds a forward call's activations "
+          "(longer prompts are prefilled in chunks)");
 ABSL_FLAG(bool, cuda_graphs, true, "cuda: replay each decode step as a CUDA graph (captured once per batch shape)");
 
 namespace ixc {
