@@ -39,10 +39,10 @@ inline bool FallbackKernelsRequested() {
 // Whether IXC_FEWER_DECODE_KERNELS=1 is set (read once per process): experimental, not yet run on a GPU, so off by
 // default (tests/gpu/run.sh's experimental pass sets it). A decode step of the language model then has three kernels
 // fewer per layer on its chain of dependent kernels for 1-2 rows on one GPU (the RMSNorms done by the weight passes
-// that read them, and RoPE and the KV store by the qkv pass: kernels/cuda/gemm.h, RmsNormInput and QkvRopeArgs),
-// two more in the LoRA modes (the feed-forward's B products with SwiGLU: LowRankSwiGluArgs), and one fewer at any
-// batch (the decode attention's splits merged by the kernel's last block for each row and KV head,
-// kernels/cuda/attention.h).
+// that read them, and RoPE and the KV store by the qkv pass or its LoRA's B product pass: kernels/cuda/gemm.h,
+// RmsNormInput and QkvRopeArgs), two more in the LoRA modes (the feed-forward's B products with SwiGLU:
+// LowRankSwiGluArgs), and one fewer at any batch (the decode attention's splits merged by the kernel's last block
+// for each row and KV head, kernels/cuda/attention.h).
 inline bool FewerDecodeKernelsRequested() {
   static const bool requested = KernelFlagSet("IXC_FEWER_DECODE_KERNELS");
   return requested;

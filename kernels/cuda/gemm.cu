@@ -270,12 +270,14 @@ __global__ void __launch_bounds__(kSmallThreads)
 
 unsigned SmallMBlocks(int64_t n) { return static_cast<unsigned>((n + kSmallFeatures - 1) / kSmallFeatures); }
 
-// Where the qkv pass's products go (QkvRopeArgs), per row.
+// Where the qkv pass's products go (QkvRopeArgs), per row, and what they add onto.
 struct QkvPlacement {
   const int32_t* positions;  // (M) device
   const int32_t* slots;      // (M) device
   float base[kSmallM], position_scale[kSmallM];
   int kv_heads, group, head_dim;
+  const void* products = nullptr;  // QkvRopeArgs::base: (M, n) T, or null
+  const uint8_t* mask = nullptr;   // QkvRopeArgs::mask
 };
 
 // A warp per pair (i, i + half) of a packed head: both weight rows read together (as the SwiGLU pass reads gate and
@@ -296,9 +298,16 @@ __global__ void __launch_bounds__(kSmallThreads)
   FeatureDots<T, M, 2, kNorm>(x, weights, norm, int64_t{p} * place.head_dim + i, 2 * pairs, k, acc);
   if (pair >= pairs || threadIdx.x % 32 != 0) return;
   const int kv_head = p / per_kv, r = p - kv_head * per_kv;
+  const int64_t feature = int64_t{p} * place.head_dim + i, n = 2 * pairs;
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     T a = FromFloat<T>(acc[0][m]), b = FromFloat<T>(acc[1][m]);
+    if (place.products != nullptr) {  // a LoRA's B product onto the base products, rounded as Linear's accumulate
+      const T* row = static_cast<const T*>(place.products) + m * n + feature;
+      const bool takes = place.mask == nullptr || place.mask[m] != 0;
+      a = takes ? FromFloat<T>(acc[0][m] + ToFloat(row[0])) : row[0];
+      b = takes ? FromFloat<T>(acc[1][m] + ToFloat(row[half])) : row[half];
+    }
     const int64_t slot = place.slots[m];
     const int64_t cache_offset = (slot * place.kv_heads + kv_head) * place.head_dim;
     if (r == place.group + 1) {  // V: stored as it is
@@ -428,15 +437,16 @@ absl::Status Gemm::LowRankSwiGlu(const LowRankSwiGluArgs& args, cudaStream_t str
 
 absl::Status Gemm::QkvRopeLinear(const QkvRopeArgs& args, cudaStream_t stream) {
   const DeviceKvPools& pools = args.pools;
-  if (!NormsInPass(args.m, args.k) || args.group <= 0 || pools.kv_heads <= 0 || pools.head_dim <= 0 ||
-      pools.head_dim % 2 != 0 || args.rope[0].head_dim != pools.head_dim ||
-      (args.m == 2 && args.rope[1].head_dim != pools.head_dim)) {
+  if (!StreamsWeights(args.m, args.k) || (args.norm != nullptr && !NormsInPass(args.m, args.k)) || args.group <= 0 ||
+      pools.kv_heads <= 0 || pools.head_dim <= 0 || pools.head_dim % 2 != 0 ||
+      args.rope[0].head_dim != pools.head_dim || (args.m == 2 && args.rope[1].head_dim != pools.head_dim)) {
     return absl::InvalidArgumentError(absl::StrCat("QkvRopeLinear: m ", args.m, ", k ", args.k, ", group ", args.group,
                                                    ", kv_heads ", pools.kv_heads, ", head_dim ", pools.head_dim,
-                                                   " (built for 1-", kSmallM, " rows, k a multiple of 8 up to ",
-                                                   kNormedRowsBytes / 2 / kSmallM, ", even head dims)"));
+                                                   " (built for 1-", kSmallM, " rows, k a multiple of 8, up to ",
+                                                   kNormedRowsBytes / 2 / kSmallM, " with the norm, even head dims)"));
   }
-  QkvPlacement place{args.positions, args.slots, {}, {}, pools.kv_heads, args.group, pools.head_dim};
+  QkvPlacement place{args.positions, args.slots,     {},        {},       pools.kv_heads,
+                     args.group,     pools.head_dim, args.base, args.mask};
   for (int64_t r = 0; r < args.m; ++r) {
     place.base[r] = args.rope[r].base;
     place.position_scale[r] = args.rope[r].position_scale;

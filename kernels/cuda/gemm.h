@@ -112,6 +112,10 @@ struct QkvRopeArgs {
   void* q = nullptr;                   // (m, kv_heads * group, head_dim)
   DeviceKvPools pools;                 // dtype: everything's
   const RmsNormInput* norm = nullptr;  // the rows instead of x
+  // Set: the pass is a LoRA's B product (x its A product, w its B, k its rank) added onto these base products of
+  // the qkv weight, as a Linear accumulating into them would (rows `mask` leaves out keep the base alone).
+  const void* base = nullptr;     // (m, kv_heads * (group + 2) * head_dim)
+  const uint8_t* mask = nullptr;  // (m) device, or null: every row
 };
 
 class Gemm {
@@ -131,7 +135,7 @@ class Gemm {
   absl::Status LinearWithLowRank(const LinearArgs& args, const LowRankArgs& low_rank, cudaStream_t stream);
   // Only where StreamsWeights(m, k): the decode shapes.
   absl::Status SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream);
-  // Only where NormsInPass(m, k).
+  // Only where StreamsWeights(m, k) (with a norm: NormsInPass(m, k)).
   absl::Status QkvRopeLinear(const QkvRopeArgs& args, cudaStream_t stream);
   // Only where StreamsWeights(m, rank).
   absl::Status LowRankSwiGlu(const LowRankSwiGluArgs& args, cudaStream_t stream);

@@ -161,8 +161,9 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
   const float* pending_delta = nullptr;
   const float* pending_bias = nullptr;
   // Decode of 1-2 rows on one GPU with IXC_FEWER_DECODE_KERNELS=1 (kernels/cuda/gemm.h, RmsNormInput and
-  // QkvRopeArgs): each RMSNorm is done by the weight pass that reads it, and (without LoRA terms or a bias) the qkv
-  // pass applies RoPE and stores K and V: up to three kernels fewer per layer on the step's chain of dependent kernels.
+  // QkvRopeArgs): each RMSNorm is done by the weight pass that reads it, and (without a bias, with at most one LoRA)
+  // the qkv pass, or its LoRA's B product pass, applies RoPE and stores K and V: up to three kernels fewer per layer
+  // on the step's chain of dependent kernels.
   const bool norms_in_pass = kc::FewerDecodeKernelsRequested() && tp_size_ == 1 && sp_mode == SpAttention::kLocal &&
                              kc::Gemm::NormsInPass(rows, hidden);
   // A prefill's last layer needs K and V of every row, but the attention and the feed-forward only on the rows whose
@@ -189,13 +190,25 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
                                   options_.block_size, c.num_kv_heads, static_cast<int>(d)};
     const kc::RmsNormInput attn_norm{residual, w.attn_norm, c.rms_norm_eps, normed_},
         ffn_norm{residual, w.ffn_norm, c.rms_norm_eps, normed_};
-    const bool plain_qkv =
-        masks.image == nullptr && masks.web == nullptr && masks.write == nullptr && w.qkv.bias == nullptr;
-    if (norms_in_pass && plain_qkv) {  // the norm, qkv, RoPE and KV store in one weight pass
+    LoraTerm qkv_terms[3];
+    const int qkv_loras = LoraTerms(w.qkv, masks, qkv_terms);
+    const int64_t qkv_rank = qkv_loras == 1 ? qkv_terms[0].lora->rank : 0;
+    if (norms_in_pass && qkv_loras == 0 && w.qkv.bias == nullptr) {  // the norm, qkv, RoPE and KV store in one pass
       const kc::QkvRopeArgs qkv{nullptr, w.qkv.weight, rows,      hidden,
                                 group,   positions,    slots,     {row_rope[0], row_rope[1]},
                                 q_,      pools,        &attn_norm};
       IXC_RETURN_IF_ERROR(gpu_->gemm->QkvRopeLinear(qkv, stream));
+    } else if (norms_in_pass && qkv_rank > 0 && w.qkv.bias == nullptr && kc::Gemm::StreamsWeights(rows, qkv_rank)) {
+      // One LoRA: the norm, the base product and the LoRA's A product in one pass, then its B product with RoPE and
+      // the KV store in another.
+      IXC_RETURN_IF_ERROR(gpu_->gemm->LinearWithLowRank(
+          {normed_, w.qkv.weight, qkv_, rows, w.qkv.out, hidden, dtype, dtype, false, nullptr, &attn_norm},
+          {qkv_terms[0].lora->a, low_rank_, qkv_rank}, stream));
+      kc::QkvRopeArgs b_product{low_rank_, qkv_terms[0].lora->b,       rows, qkv_rank, group, positions,
+                                slots,     {row_rope[0], row_rope[1]}, q_,   pools};
+      b_product.base = qkv_;
+      b_product.mask = qkv_terms[0].all ? nullptr : qkv_terms[0].mask;
+      IXC_RETURN_IF_ERROR(gpu_->gemm->QkvRopeLinear(b_product, stream));
     } else {
       if (norms_in_pass) {
         IXC_RETURN_IF_ERROR(ApplyLinear(w.qkv, normed_, rows, masks, qkv_, dtype, &attn_norm));

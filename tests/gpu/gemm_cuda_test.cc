@@ -360,7 +360,7 @@ TEST_F(CudaTest, LowRankSwiGluMatchesTwoAccumulatingLinearsAndSwiGlu) {
 
 // The decode qkv pass with RoPE and the KV store against the unfused path on the GPU (Linear into the packed qkv rows,
 // each op held to its reference elsewhere, then LaunchRopeAndStoreKv): the same sums in the same order and the same
-// rotation, so the same bits, with and without the pass's RMSNorm.
+// rotation, so the same bits, with and without the pass's RMSNorm, and as a LoRA's B product onto base products.
 TEST_F(CudaTest, QkvRopePassMatchesLinearThenRopeAndStore) {
   auto gemm = Gemm::Create();
   ASSERT_TRUE(gemm.ok()) << gemm.status();
@@ -414,6 +414,51 @@ TEST_F(CudaTest, QkvRopePassMatchesLinearThenRopeAndStore) {
       EXPECT_EQ(k_got.Read(), k_want.Read()) << "k pool, " << what;
       EXPECT_EQ(v_got.Read(), v_want.Read()) << "v pool, " << what;
     }
+  }
+  // A LoRA's B product (rank 24) onto base qkv products: against LaunchZeroRows on the A product of the rows without
+  // the LoRA, a Linear accumulating into the base products, then RoPE and the store.
+  for (bool masked : {false, true}) {
+    const int kv_heads = 2, group = 4, d = 128, heads = kv_heads * group;
+    const int64_t m = 2, rank = 24, n = int64_t{kv_heads} * (group + 2) * d, pool_values = 40 * kv_heads * d;
+    auto base = RandomTyped(dtype, m * n, 41), a = RandomTyped(dtype, m * rank, 42);
+    auto b = RandomTyped(dtype, n * rank, 43, 0.05f);
+    const auto pools_random = RandomTyped(dtype, pool_values, 44);
+    const std::vector<int32_t> positions = {5000, 123}, slots = {17, 3};
+    const std::vector<uint8_t> mask = {0, 1};
+    const RopeParams ropes[2] = {{d, 1e6f, 1.f}, {d, 5e4f, 0.5f}};
+    DeviceBuffer<uint8_t> d_base(base.bytes), d_a(a.bytes), d_b(b.bytes), d_mask(mask), want_qkv(base.bytes);
+    DeviceBuffer<int32_t> d_positions(positions), d_slots(slots);
+    DeviceBuffer<uint8_t> q_want(m * heads * d * 2), k_want(pools_random.bytes), v_want(pools_random.bytes);
+    DeviceBuffer<uint8_t> zeroed_a(a.bytes);
+    if (masked) {
+      ASSERT_TRUE(LaunchZeroRows(dtype, zeroed_a.data, d_mask.data, m, rank, nullptr).ok());
+    }
+    ASSERT_TRUE(
+        (*gemm)->Linear({zeroed_a.data, d_b.data, want_qkv.data, m, n, rank, dtype, dtype, true}, nullptr).ok());
+    const DeviceKvPools want_pools{k_want.data, v_want.data, dtype, 16, kv_heads, d};
+    for (int64_t r = 0; r < m; ++r) {
+      ASSERT_TRUE(LaunchRopeAndStoreKv(want_qkv.data + r * n * 2, d_positions.data + r, d_slots.data + r, 1, group,
+                                       ropes[r], q_want.data + r * heads * d * 2, want_pools, nullptr)
+                      .ok());
+    }
+    DeviceBuffer<uint8_t> q_got(m * heads * d * 2), k_got(pools_random.bytes), v_got(pools_random.bytes);
+    QkvRopeArgs args{d_a.data,
+                     d_b.data,
+                     m,
+                     rank,
+                     group,
+                     d_positions.data,
+                     d_slots.data,
+                     {ropes[0], ropes[1]},
+                     q_got.data,
+                     {k_got.data, v_got.data, dtype, 16, kv_heads, d}};
+    args.base = d_base.data;
+    args.mask = masked ? d_mask.data : nullptr;
+    ASSERT_TRUE((*gemm)->QkvRopeLinear(args, nullptr).ok());
+    const std::string what = masked ? "LoRA B product, row 0 without it" : "LoRA B product";
+    EXPECT_EQ(q_got.Read(), q_want.Read()) << "q, " << what;
+    EXPECT_EQ(k_got.Read(), k_want.Read()) << "k pool, " << what;
+    EXPECT_EQ(v_got.Read(), v_want.Read()) << "v pool, " << what;
   }
   // Shapes the pass was not built for are refused.
   QkvRopeArgs three_rows{};
