@@ -178,8 +178,17 @@ int Run(int64_t prefill_tokens, bool prefill, bool decode) {
                    prefill.status().ToString().c_str());
       return 1;
     }
-    const double linear_flops = 2.0 * prefill_tokens * bytes_per_token / 2;  // 2 FLOPs per weight per token
-    const double attention_flops = 32.0 * 4 * 128 * 32 * (static_cast<double>(prefill_tokens) * prefill_tokens / 2);
+    // The FLOPs the prefill does (2 per weight per row): every layer's qkv and causal attention for every token but
+    // the last layer's, whose attention output, feed-forward and attention, and the head, are for the logit row
+    // alone (CudaLanguageModel: the last layer on the logit rows).
+    const model::LlmConfig& c = weights.config;
+    const double n = static_cast<double>(prefill_tokens), layers = c.num_layers, hidden = c.hidden_size;
+    const double qkv_weights = static_cast<double>(c.qkv_size()) * hidden;
+    const double rest_weights = hidden * hidden + 3.0 * c.intermediate_size * hidden;  // wo, w1, w3, w2
+    const double linear_flops = 2 * (layers * qkv_weights * n + (layers - 1) * rest_weights * n + rest_weights +
+                                     static_cast<double>(c.vocab_size) * hidden);
+    const double per_key = 4.0 * c.head_dim * c.num_heads;  // Q K^T and P V of one query row and key
+    const double attention_flops = per_key * ((layers - 1) * n * n / 2 + n);
     std::printf(
         "prefill of %lld tokens (run %d, %s flash): %.3f s, %.0f tokens/s, %.0f TFLOP/s (%.0f%% of %.0f); "
         "H100 goal 32K in <= 1.4 s\n",
