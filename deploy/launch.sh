@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Writes, prints and runs the mpirun line of an ixc-cluster job: one coordinator, V vision ranks, a T x S grid of
 # LLM ranks. Everything after `--` goes to ixc-coordinator (the workers take their settings from it).
-#   deploy/launch.sh --tp 2 --sp 2 --vision 1 [--hostfile hosts] [--build build/cpu] -- \
+#   deploy/launch.sh --tp 2 --sp 2 --vision 1 [--hostfile hosts] [--build build/cpu] [--one-program] -- \
 #       --model DIR --requests in.jsonl --results out.jsonl
 # On one machine with fewer cores than ranks, ranks share cores: each gets OMP_NUM_THREADS=1 and passive waits.
+# --one-program: every rank runs one program, a shell that execs the coordinator on rank 0 and the worker elsewhere,
+# instead of an MPMD line (coordinator : workers), which Open MPI 5.0's mpirun crashes on with newer glibc
+# (open-mpi/ompi#13303).
 set -euo pipefail
-tp=1 sp=1 vision=1 hostfile="" build="$(cd "$(dirname "$0")/.." && pwd)/build/cpu"
+tp=1 sp=1 vision=1 hostfile="" one_program=0 build="$(cd "$(dirname "$0")/.." && pwd)/build/cpu"
 while [ $# -gt 0 ]; do
   case "$1" in
     --tp) tp=$2; shift 2 ;;
@@ -13,6 +16,7 @@ while [ $# -gt 0 ]; do
     --vision) vision=$2; shift 2 ;;
     --hostfile) hostfile=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
+    --one-program) one_program=1; shift ;;
     --) shift; break ;;
     *) echo "launch.sh: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -33,8 +37,14 @@ else
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / ranks > 0 ? cores / ranks : 1 ))}
 fi
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-line=(mpirun "${options[@]}" -x OMP_NUM_THREADS -x OMP_WAIT_POLICY
-      -np 1 "$build/coordinator/ixc-coordinator" --tp "$tp" --sp "$sp" --vision "$vision" "$@"
-      : -np "$workers" "$build/worker/ixc-worker")
+coordinator=("$build/coordinator/ixc-coordinator" --tp "$tp" --sp "$sp" --vision "$vision" "$@")
+line=(mpirun "${options[@]}" -x OMP_NUM_THREADS -x OMP_WAIT_POLICY)
+if [ "$one_program" = 1 ]; then
+  # shellcheck disable=SC2016  # expanded by each rank's shell
+  line+=(-np "$ranks" bash -c 'if [ "${OMPI_COMM_WORLD_RANK:-$PMIX_RANK}" = 0 ]; then exec "$@"; fi; exec "$0"'
+         "$build/worker/ixc-worker" "${coordinator[@]}")
+else
+  line+=(-np 1 "${coordinator[@]}" : -np "$workers" "$build/worker/ixc-worker")
+fi
 echo "${line[*]}"
 exec "${line[@]}"

@@ -73,7 +73,7 @@ class Cluster:
         ids = [int(x) for x in out.split("generated ids: ")[1].split("\n")[0].split(",") if x]
         return ids, (np.load(logits) if request.get("dump", True) else None)
 
-    def run(self, requests, tp, sp, vision, extra=(), expect_ok=True, timeout=600):
+    def run(self, requests, tp, sp, vision, extra=(), expect_ok=True, timeout=600, launch_options=()):
         path = os.path.join(self.work, "requests.jsonl")
         with open(path, "w") as f:
             for r in requests:
@@ -86,8 +86,8 @@ class Cluster:
         if os.path.exists(results):
             os.remove(results)
         command = [os.path.join(ROOT, "deploy", "launch.sh"), "--tp", str(tp), "--sp", str(sp), "--vision",
-                   str(vision), "--build", self.build, "--", "--model", self.model, "--requests", path, "--results",
-                   results, "--step-timeout-s", "60", *extra]
+                   str(vision), "--build", self.build, *launch_options, "--", "--model", self.model, "--requests",
+                   path, "--results", results, "--step-timeout-s", "60", *extra]
         run = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=timeout)
         if expect_ok and run.returncode != 0:
             raise AssertionError(f"cluster T{tp}S{sp}V{vision} exited {run.returncode}:\n{run.stderr[-3000:]}")
@@ -113,6 +113,11 @@ def test_layouts(cluster):
         _, results = cluster.run(REQUESTS, tp, sp, vision)
         check_same(cluster, references, results, REQUESTS, f"T{tp}S{sp}V{vision}")
         print(f"T{tp}S{sp}V{vision}: {len(REQUESTS)} requests equal ixc-generate")
+    # The same job as one program on every rank (launch.sh --one-program: no MPMD line).
+    run, results = cluster.run(REQUESTS, 2, 1, 1, launch_options=["--one-program"])
+    assert "bash -c" in run.stdout, run.stdout[-2000:]
+    check_same(cluster, references, results, REQUESTS, "T2S1V1, one program")
+    print(f"T2S1V1 as one program: {len(REQUESTS)} requests equal ixc-generate")
 
 
 def test_preemption_and_arrivals(cluster):
