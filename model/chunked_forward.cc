@@ -28,6 +28,7 @@ int64_t FinalLength(const ForwardInput& input, const SequenceKv& seq, int64_t to
 // `entry`'s prompt in chunks of max_rows, one backend call each.
 absl::Status ForwardEntryInChunks(const LlmWeights& weights, const BatchEntry& entry, int64_t max_rows,
                                   const BackendCall& backend) {
+  if (max_rows < 1) return absl::InvalidArgumentError("a forward call's chunks need at least one row each");
   const ForwardInput& input = entry.input;
   const int64_t hidden = weights.config.hidden_size, tokens = input.tokens(hidden);
   const int64_t final_length = FinalLength(input, *entry.seq, tokens);
@@ -52,32 +53,36 @@ absl::Status ForwardEntryInChunks(const LlmWeights& weights, const BatchEntry& e
 
 }  // namespace
 
-absl::Status ForwardInChunks(const LlmWeights& weights, std::vector<BatchEntry>& batch, int64_t max_rows,
+absl::Status ForwardInChunks(const LlmWeights& weights, std::vector<BatchEntry>& batch, const CallLimits& limits,
                              const BackendCall& backend) {
   const int64_t hidden = weights.config.hidden_size;
   std::vector<BatchEntry> call;
-  int64_t call_rows = 0;
+  int64_t call_rows = 0, call_logit_rows = 0;
   auto flush = [&]() -> absl::Status {
     if (call.empty()) return absl::OkStatus();
     const absl::Status status = backend(call);
     call.clear();
-    call_rows = 0;
+    call_rows = call_logit_rows = 0;
     return status;
   };
   for (const BatchEntry& entry : batch) {
-    const int64_t tokens = entry.input.tokens(hidden);
-    if (call_rows + tokens <= max_rows) {
+    const int64_t rows = entry.input.tokens(hidden), logit_rows = entry.input.all_logits ? rows : 1;
+    if (call_rows + rows <= limits.rows && call_logit_rows + logit_rows <= limits.logit_rows) {
       call.push_back(entry);
-      call_rows += tokens;
+      call_rows += rows;
+      call_logit_rows += logit_rows;
       continue;
     }
     IXC_RETURN_IF_ERROR(flush());
-    if (tokens > max_rows && entry.input.sp_attention == SpAttention::kLocal) {
-      IXC_RETURN_IF_ERROR(ForwardEntryInChunks(weights, entry, max_rows, backend));
+    const bool too_long = rows > limits.rows || logit_rows > limits.logit_rows;
+    if (too_long && entry.input.sp_attention == SpAttention::kLocal) {
+      const int64_t chunk = entry.input.all_logits ? std::min(limits.rows, limits.logit_rows) : limits.rows;
+      IXC_RETURN_IF_ERROR(ForwardEntryInChunks(weights, entry, chunk, backend));
       continue;
     }
     call.push_back(entry);
-    call_rows = tokens;
+    call_rows = rows;
+    call_logit_rows = logit_rows;
   }
   return flush();
 }

@@ -1,11 +1,12 @@
 // File: model/chunked_forward.h
 //
-// A forward call cut into backend calls of at most `max_rows` rows (LanguageModelForwardBatch does it where the
-// backend's scratch is bounded: DeviceLanguageModel::MaxRowsPerCall). Entries are packed into calls in order; a
-// prompt longer than max_rows that attends locally is prefilled in chunks, each attending to the ones before it
-// through the cache and all with the RoPE base of the whole prompt's length, as one call would; so every entry gets
-// the logits (all of its rows' with all_logits, concatenated) and the chosen token one call would give it. A ring or
-// gather-merge entry is not cut: one too long for a call goes as it is, and the backend says whether it fits.
+// A forward call cut into backend calls within CallLimits (LanguageModelForwardBatch does it where the backend's
+// scratch is bounded: DeviceLanguageModel::Limits). Entries are packed into calls in order; a prompt too long for a
+// call that attends locally is prefilled in chunks (of limits.rows, or limits.logit_rows with all_logits), each
+// attending to the ones before it through the cache and all with the RoPE base of the whole prompt's length, as one
+// call would; so every entry gets the logits (all of its rows' with all_logits, concatenated) and the chosen token
+// one call would give it. A ring or gather-merge entry is not cut: one too long for a call goes as it is, and the
+// backend says whether it fits.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +20,7 @@ namespace ixc::model {
 
 using BackendCall = std::function<absl::Status(std::vector<BatchEntry>& batch)>;
 
-absl::Status ForwardInChunks(const LlmWeights& weights, std::vector<BatchEntry>& batch, int64_t max_rows,
+absl::Status ForwardInChunks(const LlmWeights& weights, std::vector<BatchEntry>& batch, const CallLimits& limits,
                              const BackendCall& backend);
 
 }  // namespace ixc::model

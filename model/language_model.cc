@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -299,12 +298,17 @@ absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<Ba
     return on_device ? weights.device->ForwardBatch(weights, part, cache, comm)
                      : CpuForwardBatch(weights, part, cache, comm);
   };
-  const int64_t max_rows = max_rows_per_call > 0 ? max_rows_per_call
-                           : on_device           ? weights.device->MaxRowsPerCall()
-                                                 : std::numeric_limits<int64_t>::max();
-  int64_t rows = 0;
-  for (const BatchEntry& entry : batch) rows += entry.input.tokens(weights.config.hidden_size);
-  IXC_RETURN_IF_ERROR(rows > max_rows ? ForwardInChunks(weights, batch, max_rows, backend) : backend(batch));
+  const CallLimits limits = max_rows_per_call > 0 ? CallLimits{max_rows_per_call, max_rows_per_call}
+                            : on_device           ? weights.device->Limits()
+                                                  : CallLimits{};
+  int64_t rows = 0, logit_rows = 0;
+  for (const BatchEntry& entry : batch) {
+    const int64_t tokens = entry.input.tokens(weights.config.hidden_size);
+    rows += tokens;
+    logit_rows += entry.input.all_logits ? tokens : 1;
+  }
+  const bool fits = rows <= limits.rows && logit_rows <= limits.logit_rows;
+  IXC_RETURN_IF_ERROR(fits ? backend(batch) : ForwardInChunks(weights, batch, limits, backend));
   for (BatchEntry& entry : batch) {
     TokenChoice* choice = entry.choice;
     if (choice == nullptr || choice->token >= 0) continue;  // none asked, or the backend chose

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -82,6 +83,13 @@ struct BatchEntry {
   std::vector<float>* logits = nullptr;
   TokenChoice* choice = nullptr;  // set: choose the next token (not with all_logits or a ring prefill)
 };
+// The most one backend call takes: rows, and of them rows whose logits it returns (each holds a vocabulary of f32
+// logits: all_logits rows; the others have one per entry). Unbounded on the CPU.
+struct CallLimits {
+  int64_t rows = std::numeric_limits<int64_t>::max();
+  int64_t logit_rows = std::numeric_limits<int64_t>::max();
+};
+
 // The same forward on an accelerator that holds a copy of the weights (model/cuda/CudaLanguageModel), with the
 // semantics of LanguageModelForwardBatch; `cache` then keeps the block tables and the device keeps the K/V.
 class DeviceLanguageModel {
@@ -89,13 +97,13 @@ class DeviceLanguageModel {
   virtual ~DeviceLanguageModel() = default;
   virtual absl::Status ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                                     parallel::DeviceComm* comm) = 0;
-  // The most rows one ForwardBatch call takes (its scratch); the same on every rank of a TP or SP group.
-  virtual int64_t MaxRowsPerCall() const = 0;
+  // What one ForwardBatch call takes (its scratch); the same on every rank of a TP or SP group.
+  virtual CallLimits Limits() const = 0;
 };
 
-// Runs on weights.device when it is set, else on the CPU; the comm and ring checks hold for both. A call of more
-// rows than the device's MaxRowsPerCall (or, where given, max_rows_per_call) goes as several
-// (model/chunked_forward.h: a long prompt is prefilled in chunks), with the same results.
+// Runs on weights.device when it is set, else on the CPU; the comm and ring checks hold for both. A call past the
+// device's Limits (or, where given, max_rows_per_call rows of either kind) goes as several (model/chunked_forward.h:
+// a long prompt is prefilled in chunks), with the same results.
 absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                                        parallel::DeviceComm* comm = nullptr, int64_t max_rows_per_call = 0);
 

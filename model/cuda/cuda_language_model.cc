@@ -185,13 +185,16 @@ std::array<int64_t, 14> CudaLanguageModel::ScratchSizes(int64_t rows, int64_t lo
   };
 }
 
-int64_t CudaLanguageModel::MaxRowsPerCall() const {
-  if (options_.max_rows_per_call > 0) return options_.max_rows_per_call;
+CallLimits CudaLanguageModel::Limits() const {
+  if (options_.max_rows_per_call > 0) return {options_.max_rows_per_call, options_.max_rows_per_call};
   // Half the reserve for the rows' scratch; the other half for cuBLASLt's workspace, NCCL's buffers, the decode
-  // graphs and a vision tower beside (a prompt's logit row and the decode workspace are small beside it).
-  const std::array<int64_t, 14> per_row = ScratchSizes(1, 0, 0);
-  const int64_t bytes = std::accumulate(per_row.begin(), per_row.end(), int64_t{0});
-  return std::max<int64_t>(1024, options_.kv_reserve_bytes / 2 / bytes);
+  // graphs and a vision tower beside (the decode workspace is small beside it).
+  const int64_t budget = options_.kv_reserve_bytes / 2;
+  auto bytes = [&](int64_t logit_rows) {
+    const std::array<int64_t, 14> sizes = ScratchSizes(1, logit_rows, 0);
+    return std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+  };
+  return {std::max<int64_t>(1024, budget / bytes(0)), std::max<int64_t>(64, budget / bytes(1))};
 }
 
 absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) {

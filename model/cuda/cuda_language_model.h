@@ -45,8 +45,9 @@ struct CudaModelOptions {
   // launching some 400 kernels from the host (--cuda-graphs, on by default; --nocuda-graphs launches them eagerly).
   bool decode_graphs = true;
   int device = 0;
-  // Rows of one forward call at most: a longer prompt is prefilled in chunks (model/chunked_forward.h), so its
-  // scratch fits. 0: as many as half of kv_reserve_bytes holds (16K of the 7B's rows in 4 GiB), at least 1024.
+  // Rows of one forward call at most, of either kind (CallLimits): a longer prompt is prefilled in chunks
+  // (model/chunked_forward.h), so its scratch fits. 0: as many as half of kv_reserve_bytes holds (16K of the 7B's
+  // rows in 4 GiB; 4K with all their logits), at least 1024 and 64.
   int64_t max_rows_per_call = 0;
 };
 
@@ -69,7 +70,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
 
   absl::Status ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                             parallel::DeviceComm* comm) override;
-  int64_t MaxRowsPerCall() const override;
+  CallLimits Limits() const override;
 
   // The KV pool's blocks (a KvCache::BlocksOnly of this size does the bookkeeping), and the memory taken.
   int num_kv_blocks() const { return num_blocks_; }

@@ -166,7 +166,7 @@ TEST_P(CudaModelTest, LongPromptsInChunksMatchTheCpu) {
   const absl::Status loaded = LoadBoth(/*max_rows_per_call=*/7);
   ASSERT_TRUE(loaded.ok()) << loaded;
   const auto& [name, decode_graphs] = GetParam();
-  ASSERT_EQ(gpu_weights_.device->MaxRowsPerCall(), 7);
+  ASSERT_EQ(gpu_weights_.device->Limits().rows, 7);
   SequenceKv cpu_seq, gpu_seq;
   auto cpu_logits = Prefill(cpu_weights_, prompt_, /*all_logits=*/true, cpu_seq, *cpu_cache_, nullptr);
   auto gpu_logits = Prefill(gpu_weights_, prompt_, /*all_logits=*/true, gpu_seq, *gpu_cache_, nullptr);
