@@ -12,6 +12,7 @@
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/flash_tile.cuh"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/warp_sum.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -126,7 +127,7 @@ __device__ void CombineSplits(int64_t head_row, const float* partial_out, const 
       weight_s[s] = w;
       total += w;
     }
-    for (int offset = 16; offset > 0; offset /= 2) total += __shfl_xor_sync(0xffffffff, total, offset);
+    total = WarpSum(total);
     if (threadIdx.x == 0) {
       total_weight_s = total;
       max_s = top;

@@ -19,6 +19,7 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/warp_sum.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -76,7 +77,7 @@ __device__ void RmsNormRowsToShared(const RmsNormInput& norm, int64_t k, T* rows
       const float4 v = LoadFour(norm.residual + m * k + 4 * i);
       sum_sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
-    for (int offset = 16; offset > 0; offset /= 2) sum_sq += __shfl_xor_sync(0xffffffff, sum_sq, offset);
+    sum_sq = WarpSum(sum_sq);
     if (lane == 0) partial[warp][m] = sum_sq;
   }
   __syncthreads();
@@ -149,9 +150,7 @@ __device__ void DotWeightRows(const T* x, const T* const (&w_rows)[kRows], int64
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      for (int offset = 16; offset > 0; offset /= 2) acc[r][m] += __shfl_xor_sync(0xffffffff, acc[r][m], offset);
-    }
+    for (int m = 0; m < M; ++m) acc[r][m] = WarpSum(acc[r][m]);
   }
 }
 

@@ -14,17 +14,12 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/norm.h"
+#include "kernels/cuda/warp_sum.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// The sum of `value` over the warp; every lane gets it.
-__device__ float WarpSum(float value) {
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
-  return value;
-}
 
 // The sum of `value` over the block; every thread gets it. `scratch` holds kThreads / 32 floats.
 __device__ float BlockSum(float value, float* scratch) {

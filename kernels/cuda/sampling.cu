@@ -9,6 +9,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/grid_stride.cuh"
 #include "kernels/cuda/sampling.h"
+#include "kernels/cuda/warp_sum.cuh"
 
 namespace ixc::kernels::cuda {
 namespace {
@@ -65,12 +66,6 @@ __device__ float BlockMax(float value, float* scratch) {
   float total = -INFINITY;
   for (int w = 0; w < kThreads / 32; ++w) total = fmaxf(total, scratch[w]);
   return total;
-}
-
-// The sum of `value` over the warp; every lane gets it.
-__device__ double WarpSum(double value) {
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
-  return value;
 }
 
 __device__ double BlockSum(double value, double* scratch) {
