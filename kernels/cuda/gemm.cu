@@ -239,6 +239,13 @@ __global__ void __launch_bounds__(kSmallThreads)
   }
 }
 
+// A LoRA's B product onto a base product, rounded as a Linear accumulating into it rounds; a row without the LoRA
+// (`takes` false) keeps the base, as the unfused path's zeroed A product leaves it.
+template <typename T>
+__device__ T OntoBase(float product, T base, bool takes) {
+  return takes ? FromFloat<T>(product + ToFloat(base)) : base;
+}
+
 // Gemm::LowRankSwiGlu: a warp per feature reads its rows of both B's, each against its own A products (the dot
 // products as SmallMLinearKernel takes them, so the sums are the same bits), adds them to the base products where
 // the row takes the LoRA, rounds as the accumulating Linear would, and applies SwiGLU as LaunchSwiGlu does.
@@ -258,12 +265,9 @@ __global__ void __launch_bounds__(kSmallThreads)
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     const int64_t i = m * n + feature;
-    float g = ToFloat(gate[i]), u = ToFloat(up[i]);
-    if (mask == nullptr || mask[m] != 0) {
-      g = ToFloat(FromFloat<T>(gate_lora[0][m] + g));
-      u = ToFloat(FromFloat<T>(up_lora[0][m] + u));
-    }
-    out[i] = FromFloat<T>(SwiGlu(g, u));
+    const bool takes = mask == nullptr || mask[m] != 0;
+    const T g = OntoBase(gate_lora[0][m], gate[i], takes), u = OntoBase(up_lora[0][m], up[i], takes);
+    out[i] = FromFloat<T>(SwiGlu(ToFloat(g), ToFloat(u)));
   }
 }
 
@@ -304,8 +308,8 @@ __global__ void __launch_bounds__(kSmallThreads)
     if (place.products != nullptr) {  // a LoRA's B product onto the base products, rounded as Linear's accumulate
       const T* row = static_cast<const T*>(place.products) + m * n + feature;
       const bool takes = place.mask == nullptr || place.mask[m] != 0;
-      a = takes ? FromFloat<T>(acc[0][m] + ToFloat(row[0])) : row[0];
-      b = takes ? FromFloat<T>(acc[1][m] + ToFloat(row[half])) : row[half];
+      a = OntoBase(acc[0][m], row[0], takes);
+      b = OntoBase(acc[1][m], row[half], takes);
     }
     const int64_t slot = place.slots[m];
     const int64_t cache_offset = (slot * place.kv_heads + kv_head) * place.head_dim;
