@@ -145,16 +145,19 @@ int Run(int64_t prefill_tokens, bool prefill, bool decode) {
   weights.device = *gpu;
   weights.has_write_lora = true;
   model::KvCache cache = model::KvCache::BlocksOnly(weights.shard, options.block_size, (*gpu)->num_kv_blocks());
+  const model::LlmConfig& c = weights.config;
+  const double layers = c.num_layers, hidden = c.hidden_size, qkv = c.qkv_size(), ffn = c.intermediate_size;
   // Per layer: the LoRA's A (rank, in) and B (out, rank) of qkv, wo, w1, w3 and w2, bf16.
-  const double lora_bytes = 32.0 * kWriteLoraRank * (4096 + 6144 + 4096 + 4096 + 3 * (4096 + 14336)) * 2;
+  const double lora_bytes = layers * kWriteLoraRank * ((hidden + qkv) + (hidden + hidden) + 3 * (hidden + ffn)) * 2;
   const double weight_gb = ((*gpu)->weight_bytes() - lora_bytes) / 1e9;
+  const double embedding_bytes = static_cast<double>(c.vocab_size) * hidden * 2;  // read one row a token
   std::printf(
       "\n7B shape, bf16 random weights: %.2f GB of weights (embedding table included; decode reads %.2f GB "
       "per token; write-mode LoRAs %.2f GB more), KV pool %.1f GB (%d blocks of 16)\n",
-      weight_gb, weight_gb - 92544.0 * 4096 * 2 / 1e9, lora_bytes / 1e9, (*gpu)->kv_bytes() / 1e9,
+      weight_gb, weight_gb - embedding_bytes / 1e9, lora_bytes / 1e9, (*gpu)->kv_bytes() / 1e9,
       (*gpu)->num_kv_blocks());
 
-  const double bytes_per_token = weight_gb * 1e9 - 92544.0 * 4096 * 2;  // every weight but the embedding table
+  const double bytes_per_token = weight_gb * 1e9 - embedding_bytes;  // every weight but the embedding table
   if (decode && (Decode(weights, **gpu, cache, limits, model::LoraMode::kBase, bytes_per_token) != 0 ||
                  Decode(weights, **gpu, cache, limits, model::LoraMode::kWrite, bytes_per_token + lora_bytes) != 0 ||
                  BatchedDecode(weights, cache) != 0)) {
@@ -167,6 +170,15 @@ int Run(int64_t prefill_tokens, bool prefill, bool decode) {
   for (int64_t i = 0; i < prefill_tokens; ++i) long_prompt[i] = static_cast<int32_t>((i * 104729) % 92544);
   model::ForwardInput input;
   input.ids = long_prompt;
+  // The FLOPs the prefill does (2 per weight per row): every layer's qkv and causal attention for every token but the
+  // last layer's, whose attention output, feed-forward and attention, and the head, are for the logit row alone
+  // (CudaLanguageModel: the last layer on the logit rows).
+  const double n = static_cast<double>(prefill_tokens);
+  const double rest_weights = hidden * hidden + 3.0 * ffn * hidden;  // wo, w1, w3, w2
+  const double linear_flops = 2 * (layers * qkv * hidden * n + (layers - 1) * rest_weights * n + rest_weights +
+                                   static_cast<double>(c.vocab_size) * hidden);
+  const double per_key = 4.0 * c.head_dim * c.num_heads;  // Q K^T and P V of one query row and key
+  const double attention_flops = per_key * ((layers - 1) * n * n / 2 + n);
   for (int run = 0; run < 2; ++run) {  // the first run allocates the scratch and picks the GEMM plans
     model::SequenceKv long_seq;
     cudaDeviceSynchronize();
@@ -178,17 +190,6 @@ int Run(int64_t prefill_tokens, bool prefill, bool decode) {
                    prefill.status().ToString().c_str());
       return 1;
     }
-    // The FLOPs the prefill does (2 per weight per row): every layer's qkv and causal attention for every token but
-    // the last layer's, whose attention output, feed-forward and attention, and the head, are for the logit row
-    // alone (CudaLanguageModel: the last layer on the logit rows).
-    const model::LlmConfig& c = weights.config;
-    const double n = static_cast<double>(prefill_tokens), layers = c.num_layers, hidden = c.hidden_size;
-    const double qkv_weights = static_cast<double>(c.qkv_size()) * hidden;
-    const double rest_weights = hidden * hidden + 3.0 * c.intermediate_size * hidden;  // wo, w1, w3, w2
-    const double linear_flops = 2 * (layers * qkv_weights * n + (layers - 1) * rest_weights * n + rest_weights +
-                                     static_cast<double>(c.vocab_size) * hidden);
-    const double per_key = 4.0 * c.head_dim * c.num_heads;  // Q K^T and P V of one query row and key
-    const double attention_flops = per_key * ((layers - 1) * n * n / 2 + n);
     std::printf(
         "prefill of %lld tokens (run %d, %s flash): %.3f s, %.0f tokens/s, %.0f TFLOP/s (%.0f%% of %.0f); "
         "H100 goal 32K in <= 1.4 s\n",
