@@ -184,7 +184,7 @@ absl::Status CpuForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>&
   }
   const int64_t logit_count = static_cast<int64_t>(logit_rows.size());
   const bool compact_last_layer = all_local && logit_count > 0 && logit_count < tokens;
-  const RowMasks logit_masks = RowMasksOfRows(masks, logit_rows);
+  const RowMasks logit_masks = compact_last_layer ? RowMasksOfRows(masks, logit_rows) : RowMasks{};
 
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights.layers[layer];
