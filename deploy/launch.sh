@@ -4,7 +4,7 @@
 #   deploy/launch.sh --tp 2 --sp 2 --vision 1 [--hostfile hosts] [--build build/cpu] [--one-program] -- \
 #       --model DIR --requests in.jsonl --results out.jsonl
 # On one machine with fewer cores than ranks, ranks share cores: each gets OMP_NUM_THREADS=1 and passive waits.
-# --one-program: every rank runs one program, a shell that execs the coordinator on rank 0 and the worker elsewhere,
+# --one-program: every rank runs one program (deploy/one_program.sh: the coordinator on rank 0, the worker elsewhere)
 # instead of an MPMD line (coordinator : workers), which Open MPI 5.0's mpirun crashes on with newer glibc
 # (open-mpi/ompi#13303).
 set -euo pipefail
@@ -40,9 +40,8 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 coordinator=("$build/coordinator/ixc-coordinator" --tp "$tp" --sp "$sp" --vision "$vision" "$@")
 line=(mpirun "${options[@]}" -x OMP_NUM_THREADS -x OMP_WAIT_POLICY)
 if [ "$one_program" = 1 ]; then
-  # shellcheck disable=SC2016  # expanded by each rank's shell
-  line+=(-np "$ranks" bash -c 'if [ "${OMPI_COMM_WORLD_RANK:-$PMIX_RANK}" = 0 ]; then exec "$@"; fi; exec "$0"'
-         "$build/worker/ixc-worker" "${coordinator[@]}")
+  line+=(-np "$ranks" bash "$(cd "$(dirname "$0")" && pwd)/one_program.sh" "$build/worker/ixc-worker"
+         "${coordinator[@]}")
 else
   line+=(-np 1 "${coordinator[@]}" : -np "$workers" "$build/worker/ixc-worker")
 fi

@@ -37,12 +37,15 @@ if [ "$pass" = all ] || [ "$pass" = default ]; then
     timeout 150 "$bench" || failures=$((failures + 1))
   done
 fi
-# The tests that reach the attention kernels and the GEMMs, and the attention, prefill and decode benchmarks, with
-# other kernels chosen by the environment (VAR=1 ...).
-rerun_with() {
+# The tests that reach the attention kernels and the GEMMs with other kernels chosen by the environment (VAR=1 ...);
+# rerun_with adds the attention, prefill and decode benchmarks.
+tests_with() {
   for test in attention gemm generate model parallel vision; do
     run_test "$@" timeout 120 ".gpu-bin/${test}_cuda_test"
   done
+}
+rerun_with() {
+  tests_with "$@"
   echo "== $*: kernels_cuda_bench flash and decode; model_cuda_bench 32768 (at ${SECONDS} s)"
   for mode in flash decode; do
     env "$@" timeout 60 .gpu-bin/kernels_cuda_bench $mode || failures=$((failures + 1))
@@ -61,11 +64,7 @@ if [ "$pass" = all ] || [ "$pass" = experimental ]; then
   before=$failures
   rerun_with IXC_FLASH_PIPELINED=1 IXC_GEMM_TUNE=1 IXC_FEWER_DECODE_KERNELS=1
   if [ "$failures" -gt "$before" ]; then
-    for flag in IXC_FLASH_PIPELINED IXC_GEMM_TUNE IXC_FEWER_DECODE_KERNELS; do
-      for test in attention gemm generate model parallel vision; do
-        run_test "$flag=1" timeout 120 ".gpu-bin/${test}_cuda_test"
-      done
-    done
+    for flag in IXC_FLASH_PIPELINED IXC_GEMM_TUNE IXC_FEWER_DECODE_KERNELS; do tests_with "$flag=1"; done
   fi
 fi
 echo "gpu run: $failures failing binaries, ${SECONDS} s"

@@ -50,8 +50,8 @@ for device in ("cpu", "gpu"):
 PY
 # Open MPI 5.0's mpirun crashes in PMIx's printf of an MPMD job's app contexts on newer glibc (open-mpi/ompi#13303,
 # open: `mpirun -n 1 date : -n 1 date` segfaults), which may be what stopped it on the GPU machine. Where the MPMD
-# line dies by SIGSEGV (139), the same job runs again as one program that execs the coordinator on rank 0 and the
-# worker elsewhere (IXC_ONE_PROGRAM=1 takes that form from the start).
+# line dies by SIGSEGV (139), the same job runs again as one program (deploy/one_program.sh: the coordinator on rank 0,
+# the worker elsewhere; IXC_ONE_PROGRAM=1 takes that form from the start).
 cluster() {  # device requests results [flags]
   local device=$1 requests=$2 results=$3
   shift 3
@@ -64,9 +64,7 @@ cluster() {  # device requests results [flags]
     [ "$rc" = 139 ] || return "$rc"
     echo "mpirun (MPMD) died by SIGSEGV: the job again as one program"
   fi
-  # shellcheck disable=SC2016  # expanded by the ranks' shell
-  "${mpi[@]}" -np 3 bash -c 'if [ "${OMPI_COMM_WORLD_RANK:-$PMIX_RANK}" = 0 ]; then exec "$@"; fi; exec "$0"' \
-    "$bundle/ixc-worker" "${coordinator[@]}"
+  "${mpi[@]}" -np 3 bash "$PWD/deploy/one_program.sh" "$bundle/ixc-worker" "${coordinator[@]}"
 }
 echo "== the cluster on the CPU (at ${SECONDS} s)"
 cluster cpu "$work/requests-cpu.jsonl" "$work/results-cpu.jsonl" >"$work/cpu.log" 2>&1 || { tail -30 "$work/cpu.log"; exit 1; }
