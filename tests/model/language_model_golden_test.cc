@@ -43,6 +43,15 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   return worst;
 }
 
+// The golden's prompt as a forward input, with its image rows and LoRA mode.
+ForwardInput PromptOf(const Golden& golden) {
+  ForwardInput prompt;
+  prompt.ids = golden.prompt;
+  prompt.image_mask = golden.image_mask;
+  prompt.lora = golden.lora;
+  return prompt;
+}
+
 class LanguageModelGoldenTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(LanguageModelGoldenTest, LogitsAndGreedyMatchTransformers) {
@@ -51,10 +60,7 @@ TEST_P(LanguageModelGoldenTest, LogitsAndGreedyMatchTransformers) {
   ASSERT_TRUE(weights.ok()) << weights.status();
   KvCache cache(weights->config, /*block_size=*/8, /*num_blocks=*/64);
 
-  ForwardInput prompt;
-  prompt.ids = golden.prompt;
-  prompt.image_mask = golden.image_mask;
-  prompt.lora = golden.lora;
+  ForwardInput prompt = PromptOf(golden);
   GenerationOptions options;
   options.max_new_tokens = static_cast<int>(golden.greedy.size());
   options.keep_prompt_logits = true;
@@ -79,10 +85,7 @@ TEST_P(LanguageModelGoldenTest, LastLayerOnTheLogitRowsAlone) {
   ASSERT_TRUE(weights.ok()) << weights.status();
   KvCache cache(weights->config, /*block_size=*/4, /*num_blocks=*/64);
   const int64_t vocab = weights->config.vocab_size, length = static_cast<int64_t>(golden.prompt.size());
-  ForwardInput prompt;
-  prompt.ids = golden.prompt;
-  prompt.image_mask = golden.image_mask;
-  prompt.lora = golden.lora;
+  ForwardInput prompt = PromptOf(golden);
   ForwardInput start;  // the other sequence's first tokens, in the base mode (so its row takes none of the LoRAs)
   start.ids = std::span<const int32_t>(golden.prompt).first(3);
   SequenceKv seq, other, other_alone;
@@ -125,10 +128,7 @@ TEST_P(LanguageModelGoldenTest, LongPromptsInChunksMatchOneCall) {
   ASSERT_TRUE(weights.ok()) << weights.status();
   KvCache cache(weights->config, /*block_size=*/4, /*num_blocks=*/128);
   constexpr int64_t kMaxRows = 7;
-  ForwardInput prompt;
-  prompt.ids = golden.prompt;
-  prompt.image_mask = golden.image_mask;
-  prompt.lora = golden.lora;
+  ForwardInput prompt = PromptOf(golden);
   prompt.all_logits = true;
   ASSERT_GT(static_cast<int64_t>(golden.prompt.size()), 2 * kMaxRows);
   SequenceKv whole;
