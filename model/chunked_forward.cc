@@ -75,7 +75,7 @@ absl::Status ForwardInChunks(const LlmWeights& weights, std::vector<BatchEntry>&
     }
     IXC_RETURN_IF_ERROR(flush());
     const bool too_long = rows > limits.rows || logit_rows > limits.logit_rows;
-    if (too_long && entry.input.sp_attention == SpAttention::kLocal) {
+    if (too_long && entry.input.sp_attention != SpAttention::kRing) {
       const int64_t chunk = entry.input.all_logits ? std::min(limits.rows, limits.logit_rows) : limits.rows;
       IXC_RETURN_IF_ERROR(ForwardEntryInChunks(weights, entry, chunk, backend));
       continue;

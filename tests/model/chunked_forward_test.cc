@@ -107,5 +107,42 @@ TEST(ChunkedForwardTest, EntriesThatFitGoTogether) {
   EXPECT_EQ(sizes, (std::vector<size_t>{2, 1}));
 }
 
+// With sequence parallelism: a gather-merge chunk is cut like a local prompt, its positions and the rows whose K/V
+// this rank keeps sliced with it; a ring prefill's shard goes as it is, whatever its length.
+TEST(ChunkedForwardTest, GatherMergeChunksAreCutRingShardsAreNot) {
+  LlmWeights weights;
+  weights.config.hidden_size = 8;
+  std::vector<int32_t> ids(5, 7), positions = {10, 11, 12, 13, 14};
+  std::vector<uint8_t> keep = {1, 1, 0, 0, 1};
+  ForwardInput chunk;
+  chunk.ids = ids;
+  chunk.positions = positions;
+  chunk.store_kv = keep;
+  chunk.sp_attention = SpAttention::kGatherMerge;
+  SequenceKv seq;
+  std::vector<float> logits;
+  std::vector<BatchEntry> batch = {{chunk, &seq, &logits}};
+  std::vector<std::vector<int32_t>> seen_positions;
+  std::vector<uint8_t> seen_keep;
+  std::vector<int64_t> context_lengths;
+  const BackendCall backend = [&](std::vector<BatchEntry>& call) {
+    const ForwardInput& input = call[0].input;
+    seen_positions.emplace_back(input.positions.begin(), input.positions.end());
+    seen_keep.insert(seen_keep.end(), input.store_kv.begin(), input.store_kv.end());
+    context_lengths.push_back(input.context_length);
+    call[0].logits->assign(kVocab, 0.f);
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(ForwardInChunks(weights, batch, {.rows = 2}, backend).ok());
+  EXPECT_EQ(seen_positions, (std::vector<std::vector<int32_t>>{{10, 11}, {12, 13}, {14}}));
+  EXPECT_EQ(seen_keep, keep);
+  EXPECT_EQ(context_lengths, (std::vector<int64_t>{15, 15, 15}));
+
+  seen_positions.clear();
+  batch[0].input.sp_attention = SpAttention::kRing;
+  ASSERT_TRUE(ForwardInChunks(weights, batch, {.rows = 2}, backend).ok());
+  EXPECT_EQ(seen_positions, (std::vector<std::vector<int32_t>>{positions}));
+}
+
 }  // namespace
 }  // namespace ixc::model

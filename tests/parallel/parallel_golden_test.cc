@@ -153,10 +153,9 @@ KvFourCase LoadKvFourCase(const parallel::Mapping& mapping) {
 
 // Chunked prefill on a sequence split across the SP group (architecture section 4): the first part of the prompt by
 // ring attention, the rest as one chunk that every SP rank holds, attended to each rank's shard and merged, each
-// token's K/V kept by its round-robin owner. The logits of both parts equal the goldens.
-TEST(ParallelGoldenTest, ChunkedPrefillAfterARingPrefill) {
-  const KvFourCase c = LoadKvFourCase(testing::WorldMapping());
-  ASSERT_FALSE(HasFailure());
+// token's K/V kept by its round-robin owner. The logits of both parts equal the goldens: with the chunk in one
+// forward call, and cut into calls of 5 rows (chunked_forward.h), each attending to the pieces before it.
+void CheckChunkedPrefillAfterARingPrefill(const KvFourCase& c, int64_t max_rows_per_call) {
   parallel::DeviceComm* comm = c.comm.get();
   const int64_t vocab = c.weights.config.vocab_size, first = 7, length = static_cast<int64_t>(c.ids.size());
   KvCache cache(c.weights.shard, /*block_size=*/2, /*num_blocks=*/32);
@@ -186,8 +185,18 @@ TEST(ParallelGoldenTest, ChunkedPrefillAfterARingPrefill) {
   chunk.all_logits = true;
   chunk.sp_attention = sp > 1 ? SpAttention::kGatherMerge : SpAttention::kLocal;
   std::vector<float> rest;
-  ASSERT_TRUE(LanguageModelForward(c.weights, chunk, seq, cache, &rest, comm).ok());
+  std::vector<BatchEntry> batch = {{chunk, &seq, &rest}};
+  ASSERT_TRUE(LanguageModelForwardBatch(c.weights, batch, cache, comm, max_rows_per_call).ok());
   EXPECT_LE(MaxAbsDiff(rest, std::vector<float>(c.golden.begin() + first * vocab, c.golden.end())), 1e-4);
+}
+
+TEST(ParallelGoldenTest, ChunkedPrefillAfterARingPrefill) {
+  const KvFourCase c = LoadKvFourCase(testing::WorldMapping());
+  ASSERT_FALSE(HasFailure());
+  for (int64_t max_rows_per_call : {0, 5}) {
+    SCOPED_TRACE(::testing::Message() << "rows per forward call: " << (max_rows_per_call == 0 ? "any" : "5"));
+    CheckChunkedPrefillAfterARingPrefill(c, max_rows_per_call);
+  }
 }
 
 // A prompt its caller has already cut into this SP rank's zig-zag shard (the cluster's LLM ranks, which receive
