@@ -68,6 +68,10 @@ absl::Status Run(int world_size, int* exit_code) {
     return absl::InvalidArgumentError(
         absl::StrCat("--image-cache-mib ", absl::GetFlag(FLAGS_image_cache_mib), " is negative"));
   }
+  if (absl::GetFlag(FLAGS_max_context) < 2) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-context ", absl::GetFlag(FLAGS_max_context),
+                                                   " leaves no room for a prompt token and a generated one"));
+  }
   const std::string vision_handoff = absl::GetFlag(FLAGS_vision_handoff);
   if (vision_handoff != "auto" && vision_handoff != "nccl" && vision_handoff != "mpi") {
     return absl::InvalidArgumentError(
@@ -100,6 +104,7 @@ absl::Status Run(int world_size, int* exit_code) {
                                  device,
                                  dtype,
                                  absl::GetFlag(FLAGS_kv_reserve_mib),
+                                 absl::GetFlag(FLAGS_max_context),
                                  absl::GetFlag(FLAGS_cuda_graphs),
                                  vision_handoff};
   IXC_RETURN_IF_ERROR(parallel::ShareClusterConfig(&config).status());

@@ -30,6 +30,8 @@ struct Placement {
   int kv_blocks = 0;               // the KV pool, exactly (a cluster's --kv-blocks); 0: enough for context_tokens on
                                    // the CPU, all that fit on the GPU
   int64_t kv_reserve_mib = 4096;   // cuda: device memory kept free after the KV pool
+  int64_t ring_rows = 0;           // cuda: the longest ring prefill shard, whose scratch the pool leaves room for
+                                   // (CudaModelOptions::ring_rows)
   std::string dtype = "bf16";      // cuda: "bf16" | "f16"
   int gpu = 0;                     // cuda: which of this machine's devices
   bool cuda_graphs = true;         // cuda: decode steps as replayed CUDA graphs (CudaModelOptions::decode_graphs)

@@ -20,6 +20,7 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
                           {"device", config->device},
                           {"dtype", config->dtype},
                           {"kv_reserve_mib", config->kv_reserve_mib},
+                          {"max_context", config->max_context},
                           {"cuda_graphs", config->cuda_graphs},
                           {"vision_handoff", config->vision_handoff}}
                .dump();
@@ -46,6 +47,7 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
   shared.device = json["device"];
   shared.dtype = json["dtype"];
   shared.kv_reserve_mib = json["kv_reserve_mib"];
+  shared.max_context = json["max_context"];
   shared.cuda_graphs = json["cuda_graphs"];
   shared.vision_handoff = json["vision_handoff"];
   return shared;

@@ -22,6 +22,7 @@ struct ClusterConfig {
   std::string device = "cpu";    // where the workers run their models: cpu | cuda (WorkerGpu: one per LLM rank)
   std::string dtype = "bf16";    // cuda: bf16 | f16
   int64_t kv_reserve_mib = 4096; // cuda: device memory an LLM rank keeps free beside its weights and KV pool
+  int64_t max_context = 98304;   // prompt plus generated positions, at most (with SP it bounds a ring prefill)
   bool cuda_graphs = true;       // cuda: decode steps as replayed CUDA graphs
   std::string vision_handoff = "auto";  // cuda: auto | nccl | mpi (worker/handoff.h; auto: NCCL where every vision
                                         // rank has a GPU of its own)

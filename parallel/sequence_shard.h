@@ -19,6 +19,10 @@ std::vector<int32_t> ZigZagPositions(int64_t length, int rank, int size);
 // [begin, end), one per zig-zag chunk. The vision stage sends an image's embeddings only to the ranks that own them.
 std::vector<std::pair<int64_t, int64_t>> OwnedRows(int64_t length, int rank, int size, int64_t first, int64_t count);
 
+// At least as many positions as any rank's zig-zag shard holds of a prompt of `length` or shorter (a ring
+// prefill's rows): two chunks of at most ceil(length / 2S) each.
+inline int64_t LongestShard(int64_t length, int size) { return 2 * ((length + 2 * size - 1) / (2 * size)); }
+
 inline int DecodeOwner(int64_t position, int block_size, int size) {
   return static_cast<int>((position / block_size) % size);
 }

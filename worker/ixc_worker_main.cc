@@ -15,6 +15,7 @@
 #include "model/vision_encoder.h"
 #include "parallel/bootstrap.h"
 #include "parallel/mpi_device_comm.h"
+#include "parallel/sequence_shard.h"
 #ifdef IXC_HAVE_CUDA
 #include "kernels/cuda/device.h"
 #include "parallel/nccl_device_comm.h"
@@ -88,6 +89,8 @@ absl::Status RunWorker(int world_size, int rank) {
   placement.block_size = config.kv_block_size;
   placement.kv_blocks = config.kv_blocks;
   placement.kv_reserve_mib = config.kv_reserve_mib;
+  // A prompt is prefilled by ring attention in one call on every SP rank: room for the longest one's shard.
+  if (config.layout.sp > 1) placement.ring_rows = parallel::LongestShard(config.max_context - 1, config.layout.sp);
   placement.cuda_graphs = config.cuda_graphs;
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel,
                        protocol::Channel::Connect(config.control_endpoint, rank));

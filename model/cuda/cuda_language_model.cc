@@ -45,14 +45,20 @@ absl::Status CudaLanguageModel::AllocateKvPool() {
   const int64_t per_block = 2 * c.num_layers * pool_bytes_per_block;
   size_t free_bytes = 0, total_bytes = 0;
   IXC_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
-  const int64_t fit = std::min<int64_t>((static_cast<int64_t>(free_bytes) - options_.kv_reserve_bytes) / per_block,
-                                        INT32_MAX / options_.block_size);
+  const int64_t reserve = ReserveBytes();
+  const int64_t fit =
+      std::min<int64_t>((static_cast<int64_t>(free_bytes) - reserve) / per_block, INT32_MAX / options_.block_size);
   const int64_t blocks = options_.kv_blocks > 0 ? options_.kv_blocks : fit;
   if (blocks < 1 || blocks > fit) {
+    const std::string ring =
+        reserve > options_.kv_reserve_bytes
+            ? absl::StrCat(" and a ring prefill's scratch for ", options_.ring_rows,
+                           " rows (the longest prompt's share of this SP rank: --max-context over --sp)")
+            : "";
     return absl::ResourceExhaustedError(absl::StrCat(
         "no room for a KV cache of ", blocks, " blocks on the GPU (--kv-blocks): ", std::max<int64_t>(fit, 0),
-        " fit in the ", free_bytes >> 20, " MiB free after the weights less the ", options_.kv_reserve_bytes >> 20,
-        " MiB kept in reserve (--kv-reserve-mib), at ", per_block >> 10, " KiB per block"));
+        " fit in the ", free_bytes >> 20, " MiB free after the weights less the ", reserve >> 20,
+        " MiB kept in reserve (--kv-reserve-mib", ring, "), at ", per_block >> 10, " KiB per block"));
   }
   num_blocks_ = static_cast<int>(blocks);
   IXC_ASSIGN_OR_RETURN(void* pool, arena_.Allocate(blocks * per_block));
@@ -197,6 +203,22 @@ CallLimits CudaLanguageModel::Limits() const {
   return {std::max<int64_t>(1024, budget / bytes(0)), std::max<int64_t>(64, budget / bytes(1))};
 }
 
+int64_t CudaLanguageModel::ReserveBytes() const {
+  const int64_t rows = options_.ring_rows;
+  if (rows <= 0) return options_.kv_reserve_bytes;
+  // The call's scratch (EnsureScratch: one logit row, the last position's) and the ring's own buffers (PlanRing:
+  // two K/V blocks in flight, the partial attention and its log-sum-exp), beside half the reserve as Limits keeps.
+  const LlmConfig& c = shard_;
+  const int64_t e = DTypeSize(options_.dtype);
+  const int64_t decode_floats =
+      kc::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), c.num_heads, c.head_dim);
+  const std::array<int64_t, 14> sizes = ScratchSizes(rows, 1, decode_floats);
+  int64_t ring = 2 * AlignUp(2 * rows * c.num_kv_heads * c.head_dim * e) +
+                 AlignUp(rows * c.num_heads * c.head_dim * e) + AlignUp(rows * c.num_heads * 4);
+  for (int64_t size : sizes) ring += AlignUp(size);
+  return std::max(options_.kv_reserve_bytes, ring + options_.kv_reserve_bytes / 2);
+}
+
 absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) {
   if (rows <= scratch_rows_ && logit_rows <= scratch_logit_rows_) return absl::OkStatus();
   rows = std::max(rows, scratch_rows_);
@@ -283,7 +305,9 @@ absl::StatusOr<KvCache> AttachCudaModel(LlmWeights& weights, const CudaModelOpti
   KvCache cache = KvCache::BlocksOnly(weights.shard, options.block_size, model->num_kv_blocks());
   IXC_LOG(INFO) << "language model on CUDA device " << options.device << " in " << DTypeName(options.dtype) << ": "
                 << model->weight_bytes() / (1 << 20) << " MiB of weights, KV pool " << model->kv_bytes() / (1 << 20)
-                << " MiB = " << model->num_kv_blocks() << " blocks of " << options.block_size << " tokens"
+                << " MiB = " << model->num_kv_blocks() << " blocks of " << options.block_size << " tokens, "
+                << model->ReserveBytes() / (1 << 20) << " MiB left free"
+                << (options.ring_rows > 0 ? absl::StrCat(" (a ring prefill of ", options.ring_rows, " rows fits)") : "")
                 << (options.decode_graphs ? ", decode steps as CUDA graphs" : "");
   weights.device = std::move(model);
   return cache;

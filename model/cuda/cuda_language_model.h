@@ -49,6 +49,10 @@ struct CudaModelOptions {
   // (model/chunked_forward.h), so its scratch fits. 0: as many as half of kv_reserve_bytes holds (16K of the 7B's
   // rows in 4 GiB; 4K with all their logits), at least 1024 and 64.
   int64_t max_rows_per_call = 0;
+  // Rows of the longest ring prefill shard this model must take in one call (with SP: the longest prompt's zig-zag
+  // shard, which is not cut into chunks): the KV pool then leaves room for its scratch besides half of
+  // kv_reserve_bytes (ReserveBytes), so such a prompt cannot run out of memory halfway. 0: no ring prefills.
+  int64_t ring_rows = 0;
 };
 
 class CudaLanguageModel : public DeviceLanguageModel {
@@ -74,6 +78,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
 
   // The KV pool's blocks (a KvCache::BlocksOnly of this size does the bookkeeping), and the memory taken.
   int num_kv_blocks() const { return num_blocks_; }
+  // The device memory the KV pool leaves free: kv_reserve_bytes, or more where a ring prefill of ring_rows needs it.
+  int64_t ReserveBytes() const;
   int64_t weight_bytes() const { return weight_bytes_; }
   int64_t kv_bytes() const { return kv_bytes_; }
   cudaStream_t stream() const { return gpu_->stream; }

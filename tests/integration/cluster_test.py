@@ -237,6 +237,8 @@ def test_failures(cluster):
     assert run.returncode != 0 and "it needs --device cuda" in run.stderr, run.stderr[-2000:]
     run = launch("--image-cache-mib", "-1")
     assert run.returncode != 0 and "--image-cache-mib -1 is negative" in run.stderr, run.stderr[-2000:]
+    run = launch("--max-context", "1")
+    assert run.returncode != 0 and "--max-context 1 leaves no room" in run.stderr, run.stderr[-2000:]
     print("a failing rank is named, its requests fail, the job exits non-zero; bad layouts, devices and handoffs "
           "are refused")
 

@@ -86,6 +86,22 @@ TEST(SequenceShardTest, ZigZagPartitionsAndOwnedRowsAgree) {
   EXPECT_EQ(DecodeOwner(17, 4, 3), 1);  // block 4 of size 4, round-robin over 3 ranks
 }
 
+// LongestShard bounds the shard of every prompt up to the length, as ZigZagPositions cuts them (a shorter prompt's
+// can be the longer: 3 positions over 4 ranks give one rank 2, 4 positions give each 1), by at most 2 rows more.
+TEST(SequenceShardTest, LongestShardBoundsEveryShorterPrompt) {
+  for (int size : {1, 2, 3, 4}) {
+    int64_t longest_seen = 0;
+    for (int64_t length = 0; length <= 50; ++length) {
+      for (int rank = 0; rank < size; ++rank) {
+        longest_seen = std::max(longest_seen, static_cast<int64_t>(ZigZagPositions(length, rank, size).size()));
+      }
+      EXPECT_GE(LongestShard(length, size), longest_seen) << length << " over " << size;
+      EXPECT_LE(LongestShard(length, size), longest_seen + 2) << length << " over " << size;
+    }
+  }
+  EXPECT_EQ(LongestShard(98303, 2), 49152);  // the default --max-context's longest prompt over 2 ranks
+}
+
 // GPUs of one machine: an LLM rank each, in order; vision ranks take the spare ones or share round-robin.
 TEST(WorkerGpuTest, LlmRanksOwnTheirGpusAndVisionRanksShare) {
   // One GPU, one vision rank and one LLM rank: both on GPU 0.
