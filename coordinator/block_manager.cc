@@ -10,7 +10,7 @@ BlockManager::BlockManager(int sp, int block_size, int blocks_per_rank)
 std::vector<int64_t> BlockManager::PrefillLengths(int64_t length) const {
   std::vector<int64_t> lengths(sp_);
   for (int s = 0; s < sp_; ++s) {
-    lengths[s] = sp_ == 1 ? length : static_cast<int64_t>(parallel::ZigZagPositions(length, s, sp_).size());
+    lengths[s] = parallel::PrefillKeptPositions(length, s, sp_, block_size_);
   }
   return lengths;
 }

@@ -2,8 +2,9 @@
 //
 // The coordinator's picture of the paged KV cache across the SP ranks (every TP rank of an SP column holds the same
 // blocks, for its own heads): how many blocks each sequence holds on each SP rank, mirroring exactly what the
-// workers' caches allocate (parallel/sequence_shard.h): a zig-zag shard of the prompt, then each generated token on
-// its round-robin owner. Admission and preemption decide on these counts.
+// workers' caches allocate (parallel/sequence_shard.h): a zig-zag shard of the prompt (of a prompt too short for
+// one, the positions each rank owns as it owns generated tokens), then each generated token on its round-robin owner.
+// Admission and preemption decide on these counts.
 #pragma once
 
 #include <cstdint>

@@ -52,25 +52,39 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
   first.all_logits = all_logits;
   first.local_vocab = local_vocab && !all_logits;
   PromptShard shard;
-  if (sp_size > 1 && !prompt.positions.empty()) {
+  std::vector<int32_t> positions;
+  std::vector<uint8_t> keep;
+  if (sp_size > 1) {
     const int sp_rank = comm->GroupRank(parallel::Group::kSequence);
-    const std::vector<int32_t> expected = parallel::ZigZagPositions(prompt.context_length, sp_rank, sp_size);
-    if (!std::equal(expected.begin(), expected.end(), prompt.positions.begin(), prompt.positions.end())) {
-      return absl::InvalidArgumentError(absl::StrCat("a prompt shard for SP rank ", sp_rank, " of ", sp_size,
-                                                     " must hold the zig-zag positions of its ", prompt.context_length,
-                                                     " tokens"));
+    const bool sharded = !prompt.positions.empty();  // by the caller
+    const int64_t length = sharded ? prompt.context_length : prompt.tokens(weights.config.hidden_size);
+    if (sharded) {
+      const std::vector<int32_t> expected = parallel::PrefillPositions(length, sp_rank, sp_size);
+      if (!std::equal(expected.begin(), expected.end(), prompt.positions.begin(), prompt.positions.end())) {
+        return absl::InvalidArgumentError(absl::StrCat("a prompt shard for SP rank ", sp_rank, " of ", sp_size,
+                                                       " must hold the positions it prefills of its ", length,
+                                                       " tokens (parallel::PrefillPositions)"));
+      }
     }
-    first.sp_attention = SpAttention::kRing;
-  } else if (sp_size > 1) {
-    const int64_t length = prompt.tokens(weights.config.hidden_size);
-    shard = ZigZagShard(prompt, length, weights.config.hidden_size, comm->GroupRank(parallel::Group::kSequence),
-                        sp_size);
-    first.ids = shard.ids;
-    first.embeddings = shard.embeddings;
-    first.image_mask = shard.image_mask;
-    first.positions = shard.positions;
     first.context_length = length;
-    first.sp_attention = SpAttention::kRing;
+    if (parallel::RingPrefill(length, sp_size)) {
+      if (!sharded) {
+        shard = ZigZagShard(prompt, length, weights.config.hidden_size, sp_rank, sp_size);
+        first.ids = shard.ids;
+        first.embeddings = shard.embeddings;
+        first.image_mask = shard.image_mask;
+        first.positions = shard.positions;
+      }
+      first.sp_attention = SpAttention::kRing;
+    } else {  // every rank holds the whole prompt and keeps the K/V of the positions it owns
+      for (int64_t p = 0; p < length; ++p) {
+        positions.push_back(static_cast<int32_t>(p));
+        keep.push_back(parallel::DecodeOwner(p, cache.block_size(), sp_size) == sp_rank);
+      }
+      first.positions = positions;
+      first.store_kv = keep;
+      first.sp_attention = SpAttention::kGatherMerge;
+    }
   }
   std::vector<float> logits;
   IXC_RETURN_IF_ERROR(LanguageModelForward(weights, first, seq, cache, &logits, comm));

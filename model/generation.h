@@ -20,8 +20,10 @@ namespace ixc::model {
 
 // Prefills `prompt` into the empty `seq` and returns the logits of its last position, or of every position with
 // all_logits. With sequence parallelism (comm's SP group larger than 1) each SP rank prefills its zig-zag shard of
-// the prompt with ring attention; every rank gets the same logits. A prompt that already carries positions is taken
-// as this rank's shard: positions = parallel::ZigZagPositions(context_length, sp rank, sp size), and its ids or
+// the prompt with ring attention, or, where the prompt is too short for a token in every shard
+// (parallel::RingPrefill), every rank the whole prompt with the all-gather merge, keeping the K/V of the positions
+// it owns (parallel::DecodeOwner); every rank gets the same logits. A prompt that already carries positions is taken
+// as this rank's rows: positions = parallel::PrefillPositions(context_length, sp rank, sp size), and its ids or
 // embeddings and image_mask hold those rows only (the cluster's LLM ranks receive image rows straight into place).
 // With local_vocab (and not all_logits), TP ranks get their vocabulary slice, for SampleNext.
 absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,

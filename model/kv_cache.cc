@@ -65,8 +65,17 @@ float* KvCache::ValueSlot(int layer, const SequenceKv& seq, int64_t t) {
 }
 
 kernels::PagedKv KvCache::View(int layer, const SequenceKv& seq) const {
-  return {k_[layer].data(), v_[layer].data(), seq.block_table.data(), block_size_, kv_heads_, head_dim_,
-          seq.positions.data(), seq.length};
+  // Never null key positions (which PagedKv reads as keys at every position up to the query's): an SP rank may
+  // hold none of a sequence's keys yet, and an empty vector's data() may be null.
+  static constexpr int32_t kNoPositions[1] = {0};
+  return {k_[layer].data(),
+          v_[layer].data(),
+          seq.block_table.data(),
+          block_size_,
+          kv_heads_,
+          head_dim_,
+          seq.positions.empty() ? kNoPositions : seq.positions.data(),
+          seq.length};
 }
 
 }  // namespace ixc::model

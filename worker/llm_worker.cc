@@ -88,7 +88,7 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<uint
 LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids) const {
   PromptRows rows;
   const int64_t length = static_cast<int64_t>(ids.size());
-  rows.positions = parallel::ZigZagPositions(length, mapping_.sp_rank(), mapping_.layout().sp);
+  rows.positions = parallel::PrefillPositions(length, mapping_.sp_rank(), mapping_.layout().sp);
   rows.slot_of.assign(length, -1);
   for (size_t row = 0; row < rows.positions.size(); ++row) {
     rows.slot_of[rows.positions[row]] = static_cast<int64_t>(row);
@@ -116,7 +116,7 @@ absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const 
     if (image->first_row() < 0 || image->first_row() + image->rows() > length) {
       return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": image rows outside the prompt"));
     }
-    // Each range lies in one zig-zag chunk: consecutive positions, consecutive rows here.
+    // Each range lies in one zig-zag chunk, or the whole prompt: consecutive positions, consecutive rows here.
     for (auto [begin, end] :
          parallel::OwnedRows(length, mapping_.sp_rank(), mapping_.layout().sp, image->first_row(), image->rows())) {
       const int64_t slot = rows.slot_of[begin];

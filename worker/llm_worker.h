@@ -43,7 +43,8 @@ class LlmWorker {
 
   absl::Status Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids,
                        std::vector<int32_t>* tokens, uint64_t* failed_request);
-  // The prompt rows this rank prefills: its zig-zag shard with SP (model::Prefill takes it so), else all of them.
+  // The prompt rows this rank prefills (parallel::PrefillPositions: with SP its zig-zag shard of a prompt long enough
+  // for one; model::Prefill takes it so), else all of them.
   struct PromptRows {
     std::vector<int32_t> positions;  // (rows) prompt positions, ascending
     std::vector<int64_t> slot_of;    // (prompt length) each position's row here, -1 for another rank's

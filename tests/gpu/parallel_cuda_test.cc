@@ -4,7 +4,8 @@
 // steps (the split-KV decode over the shard, gather-merge); with TP, the sums and the vocabulary gather. Every rank's
 // logits against the CPU path on one rank making the same calls, within the bf16 tolerance of model_cuda_test. Then
 // decode steps that choose their tokens on the device (the TP gather of whole rows included) against SampleNext on
-// the same layout's logits. Skipped without a GPU.
+// the same layout's logits; and prompts too short for the ring, whole on every rank. Skipped without a GPU.
+#include <functional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -74,10 +75,60 @@ absl::StatusOr<RankLogits> RunSequence(const LlmWeights& weights, const ixc::tes
   return run;
 }
 
+// A prompt too short for a token on every SP rank's zig-zag shard (parallel::RingPrefill): its first `length` tokens
+// prefilled whole on every rank, which keep the K/V of the positions they own (a rank may hold none), then decode
+// steps; `head` holds the prefill's logits.
+absl::StatusOr<RankLogits> RunShortPrompt(const LlmWeights& weights, const ixc::testing::GoldenPrompt& prompt,
+                                          int64_t length, KvCache& cache, parallel::DeviceComm* comm,
+                                          const std::vector<int32_t>& fed) {
+  RankLogits run;
+  SequenceKv seq;
+  ForwardInput short_prompt;
+  short_prompt.ids = std::span<const int32_t>(prompt.ids).first(length);
+  if (!prompt.image_mask.empty()) short_prompt.image_mask = std::span<const uint8_t>(prompt.image_mask).first(length);
+  short_prompt.lora = prompt.lora;
+  IXC_ASSIGN_OR_RETURN(run.head, Prefill(weights, short_prompt, /*all_logits=*/true, seq, cache, comm));
+  for (int step = 0; step < kDecodeSteps; ++step) {
+    std::vector<DecodeItem> items = {{fed[step], static_cast<int32_t>(length + step), prompt.lora, &seq, {}}};
+    IXC_RETURN_IF_ERROR(DecodeSteps(weights, items, cache, comm));
+    run.steps.push_back(std::move(items[0].logits));
+  }
+  cache.Release(seq);
+  return run;
+}
+
 struct Layout {
   int tp, sp;
 };
 void PrintTo(const Layout& layout, std::ostream* os) { *os << "T" << layout.tp << "S" << layout.sp; }
+
+// `run` on every rank of `layout`, each a thread with its TP slice of the checkpoint at `dir` on the GPU.
+using RankRun = std::function<absl::StatusOr<RankLogits>(const LlmWeights&, KvCache&, parallel::DeviceComm*)>;
+std::vector<absl::StatusOr<RankLogits>> RunOnEveryRank(const std::string& dir, const Layout& layout,
+                                                       const RankRun& run) {
+  ixc::testing::ThreadedWorld world(layout.tp, layout.sp);
+  const int ranks = layout.tp * layout.sp;
+  std::vector<absl::StatusOr<RankLogits>> results(ranks, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int index = 0; index < ranks; ++index) {
+    threads.emplace_back([&, index] {
+      const int tp_rank = index % layout.tp, sp_rank = index / layout.tp;
+      ixc::testing::ThreadedDeviceComm comm(world, tp_rank, sp_rank);
+      results[index] = [&]() -> absl::StatusOr<RankLogits> {
+        IXC_ASSIGN_OR_RETURN(LlmWeights weights, LoadLlmWeights(dir, {tp_rank, layout.tp}));
+        CudaModelOptions options;
+        options.block_size = kBlockSize;
+        options.kv_blocks = 256;
+        options.kv_reserve_bytes = 0;
+        IXC_ASSIGN_OR_RETURN(KvCache cache, AttachCudaModel(weights, options));
+        return run(weights, cache, &comm);
+      }();
+      if (!results[index].ok()) world.Abort();  // the peers' next collective fails rather than waits
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  return results;
+}
 
 class CudaParallelTest : public ixc::testing::CudaTest,
                          public ::testing::WithParamInterface<std::tuple<std::string, Layout>> {};
@@ -96,31 +147,15 @@ TEST_P(CudaParallelTest, EveryRankMatchesTheCpu) {
   auto reference = RunSequence(*cpu_weights, prompt, cpu_cache, nullptr, fed);
   ASSERT_TRUE(reference.ok()) << reference.status();
 
-  ixc::testing::ThreadedWorld world(layout.tp, layout.sp);
-  const int ranks = layout.tp * layout.sp;
-  std::vector<absl::StatusOr<RankLogits>> results(ranks, absl::UnknownError("not run"));
-  std::vector<std::thread> threads;
-  for (int index = 0; index < ranks; ++index) {
-    threads.emplace_back([&, index] {
-      const int tp_rank = index % layout.tp, sp_rank = index / layout.tp;
-      ixc::testing::ThreadedDeviceComm comm(world, tp_rank, sp_rank);
-      results[index] = [&]() -> absl::StatusOr<RankLogits> {
-        IXC_ASSIGN_OR_RETURN(LlmWeights weights, LoadLlmWeights(dir, {tp_rank, layout.tp}));
-        CudaModelOptions options;
-        options.block_size = kBlockSize;
-        options.kv_blocks = 256;
-        options.kv_reserve_bytes = 0;
-        IXC_ASSIGN_OR_RETURN(KvCache cache, AttachCudaModel(weights, options));
-        IXC_ASSIGN_OR_RETURN(RankLogits run, RunSequence(weights, prompt, cache, &comm, fed));
-        ixc::testing::ExpectChoicesMatchHostSampling(weights, cache, prompt.ids, &comm);
+  const std::vector<absl::StatusOr<RankLogits>> results = RunOnEveryRank(
+      dir, layout,
+      [&](const LlmWeights& weights, KvCache& cache, parallel::DeviceComm* comm) -> absl::StatusOr<RankLogits> {
+        IXC_ASSIGN_OR_RETURN(RankLogits run, RunSequence(weights, prompt, cache, comm, fed));
+        ixc::testing::ExpectChoicesMatchHostSampling(weights, cache, prompt.ids, comm);
         if (::testing::Test::HasFatalFailure()) return absl::AbortedError("the token choice check stopped early");
         return run;
-      }();
-      if (!results[index].ok()) world.Abort();  // the peers' next collective fails rather than waits
-    });
-  }
-  for (std::thread& thread : threads) thread.join();
-  for (int index = 0; index < ranks; ++index) {
+      });
+  for (size_t index = 0; index < results.size(); ++index) {
     SCOPED_TRACE(absl::StrCat(name, " T", layout.tp, "S", layout.sp, " rank ", index));
     ASSERT_TRUE(results[index].ok()) << results[index].status();
     const RankLogits& run = *results[index];
@@ -128,6 +163,36 @@ TEST_P(CudaParallelTest, EveryRankMatchesTheCpu) {
     EXPECT_LT(RelativeError(run.chunk, reference->chunk), 0.03) << "gather-merge chunk";
     for (int step = 0; step < kDecodeSteps; ++step) {
       EXPECT_LT(RelativeError(run.steps[step], reference->steps[step]), 0.03) << "decode step " << step;
+    }
+  }
+}
+
+// Prompts of 1 to 2S tokens (the last the first that the ring prefills), then decode steps, against the CPU on one
+// rank: a rank that holds none of the keys gives no weight to its part of the merge.
+TEST_P(CudaParallelTest, ShortPromptsMatchTheCpu) {
+  const auto [name, layout] = GetParam();
+  if (layout.sp == 1) GTEST_SKIP() << "no sequence parallelism in this layout";
+  const std::string dir = ixc::testing::GoldenModelsDir() + "/" + name;
+  const ixc::testing::GoldenPrompt prompt = ixc::testing::LoadGoldenPrompt(name);
+  ASSERT_GE(prompt.ids.size(), static_cast<size_t>(2 * layout.sp));
+  auto cpu_weights = LoadLlmWeights(dir);
+  ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
+  const std::vector<int32_t> fed = {1, 2, 3};
+  for (int64_t length = 1; length <= 2 * layout.sp; ++length) {
+    KvCache cpu_cache(cpu_weights->config, kBlockSize, 64);
+    auto reference = RunShortPrompt(*cpu_weights, prompt, length, cpu_cache, nullptr, fed);
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    const std::vector<absl::StatusOr<RankLogits>> results =
+        RunOnEveryRank(dir, layout, [&](const LlmWeights& weights, KvCache& cache, parallel::DeviceComm* comm) {
+          return RunShortPrompt(weights, prompt, length, cache, comm, fed);
+        });
+    for (size_t index = 0; index < results.size(); ++index) {
+      SCOPED_TRACE(absl::StrCat(name, " T", layout.tp, "S", layout.sp, " rank ", index, ", ", length, " tokens"));
+      ASSERT_TRUE(results[index].ok()) << results[index].status();
+      EXPECT_LT(RelativeError(results[index]->head, reference->head), 0.03) << "prefill";
+      for (int step = 0; step < kDecodeSteps; ++step) {
+        EXPECT_LT(RelativeError(results[index]->steps[step], reference->steps[step]), 0.03) << "decode step " << step;
+      }
     }
   }
 }

@@ -36,6 +36,9 @@ REQUESTS = [
     dict(id="sampled", prompt="Write a poem about cars.", chat=True, max_new_tokens=8, temperature=0.8, top_p=0.9,
          top_k=40, repetition_penalty=1.1, seed=5),
     dict(id="greedy_penalty", prompt="Repeat after me: cars cars cars", max_new_tokens=12, repetition_penalty=1.5),
+    # Prompts too short for a token on every SP rank's zig-zag shard: whole on every rank (parallel::RingPrefill).
+    dict(id="short", prompt="Hi", max_new_tokens=6),
+    dict(id="one_token", prompt_ids=[1], max_new_tokens=6),
 ]
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 3, 1), (2, 2, 1), (4, 1, 1), (2, 1, 2), (1, 2, 3)]  # (T, S, V)
@@ -53,8 +56,12 @@ class Cluster:
 
     def reference(self, request, name):
         """ixc-generate on one process: (ids, logits)."""
-        args = [os.path.join(self.build, "tools", "ixc-generate"), "--model", self.model, "--prompt",
-                request["prompt"], "--max-new-tokens", str(request["max_new_tokens"]), "--ignore-eos"]
+        args = [os.path.join(self.build, "tools", "ixc-generate"), "--model", self.model, "--max-new-tokens",
+                str(request["max_new_tokens"]), "--ignore-eos"]
+        if "prompt_ids" in request:
+            args += ["--prompt-ids", ",".join(map(str, request["prompt_ids"]))]
+        else:
+            args += ["--prompt", request["prompt"]]
         if request.get("chat"):
             args.append("--chat")
         if request.get("use_meta"):

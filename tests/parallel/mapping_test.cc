@@ -55,11 +55,16 @@ TEST(MappingTest, MismatchesAreNamed) {
 namespace ixc::parallel {
 namespace {
 
-// Zig-zag shards partition the prompt, balance it, and OwnedRows agrees with them on every image range.
+// Zig-zag shards partition the prompt and balance it. A prompt with a token for every chunk (RingPrefill) is
+// prefilled in them; a shorter one whole on every rank, each keeping the K/V of the positions it owns as it owns
+// generated tokens. OwnedRows agrees with PrefillPositions on every image range; the kept positions add up to the
+// prompt.
 TEST(SequenceShardTest, ZigZagPartitionsAndOwnedRowsAgree) {
+  constexpr int kBlockSize = 4;
   for (int size : {1, 2, 3, 4}) {
-    for (int64_t length : {1, 7, 64, 101}) {
+    for (int64_t length : {1, 3, 7, 8, 64, 101}) {
       std::vector<int> owner(length, -1);
+      int64_t kept = 0;
       for (int rank = 0; rank < size; ++rank) {
         const std::vector<int32_t> positions = ZigZagPositions(length, rank, size);
         EXPECT_TRUE(std::is_sorted(positions.begin(), positions.end()));
@@ -68,19 +73,32 @@ TEST(SequenceShardTest, ZigZagPartitionsAndOwnedRowsAgree) {
           owner[p] = rank;
         }
         EXPECT_LE(positions.size(), static_cast<size_t>((length + size - 1) / size + 1));
+        const bool ring = RingPrefill(length, size);
+        EXPECT_EQ(ring, size > 1 && length >= 2 * size);
+        const std::vector<int32_t> prefilled = PrefillPositions(length, rank, size);
+        EXPECT_EQ(prefilled.size(), ring ? positions.size() : static_cast<size_t>(length));
+        if (ring) EXPECT_EQ(prefilled, positions);
+        if (ring) EXPECT_FALSE(positions.empty()) << "rank " << rank << " of " << size << ", " << length << " tokens";
+        kept += PrefillKeptPositions(length, rank, size, kBlockSize);
+        if (!ring) {
+          int64_t owned = 0;
+          for (int64_t p = 0; p < length; ++p) owned += DecodeOwner(p, kBlockSize, size) == rank;
+          EXPECT_EQ(PrefillKeptPositions(length, rank, size, kBlockSize), owned);
+        }
         for (auto [first, count] : {std::pair<int64_t, int64_t>{0, length}, {length / 3, length / 2}}) {
           int64_t covered = 0;
           for (auto [begin, end] : OwnedRows(length, rank, size, first, count)) {
-            for (int64_t p = begin; p < end; ++p) EXPECT_NE(std::find(positions.begin(), positions.end(), p),
-                                                            positions.end());
+            for (int64_t p = begin; p < end; ++p)
+              EXPECT_NE(std::find(prefilled.begin(), prefilled.end(), p), prefilled.end());
             covered += end - begin;
           }
-          const int64_t expected = std::count_if(positions.begin(), positions.end(),
+          const int64_t expected = std::count_if(prefilled.begin(), prefilled.end(),
                                                  [&](int32_t p) { return p >= first && p < first + count; });
           EXPECT_EQ(covered, expected);
         }
       }
       EXPECT_EQ(std::count(owner.begin(), owner.end(), -1), 0);
+      EXPECT_EQ(kept, length);
     }
   }
   EXPECT_EQ(DecodeOwner(17, 4, 3), 1);  // block 4 of size 4, round-robin over 3 ranks

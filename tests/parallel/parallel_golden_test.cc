@@ -235,7 +235,66 @@ TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
   SequenceKv other_seq;
   auto refused = Prefill(c.weights, shard, /*all_logits=*/true, other_seq, cache, comm);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.status().message().find("zig-zag positions"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("positions it prefills"), std::string::npos) << refused.status();
+}
+
+// A prompt too short for a token in every zig-zag chunk (under 2S) goes whole to every SP rank, which keep the K/V of
+// the positions they own (as decode steps do, so a rank may hold none) and attend by the all-gather merge: the first
+// L golden positions' logits for every L up to 2S (the first ring prefill), given whole or as the cluster's ranks
+// give it (positions = PrefillPositions), and decode steps after it as on one rank with the whole weights.
+TEST(ParallelGoldenTest, ShortPromptsGoWholeToEveryRank) {
+  const KvFourCase c = LoadKvFourCase(testing::WorldMapping());
+  ASSERT_FALSE(HasFailure());
+  parallel::DeviceComm* comm = c.comm.get();
+  const int sp = comm->GroupSize(parallel::Group::kSequence);
+  const int sp_rank = comm->GroupRank(parallel::Group::kSequence);
+  if (sp == 1) GTEST_SKIP() << "no sequence parallelism in this layout";
+  auto whole = LoadLlmWeights(std::string(IXC_GOLDEN_MODELS_DIR) + "/kv4_bias_plora_web");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  const int64_t vocab = c.weights.config.vocab_size;
+  for (int64_t length = 1; length <= 2 * sp; ++length) {
+    for (const bool sharded_by_caller : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << length << " tokens over " << sp << " ranks"
+                                        << (sharded_by_caller ? ", positions from the caller" : ""));
+      EXPECT_EQ(parallel::RingPrefill(length, sp), length == 2 * sp);
+      const std::vector<int32_t> positions = parallel::PrefillPositions(length, sp_rank, sp);
+      std::vector<int32_t> ids;
+      std::vector<uint8_t> mask;
+      for (int32_t p : positions) {
+        ids.push_back(c.ids[p]);
+        mask.push_back(c.mask[p]);
+      }
+      ForwardInput prompt;
+      prompt.ids = sharded_by_caller ? std::span<const int32_t>(ids) : std::span<const int32_t>(c.ids.data(), length);
+      prompt.image_mask =
+          sharded_by_caller ? std::span<const uint8_t>(mask) : std::span<const uint8_t>(c.mask.data(), length);
+      prompt.lora = LoraMode::kWeb;
+      if (sharded_by_caller) {
+        prompt.positions = positions;
+        prompt.context_length = length;
+      }
+      KvCache cache(c.weights.shard, /*block_size=*/2, /*num_blocks=*/32), reference_cache(whole->shard, 2, 32);
+      SequenceKv seq, reference_seq;
+      auto logits = Prefill(c.weights, prompt, /*all_logits=*/true, seq, cache, comm);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      EXPECT_LE(MaxAbsDiff(*logits, std::vector<float>(c.golden.begin(), c.golden.begin() + length * vocab)), 1e-4);
+      // K/V kept where the coordinator's block count says (parallel::PrefillKeptPositions).
+      EXPECT_EQ(seq.length, parallel::PrefillKeptPositions(length, sp_rank, sp, cache.block_size()));
+
+      ForwardInput reference_prompt;
+      reference_prompt.ids = std::span<const int32_t>(c.ids.data(), length);
+      reference_prompt.image_mask = std::span<const uint8_t>(c.mask.data(), length);
+      reference_prompt.lora = LoraMode::kWeb;
+      ASSERT_TRUE(Prefill(*whole, reference_prompt, false, reference_seq, reference_cache, nullptr).ok());
+      for (int32_t step = 0; step < 3; ++step) {
+        const int32_t token = c.ids[12 + step], position = static_cast<int32_t>(length) + step;
+        auto mine = DecodeStep(c.weights, token, position, LoraMode::kWeb, seq, cache, comm);
+        auto reference = DecodeStep(*whole, token, position, LoraMode::kWeb, reference_seq, reference_cache, nullptr);
+        ASSERT_TRUE(mine.ok() && reference.ok()) << mine.status() << " " << reference.status();
+        EXPECT_LE(MaxAbsDiff(*mine, *reference), 1e-4) << "decode step " << step;
+      }
+    }
+  }
 }
 
 // Decode steps that choose their own tokens on every rank of the layout (the prompts prefilled by the ring where SP
