@@ -21,24 +21,6 @@
 namespace ixc::bench {
 namespace {
 
-model::LlmConfig Ixc25Config() {
-  model::LlmConfig c;
-  c.hidden_size = 4096;
-  c.num_layers = 32;
-  c.num_heads = 32;
-  c.num_kv_heads = 8;
-  c.head_dim = 128;
-  c.intermediate_size = 14336;
-  c.vocab_size = 92544;
-  c.rms_norm_eps = 1e-5f;
-  c.rope_theta = 1000000;
-  c.rope_scaling = model::RopeScaling::kDynamic;
-  c.rope_scaling_factor = 2.0;
-  c.max_position_embeddings = 32768;
-  c.bias = false;
-  return c;
-}
-
 // Prefills a 512-token prompt (ids spread over the vocabulary, shifted by `shift`) into `seq`; its greedy next
 // token, or -1 after printing why the prefill failed.
 int32_t PrefillPrompt(model::LlmWeights& weights, model::KvCache& cache, model::SequenceKv& seq, int shift) {
@@ -132,7 +114,7 @@ int BatchedDecode(model::LlmWeights& weights, model::KvCache& cache) {
 int Run(int64_t prefill_tokens, bool prefill, bool decode) {
   const GpuLimits limits = MeasureGpuLimits();
   model::LlmWeights weights;  // the shapes only: the tensors live on the GPU
-  weights.config = weights.shard = Ixc25Config();
+  weights.config = weights.shard = model::Ixc25SevenBConfig();
   model::CudaModelOptions options;
   options.kv_reserve_bytes = int64_t{12} << 30;  // scratch of a 32K prefill
   // The article mode's two LoRAs on every linear layer (rank 256 each, the size of IXC-2.5's PLoRA).

@@ -52,6 +52,25 @@ class ConfigReader {
 
 }  // namespace
 
+LlmConfig Ixc25SevenBConfig() {
+  LlmConfig c;
+  c.architecture = Architecture::kInternLMXComposer2;
+  c.hidden_size = 4096;
+  c.num_layers = 32;
+  c.num_heads = 32;
+  c.num_kv_heads = 8;
+  c.head_dim = 128;
+  c.intermediate_size = 14336;
+  c.vocab_size = 92544;
+  c.rms_norm_eps = 1e-5f;
+  c.rope_theta = 1000000;
+  c.rope_scaling = RopeScaling::kDynamic;
+  c.rope_scaling_factor = 2.0;
+  c.max_position_embeddings = 32768;
+  c.bias = false;
+  return c;
+}
+
 absl::StatusOr<LlmConfig> ParseLlmConfig(const std::string& json_text, const std::string& source) {
   const json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded() || !root.is_object()) {

@@ -58,6 +58,10 @@ struct VisionConfig {
   int merged_size() const { return 4 * hidden_size; }         // width of a merged token: 4096
 };
 
+// The IXC-2.5 7B language model's shape (spec section 1; RoPE as the spec reads it): for benchmarks at the real size
+// and for sizing, where no checkpoint is at hand.
+LlmConfig Ixc25SevenBConfig();
+
 // Parses config.json text; `source` names the file in errors.
 absl::StatusOr<LlmConfig> ParseLlmConfig(const std::string& json_text, const std::string& source);
 // Reads `directory`/config.json.

@@ -168,69 +168,24 @@ absl::StatusOr<std::shared_ptr<CudaLanguageModel>> CudaLanguageModel::Random(con
   return model;
 }
 
-std::array<int64_t, 14> CudaLanguageModel::ScratchSizes(int64_t rows, int64_t logit_rows,
-                                                        int64_t decode_workspace_floats) const {
-  const LlmConfig& c = shard_;
-  const int64_t e = DTypeSize(options_.dtype), hidden = c.hidden_size, attention_width = c.num_heads * c.head_dim;
-  const int64_t tp_vocab = static_cast<int64_t>(c.vocab_size);  // this rank's slice
-  return {
-      rows * hidden * 4,                                        // x_
-      rows * hidden * 4,                                        // delta_
-      rows * hidden * e,                                        // normed_
-      rows * c.qkv_size() * e,                                  // qkv_
-      rows * attention_width * e,                               // q_
-      rows * attention_width * e,                               // attention_
-      rows * c.intermediate_size * e,                           // gate_
-      rows * c.intermediate_size * e,                           // up_
-      2 * rows * std::max<int64_t>(max_lora_rank_, 1) * e,      // low_rank_
-      logit_rows * hidden * e,                                  // head_in_
-      logit_rows * tp_vocab * 4,                                // logits_
-      tp_size_ > 1 ? tp_size_ * logit_rows * tp_vocab * 4 : 0,  // gathered_: the TP group's logits
-      rows * c.num_heads * 4,                                   // lse_
-      decode_workspace_floats * 4,                              // decode_workspace_
-  };
-}
-
 CallLimits CudaLanguageModel::Limits() const {
   if (options_.max_rows_per_call > 0) return {options_.max_rows_per_call, options_.max_rows_per_call};
-  // Half the reserve for the rows' scratch; the other half for cuBLASLt's workspace, NCCL's buffers, the decode
-  // graphs and a vision tower beside (the decode workspace is small beside it).
-  const int64_t budget = options_.kv_reserve_bytes / 2;
-  auto bytes = [&](int64_t logit_rows) {
-    const std::array<int64_t, 14> sizes = ScratchSizes(1, logit_rows, 0);
-    return std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
-  };
-  return {std::max<int64_t>(1024, budget / bytes(0)), std::max<int64_t>(64, budget / bytes(1))};
+  return scratch_plan().Limits(options_.kv_reserve_bytes);
 }
 
 int64_t CudaLanguageModel::ReserveBytes() const {
-  const int64_t rows = options_.ring_rows;
-  if (rows <= 0) return options_.kv_reserve_bytes;
-  // The call's scratch (EnsureScratch: one logit row, the last position's) and the ring's own buffers (PlanRing:
-  // two K/V blocks in flight, the partial attention and its log-sum-exp), beside half the reserve as Limits keeps.
-  const LlmConfig& c = shard_;
-  const int64_t e = DTypeSize(options_.dtype);
-  const int64_t decode_floats =
-      kc::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), c.num_heads, c.head_dim);
-  const std::array<int64_t, 14> sizes = ScratchSizes(rows, 1, decode_floats);
-  int64_t ring = 2 * AlignUp(2 * rows * c.num_kv_heads * c.head_dim * e) +
-                 AlignUp(rows * c.num_heads * c.head_dim * e) + AlignUp(rows * c.num_heads * 4);
-  for (int64_t size : sizes) ring += AlignUp(size);
-  return std::max(options_.kv_reserve_bytes, ring + options_.kv_reserve_bytes / 2);
+  return scratch_plan().ReserveBytes(options_.kv_reserve_bytes, options_.ring_rows);
 }
 
 absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) {
   if (rows <= scratch_rows_ && logit_rows <= scratch_logit_rows_) return absl::OkStatus();
   rows = std::max(rows, scratch_rows_);
   logit_rows = std::max(logit_rows, scratch_logit_rows_);
-  const LlmConfig& c = shard_;
-  decode_workspace_floats_ = kc::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), c.num_heads, c.head_dim);
-  // Each buffer at a 256-byte boundary of one allocation.
-  const std::array<int64_t, 14> sizes = ScratchSizes(rows, logit_rows, decode_workspace_floats_);
-  int64_t total = 0;
-  for (int64_t size : sizes) total += AlignUp(size);
+  const ScratchPlan plan = scratch_plan();
+  decode_workspace_floats_ = plan.DecodeWorkspaceFloats(rows);
+  const std::array<int64_t, ScratchPlan::kBuffers> sizes = plan.Sizes(rows, logit_rows);
   IXC_RETURN_IF_ERROR(scratch_.Reserve(
-      total, gpu_->stream,
+      plan.Bytes(rows, logit_rows), gpu_->stream,
       absl::StrCat("scratch for ", rows, " rows beside the KV pool (raise --kv-reserve-mib)").c_str()));
   DropGraphs();  // they read the old buffers (Reserve waited for them)
   uint8_t* p = scratch_.as<uint8_t>();
@@ -248,6 +203,7 @@ absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) 
                     reinterpret_cast<void**>(&gathered_),
                     reinterpret_cast<void**>(&lse_),
                     reinterpret_cast<void**>(&decode_workspace_)};
+  static_assert(sizeof(slots) / sizeof(slots[0]) == ScratchPlan::kBuffers, "a slot per buffer of the plan");
   for (size_t i = 0; i < std::size(sizes); ++i) {
     *slots[i] = p;
     p += AlignUp(sizes[i]);

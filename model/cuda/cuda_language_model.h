@@ -30,6 +30,7 @@
 #include "core/dtype.h"
 #include "model/batch_metadata.h"
 #include "model/cuda/device_resources.h"
+#include "model/cuda/scratch_plan.h"
 #include "model/forward_segment.h"
 #include "model/kv_cache.h"
 #include "model/language_model.h"
@@ -58,9 +59,8 @@ struct CudaModelOptions {
 class CudaLanguageModel : public DeviceLanguageModel {
  public:
   // Segments of at most this many tokens attend through the decode kernel (batched across sequences); longer ones
-  // through flash attention. Decode rows per launch are bounded (the split-KV workspace).
+  // through flash attention. Decode rows per launch are bounded (kDecodeRowsPerLaunch: the split-KV workspace).
   static constexpr int64_t kDecodeMaxTokens = 4;
-  static constexpr int64_t kDecodeRowsPerLaunch = 64;
 
   // Copies `weights` (this rank's TP slice) to the device, converting to options.dtype.
   static absl::StatusOr<std::shared_ptr<CudaLanguageModel>> Upload(const LlmWeights& weights,
@@ -164,8 +164,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
   absl::Status CreateRuntime();
   absl::Status AllocateKvPool();
   absl::Status EnsureScratch(int64_t rows, int64_t logit_rows);
-  // The scratch buffers' bytes in EnsureScratch's order (x_, delta_, ... decode_workspace_).
-  std::array<int64_t, 14> ScratchSizes(int64_t rows, int64_t logit_rows, int64_t decode_workspace_floats) const;
+  ScratchPlan scratch_plan() const { return {shard_, options_.dtype, tp_size_, max_lora_rank_}; }
 
   // The forward (cuda_forward.cc). Positions, slots, visible keys, block tables and masks in one upload; with
   // `bucket_decode` each decode run's max_visible is rounded up (a graph then serves a range of lengths).

@@ -1,0 +1,64 @@
+#include "model/cuda/scratch_plan.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "kernels/cuda/attention.h"
+#include "model/cuda/device_resources.h"
+
+namespace ixc::model {
+
+std::array<int64_t, ScratchPlan::kBuffers> ScratchPlan::Sizes(int64_t rows, int64_t logit_rows) const {
+  const LlmConfig& c = shard;
+  const int64_t e = DTypeSize(dtype), hidden = c.hidden_size, attention_width = c.num_heads * c.head_dim;
+  const int64_t tp_vocab = c.vocab_size;  // this rank's slice
+  return {
+      rows * hidden * 4,                                      // x_
+      rows * hidden * 4,                                      // delta_
+      rows * hidden * e,                                      // normed_
+      rows * c.qkv_size() * e,                                // qkv_
+      rows * attention_width * e,                             // q_
+      rows * attention_width * e,                             // attention_
+      rows * c.intermediate_size * e,                         // gate_
+      rows * c.intermediate_size * e,                         // up_
+      2 * rows * std::max<int64_t>(max_lora_rank, 1) * e,     // low_rank_
+      logit_rows * hidden * e,                                // head_in_
+      logit_rows * tp_vocab * 4,                              // logits_
+      tp_size > 1 ? tp_size * logit_rows * tp_vocab * 4 : 0,  // gathered_: the TP group's logits
+      rows * c.num_heads * 4,                                 // lse_
+      DecodeWorkspaceFloats(rows) * 4,                        // decode_workspace_
+  };
+}
+
+int64_t ScratchPlan::DecodeWorkspaceFloats(int64_t rows) const {
+  return kernels::cuda::DecodeWorkspaceFloats(std::min(rows, kDecodeRowsPerLaunch), shard.num_heads, shard.head_dim);
+}
+
+int64_t ScratchPlan::Bytes(int64_t rows, int64_t logit_rows) const {
+  int64_t total = 0;
+  for (int64_t size : Sizes(rows, logit_rows)) total += AlignUp(size);
+  return total;
+}
+
+CallLimits ScratchPlan::Limits(int64_t reserve_bytes) const {
+  const int64_t budget = reserve_bytes / 2;
+  // A row's share, without the decode workspace (a fixed size, small beside the budget).
+  auto per_row = [&](int64_t logit_rows) {
+    std::array<int64_t, kBuffers> sizes = Sizes(1, logit_rows);
+    sizes.back() = 0;
+    return std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+  };
+  return {std::max<int64_t>(1024, budget / per_row(0)), std::max<int64_t>(64, budget / per_row(1))};
+}
+
+int64_t ScratchPlan::ReserveBytes(int64_t reserve_bytes, int64_t ring_rows) const {
+  if (ring_rows <= 0) return reserve_bytes;
+  const LlmConfig& c = shard;
+  const int64_t e = DTypeSize(dtype), rows = ring_rows;
+  // The call's scratch with one logit row (the last position's), and PlanRing's buffers.
+  const int64_t ring = Bytes(rows, 1) + 2 * AlignUp(2 * rows * c.num_kv_heads * c.head_dim * e) +
+                       AlignUp(rows * c.num_heads * c.head_dim * e) + AlignUp(rows * c.num_heads * 4);
+  return std::max(reserve_bytes, ring + reserve_bytes / 2);
+}
+
+}  // namespace ixc::model

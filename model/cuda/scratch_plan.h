@@ -1,0 +1,50 @@
+// File: model/cuda/scratch_plan.h
+//
+// The device memory a forward call of the GPU's language model takes beside the KV pool (CudaLanguageModel's
+// scratch: its buffers in one allocation, each at a 256-byte boundary), and what follows from it: the rows a call
+// may take in half the reserve (CallLimits, where longer prompts go in chunks) and the reserve that also holds a
+// ring prefill of the longest prompt's shard, which is not cut. Host arithmetic, the same on every rank of a group.
+//
+//   const ScratchPlan plan{shard, DType::kBF16, tp_size, max_lora_rank};
+//   const CallLimits limits = plan.Limits(int64_t{4} << 30);   // the 7B: 16K rows, 4K with their logits
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "model/config.h"
+#include "model/language_model.h"
+
+namespace ixc::model {
+
+// Rows of one decode attention launch at most; the split-KV workspace is sized for them.
+inline constexpr int64_t kDecodeRowsPerLaunch = 64;
+
+struct ScratchPlan {
+  static constexpr int kBuffers = 14;
+
+  LlmConfig shard;             // this rank's TP slice
+  DType dtype = DType::kBF16;  // activations' (the residual stream and the logits are f32)
+  int tp_size = 1;
+  int64_t max_lora_rank = 0;  // the largest LoRA rank of any linear layer (its A products' scratch)
+
+  // Each buffer's bytes for `rows` rows, `logit_rows` of them giving logits, in CudaLanguageModel's order: x_,
+  // delta_, normed_, qkv_, q_, attention_, gate_, up_, low_rank_, head_in_, logits_, gathered_, lse_,
+  // decode_workspace_.
+  std::array<int64_t, kBuffers> Sizes(int64_t rows, int64_t logit_rows) const;
+  // The decode attention's split-KV workspace for a call of `rows` rows, in floats.
+  int64_t DecodeWorkspaceFloats(int64_t rows) const;
+  // The one allocation: every buffer at a 256-byte boundary.
+  int64_t Bytes(int64_t rows, int64_t logit_rows) const;
+  // What half of `reserve_bytes` holds: rows with one logit row among them, and rows that all give logits (the other
+  // half is for cuBLASLt's workspace, NCCL's buffers, the decode graphs and a vision tower beside); at least 1024
+  // and 64.
+  CallLimits Limits(int64_t reserve_bytes) const;
+  // The device memory the KV pool leaves free: `reserve_bytes`, or where a ring prefill of `ring_rows` rows needs
+  // more, its scratch and the ring's own buffers (two K/V blocks in flight, the partial attention and its
+  // log-sum-exp) beside half of `reserve_bytes`.
+  int64_t ReserveBytes(int64_t reserve_bytes, int64_t ring_rows) const;
+};
+
+}  // namespace ixc::model

@@ -1,0 +1,67 @@
+// The GPU language model's scratch arithmetic (model/cuda/scratch_plan.h), on the host: the limits are what half the
+// reserve holds, a call within them fits it, and the figures the documentation gives for the 7B hold (16K rows of a
+// prompt in the default 4 GiB, 4K rows with their logits; about 7 GiB more for the ring prefill of a 96K-token
+// prompt over 2 SP ranks). Needs no GPU: runs in CI.
+#include "model/cuda/scratch_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+namespace ixc::model {
+namespace {
+
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+// The rows' share of the scratch: every buffer but the decode workspace (a fixed size).
+int64_t RowBytes(const ScratchPlan& plan, int64_t rows, int64_t logit_rows) {
+  std::array<int64_t, ScratchPlan::kBuffers> sizes = plan.Sizes(rows, logit_rows);
+  sizes.back() = 0;
+  return std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+}
+
+ScratchPlan SevenB(int tp_size) {
+  LlmConfig shard = Ixc25SevenBConfig();
+  shard.num_heads /= tp_size;
+  shard.num_kv_heads /= tp_size;
+  shard.intermediate_size /= tp_size;
+  shard.vocab_size /= tp_size;
+  return {shard, DType::kBF16, tp_size, /*max_lora_rank=*/512};  // the write mode's sft and dpo LoRAs stacked
+}
+
+TEST(ScratchPlanTest, LimitsAreWhatHalfTheReserveHolds) {
+  for (int tp_size : {1, 2}) {
+    const ScratchPlan plan = SevenB(tp_size);
+    for (int64_t reserve : {kGiB, 4 * kGiB, 16 * kGiB}) {
+      SCOPED_TRACE(::testing::Message() << "TP " << tp_size << ", reserve " << (reserve >> 20) << " MiB");
+      const CallLimits limits = plan.Limits(reserve);
+      EXPECT_LE(RowBytes(plan, limits.rows, 1) - RowBytes(plan, 0, 1), reserve / 2);
+      EXPECT_GT(RowBytes(plan, limits.rows + 1, 0), reserve / 2);
+      EXPECT_LE(RowBytes(plan, limits.logit_rows, limits.logit_rows), reserve / 2);
+      EXPECT_GT(RowBytes(plan, limits.logit_rows + 1, limits.logit_rows + 1), reserve / 2);
+      // The allocation itself: the rows' share, the decode workspace and at most 255 bytes of padding a buffer.
+      const int64_t bytes = plan.Bytes(limits.rows, 1);
+      EXPECT_GE(bytes, RowBytes(plan, limits.rows, 1) + plan.DecodeWorkspaceFloats(limits.rows) * 4);
+      EXPECT_LE(bytes, RowBytes(plan, limits.rows, 1) + plan.DecodeWorkspaceFloats(limits.rows) * 4 +
+                           255 * ScratchPlan::kBuffers);
+    }
+  }
+  const CallLimits seven_b = SevenB(1).Limits(4 * kGiB);
+  EXPECT_EQ(seven_b.rows / 1024, 16) << seven_b.rows;
+  EXPECT_EQ(seven_b.logit_rows / 1024, 4) << seven_b.logit_rows;
+}
+
+TEST(ScratchPlanTest, ReserveHoldsTheLongestRingShard) {
+  const ScratchPlan plan = SevenB(1);
+  EXPECT_EQ(plan.ReserveBytes(4 * kGiB, 0), 4 * kGiB);    // no ring prefills
+  EXPECT_EQ(plan.ReserveBytes(4 * kGiB, 100), 4 * kGiB);  // a short shard fits the reserve as it is
+  // 96K tokens over 2 ranks: the call's scratch and the ring's buffers, beside half the flag's reserve.
+  const int64_t rows = 49152, reserve = plan.ReserveBytes(4 * kGiB, rows);
+  EXPECT_GE(reserve - 2 * kGiB, plan.Bytes(rows, 1) + 2 * 2 * rows * 8 * 128 * 2);
+  EXPECT_NEAR(static_cast<double>(reserve - 2 * kGiB) / kGiB, 6.7, 0.1);
+  // A larger flag than the ring needs stays as it is.
+  EXPECT_EQ(plan.ReserveBytes(32 * kGiB, rows), 32 * kGiB);
+}
+
+}  // namespace
+}  // namespace ixc::model
