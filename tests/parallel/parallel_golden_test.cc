@@ -151,6 +151,20 @@ KvFourCase LoadKvFourCase(const parallel::Mapping& mapping) {
           std::vector<uint8_t>(mask.ints.begin(), mask.ints.end()), ReadNpy(kGolden + name + "/logits.npy")->floats};
 }
 
+// The case's ids and image mask at `positions` (a rank's rows of the prompt).
+struct PromptRows {
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;
+};
+PromptRows RowsAt(const KvFourCase& c, const std::vector<int32_t>& positions) {
+  PromptRows rows;
+  for (int32_t p : positions) {
+    rows.ids.push_back(c.ids[p]);
+    rows.mask.push_back(c.mask[p]);
+  }
+  return rows;
+}
+
 // Chunked prefill on a sequence split across the SP group (architecture section 4): the first part of the prompt by
 // ring attention, the rest as one chunk that every SP rank holds, attended to each rank's shard and merged, each
 // token's K/V kept by its round-robin owner. The logits of both parts equal the goldens: with the chunk in one
@@ -211,15 +225,10 @@ TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
   const int sp_rank = comm->GroupRank(parallel::Group::kSequence);
   if (sp == 1) GTEST_SKIP() << "no sequence parallelism in this layout";
   const std::vector<int32_t> positions = parallel::ZigZagPositions(length, sp_rank, sp);
-  std::vector<int32_t> ids;
-  std::vector<uint8_t> mask;
-  for (int32_t p : positions) {
-    ids.push_back(c.ids[p]);
-    mask.push_back(c.mask[p]);
-  }
+  const PromptRows rows = RowsAt(c, positions);
   ForwardInput shard;
-  shard.ids = ids;
-  shard.image_mask = mask;
+  shard.ids = rows.ids;
+  shard.image_mask = rows.mask;
   shard.lora = LoraMode::kWeb;
   shard.positions = positions;
   shard.context_length = length;
@@ -258,16 +267,12 @@ TEST(ParallelGoldenTest, ShortPromptsGoWholeToEveryRank) {
                                         << (sharded_by_caller ? ", positions from the caller" : ""));
       EXPECT_EQ(parallel::RingPrefill(length, sp), length == 2 * sp);
       const std::vector<int32_t> positions = parallel::PrefillPositions(length, sp_rank, sp);
-      std::vector<int32_t> ids;
-      std::vector<uint8_t> mask;
-      for (int32_t p : positions) {
-        ids.push_back(c.ids[p]);
-        mask.push_back(c.mask[p]);
-      }
+      const PromptRows rows = RowsAt(c, positions);
       ForwardInput prompt;
-      prompt.ids = sharded_by_caller ? std::span<const int32_t>(ids) : std::span<const int32_t>(c.ids.data(), length);
+      prompt.ids =
+          sharded_by_caller ? std::span<const int32_t>(rows.ids) : std::span<const int32_t>(c.ids.data(), length);
       prompt.image_mask =
-          sharded_by_caller ? std::span<const uint8_t>(mask) : std::span<const uint8_t>(c.mask.data(), length);
+          sharded_by_caller ? std::span<const uint8_t>(rows.mask) : std::span<const uint8_t>(c.mask.data(), length);
       prompt.lora = LoraMode::kWeb;
       if (sharded_by_caller) {
         prompt.positions = positions;
