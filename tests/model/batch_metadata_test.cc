@@ -202,6 +202,38 @@ TEST_F(BatchMetadataTest, ShardedKeysLimitWhatEachRowSees) {
   EXPECT_EQ(At(m, m.decode_runs[0].visible_at, 1), 5);
 }
 
+TEST_F(BatchMetadataTest, ARankWithoutKeysSeesNone) {
+  // A short prompt whole on every SP rank (parallel::RingPrefill): this rank keeps none of its three tokens, so its
+  // rows see no key (the all-gather merge weighs its part nothing); the next step's token is its first.
+  SequenceKv seq;
+  const std::vector<int32_t> ids(3, 5), positions = {0, 1, 2}, step_ids = {6}, step_position = {3};
+  const std::vector<uint8_t> keep_none(3, 0), keep = {1};
+  ForwardInput prompt;
+  prompt.ids = ids;
+  prompt.positions = positions;
+  prompt.store_kv = keep_none;
+  prompt.sp_attention = SpAttention::kGatherMerge;
+  const BatchMetadata m = LayOut({prompt}, {&seq}, {.block_size = kBlock});
+  EXPECT_TRUE(seq.positions.empty());
+  EXPECT_TRUE(seq.block_table.empty());
+  ASSERT_EQ(m.decode_runs.size(), 1u);
+  for (int t = 0; t < 3; ++t) {
+    EXPECT_EQ(At(m, m.last_key_at, t), -1);
+    EXPECT_EQ(At(m, m.slots_at, t), -1);
+    EXPECT_EQ(At(m, m.decode_runs[0].visible_at, t), 0);
+  }
+  EXPECT_EQ(m.decode_runs[0].max_visible, 0);
+  ForwardInput step;
+  step.ids = step_ids;
+  step.positions = step_position;
+  step.store_kv = keep;
+  step.sp_attention = SpAttention::kGatherMerge;
+  const BatchMetadata next = LayOut({step}, {&seq}, {.block_size = kBlock});
+  EXPECT_EQ(seq.positions, (std::vector<int32_t>{3}));
+  EXPECT_EQ(At(next, next.slots_at, 0), seq.block_table[0] * kBlock);
+  EXPECT_EQ(At(next, next.decode_runs[0].visible_at, 0), 1);
+}
+
 TEST_F(BatchMetadataTest, RingPrefillWantsThePromptsLastPositionOnly) {
   SequenceKv seq;
   const std::vector<int32_t> ids(4, 9), positions = {0, 1, 6, 7};  // rank 0 of 2 in an 8-token zig-zag
