@@ -80,6 +80,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
   int num_kv_blocks() const { return num_blocks_; }
   // The device memory the KV pool leaves free: kv_reserve_bytes, or more where a ring prefill of ring_rows needs it.
   int64_t ReserveBytes() const;
+  // The scratch arithmetic of this rank's shard (Limits, ReserveBytes and EnsureScratch follow it).
+  ScratchPlan scratch_plan() const { return {shard_, options_.dtype, tp_size_, max_lora_rank_}; }
   int64_t weight_bytes() const { return weight_bytes_; }
   int64_t kv_bytes() const { return kv_bytes_; }
   cudaStream_t stream() const { return gpu_->stream; }
@@ -164,7 +166,6 @@ class CudaLanguageModel : public DeviceLanguageModel {
   absl::Status CreateRuntime();
   absl::Status AllocateKvPool();
   absl::Status EnsureScratch(int64_t rows, int64_t logit_rows);
-  ScratchPlan scratch_plan() const { return {shard_, options_.dtype, tp_size_, max_lora_rank_}; }
 
   // The forward (cuda_forward.cc). Positions, slots, visible keys, block tables and masks in one upload; with
   // `bucket_decode` each decode run's max_visible is rounded up (a graph then serves a range of lengths).

@@ -253,29 +253,29 @@ TEST(CudaModelStartTest, AttachStartsOrSaysWhy) {
 }
 
 // With SP a prompt's shard is prefilled in one call (ring attention): the pool leaves room for the longest one's
-// scratch (CudaModelOptions::ring_rows), counted from the buffers the call takes, and that room is free after it.
+// scratch (CudaModelOptions::ring_rows; its arithmetic is ScratchPlanTest's), and a pool that would leave too little
+// is refused at start, naming the ring.
 TEST(CudaModelStartTest, PoolLeavesRoomForTheLongestRingShard) {
   if (!kernels::cuda::ProbeCudaDevice().ok()) GTEST_SKIP() << "no usable CUDA device";
   auto weights = LoadLlmWeights(ixc::testing::GoldenModelsDir() + "/tiny_f32");
   ASSERT_TRUE(weights.ok()) << weights.status();
-  const LlmConfig& c = weights->config;
   CudaModelOptions options;
   options.kv_blocks = 16;
   options.kv_reserve_bytes = 0;
   options.ring_rows = int64_t{1} << 16;
-  auto cache = AttachCudaModel(*weights, options);
-  ASSERT_TRUE(cache.ok()) << cache.status();
+  ASSERT_TRUE(AttachCudaModel(*weights, options).ok());
   const auto* model = static_cast<const CudaLanguageModel*>(weights->device.get());
-  // At least the f32 residual stream and the two ring K/V blocks of every row.
-  const int64_t rows = options.ring_rows;
-  EXPECT_GE(model->ReserveBytes(), rows * c.hidden_size * 4 + 2 * 2 * rows * c.num_kv_heads * c.head_dim * 2);
+  EXPECT_EQ(model->ReserveBytes(), model->scratch_plan().ReserveBytes(0, options.ring_rows));
+  EXPECT_GT(model->ReserveBytes(), 0);
+
+  // A shard whose residual stream alone outgrows the GPU: no pool leaves room for it.
   size_t free_bytes = 0, total_bytes = 0;
   ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
-  EXPECT_GE(static_cast<int64_t>(free_bytes), model->ReserveBytes());
-
-  options.ring_rows = 0;  // no ring: the flag's reserve alone
-  ASSERT_TRUE(AttachCudaModel(*weights, options).ok());
-  EXPECT_EQ(static_cast<const CudaLanguageModel*>(weights->device.get())->ReserveBytes(), 0);
+  options.ring_rows = static_cast<int64_t>(total_bytes) / (weights->config.hidden_size * 4) + 1;
+  auto refused = AttachCudaModel(*weights, options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("ring prefill"), std::string::npos) << refused.status();
 }
 
 }  // namespace
