@@ -355,14 +355,17 @@ cudaError_t LaunchSmallM(const LinearArgs& args, const LowRankArgs* second, bool
                                 args.accumulate, product);
 }
 
+// `launch` given the row count, 1 or 2 (kSmallM), as a compile-time constant: each count is a kernel of its own.
+template <typename Launch>
+cudaError_t ForSmallRows(int64_t m, Launch&& launch) {
+  return m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
+}
+
 template <typename T, typename Out>
 cudaError_t DispatchSmallM(const LinearArgs& args, const LowRankArgs* second, bool programmatic, cudaStream_t stream) {
-  switch (args.m) {
-    case 1:
-      return LaunchSmallM<T, Out, 1>(args, second, programmatic, stream);
-    default:
-      return LaunchSmallM<T, Out, 2>(args, second, programmatic, stream);
-  }
+  return ForSmallRows(args.m, [&](auto rows) {
+    return LaunchSmallM<T, Out, decltype(rows)::value>(args, second, programmatic, stream);
+  });
 }
 
 absl::Status SmallMLinear(const LinearArgs& args, const LowRankArgs* second, bool programmatic, cudaStream_t stream) {
@@ -410,7 +413,7 @@ absl::Status Gemm::SwiGluLinear(const SwiGluArgs& args, cudaStream_t stream) {
                                     static_cast<const T*>(args.w_gate), static_cast<const T*>(args.w_up),
                                     static_cast<T*>(args.out), args.n, args.k);
     };
-    launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
+    launched = ForSmallRows(args.m, launch);
   }));
   IXC_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
@@ -432,7 +435,7 @@ absl::Status Gemm::LowRankSwiGlu(const LowRankSwiGluArgs& args, cudaStream_t str
                               static_cast<const T*>(args.b_gate), static_cast<const T*>(args.b_up), args.mask,
                               static_cast<T*>(args.out), args.n, args.rank);
     };
-    launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
+    launched = ForSmallRows(args.m, launch);
   }));
   IXC_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
@@ -465,7 +468,7 @@ absl::Status Gemm::QkvRopeLinear(const QkvRopeArgs& args, cudaStream_t stream) {
                                     static_cast<const T*>(args.w), args.k, place, static_cast<T*>(args.q),
                                     static_cast<T*>(pools.k), static_cast<T*>(pools.v));
     };
-    launched = args.m == 1 ? launch(std::integral_constant<int, 1>{}) : launch(std::integral_constant<int, 2>{});
+    launched = ForSmallRows(args.m, launch);
   }));
   IXC_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
