@@ -1,10 +1,11 @@
 // Tensor and sequence parallelism on the GPU, with the T x S LLM ranks as threads sharing one GPU
 // (tests/gpu/threaded_device_comm.h): a ring prefill of the prompt's head (zig-zag shards, K/V blocks around the
-// ring), the rest as one gather-merge chunk (flash over each rank's shard of the keys, round-robin KV), then decode
-// steps (the split-KV decode over the shard, gather-merge); with TP, the sums and the vocabulary gather. Every rank's
-// logits against the CPU path on one rank making the same calls, within the bf16 tolerance of model_cuda_test. Then
-// decode steps that choose their tokens on the device (the TP gather of whole rows included) against SampleNext on
-// the same layout's logits; and prompts too short for the ring, whole on every rank. Skipped without a GPU.
+// ring), the rest as one gather-merge chunk (flash over each rank's shard of the keys, round-robin KV; in one call,
+// and cut into calls of 5 rows), then decode steps (the split-KV decode over the shard, gather-merge); with TP, the
+// sums and the vocabulary gather. Every rank's logits against the CPU path on one rank making the same calls, within
+// the bf16 tolerance of model_cuda_test. Then decode steps that choose their tokens on the device (the TP gather of
+// whole rows included) against SampleNext on the same layout's logits; and prompts too short for the ring, whole on
+// every rank. Skipped without a GPU.
 #include <functional>
 #include <thread>
 
@@ -102,10 +103,11 @@ struct Layout {
 };
 void PrintTo(const Layout& layout, std::ostream* os) { *os << "T" << layout.tp << "S" << layout.sp; }
 
-// `run` on every rank of `layout`, each a thread with its TP slice of the checkpoint at `dir` on the GPU.
+// `run` on every rank of `layout`, each a thread with its TP slice of the checkpoint at `dir` on the GPU, taking at
+// most `max_rows_per_call` rows a forward call where it is set (CudaModelOptions).
 using RankRun = std::function<absl::StatusOr<RankLogits>(const LlmWeights&, KvCache&, parallel::DeviceComm*)>;
-std::vector<absl::StatusOr<RankLogits>> RunOnEveryRank(const std::string& dir, const Layout& layout,
-                                                       const RankRun& run) {
+std::vector<absl::StatusOr<RankLogits>> RunOnEveryRank(const std::string& dir, const Layout& layout, const RankRun& run,
+                                                       int64_t max_rows_per_call = 0) {
   ixc::testing::ThreadedWorld world(layout.tp, layout.sp);
   const int ranks = layout.tp * layout.sp;
   std::vector<absl::StatusOr<RankLogits>> results(ranks, absl::UnknownError("not run"));
@@ -120,6 +122,7 @@ std::vector<absl::StatusOr<RankLogits>> RunOnEveryRank(const std::string& dir, c
         options.block_size = kBlockSize;
         options.kv_blocks = 256;
         options.kv_reserve_bytes = 0;
+        options.max_rows_per_call = max_rows_per_call;
         IXC_ASSIGN_OR_RETURN(KvCache cache, AttachCudaModel(weights, options));
         return run(weights, cache, &comm);
       }();
@@ -147,22 +150,29 @@ TEST_P(CudaParallelTest, EveryRankMatchesTheCpu) {
   auto reference = RunSequence(*cpu_weights, prompt, cpu_cache, nullptr, fed);
   ASSERT_TRUE(reference.ok()) << reference.status();
 
-  const std::vector<absl::StatusOr<RankLogits>> results = RunOnEveryRank(
-      dir, layout,
-      [&](const LlmWeights& weights, KvCache& cache, parallel::DeviceComm* comm) -> absl::StatusOr<RankLogits> {
-        IXC_ASSIGN_OR_RETURN(RankLogits run, RunSequence(weights, prompt, cache, comm, fed));
-        ixc::testing::ExpectChoicesMatchHostSampling(weights, cache, prompt.ids, comm);
-        if (::testing::Test::HasFatalFailure()) return absl::AbortedError("the token choice check stopped early");
-        return run;
-      });
-  for (size_t index = 0; index < results.size(); ++index) {
-    SCOPED_TRACE(absl::StrCat(name, " T", layout.tp, "S", layout.sp, " rank ", index));
-    ASSERT_TRUE(results[index].ok()) << results[index].status();
-    const RankLogits& run = *results[index];
-    EXPECT_LT(RelativeError(run.head, reference->head), 0.03) << "ring prefill";
-    EXPECT_LT(RelativeError(run.chunk, reference->chunk), 0.03) << "gather-merge chunk";
-    for (int step = 0; step < kDecodeSteps; ++step) {
-      EXPECT_LT(RelativeError(run.steps[step], reference->steps[step]), 0.03) << "decode step " << step;
+  // Each call whole, then calls of at most 5 rows: the gather-merge chunk in pieces on every rank, the ring's shard
+  // whole (chunked_forward.h).
+  for (const int64_t max_rows_per_call : {0, 5}) {
+    const std::vector<absl::StatusOr<RankLogits>> results = RunOnEveryRank(
+        dir, layout,
+        [&](const LlmWeights& weights, KvCache& cache, parallel::DeviceComm* comm) -> absl::StatusOr<RankLogits> {
+          IXC_ASSIGN_OR_RETURN(RankLogits run, RunSequence(weights, prompt, cache, comm, fed));
+          if (max_rows_per_call > 0) return run;
+          ixc::testing::ExpectChoicesMatchHostSampling(weights, cache, prompt.ids, comm);
+          if (::testing::Test::HasFatalFailure()) return absl::AbortedError("the token choice check stopped early");
+          return run;
+        },
+        max_rows_per_call);
+    for (size_t index = 0; index < results.size(); ++index) {
+      SCOPED_TRACE(absl::StrCat(name, " T", layout.tp, "S", layout.sp, " rank ", index, ", rows per call ",
+                                max_rows_per_call == 0 ? "any" : "5"));
+      ASSERT_TRUE(results[index].ok()) << results[index].status();
+      const RankLogits& run = *results[index];
+      EXPECT_LT(RelativeError(run.head, reference->head), 0.03) << "ring prefill";
+      EXPECT_LT(RelativeError(run.chunk, reference->chunk), 0.03) << "gather-merge chunk";
+      for (int step = 0; step < kDecodeSteps; ++step) {
+        EXPECT_LT(RelativeError(run.steps[step], reference->steps[step]), 0.03) << "decode step " << step;
+      }
     }
   }
 }
