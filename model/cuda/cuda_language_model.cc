@@ -50,15 +50,21 @@ absl::Status CudaLanguageModel::AllocateKvPool() {
       std::min<int64_t>((static_cast<int64_t>(free_bytes) - reserve) / per_block, INT32_MAX / options_.block_size);
   const int64_t blocks = options_.kv_blocks > 0 ? options_.kv_blocks : fit;
   if (blocks < 1 || blocks > fit) {
-    const std::string ring =
-        reserve > options_.kv_reserve_bytes
-            ? absl::StrCat(" and a ring prefill's scratch for ", options_.ring_rows,
-                           " rows (the longest prompt's share of this SP rank: --max-context over --sp)")
-            : "";
+    // Why the reserve is what it is: the flag, at least a forward call of the smallest limits, a ring's scratch.
+    const int64_t without_ring = scratch_plan().ReserveBytes(options_.kv_reserve_bytes, 0);
+    const std::string why =
+        absl::StrCat("--kv-reserve-mib",
+                     without_ring > options_.kv_reserve_bytes
+                         ? absl::StrCat(" raised to hold a forward call of ", ScratchPlan::kMinCallRows, " rows")
+                         : "",
+                     reserve > without_ring
+                         ? absl::StrCat(" and a ring prefill's scratch for ", options_.ring_rows,
+                                        " rows (the longest prompt's share of this SP rank: --max-context over --sp)")
+                         : "");
     return absl::ResourceExhaustedError(absl::StrCat(
         "no room for a KV cache of ", blocks, " blocks on the GPU (--kv-blocks): ", std::max<int64_t>(fit, 0),
         " fit in the ", free_bytes >> 20, " MiB free after the weights less the ", reserve >> 20,
-        " MiB kept in reserve (--kv-reserve-mib", ring, "), at ", per_block >> 10, " KiB per block"));
+        " MiB kept in reserve (", why, "), at ", per_block >> 10, " KiB per block"));
   }
   num_blocks_ = static_cast<int>(blocks);
   IXC_ASSIGN_OR_RETURN(void* pool, arena_.Allocate(blocks * per_block));

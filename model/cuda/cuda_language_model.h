@@ -40,7 +40,9 @@ namespace ixc::model {
 struct CudaModelOptions {
   DType dtype = DType::kBF16;             // weights, GEMM inputs and the KV cache: bf16 or f16
   int block_size = 16;                    // KV cache block, in tokens
-  int64_t kv_reserve_bytes = int64_t{4} << 30;  // device memory left free after the KV pool (scratch, cuBLASLt)
+  // Device memory left free after the KV pool (scratch, cuBLASLt), at least what a forward call at the smallest
+  // limits takes (ScratchPlan::ReserveBytes; 556 MiB of the 7B).
+  int64_t kv_reserve_bytes = int64_t{4} << 30;
   int kv_blocks = 0;                      // the pool's blocks, exactly (fails where they do not fit); 0: all that fit
   // Decode steps (one token per sequence, no TP or SP) replay a CUDA graph captured once per batch shape, instead of
   // launching some 400 kernels from the host (--cuda-graphs, on by default; --nocuda-graphs launches them eagerly).

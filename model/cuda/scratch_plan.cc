@@ -48,10 +48,11 @@ CallLimits ScratchPlan::Limits(int64_t reserve_bytes) const {
     sizes.back() = 0;
     return std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
   };
-  return {std::max<int64_t>(1024, budget / per_row(0)), std::max<int64_t>(64, budget / per_row(1))};
+  return {std::max(kMinCallRows, budget / per_row(0)), std::max(kMinCallLogitRows, budget / per_row(1))};
 }
 
 int64_t ScratchPlan::ReserveBytes(int64_t reserve_bytes, int64_t ring_rows) const {
+  reserve_bytes = std::max(reserve_bytes, 2 * Bytes(kMinCallRows, kMinCallLogitRows));
   if (ring_rows <= 0) return reserve_bytes;
   const LlmConfig& c = shard;
   const int64_t e = DTypeSize(dtype), rows = ring_rows;

@@ -23,6 +23,8 @@ inline constexpr int64_t kDecodeRowsPerLaunch = 64;
 
 struct ScratchPlan {
   static constexpr int kBuffers = 14;
+  // The smallest limits a call gets, whatever the reserve: rows, and rows with logits among them.
+  static constexpr int64_t kMinCallRows = 1024, kMinCallLogitRows = 64;
 
   LlmConfig shard;             // this rank's TP slice
   DType dtype = DType::kBF16;  // activations' (the residual stream and the logits are f32)
@@ -38,12 +40,12 @@ struct ScratchPlan {
   // The one allocation: every buffer at a 256-byte boundary.
   int64_t Bytes(int64_t rows, int64_t logit_rows) const;
   // What half of `reserve_bytes` holds: rows with one logit row among them, and rows that all give logits (the other
-  // half is for cuBLASLt's workspace, NCCL's buffers, the decode graphs and a vision tower beside); at least 1024
-  // and 64.
+  // half is for cuBLASLt's workspace, NCCL's buffers, the decode graphs and a vision tower beside); at least
+  // kMinCallRows and kMinCallLogitRows.
   CallLimits Limits(int64_t reserve_bytes) const;
-  // The device memory the KV pool leaves free: `reserve_bytes`, or where a ring prefill of `ring_rows` rows needs
-  // more, its scratch and the ring's own buffers (two K/V blocks in flight, the partial attention and its
-  // log-sum-exp) beside half of `reserve_bytes`.
+  // The device memory the KV pool leaves free: `reserve_bytes`, at least twice a call at the smallest limits (so even
+  // a reserve of 0 holds one), and where a ring prefill of `ring_rows` rows needs more, its scratch and the ring's own
+  // buffers (two K/V blocks in flight, the partial attention and its log-sum-exp) beside half of that.
   int64_t ReserveBytes(int64_t reserve_bytes, int64_t ring_rows) const;
 };
 

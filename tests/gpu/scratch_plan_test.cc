@@ -51,6 +51,19 @@ TEST(ScratchPlanTest, LimitsAreWhatHalfTheReserveHolds) {
   EXPECT_EQ(seven_b.logit_rows / 1024, 4) << seven_b.logit_rows;
 }
 
+// However small the flag's reserve, the pool leaves room for a call at the smallest limits (as Limits promises).
+TEST(ScratchPlanTest, ReserveHoldsACallAtTheSmallestLimits) {
+  const ScratchPlan plan = SevenB(1);
+  const CallLimits smallest = plan.Limits(0);
+  EXPECT_EQ(smallest.rows, ScratchPlan::kMinCallRows);
+  EXPECT_EQ(smallest.logit_rows, ScratchPlan::kMinCallLogitRows);
+  const int64_t floor = plan.ReserveBytes(0, 0);
+  EXPECT_EQ(floor, 2 * plan.Bytes(smallest.rows, smallest.logit_rows));
+  EXPECT_EQ(plan.ReserveBytes(floor / 2, 0), floor);
+  EXPECT_EQ(plan.ReserveBytes(4 * kGiB, 0), 4 * kGiB);  // the default is well above it (556 MiB for the 7B)
+  EXPECT_LT(floor, kGiB);
+}
+
 TEST(ScratchPlanTest, ReserveHoldsTheLongestRingShard) {
   const ScratchPlan plan = SevenB(1);
   EXPECT_EQ(plan.ReserveBytes(4 * kGiB, 0), 4 * kGiB);    // no ring prefills
