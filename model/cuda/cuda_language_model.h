@@ -49,8 +49,8 @@ struct CudaModelOptions {
   bool decode_graphs = true;
   int device = 0;
   // Rows of one forward call at most, of either kind (CallLimits): a longer prompt is prefilled in chunks
-  // (model/chunked_forward.h), so its scratch fits. 0: as many as half of kv_reserve_bytes holds (16K of the 7B's
-  // rows in 4 GiB; 4K with all their logits), at least 1024 and 64.
+  // (model/chunked_forward.h), so its scratch fits. 0: as many as half of kv_reserve_bytes holds (ScratchPlan::Limits:
+  // 12K of the 7B's rows in 4 GiB, 1.4K of them with logits), at least 1024 and 64.
   int64_t max_rows_per_call = 0;
   // Rows of the longest ring prefill shard this model must take in one call (with SP: the longest prompt's zig-zag
   // shard, which is not cut into chunks): the KV pool then leaves room for its scratch besides half of

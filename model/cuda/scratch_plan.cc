@@ -42,13 +42,17 @@ int64_t ScratchPlan::Bytes(int64_t rows, int64_t logit_rows) const {
 
 CallLimits ScratchPlan::Limits(int64_t reserve_bytes) const {
   const int64_t budget = reserve_bytes / 2;
-  // A row's share, without the decode workspace (a fixed size, small beside the budget).
-  auto per_row = [&](int64_t logit_rows) {
-    std::array<int64_t, kBuffers> sizes = Sizes(1, logit_rows);
+  // The share of `rows` rows, `logit_rows` of them with logits, without the decode workspace (a fixed size, small
+  // beside the budget).
+  auto share = [&](int64_t rows, int64_t logit_rows) {
+    std::array<int64_t, kBuffers> sizes = Sizes(rows, logit_rows);
     sizes.back() = 0;
     return std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
   };
-  return {std::max(kMinCallRows, budget / per_row(0)), std::max(kMinCallLogitRows, budget / per_row(1))};
+  // The scratch keeps the most rows and the most logit rows any call has brought (EnsureScratch grows each on its
+  // own), so the two limits split the budget: three quarters for the rows, a quarter for the logits.
+  const int64_t rows = budget / 4 * 3 / share(1, 0), logit_rows = budget / 4 / (share(1, 1) - share(1, 0));
+  return {std::max(kMinCallRows, rows), std::max(kMinCallLogitRows, std::min(logit_rows, rows))};
 }
 
 int64_t ScratchPlan::ReserveBytes(int64_t reserve_bytes, int64_t ring_rows) const {

@@ -6,7 +6,7 @@
 // ring prefill of the longest prompt's shard, which is not cut. Host arithmetic, the same on every rank of a group.
 //
 //   const ScratchPlan plan{shard, DType::kBF16, tp_size, max_lora_rank};
-//   const CallLimits limits = plan.Limits(int64_t{4} << 30);   // the 7B: 16K rows, 4K with their logits
+//   const CallLimits limits = plan.Limits(int64_t{4} << 30);   // the 7B: 12K rows, 1.4K of them with logits
 #pragma once
 
 #include <array>
@@ -39,9 +39,9 @@ struct ScratchPlan {
   int64_t DecodeWorkspaceFloats(int64_t rows) const;
   // The one allocation: every buffer at a 256-byte boundary.
   int64_t Bytes(int64_t rows, int64_t logit_rows) const;
-  // What half of `reserve_bytes` holds: rows with one logit row among them, and rows that all give logits (the other
-  // half is for cuBLASLt's workspace, NCCL's buffers, the decode graphs and a vision tower beside); at least
-  // kMinCallRows and kMinCallLogitRows.
+  // The rows of a call, and the rows among them that give logits, such that a scratch grown to both fits in half of
+  // `reserve_bytes` (the other half is for cuBLASLt's workspace, NCCL's buffers, the decode graphs, the input rows
+  // of an image prompt from NCCL and a vision tower beside); at least kMinCallRows and kMinCallLogitRows.
   CallLimits Limits(int64_t reserve_bytes) const;
   // The device memory the KV pool leaves free: `reserve_bytes`, at least twice a call at the smallest limits (so even
   // a reserve of 0 holds one), and where a ring prefill of `ring_rows` rows needs more, its scratch and the ring's own
