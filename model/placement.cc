@@ -26,6 +26,7 @@ absl::StatusOr<KvCache> PlaceModelOnGpu(LlmWeights& weights, const Placement& pl
   options.block_size = placement.block_size;
   options.kv_reserve_bytes = placement.kv_reserve_mib << 20;
   options.ring_rows = placement.ring_rows;
+  options.input_rows = placement.input_rows;
   options.kv_blocks = placement.kv_blocks;
   options.device = placement.gpu;
   options.decode_graphs = placement.cuda_graphs;

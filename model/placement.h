@@ -32,6 +32,7 @@ struct Placement {
   int64_t kv_reserve_mib = 4096;   // cuda: device memory kept free after the KV pool
   int64_t ring_rows = 0;           // cuda: the longest ring prefill shard, whose scratch the pool leaves room for
                                    // (CudaModelOptions::ring_rows)
+  int64_t input_rows = 0;          // cuda: input embedding rows kept on the GPU (CudaModelOptions::input_rows)
   std::string dtype = "bf16";      // cuda: "bf16" | "f16"
   int gpu = 0;                     // cuda: which of this machine's devices
   bool cuda_graphs = true;         // cuda: decode steps as replayed CUDA graphs (CudaModelOptions::decode_graphs)

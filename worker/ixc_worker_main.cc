@@ -130,6 +130,12 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
                        model::LoadLlmWeights(config.model_dir, {mapping.tp_rank(), config.layout.tp}));
   // NCCL first: its buffers come out of the device memory the KV pool would otherwise take.
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> nccl, CreateNcclComm(mapping, gpu, nccl_handoff));
+  // Over NCCL the image prompts' input rows stay on this GPU (LlmWorker::ReceivePromptEmbeddings): room for the
+  // longest one's rows here.
+  if (nccl_handoff) {
+    const int64_t longest = config.max_context - 1;
+    placement.input_rows = config.layout.sp > 1 ? parallel::LongestShard(longest, config.layout.sp) : longest;
+  }
   IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, /*context_tokens=*/0));
   const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
   LlmWorker worker(mapping, weights, *comm, nccl != nullptr ? *nccl : *comm, handoff, *channel, cache,

@@ -50,17 +50,22 @@ absl::Status CudaLanguageModel::AllocateKvPool() {
       std::min<int64_t>((static_cast<int64_t>(free_bytes) - reserve) / per_block, INT32_MAX / options_.block_size);
   const int64_t blocks = options_.kv_blocks > 0 ? options_.kv_blocks : fit;
   if (blocks < 1 || blocks > fit) {
-    // Why the reserve is what it is: the flag, at least a forward call of the smallest limits, a ring's scratch.
+    // Why the reserve is what it is: the flag, at least a forward call of the smallest limits, a ring's scratch, the
+    // input rows from the NCCL handoff.
     const int64_t without_ring = scratch_plan().ReserveBytes(options_.kv_reserve_bytes, 0);
+    const int64_t without_inputs = scratch_plan().ReserveBytes(options_.kv_reserve_bytes, options_.ring_rows);
     const std::string why =
         absl::StrCat("--kv-reserve-mib",
                      without_ring > options_.kv_reserve_bytes
                          ? absl::StrCat(" raised to hold a forward call of ", ScratchPlan::kMinCallRows, " rows")
                          : "",
-                     reserve > without_ring
+                     without_inputs > without_ring
                          ? absl::StrCat(" and a ring prefill's scratch for ", options_.ring_rows,
                                         " rows (the longest prompt's share of this SP rank: --max-context over --sp)")
-                         : "");
+                         : "",
+                     reserve > without_inputs ? absl::StrCat(" and the input rows of a ", options_.input_rows,
+                                                             "-row image prompt from the NCCL handoff (--max-context)")
+                                              : "");
     return absl::ResourceExhaustedError(absl::StrCat(
         "no room for a KV cache of ", blocks, " blocks on the GPU (--kv-blocks): ", std::max<int64_t>(fit, 0),
         " fit in the ", free_bytes >> 20, " MiB free after the weights less the ", reserve >> 20,
@@ -180,7 +185,7 @@ CallLimits CudaLanguageModel::Limits() const {
 }
 
 int64_t CudaLanguageModel::ReserveBytes() const {
-  return scratch_plan().ReserveBytes(options_.kv_reserve_bytes, options_.ring_rows);
+  return scratch_plan().ReserveBytes(options_.kv_reserve_bytes, options_.ring_rows, options_.input_rows);
 }
 
 absl::Status CudaLanguageModel::EnsureScratch(int64_t rows, int64_t logit_rows) {

@@ -56,6 +56,9 @@ struct CudaModelOptions {
   // shard, which is not cut into chunks): the KV pool then leaves room for its scratch besides half of
   // kv_reserve_bytes (ReserveBytes), so such a prompt cannot run out of memory halfway. 0: no ring prefills.
   int64_t ring_rows = 0;
+  // Rows of input embeddings a cluster worker keeps on this GPU beside the model (the NCCL handoff: the longest image
+  // prompt's rows, or its shard, f32): the pool leaves room for them too. 0: none.
+  int64_t input_rows = 0;
 };
 
 class CudaLanguageModel : public DeviceLanguageModel {

@@ -45,8 +45,9 @@ struct ScratchPlan {
   CallLimits Limits(int64_t reserve_bytes) const;
   // The device memory the KV pool leaves free: `reserve_bytes`, at least twice a call at the smallest limits (so even
   // a reserve of 0 holds one), and where a ring prefill of `ring_rows` rows needs more, its scratch and the ring's own
-  // buffers (two K/V blocks in flight, the partial attention and its log-sum-exp) beside half of that.
-  int64_t ReserveBytes(int64_t reserve_bytes, int64_t ring_rows) const;
+  // buffers (two K/V blocks in flight, the partial attention and its log-sum-exp) beside half of that; plus
+  // `input_rows` f32 rows of input embeddings kept on the device (the NCCL handoff's image prompts).
+  int64_t ReserveBytes(int64_t reserve_bytes, int64_t ring_rows, int64_t input_rows = 0) const;
 };
 
 }  // namespace ixc::model

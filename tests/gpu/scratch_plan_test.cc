@@ -78,5 +78,14 @@ TEST(ScratchPlanTest, ReserveHoldsTheLongestRingShard) {
   EXPECT_EQ(plan.ReserveBytes(32 * kGiB, rows), 32 * kGiB);
 }
 
+// Input rows kept on the device (the NCCL handoff's image prompts) come on top of whatever else the reserve holds.
+TEST(ScratchPlanTest, ReserveAddsTheInputRowsKeptOnTheDevice) {
+  const ScratchPlan plan = SevenB(1);
+  const int64_t rows = 98303, input_bytes = rows * 4096 * 4;  // the default --max-context's longest prompt
+  EXPECT_EQ(plan.ReserveBytes(4 * kGiB, 0, rows), 4 * kGiB + input_bytes);
+  EXPECT_EQ(plan.ReserveBytes(4 * kGiB, 49152, rows), plan.ReserveBytes(4 * kGiB, 49152) + input_bytes);
+  EXPECT_NEAR(static_cast<double>(input_bytes) / kGiB, 1.5, 0.01);
+}
+
 }  // namespace
 }  // namespace ixc::model
