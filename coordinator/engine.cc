@@ -29,7 +29,7 @@ Engine::Engine(const parallel::Mapping& mapping, protocol::Channel& channel, con
     : mapping_(mapping),
       channel_(channel),
       options_(options),
-      blocks_(mapping.layout().sp, options.kv_block_size, options.kv_blocks),
+      blocks_(mapping.layout().sp, options.kv_block_size, 0),  // sized when the LLM ranks are ready
       image_cache_(options.image_cache_bytes, options.image_feature_bytes_per_crop, options.image_row_bytes),
       answered_(mapping.world_size(), false),
       heartbeat_(mapping.world_size(), 0.0) {}
@@ -80,7 +80,10 @@ absl::Status Engine::WaitForWorkers(std::vector<Request>& requests) {
     if (message.ok()) IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &ready));
     IXC_RETURN_IF_ERROR(CheckHeartbeats());
   }
-  IXC_LOG(INFO) << workers << " workers ready";
+  if (kv_blocks_ == 0) return absl::InternalError("no LLM rank said how many KV blocks it holds");
+  blocks_ = BlockManager(mapping_.layout().sp, options_.kv_block_size, kv_blocks_);
+  IXC_LOG(INFO) << workers << " workers ready; KV cache of " << kv_blocks_ << " blocks of " << options_.kv_block_size
+                << " tokens per LLM rank (the smallest pool)";
   std::fill(answered_.begin(), answered_.end(), false);
   return absl::OkStatus();
 }
@@ -222,6 +225,9 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std
       if (result->step() != step_ || sender < 0 || sender >= mapping_.world_size() || answered_[sender]) break;
       answered_[sender] = true;
       ++*results;
+      if (step_ == 0 && result->kv_blocks() > 0) {  // an LLM rank's ready message
+        kv_blocks_ = kv_blocks_ == 0 ? result->kv_blocks() : std::min(kv_blocks_, result->kv_blocks());
+      }
       if (result->request_ids() != nullptr && result->tokens() != nullptr) {
         for (size_t i = 0; i < result->request_ids()->size() && i < result->tokens()->size(); ++i) {
           (*tokens)[result->request_ids()->Get(i)] = result->tokens()->Get(i);

@@ -26,8 +26,7 @@
 namespace ixc::coordinator {
 
 struct EngineOptions {
-  int kv_block_size = 16;
-  int kv_blocks = 4096;
+  int kv_block_size = 16;  // the KV blocks per LLM rank come from the ranks' ready messages (the smallest pool)
   int step_timeout_s = 120;
   int64_t max_context = 98304;
   // The image cache (image_cache.h): its budget, one crop's ViT features (patches x vision width x 4), one image
@@ -81,6 +80,7 @@ class Engine {
   std::vector<bool> answered_;           // by world rank, for the current step
   std::vector<double> heartbeat_;        // by world rank: when its last heartbeat came (Now())
   uint64_t step_ = 0;
+  int kv_blocks_ = 0;  // the smallest KV pool the LLM ranks reported ready with, in blocks (0: none yet)
   int next_vision_ = 0;
   double start_ = 0;
 };

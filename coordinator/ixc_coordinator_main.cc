@@ -31,7 +31,9 @@ ABSL_FLAG(int, vision, 1, "vision ranks V");
 ABSL_FLAG(std::string, requests, "", "JSONL requests, one per line");
 ABSL_FLAG(std::string, results, "", "JSONL results, one per request, in input order");
 ABSL_FLAG(int, kv_block_size, 16, "tokens per KV block");
-ABSL_FLAG(int, kv_blocks, 4096, "KV blocks per LLM rank");
+ABSL_FLAG(int, kv_blocks, 0,
+          "KV blocks per LLM rank; 0: all that fit beside --kv-reserve-mib on a GPU (the smallest rank's), room for "
+          "one sequence of --max-context positions on the CPU");
 ABSL_FLAG(int, step_timeout_s, 120, "how long to wait for any rank's answer");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated positions, at most");
 ABSL_FLAG(int64_t, image_cache_mib, 8192,
@@ -67,6 +69,9 @@ absl::Status Run(int world_size, int* exit_code) {
   if (absl::GetFlag(FLAGS_image_cache_mib) < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--image-cache-mib ", absl::GetFlag(FLAGS_image_cache_mib), " is negative"));
+  }
+  if (absl::GetFlag(FLAGS_kv_blocks) < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-blocks ", absl::GetFlag(FLAGS_kv_blocks), " is negative"));
   }
   if (absl::GetFlag(FLAGS_max_context) < 2) {
     return absl::InvalidArgumentError(absl::StrCat("--max-context ", absl::GetFlag(FLAGS_max_context),
@@ -145,7 +150,6 @@ absl::Status Run(int world_size, int* exit_code) {
 
   const EngineOptions options{
       .kv_block_size = absl::GetFlag(FLAGS_kv_block_size),
-      .kv_blocks = absl::GetFlag(FLAGS_kv_blocks),
       .step_timeout_s = absl::GetFlag(FLAGS_step_timeout_s),
       .max_context = absl::GetFlag(FLAGS_max_context),
       .image_cache_bytes = absl::GetFlag(FLAGS_image_cache_mib) << 20,

@@ -16,7 +16,7 @@ struct ClusterConfig {
   Layout layout;
   std::string control_endpoint;  // the coordinator's ZeroMQ ROUTER
   int kv_block_size = 16;
-  int kv_blocks = 4096;          // per LLM rank
+  int kv_blocks = 0;             // per LLM rank; 0: all that fit on a GPU, one --max-context sequence on the CPU
   int step_timeout_s = 120;      // every wait on another rank gives up after this
   std::string label_font;
   std::string device = "cpu";    // where the workers run their models: cpu | cuda (WorkerGpu: one per LLM rank)

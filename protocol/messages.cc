@@ -37,6 +37,12 @@ Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<uint64_t>& req
   return Finish(builder, rank, Body::StepResult, body.Union());
 }
 
+Bytes EncodeReady(int rank, int kv_blocks) {
+  flatbuffers::FlatBufferBuilder builder;
+  const auto body = CreateStepResult(builder, /*step=*/0, 0, 0, kv_blocks);
+  return Finish(builder, rank, Body::StepResult, body.Union());
+}
+
 Bytes EncodeError(int rank, const std::string& message, uint64_t request_id) {
   flatbuffers::FlatBufferBuilder builder;
   const auto body = CreateErrorReport(builder, builder.CreateString(message), request_id);

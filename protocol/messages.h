@@ -31,6 +31,8 @@ absl::StatusOr<const Envelope*> Decode(const Bytes& bytes);
 
 Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<uint64_t>& request_ids,
                        const std::vector<int32_t>& tokens);
+// A worker's ready message (the StepResult of step 0): an LLM rank's KV pool blocks, 0 from a vision rank.
+Bytes EncodeReady(int rank, int kv_blocks);
 Bytes EncodeError(int rank, const std::string& message, uint64_t request_id = 0);
 Bytes EncodeShutdown(int rank);
 // Builds an envelope around a body made with `builder` (for the plan and vision tasks, built field by field).

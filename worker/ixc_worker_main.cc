@@ -123,7 +123,7 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
     IXC_RETURN_IF_ERROR(model::PlaceVision(weights, placement));
     const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
     VisionWorker worker(mapping, weights, handoff, gpu.gpu, *channel, config.step_timeout_s);
-    IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready
+    IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeReady(mapping.rank(), /*kv_blocks=*/0)));
     return worker.Run();
   }
   IXC_ASSIGN_OR_RETURN(model::LlmWeights weights,
@@ -136,11 +136,12 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
     const int64_t longest = config.max_context - 1;
     placement.input_rows = config.layout.sp > 1 ? parallel::LongestShard(longest, config.layout.sp) : longest;
   }
-  IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, /*context_tokens=*/0));
+  // --kv-blocks 0: all that fit on a GPU; on the CPU, room for one sequence of --max-context positions.
+  IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, config.max_context));
   const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
   LlmWorker worker(mapping, weights, *comm, nccl != nullptr ? *nccl : *comm, handoff, *channel, cache,
                    config.step_timeout_s);
-  IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeStepResult(mapping.rank(), /*step=*/0, {}, {})));  // ready
+  IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeReady(mapping.rank(), cache.num_blocks())));
   return worker.Run();
 }
 

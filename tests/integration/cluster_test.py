@@ -117,8 +117,11 @@ def check_same(cluster, references, results, requests, label):
 def test_layouts(cluster):
     references = {r["id"]: cluster.reference(r, r["id"]) for r in REQUESTS}
     for tp, sp, vision in LAYOUTS:
-        _, results = cluster.run(REQUESTS, tp, sp, vision)
+        run, results = cluster.run(REQUESTS, tp, sp, vision)
         check_same(cluster, references, results, REQUESTS, f"T{tp}S{sp}V{vision}")
+        # --kv-blocks 0 (the default): on the CPU each LLM rank holds one --max-context sequence, 98304 / 16 + 1
+        # blocks, and says so when ready.
+        assert "KV cache of 6145 blocks of 16 tokens per LLM rank" in run.stdout + run.stderr, run.stderr[-2000:]
         print(f"T{tp}S{sp}V{vision}: {len(REQUESTS)} requests equal ixc-generate")
     # The same job as one program on every rank (launch.sh --one-program: no MPMD line).
     run, results = cluster.run(REQUESTS, 2, 1, 1, launch_options=["--one-program"])
@@ -137,8 +140,9 @@ def test_preemption_and_arrivals(cluster):
     references = {r["id"]: cluster.reference(r, r["id"]) for r in requests}
     # 24 blocks of 4 tokens per SP rank: three short prompts fit, their decodes do not, so the latest admitted is
     # preempted; the long prompt (about 160 positions, 20 blocks per rank) waits for room and runs between them.
-    _, results = cluster.run(requests, 1, 2, 1, extra=["--kv-block-size", "4", "--kv-blocks", "24"])
+    run, results = cluster.run(requests, 1, 2, 1, extra=["--kv-block-size", "4", "--kv-blocks", "24"])
     check_same(cluster, references, results, requests, "preemption")
+    assert "KV cache of 24 blocks of 4 tokens per LLM rank" in run.stdout + run.stderr, run.stderr[-2000:]
     preempted = sum(r["preemptions"] for r in results.values())
     assert preempted > 0, "the small KV cache should have forced a preemption"
     print(f"mixed arrivals on a small KV cache: {preempted} preemptions, outputs unchanged")
@@ -244,6 +248,8 @@ def test_failures(cluster):
     assert run.returncode != 0 and "it needs --device cuda" in run.stderr, run.stderr[-2000:]
     run = launch("--image-cache-mib", "-1")
     assert run.returncode != 0 and "--image-cache-mib -1 is negative" in run.stderr, run.stderr[-2000:]
+    run = launch("--kv-blocks", "-1")
+    assert run.returncode != 0 and "--kv-blocks -1 is negative" in run.stderr, run.stderr[-2000:]
     run = launch("--max-context", "1")
     assert run.returncode != 0 and "--max-context 1 leaves no room" in run.stderr, run.stderr[-2000:]
     print("a failing rank is named, its requests fail, the job exits non-zero; bad layouts, devices and handoffs "

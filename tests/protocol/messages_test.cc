@@ -50,6 +50,12 @@ TEST(MessagesTest, SmallMessagesRoundTrip) {
   EXPECT_EQ((*error)->body_as_ErrorReport()->message()->str(), "out of memory");
   const Bytes shutdown = EncodeShutdown(0);
   EXPECT_EQ((*Decode(shutdown))->body_type(), Body::Shutdown);
+  const Bytes ready_bytes = EncodeReady(4, 57772);
+  auto ready = Decode(ready_bytes);
+  ASSERT_TRUE(ready.ok());
+  EXPECT_EQ((*ready)->body_as_StepResult()->step(), 0u);
+  EXPECT_EQ((*ready)->body_as_StepResult()->kv_blocks(), 57772);
+  EXPECT_EQ((*result)->body_as_StepResult()->kv_blocks(), 0);  // a step's result says nothing of the pool
 }
 
 TEST(MessagesTest, WrongVersionAndCorruptBytesAreRefused) {
