@@ -30,6 +30,17 @@ LlmWeights Shapes() {
   return weights;
 }
 
+// A gather-merge input (SP: every rank holds these rows) of `ids` at `positions`, keeping the K/V where `keep` says.
+ForwardInput GatherMergeInput(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
+                              const std::vector<uint8_t>& keep) {
+  ForwardInput input;
+  input.ids = ids;
+  input.positions = positions;
+  input.store_kv = keep;
+  input.sp_attention = SpAttention::kGatherMerge;
+  return input;
+}
+
 class BatchMetadataTest : public ::testing::Test {
  protected:
   // Prepares `inputs` over `seqs` as one batch, and lays it out.
@@ -180,18 +191,9 @@ TEST_F(BatchMetadataTest, ShardedKeysLimitWhatEachRowSees) {
   const std::vector<int32_t> head_ids(6, 3), head_positions = {0, 1, 2, 3, 4, 5}, chunk_ids = {4, 4};
   const std::vector<int32_t> chunk_positions = {6, 7};
   const std::vector<uint8_t> head_keep = {1, 1, 0, 0, 1, 1}, chunk_keep = {0, 1};
-  ForwardInput head;
-  head.ids = head_ids;
-  head.positions = head_positions;
-  head.store_kv = head_keep;
-  head.sp_attention = SpAttention::kGatherMerge;
-  LayOut({head}, {&seq});
-  ForwardInput chunk;
-  chunk.ids = chunk_ids;
-  chunk.positions = chunk_positions;
-  chunk.store_kv = chunk_keep;
-  chunk.sp_attention = SpAttention::kGatherMerge;
-  const BatchMetadata m = LayOut({chunk}, {&seq}, {.block_size = kBlock});
+  LayOut({GatherMergeInput(head_ids, head_positions, head_keep)}, {&seq});
+  const BatchMetadata m =
+      LayOut({GatherMergeInput(chunk_ids, chunk_positions, chunk_keep)}, {&seq}, {.block_size = kBlock});
   EXPECT_EQ(seq.positions, (std::vector<int32_t>{0, 1, 4, 5, 7}));
   EXPECT_EQ(At(m, m.last_key_at, 0), 3);  // position 6 sees the keys at 0, 1, 4, 5
   EXPECT_EQ(At(m, m.last_key_at, 1), 4);  // position 7 also its own
@@ -208,12 +210,7 @@ TEST_F(BatchMetadataTest, ARankWithoutKeysSeesNone) {
   SequenceKv seq;
   const std::vector<int32_t> ids(3, 5), positions = {0, 1, 2}, step_ids = {6}, step_position = {3};
   const std::vector<uint8_t> keep_none(3, 0), keep = {1};
-  ForwardInput prompt;
-  prompt.ids = ids;
-  prompt.positions = positions;
-  prompt.store_kv = keep_none;
-  prompt.sp_attention = SpAttention::kGatherMerge;
-  const BatchMetadata m = LayOut({prompt}, {&seq}, {.block_size = kBlock});
+  const BatchMetadata m = LayOut({GatherMergeInput(ids, positions, keep_none)}, {&seq}, {.block_size = kBlock});
   EXPECT_TRUE(seq.positions.empty());
   EXPECT_TRUE(seq.block_table.empty());
   ASSERT_EQ(m.decode_runs.size(), 1u);
@@ -223,12 +220,7 @@ TEST_F(BatchMetadataTest, ARankWithoutKeysSeesNone) {
     EXPECT_EQ(At(m, m.decode_runs[0].visible_at, t), 0);
   }
   EXPECT_EQ(m.decode_runs[0].max_visible, 0);
-  ForwardInput step;
-  step.ids = step_ids;
-  step.positions = step_position;
-  step.store_kv = keep;
-  step.sp_attention = SpAttention::kGatherMerge;
-  const BatchMetadata next = LayOut({step}, {&seq}, {.block_size = kBlock});
+  const BatchMetadata next = LayOut({GatherMergeInput(step_ids, step_position, keep)}, {&seq}, {.block_size = kBlock});
   EXPECT_EQ(seq.positions, (std::vector<int32_t>{3}));
   EXPECT_EQ(At(next, next.slots_at, 0), seq.block_table[0] * kBlock);
   EXPECT_EQ(At(next, next.decode_runs[0].visible_at, 0), 1);
