@@ -304,7 +304,8 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
     Request& request = *waiting_.front();
     waiting_.pop_front();
     request.error = absl::StrCat("the prompt needs more KV blocks than the cache has (", Length(request),
-                                 " positions; raise --kv-blocks)");
+                                 " positions; each SP rank holds ", kv_blocks_, " blocks of ", options_.kv_block_size,
+                                 " tokens: raise --kv-blocks, or on GPUs lower --kv-reserve-mib)");
     request.finish_reason = "error";
     request.state = RequestState::kDone;
     DropImages(request);

@@ -146,6 +146,12 @@ def test_preemption_and_arrivals(cluster):
     preempted = sum(r["preemptions"] for r in results.values())
     assert preempted > 0, "the small KV cache should have forced a preemption"
     print(f"mixed arrivals on a small KV cache: {preempted} preemptions, outputs unchanged")
+    # A prompt the whole cache cannot hold fails alone, saying how large the cache is; the others go on.
+    short = next(r for r in requests if r["id"] == "short")
+    too_long = dict(id="too_long", prompt="A long story about the desert city. " * 60, max_new_tokens=2, dump=False)
+    _, results = cluster.run([too_long, short], 1, 2, 1, extra=["--kv-block-size", "4", "--kv-blocks", "24"])
+    check_same(cluster, references, results, [short], "beside a prompt too long for the cache")
+    assert "each SP rank holds 24 blocks of 4 tokens: raise --kv-blocks" in results["too_long"]["error"], results
 
 
 def test_long_request(cluster):
