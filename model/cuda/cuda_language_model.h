@@ -83,7 +83,8 @@ class CudaLanguageModel : public DeviceLanguageModel {
 
   // The KV pool's blocks (a KvCache::BlocksOnly of this size does the bookkeeping), and the memory taken.
   int num_kv_blocks() const { return num_blocks_; }
-  // The device memory the KV pool leaves free: kv_reserve_bytes, or more where a ring prefill of ring_rows needs it.
+  // The device memory the KV pool leaves free (ScratchPlan::ReserveBytes of the options: kv_reserve_bytes raised to a
+  // call at the smallest limits and to a ring prefill of ring_rows, plus input_rows).
   int64_t ReserveBytes() const;
   // The scratch arithmetic of this rank's shard (Limits, ReserveBytes and EnsureScratch follow it).
   ScratchPlan scratch_plan() const { return {shard_, options_.dtype, tp_size_, max_lora_rank_}; }

@@ -66,11 +66,10 @@ absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Se
   plan.slots = plan.table + 1;
   plan.last_key = plan.slots + tokens;
 
-  const LlmConfig& c = shard_;
-  const int64_t e = DTypeSize(options_.dtype), block_bytes = 2 * plan.capacity * c.num_kv_heads * c.head_dim * e;
-  for (GrowingBuffer& block : ring_blocks_) IXC_RETURN_IF_ERROR(block.Reserve(block_bytes, stream, "ring K/V block"));
-  IXC_RETURN_IF_ERROR(ring_out_.Reserve(tokens * c.num_heads * c.head_dim * e, stream, "ring partial attention"));
-  IXC_RETURN_IF_ERROR(ring_lse_.Reserve(tokens * c.num_heads * 4, stream, "ring partial attention"));
+  const ScratchPlan::RingBuffers bytes = scratch_plan().RingBufferBytes(plan.capacity, tokens);
+  for (GrowingBuffer& block : ring_blocks_) IXC_RETURN_IF_ERROR(block.Reserve(bytes.block, stream, "ring K/V block"));
+  IXC_RETURN_IF_ERROR(ring_out_.Reserve(bytes.out, stream, "ring partial attention"));
+  IXC_RETURN_IF_ERROR(ring_lse_.Reserve(bytes.lse, stream, "ring partial attention"));
   return plan;
 }
 

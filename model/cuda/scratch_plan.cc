@@ -55,15 +55,19 @@ CallLimits ScratchPlan::Limits(int64_t reserve_bytes) const {
   return {std::max(kMinCallRows, rows), std::max(kMinCallLogitRows, std::min(logit_rows, rows))};
 }
 
+ScratchPlan::RingBuffers ScratchPlan::RingBufferBytes(int64_t capacity, int64_t rows) const {
+  const LlmConfig& c = shard;
+  const int64_t e = DTypeSize(dtype);
+  return {2 * capacity * c.num_kv_heads * c.head_dim * e, rows * c.num_heads * c.head_dim * e, rows * c.num_heads * 4};
+}
+
 int64_t ScratchPlan::ReserveBytes(int64_t reserve_bytes, int64_t ring_rows, int64_t input_rows) const {
   const int64_t inputs = AlignUp(std::max<int64_t>(input_rows, 0) * shard.hidden_size * 4);
   reserve_bytes = std::max(reserve_bytes, 2 * Bytes(kMinCallRows, kMinCallLogitRows));
   if (ring_rows <= 0) return reserve_bytes + inputs;
-  const LlmConfig& c = shard;
-  const int64_t e = DTypeSize(dtype), rows = ring_rows;
   // The call's scratch with one logit row (the last position's), and PlanRing's buffers.
-  const int64_t ring = Bytes(rows, 1) + 2 * AlignUp(2 * rows * c.num_kv_heads * c.head_dim * e) +
-                       AlignUp(rows * c.num_heads * c.head_dim * e) + AlignUp(rows * c.num_heads * 4);
+  const RingBuffers buffers = RingBufferBytes(ring_rows, ring_rows);
+  const int64_t ring = Bytes(ring_rows, 1) + 2 * AlignUp(buffers.block) + AlignUp(buffers.out) + AlignUp(buffers.lse);
   return std::max(reserve_bytes, ring + reserve_bytes / 2) + inputs;
 }
 

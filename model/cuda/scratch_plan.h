@@ -43,6 +43,12 @@ struct ScratchPlan {
   // `reserve_bytes` (the other half is for cuBLASLt's workspace, NCCL's buffers, the decode graphs, the input rows
   // of an image prompt from NCCL and a vision tower beside); at least kMinCallRows and kMinCallLogitRows.
   CallLimits Limits(int64_t reserve_bytes) const;
+  // A ring prefill's own buffers (PlanRing) for this rank's `rows` rows when the largest shard of the group has
+  // `capacity`: each of the two K/V blocks (in hand, in flight), the partial attention, its log-sum-exp.
+  struct RingBuffers {
+    int64_t block = 0, out = 0, lse = 0;
+  };
+  RingBuffers RingBufferBytes(int64_t capacity, int64_t rows) const;
   // The device memory the KV pool leaves free: `reserve_bytes`, at least twice a call at the smallest limits (so even
   // a reserve of 0 holds one), and where a ring prefill of `ring_rows` rows needs more, its scratch and the ring's own
   // buffers (two K/V blocks in flight, the partial attention and its log-sum-exp) beside half of that; plus
