@@ -1,7 +1,8 @@
 // File: model/chunked_forward.h
 //
-// A forward call cut into backend calls within CallLimits (LanguageModelForwardBatch does it where the backend's
-// scratch is bounded: DeviceLanguageModel::Limits). Entries are packed into calls in order; a prompt too long for a
+// A forward call cut into backend calls within CallLimits (LanguageModelForwardBatch's every call: one backend call
+// where the batch fits, as always on the CPU; DeviceLanguageModel::Limits bounds a GPU's). Entries are packed into
+// calls in order; a prompt too long for a
 // call is prefilled in chunks (of limits.rows, or limits.logit_rows with all_logits), each attending to the ones
 // before it through the cache and all with the RoPE base of the whole prompt's length, as one call would; so every
 // entry gets the logits (all of its rows' with all_logits, concatenated) and the chosen token one call would give it.

@@ -301,14 +301,8 @@ absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<Ba
   const CallLimits limits = max_rows_per_call > 0 ? CallLimits{max_rows_per_call, max_rows_per_call}
                             : on_device           ? weights.device->Limits()
                                                   : CallLimits{};
-  int64_t rows = 0, logit_rows = 0;
-  for (const BatchEntry& entry : batch) {
-    const int64_t tokens = entry.input.tokens(weights.config.hidden_size);
-    rows += tokens;
-    logit_rows += entry.input.all_logits ? tokens : 1;
-  }
-  const bool fits = rows <= limits.rows && logit_rows <= limits.logit_rows;
-  IXC_RETURN_IF_ERROR(fits ? backend(batch) : ForwardInChunks(weights, batch, limits, backend));
+  // One backend call where the batch fits the limits (always on the CPU), else several.
+  IXC_RETURN_IF_ERROR(ForwardInChunks(weights, batch, limits, backend));
   for (BatchEntry& entry : batch) {
     TokenChoice* choice = entry.choice;
     if (choice == nullptr || choice->token >= 0) continue;  // none asked, or the backend chose
