@@ -89,8 +89,6 @@ absl::Status RunWorker(int world_size, int rank) {
   placement.block_size = config.kv_block_size;
   placement.kv_blocks = config.kv_blocks;
   placement.kv_reserve_mib = config.kv_reserve_mib;
-  // A prompt is prefilled by ring attention in one call on every SP rank: room for the longest one's shard.
-  if (config.layout.sp > 1) placement.ring_rows = parallel::LongestShard(config.max_context - 1, config.layout.sp);
   placement.cuda_graphs = config.cuda_graphs;
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel,
                        protocol::Channel::Connect(config.control_endpoint, rank));
@@ -130,12 +128,13 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
                        model::LoadLlmWeights(config.model_dir, {mapping.tp_rank(), config.layout.tp}));
   // NCCL first: its buffers come out of the device memory the KV pool would otherwise take.
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> nccl, CreateNcclComm(mapping, gpu, nccl_handoff));
-  // Over NCCL the image prompts' input rows stay on this GPU (LlmWorker::ReceivePromptEmbeddings): room for the
-  // longest one's rows here.
-  if (nccl_handoff) {
-    const int64_t longest = config.max_context - 1;
-    placement.input_rows = config.layout.sp > 1 ? parallel::LongestShard(longest, config.layout.sp) : longest;
-  }
+  // The most prompt rows this rank prefills: the longest prompt, or with SP its shard, which the ring takes in one
+  // call; over NCCL an image prompt's rows also stay on this GPU (LlmWorker::ReceivePromptEmbeddings).
+  const int64_t longest_prompt = config.max_context - 1;
+  const bool sp = config.layout.sp > 1;
+  const int64_t prompt_rows = sp ? parallel::LongestShard(longest_prompt, config.layout.sp) : longest_prompt;
+  if (sp) placement.ring_rows = prompt_rows;
+  if (nccl_handoff) placement.input_rows = prompt_rows;
   // --kv-blocks 0: all that fit on a GPU; on the CPU, room for one sequence of --max-context positions.
   IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, config.max_context));
   const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
