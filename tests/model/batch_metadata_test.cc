@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "parallel/sequence_shard.h"
+#include "tests/model/gather_merge_input.h"
 
 namespace ixc::model {
 namespace {
@@ -28,17 +29,6 @@ LlmWeights Shapes() {
   weights.has_write_lora = true;
   weights.shard = weights.config;
   return weights;
-}
-
-// A gather-merge input (SP: every rank holds these rows) of `ids` at `positions`, keeping the K/V where `keep` says.
-ForwardInput GatherMergeInput(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
-                              const std::vector<uint8_t>& keep) {
-  ForwardInput input;
-  input.ids = ids;
-  input.positions = positions;
-  input.store_kv = keep;
-  input.sp_attention = SpAttention::kGatherMerge;
-  return input;
 }
 
 class BatchMetadataTest : public ::testing::Test {

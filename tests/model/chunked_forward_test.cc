@@ -8,6 +8,8 @@
 
 #include <numeric>
 
+#include "tests/model/gather_merge_input.h"
+
 namespace ixc::model {
 namespace {
 
@@ -114,11 +116,7 @@ TEST(ChunkedForwardTest, GatherMergeChunksAreCutRingShardsAreNot) {
   weights.config.hidden_size = 8;
   std::vector<int32_t> ids(5, 7), positions = {10, 11, 12, 13, 14};
   std::vector<uint8_t> keep = {1, 1, 0, 0, 1};
-  ForwardInput chunk;
-  chunk.ids = ids;
-  chunk.positions = positions;
-  chunk.store_kv = keep;
-  chunk.sp_attention = SpAttention::kGatherMerge;
+  const ForwardInput chunk = GatherMergeInput(ids, positions, keep);
   SequenceKv seq;
   std::vector<float> logits;
   std::vector<BatchEntry> batch = {{chunk, &seq, &logits}};
