@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -76,7 +77,9 @@ absl::Status SafetensorsFile::ParseHeader(const std::string& header, uint64_t da
   if (json.is_discarded() || !json.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path_, ": header is not a JSON object"));
   }
-  for (const auto& [name, value] : json.items()) {
+  for (const auto& item : json.items()) {
+    const std::string& name = item.key();  // not a structured binding: the lambda below captures it
+    const nlohmann::json& value = item.value();
     if (name == "__metadata__") {
       if (!value.is_object()) return absl::InvalidArgumentError(absl::StrCat(path_, ": __metadata__ is not an object"));
       for (const auto& [key, text] : value.items()) {
@@ -102,7 +105,13 @@ absl::Status SafetensorsFile::ParseHeader(const std::string& header, uint64_t da
     for (const auto& d : shape) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0) return bad("shape holds a negative or non-integer size");
       entry.shape.push_back(d.get<int64_t>());
-      elements *= static_cast<uint64_t>(entry.shape.back());
+      // Saturated, not wrapped around: a wrapped product could match a short byte span.
+      const uint64_t size = static_cast<uint64_t>(entry.shape.back());
+      elements = size != 0 && elements > UINT64_MAX / size ? UINT64_MAX : elements * size;
+    }
+    if (elements > data_size) {
+      return bad(absl::StrCat("shape ", ShapeText(entry.shape), " holds more elements than the ", data_size,
+                              "-byte data section has bytes"));
     }
     const auto& offsets = value["data_offsets"];
     if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||

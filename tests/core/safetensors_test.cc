@@ -62,6 +62,13 @@ TEST_F(SafetensorsTest, ReadsTensorsInPlace) {
   EXPECT_NE(ids.status().message().find("tensor 'ids'"), std::string::npos);
 }
 
+TEST_F(SafetensorsTest, AnEmptyTensorMayHaveHugeSizesBesideAZero) {
+  auto file = SafetensorsFile::Open(
+      Write("empty.safetensors", R"({"e":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}})", 0));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->entries().at("e").end, 0u);
+}
+
 TEST_F(SafetensorsTest, RejectsHeaderDefectsNamingFileAndTensor) {
   EXPECT_NE(Error(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,12]}})", 16).find("tensor 'w'"),
             std::string::npos);
@@ -75,6 +82,10 @@ TEST_F(SafetensorsTest, RejectsHeaderDefectsNamingFileAndTensor) {
                   R"("y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
                   12)
                 .find("overlap"),
+            std::string::npos);
+  // 2^32 x 2^32 elements wrap around to 0 in 64 bits: that must not pass for an empty tensor of 0 bytes.
+  EXPECT_NE(Error(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0)
+                .find("holds more elements than the 0-byte data section"),
             std::string::npos);
   EXPECT_NE(Error(R"({"w":{"dtype":"F32"}})", 0).find("needs dtype, shape and data_offsets"), std::string::npos);
   EXPECT_NE(Error("not json", 0).find("not a JSON object"), std::string::npos);
