@@ -1,5 +1,8 @@
 #include "coordinator/request.h"
 
+#include <cmath>
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "coordinator/chat_template.h"
 #include "core/status_macros.h"
@@ -12,34 +15,69 @@ absl::Status Bad(const std::string& field, const std::string& why) {
   return absl::InvalidArgumentError(absl::StrCat("field '", field, "': ", why));
 }
 
+// The integer field `field` in [min, max], or `fallback` where it is absent. Only a JSON integer counts: 2.5 or 1e30
+// is refused rather than truncated or converted out of range.
+absl::StatusOr<int64_t> IntegerField(const nlohmann::json& json, const std::string& field, int64_t fallback,
+                                     int64_t min, int64_t max) {
+  if (!json.contains(field)) return fallback;
+  const nlohmann::json& value = json[field];
+  if (!value.is_number_integer()) return Bad(field, "must be an integer");
+  // A non-negative integer is unsigned in nlohmann::json and may be past int64_t.
+  const bool in_range = value.is_number_unsigned()
+                            ? value.get<uint64_t>() <= static_cast<uint64_t>(max) && value.get<int64_t>() >= min
+                            : value.get<int64_t>() >= min && value.get<int64_t>() <= max;
+  if (!in_range) return Bad(field, absl::StrCat("must be in [", min, ", ", max, "]"));
+  return value.get<int64_t>();
+}
+
+// The number field `field` (integer or not), or `fallback` where it is absent: finite and at most `limit` in
+// magnitude (1e400 parses as infinity; the sampling parameters are floats).
+absl::StatusOr<double> NumberField(const nlohmann::json& json, const std::string& field, double fallback,
+                                   double limit = std::numeric_limits<float>::max()) {
+  if (!json.contains(field)) return fallback;
+  const nlohmann::json& value = json[field];
+  if (!value.is_number()) return Bad(field, "must be a number");
+  const double number = value.get<double>();
+  if (!(std::abs(number) <= limit)) return Bad(field, "must be a finite number");
+  return number;
+}
+
 }  // namespace
 
 absl::StatusOr<Request> ParseRequest(const std::string& line, uint64_t number, const Tokenizer* tokenizer,
                                      const RequestDefaults& defaults) {
   const nlohmann::json json = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object()) return absl::InvalidArgumentError("not a JSON object");
+  if (json.is_discarded()) return absl::InvalidArgumentError("not valid JSON (or a number out of a double's range)");
+  if (!json.is_object()) return absl::InvalidArgumentError("not a JSON object");
   Request request;
   request.number = number;
   request.id = json.contains("id") ? (json["id"].is_string() ? json["id"].get<std::string>() : json["id"].dump())
                                    : std::to_string(number);
-  try {
-    request.max_new_tokens = json.value("max_new_tokens", 32);
-    request.sampling.temperature = json.value("temperature", 0.f);
-    request.sampling.top_p = json.value("top_p", 1.f);
-    request.sampling.top_k = json.value("top_k", 0);
-    request.sampling.repetition_penalty = json.value("repetition_penalty", 1.f);
-    request.seed = json.value("seed", uint64_t{0});
-    request.arrive_after_s = json.value("arrive_after_ms", 0.0) / 1000.0;
-    request.dump_logits = json.value("dump_logits", std::string());
-    IXC_ASSIGN_OR_RETURN(request.lora, model::LoraModeFromName(json.value("lora_mode", std::string("base"))));
-  } catch (const nlohmann::json::exception& error) {
-    return absl::InvalidArgumentError(absl::StrCat("a field has the wrong type: ", error.what()));
+  constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
+  IXC_ASSIGN_OR_RETURN(request.max_new_tokens, IntegerField(json, "max_new_tokens", 32, 1, kIntMax));
+  IXC_ASSIGN_OR_RETURN(request.sampling.top_k, IntegerField(json, "top_k", 0, 0, kIntMax));
+  IXC_ASSIGN_OR_RETURN(request.sampling.temperature, NumberField(json, "temperature", 0));
+  IXC_ASSIGN_OR_RETURN(request.sampling.top_p, NumberField(json, "top_p", 1));
+  IXC_ASSIGN_OR_RETURN(request.sampling.repetition_penalty, NumberField(json, "repetition_penalty", 1));
+  IXC_ASSIGN_OR_RETURN(const double arrive_after_ms,
+                       NumberField(json, "arrive_after_ms", 0, std::numeric_limits<double>::max()));
+  request.arrive_after_s = arrive_after_ms / 1000.0;
+  if (json.contains("seed")) {  // any 64-bit unsigned integer
+    if (!json["seed"].is_number_unsigned()) return Bad("seed", "must be a non-negative integer");
+    request.seed = json["seed"].get<uint64_t>();
   }
-  if (request.max_new_tokens < 1) return Bad("max_new_tokens", "must be >= 1");
   if (request.sampling.temperature < 0) return Bad("temperature", "must be >= 0");
   if (request.sampling.top_p <= 0 || request.sampling.top_p > 1) return Bad("top_p", "must be in (0, 1]");
-  if (request.sampling.top_k < 0) return Bad("top_k", "must be >= 0");
   if (request.sampling.repetition_penalty <= 0) return Bad("repetition_penalty", "must be > 0");
+  if (request.arrive_after_s < 0) return Bad("arrive_after_ms", "must be >= 0");
+  for (const char* flag : {"chat", "use_meta", "ignore_eos"}) {
+    if (json.contains(flag) && !json[flag].is_boolean()) return Bad(flag, "must be true or false");
+  }
+  for (const char* text : {"dump_logits", "lora_mode", "video"}) {
+    if (json.contains(text) && !json[text].is_string()) return Bad(text, "must be a string");
+  }
+  request.dump_logits = json.value("dump_logits", std::string());
+  IXC_ASSIGN_OR_RETURN(request.lora, model::LoraModeFromName(json.value("lora_mode", std::string("base"))));
   if (!json.value("ignore_eos", false)) {
     request.stop_ids.push_back(defaults.eos_id);
     if (defaults.vocab_size > kEndOfTurnId) request.stop_ids.push_back(kEndOfTurnId);
@@ -59,10 +97,19 @@ absl::StatusOr<Request> ParseRequest(const std::string& line, uint64_t number, c
 
   if (json.contains("prompt_ids")) {
     if (media_count > 0) return Bad("prompt_ids", "images and video need a text prompt");
-    try {
-      request.prompt = json["prompt_ids"].get<std::vector<int32_t>>();
-    } catch (const nlohmann::json::exception&) {
-      return Bad("prompt_ids", "must be a list of integers");
+    const nlohmann::json& ids = json["prompt_ids"];
+    if (!ids.is_array()) return Bad("prompt_ids", "must be a list of integers");
+    for (const nlohmann::json& id : ids) {
+      if (!id.is_number_integer()) return Bad("prompt_ids", "must be a list of integers");
+      // Checked in 64 bits: 4294967297 must not wrap around to token 1.
+      const bool in_vocabulary = id.is_number_unsigned()
+                                     ? id.get<uint64_t>() < static_cast<uint64_t>(defaults.vocab_size)
+                                     : id.get<int64_t>() >= 0 && id.get<int64_t>() < defaults.vocab_size;
+      if (!in_vocabulary) {
+        return Bad("prompt_ids",
+                   absl::StrCat("token id ", id.dump(), " is outside the vocabulary [0, ", defaults.vocab_size, ")"));
+      }
+      request.prompt.push_back(static_cast<int32_t>(id.get<int64_t>()));
     }
   } else {
     if (!json.contains("prompt") || !json["prompt"].is_string()) return Bad("prompt", "missing (or prompt_ids)");

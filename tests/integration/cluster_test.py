@@ -149,9 +149,13 @@ def test_preemption_and_arrivals(cluster):
     # A prompt the whole cache cannot hold fails alone, saying how large the cache is; the others go on.
     short = next(r for r in requests if r["id"] == "short")
     too_long = dict(id="too_long", prompt="A long story about the desert city. " * 60, max_new_tokens=2, dump=False)
-    _, results = cluster.run([too_long, short], 1, 2, 1, extra=["--kv-block-size", "4", "--kv-blocks", "24"])
-    check_same(cluster, references, results, [short], "beside a prompt too long for the cache")
+    # So does a malformed request (a flag that is not a boolean once threw past the coordinator and ended the job).
+    malformed = dict(id="malformed", prompt="Hi", chat="yes", dump=False)
+    _, results = cluster.run([too_long, malformed, short], 1, 2, 1,
+                             extra=["--kv-block-size", "4", "--kv-blocks", "24"])
+    check_same(cluster, references, results, [short], "beside a prompt too long for the cache and a malformed one")
     assert "each SP rank holds 24 blocks of 4 tokens: raise --kv-blocks" in results["too_long"]["error"], results
+    assert results["malformed"]["error"] == "field 'chat': must be true or false", results["malformed"]
 
 
 def test_long_request(cluster):
