@@ -26,8 +26,8 @@ absl::Status Invalid(const std::string& name, const std::string& why) {
 
 absl::Status CheckSize(int64_t width, int64_t height, const std::string& name, const ImageLimits& limits) {
   if (width <= 0 || height <= 0) return Invalid(name, absl::StrCat("image has no pixels (", width, "x", height, ")"));
-  if (width * height > limits.max_pixels) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": ", width, "x", height, " = ", width * height,
+  if (width > limits.max_pixels / height) {  // not width * height: a header's sizes (2^32 each) overflow it
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ", width, "x", height,
                                                    " pixels, more than the limit of ", limits.max_pixels));
   }
   return absl::OkStatus();
