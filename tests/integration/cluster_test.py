@@ -162,7 +162,8 @@ def test_long_request(cluster):
     request = dict(id="long", prompt="The city at night. " * 3300 + "What does <ImageHere> show?",
                    images=[os.path.join(IMAGES, "cars1.jpg")], max_new_tokens=4, dump=False)
     references = {"long": cluster.reference(request, "long")}
-    _, results = cluster.run([request], 1, 4, 1, extra=["--kv-block-size", "64"])
+    # A step of this prompt can take minutes under the sanitizers (the asan preset): a longer step timeout.
+    _, results = cluster.run([request], 1, 4, 1, extra=["--kv-block-size", "64", "--step-timeout-s", "600"])
     assert results["long"]["prompt_tokens"] >= 16384, results["long"]["prompt_tokens"]
     check_same(cluster, references, results, [request], "long S4")
     print(f"long request of {results['long']['prompt_tokens']} positions under S=4 equals ixc-generate")
