@@ -38,9 +38,8 @@ void BenchVit(const char* name, const model::VisionConfig& c, int tiles, const M
 void BenchPreprocess(const char* name, const coordinator::Image& image) {
   const auto start = std::chrono::steady_clock::now();
   coordinator::HdGeometry geometry;
-  const coordinator::VisionCrops crops =
-      coordinator::MakeCrops(coordinator::HdTransform(image, 24, coordinator::kIxcTileSize, &geometry),
-                             coordinator::kIxcTileSize);
+  const coordinator::VisionCrops crops = coordinator::MakeCrops(
+      coordinator::HdTransform(image, 24, coordinator::kIxcTileSize, &geometry).value(), coordinator::kIxcTileSize);
   std::printf("preprocess %-28s %dx%d -> grid %dx%d, %d crops: %.1f ms (HD transform + crops, decode excluded)\n",
               name, image.width, image.height, geometry.rows, geometry.cols, crops.count(), Seconds(start) * 1e3);
 }

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/media/resize.h"
 
 namespace ixc::coordinator {
@@ -48,7 +49,7 @@ HdGeometry Geometry(const Image& original, bool transposed, int width, int heigh
 
 }  // namespace
 
-Image HdTransform(const Image& image, int hd_num, int tile, HdGeometry* geometry) {
+absl::StatusOr<Image> HdTransform(const Image& image, int hd_num, int tile, HdGeometry* geometry) {
   const bool transposed = image.width < image.height;
   Image work = transposed ? Transpose(image) : image;
   const double ratio = static_cast<double>(work.width) / work.height;
@@ -58,6 +59,12 @@ Image HdTransform(const Image& image, int hd_num, int tile, HdGeometry* geometry
   scale = static_cast<int>(std::min<double>(std::ceil(static_cast<double>(work.width) / tile), scale));
   const int new_width = scale * tile;
   const int new_height = static_cast<int>(new_width / ratio);
+  if (new_height < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("a ", image.width, "x", image.height,
+                                                   " image is too narrow for the HD transform: its short side would "
+                                                   "be resized to 0 pixels (its long side to ",
+                                                   new_width, ")"));
+  }
   work = ResizeBilinear(work, new_width, new_height);
   const int resized_width = work.width, resized_height = work.height;
   work = PadBottom(std::move(work), static_cast<int>(std::ceil(static_cast<double>(new_height) / tile)) * tile);

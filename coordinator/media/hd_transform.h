@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "coordinator/media/image.h"
 
 namespace ixc::coordinator {
@@ -25,8 +26,9 @@ struct HdGeometry {
   int rows = 0, cols = 0;  // the tile grid (h, w)
 };
 
-// Steps 1: the padded RGB image and its geometry.
-Image HdTransform(const Image& image, int hd_num, int tile, HdGeometry* geometry);
+// Steps 1: the padded RGB image and its geometry. An image too narrow for it (resized to a short side of 0 pixels,
+// 100000 x 1 for one: the reference's resize fails alike) is an error naming both sizes.
+absl::StatusOr<Image> HdTransform(const Image& image, int hd_num, int tile, HdGeometry* geometry);
 
 struct VisionCrops {
   int tile = 0;

@@ -115,11 +115,18 @@ std::vector<int64_t> PickFrames(int64_t total, double fps, int max_frames) {
   return picked;
 }
 
-// Long side to 2 * tile, the other int(2 * tile / ratio) (frame2img).
-Image ResizeFrame(const Image& frame, int tile) {
+// Long side to 2 * tile, the other int(2 * tile / ratio) (frame2img). A frame that leaves the short side 0 pixels is
+// an error (the reference's resize fails alike).
+absl::StatusOr<Image> ResizeFrame(const Image& frame, int tile, const std::string& path) {
   const double ratio = static_cast<double>(frame.width) / frame.height;
-  if (frame.width > frame.height) return ResizeBilinear(frame, 2 * tile, static_cast<int>(2 * tile / ratio));
-  return ResizeBilinear(frame, static_cast<int>(2 * tile * ratio), 2 * tile);
+  const bool landscape = frame.width > frame.height;
+  const int width = landscape ? 2 * tile : static_cast<int>(2 * tile * ratio);
+  const int height = landscape ? static_cast<int>(2 * tile / ratio) : 2 * tile;
+  if (width < 1 || height < 1) {
+    return Bad(path, absl::StrCat("frames of ", frame.width, "x", frame.height,
+                                  " pixels are too narrow: their short side would be resized to 0 pixels"));
+  }
+  return ResizeBilinear(frame, width, height);
 }
 
 }  // namespace
@@ -183,7 +190,12 @@ absl::StatusOr<VideoFrames> LoadVideoFrames(const std::string& path, int tile, c
         uint8_t* planes[1] = {rgb.rgb.data()};
         const int strides[1] = {width * 3};
         sws_scale(scaler.context, frame.frame->data, frame.frame->linesize, 0, height, planes, strides);
-        video.frames.push_back(ResizeFrame(rgb, tile));
+        absl::StatusOr<Image> resized = ResizeFrame(rgb, tile, path);
+        if (!resized.ok()) {
+          error = resized.status();
+          return;
+        }
+        video.frames.push_back(*std::move(resized));
         ++next;
       }
       av_frame_unref(frame.frame);

@@ -1,5 +1,6 @@
 #include "coordinator/media/vision_input.h"
 
+#include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 
 namespace ixc::coordinator {
@@ -7,7 +8,9 @@ namespace ixc::coordinator {
 absl::StatusOr<PreparedVision> PrepareImage(const std::string& path, int hd_num, int tile, const ImageLimits& limits) {
   IXC_ASSIGN_OR_RETURN(Image image, DecodeImageFile(path, limits));
   PreparedVision prepared;
-  prepared.crops = MakeCrops(HdTransform(image, hd_num, tile, &prepared.geometry), tile);
+  absl::StatusOr<Image> padded = HdTransform(image, hd_num, tile, &prepared.geometry);
+  if (!padded.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", padded.status().message()));
+  prepared.crops = MakeCrops(*padded, tile);
   return prepared;
 }
 

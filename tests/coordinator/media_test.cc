@@ -60,7 +60,9 @@ TEST(HdTransformTest, GeometryAndPixelsMatchTheReference) {
     for (const auto& hd : c["hd"]) {
       SCOPED_TRACE(input + " hd_num " + std::to_string(hd["hd_num"].get<int>()));
       HdGeometry geometry;
-      const Image padded = HdTransform(image, hd["hd_num"].get<int>(), kIxcTileSize, &geometry);
+      const absl::StatusOr<Image> transformed = HdTransform(image, hd["hd_num"].get<int>(), kIxcTileSize, &geometry);
+      ASSERT_TRUE(transformed.ok()) << transformed.status();
+      const Image& padded = *transformed;
       EXPECT_EQ(geometry.resized_width, hd["resized"][0].get<int>());
       EXPECT_EQ(geometry.resized_height, hd["resized"][1].get<int>());
       EXPECT_EQ(padded.width, hd["padded"][0].get<int>());
@@ -77,14 +79,30 @@ TEST(HdTransformTest, GeometryAndPixelsMatchTheReference) {
   EXPECT_GE(pixel_checks, 8);
 }
 
+TEST(HdTransformTest, TooNarrowAnImageIsAnError) {
+  // 100000 x 1 is within the pixel limit, but its short side would be resized to int(13440 / 100000) = 0 pixels
+  // (once a crash; the reference's resize fails alike). Either orientation.
+  for (const auto& [width, height] : {std::pair{100000, 1}, std::pair{1, 100000}}) {
+    Image image;
+    image.width = width;
+    image.height = height;
+    image.rgb.assign(static_cast<size_t>(width) * height * 3, 128);
+    HdGeometry geometry;
+    const absl::StatusOr<Image> padded = HdTransform(image, 24, kIxcTileSize, &geometry);
+    ASSERT_FALSE(padded.ok());
+    EXPECT_NE(padded.status().message().find("too narrow for the HD transform"), std::string::npos) << padded.status();
+  }
+}
+
 TEST(HdTransformTest, CropsMatchTorch) {
   for (const auto& c : Goldens()["crops"]) {
     SCOPED_TRACE(c["crops"].get<std::string>());
     HdGeometry geometry;
     const int tile = c["tile"].get<int>();
-    const Image padded = HdTransform(Load(kImages + c["input"].get<std::string>()), c["hd_num"].get<int>(), tile,
-                                     &geometry);
-    const VisionCrops crops = MakeCrops(padded, tile);
+    const absl::StatusOr<Image> padded =
+        HdTransform(Load(kImages + c["input"].get<std::string>()), c["hd_num"].get<int>(), tile, &geometry);
+    ASSERT_TRUE(padded.ok()) << padded.status();
+    const VisionCrops crops = MakeCrops(*padded, tile);
     auto golden = ReadNpy(kGolden + c["crops"].get<std::string>());
     ASSERT_TRUE(golden.ok()) << golden.status();
     ASSERT_EQ(golden->shape, (std::vector<int64_t>{crops.count(), 3, tile, tile}));
@@ -93,9 +111,10 @@ TEST(HdTransformTest, CropsMatchTorch) {
   // The real 560-pixel tile, checked at sampled positions.
   const auto& sampled = Goldens()["sampled_crops"];
   HdGeometry geometry;
-  const Image padded = HdTransform(Load(kImages + sampled["input"].get<std::string>()), sampled["hd_num"].get<int>(),
-                                   kIxcTileSize, &geometry);
-  const VisionCrops crops = MakeCrops(padded, kIxcTileSize);
+  const absl::StatusOr<Image> padded = HdTransform(Load(kImages + sampled["input"].get<std::string>()),
+                                                   sampled["hd_num"].get<int>(), kIxcTileSize, &geometry);
+  ASSERT_TRUE(padded.ok()) << padded.status();
+  const VisionCrops crops = MakeCrops(*padded, kIxcTileSize);
   ASSERT_EQ(crops.count(), sampled["shape"][0].get<int>());
   std::vector<float> ours, theirs;
   for (size_t i = 0; i < sampled["index"].size(); ++i) {

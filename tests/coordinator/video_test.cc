@@ -69,6 +69,7 @@ TEST(VideoTest, UnusableVideosGiveClearErrors) {
       {"variable_rate.mkv", "variable frame rate"},
       {"truncated.mp4", "truncated.mp4"},
       {"empty.mp4", "not a readable video"},
+      {"narrow.mkv", "frames of 1200x1 pixels are too narrow"},  // once a crash
   };
   for (const auto& [name, message] : cases) {
     auto video = LoadVideoFrames(kVideos + name, kIxcTileSize, {});

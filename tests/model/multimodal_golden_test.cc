@@ -61,8 +61,10 @@ TEST_P(MultimodalGoldenTest, MatchesTheReference) {
       auto image = coordinator::DecodeImageFile(
           std::string(IXC_SOURCE_DIR) + "/tests/data/images/" + piece["image"].get<std::string>(), {});
       ASSERT_TRUE(image.ok()) << image.status();
-      crops.push_back(
-          coordinator::MakeCrops(coordinator::HdTransform(*image, c["hd_num"].get<int>(), tile, &geometry), tile));
+      const absl::StatusOr<coordinator::Image> padded =
+          coordinator::HdTransform(*image, c["hd_num"].get<int>(), tile, &geometry);
+      ASSERT_TRUE(padded.ok()) << padded.status();
+      crops.push_back(coordinator::MakeCrops(*padded, tile));
     }
     EXPECT_EQ(geometry.rows, piece["grid"][0].get<int>());
     EXPECT_EQ(geometry.cols, piece["grid"][1].get<int>());

@@ -30,6 +30,8 @@ MAKE = {
     "audio_only.mka": "-f lavfi -i sine=frequency=440:duration=1 -c:a pcm_s16le",
     "variable_rate.mkv": "-f lavfi -i testsrc=size=64x48:rate=10:duration=3 -vf select='not(between(n\\,5\\,14))' "
                          "-fps_mode vfr -c:v libx264 -pix_fmt yuv420p",
+    # Frames of 1200 x 1: resized to a long side of 1120, the short side is 0 (the reference's resize fails too).
+    "narrow.mkv": "-f lavfi -i color=c=red:size=1200x2:rate=4:duration=1 -vf format=rgb24,crop=1200:1:0:0 -c:v png",
 }
 
 
