@@ -233,6 +233,12 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std
           (*tokens)[result->request_ids()->Get(i)] = result->tokens()->Get(i);
         }
       }
+      if (result->failed_request_ids() != nullptr && result->failures() != nullptr) {
+        for (size_t i = 0; i < result->failed_request_ids()->size() && i < result->failures()->size(); ++i) {
+          failed_[result->failed_request_ids()->Get(i)] =
+              absl::StrCat("rank ", sender, ": ", result->failures()->Get(i)->str());
+        }
+      }
       break;
     }
     default:
@@ -322,6 +328,7 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
 
   ++step_;
   std::fill(answered_.begin(), answered_.end(), false);
+  failed_.clear();
   const protocol::Bytes plan = BuildPlan(prefills, decodes);
   const int workers = mapping_.world_size() - 1;
   for (int rank = 1; rank <= workers; ++rank) IXC_RETURN_IF_ERROR(channel_.Send(rank, plan));
@@ -343,6 +350,11 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
   std::vector<Request*> stepped = prefills;
   stepped.insert(stepped.end(), decodes.begin(), decodes.end());
   for (Request* request : stepped) {
+    if (auto failed = failed_.find(request->number); failed != failed_.end()) {  // it alone: the others go on
+      request->error = failed->second;
+      Finish(*request, "error");
+      continue;
+    }
     auto it = tokens.find(request->number);
     if (it == tokens.end()) {
       return absl::InternalError(absl::StrCat("step ", step_, ": no token for request ", request->id));

@@ -53,7 +53,8 @@ class Engine {
   // Dispatches the queued requests' images in order while they fit the image cache.
   absl::Status DispatchQueuedImages();
   absl::Status DispatchVision(Request& request);
-  // Handles one worker message; counts this step's results and records sampled tokens by request number.
+  // Handles one worker message; counts this step's results and records sampled tokens by request number, and the
+  // requests that failed alone in failed_.
   absl::Status HandleMessage(int sender, const protocol::Bytes& bytes, std::vector<Request>& requests,
                              std::map<uint64_t, int32_t>* tokens, int* results);
   // "ranks 2, 5" of the workers that have not answered the current step; whether their heartbeats go on.
@@ -78,6 +79,7 @@ class Engine {
   ImageCache image_cache_;
   std::vector<uint64_t> release_, finished_;
   std::vector<bool> answered_;           // by world rank, for the current step
+  std::map<uint64_t, std::string> failed_;  // request number -> why it failed alone, in the current step
   std::vector<double> heartbeat_;        // by world rank: when its last heartbeat came (Now())
   uint64_t step_ = 0;
   int kv_blocks_ = 0;  // the smallest KV pool the LLM ranks reported ready with, in blocks (0: none yet)

@@ -31,9 +31,17 @@ Bytes Finish(flatbuffers::FlatBufferBuilder& builder, int rank, Body type, flatb
 }
 
 Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<uint64_t>& request_ids,
-                       const std::vector<int32_t>& tokens) {
+                       const std::vector<int32_t>& tokens, const std::vector<RequestFailure>& failures) {
   flatbuffers::FlatBufferBuilder builder;
-  const auto body = CreateStepResult(builder, step, builder.CreateVector(request_ids), builder.CreateVector(tokens));
+  std::vector<uint64_t> failed_ids;
+  std::vector<flatbuffers::Offset<flatbuffers::String>> messages;
+  for (const RequestFailure& failure : failures) {
+    failed_ids.push_back(failure.request_id);
+    messages.push_back(builder.CreateString(failure.message));
+  }
+  const auto body = CreateStepResult(builder, step, builder.CreateVector(request_ids), builder.CreateVector(tokens),
+                                     /*kv_blocks=*/0, failures.empty() ? 0 : builder.CreateVector(failed_ids),
+                                     failures.empty() ? 0 : builder.CreateVector(messages));
   return Finish(builder, rank, Body::StepResult, body.Union());
 }
 

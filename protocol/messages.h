@@ -29,8 +29,14 @@ using Bytes = std::vector<uint8_t>;
 // Verifies the buffer and the version; the returned pointer reads from `bytes`.
 absl::StatusOr<const Envelope*> Decode(const Bytes& bytes);
 
+// A request that failed alone in a step (StepResult's failures).
+struct RequestFailure {
+  uint64_t request_id = 0;
+  std::string message;
+};
+
 Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<uint64_t>& request_ids,
-                       const std::vector<int32_t>& tokens);
+                       const std::vector<int32_t>& tokens, const std::vector<RequestFailure>& failures = {});
 // A worker's ready message (the StepResult of step 0): an LLM rank's KV pool blocks, 0 from a vision rank.
 Bytes EncodeReady(int rank, int kv_blocks);
 Bytes EncodeError(int rank, const std::string& message, uint64_t request_id = 0);

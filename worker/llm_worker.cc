@@ -33,20 +33,22 @@ absl::Status LlmWorker::Run() {
     if (plan == nullptr) continue;  // not for LLM ranks
     std::vector<uint64_t> request_ids;
     std::vector<int32_t> tokens;
+    std::vector<protocol::RequestFailure> failures;
     uint64_t failed_request = 0;
-    const absl::Status status = Execute(*plan, &request_ids, &tokens, &failed_request);
+    const absl::Status status = Execute(*plan, &request_ids, &tokens, &failures, &failed_request);
     if (!status.ok()) {
       IXC_LOG(ERROR) << mapping_.ToString() << ": " << status.message();
       (void)channel_.Send(0, protocol::EncodeError(mapping_.rank(), std::string(status.message()), failed_request));
       return status;
     }
-    IXC_RETURN_IF_ERROR(channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), plan->step(), request_ids,
-                                                                    tokens)));
+    IXC_RETURN_IF_ERROR(
+        channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), plan->step(), request_ids, tokens, failures)));
   }
 }
 
 absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids,
-                                std::vector<int32_t>* tokens, uint64_t* failed_request) {
+                                std::vector<int32_t>* tokens, std::vector<protocol::RequestFailure>* failures,
+                                uint64_t* failed_request) {
   if (plan.release() != nullptr) {
     for (uint64_t id : *plan.release()) {
       auto it = sequences_.find(id);
@@ -67,7 +69,7 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<uint
       continue;
     }
     *failed_request = work->request_id();
-    IXC_ASSIGN_OR_RETURN(int32_t token, RunPrefill(*work));
+    IXC_ASSIGN_OR_RETURN(int32_t token, RunPrefill(*work, *failures));
     if (leader()) {
       request_ids->push_back(work->request_id());
       tokens->push_back(token);
@@ -139,7 +141,8 @@ absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const 
   return filled;
 }
 
-absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work) {
+absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work,
+                                              std::vector<protocol::RequestFailure>& failures) {
   const model::LoraMode lora = static_cast<model::LoraMode>(work.lora_mode());
   const int64_t vocab = weights_.config.vocab_size;
   std::vector<float> logits;
@@ -169,7 +172,8 @@ absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work
                                                 /*local_vocab=*/!dump));
     if (dump) {
       if (leader()) {
-        IXC_RETURN_IF_ERROR(WriteNpyF32(work.dump_logits()->str(), {length, vocab}, logits.data()));
+        const absl::Status written = WriteNpyF32(work.dump_logits()->str(), {length, vocab}, logits.data());
+        if (!written.ok()) failures.push_back({work.request_id(), absl::StrCat("dump_logits: ", written.message())});
       }
       logits.erase(logits.begin(), logits.end() - vocab);
     }

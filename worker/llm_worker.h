@@ -41,8 +41,10 @@ class LlmWorker {
     int64_t length = 0;  // positions in the sequence so far
   };
 
-  absl::Status Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids,
-                       std::vector<int32_t>* tokens, uint64_t* failed_request);
+  // A step's work: the leader's tokens, and the requests that failed alone (`failures`); an error fails the rank,
+  // naming `failed_request` where one request's work failed.
+  absl::Status Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids, std::vector<int32_t>* tokens,
+                       std::vector<protocol::RequestFailure>* failures, uint64_t* failed_request);
   // The prompt rows this rank prefills (parallel::PrefillPositions: with SP its zig-zag shard of a prompt long enough
   // for one; model::Prefill takes it so), else all of them.
   struct PromptRows {
@@ -56,7 +58,10 @@ class LlmWorker {
   absl::StatusOr<std::span<const float>> ReceivePromptEmbeddings(const protocol::SequenceWork& work,
                                                                  const PromptRows& rows,
                                                                  std::vector<uint8_t>& image_mask);
-  absl::StatusOr<int32_t> RunPrefill(const protocol::SequenceWork& work);
+  // The prompt's prefill and its first token. A dump_logits file the leader cannot write fails the request alone
+  // (`failures`): the sequence is prefilled on every rank as usual, so the coordinator releases it like any other.
+  absl::StatusOr<int32_t> RunPrefill(const protocol::SequenceWork& work,
+                                     std::vector<protocol::RequestFailure>& failures);
   // Every decode of the step in one batched forward pass; the sampled tokens in `works` order.
   absl::StatusOr<std::vector<int32_t>> RunDecodes(const std::vector<const protocol::SequenceWork*>& works);
   // The sampling of `work`'s next token; `generated` receives the ids it has produced (choice.previous points there).

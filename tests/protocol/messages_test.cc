@@ -56,6 +56,14 @@ TEST(MessagesTest, SmallMessagesRoundTrip) {
   EXPECT_EQ((*ready)->body_as_StepResult()->step(), 0u);
   EXPECT_EQ((*ready)->body_as_StepResult()->kv_blocks(), 57772);
   EXPECT_EQ((*result)->body_as_StepResult()->kv_blocks(), 0);  // a step's result says nothing of the pool
+  EXPECT_EQ((*result)->body_as_StepResult()->failed_request_ids(), nullptr);
+  const Bytes failed_bytes = EncodeStepResult(1, 6, {11, 12}, {100, 200}, {{12, "dump_logits: x.npy: cannot open"}});
+  auto failed = Decode(failed_bytes);
+  ASSERT_TRUE(failed.ok());
+  const StepResult* with_failure = (*failed)->body_as_StepResult();
+  ASSERT_EQ(with_failure->failed_request_ids()->size(), 1u);
+  EXPECT_EQ(with_failure->failed_request_ids()->Get(0), 12u);
+  EXPECT_EQ(with_failure->failures()->Get(0)->str(), "dump_logits: x.npy: cannot open");
 }
 
 TEST(MessagesTest, WrongVersionAndCorruptBytesAreRefused) {
