@@ -15,6 +15,13 @@ absl::Status Bad(const std::string& field, const std::string& why) {
   return absl::InvalidArgumentError(absl::StrCat("field '", field, "': ", why));
 }
 
+// Whether the JSON integer `value` lies in [min, max], compared before any narrowing: a non-negative integer is
+// unsigned in nlohmann::json and may be past int64_t (4294967297 must not pass for 1 as an int32).
+bool IntegerIn(const nlohmann::json& value, int64_t min, int64_t max) {
+  return value.is_number_unsigned() ? value.get<uint64_t>() <= static_cast<uint64_t>(max) && value.get<int64_t>() >= min
+                                    : value.get<int64_t>() >= min && value.get<int64_t>() <= max;
+}
+
 // The integer field `field` in [min, max], or `fallback` where it is absent. Only a JSON integer counts: 2.5 or 1e30
 // is refused rather than truncated or converted out of range.
 absl::StatusOr<int64_t> IntegerField(const nlohmann::json& json, const std::string& field, int64_t fallback,
@@ -22,11 +29,7 @@ absl::StatusOr<int64_t> IntegerField(const nlohmann::json& json, const std::stri
   if (!json.contains(field)) return fallback;
   const nlohmann::json& value = json[field];
   if (!value.is_number_integer()) return Bad(field, "must be an integer");
-  // A non-negative integer is unsigned in nlohmann::json and may be past int64_t.
-  const bool in_range = value.is_number_unsigned()
-                            ? value.get<uint64_t>() <= static_cast<uint64_t>(max) && value.get<int64_t>() >= min
-                            : value.get<int64_t>() >= min && value.get<int64_t>() <= max;
-  if (!in_range) return Bad(field, absl::StrCat("must be in [", min, ", ", max, "]"));
+  if (!IntegerIn(value, min, max)) return Bad(field, absl::StrCat("must be in [", min, ", ", max, "]"));
   return value.get<int64_t>();
 }
 
@@ -101,11 +104,7 @@ absl::StatusOr<Request> ParseRequest(const std::string& line, uint64_t number, c
     if (!ids.is_array()) return Bad("prompt_ids", "must be a list of integers");
     for (const nlohmann::json& id : ids) {
       if (!id.is_number_integer()) return Bad("prompt_ids", "must be a list of integers");
-      // Checked in 64 bits: 4294967297 must not wrap around to token 1.
-      const bool in_vocabulary = id.is_number_unsigned()
-                                     ? id.get<uint64_t>() < static_cast<uint64_t>(defaults.vocab_size)
-                                     : id.get<int64_t>() >= 0 && id.get<int64_t>() < defaults.vocab_size;
-      if (!in_vocabulary) {
+      if (!IntegerIn(id, 0, int64_t{defaults.vocab_size} - 1)) {
         return Bad("prompt_ids",
                    absl::StrCat("token id ", id.dump(), " is outside the vocabulary [0, ", defaults.vocab_size, ")"));
       }

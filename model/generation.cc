@@ -77,10 +77,8 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
       }
       first.sp_attention = SpAttention::kRing;
     } else {  // every rank holds the whole prompt and keeps the K/V of the positions it owns
-      for (int64_t p = 0; p < length; ++p) {
-        positions.push_back(static_cast<int32_t>(p));
-        keep.push_back(parallel::DecodeOwner(p, cache.block_size(), sp_size) == sp_rank);
-      }
+      positions = parallel::PrefillPositions(length, sp_rank, sp_size);  // all of them
+      for (int32_t p : positions) keep.push_back(parallel::DecodeOwner(p, cache.block_size(), sp_size) == sp_rank);
       first.positions = positions;
       first.store_kv = keep;
       first.sp_attention = SpAttention::kGatherMerge;

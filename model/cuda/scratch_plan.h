@@ -40,8 +40,9 @@ struct ScratchPlan {
   // The one allocation: every buffer at a 256-byte boundary.
   int64_t Bytes(int64_t rows, int64_t logit_rows) const;
   // The rows of a call, and the rows among them that give logits, such that a scratch grown to both fits in half of
-  // `reserve_bytes` (the other half is for cuBLASLt's workspace, NCCL's buffers, the decode graphs, the input rows
-  // of an image prompt from NCCL and a vision tower beside); at least kMinCallRows and kMinCallLogitRows.
+  // `reserve_bytes` (the other half is for cuBLASLt's workspace, NCCL's buffers, the decode graphs and a vision tower
+  // beside; the NCCL handoff's input rows have room of their own, ReserveBytes); at least kMinCallRows and
+  // kMinCallLogitRows.
   CallLimits Limits(int64_t reserve_bytes) const;
   // A ring prefill's own buffers (PlanRing) for this rank's `rows` rows when the largest shard of the group has
   // `capacity`: each of the two K/V blocks (in hand, in flight), the partial attention, its log-sum-exp.
