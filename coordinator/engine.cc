@@ -52,19 +52,21 @@ std::string Engine::HeartbeatNote() const {
              : absl::StrCat(" (no heartbeat for ", static_cast<int>(Now() - oldest_beat), " s)");
 }
 
-absl::Status Engine::CheckHeartbeats() const {
+absl::Status Engine::CheckHeartbeats(bool in_step) const {
   for (int rank = 1; rank < mapping_.world_size(); ++rank) {
-    if (answered_[rank] || Now() - heartbeat_[rank] < kDeadAfterSeconds) continue;
+    if ((in_step && answered_[rank]) || Now() - heartbeat_[rank] < kDeadAfterSeconds) continue;
     return absl::UnavailableError(absl::StrCat("rank ", rank, " sent no heartbeat for ",
-                                               static_cast<int>(Now() - heartbeat_[rank]),
-                                               " s and did not answer step ", step_, ": it is gone"));
+                                               static_cast<int>(Now() - heartbeat_[rank]), " s",
+                                               in_step ? absl::StrCat(" and did not answer step ", step_) : "",
+                                               ": it is gone"));
   }
   return absl::OkStatus();
 }
 
 double Engine::Now() const { return WallSeconds() - start_; }
 
-absl::Status Engine::WaitForWorkers(std::vector<Request>& requests) {
+absl::Status Engine::Start() {
+  start_ = WallSeconds();
   std::map<uint64_t, int32_t> tokens;
   int ready = 0;
   const int workers = mapping_.world_size() - 1;
@@ -77,47 +79,102 @@ absl::Status Engine::WaitForWorkers(std::vector<Request>& requests) {
                                                       " s", HeartbeatNote()));
     }
     auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::min(left, 1.0) * 1000)));
-    if (message.ok()) IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &ready));
-    IXC_RETURN_IF_ERROR(CheckHeartbeats());
+    if (message.ok()) IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, &tokens, &ready));
+    IXC_RETURN_IF_ERROR(CheckHeartbeats(/*in_step=*/true));
   }
   if (kv_blocks_ == 0) return absl::InternalError("no LLM rank said how many KV blocks it holds");
   blocks_ = BlockManager(mapping_.layout().sp, options_.kv_block_size, kv_blocks_);
   IXC_LOG(INFO) << workers << " workers ready; KV cache of " << kv_blocks_ << " blocks of " << options_.kv_block_size
                 << " tokens per LLM rank (the smallest pool)";
   std::fill(answered_.begin(), answered_.end(), false);
+  UpdateGauges();
+  gauges_.ready = true;
   return absl::OkStatus();
 }
 
-absl::Status Engine::Run(std::vector<Request>& requests) {
-  start_ = WallSeconds();
-  absl::Status status = WaitForWorkers(requests);
+absl::Status Engine::Serve(EngineInbox& inbox) {
+  absl::Status status;
   while (status.ok()) {
-    bool all_done = true;
-    for (Request& request : requests) {
-      if (request.state == RequestState::kDone) continue;
-      all_done = false;
-      if (request.state == RequestState::kNotArrived && Now() >= request.arrive_after_s) {
-        request.arrived_s = Now();
-        if (request.images.empty()) {
-          request.state = RequestState::kWaiting;
-          waiting_.push_back(&request);
-        } else {
-          request.state = RequestState::kImageQueue;
-          image_queue_.push_back(&request);
-        }
-      }
+    TakeFromInbox(inbox);
+    Arrive();
+    status = DispatchQueuedImages();
+    if (status.ok() && requests_.empty() && inbox.closed()) {
+      TakeFromInbox(inbox);  // a last submission between the two looks
+      if (requests_.empty()) break;
     }
-    IXC_RETURN_IF_ERROR(DispatchQueuedImages());
-    if (all_done) return absl::OkStatus();
-    if (status.ok()) status = Step(requests);
+    if (status.ok()) status = Step();
+    if (status.ok()) status = CheckHeartbeats(/*in_step=*/false);
+    for (uint64_t number : done_) requests_.erase(number);
+    inbox.Finished(static_cast<int64_t>(done_.size()));
+    done_.clear();
+    UpdateGauges();
   }
-  for (Request& request : requests) {
-    if (request.state == RequestState::kDone) continue;
-    request.error = std::string(status.message());
-    request.finish_reason = "error";
-    request.state = RequestState::kDone;
-  }
+  if (!status.ok()) FailAll(status, inbox);
+  UpdateGauges();
   return status;
+}
+
+void Engine::FailAll(const absl::Status& status, EngineInbox& inbox) {
+  inbox.Close();
+  TakeFromInbox(inbox);
+  for (auto& [number, request] : requests_) {
+    request->error = std::string(status.message());
+    request->finish_reason = "error";
+    request->state = RequestState::kDone;
+    request->stream->Finish("error", request->error);
+  }
+  inbox.Finished(static_cast<int64_t>(requests_.size()));
+  requests_.clear();
+  running_.clear();
+  waiting_.clear();
+  image_queue_.clear();
+  not_arrived_.clear();
+}
+
+void Engine::TakeFromInbox(EngineInbox& inbox) {
+  for (std::shared_ptr<Request>& request : inbox.TakeSubmitted()) {
+    Request* held = request.get();
+    requests_[held->number] = std::move(request);
+    held->state = RequestState::kNotArrived;
+    not_arrived_.push_back(held);
+  }
+  for (const auto& [number, reason] : inbox.TakeCancelled()) Cancel(number, reason);
+  if (const std::string reason = inbox.cancel_all(); !reason.empty()) {
+    std::vector<uint64_t> numbers;
+    for (const auto& [number, request] : requests_) numbers.push_back(number);
+    for (uint64_t number : numbers) Cancel(number, reason);
+  }
+}
+
+void Engine::Arrive() {
+  for (auto it = not_arrived_.begin(); it != not_arrived_.end();) {
+    Request& request = **it;
+    if (Now() < request.arrive_after_s) {
+      ++it;
+      continue;
+    }
+    it = not_arrived_.erase(it);
+    request.arrived_s = Now();
+    if (request.images.empty()) {
+      request.state = RequestState::kWaiting;
+      waiting_.push_back(&request);
+    } else {
+      request.state = RequestState::kImageQueue;
+      image_queue_.push_back(&request);
+    }
+  }
+}
+
+void Engine::Cancel(uint64_t number, const std::string& reason) {
+  auto it = requests_.find(number);
+  if (it == requests_.end() || it->second->state == RequestState::kDone) return;
+  Request& request = *it->second;
+  if (request.state == RequestState::kEncoding) {
+    // Its crops are on the vision ranks: it ends when they are encoded, and its images leave with it.
+    request.cancel_reason = reason;
+    return;
+  }
+  Finish(request, reason);
 }
 
 absl::Status Engine::DispatchQueuedImages() {
@@ -135,19 +192,18 @@ absl::Status Engine::DispatchQueuedImages() {
 absl::Status Engine::DispatchVision(Request& request) {
   const std::vector<int> vision = mapping_.VisionRanks();
   if (vision.empty()) {
-    request.error = "the request has images but the cluster has no vision ranks (--vision 0)";
-    request.finish_reason = "error";
-    request.state = RequestState::kDone;
+    Finish(request, "error", "the request has images but the cluster has no vision ranks (--vision 0)");
     return absl::OkStatus();
   }
   // Each image's crops in contiguous parts over the vision ranks, starting at the next rank in turn (the owner).
   const int ranks = static_cast<int>(vision.size());
   for (ImageInPrompt& image : request.images) {
-    const VisionCrops& crops = image.prepared.crops;
+    VisionCrops& crops = image.prepared.crops;
     const int count = crops.count(), used = std::min(ranks, count), first_rank = next_vision_++ % ranks;
     const size_t crop_floats = static_cast<size_t>(3) * crops.tile * crops.tile;
     image.vision_rank = vision[first_rank];
     image.parts.clear();
+    image_tags_[image.tag] = request.number;
     for (int p = 0; p < used; ++p) {
       const int first = count * p / used, part_count = count * (p + 1) / used - first;
       const int rank = vision[(first_rank + p) % ranks];
@@ -160,13 +216,21 @@ absl::Status Engine::DispatchVision(Request& request) {
                                                                task.Union())));
     }
     image.parts_pending = used;
+    std::vector<float>().swap(crops.pixels);  // sent: a recomputation takes the embeddings the vision ranks keep
   }
   request.state = RequestState::kEncoding;
   return absl::OkStatus();
 }
 
-absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std::vector<Request>& requests,
-                                   std::map<uint64_t, int32_t>* tokens, int* results) {
+Request* Engine::ByTag(int tag) {
+  auto it = image_tags_.find(tag);
+  if (it == image_tags_.end()) return nullptr;
+  auto request = requests_.find(it->second);
+  return request == requests_.end() ? nullptr : request->second.get();
+}
+
+absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std::map<uint64_t, int32_t>* tokens,
+                                   int* results) {
   IXC_ASSIGN_OR_RETURN(const protocol::Envelope* envelope, protocol::Decode(bytes));
   switch (envelope->body_type()) {
     case protocol::Body::ErrorReport: {
@@ -181,9 +245,9 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std
     case protocol::Body::CropsEncoded: {
       // When every part of the image is encoded, its ranks meet to assemble it (between steps: see vision_worker.h).
       const int tag = envelope->body_as_CropsEncoded()->tag();
-      const uint64_t number = static_cast<uint64_t>(tag / protocol::kMaxImagesPerRequest);
-      if (number < 1 || number > requests.size()) break;
-      for (ImageInPrompt& image : requests[number - 1].images) {
+      Request* request = ByTag(tag);
+      if (request == nullptr) break;
+      for (ImageInPrompt& image : request->images) {
         if (image.tag != tag || --image.parts_pending > 0) continue;
         flatbuffers::FlatBufferBuilder builder;
         std::vector<flatbuffers::Offset<protocol::VisionPart>> parts;
@@ -199,24 +263,27 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std
     }
     case protocol::Body::VisionDone: {
       const int tag = envelope->body_as_VisionDone()->tag();
-      const uint64_t number = static_cast<uint64_t>(tag / protocol::kMaxImagesPerRequest);
-      if (number < 1 || number > requests.size()) break;
-      Request& request = requests[number - 1];
+      Request* request = ByTag(tag);
+      if (request == nullptr) break;
       bool all = true;
-      for (ImageInPrompt& image : request.images) {
+      for (ImageInPrompt& image : request->images) {
         if (image.tag == tag) {
           if (envelope->body_as_VisionDone()->rows() != image.rows) {
             return absl::InternalError(absl::StrCat("rank ", sender, " encoded ", envelope->body_as_VisionDone()->rows(),
                                                     " rows for image ", tag, "; the prompt has ", image.rows));
           }
           image.encoded = true;
-          image_cache_.Assembled(request, image);  // the features are gone, the embeddings wait on the owner
+          image_cache_.Assembled(*request, image);  // the features are gone, the embeddings wait on the owner
         }
         all = all && image.encoded;
       }
-      if (all && request.state == RequestState::kEncoding) {
-        request.state = RequestState::kWaiting;
-        waiting_.push_back(&request);
+      if (all && request->state == RequestState::kEncoding) {
+        if (!request->cancel_reason.empty()) {
+          Finish(*request, request->cancel_reason);
+        } else {
+          request->state = RequestState::kWaiting;
+          waiting_.push_back(request);
+        }
       }
       break;
     }
@@ -253,34 +320,63 @@ void Engine::Preempt(Request& request) {
   running_.erase(std::find(running_.begin(), running_.end(), &request));
   request.state = RequestState::kWaiting;
   ++request.preemptions;
+  request.stream->Preempted();
+  ++gauges_.preemptions;
   waiting_.push_front(&request);
   IXC_LOG(INFO) << "preempted request " << request.id << " (" << Length(request) << " positions), KV "
                 << static_cast<int>(100 * blocks_.usage()) << "% used";
 }
 
-void Engine::DropImages(Request& request) {
-  finished_.push_back(request.number);  // the vision ranks drop its images with the next plan
-  image_cache_.Release(request);
-}
-
-void Engine::Finish(Request& request, const std::string& reason) {
+void Engine::Finish(Request& request, const std::string& reason, const std::string& error) {
+  auto drop = [&request](auto& queue) {
+    if (auto it = std::find(queue.begin(), queue.end(), &request); it != queue.end()) queue.erase(it);
+  };
+  drop(running_);
+  drop(waiting_);
+  drop(image_queue_);
+  drop(not_arrived_);
+  if (request.state == RequestState::kRunning) {  // a preempted one released its blocks then
+    blocks_.Free(request.number);
+    release_.push_back(request.number);
+  }
+  if (!request.images.empty()) {
+    finished_.push_back(request.number);  // the vision ranks drop its images with the next plan
+    image_cache_.Release(request);
+    for (const ImageInPrompt& image : request.images) image_tags_.erase(image.tag);
+  }
   request.finish_reason = reason;
+  request.error = error;
   request.finished_s = Now();
   request.state = RequestState::kDone;
-  blocks_.Free(request.number);
-  release_.push_back(request.number);
-  DropImages(request);
-  running_.erase(std::find(running_.begin(), running_.end(), &request));
+  request.stream->Finish(reason, error);
+  done_.push_back(request.number);
 }
 
-absl::Status Engine::Step(std::vector<Request>& requests) {
+void Engine::UpdateGauges() {
+  int64_t waiting = 0;
+  for (const auto& [number, request] : requests_) {
+    waiting += request->state != RequestState::kRunning && request->state != RequestState::kDone &&
+               request->state != RequestState::kNotArrived;
+  }
+  gauges_.running = static_cast<int64_t>(running_.size());
+  gauges_.waiting = waiting;
+  gauges_.image_queue = static_cast<int64_t>(image_queue_.size());
+  const int64_t total = int64_t{kv_blocks_} * mapping_.layout().sp;
+  int64_t free = 0;
+  for (int s = 0; s < mapping_.layout().sp && kv_blocks_ > 0; ++s) free += blocks_.free_blocks(s);
+  gauges_.kv_blocks_total = total;
+  gauges_.kv_blocks_used = total - free;
+  gauges_.image_cache_bytes = image_cache_.used();
+}
+
+absl::Status Engine::Step() {
   std::map<uint64_t, int32_t> tokens;
   int results = 0;
   // Take whatever the workers said since the last step (vision done, errors) without waiting.
   while (true) {
     auto message = channel_.Receive(std::chrono::milliseconds(0));
     if (!message.ok()) break;
-    IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &results));
+    IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, &tokens, &results));
   }
 
   // One decode per running sequence; when a KV block is missing, preempt the latest admitted until it fits.
@@ -308,20 +404,17 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
   }
   if (!waiting_.empty() && running_.empty() && prefills.empty()) {
     Request& request = *waiting_.front();
-    waiting_.pop_front();
-    request.error = absl::StrCat("the prompt needs more KV blocks than the cache has (", Length(request),
-                                 " positions; each SP rank holds ", kv_blocks_, " blocks of ", options_.kv_block_size,
-                                 " tokens: raise --kv-blocks, or on GPUs lower --kv-reserve-mib)");
-    request.finish_reason = "error";
-    request.state = RequestState::kDone;
-    DropImages(request);
+    Finish(request, "error",
+           absl::StrCat("the prompt needs more KV blocks than the cache has (", Length(request),
+                        " positions; each SP rank holds ", kv_blocks_, " blocks of ", options_.kv_block_size,
+                        " tokens: raise --kv-blocks, or on GPUs lower --kv-reserve-mib)"));
     return absl::OkStatus();
   }
   if (prefills.empty() && decodes.empty()) {
     if (release_.empty() && finished_.empty()) {
-      // Nothing runnable: wait for a vision rank or an arrival.
-      auto message = channel_.Receive(std::chrono::milliseconds(20));
-      if (message.ok()) return HandleMessage(message->first, message->second, requests, &tokens, &results);
+      // Nothing runnable: wait a little for a vision rank (an arrival is taken on the next turn).
+      auto message = channel_.Receive(std::chrono::milliseconds(5));
+      if (message.ok()) return HandleMessage(message->first, message->second, &tokens, &results);
       return absl::OkStatus();
     }
   }
@@ -341,18 +434,16 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
     }
     // Wake at least every second to notice a rank whose heartbeats stopped.
     auto message = channel_.Receive(std::chrono::milliseconds(static_cast<int64_t>(std::min(left, 1.0) * 1000)));
-    if (message.ok()) {
-      IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, requests, &tokens, &results));
-    }
-    IXC_RETURN_IF_ERROR(CheckHeartbeats());
+    if (message.ok()) IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, &tokens, &results));
+    IXC_RETURN_IF_ERROR(CheckHeartbeats(/*in_step=*/true));
   }
 
   std::vector<Request*> stepped = prefills;
   stepped.insert(stepped.end(), decodes.begin(), decodes.end());
   for (Request* request : stepped) {
+    if (request->state != RequestState::kRunning) continue;
     if (auto failed = failed_.find(request->number); failed != failed_.end()) {  // it alone: the others go on
-      request->error = failed->second;
-      Finish(*request, "error");
+      Finish(*request, "error", failed->second);
       continue;
     }
     auto it = tokens.find(request->number);
@@ -361,6 +452,7 @@ absl::Status Engine::Step(std::vector<Request>& requests) {
     }
     if (request->generated.empty()) request->first_token_s = Now();
     request->generated.push_back(it->second);
+    request->stream->Push(it->second);
     const bool stop = std::find(request->stop_ids.begin(), request->stop_ids.end(), it->second) !=
                       request->stop_ids.end();
     if (stop) {

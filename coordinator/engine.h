@@ -1,23 +1,29 @@
 // File: coordinator/engine.h
 //
-// The coordinator's engine loop (architecture section 3): requests arrive; their images go to the vision ranks
-// (round-robin) in arrival order as soon as they fit the image cache (image_cache.h: what the vision ranks hold for
-// images, features until assembly and embeddings until the request finishes; a request alone may exceed it); a request
-// is admitted when its images are encoded and its prefill fits the KV cache; every step plan carries the prefills
-// admitted this step and one decode for every running sequence (continuous batching: new requests join the running
-// batch). When a decode needs a KV block that no longer exists, the most recently admitted sequence is preempted: its
-// blocks are freed and it is later prefilled again from its prompt and the tokens it had generated, so its output is
-// unchanged. Each step waits for every worker's result, with a timeout; a worker's error or silence fails the in-flight
-// requests with a message naming the rank.
+// The coordinator's engine loop (architecture section 3), on a thread of its own: requests arrive through the
+// EngineInbox at any time (from the HTTP server or the offline JSONL reader: one path for both); their images go to
+// the vision ranks (round-robin) in arrival order as soon as they fit the image cache (image_cache.h: what the vision
+// ranks hold for images, features until assembly and embeddings until the request finishes; a request alone may
+// exceed it); a request is admitted when its images are encoded and its prefill fits the KV cache; every step plan
+// carries the prefills admitted this step and one decode for every running sequence (continuous batching: new
+// requests join the running batch). Each token goes to the request's RequestStream as its step finishes. When a
+// decode needs a KV block that no longer exists, the most recently admitted sequence is preempted: its blocks are
+// freed and it is later prefilled again from its prompt and the tokens it had generated, so its output is unchanged.
+// A cancelled request (client gone, stop string) ends before the next step, which frees its blocks and images. Each
+// step waits for every worker's result, with a timeout; a worker's error or silence (also while idle) fails every
+// unfinished request with a message naming the rank.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "coordinator/block_manager.h"
+#include "coordinator/engine_inbox.h"
 #include "coordinator/image_cache.h"
 #include "coordinator/request.h"
 #include "parallel/mapping.h"
@@ -36,46 +42,73 @@ struct EngineOptions {
   int64_t image_row_bytes = 0;
 };
 
+// The engine's state as other threads may read it (/health, /metrics, tests), updated after every step.
+struct EngineGauges {
+  std::atomic<bool> ready{false};         // every worker has loaded its model
+  std::atomic<int64_t> running{0};        // sequences in the running batch
+  std::atomic<int64_t> waiting{0};        // arrived, not yet running (images queued or encoding, or waiting for KV)
+  std::atomic<int64_t> image_queue{0};    // waiting for room in the image cache
+  std::atomic<int64_t> kv_blocks_used{0};  // over all SP ranks
+  std::atomic<int64_t> kv_blocks_total{0};
+  std::atomic<int64_t> image_cache_bytes{0};
+  std::atomic<int64_t> preemptions{0};
+};
+
 class Engine {
  public:
   Engine(const parallel::Mapping& mapping, protocol::Channel& channel, const EngineOptions& options);
 
-  // Runs `requests` to completion (or to the first worker failure, which is returned after every unfinished
-  // request has been marked with it). Results are in the requests.
-  absl::Status Run(std::vector<Request>& requests);
+  // Waits until every worker has loaded its weights and said so, or one reports an error.
+  absl::Status Start();
+  // Runs what arrives in `inbox` until it is closed and everything taken from it is done. A worker's failure ends
+  // every unfinished request (and what is still submitted) with its message, which is returned.
+  absl::Status Serve(EngineInbox& inbox);
   // Tells every worker to stop.
   void Shutdown();
 
+  const EngineGauges& gauges() const { return gauges_; }
+  int kv_blocks_per_rank() const { return kv_blocks_; }
+
  private:
-  // Waits until every worker has loaded its weights and said so (step 0), or one reports an error.
-  absl::Status WaitForWorkers(std::vector<Request>& requests);
-  absl::Status Step(std::vector<Request>& requests);
+  // Takes new requests and cancellations from the inbox.
+  void TakeFromInbox(EngineInbox& inbox);
+  void Cancel(uint64_t number, const std::string& reason);
+  // Moves requests whose arrival time has come into the queues.
+  void Arrive();
+  absl::Status Step();
   // Dispatches the queued requests' images in order while they fit the image cache.
   absl::Status DispatchQueuedImages();
   absl::Status DispatchVision(Request& request);
   // Handles one worker message; counts this step's results and records sampled tokens by request number, and the
   // requests that failed alone in failed_.
-  absl::Status HandleMessage(int sender, const protocol::Bytes& bytes, std::vector<Request>& requests,
-                             std::map<uint64_t, int32_t>* tokens, int* results);
+  absl::Status HandleMessage(int sender, const protocol::Bytes& bytes, std::map<uint64_t, int32_t>* tokens,
+                             int* results);
+  // The request whose image has vision tag `tag`, or null.
+  Request* ByTag(int tag);
   // "ranks 2, 5" of the workers that have not answered the current step; whether their heartbeats go on.
   std::string Silent() const;
   std::string HeartbeatNote() const;
-  // A rank that has not answered and whose heartbeats stopped `kDeadAfterSeconds` ago: it is gone.
-  absl::Status CheckHeartbeats() const;
+  // A rank whose heartbeats stopped `kDeadAfterSeconds` ago (and, within a step, that has not answered): it is gone.
+  absl::Status CheckHeartbeats(bool in_step) const;
   protocol::Bytes BuildPlan(const std::vector<Request*>& prefills, const std::vector<Request*>& decodes);
   void Preempt(Request& request);
-  void Finish(Request& request, const std::string& reason);
-  // A request that is done: its images leave the vision ranks and the image cache.
-  void DropImages(Request& request);
+  // Ends `request` (stream, KV blocks, images, queues); it leaves the engine after this loop iteration.
+  void Finish(Request& request, const std::string& reason, const std::string& error = "");
+  void FailAll(const absl::Status& status, EngineInbox& inbox);
+  void UpdateGauges();
   double Now() const;
 
   const parallel::Mapping& mapping_;
   protocol::Channel& channel_;
   EngineOptions options_;
   BlockManager blocks_;
+  std::map<uint64_t, std::shared_ptr<Request>> requests_;  // unfinished, by number
+  std::vector<Request*> not_arrived_;    // submitted with a later arrival time (offline arrive_after_ms)
   std::vector<Request*> running_;        // in admission order
   std::deque<Request*> waiting_;         // ready to prefill; preempted requests go first
   std::deque<Request*> image_queue_;     // arrived, images not yet dispatched, in arrival order
+  std::map<int, uint64_t> image_tags_;   // vision tag -> request number, from dispatch until the request ends
+  std::vector<uint64_t> done_;           // finished in this iteration: they leave requests_ after it
   ImageCache image_cache_;
   std::vector<uint64_t> release_, finished_;
   std::vector<bool> answered_;           // by world rank, for the current step
@@ -85,6 +118,7 @@ class Engine {
   int kv_blocks_ = 0;  // the smallest KV pool the LLM ranks reported ready with, in blocks (0: none yet)
   int next_vision_ = 0;
   double start_ = 0;
+  EngineGauges gauges_;
 };
 
 }  // namespace ixc::coordinator

@@ -1,23 +1,34 @@
-// ixc-coordinator: rank 0 of the cluster job. Offline mode: reads requests from a JSONL file, runs them on the
-// vision and LLM ranks, writes one JSONL result per request (coordinator/request.h has both formats).
+// ixc-coordinator: rank 0 of the cluster job. Serving (--serve): an OpenAI-compatible HTTP server
+// (coordinator/api/api_server.h) that runs until SIGTERM or SIGINT, then drains. Offline: reads requests from a JSONL
+// file, runs them on the vision and LLM ranks, writes one JSONL result per request (coordinator/request.h has both
+// formats). Both are clients of the same engine (coordinator/engine.h) through its inbox.
 //
-//   mpirun -np 1 ixc-coordinator --model DIR --tp 2 --sp 2 --vision 1 --requests in.jsonl --results out.jsonl
-//       : -np 5 ixc-worker   (one line)
+//   mpirun -np 1 ixc-coordinator --model DIR --tp 2 --sp 2 --vision 1 --serve --port 8000 : -np 5 ixc-worker
+//   mpirun -np 1 ixc-coordinator --model DIR ... --requests in.jsonl --results out.jsonl : -np 5 ixc-worker
 //
-// deploy/launch.sh writes that line for you. A malformed request gets an error result and the others go on; a
-// failing or silent rank fails the unfinished requests with a message naming it, and the job exits non-zero.
+// deploy/launch.sh writes that line for you. A malformed request gets an error (a 4xx, an error line) and the
+// others go on; a failing or silent rank fails the unfinished requests with a message naming it, and the job exits
+// non-zero.
 #include <mpi.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <memory>
+#include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "coordinator/api/api_server.h"
+#include "coordinator/api/media_source.h"
 #include "coordinator/engine.h"
+#include "coordinator/engine_inbox.h"
 #include "coordinator/request.h"
 #include "core/command_line.h"
+#include "core/flags.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
 #include "model/placement.h"
@@ -40,7 +51,26 @@ ABSL_FLAG(int64_t, image_cache_mib, 8192,
           "what the vision ranks hold for images at once, summed over them: ViT features until an image is "
           "assembled, embeddings until its request finishes; requests with images beyond this wait their turn (one "
           "alone may exceed it)");
-ABSL_FLAG(std::string, host, "127.0.0.1", "address the control socket binds (the workers connect to it)");
+ABSL_FLAG(std::string, control_host, "127.0.0.1",
+          "address the control socket binds (the workers connect to it; a reachable address on several machines)");
+ABSL_FLAG(bool, serve, false, "serve the OpenAI API over HTTP until SIGTERM or SIGINT (instead of --requests)");
+ABSL_FLAG(std::string, host, "127.0.0.1", "serve: the address the HTTP API listens on (0.0.0.0: every interface)");
+ABSL_FLAG(int, port, 8000, "serve: the HTTP API's port (0: any free one, printed at start)");
+ABSL_FLAG(std::string, served_model_name, "", "serve: the model's name in the API (default: the --model folder's)");
+ABSL_FLAG(std::string, api_key, "", "serve: clients must send Authorization: Bearer KEY (default: none)");
+ABSL_FLAG(int, max_queued_requests, 256,
+          "serve: requests the engine holds at once, running or waiting; past it the answer is 429 with Retry-After");
+ABSL_FLAG(int, drain_timeout_s, 30,
+          "serve: after SIGTERM/SIGINT, how long requests in flight may run on before they end with 'abort'");
+ABSL_FLAG(int64_t, max_request_mib, 100, "serve: the largest request body, in MiB (413 past it)");
+ABSL_FLAG(int64_t, max_media_mib, 64, "serve: the largest image or video, encoded, in MiB");
+ABSL_FLAG(int, max_images_per_request, 16, "serve: images and videos in one request, at most");
+ABSL_FLAG(int, max_n, 8, "serve: choices (n) in one request, at most");
+ABSL_FLAG(std::vector<std::string>, allowed_media_path, {},
+          "serve: folders (comma-separated) whose files requests may name as images and videos (default: none; "
+          "data: URLs always work)");
+ABSL_FLAG(int, preprocess_threads, 2, "serve: requests prepared at once (template, decoding, HD transform)");
+ABSL_FLAG(int, http_threads, 256, "serve: HTTP connections served at once (a stream holds one)");
 ABSL_FLAG(std::string, label_font, ixc::coordinator::kDefaultLabelFont, "TrueType font of the video frame labels");
 ABSL_FLAG(std::string, device, "cpu", "where the workers run the models: cpu, or cuda (a GPU of its own per LLM "
           "rank; vision ranks take the spare GPUs or share)");
@@ -56,14 +86,157 @@ ABSL_FLAG(std::string, vision_handoff, "auto",
 namespace ixc::coordinator {
 namespace {
 
+// The offline mode, a client of the engine like the HTTP server: every line is submitted at once (each arrives at its
+// arrive_after_ms), the inbox is closed, and the results are written in input order once all are done.
+absl::Status RunOffline(Engine& engine, std::ifstream& in, const Tokenizer* tokenizer,
+                        const RequestDefaults& defaults, int* exit_code) {
+  std::vector<std::shared_ptr<Request>> requests;
+  std::string line;
+  for (uint64_t number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      --number;
+      continue;
+    }
+    auto request = ParseRequest(line, number, tokenizer, defaults);
+    if (!request.ok()) {
+      auto failed = std::make_shared<Request>();
+      failed->number = number;
+      failed->id = absl::StrCat("line ", number);
+      const nlohmann::json json = nlohmann::json::parse(line, nullptr, false);
+      if (!json.is_discarded() && json.is_object() && json.contains("id") && json["id"].is_string()) {
+        failed->id = json["id"];
+      }
+      failed->error = std::string(request.status().message());
+      failed->finish_reason = "error";
+      failed->state = RequestState::kDone;
+      requests.push_back(std::move(failed));
+      continue;
+    }
+    requests.push_back(std::make_shared<Request>(std::move(*request)));
+  }
+  EngineInbox inbox(std::numeric_limits<int64_t>::max());
+  for (const std::shared_ptr<Request>& request : requests) {
+    if (request->state != RequestState::kDone) inbox.Submit(request);
+  }
+  inbox.Close();
+  absl::Status status = engine.Start();
+  if (status.ok()) {
+    status = engine.Serve(inbox);
+  } else {
+    for (const std::shared_ptr<Request>& request : requests) {
+      if (request->state == RequestState::kDone) continue;
+      request->error = std::string(status.message());
+      request->finish_reason = "error";
+    }
+  }
+  std::ofstream out(absl::GetFlag(FLAGS_results));
+  for (const std::shared_ptr<Request>& request : requests) out << ResultJson(*request, tokenizer).dump() << "\n";
+  out.close();
+  if (!status.ok()) {
+    *exit_code = 1;
+    return status;
+  }
+  engine.Shutdown();
+  int failed = 0;
+  for (const std::shared_ptr<Request>& request : requests) failed += !request->error.empty();
+  IXC_LOG(INFO) << requests.size() << " requests, " << failed << " failed; results in " << absl::GetFlag(FLAGS_results);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// The signals that drain the server, taken by a thread of their own with sigwait (blocked in every other thread).
+sigset_t DrainSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  return signals;
+}
+
+namespace {
+
+// Serving: the HTTP server answers on its threads, the engine runs on this one; SIGTERM or SIGINT closes the inbox
+// (new requests 503), lets what is in flight finish for --drain-timeout-s, then ends the rest with 'abort'. A failed
+// worker fails every request in flight, turns /health to 503, and the job ends non-zero after the answers are out.
+absl::Status RunServer(Engine& engine, const ServerOptions& options, const Tokenizer* tokenizer,
+                       const RequestDefaults& defaults, int* exit_code) {
+  EngineInbox inbox(absl::GetFlag(FLAGS_max_queued_requests));
+  ApiServer server(options, tokenizer, defaults, inbox, engine.gauges());
+  IXC_RETURN_IF_ERROR(server.Start());
+  std::atomic<bool> served{false};
+  std::thread drainer([&] {
+    const sigset_t signals = DrainSignals();
+    int signal = 0;
+    sigwait(&signals, &signal);
+    if (served) return;  // woken by the end of serving
+    IXC_LOG(INFO) << (signal == SIGTERM ? "SIGTERM" : "SIGINT") << ": draining; requests in flight have "
+                  << absl::GetFlag(FLAGS_drain_timeout_s) << " s";
+    server.BeginDrain();
+    inbox.Close();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_drain_timeout_s));
+    while (!served && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!served) {
+      IXC_LOG(WARNING) << "drain timeout: " << inbox.unfinished() << " requests end with finish_reason 'abort'";
+      inbox.CancelAll("abort");
+    }
+  });
+  absl::Status status = engine.Start();
+  if (status.ok()) status = engine.Serve(inbox);
+  served = true;
+  pthread_kill(drainer.native_handle(), SIGTERM);  // wakes its sigwait if no signal came
+  drainer.join();
+  if (!status.ok()) {
+    server.Fail();
+    IXC_LOG(ERROR) << status.message();
+    // The handlers tell their clients; give them a moment to write it.
+    for (int i = 0; i < 40 && server.in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    *exit_code = 1;
+    return status;
+  }
+  for (int i = 0; i < 100 && server.in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  server.Stop();
+  engine.Shutdown();
+  IXC_LOG(INFO) << "drained; the workers stop";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status Run(int world_size, int* exit_code) {
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   parallel::Layout layout{1, absl::GetFlag(FLAGS_vision), absl::GetFlag(FLAGS_tp), absl::GetFlag(FLAGS_sp)};
   IXC_ASSIGN_OR_RETURN(parallel::Mapping mapping, parallel::Mapping::Create(world_size, 0, layout));
   if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
-  if (absl::GetFlag(FLAGS_requests).empty() || absl::GetFlag(FLAGS_results).empty()) {
-    return absl::InvalidArgumentError("--requests and --results are required");
+  const bool serve = absl::GetFlag(FLAGS_serve);
+  if (serve && !absl::GetFlag(FLAGS_requests).empty()) {
+    return absl::InvalidArgumentError("--serve and --requests exclude each other: serve HTTP, or run a JSONL file");
   }
+  if (!serve && (absl::GetFlag(FLAGS_requests).empty() || absl::GetFlag(FLAGS_results).empty())) {
+    return absl::InvalidArgumentError("give --serve, or --requests and --results");
+  }
+  for (const auto& [flag, value] : std::vector<std::pair<const char*, int64_t>>{
+           {"--max-queued-requests", absl::GetFlag(FLAGS_max_queued_requests)},
+           {"--max-request-mib", absl::GetFlag(FLAGS_max_request_mib)},
+           {"--max-media-mib", absl::GetFlag(FLAGS_max_media_mib)},
+           {"--max-n", absl::GetFlag(FLAGS_max_n)},
+           {"--preprocess-threads", absl::GetFlag(FLAGS_preprocess_threads)},
+           {"--http-threads", absl::GetFlag(FLAGS_http_threads)}}) {
+    if (value < 1) return absl::InvalidArgumentError(absl::StrCat(flag, " ", value, " must be at least 1"));
+  }
+  if (absl::GetFlag(FLAGS_drain_timeout_s) < 0) return absl::InvalidArgumentError("--drain-timeout-s is negative");
+  if (absl::GetFlag(FLAGS_port) < 0 || absl::GetFlag(FLAGS_port) > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--port ", absl::GetFlag(FLAGS_port), " is not a TCP port"));
+  }
+  if (absl::GetFlag(FLAGS_max_images_per_request) < 0 ||
+      absl::GetFlag(FLAGS_max_images_per_request) >= protocol::kMaxImagesPerRequest) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-images-per-request must be in [0, ",
+                                                   protocol::kMaxImagesPerRequest - 1, "]"));
+  }
+  IXC_ASSIGN_OR_RETURN(const std::vector<std::string> media_roots,
+                       CanonicalRoots(absl::GetFlag(FLAGS_allowed_media_path)));
   const std::string device = absl::GetFlag(FLAGS_device), dtype = absl::GetFlag(FLAGS_dtype);
   IXC_RETURN_IF_ERROR(model::CheckPlacementFlags(device, dtype));
   if (absl::GetFlag(FLAGS_image_cache_mib) < 0) {
@@ -95,10 +268,13 @@ absl::Status Run(int world_size, int* exit_code) {
     tokenizer = Tokenizer::Load(tokenizer_path, &error);
     if (!tokenizer) return absl::InvalidArgumentError(error);
   }
-  std::ifstream in(absl::GetFlag(FLAGS_requests));
-  if (!in) return absl::NotFoundError(absl::StrCat(absl::GetFlag(FLAGS_requests), ": cannot open"));
+  std::ifstream in;
+  if (!serve) {
+    in.open(absl::GetFlag(FLAGS_requests));
+    if (!in) return absl::NotFoundError(absl::StrCat(absl::GetFlag(FLAGS_requests), ": cannot open"));
+  }
 
-  IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel, protocol::Channel::Bind(absl::GetFlag(FLAGS_host)));
+  IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel, protocol::Channel::Bind(absl::GetFlag(FLAGS_control_host)));
   parallel::ClusterConfig config{model_dir,
                                  layout,
                                  channel->endpoint(),
@@ -123,31 +299,6 @@ absl::Status Run(int world_size, int* exit_code) {
 
   RequestDefaults defaults{absl::GetFlag(FLAGS_max_context), vision, absl::GetFlag(FLAGS_label_font),
                            llm.eos_token_id, llm.vocab_size};
-  std::vector<Request> requests;
-  std::string line;
-  for (uint64_t number = 1; std::getline(in, line); ++number) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) {
-      --number;
-      continue;
-    }
-    auto request = ParseRequest(line, number, tokenizer.get(), defaults);
-    if (!request.ok()) {
-      Request failed;
-      failed.number = number;
-      failed.id = absl::StrCat("line ", number);
-      const nlohmann::json json = nlohmann::json::parse(line, nullptr, false);
-      if (!json.is_discarded() && json.is_object() && json.contains("id") && json["id"].is_string()) {
-        failed.id = json["id"];
-      }
-      failed.error = std::string(request.status().message());
-      failed.finish_reason = "error";
-      failed.state = RequestState::kDone;
-      requests.push_back(std::move(failed));
-      continue;
-    }
-    requests.push_back(std::move(*request));
-  }
-
   const EngineOptions options{
       .kv_block_size = absl::GetFlag(FLAGS_kv_block_size),
       .step_timeout_s = absl::GetFlag(FLAGS_step_timeout_s),
@@ -156,28 +307,45 @@ absl::Status Run(int world_size, int* exit_code) {
       .image_feature_bytes_per_crop = int64_t{vision.grid()} * vision.grid() * vision.hidden_size * 4,
       .image_row_bytes = int64_t{llm.hidden_size} * 4};
   Engine engine(mapping, *channel, options);
-  const absl::Status status = engine.Run(requests);
-  std::ofstream out(absl::GetFlag(FLAGS_results));
-  for (const Request& request : requests) out << ResultJson(request, tokenizer.get()).dump() << "\n";
-  out.close();
-  if (!status.ok()) {
-    *exit_code = 1;
-    return status;
+  if (!serve) return RunOffline(engine, in, tokenizer.get(), defaults, exit_code);
+  ServerOptions server{.host = absl::GetFlag(FLAGS_host),
+                       .port = absl::GetFlag(FLAGS_port),
+                       .api_key = absl::GetFlag(FLAGS_api_key),
+                       .served_model_name = absl::GetFlag(FLAGS_served_model_name),
+                       .model_dir = model_dir,
+                       .max_request_bytes = absl::GetFlag(FLAGS_max_request_mib) << 20,
+                       .http_threads = absl::GetFlag(FLAGS_http_threads),
+                       .preprocess_threads = absl::GetFlag(FLAGS_preprocess_threads),
+                       .limits = {.max_n = absl::GetFlag(FLAGS_max_n),
+                                  .max_media = absl::GetFlag(FLAGS_max_images_per_request),
+                                  .media = {media_roots, absl::GetFlag(FLAGS_max_media_mib) << 20}}};
+  if (server.served_model_name.empty()) {
+    server.served_model_name = std::filesystem::path(model_dir).lexically_normal().filename().string();
+    if (server.served_model_name.empty()) {
+      server.served_model_name = std::filesystem::path(model_dir).lexically_normal().parent_path().filename();
+    }
   }
-  engine.Shutdown();
-  int failed = 0;
-  for (const Request& request : requests) failed += !request.error.empty();
-  IXC_LOG(INFO) << requests.size() << " requests, " << failed << " failed; results in " << absl::GetFlag(FLAGS_results);
-  return absl::OkStatus();
+  defaults.image_limits.max_bytes = server.limits.media.max_bytes;
+  return RunServer(engine, server, tokenizer.get(), defaults, exit_code);
 }
 
-}  // namespace
 }  // namespace ixc::coordinator
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
   ixc::CommandLine line(argc, argv);  // dashes or underscores in flag names
-  absl::ParseCommandLine(line.argc(), line.argv());
+  constexpr char kUsage[] =
+      "ixc-coordinator --model DIR --tp T --sp S --vision V (--serve [--port 8000] | --requests IN --results OUT) "
+      "[flags]\n  rank 0 of the mpirun job (deploy/launch.sh writes the line); the workers are ixc-worker";
+  if (ixc::AsksForHelp(argc, argv)) ixc::ParseFlags(line, kUsage);  // prints and exits, before MPI starts
+  // Before MPI_Init, whose threads must not take SIGTERM: a server drains on it (RunServer's sigwait).
+  ixc::parallel::BlockDrainSignals();
+  MPI_Init(&argc, &argv);
+  ixc::parallel::EndJobOnEarlyExit();  // a bad flag below must not leave the workers waiting for rank 0
+  ixc::ParseFlags(line, kUsage);
+  if (!absl::GetFlag(FLAGS_serve)) {  // offline: SIGTERM and SIGINT end the process as they always do
+    const sigset_t signals = ixc::coordinator::DrainSignals();
+    pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
+  }
   int world = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   ixc::SetLogRank(0);

@@ -86,74 +86,105 @@ absl::StatusOr<Request> ParseRequest(const std::string& line, uint64_t number, c
     if (defaults.vocab_size > kEndOfTurnId) request.stop_ids.push_back(kEndOfTurnId);
   }
 
-  std::vector<std::string> media;
+  PromptSpec spec;
   if (json.contains("images")) {
     if (!json["images"].is_array()) return Bad("images", "must be a list of paths");
     for (const auto& path : json["images"]) {
       if (!path.is_string()) return Bad("images", "must be a list of paths");
-      media.push_back(path.get<std::string>());
+      spec.media.push_back({false, path.get<std::string>(), {}, path.get<std::string>()});
     }
   }
-  const std::string video = json.value("video", std::string());
-  const int media_count = static_cast<int>(media.size()) + (video.empty() ? 0 : 1);
-  if (media_count >= protocol::kMaxImagesPerRequest) return Bad("images", "too many images");
+  if (json.contains("video")) spec.media.push_back({true, json["video"], {}, json["video"]});
 
   if (json.contains("prompt_ids")) {
-    if (media_count > 0) return Bad("prompt_ids", "images and video need a text prompt");
+    if (!spec.media.empty()) return Bad("prompt_ids", "images and video need a text prompt");
     const nlohmann::json& ids = json["prompt_ids"];
     if (!ids.is_array()) return Bad("prompt_ids", "must be a list of integers");
+    spec.ids.emplace();
     for (const nlohmann::json& id : ids) {
       if (!id.is_number_integer()) return Bad("prompt_ids", "must be a list of integers");
       if (!IntegerIn(id, 0, int64_t{defaults.vocab_size} - 1)) {
         return Bad("prompt_ids",
                    absl::StrCat("token id ", id.dump(), " is outside the vocabulary [0, ", defaults.vocab_size, ")"));
       }
-      request.prompt.push_back(static_cast<int32_t>(id.get<int64_t>()));
+      spec.ids->push_back(static_cast<int32_t>(id.get<int64_t>()));
     }
   } else {
     if (!json.contains("prompt") || !json["prompt"].is_string()) return Bad("prompt", "missing (or prompt_ids)");
-    if (tokenizer == nullptr) return Bad("prompt", "the model directory has no tokenizer.model; use prompt_ids");
-    std::string text = json["prompt"].get<std::string>();
+    spec.text = json["prompt"].get<std::string>();
     if (json.value("chat", false)) {
       ChatRequest chat;
-      chat.query = text;
+      chat.query = spec.text;
       chat.use_meta = json.value("use_meta", false);
-      text = BuildChatPrompt(chat);
+      spec.text = BuildChatPrompt(chat);
     }
-    IXC_ASSIGN_OR_RETURN(std::vector<PromptSegment> segments, TokenizeInterleaved(*tokenizer, text, media_count));
-    const int hd_num = HdNumFor(media_count);
+  }
+  IXC_RETURN_IF_ERROR(PreparePrompt(spec, tokenizer, defaults, &request));
+  return request;
+}
+
+absl::Status PreparePrompt(const PromptSpec& spec, const Tokenizer* tokenizer, const RequestDefaults& defaults,
+                           Request* request) {
+  const int media_count = static_cast<int>(spec.media.size());
+  if (media_count >= protocol::kMaxImagesPerRequest) {
+    return Bad("images", absl::StrCat(media_count, " images and videos; at most ",
+                                      protocol::kMaxImagesPerRequest - 1, " fit a request"));
+  }
+  if (spec.ids) {
+    if (media_count > 0) return Bad("prompt_ids", "images and video need a text prompt");
+    request->prompt = *spec.ids;
+  } else {
+    if (tokenizer == nullptr) return Bad("prompt", "the model directory has no tokenizer.model; use prompt_ids");
+    IXC_ASSIGN_OR_RETURN(std::vector<PromptSegment> segments, TokenizeInterleaved(*tokenizer, spec.text, media_count));
+    const int hd_num = spec.hd_num > 0 ? spec.hd_num : HdNumFor(media_count);
     const int tile = defaults.vision.image_size;
     for (const PromptSegment& segment : segments) {
       if (segment.image < 0) {
-        request.prompt.insert(request.prompt.end(), segment.ids.begin(), segment.ids.end());
+        request->prompt.insert(request->prompt.end(), segment.ids.begin(), segment.ids.end());
         continue;
       }
+      const MediaInput& media = spec.media[segment.image];
       ImageInPrompt image;
-      if (segment.image < static_cast<int>(media.size())) {
-        IXC_ASSIGN_OR_RETURN(image.prepared, PrepareImage(media[segment.image], hd_num, tile, {}));
+      if (!media.video) {
+        IXC_ASSIGN_OR_RETURN(image.prepared,
+                             media.bytes.empty()
+                                 ? PrepareImage(media.path, hd_num, tile, defaults.image_limits)
+                                 : PrepareImageBytes(media.bytes, media.name, hd_num, tile, defaults.image_limits));
       } else {
         IXC_ASSIGN_OR_RETURN(auto font, LabelFont::Load(defaults.label_font, 40));
-        IXC_ASSIGN_OR_RETURN(image.prepared, PrepareVideo(video, tile, *font, {}));
+        IXC_ASSIGN_OR_RETURN(image.prepared, media.bytes.empty()
+                                                 ? PrepareVideo(media.path, tile, *font, defaults.video_limits)
+                                                 : PrepareVideoBytes(media.bytes, media.name, tile, *font,
+                                                                     defaults.video_limits));
       }
-      image.tag = static_cast<int>(number * protocol::kMaxImagesPerRequest + segment.image);
-      image.first_row = static_cast<int>(request.prompt.size());
+      image.tag = protocol::ImageTag(request->number, segment.image);
+      image.first_row = static_cast<int>(request->prompt.size());
       image.rows = VisionTokenCount(image.prepared.geometry.rows, image.prepared.geometry.cols,
                                     defaults.vision.merged_side());
-      request.prompt.insert(request.prompt.end(), image.rows, 0);
-      request.images.push_back(std::move(image));
+      request->prompt.insert(request->prompt.end(), image.rows, 0);
+      request->images.push_back(std::move(image));
     }
   }
-  if (request.prompt.empty()) return Bad("prompt", "is empty");
-  for (int32_t id : request.prompt) {
+  if (request->prompt.empty()) return Bad("prompt", "is empty");
+  for (int32_t id : request->prompt) {
     if (id < 0 || id >= defaults.vocab_size) {
       return Bad("prompt_ids", absl::StrCat("token id ", id, " is outside the vocabulary [0, ", defaults.vocab_size, ")"));
     }
   }
-  if (static_cast<int64_t>(request.prompt.size()) >= defaults.max_context) {
-    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", request.prompt.size(),
-                                                   " positions; the context holds ", defaults.max_context));
+  if (static_cast<int64_t>(request->prompt.size()) >= defaults.max_context) {
+    const PromptPositions positions = CountPositions(*request);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the prompt has ", positions.total, " positions (", positions.total - positions.media, " of text, ",
+        positions.media, " of images and video); the context holds ", defaults.max_context,
+        ", the prompt and at least one generated token"));
   }
-  return request;
+  return absl::OkStatus();
+}
+
+PromptPositions CountPositions(const Request& request) {
+  PromptPositions positions{static_cast<int64_t>(request.prompt.size()), 0};
+  for (const ImageInPrompt& image : request.images) positions.media += image.rows;
+  return positions;
 }
 
 nlohmann::json ResultJson(const Request& request, const Tokenizer* tokenizer) {

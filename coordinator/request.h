@@ -1,6 +1,8 @@
 // File: coordinator/request.h
 //
-// A request as the coordinator holds it, from the offline JSONL line to the result line. One JSON line in:
+// A request as the coordinator holds it, from its arrival (an HTTP request, coordinator/api/; or an offline JSONL
+// line) to its result. The prompt is built by PreparePrompt from a PromptSpec (template applied, media in
+// placeholder order) off the engine's thread. One offline JSON line in:
 //   {"id": "a", "prompt": "Describe <ImageHere>", "chat": true, "use_meta": false, "images": ["cars1.jpg"],
 //    "video": "clip.mp4", "prompt_ids": [1, 2, 3], "max_new_tokens": 32, "temperature": 0, "top_p": 1,
 //    "top_k": 0, "repetition_penalty": 1, "seed": 0, "lora_mode": "base", "ignore_eos": false,
@@ -12,11 +14,14 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "coordinator/media/vision_input.h"
+#include "coordinator/request_stream.h"
 #include "coordinator/tokenizer.h"
 #include "kernels/ops.h"
 #include "model/config.h"
@@ -54,6 +59,8 @@ struct Request {
   std::string dump_logits;
 
   RequestState state = RequestState::kNotArrived;
+  std::shared_ptr<RequestStream> stream = std::make_shared<RequestStream>();  // tokens and the end, to the client
+  std::string cancel_reason;       // cancelled while its images were encoding: it ends with this once they are
   std::vector<int32_t> generated;
   std::string finish_reason;
   std::string error;
@@ -68,7 +75,38 @@ struct RequestDefaults {
   std::string label_font;
   int eos_id = 2;
   int vocab_size = 0;
+  ImageLimits image_limits;
+  VideoLimits video_limits;
 };
+
+// An image or video of a prompt: a file, or its encoded bytes (an API's data: URL).
+struct MediaInput {
+  bool video = false;
+  std::string path;            // read when `bytes` is empty
+  std::vector<uint8_t> bytes;
+  std::string name;            // names it in errors: the path, or "image 2 (data URL)"
+};
+
+// What a prompt is made of before tokenizing and the HD transform.
+struct PromptSpec {
+  std::string text;                         // the chat template applied; media go where <ImageHere> stands
+  std::optional<std::vector<int32_t>> ids;  // or token ids (then no media)
+  std::vector<MediaInput> media;            // in placeholder order
+  int hd_num = 0;                           // 0: the reference's rule (HdNumFor: 24 for one image, 6 for several)
+};
+
+// Fills request->prompt and request->images from `spec`: each text piece tokenized as the reference does, images
+// through the HD transform, a video through its composite; request->number must be set (it makes the vision tags).
+// Checks ids against the vocabulary and the prompt against the context. Errors name the field or the medium.
+absl::Status PreparePrompt(const PromptSpec& spec, const Tokenizer* tokenizer, const RequestDefaults& defaults,
+                           Request* request);
+
+// The positions a prepared prompt takes: all of them, and those of its images and videos.
+struct PromptPositions {
+  int64_t total = 0;
+  int64_t media = 0;
+};
+PromptPositions CountPositions(const Request& request);
 
 // Builds a request from one JSON line: template, tokenization, images and video through the HD transform. Errors
 // name the field.

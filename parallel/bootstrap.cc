@@ -1,10 +1,32 @@
 #include "parallel/bootstrap.h"
 
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdlib>
+
 #include <mpi.h>
 
 #include "nlohmann/json.hpp"
 
 namespace ixc::parallel {
+
+void EndJobOnEarlyExit() {
+  std::atexit([] {
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, 1);
+  });
+}
+
+void BlockDrainSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
 
 absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config) {
   std::string text;

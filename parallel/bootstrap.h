@@ -28,6 +28,16 @@ struct ClusterConfig {
                                         // rank has a GPU of its own)
 };
 
+// After MPI_Init: a process that exits before MPI_Finalize (a bad flag, a failed start, any exit()) ends the whole
+// job with MPI_Abort, so no rank is left waiting for it (mpirun runs with orte_abort_on_non_zero_status 0, to let
+// the coordinator name a failed rank before the job ends).
+void EndJobOnEarlyExit();
+
+// Blocks SIGTERM and SIGINT in this thread and the threads it starts later; call it before MPI_Init. The coordinator
+// takes them with sigwait to drain; a worker ends when the coordinator tells it to (or goes silent), so that a
+// scancel or a kill of the whole job lets the coordinator drain first.
+void BlockDrainSignals();
+
 // Collective over MPI_COMM_WORLD: rank 0 passes its config, the others null; every rank returns rank 0's.
 absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config);
 

@@ -21,8 +21,13 @@ namespace ixc::protocol {
 
 inline constexpr uint16_t kProtocolVersion = 1;
 
-// Vision task tags: request number * kMaxImagesPerRequest + image index.
+// Vision task tags: (request number mod kTaggedRequests) * kMaxImagesPerRequest + image index. A server's request
+// numbers grow without end; the tags wrap so that they stay ints (far fewer requests are alive at one time).
 inline constexpr int kMaxImagesPerRequest = 64;
+inline constexpr uint64_t kTaggedRequests = (uint64_t{1} << 31) / kMaxImagesPerRequest;
+inline int ImageTag(uint64_t request, int image) {
+  return static_cast<int>((request % kTaggedRequests) * kMaxImagesPerRequest + image);
+}
 
 using Bytes = std::vector<uint8_t>;
 

@@ -17,14 +17,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/chat_template.h"
 #include "core/command_line.h"
+#include "core/flags.h"
 #include "coordinator/media/vision_input.h"
 #include "coordinator/tokenizer.h"
 #include "core/npy.h"
@@ -215,11 +214,10 @@ absl::Status Run(const std::vector<std::string>& images) {
 }  // namespace ixc
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "ixc-generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [--image PATH]... [--video PATH] [options]\n"
-      "  --image PATH  an image (JPEG, PNG, WebP, GIF, BMP); repeat for several");
   ixc::CommandLine line(argc, argv, /*repeated=*/{"image"});
-  absl::ParseCommandLine(line.argc(), line.argv());
+  ixc::ParseFlags(line,
+                  "ixc-generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [--image PATH]... [--video PATH] "
+                  "[options]\n  --image PATH  an image (JPEG, PNG, WebP, GIF, BMP); repeat for several");
   const absl::Status status = ixc::Run(line.Repeated("image"));
   if (!status.ok()) {
     std::cerr << "ixc-generate: " << status.message() << "\n";

@@ -11,10 +11,9 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "coordinator/media/vision_input.h"
 #include "core/command_line.h"
+#include "core/flags.h"
 #include "core/npy.h"
 #include "core/status_macros.h"
 #include "model/vision_encoder.h"
@@ -97,10 +96,9 @@ absl::Status Run() {
 }  // namespace ixc
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("ixc-preprocess (--image PATH [--hd-num N] | --video PATH) [--dump-pixels FILE.npy] "
-                               "[--dump-vision-embeds FILE.npy --model DIR]");
   ixc::CommandLine line(argc, argv);  // dashes or underscores in flag names
-  absl::ParseCommandLine(line.argc(), line.argv());
+  ixc::ParseFlags(line, "ixc-preprocess (--image PATH [--hd-num N] | --video PATH) [--dump-pixels FILE.npy] "
+                        "[--dump-vision-embeds FILE.npy --model DIR]");
   const absl::Status status = ixc::Run();
   if (!status.ok()) {
     std::cerr << "ixc-preprocess: " << status.message() << "\n";

@@ -148,7 +148,11 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
 }  // namespace ixc::worker
 
 int main(int argc, char** argv) {
+  // SIGTERM and SIGINT are the coordinator's to drain on; this rank stops when it is told to (or the coordinator
+  // goes silent), so a signal to the whole job lets the requests in flight finish.
+  ixc::parallel::BlockDrainSignals();
   MPI_Init(&argc, &argv);
+  ixc::parallel::EndJobOnEarlyExit();
   int world = 0, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -153,8 +153,8 @@ absl::Status VisionWorker::SendImages(const protocol::StepPlan& plan) {
   }
   if (plan.finished() != nullptr) {
     for (uint64_t request : *plan.finished()) {
-      embeddings_.erase(embeddings_.lower_bound(static_cast<int>(request * protocol::kMaxImagesPerRequest)),
-                        embeddings_.lower_bound(static_cast<int>((request + 1) * protocol::kMaxImagesPerRequest)));
+      const int first = protocol::ImageTag(request, 0);
+      embeddings_.erase(embeddings_.lower_bound(first), embeddings_.lower_bound(first + protocol::kMaxImagesPerRequest));
     }
   }
   return absl::OkStatus();

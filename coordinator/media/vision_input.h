@@ -5,6 +5,8 @@
 // one-per-second frames, the labelled composite and Video_transform (spec 4). A video counts as one image.
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -22,7 +24,13 @@ struct PreparedVision {
 inline int HdNumFor(int images_in_prompt) { return images_in_prompt == 1 ? 24 : 6; }
 
 absl::StatusOr<PreparedVision> PrepareImage(const std::string& path, int hd_num, int tile, const ImageLimits& limits);
+// The same from the encoded bytes of an image; `name` identifies it in errors.
+absl::StatusOr<PreparedVision> PrepareImageBytes(std::span<const uint8_t> bytes, const std::string& name, int hd_num,
+                                                 int tile, const ImageLimits& limits);
 absl::StatusOr<PreparedVision> PrepareVideo(const std::string& path, int tile, const LabelFont& font,
                                             const VideoLimits& limits);
+// The same from a video file's bytes (FFmpeg reads them from a private temporary file, removed after).
+absl::StatusOr<PreparedVision> PrepareVideoBytes(std::span<const uint8_t> bytes, const std::string& name, int tile,
+                                                 const LabelFont& font, const VideoLimits& limits);
 
 }  // namespace ixc::coordinator

@@ -1,0 +1,496 @@
+#include "coordinator/api/api_server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <random>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "coordinator/api/text_stream.h"
+#include "coordinator/chat_template.h"
+#include "core/logging.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
+
+namespace ixc::coordinator {
+namespace {
+
+constexpr char kVersion[] = "0.2.0";
+constexpr char kJson[] = "application/json";
+
+const char* ErrorType(int status) {
+  switch (status) {
+    case 401: return "authentication_error";
+    case 404: return "not_found_error";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable";
+    default: return status < 500 ? "invalid_request_error" : "internal_error";
+  }
+}
+
+void Error(httplib::Response& response, int status, const std::string& message, const std::string& param = "") {
+  response.status = status;
+  nlohmann::json error = {{"message", message}, {"type", ErrorType(status)}, {"param", nullptr}, {"code", status}};
+  if (!param.empty()) error["param"] = param;
+  response.set_content(nlohmann::json{{"error", error}}.dump(), kJson);
+}
+
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string RandomId(const char* prefix) {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(rng()));
+  return absl::StrCat(prefix, hex);
+}
+
+std::string Sse(const nlohmann::json& data) { return absl::StrCat("data: ", data.dump(), "\n\n"); }
+
+}  // namespace
+
+// One API request's engine requests (prompts x n choices) and what has been told about them.
+struct ApiServer::Generation {
+  struct Choice {
+    std::shared_ptr<Request> request;
+    std::unique_ptr<TextStream> text;
+    size_t seen = 0;             // tokens taken from the stream
+    int64_t tokens = 0;          // generated, the stop token included
+    std::string finish_reason;   // set once finished
+    std::string error;
+    bool role_sent = false;
+  };
+  ApiRequest api;
+  std::string id;
+  std::string model;
+  int64_t created = 0;
+  int64_t prompt_tokens = 0;
+  std::vector<Choice> choices;
+
+  // Takes what `choice`'s stream holds now: returns the new text; sets finish_reason at the end. A stop string ends
+  // the engine request at once.
+  std::string Advance(Choice& choice, const RequestStream::Update& update, EngineInbox& inbox) {
+    if (!choice.finish_reason.empty()) return "";
+    std::vector<int32_t> fresh;
+    const std::vector<int32_t>& stops = choice.request->stop_ids;
+    for (size_t i = choice.seen; i < update.tokens.size(); ++i) {
+      if (std::find(stops.begin(), stops.end(), update.tokens[i]) == stops.end()) fresh.push_back(update.tokens[i]);
+    }
+    choice.seen = update.tokens.size();
+    choice.tokens = static_cast<int64_t>(update.tokens.size());
+    std::string delta = choice.text->Add(fresh);
+    if (choice.text->stopped()) {
+      inbox.Cancel(choice.request->number, "stop");
+      choice.finish_reason = "stop";
+    } else if (update.finished) {
+      delta += choice.text->Finish();
+      choice.finish_reason = choice.text->stopped() ? "stop" : update.finish_reason;
+      choice.error = update.error;
+    }
+    return delta;
+  }
+
+  bool done() const {
+    for (const Choice& choice : choices) {
+      if (choice.finish_reason.empty()) return false;
+    }
+    return true;
+  }
+  int64_t completion_tokens() const {
+    int64_t total = 0;
+    for (const Choice& choice : choices) total += choice.tokens;
+    return total;
+  }
+  nlohmann::json usage() const {
+    return {{"prompt_tokens", prompt_tokens},
+            {"completion_tokens", completion_tokens()},
+            {"total_tokens", prompt_tokens + completion_tokens()}};
+  }
+  void CancelAll(EngineInbox& inbox, const std::string& reason) const {
+    for (const Choice& choice : choices) {
+      if (choice.finish_reason.empty()) inbox.Cancel(choice.request->number, reason);
+    }
+  }
+};
+
+ApiServer::ApiServer(const ServerOptions& options, const Tokenizer* tokenizer, const RequestDefaults& defaults,
+                     EngineInbox& inbox, const EngineGauges& gauges)
+    : options_(options),
+      tokenizer_(tokenizer),
+      defaults_(defaults),
+      inbox_(inbox),
+      gauges_(gauges),
+      server_(std::make_unique<httplib::Server>()),
+      preparing_(std::max(1, options.preprocess_threads)) {}
+
+ApiServer::~ApiServer() { Stop(); }
+
+absl::Status ApiServer::Start() {
+  const int threads = std::max(4, options_.http_threads);
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server_->set_payload_max_length(static_cast<size_t>(options_.max_request_bytes));
+  server_->set_read_timeout(60, 0);
+  Route();
+  port_ = options_.port == 0 ? server_->bind_to_any_port(options_.host) :
+          (server_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
+  if (port_ <= 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port,
+                                               " (--host, --port): in use, or not an address of this machine"));
+  }
+  listener_ = std::thread([this] { server_->listen_after_bind(); });
+  IXC_LOG(INFO) << "OpenAI API on http://" << options_.host << ":" << port_ << "/v1 (model '"
+                << options_.served_model_name << "')";
+  return absl::OkStatus();
+}
+
+void ApiServer::Stop() {
+  if (!listener_.joinable()) return;
+  server_->stop();
+  listener_.join();
+}
+
+void ApiServer::Route() {
+  httplib::Server& s = *server_;
+  s.Post("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& r) { Completions(q, r, true); });
+  s.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& r) { Completions(q, r, false); });
+  s.Post("/tokenize", [this](const httplib::Request& q, httplib::Response& r) { Tokenize(q, r); });
+  s.Post("/detokenize", [this](const httplib::Request& q, httplib::Response& r) { Detokenize(q, r); });
+  s.Get("/v1/models", [this](const httplib::Request& q, httplib::Response& r) {
+    if (!options_.api_key.empty() && q.get_header_value("Authorization") != "Bearer " + options_.api_key) {
+      return Error(r, 401, "a valid API key is required (Authorization: Bearer KEY)");
+    }
+    nlohmann::json model = {{"id", options_.served_model_name}, {"object", "model"}, {"created", UnixSeconds()},
+                            {"owned_by", "ixc-cluster"}, {"root", options_.model_dir},
+                            {"max_model_len", defaults_.max_context}};
+    r.set_content(nlohmann::json{{"object", "list"}, {"data", {model}}}.dump(), kJson);
+  });
+  s.Get("/health", [this](const httplib::Request&, httplib::Response& r) {
+    if (state_ == State::kServing && gauges_.ready) return r.set_content("", "text/plain");
+    const char* why = state_ == State::kFailed ? "failed" : state_ == State::kDraining ? "draining" : "loading";
+    Error(r, 503, absl::StrCat("the server is ", why));
+  });
+  s.Get("/version", [](const httplib::Request&, httplib::Response& r) {
+    r.set_content(nlohmann::json{{"version", kVersion}}.dump(), kJson);
+  });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) { Metrics(r); });
+  // The known routes with another method: 405, not 404.
+  for (const char* path : {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"}) {
+    auto refuse = [path](const httplib::Request& q, httplib::Response& r) {
+      Error(r, 405, absl::StrCat(q.method, " is not allowed on ", path, "; use POST"));
+    };
+    s.Get(path, refuse).Put(path, refuse).Delete(path, refuse).Patch(path, refuse);
+  }
+  for (const char* path : {"/v1/models", "/health", "/version", "/metrics"}) {
+    auto refuse = [path](const httplib::Request& q, httplib::Response& r) {
+      Error(r, 405, absl::StrCat(q.method, " is not allowed on ", path, "; use GET"));
+    };
+    s.Post(path, refuse).Put(path, refuse).Delete(path, refuse).Patch(path, refuse);
+  }
+  // What httplib answers itself (unknown routes, bodies over the limit, bad HTTP) in OpenAI's shape too.
+  s.set_error_handler([](const httplib::Request& q, httplib::Response& r) {
+    if (!r.body.empty()) return;
+    if (r.status == 404) return Error(r, 404, absl::StrCat("no route ", q.method, " ", q.path));
+    if (r.status == 413) return Error(r, 413, "the request body is larger than the server takes (--max-request-mib)");
+    Error(r, r.status, absl::StrCat("HTTP ", r.status));
+  });
+}
+
+bool ApiServer::Admit(const httplib::Request& http, httplib::Response& response, nlohmann::json* body) {
+  if (state_ != State::kServing || !gauges_.ready) {
+    const char* why = state_ == State::kFailed ? "has failed" : state_ == State::kDraining ? "is shutting down"
+                                                                                          : "is loading";
+    Error(response, 503, absl::StrCat("the server ", why));
+    return false;
+  }
+  if (!options_.api_key.empty() && http.get_header_value("Authorization") != "Bearer " + options_.api_key) {
+    Error(response, 401, "a valid API key is required (Authorization: Bearer KEY)");
+    return false;
+  }
+  if (!absl::StartsWithIgnoreCase(http.get_header_value("Content-Type"), kJson)) {
+    Error(response, 415, "the body must be JSON (Content-Type: application/json)");
+    return false;
+  }
+  *body = nlohmann::json::parse(http.body, nullptr, /*allow_exceptions=*/false);
+  if (body->is_discarded()) {
+    Error(response, 400, "the body is not valid JSON");
+    return false;
+  }
+  if (!body->is_object()) {
+    Error(response, 400, "the body must be a JSON object");
+    return false;
+  }
+  if (body->contains("model") && (*body)["model"].is_string() && (*body)["model"] != options_.served_model_name) {
+    Error(response, 404, absl::StrCat("the model '", (*body)["model"].get<std::string>(), "' does not exist; this "
+                                      "server serves '", options_.served_model_name, "'"), "model");
+    return false;
+  }
+  return true;
+}
+
+bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::Response& response) {
+  std::vector<std::shared_ptr<Request>> prepared;
+  {
+    preparing_.acquire();  // the bounded pool: a burst of large images waits here, not in the engine
+    for (const PromptSpec& spec : api.prompts) {
+      auto request = std::make_shared<Request>();
+      request->number = next_number_++;
+      const absl::Status status = PreparePrompt(spec, tokenizer_, defaults_, request.get());
+      if (!status.ok()) {
+        preparing_.release();
+        const bool client = status.code() == absl::StatusCode::kInvalidArgument;
+        Error(response, client ? 400 : 500, std::string(status.message()),
+              ParamOf(status).empty() ? (api.chat ? "messages" : "prompt") : ParamOf(status));
+        return false;
+      }
+      prepared.push_back(std::move(request));
+    }
+    preparing_.release();
+  }
+  std::random_device entropy;
+  for (const std::shared_ptr<Request>& base : prepared) {
+    const int64_t length = static_cast<int64_t>(base->prompt.size());
+    const int64_t room = defaults_.max_context - length;
+    if (api.max_tokens && *api.max_tokens > room) {
+      const PromptPositions positions = CountPositions(*base);
+      Error(response, 400,
+            absl::StrCat("this model's context holds ", defaults_.max_context, " positions; the prompt takes ",
+                         positions.total, " (", positions.total - positions.media, " of text, ", positions.media,
+                         " of images and video) and max_tokens asks for ", *api.max_tokens),
+            "max_tokens");
+      return false;
+    }
+    generation.prompt_tokens += length;
+    for (int i = 0; i < api.n; ++i) {
+      auto request = std::make_shared<Request>(*base);
+      request->stream = std::make_shared<RequestStream>();
+      if (i > 0) {  // another choice: its own number, so its own vision tags
+        request->number = next_number_++;
+        for (size_t m = 0; m < request->images.size(); ++m) {
+          request->images[m].tag = protocol::ImageTag(request->number, static_cast<int>(m));
+        }
+      }
+      request->id = absl::StrCat(generation.id, "-", generation.choices.size());
+      request->sampling = api.sampling;
+      request->lora = api.lora;
+      request->seed = api.seed ? *api.seed + static_cast<uint64_t>(i) : (uint64_t{entropy()} << 32 | entropy());
+      request->max_new_tokens = static_cast<int>(std::min<int64_t>(api.max_tokens.value_or(room), room));
+      request->stop_ids.clear();
+      if (!api.ignore_eos) {
+        request->stop_ids.push_back(defaults_.eos_id);
+        if (defaults_.vocab_size > kEndOfTurnId) request->stop_ids.push_back(kEndOfTurnId);
+      }
+      Generation::Choice choice;
+      choice.request = std::move(request);
+      choice.text = std::make_unique<TextStream>(*tokenizer_, api.stop);
+      generation.choices.push_back(std::move(choice));
+    }
+  }
+  std::vector<std::shared_ptr<Request>> requests;
+  for (const Generation::Choice& choice : generation.choices) requests.push_back(choice.request);
+  if (!inbox_.SubmitAll(requests)) {
+    response.set_header("Retry-After", "1");
+    Error(response, state_ == State::kServing ? 429 : 503,
+          state_ == State::kServing ? "the server's queue is full (--max-queued-requests); try again shortly"
+                                    : "the server is shutting down");
+    return false;
+  }
+  return true;
+}
+
+void ApiServer::Completions(const httplib::Request& http, httplib::Response& response, bool chat) {
+  nlohmann::json body;
+  if (!Admit(http, response, &body)) return;
+  absl::StatusOr<ApiRequest> api = chat ? ParseChatRequest(body, options_.limits)
+                                        : ParseCompletionRequest(body, options_.limits);
+  if (!api.ok()) return Error(response, 400, std::string(api.status().message()), ParamOf(api.status()));
+  if (tokenizer_ == nullptr && (chat || !api->prompts[0].ids)) {
+    return Error(response, 400, "the model directory has no tokenizer.model: only token-id prompts are served",
+                 "prompt");
+  }
+  auto generation = std::make_shared<Generation>();
+  generation->api = std::move(*api);
+  generation->id = RandomId(chat ? "chatcmpl-" : "cmpl-");
+  generation->model = options_.served_model_name;
+  generation->created = UnixSeconds();
+  if (!Prepare(generation->api, *generation, response)) return;
+  if (generation->api.stream) return Stream(generation, response);
+  Respond(*generation, response);
+}
+
+void ApiServer::Respond(Generation& generation, httplib::Response& response) {
+  ++in_flight_;
+  std::vector<std::string> texts(generation.choices.size());
+  while (!generation.done()) {
+    for (size_t c = 0; c < generation.choices.size(); ++c) {
+      Generation::Choice& choice = generation.choices[c];
+      RequestStream::Update update;
+      choice.request->stream->Wait(choice.seen, std::chrono::milliseconds(20), &update);
+      texts[c] += generation.Advance(choice, update, inbox_);
+    }
+  }
+  --in_flight_;
+  nlohmann::json choices = nlohmann::json::array();
+  for (size_t c = 0; c < generation.choices.size(); ++c) {
+    const Generation::Choice& choice = generation.choices[c];
+    if (choice.finish_reason == "error") {
+      return Error(response, state_ == State::kFailed ? 503 : 400, choice.error);
+    }
+    nlohmann::json out = {{"index", c}, {"logprobs", nullptr}, {"finish_reason", choice.finish_reason}};
+    if (generation.api.chat) {
+      out["message"] = {{"role", "assistant"}, {"content", texts[c]}};
+    } else {
+      out["text"] = texts[c];
+    }
+    choices.push_back(out);
+  }
+  nlohmann::json out = {{"id", generation.id},
+                        {"object", generation.api.chat ? "chat.completion" : "text_completion"},
+                        {"created", generation.created},
+                        {"model", generation.model},
+                        {"choices", choices},
+                        {"usage", generation.usage()}};
+  response.set_content(out.dump(), kJson);
+}
+
+void ApiServer::Stream(std::shared_ptr<Generation> generation, httplib::Response& response) {
+  ++in_flight_;
+  const bool chat = generation->api.chat;
+  auto chunk = [generation, chat](size_t index, const nlohmann::json& delta, const nlohmann::json& finish) {
+    nlohmann::json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", finish}};
+    if (chat) {
+      choice["delta"] = delta;
+    } else {
+      choice["text"] = delta;
+    }
+    nlohmann::json out = {{"id", generation->id},
+                          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                          {"created", generation->created},
+                          {"model", generation->model},
+                          {"choices", {choice}}};
+    if (generation->api.include_usage) out["usage"] = nullptr;
+    return Sse(out);
+  };
+  response.set_chunked_content_provider(
+      "text/event-stream",
+      [this, generation, chunk, chat](size_t, httplib::DataSink& sink) {
+        std::string out;
+        for (size_t c = 0; c < generation->choices.size(); ++c) {
+          Generation::Choice& choice = generation->choices[c];
+          if (chat && !choice.role_sent) {
+            out += chunk(c, {{"role", "assistant"}, {"content", ""}}, nullptr);
+            choice.role_sent = true;
+          }
+          if (!choice.finish_reason.empty()) continue;
+          RequestStream::Update update;
+          choice.request->stream->Wait(choice.seen, std::chrono::milliseconds(out.empty() ? 20 : 0), &update);
+          const std::string text = generation->Advance(choice, update, inbox_);
+          if (choice.finish_reason == "error") {
+            const int status = state_ == State::kFailed ? 503 : 400;
+            out += Sse({{"error", {{"message", choice.error}, {"type", ErrorType(status)}, {"param", nullptr},
+                                   {"code", status}}}});
+            continue;
+          }
+          if (!text.empty()) out += chunk(c, chat ? nlohmann::json{{"content", text}} : nlohmann::json(text), nullptr);
+          if (!choice.finish_reason.empty()) {
+            out += chunk(c, chat ? nlohmann::json::object() : nlohmann::json(""), choice.finish_reason);
+          }
+        }
+        if (generation->done()) {
+          if (generation->api.include_usage) {
+            out += Sse({{"id", generation->id},
+                        {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                        {"created", generation->created},
+                        {"model", generation->model},
+                        {"choices", nlohmann::json::array()},
+                        {"usage", generation->usage()}});
+          }
+          out += "data: [DONE]\n\n";
+        }
+        if (!out.empty() && !sink.write(out.data(), out.size())) return false;  // the client has gone
+        if (generation->done()) sink.done();
+        return true;
+      },
+      [this, generation](bool) {
+        // Ended without finishing (client gone, server stopping): the engine frees what it holds.
+        generation->CancelAll(inbox_, "abort");
+        --in_flight_;
+      });
+}
+
+void ApiServer::Tokenize(const httplib::Request& http, httplib::Response& response) {
+  nlohmann::json body;
+  if (!Admit(http, response, &body)) return;
+  if (tokenizer_ == nullptr) return Error(response, 400, "the model directory has no tokenizer.model");
+  PromptSpec spec;
+  if (body.contains("messages")) {
+    absl::StatusOr<ApiRequest> api = ParseChatRequest(body, options_.limits);
+    if (!api.ok()) return Error(response, 400, std::string(api.status().message()), ParamOf(api.status()));
+    spec = std::move(api->prompts[0]);
+  } else if (body.contains("prompt") && body["prompt"].is_string()) {
+    spec.text = body["prompt"];
+  } else {
+    return Error(response, 400, "field 'prompt': give a prompt string or chat messages", "prompt");
+  }
+  Request request;
+  request.number = next_number_++;
+  preparing_.acquire();
+  const RequestDefaults no_limit = [&] {
+    RequestDefaults defaults = defaults_;
+    defaults.max_context = std::numeric_limits<int64_t>::max();  // a long document's count, even past the limit
+    return defaults;
+  }();
+  const absl::Status status = PreparePrompt(spec, tokenizer_, no_limit, &request);
+  preparing_.release();
+  if (!status.ok()) return Error(response, 400, std::string(status.message()), ParamOf(status));
+  const PromptPositions positions = CountPositions(request);
+  nlohmann::json out = {{"count", positions.total},
+                        {"text_tokens", positions.total - positions.media},
+                        {"media_positions", positions.media},
+                        {"max_model_len", defaults_.max_context},
+                        {"tokens", request.prompt}};
+  response.set_content(out.dump(), kJson);
+}
+
+void ApiServer::Detokenize(const httplib::Request& http, httplib::Response& response) {
+  nlohmann::json body;
+  if (!Admit(http, response, &body)) return;
+  if (tokenizer_ == nullptr) return Error(response, 400, "the model directory has no tokenizer.model");
+  if (!body.contains("tokens") || !body["tokens"].is_array()) {
+    return Error(response, 400, "field 'tokens': must be a list of token ids", "tokens");
+  }
+  std::vector<int32_t> ids;
+  for (const nlohmann::json& id : body["tokens"]) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= defaults_.vocab_size) {
+      return Error(response, 400, absl::StrCat("field 'tokens': ids must be integers in [0, ", defaults_.vocab_size,
+                                               ")"), "tokens");
+    }
+    ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+  }
+  response.set_content(nlohmann::json{{"prompt", tokenizer_->Decode(ids)}}.dump(), kJson);
+}
+
+void ApiServer::Metrics(httplib::Response& response) {
+  // The engine's gauges at the moment of the scrape (the full metric set is the monitoring issue's).
+  prometheus::Registry registry;
+  auto gauge = [&registry](const std::string& name, const std::string& help, double value) {
+    prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({}).Set(value);
+  };
+  gauge("ixc_num_requests_running", "Sequences in the running batch.", static_cast<double>(gauges_.running));
+  gauge("ixc_num_requests_waiting", "Requests arrived and not yet running.", static_cast<double>(gauges_.waiting));
+  gauge("ixc_num_requests_waiting_for_image_cache", "Requests whose images wait for room in the image cache.",
+        static_cast<double>(gauges_.image_queue));
+  const double total = static_cast<double>(gauges_.kv_blocks_total);
+  gauge("ixc_kv_cache_usage_perc", "KV blocks in use over all SP ranks, 0-1.",
+        total > 0 ? static_cast<double>(gauges_.kv_blocks_used) / total : 0.0);
+  gauge("ixc_kv_cache_blocks_used", "KV blocks in use over all SP ranks.", static_cast<double>(gauges_.kv_blocks_used));
+  gauge("ixc_image_cache_bytes", "Bytes the vision ranks hold for images.",
+        static_cast<double>(gauges_.image_cache_bytes));
+  gauge("ixc_num_preemptions", "Preemptions since start.", static_cast<double>(gauges_.preemptions));
+  gauge("ixc_http_streams_in_flight", "Requests being answered.", static_cast<double>(in_flight_));
+  response.set_content(prometheus::TextSerializer().Serialize(registry.Collect()), "text/plain; version=0.0.4");
+}
+
+}  // namespace ixc::coordinator
