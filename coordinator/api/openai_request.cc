@@ -22,7 +22,7 @@ absl::Status Bad(const std::string& param, const std::string& why) {
 // Re-labels an error from below (a medium, the tokenizer) with the field it came from.
 absl::Status WithParam(const absl::Status& status, const std::string& param) {
   if (status.ok() || !ParamOf(status).empty()) return status;
-  absl::Status labelled = absl::InvalidArgumentError(status.message());
+  absl::Status labelled = absl::InvalidArgumentError(absl::StrCat("field '", param, "': ", status.message()));
   labelled.SetPayload(kParamPayload, absl::Cord(param));
   return labelled;
 }
@@ -41,8 +41,10 @@ absl::StatusOr<std::optional<int64_t>> Integer(const nlohmann::json& body, const
   if (!body.contains(field) || body[field].is_null()) return std::optional<int64_t>();
   const nlohmann::json& value = body[field];
   if (!value.is_number_integer()) return Bad(field, "must be an integer");
-  const bool in = value.is_number_unsigned() ? value.get<uint64_t>() <= static_cast<uint64_t>(max)
-                                             : value.get<int64_t>() >= min && value.get<int64_t>() <= max;
+  // A non-negative integer is unsigned in nlohmann::json and may lie past int64_t: compare before narrowing.
+  const bool in = value.is_number_unsigned()
+                      ? value.get<uint64_t>() <= static_cast<uint64_t>(max) && value.get<int64_t>() >= min
+                      : value.get<int64_t>() >= min && value.get<int64_t>() <= max;
   if (!in) return Bad(field, absl::StrCat("must be in [", min, ", ", max, "]"));
   return std::optional<int64_t>(value.get<int64_t>());
 }

@@ -4,6 +4,7 @@
 // clang-format off
 #include <cstdio>  // jpeglib.h needs FILE
 #include <jpeglib.h>
+#include <jerror.h>
 // clang-format on
 #include <gif_lib.h>
 #include <png.h>
@@ -39,6 +40,7 @@ struct JpegErrorManager {
   jpeg_error_mgr base;
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
+  bool truncated = false;  // the data ended before the image did
 };
 
 void JpegErrorExit(j_common_ptr info) {
@@ -52,7 +54,13 @@ absl::StatusOr<Image> DecodeJpeg(std::span<const uint8_t> bytes, const std::stri
   JpegErrorManager error{};
   info.err = jpeg_std_error(&error.base);
   error.base.error_exit = JpegErrorExit;
-  error.base.output_message = [](j_common_ptr) {};  // warnings (e.g. premature end) are not fatal, as in Pillow
+  error.base.output_message = [](j_common_ptr) {};  // warnings (corrupt data) are not fatal, as in Pillow
+  // A premature end is: Pillow's load() raises "image file is truncated" (LOAD_TRUNCATED_IMAGES is off by default).
+  error.base.emit_message = [](j_common_ptr info, int level) {
+    if (level < 0 && info->err->msg_code == JWRN_JPEG_EOF) {
+      reinterpret_cast<JpegErrorManager*>(info->err)->truncated = true;
+    }
+  };
   Image image;
   std::vector<uint8_t> cmyk;
   // Nothing with a destructor may be created between setjmp and the last libjpeg call.
@@ -94,8 +102,10 @@ absl::StatusOr<Image> DecodeJpeg(std::span<const uint8_t> bytes, const std::stri
       }
     }
   }
+  const bool truncated = error.truncated;  // before jpeg_finish_decompress, which may see the end again
   jpeg_finish_decompress(&info);
   jpeg_destroy_decompress(&info);
+  if (truncated) return Invalid(name, "truncated JPEG: the data ends before the image (Pillow: image file is truncated)");
   return image;
 }
 
