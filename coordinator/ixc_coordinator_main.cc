@@ -191,7 +191,9 @@ absl::Status RunServer(Engine& engine, const ServerOptions& options, const Token
   if (!status.ok()) {
     server.Fail();
     IXC_LOG(ERROR) << status.message();
-    // The handlers tell their clients; give them a moment to write it.
+    // The handlers tell their clients, and /health answers 503 for a second or two, so probes see the failure
+    // before the job ends.
+    std::this_thread::sleep_for(std::chrono::seconds(1));
     for (int i = 0; i < 40 && server.in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     *exit_code = 1;
     return status;

@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
-# Builds ixc-cluster, writes the built-in demo model (a seeded random IXC-2.5 checkpoint at small size, with the
-# real IXC-2.5 tokenizer), generates from it on one process, then runs the cluster job under mpirun (1 coordinator,
-# 1 vision rank, 2 tensor-parallel LLM ranks) on deploy/examples/requests.jsonl. The weights are random, so the text
-# is too: this shows the whole path working, not the model's quality. Point --model at a real checkpoint for that.
-#   bash deploy/demo.sh ["your prompt"]
+# The main job on the built-in demo model: builds ixc-cluster, writes the demo model (a seeded random IXC-2.5
+# checkpoint at small size, with the real IXC-2.5 tokenizer), starts the cluster as an OpenAI-compatible server under
+# mpirun (1 coordinator, 1 vision rank, 2 tensor-parallel LLM ranks), streams an answer with curl, asks about an
+# image with the official openai client, and stops the server with SIGTERM (it drains and exits 0). The weights are
+# random, so the text is too: this shows the whole path working, not the model's quality. Point --model at a real
+# checkpoint for that (docs/serving.md).
+#   bash deploy/demo.sh [PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-prompt=${1:-"Describe the skyline of Dubai at night."}
+port=${1:-8000}
 cmake --preset cpu >/dev/null
 cmake --build --preset cpu
 model=build/cpu/demo-model
 python3 tools/make_tiny_checkpoint.py --preset demo --dtype bf16 --tokenizer tests/data/tokenizer.model --out "$model"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-set -x
-build/cpu/tools/ixc-generate --model "$model" --chat --use-meta --prompt "$prompt" \
-  --max-new-tokens 24 --temperature 0.8 --top-p 0.8 --seed 1
-build/cpu/tools/ixc-generate --model "$model" --chat --prompt "Describe the two cars: <ImageHere> <ImageHere>" \
-  --image tests/data/images/cars1.jpg --image tests/data/images/cars2.jpg --max-new-tokens 16
-build/cpu/tools/ixc-generate --model "$model" --chat --prompt "Here are some frames of a video. Describe this video." \
-  --video tests/data/videos/landscape.mp4 --max-new-tokens 16
-set +x
-echo "== the cluster: deploy/launch.sh --tp 2 --sp 1 --vision 1"
-deploy/launch.sh --tp 2 --sp 1 --vision 1 -- --model "$model" --requests deploy/examples/requests.jsonl \
-  --results build/cpu/demo-results.jsonl
-cat build/cpu/demo-results.jsonl
+
+echo "== 1. the cluster server: deploy/launch.sh --tp 2 --sp 1 --vision 1 -- --serve --port $port"
+deploy/launch.sh --tp 2 --sp 1 --vision 1 -- --model "$model" --serve --port "$port" \
+  --served-model-name ixc-demo > build/cpu/demo-server.log 2>&1 &
+job=$!
+stop() { pkill -TERM -f "ixc-coordinator.*--port $port" 2>/dev/null || true; wait "$job"; }
+trap 'kill $job 2>/dev/null || true' EXIT
+until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do
+  kill -0 "$job" 2>/dev/null || { cat build/cpu/demo-server.log; exit 1; }
+  sleep 0.5
+done
+echo "   ready on http://127.0.0.1:$port/v1 (log: build/cpu/demo-server.log)"
+
+echo "== 2. a streamed answer with curl"
+curl -sN "http://127.0.0.1:$port/v1/chat/completions" -H "Content-Type: application/json" -d '{
+  "model": "ixc-demo", "stream": true, "max_tokens": 16, "temperature": 0.8, "top_p": 0.8, "seed": 1,
+  "messages": [{"role": "user", "content": "Describe the skyline of Dubai at night."}]}'
+
+echo "== 3. an image question with the openai client"
+python3 deploy/examples/ask_image.py "http://127.0.0.1:$port/v1" tests/data/images/cars1.jpg "What is in the picture?"
+
+echo "== 4. SIGTERM: the server drains and the job exits"
+stop
+trap - EXIT
+echo "   exit 0"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs every Debian/Ubuntu package that the build, the tests and the demo need, plus numpy for the checkpoint
-# generator. Idempotent: when everything is present it only checks, in about a second.
+# generator and the official `openai` client (PyPI: Debian has none) with httpx for the serving tests and the demo.
+# Idempotent: when everything is present it only checks, in about a second.
 #   bash deploy/install-deps.sh
 set -euo pipefail
 
 packages=(
   g++ cmake ninja-build ccache pkg-config git python3
   libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev libflatbuffers-dev flatbuffers-compiler
-  libabsl-dev nlohmann-json3-dev libsentencepiece-dev libopenblas-openmp-dev
+  libabsl-dev nlohmann-json3-dev libsentencepiece-dev libopenblas-openmp-dev libcpp-httplib-dev prometheus-cpp-dev
+  curl
   libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libfreetype-dev fonts-dejavu-core
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -34,5 +36,12 @@ if ! python3 -c "import numpy" 2>/dev/null; then
   else
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-numpy
   fi
+fi
+# The OpenAI client and httpx: from pip (with --break-system-packages where Debian's python3 guards itself).
+if ! python3 -c "import openai, httpx" 2>/dev/null; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip
+  fi
+  python3 -m pip install -q openai httpx 2>/dev/null || python3 -m pip install -q --break-system-packages openai httpx
 fi
 echo "install-deps: all dependencies present"

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""The serving benchmark, in the manner of vLLM's benchmark_serving: a mix of chats, image questions and long
+documents sent to the cluster's OpenAI API at a given concurrency (or request rate), streaming; it prints request
+and output-token throughput and TTFT and inter-token latency at p50, p90 and p99. Then the same requests through the
+offline engine (ixc-coordinator --requests, all arriving at once), whose throughput is what serving costs against.
+
+    python3 bench/serving_bench.py [--build build/cpu] [--model DIR] [--requests 32] [--concurrency 32]
+                                   [--rate REQ_PER_S] [--tp 2 --sp 1 --vision 1] [--output-tokens 32]
+
+Without --model it writes the demo model (tools/make_tiny_checkpoint.py --preset demo) under the build folder.
+"""
+import argparse
+import base64
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+import openai
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGES = os.path.join(ROOT, "tests", "data", "images")
+
+
+def workload(count, output_tokens):
+    """(chat messages for the API, the same request as an offline JSONL line), in a fixed mix."""
+    rng = random.Random(0)
+    document = " ".join(f"Section {i}: the city grew along the river and its markets traded spices." for i in range(60))
+    items = []
+    for i in range(count):
+        kind = ("chat", "image", "document")[i % 3]
+        if kind == "chat":
+            text = f"Write a short story about the car number {rng.randint(1, 999)}."
+            messages = [{"role": "user", "content": text}]
+            line = {"prompt": text, "chat": True}
+        elif kind == "image":
+            image = os.path.join(IMAGES, f"cars{1 + i % 3}.jpg")
+            text = "What is in the picture?"
+            messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}},
+                                                     {"type": "text", "text": text}]}]
+            line = {"prompt": text, "chat": True, "images": [image]}
+        else:
+            text = f"Summarize this report ({i}): {document}"
+            messages = [{"role": "user", "content": text}]
+            line = {"prompt": text, "chat": True}
+        line.update(id=str(i), max_new_tokens=output_tokens, ignore_eos=True)
+        items.append((messages, line))
+    return items
+
+
+def percentiles(values):
+    values = sorted(values)
+    if not values:
+        return "n/a"
+    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    return f"p50 {pick(0.5) * 1000:7.1f} ms   p90 {pick(0.9) * 1000:7.1f} ms   p99 {pick(0.99) * 1000:7.1f} ms"
+
+
+def serve(args, items):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(os.path.join(args.work, "server.log"), "w")
+    job = subprocess.Popen([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", str(args.tp), "--sp", str(args.sp),
+                            "--vision", str(args.vision), "--build", args.build, "--", "--model", args.model,
+                            "--serve", "--port", str(port), "--allowed-media-path", IMAGES, "--served-model-name", "bench",
+                            "--max-queued-requests", str(max(256, args.requests))],
+                           stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        if job.poll() is not None:
+            sys.exit(f"the server exited {job.returncode}; see {log.name}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+    ttft, itl, tokens, errors = [], [], [0], []
+    lock = threading.Lock()
+    queue = list(range(len(items)))
+    rng = random.Random(1)
+
+    def one(i):
+        start = time.perf_counter()
+        last, first, count = None, None, 0
+        stream = client.chat.completions.create(model="bench",
+                                                messages=items[i][0], max_tokens=args.output_tokens, temperature=0,
+                                                stream=True, stream_options={"include_usage": True},
+                                                extra_body={"ignore_eos": True})
+        for chunk in stream:
+            now = time.perf_counter()
+            if chunk.usage:
+                count = chunk.usage.completion_tokens
+            if chunk.choices and chunk.choices[0].delta.content:
+                if first is None:
+                    first = now - start
+                else:
+                    with lock:
+                        itl.append(now - last)
+                last = now
+        with lock:
+            ttft.append(first if first is not None else time.perf_counter() - start)
+            tokens[0] += count
+
+    def worker():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                i = queue.pop(0)
+            try:
+                one(i)
+            except Exception as e:  # noqa: BLE001 - counted and printed
+                errors.append(repr(e))
+
+    start = time.perf_counter()
+    if args.rate:
+        threads = []
+        for i in range(len(items)):
+            t = threading.Thread(target=lambda i=i: one(i))
+            t.start()
+            threads.append(t)
+            time.sleep(rng.expovariate(args.rate))
+    else:
+        threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+        for t in threads:
+            t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    for pid in subprocess.run(["pgrep", "-P", str(job.pid), "-f", "ixc-coordinator"], capture_output=True,
+                              text=True).stdout.split():
+        os.kill(int(pid), signal.SIGTERM)
+    job.wait(120)
+    return wall, tokens[0], ttft, itl, errors
+
+
+def offline(args, items):
+    path = os.path.join(args.work, "requests.jsonl")
+    with open(path, "w") as f:
+        for _, line in items:
+            f.write(json.dumps(line) + "\n")
+    results = os.path.join(args.work, "results.jsonl")
+    subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", str(args.tp), "--sp", str(args.sp),
+                    "--vision", str(args.vision), "--build", args.build, "--", "--model", args.model, "--requests",
+                    path, "--results", results], check=True, capture_output=True)
+    with open(results) as f:
+        rows = [json.loads(line) for line in f]
+    bad = [r for r in rows if "error" in r]
+    if bad:
+        sys.exit(f"offline errors: {bad[:2]}")
+    # Every request arrives at once: the last one's end is the makespan.
+    makespan = max(r["timings"]["e2e_s"] for r in rows)
+    return makespan, sum(len(r["ids"]) for r in rows)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build", default=os.path.join(ROOT, "build", "cpu"))
+    parser.add_argument("--model")
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=0.0, help="requests per second (Poisson); 0: --concurrency")
+    parser.add_argument("--output-tokens", type=int, default=32)
+    parser.add_argument("--tp", type=int, default=2)
+    parser.add_argument("--sp", type=int, default=1)
+    parser.add_argument("--vision", type=int, default=1)
+    args = parser.parse_args()
+    args.build = os.path.abspath(args.build)
+    args.work = tempfile.mkdtemp(prefix="ixc-serving-bench-")
+    if not args.model:
+        args.model = os.path.join(args.build, "demo-model")
+        if not os.path.exists(os.path.join(args.model, "config.json")):
+            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--preset", "demo",
+                            "--dtype", "bf16", "--tokenizer", os.path.join(ROOT, "tests", "data", "tokenizer.model"),
+                            "--out", args.model], check=True, stdout=subprocess.DEVNULL)
+    items = workload(args.requests, args.output_tokens)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    wall, tokens, ttft, itl, errors = serve(args, items)
+    mode = f"rate {args.rate}/s" if args.rate else f"concurrency {args.concurrency}"
+    print(f"serving  T{args.tp}S{args.sp}V{args.vision}, {len(items)} requests (chat, image, 4K-character document), "
+          f"{mode}, {args.output_tokens} output tokens each")
+    print(f"  {len(items) / wall:7.2f} requests/s   {tokens / wall:8.1f} output tokens/s   ({wall:.2f} s, "
+          f"{len(errors)} errors)")
+    print(f"  TTFT  {percentiles(ttft)}")
+    print(f"  ITL   {percentiles(itl)}")
+    if errors:
+        print("  errors:", errors[:3])
+    makespan, offline_tokens = offline(args, items)
+    print(f"offline  the same {len(items)} requests at once through ixc-coordinator --requests")
+    print(f"  {len(items) / makespan:7.2f} requests/s   {offline_tokens / makespan:8.1f} output tokens/s   "
+          f"({makespan:.2f} s)")
+    cost = 1 - (tokens / wall) / (offline_tokens / makespan)
+    print(f"serving costs {cost * 100:.1f}% of the offline throughput (goal: under 5% at concurrency 32)")
+
+
+if __name__ == "__main__":
+    main()
