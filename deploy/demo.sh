@@ -18,7 +18,7 @@ echo "== 1. the cluster server: deploy/launch.sh --tp 2 --sp 1 --vision 1 -- --s
 deploy/launch.sh --tp 2 --sp 1 --vision 1 -- --model "$model" --serve --port "$port" \
   --served-model-name ixc-demo > build/cpu/demo-server.log 2>&1 &
 job=$!
-stop() { pkill -TERM -f "ixc-coordinator.*--port $port" 2>/dev/null || true; wait "$job"; }
+stop() { pkill -TERM -P "$job" -f ixc-coordinator; wait "$job"; }  # the coordinator, not mpirun
 trap 'kill $job 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do
   kill -0 "$job" 2>/dev/null || { cat build/cpu/demo-server.log; exit 1; }
