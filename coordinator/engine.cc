@@ -320,7 +320,6 @@ void Engine::Preempt(Request& request) {
   running_.erase(std::find(running_.begin(), running_.end(), &request));
   request.state = RequestState::kWaiting;
   ++request.preemptions;
-  request.stream->Preempted();
   ++gauges_.preemptions;
   waiting_.push_front(&request);
   IXC_LOG(INFO) << "preempted request " << request.id << " (" << Length(request) << " positions), KV "

@@ -67,7 +67,6 @@ class Engine {
   void Shutdown();
 
   const EngineGauges& gauges() const { return gauges_; }
-  int kv_blocks_per_rank() const { return kv_blocks_; }
 
  private:
   // Takes new requests and cancellations from the inbox.

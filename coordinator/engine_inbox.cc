@@ -2,13 +2,7 @@
 
 namespace ixc::coordinator {
 
-bool EngineInbox::Submit(std::shared_ptr<Request> request) {
-  std::lock_guard lock(mutex_);
-  if (closed_ || unfinished_ >= max_queued_) return false;
-  ++unfinished_;
-  submitted_.push_back(std::move(request));
-  return true;
-}
+bool EngineInbox::Submit(std::shared_ptr<Request> request) { return SubmitAll({std::move(request)}); }
 
 bool EngineInbox::SubmitAll(const std::vector<std::shared_ptr<Request>>& requests) {
   std::lock_guard lock(mutex_);

@@ -143,19 +143,6 @@ absl::Status RunOffline(Engine& engine, std::ifstream& in, const Tokenizer* toke
   return absl::OkStatus();
 }
 
-}  // namespace
-
-// The signals that drain the server, taken by a thread of their own with sigwait (blocked in every other thread).
-sigset_t DrainSignals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  return signals;
-}
-
-namespace {
-
 // Serving: the HTTP server answers on its threads, the engine runs on this one; SIGTERM or SIGINT closes the inbox
 // (new requests 503), lets what is in flight finish for --drain-timeout-s, then ends the rest with 'abort'. A failed
 // worker fails every request in flight, turns /health to 503, and the job ends non-zero after the answers are out.
@@ -166,7 +153,7 @@ absl::Status RunServer(Engine& engine, const ServerOptions& options, const Token
   IXC_RETURN_IF_ERROR(server.Start());
   std::atomic<bool> served{false};
   std::thread drainer([&] {
-    const sigset_t signals = DrainSignals();
+    const sigset_t signals = parallel::DrainSignals();
     int signal = 0;
     sigwait(&signals, &signal);
     if (served) return;  // woken by the end of serving
@@ -345,7 +332,7 @@ int main(int argc, char** argv) {
   ixc::parallel::EndJobOnEarlyExit();  // a bad flag below must not leave the workers waiting for rank 0
   ixc::ParseFlags(line, kUsage);
   if (!absl::GetFlag(FLAGS_serve)) {  // offline: SIGTERM and SIGINT end the process as they always do
-    const sigset_t signals = ixc::coordinator::DrainSignals();
+    const sigset_t signals = ixc::parallel::DrainSignals();
     pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
   }
   int world = 0;

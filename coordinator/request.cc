@@ -15,13 +15,6 @@ absl::Status Bad(const std::string& field, const std::string& why) {
   return absl::InvalidArgumentError(absl::StrCat("field '", field, "': ", why));
 }
 
-// Whether the JSON integer `value` lies in [min, max], compared before any narrowing: a non-negative integer is
-// unsigned in nlohmann::json and may be past int64_t (4294967297 must not pass for 1 as an int32).
-bool IntegerIn(const nlohmann::json& value, int64_t min, int64_t max) {
-  return value.is_number_unsigned() ? value.get<uint64_t>() <= static_cast<uint64_t>(max) && value.get<int64_t>() >= min
-                                    : value.get<int64_t>() >= min && value.get<int64_t>() <= max;
-}
-
 // The integer field `field` in [min, max], or `fallback` where it is absent. Only a JSON integer counts: 2.5 or 1e30
 // is refused rather than truncated or converted out of range.
 absl::StatusOr<int64_t> IntegerField(const nlohmann::json& json, const std::string& field, int64_t fallback,
@@ -46,6 +39,18 @@ absl::StatusOr<double> NumberField(const nlohmann::json& json, const std::string
 }
 
 }  // namespace
+
+bool IntegerIn(const nlohmann::json& value, int64_t min, int64_t max) {
+  return value.is_number_unsigned() ? value.get<uint64_t>() <= static_cast<uint64_t>(max) && value.get<int64_t>() >= min
+                                    : value.get<int64_t>() >= min && value.get<int64_t>() <= max;
+}
+
+std::vector<int32_t> StopIds(const RequestDefaults& defaults, bool ignore_eos) {
+  if (ignore_eos) return {};
+  std::vector<int32_t> ids = {defaults.eos_id};
+  if (defaults.vocab_size > kEndOfTurnId) ids.push_back(kEndOfTurnId);
+  return ids;
+}
 
 absl::StatusOr<Request> ParseRequest(const std::string& line, uint64_t number, const Tokenizer* tokenizer,
                                      const RequestDefaults& defaults) {
@@ -81,10 +86,7 @@ absl::StatusOr<Request> ParseRequest(const std::string& line, uint64_t number, c
   }
   request.dump_logits = json.value("dump_logits", std::string());
   IXC_ASSIGN_OR_RETURN(request.lora, model::LoraModeFromName(json.value("lora_mode", std::string("base"))));
-  if (!json.value("ignore_eos", false)) {
-    request.stop_ids.push_back(defaults.eos_id);
-    if (defaults.vocab_size > kEndOfTurnId) request.stop_ids.push_back(kEndOfTurnId);
-  }
+  request.stop_ids = StopIds(defaults, json.value("ignore_eos", false));
 
   PromptSpec spec;
   if (json.contains("images")) {

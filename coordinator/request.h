@@ -95,6 +95,14 @@ struct PromptSpec {
   int hd_num = 0;                           // 0: the reference's rule (HdNumFor: 24 for one image, 6 for several)
 };
 
+// Whether the JSON integer `value` lies in [min, max], compared before any narrowing: a non-negative integer is
+// unsigned in nlohmann::json and may be past int64_t (4294967297 must not pass for 1 as an int32).
+bool IntegerIn(const nlohmann::json& value, int64_t min, int64_t max);
+
+// The ids generation stops at: EOS and the end of turn [UNUSED_TOKEN_145] (where the vocabulary has it), none with
+// ignore_eos.
+std::vector<int32_t> StopIds(const RequestDefaults& defaults, bool ignore_eos);
+
 // Fills request->prompt and request->images from `spec`: each text piece tokenized as the reference does, images
 // through the HD transform, a video through its composite; request->number must be set (it makes the vision tags).
 // Checks ids against the vocabulary and the prompt against the context. Errors name the field or the medium.

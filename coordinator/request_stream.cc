@@ -10,11 +10,6 @@ void RequestStream::Push(int32_t token) {
   changed_.notify_all();
 }
 
-void RequestStream::Preempted() {
-  std::lock_guard lock(mutex_);
-  ++state_.preemptions;
-}
-
 void RequestStream::Finish(const std::string& reason, const std::string& error) {
   {
     std::lock_guard lock(mutex_);
@@ -32,11 +27,6 @@ bool RequestStream::Wait(size_t seen, std::chrono::milliseconds timeout, Update*
       changed_.wait_for(lock, timeout, [&] { return state_.finished || state_.tokens.size() > seen; });
   *update = state_;
   return news;
-}
-
-RequestStream::Update RequestStream::Snapshot() const {
-  std::lock_guard lock(mutex_);
-  return state_;
 }
 
 }  // namespace ixc::coordinator

@@ -24,17 +24,14 @@ class RequestStream {
     bool finished = false;
     std::string finish_reason;    // stop | length | abort | error
     std::string error;            // with finish_reason error
-    int preemptions = 0;
   };
 
   void Push(int32_t token);
-  void Preempted();
   void Finish(const std::string& reason, const std::string& error);
 
   // Waits until the stream holds more than `seen` tokens or has finished, or `timeout` passes; copies its state into
   // `update`. Returns whether there is something new (false on timeout).
   bool Wait(size_t seen, std::chrono::milliseconds timeout, Update* update) const;
-  Update Snapshot() const;
 
  private:
   mutable std::mutex mutex_;

@@ -1,7 +1,6 @@
 #include "parallel/bootstrap.h"
 
 #include <pthread.h>
-#include <signal.h>
 
 #include <cstdlib>
 
@@ -20,11 +19,16 @@ void EndJobOnEarlyExit() {
   });
 }
 
-void BlockDrainSignals() {
+sigset_t DrainSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  return signals;
+}
+
+void BlockDrainSignals() {
+  const sigset_t signals = DrainSignals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 }
 

@@ -4,6 +4,8 @@
 // sends both to every rank over MPI, so the workers need no flags of their own.
 #pragma once
 
+#include <signal.h>
+
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -37,6 +39,8 @@ void EndJobOnEarlyExit();
 // takes them with sigwait to drain; a worker ends when the coordinator tells it to (or goes silent), so that a
 // scancel or a kill of the whole job lets the coordinator drain first.
 void BlockDrainSignals();
+// SIGTERM and SIGINT, the set BlockDrainSignals blocks (for sigwait).
+sigset_t DrainSignals();
 
 // Collective over MPI_COMM_WORLD: rank 0 passes its config, the others null; every rank returns rank 0's.
 absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config);

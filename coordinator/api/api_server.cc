@@ -8,7 +8,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/api/text_stream.h"
-#include "coordinator/chat_template.h"
 #include "core/logging.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
@@ -30,11 +29,16 @@ const char* ErrorType(int status) {
   }
 }
 
-void Error(httplib::Response& response, int status, const std::string& message, const std::string& param = "") {
-  response.status = status;
+// OpenAI's error object, as a response body and as a stream's error event.
+nlohmann::json ErrorJson(int status, const std::string& message, const std::string& param = "") {
   nlohmann::json error = {{"message", message}, {"type", ErrorType(status)}, {"param", nullptr}, {"code", status}};
   if (!param.empty()) error["param"] = param;
-  response.set_content(nlohmann::json{{"error", error}}.dump(), kJson);
+  return {{"error", error}};
+}
+
+void Error(httplib::Response& response, int status, const std::string& message, const std::string& param = "") {
+  response.status = status;
+  response.set_content(ErrorJson(status, message, param).dump(), kJson);
 }
 
 int64_t UnixSeconds() {
@@ -109,6 +113,11 @@ struct ApiServer::Generation {
             {"completion_tokens", completion_tokens()},
             {"total_tokens", prompt_tokens + completion_tokens()}};
   }
+  // A response or a stream chunk around `choices` (a chat completion, its chunk, or a text completion's).
+  nlohmann::json Body(bool chunk, nlohmann::json choices) const {
+    const char* object = !api.chat ? "text_completion" : chunk ? "chat.completion.chunk" : "chat.completion";
+    return {{"id", id}, {"object", object}, {"created", created}, {"model", model}, {"choices", std::move(choices)}};
+  }
   void CancelAll(EngineInbox& inbox, const std::string& reason) const {
     for (const Choice& choice : choices) {
       if (choice.finish_reason.empty()) inbox.Cancel(choice.request->number, reason);
@@ -159,9 +168,7 @@ void ApiServer::Route() {
   s.Post("/tokenize", [this](const httplib::Request& q, httplib::Response& r) { Tokenize(q, r); });
   s.Post("/detokenize", [this](const httplib::Request& q, httplib::Response& r) { Detokenize(q, r); });
   s.Get("/v1/models", [this](const httplib::Request& q, httplib::Response& r) {
-    if (!options_.api_key.empty() && q.get_header_value("Authorization") != "Bearer " + options_.api_key) {
-      return Error(r, 401, "a valid API key is required (Authorization: Bearer KEY)");
-    }
+    if (!Authorized(q, r)) return;
     nlohmann::json model = {{"id", options_.served_model_name}, {"object", "model"}, {"created", UnixSeconds()},
                             {"owned_by", "ixc-cluster"}, {"root", options_.model_dir},
                             {"max_model_len", defaults_.max_context}};
@@ -198,6 +205,12 @@ void ApiServer::Route() {
   });
 }
 
+bool ApiServer::Authorized(const httplib::Request& http, httplib::Response& response) {
+  if (options_.api_key.empty() || http.get_header_value("Authorization") == "Bearer " + options_.api_key) return true;
+  Error(response, 401, "a valid API key is required (Authorization: Bearer KEY)");
+  return false;
+}
+
 bool ApiServer::Admit(const httplib::Request& http, httplib::Response& response, nlohmann::json* body) {
   if (state_ != State::kServing || !gauges_.ready) {
     const char* why = state_ == State::kFailed ? "has failed" : state_ == State::kDraining ? "is shutting down"
@@ -205,10 +218,7 @@ bool ApiServer::Admit(const httplib::Request& http, httplib::Response& response,
     Error(response, 503, absl::StrCat("the server ", why));
     return false;
   }
-  if (!options_.api_key.empty() && http.get_header_value("Authorization") != "Bearer " + options_.api_key) {
-    Error(response, 401, "a valid API key is required (Authorization: Bearer KEY)");
-    return false;
-  }
+  if (!Authorized(http, response)) return false;
   if (!absl::StartsWithIgnoreCase(http.get_header_value("Content-Type"), kJson)) {
     Error(response, 415, "the body must be JSON (Content-Type: application/json)");
     return false;
@@ -277,11 +287,7 @@ bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::
       request->lora = api.lora;
       request->seed = api.seed ? *api.seed + static_cast<uint64_t>(i) : (uint64_t{entropy()} << 32 | entropy());
       request->max_new_tokens = static_cast<int>(std::min<int64_t>(api.max_tokens.value_or(room), room));
-      request->stop_ids.clear();
-      if (!api.ignore_eos) {
-        request->stop_ids.push_back(defaults_.eos_id);
-        if (defaults_.vocab_size > kEndOfTurnId) request->stop_ids.push_back(kEndOfTurnId);
-      }
+      request->stop_ids = StopIds(defaults_, api.ignore_eos);
       Generation::Choice choice;
       choice.request = std::move(request);
       choice.text = std::make_unique<TextStream>(*tokenizer_, api.stop);
@@ -322,13 +328,11 @@ void ApiServer::Completions(const httplib::Request& http, httplib::Response& res
 
 void ApiServer::Respond(Generation& generation, httplib::Response& response) {
   ++in_flight_;
-  std::vector<std::string> texts(generation.choices.size());
   while (!generation.done()) {
-    for (size_t c = 0; c < generation.choices.size(); ++c) {
-      Generation::Choice& choice = generation.choices[c];
+    for (Generation::Choice& choice : generation.choices) {
       RequestStream::Update update;
       choice.request->stream->Wait(choice.seen, std::chrono::milliseconds(20), &update);
-      texts[c] += generation.Advance(choice, update, inbox_);
+      generation.Advance(choice, update, inbox_);  // the text builds up in choice.text
     }
   }
   --in_flight_;
@@ -340,18 +344,14 @@ void ApiServer::Respond(Generation& generation, httplib::Response& response) {
     }
     nlohmann::json out = {{"index", c}, {"logprobs", nullptr}, {"finish_reason", choice.finish_reason}};
     if (generation.api.chat) {
-      out["message"] = {{"role", "assistant"}, {"content", texts[c]}};
+      out["message"] = {{"role", "assistant"}, {"content", choice.text->text()}};
     } else {
-      out["text"] = texts[c];
+      out["text"] = choice.text->text();
     }
     choices.push_back(out);
   }
-  nlohmann::json out = {{"id", generation.id},
-                        {"object", generation.api.chat ? "chat.completion" : "text_completion"},
-                        {"created", generation.created},
-                        {"model", generation.model},
-                        {"choices", choices},
-                        {"usage", generation.usage()}};
+  nlohmann::json out = generation.Body(/*chunk=*/false, choices);
+  out["usage"] = generation.usage();
   response.set_content(out.dump(), kJson);
 }
 
@@ -365,11 +365,7 @@ void ApiServer::Stream(std::shared_ptr<Generation> generation, httplib::Response
     } else {
       choice["text"] = delta;
     }
-    nlohmann::json out = {{"id", generation->id},
-                          {"object", chat ? "chat.completion.chunk" : "text_completion"},
-                          {"created", generation->created},
-                          {"model", generation->model},
-                          {"choices", {choice}}};
+    nlohmann::json out = generation->Body(/*chunk=*/true, {choice});
     if (generation->api.include_usage) out["usage"] = nullptr;
     return Sse(out);
   };
@@ -389,8 +385,7 @@ void ApiServer::Stream(std::shared_ptr<Generation> generation, httplib::Response
           const std::string text = generation->Advance(choice, update, inbox_);
           if (choice.finish_reason == "error") {
             const int status = state_ == State::kFailed ? 503 : 400;
-            out += Sse({{"error", {{"message", choice.error}, {"type", ErrorType(status)}, {"param", nullptr},
-                                   {"code", status}}}});
+            out += Sse(ErrorJson(status, choice.error));
             continue;
           }
           if (!text.empty()) out += chunk(c, chat ? nlohmann::json{{"content", text}} : nlohmann::json(text), nullptr);
@@ -400,12 +395,9 @@ void ApiServer::Stream(std::shared_ptr<Generation> generation, httplib::Response
         }
         if (generation->done()) {
           if (generation->api.include_usage) {
-            out += Sse({{"id", generation->id},
-                        {"object", chat ? "chat.completion.chunk" : "text_completion"},
-                        {"created", generation->created},
-                        {"model", generation->model},
-                        {"choices", nlohmann::json::array()},
-                        {"usage", generation->usage()}});
+            nlohmann::json usage = generation->Body(/*chunk=*/true, nlohmann::json::array());
+            usage["usage"] = generation->usage();
+            out += Sse(usage);
           }
           out += "data: [DONE]\n\n";
         }
@@ -463,7 +455,7 @@ void ApiServer::Detokenize(const httplib::Request& http, httplib::Response& resp
   }
   std::vector<int32_t> ids;
   for (const nlohmann::json& id : body["tokens"]) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= defaults_.vocab_size) {
+    if (!id.is_number_integer() || !IntegerIn(id, 0, int64_t{defaults_.vocab_size} - 1)) {
       return Error(response, 400, absl::StrCat("field 'tokens': ids must be integers in [0, ", defaults_.vocab_size,
                                                ")"), "tokens");
     }

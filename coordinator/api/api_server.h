@@ -73,6 +73,8 @@ class ApiServer {
   void Tokenize(const httplib::Request& http, httplib::Response& response);
   void Detokenize(const httplib::Request& http, httplib::Response& response);
   void Metrics(httplib::Response& response);
+  // Whether the request carries the API key (or none is set); writes the 401 where not.
+  bool Authorized(const httplib::Request& http, httplib::Response& response);
   // The common gate of the POST routes: state, key, content type, JSON. Returns false after writing an error.
   bool Admit(const httplib::Request& http, httplib::Response& response, nlohmann::json* body);
   // Prepares every (prompt, choice) of `api` into `generation`; errors are written to `response`.

@@ -41,11 +41,7 @@ absl::StatusOr<std::optional<int64_t>> Integer(const nlohmann::json& body, const
   if (!body.contains(field) || body[field].is_null()) return std::optional<int64_t>();
   const nlohmann::json& value = body[field];
   if (!value.is_number_integer()) return Bad(field, "must be an integer");
-  // A non-negative integer is unsigned in nlohmann::json and may lie past int64_t: compare before narrowing.
-  const bool in = value.is_number_unsigned()
-                      ? value.get<uint64_t>() <= static_cast<uint64_t>(max) && value.get<int64_t>() >= min
-                      : value.get<int64_t>() >= min && value.get<int64_t>() <= max;
-  if (!in) return Bad(field, absl::StrCat("must be in [", min, ", ", max, "]"));
+  if (!IntegerIn(value, min, max)) return Bad(field, absl::StrCat("must be in [", min, ", ", max, "]"));
   return std::optional<int64_t>(value.get<int64_t>());
 }
 
@@ -303,9 +299,7 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(const nlohmann::json& body, co
   auto ids_of = [](const nlohmann::json& list) -> std::optional<std::vector<int32_t>> {
     std::vector<int32_t> ids;
     for (const nlohmann::json& id : list) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-        return std::nullopt;
-      }
+      if (!id.is_number_integer() || !IntegerIn(id, 0, std::numeric_limits<int32_t>::max())) return std::nullopt;
       ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
     }
     return ids;

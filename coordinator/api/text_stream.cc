@@ -16,6 +16,7 @@ bool EndsWith(const std::string& text, const std::string& suffix) {
 TextStream::TextStream(const Tokenizer& tokenizer, std::vector<std::string> stop_strings)
     : tokenizer_(tokenizer) {
   for (std::string& stop : stop_strings) {
+    longest_stop_ = std::max(longest_stop_, stop.size());
     if (!stop.empty()) stop_strings_.push_back(std::move(stop));
   }
 }
@@ -23,40 +24,33 @@ TextStream::TextStream(const Tokenizer& tokenizer, std::vector<std::string> stop
 std::string TextStream::Add(std::span<const int32_t> ids) {
   if (stopped_) return "";
   ids_.insert(ids_.end(), ids.begin(), ids.end());
-  const std::vector<int32_t> window(ids_.begin() + prefix_offset_, ids_.end());
-  const std::vector<int32_t> before(ids_.begin() + prefix_offset_, ids_.begin() + read_offset_);
-  const std::string text = tokenizer_.Decode(window), prefix = tokenizer_.Decode(before);
-  if (text.size() > prefix.size() && !EndsWith(text, kReplacement)) {
-    const size_t old_size = decoded_.size();
-    decoded_ += text.substr(prefix.size());
-    prefix_offset_ = read_offset_;
-    read_offset_ = ids_.size();
-    size_t longest = 0;
-    for (const std::string& stop : stop_strings_) longest = std::max(longest, stop.size());
-    CutAtStopString(old_size > longest ? old_size - longest : 0);
-  }
-  const size_t safe = stopped_ ? decoded_.size() : decoded_.size() - HeldForStopStrings();
-  if (safe <= sent_) return "";
-  std::string delta = decoded_.substr(sent_, safe - sent_);
-  sent_ = safe;
-  return delta;
+  TakeWindow(/*whole_characters_only=*/true);
+  return Release(stopped_ ? decoded_.size() : decoded_.size() - HeldForStopStrings());
 }
 
 std::string TextStream::Finish() {
-  if (!stopped_ && read_offset_ < ids_.size()) {  // an unfinished character: as the whole decode shows it
-    const std::vector<int32_t> window(ids_.begin() + prefix_offset_, ids_.end());
-    const std::vector<int32_t> before(ids_.begin() + prefix_offset_, ids_.begin() + read_offset_);
-    const std::string text = tokenizer_.Decode(window), prefix = tokenizer_.Decode(before);
-    const size_t old_size = decoded_.size();
-    if (text.size() > prefix.size()) decoded_ += text.substr(prefix.size());
-    read_offset_ = ids_.size();
-    size_t longest = 0;
-    for (const std::string& stop : stop_strings_) longest = std::max(longest, stop.size());
-    CutAtStopString(old_size > longest ? old_size - longest : 0);
-  }
-  std::string rest = decoded_.substr(sent_);
-  sent_ = decoded_.size();
-  return rest;
+  if (!stopped_) TakeWindow(/*whole_characters_only=*/false);  // a character cut short: as the whole decode shows it
+  return Release(decoded_.size());
+}
+
+void TextStream::TakeWindow(bool whole_characters_only) {
+  if (read_offset_ == ids_.size()) return;
+  const std::vector<int32_t> window(ids_.begin() + prefix_offset_, ids_.end());
+  const std::vector<int32_t> before(ids_.begin() + prefix_offset_, ids_.begin() + read_offset_);
+  const std::string text = tokenizer_.Decode(window), prefix = tokenizer_.Decode(before);
+  if (whole_characters_only && (text.size() <= prefix.size() || EndsWith(text, kReplacement))) return;
+  const size_t old_size = decoded_.size();
+  if (text.size() > prefix.size()) decoded_ += text.substr(prefix.size());
+  prefix_offset_ = read_offset_;
+  read_offset_ = ids_.size();
+  CutAtStopString(old_size > longest_stop_ ? old_size - longest_stop_ : 0);
+}
+
+std::string TextStream::Release(size_t end) {
+  if (end <= sent_) return "";
+  std::string delta = decoded_.substr(sent_, end - sent_);
+  sent_ = end;
+  return delta;
 }
 
 void TextStream::CutAtStopString(size_t from) {

@@ -35,6 +35,11 @@ class TextStream {
   std::string text() const { return decoded_.substr(0, sent_); }
 
  private:
+  // Decodes the ids not yet in decoded_ (the window since the last complete character) and appends their text; with
+  // whole_characters_only, not while the text ends in a character cut short.
+  void TakeWindow(bool whole_characters_only);
+  // Hands out decoded_ up to `end`.
+  std::string Release(size_t end);
   // Ends the text at the first stop string in decoded_ at or after `from`, if any.
   void CutAtStopString(size_t from);
   // How many bytes at the end of decoded_ might be the beginning of a stop string.
@@ -42,6 +47,7 @@ class TextStream {
 
   const Tokenizer& tokenizer_;
   std::vector<std::string> stop_strings_;
+  size_t longest_stop_ = 0;
   std::vector<int32_t> ids_;
   size_t prefix_offset_ = 0;  // the window's first id: text before it is in decoded_
   size_t read_offset_ = 0;    // ids before this are decoded to complete characters
