@@ -1,8 +1,9 @@
 // File: core/flags.h
 //
-// Parses a program's flags with absl (CommandLine's dash spellings first) and makes --help useful: it lists this
-// project's flags (absl's default lists only those defined in a file named after the program, which matches none of
-// ours) under the program's usage line, and exits (with 1, as absl's programs do).
+// Parses a program's flags with absl (CommandLine's dash spellings first) and answers --help itself: the program's
+// usage line, then this project's flags with their help and defaults, and exit 0. absl's own --help lists only flags
+// defined in a file named after the program (none of ours), and in a binary that also links SentencePiece, whose
+// library carries a shim of absl's flags, it printed XML or crashed under the sanitizers.
 //   CommandLine line(argc, argv);
 //   ParseFlags(line, "ixc-generate --model DIR --prompt TEXT [flags]");
 #pragma once
