@@ -273,15 +273,20 @@ bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::
       return false;
     }
     generation.prompt_tokens += length;
-    for (int i = 0; i < api.n; ++i) {
-      auto request = std::make_shared<Request>(*base);
-      request->stream = std::make_shared<RequestStream>();
-      if (i > 0) {  // another choice: its own number, so its own vision tags
-        request->number = next_number_++;
-        for (size_t m = 0; m < request->images.size(); ++m) {
-          request->images[m].tag = protocol::ImageTag(request->number, static_cast<int>(m));
-        }
+    // Choice 0 is the prepared request itself (an image request's crops are large); each other choice a copy with
+    // its own number, so its own vision tags.
+    std::vector<std::shared_ptr<Request>> copies = {base};
+    for (int i = 1; i < api.n; ++i) {
+      auto copy = std::make_shared<Request>(*base);
+      copy->stream = std::make_shared<RequestStream>();
+      copy->number = next_number_++;
+      for (size_t m = 0; m < copy->images.size(); ++m) {
+        copy->images[m].tag = protocol::ImageTag(copy->number, static_cast<int>(m));
       }
+      copies.push_back(std::move(copy));
+    }
+    for (int i = 0; i < api.n; ++i) {
+      std::shared_ptr<Request>& request = copies[i];
       request->id = absl::StrCat(generation.id, "-", generation.choices.size());
       request->sampling = api.sampling;
       request->lora = api.lora;
