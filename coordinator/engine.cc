@@ -67,7 +67,7 @@ double Engine::Now() const { return WallSeconds() - start_; }
 
 absl::Status Engine::Start() {
   start_ = WallSeconds();
-  std::map<uint64_t, int32_t> tokens;
+  std::map<uint64_t, protocol::SampledToken> tokens;
   int ready = 0;
   const int workers = mapping_.world_size() - 1;
   const double deadline = Now() + options_.step_timeout_s;
@@ -229,7 +229,8 @@ Request* Engine::ByTag(int tag) {
   return request == requests_.end() ? nullptr : request->second.get();
 }
 
-absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std::map<uint64_t, int32_t>* tokens,
+absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes,
+                                   std::map<uint64_t, protocol::SampledToken>* tokens,
                                    int* results) {
   IXC_ASSIGN_OR_RETURN(const protocol::Envelope* envelope, protocol::Decode(bytes));
   switch (envelope->body_type()) {
@@ -295,10 +296,9 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes, std
       if (step_ == 0 && result->kv_blocks() > 0) {  // an LLM rank's ready message
         kv_blocks_ = kv_blocks_ == 0 ? result->kv_blocks() : std::min(kv_blocks_, result->kv_blocks());
       }
-      if (result->request_ids() != nullptr && result->tokens() != nullptr) {
-        for (size_t i = 0; i < result->request_ids()->size() && i < result->tokens()->size(); ++i) {
-          (*tokens)[result->request_ids()->Get(i)] = result->tokens()->Get(i);
-        }
+      for (protocol::SampledToken& token : protocol::SampledTokens(*result)) {
+        const uint64_t id = token.request_id;
+        (*tokens)[id] = std::move(token);
       }
       if (result->failed_request_ids() != nullptr && result->failures() != nullptr) {
         for (size_t i = 0; i < result->failed_request_ids()->size() && i < result->failures()->size(); ++i) {
@@ -369,7 +369,7 @@ void Engine::UpdateGauges() {
 }
 
 absl::Status Engine::Step() {
-  std::map<uint64_t, int32_t> tokens;
+  std::map<uint64_t, protocol::SampledToken> tokens;
   int results = 0;
   // Take whatever the workers said since the last step (vision done, errors) without waiting.
   while (true) {
@@ -449,10 +449,11 @@ absl::Status Engine::Step() {
     if (it == tokens.end()) {
       return absl::InternalError(absl::StrCat("step ", step_, ": no token for request ", request->id));
     }
+    const int32_t token = it->second.token;
     if (request->generated.empty()) request->first_token_s = Now();
-    request->generated.push_back(it->second);
-    request->stream->Push(it->second);
-    const bool stop = std::find(request->stop_ids.begin(), request->stop_ids.end(), it->second) !=
+    request->generated.push_back(token);
+    request->stream->Push(token, std::move(it->second.logprobs));
+    const bool stop = std::find(request->stop_ids.begin(), request->stop_ids.end(), token) !=
                       request->stop_ids.end();
     if (stop) {
       Finish(*request, "stop");
@@ -469,7 +470,8 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
   std::vector<flatbuffers::Offset<protocol::SequenceWork>> work;
   auto sampling = [&](const Request& request) {
     return protocol::CreateSampling(builder, request.sampling.temperature, request.sampling.top_k,
-                                    request.sampling.top_p, request.sampling.repetition_penalty, request.seed);
+                                    request.sampling.top_p, request.sampling.repetition_penalty, request.seed,
+                                    request.top_logprobs);
   };
   for (const Request* request : prefills) {
     // A recompute after preemption prefills the prompt and the tokens generated so far.

@@ -80,7 +80,8 @@ class Engine {
   absl::Status DispatchVision(Request& request);
   // Handles one worker message; counts this step's results and records sampled tokens by request number, and the
   // requests that failed alone in failed_.
-  absl::Status HandleMessage(int sender, const protocol::Bytes& bytes, std::map<uint64_t, int32_t>* tokens,
+  absl::Status HandleMessage(int sender, const protocol::Bytes& bytes,
+                             std::map<uint64_t, protocol::SampledToken>* tokens,
                              int* results);
   // The request whose image has vision tag `tag`, or null.
   Request* ByTag(int tag);

@@ -53,6 +53,7 @@ struct Request {
   model::LoraMode lora = model::LoraMode::kBase;
   kernels::SamplingParams sampling;
   uint64_t seed = 0;
+  int top_logprobs = -1;           // >= 0: each token's log-probability and this many likeliest (OpenAI logprobs)
   int max_new_tokens = 32;
   std::vector<int32_t> stop_ids;
   double arrive_after_s = 0;

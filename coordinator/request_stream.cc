@@ -2,10 +2,11 @@
 
 namespace ixc::coordinator {
 
-void RequestStream::Push(int32_t token) {
+void RequestStream::Push(int32_t token, std::optional<TokenLogprobs> logprobs) {
   {
     std::lock_guard lock(mutex_);
     state_.tokens.push_back(token);
+    if (logprobs) state_.logprobs.push_back(std::move(*logprobs));
   }
   changed_.notify_all();
 }

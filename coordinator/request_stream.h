@@ -12,8 +12,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "core/token_logprobs.h"
 
 namespace ixc::coordinator {
 
@@ -21,12 +24,13 @@ class RequestStream {
  public:
   struct Update {
     std::vector<int32_t> tokens;  // every token so far
+    std::vector<TokenLogprobs> logprobs;  // (tokens) where the request asked for them, else empty
     bool finished = false;
     std::string finish_reason;    // stop | length | abort | error
     std::string error;            // with finish_reason error
   };
 
-  void Push(int32_t token);
+  void Push(int32_t token, std::optional<TokenLogprobs> logprobs = std::nullopt);
   void Finish(const std::string& reason, const std::string& error);
 
   // Waits until the stream holds more than `seen` tokens or has finished, or `timeout` passes; copies its state into

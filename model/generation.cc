@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/sampling_rules.h"
+#include "model/token_logprobs.h"
 #include "parallel/sequence_shard.h"
 
 namespace ixc::model {
@@ -153,6 +154,20 @@ absl::StatusOr<int32_t> SampleNext(const LlmWeights& weights, std::vector<float>
     if (pairs[2 * t] > pairs[2 * winner]) winner = t;
   }
   return static_cast<int32_t>(pairs[2 * winner + 1]);
+}
+
+absl::Status ChooseNext(const LlmWeights& weights, std::vector<float>& logits, TokenChoice& choice,
+                        parallel::DeviceComm* comm) {
+  std::vector<float> raw;  // SampleNext changes the logits (penalty, temperature)
+  if (choice.top_logprobs >= 0) raw = logits;
+  IXC_ASSIGN_OR_RETURN(choice.token,
+                       SampleNext(weights, logits, choice.params,
+                                  std::vector<int32_t>(choice.previous.begin(), choice.previous.end()), choice.seed,
+                                  choice.index, comm));
+  if (choice.top_logprobs >= 0) {
+    IXC_ASSIGN_OR_RETURN(choice.logprobs, LogprobsOf(weights, raw, choice.token, choice.top_logprobs, comm));
+  }
+  return absl::OkStatus();
 }
 
 std::mt19937_64 TokenRng(uint64_t seed, int64_t index) {

@@ -59,6 +59,11 @@ absl::StatusOr<int32_t> SampleNext(const LlmWeights& weights, std::vector<float>
                                    const kernels::SamplingParams& params, const std::vector<int32_t>& previous,
                                    uint64_t seed, int64_t index, parallel::DeviceComm* comm);
 
+// SampleNext for `choice` (its token), and, where it asks (top_logprobs >= 0), the token's log-probabilities from
+// the logits as they were before the choice (LogprobsOf, model/token_logprobs.h).
+absl::Status ChooseNext(const LlmWeights& weights, std::vector<float>& logits, TokenChoice& choice,
+                        parallel::DeviceComm* comm);
+
 // The generator for the token at `index` of a request: a pure function of (seed, index), so a request recomputed
 // after preemption, or run on any layout, draws the same numbers.
 std::mt19937_64 TokenRng(uint64_t seed, int64_t index);

@@ -306,10 +306,7 @@ absl::Status LanguageModelForwardBatch(const LlmWeights& weights, std::vector<Ba
   for (BatchEntry& entry : batch) {
     TokenChoice* choice = entry.choice;
     if (choice == nullptr || choice->token >= 0) continue;  // none asked, or the backend chose
-    IXC_ASSIGN_OR_RETURN(choice->token,
-                         SampleNext(weights, *entry.logits, choice->params,
-                                    std::vector<int32_t>(choice->previous.begin(), choice->previous.end()),
-                                    choice->seed, choice->index, on_device ? nullptr : comm));
+    IXC_RETURN_IF_ERROR(ChooseNext(weights, *entry.logits, *choice, on_device ? nullptr : comm));
   }
   return absl::OkStatus();
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/token_logprobs.h"
 #include "kernels/ops.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
@@ -68,14 +69,16 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
 // An entry with a TokenChoice wants the next token after its last position instead (SampleNext's rules,
 // generation.h; every TP and SP rank gets the same token): a backend that holds the logits elsewhere chooses there
 // and moves one id (the GPU: model/cuda/cuda_token_choice.cc); otherwise the logits (this TP rank's vocabulary
-// slice on the CPU, whole rows from a device) go through SampleNext on the host. Its `logits` may then be left as
-// they were.
+// slice on the CPU, whole rows from a device) go through SampleNext on the host (ChooseNext). Its `logits` may then
+// be left as they were. A choice that asks for log-probabilities is always made on the host.
 struct TokenChoice {
   kernels::SamplingParams params;
   std::span<const int32_t> previous;  // the ids the repetition penalty applies to (the generated ones)
   uint64_t seed = 0;                  // the request's: TokenRng(seed, index) makes the draw
   int64_t index = 0;                  // which generated token this is
+  int32_t top_logprobs = -1;          // >= 0: also the token's log-probability and this many likeliest (logprobs)
   int32_t token = -1;                 // out
+  TokenLogprobs logprobs;             // out, where asked (model/token_logprobs.h)
 };
 struct BatchEntry {
   ForwardInput input;

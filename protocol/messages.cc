@@ -30,10 +30,20 @@ Bytes Finish(flatbuffers::FlatBufferBuilder& builder, int rank, Body type, flatb
   return Bytes(builder.GetBufferPointer(), builder.GetBufferPointer() + builder.GetSize());
 }
 
-Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<uint64_t>& request_ids,
-                       const std::vector<int32_t>& tokens, const std::vector<RequestFailure>& failures) {
+Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<SampledToken>& sampled,
+                       const std::vector<RequestFailure>& failures) {
   flatbuffers::FlatBufferBuilder builder;
-  std::vector<uint64_t> failed_ids;
+  std::vector<uint64_t> request_ids, failed_ids;
+  std::vector<int32_t> tokens;
+  std::vector<flatbuffers::Offset<SampledLogprobs>> logprobs;
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    request_ids.push_back(sampled[i].request_id);
+    tokens.push_back(sampled[i].token);
+    if (const std::optional<TokenLogprobs>& l = sampled[i].logprobs) {
+      logprobs.push_back(CreateSampledLogprobs(builder, static_cast<int32_t>(i), l->chosen,
+                                               builder.CreateVector(l->top_ids), builder.CreateVector(l->top_logprobs)));
+    }
+  }
   std::vector<flatbuffers::Offset<flatbuffers::String>> messages;
   for (const RequestFailure& failure : failures) {
     failed_ids.push_back(failure.request_id);
@@ -41,8 +51,28 @@ Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<uint64_t>& req
   }
   const auto body = CreateStepResult(builder, step, builder.CreateVector(request_ids), builder.CreateVector(tokens),
                                      /*kv_blocks=*/0, failures.empty() ? 0 : builder.CreateVector(failed_ids),
-                                     failures.empty() ? 0 : builder.CreateVector(messages));
+                                     failures.empty() ? 0 : builder.CreateVector(messages),
+                                     logprobs.empty() ? 0 : builder.CreateVector(logprobs));
   return Finish(builder, rank, Body::StepResult, body.Union());
+}
+
+std::vector<SampledToken> SampledTokens(const StepResult& result) {
+  std::vector<SampledToken> sampled;
+  if (result.request_ids() == nullptr || result.tokens() == nullptr) return sampled;
+  for (size_t i = 0; i < result.request_ids()->size() && i < result.tokens()->size(); ++i) {
+    sampled.push_back({result.request_ids()->Get(i), result.tokens()->Get(i), std::nullopt});
+  }
+  if (result.logprobs() == nullptr) return sampled;
+  for (const SampledLogprobs* l : *result.logprobs()) {
+    if (l->index() < 0 || l->index() >= static_cast<int>(sampled.size())) continue;
+    TokenLogprobs& out = sampled[l->index()].logprobs.emplace();
+    out.chosen = l->chosen();
+    if (l->top_ids() != nullptr && l->top_logprobs() != nullptr && l->top_ids()->size() == l->top_logprobs()->size()) {
+      out.top_ids.assign(l->top_ids()->begin(), l->top_ids()->end());
+      out.top_logprobs.assign(l->top_logprobs()->begin(), l->top_logprobs()->end());
+    }
+  }
+  return sampled;
 }
 
 Bytes EncodeReady(int rank, int kv_blocks) {

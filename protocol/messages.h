@@ -5,16 +5,18 @@
 // id is its world rank. Every receive has a timeout, so nothing waits forever.
 //
 //   Channel worker = *Channel::Connect(endpoint, rank);
-//   IXC_RETURN_IF_ERROR(worker.Send(0, EncodeStepResult(rank, step, ids, tokens)));
+//   IXC_RETURN_IF_ERROR(worker.Send(0, EncodeStepResult(rank, step, {{request_id, token}})));
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/token_logprobs.h"
 #include "protocol/control_generated.h"
 
 namespace ixc::protocol {
@@ -40,8 +42,17 @@ struct RequestFailure {
   std::string message;
 };
 
-Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<uint64_t>& request_ids,
-                       const std::vector<int32_t>& tokens, const std::vector<RequestFailure>& failures = {});
+// A sequence's token from a step, and its log-probabilities where the request asked.
+struct SampledToken {
+  uint64_t request_id = 0;
+  int32_t token = 0;
+  std::optional<TokenLogprobs> logprobs;
+};
+
+Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<SampledToken>& sampled,
+                       const std::vector<RequestFailure>& failures = {});
+// The tokens of a StepResult (the pairs its vectors agree on; logprobs at out-of-range indices are dropped).
+std::vector<SampledToken> SampledTokens(const StepResult& result);
 // A worker's ready message (the StepResult of step 0): an LLM rank's KV pool blocks, 0 from a vision rank.
 Bytes EncodeReady(int rank, int kv_blocks);
 Bytes EncodeError(int rank, const std::string& message, uint64_t request_id = 0);

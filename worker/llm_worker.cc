@@ -31,24 +31,22 @@ absl::Status LlmWorker::Run() {
     if (envelope->body_type() == protocol::Body::Shutdown) return absl::OkStatus();
     const protocol::StepPlan* plan = envelope->body_as_StepPlan();
     if (plan == nullptr) continue;  // not for LLM ranks
-    std::vector<uint64_t> request_ids;
-    std::vector<int32_t> tokens;
+    std::vector<protocol::SampledToken> sampled;
     std::vector<protocol::RequestFailure> failures;
     uint64_t failed_request = 0;
-    const absl::Status status = Execute(*plan, &request_ids, &tokens, &failures, &failed_request);
+    const absl::Status status = Execute(*plan, &sampled, &failures, &failed_request);
     if (!status.ok()) {
       IXC_LOG(ERROR) << mapping_.ToString() << ": " << status.message();
       (void)channel_.Send(0, protocol::EncodeError(mapping_.rank(), std::string(status.message()), failed_request));
       return status;
     }
     IXC_RETURN_IF_ERROR(
-        channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), plan->step(), request_ids, tokens, failures)));
+        channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), plan->step(), sampled, failures)));
   }
 }
 
-absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids,
-                                std::vector<int32_t>* tokens, std::vector<protocol::RequestFailure>* failures,
-                                uint64_t* failed_request) {
+absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<protocol::SampledToken>* sampled,
+                                std::vector<protocol::RequestFailure>* failures, uint64_t* failed_request) {
   if (plan.release() != nullptr) {
     for (uint64_t id : *plan.release()) {
       auto it = sequences_.find(id);
@@ -69,19 +67,13 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<uint
       continue;
     }
     *failed_request = work->request_id();
-    IXC_ASSIGN_OR_RETURN(int32_t token, RunPrefill(*work, *failures));
-    if (leader()) {
-      request_ids->push_back(work->request_id());
-      tokens->push_back(token);
-    }
+    IXC_ASSIGN_OR_RETURN(protocol::SampledToken token, RunPrefill(*work, *failures));
+    if (leader()) sampled->push_back(std::move(token));
   }
   if (!decodes.empty()) {
     *failed_request = decodes.front()->request_id();
-    IXC_ASSIGN_OR_RETURN(std::vector<int32_t> sampled, RunDecodes(decodes));
-    for (size_t i = 0; leader() && i < decodes.size(); ++i) {
-      request_ids->push_back(decodes[i]->request_id());
-      tokens->push_back(sampled[i]);
-    }
+    IXC_ASSIGN_OR_RETURN(std::vector<protocol::SampledToken> tokens, RunDecodes(decodes));
+    if (leader()) sampled->insert(sampled->end(), tokens.begin(), tokens.end());
   }
   *failed_request = 0;
   return absl::OkStatus();
@@ -141,7 +133,7 @@ absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const 
   return filled;
 }
 
-absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work,
+absl::StatusOr<protocol::SampledToken> LlmWorker::RunPrefill(const protocol::SequenceWork& work,
                                               std::vector<protocol::RequestFailure>& failures) {
   const model::LoraMode lora = static_cast<model::LoraMode>(work.lora_mode());
   const int64_t vocab = weights_.config.vocab_size;
@@ -179,10 +171,13 @@ absl::StatusOr<int32_t> LlmWorker::RunPrefill(const protocol::SequenceWork& work
     }
     sequence.length = length;
   }
-  return Sample(work, logits);
+  std::vector<int32_t> generated;
+  model::TokenChoice choice = ChoiceFor(work, generated);
+  IXC_RETURN_IF_ERROR(model::ChooseNext(weights_, logits, choice, &comm_));
+  return Sampled(work, choice);
 }
 
-absl::StatusOr<std::vector<int32_t>> LlmWorker::RunDecodes(const std::vector<const protocol::SequenceWork*>& works) {
+absl::StatusOr<std::vector<protocol::SampledToken>> LlmWorker::RunDecodes(const std::vector<const protocol::SequenceWork*>& works) {
   std::vector<model::DecodeItem> items;
   // Each decode's next token is chosen by the forward call (on the GPU, there: one id per sequence comes back).
   std::vector<std::vector<int32_t>> generated(works.size());
@@ -200,9 +195,9 @@ absl::StatusOr<std::vector<int32_t>> LlmWorker::RunDecodes(const std::vector<con
     sequence.length += 1;
   }
   IXC_RETURN_IF_ERROR(model::DecodeSteps(weights_, items, cache_, &model_comm_));
-  std::vector<int32_t> tokens;
-  for (const model::TokenChoice& choice : choices) tokens.push_back(choice.token);
-  return tokens;
+  std::vector<protocol::SampledToken> sampled;
+  for (size_t i = 0; i < works.size(); ++i) sampled.push_back(Sampled(*works[i], choices[i]));
+  return sampled;
 }
 
 model::TokenChoice LlmWorker::ChoiceFor(const protocol::SequenceWork& work, std::vector<int32_t>& generated) {
@@ -211,16 +206,17 @@ model::TokenChoice LlmWorker::ChoiceFor(const protocol::SequenceWork& work, std:
   if (const protocol::Sampling* s = work.sampling()) {
     choice.params = {s->temperature(), s->top_k(), s->top_p(), s->repetition_penalty()};
     choice.seed = s->seed();
+    choice.top_logprobs = s->logprobs();
   }
   choice.previous = generated;
   choice.index = static_cast<int64_t>(generated.size());
   return choice;
 }
 
-absl::StatusOr<int32_t> LlmWorker::Sample(const protocol::SequenceWork& work, std::vector<float>& logits) {
-  std::vector<int32_t> generated;
-  const model::TokenChoice choice = ChoiceFor(work, generated);
-  return model::SampleNext(weights_, logits, choice.params, generated, choice.seed, choice.index, &comm_);
+protocol::SampledToken LlmWorker::Sampled(const protocol::SequenceWork& work, const model::TokenChoice& choice) {
+  protocol::SampledToken sampled{work.request_id(), choice.token, std::nullopt};
+  if (choice.top_logprobs >= 0) sampled.logprobs = choice.logprobs;
+  return sampled;
 }
 
 }  // namespace ixc::worker

@@ -41,9 +41,9 @@ class LlmWorker {
     int64_t length = 0;  // positions in the sequence so far
   };
 
-  // A step's work: the leader's tokens, and the requests that failed alone (`failures`); an error fails the rank,
-  // naming `failed_request` where one request's work failed.
-  absl::Status Execute(const protocol::StepPlan& plan, std::vector<uint64_t>* request_ids, std::vector<int32_t>* tokens,
+  // A step's work: the leader's tokens (`sampled`), and the requests that failed alone (`failures`); an error fails
+  // the rank, naming `failed_request` where one request's work failed.
+  absl::Status Execute(const protocol::StepPlan& plan, std::vector<protocol::SampledToken>* sampled,
                        std::vector<protocol::RequestFailure>* failures, uint64_t* failed_request);
   // The prompt rows this rank prefills (parallel::PrefillPositions: with SP its zig-zag shard of a prompt long enough
   // for one; model::Prefill takes it so), else all of them.
@@ -58,16 +58,16 @@ class LlmWorker {
   absl::StatusOr<std::span<const float>> ReceivePromptEmbeddings(const protocol::SequenceWork& work,
                                                                  const PromptRows& rows,
                                                                  std::vector<uint8_t>& image_mask);
-  // The prompt's prefill and its first token. A dump_logits file the leader cannot write fails the request alone
+  // The prompt's prefill and its first token (ChooseNext on the host). A dump_logits file the leader cannot write fails the request alone
   // (`failures`): the sequence is prefilled on every rank as usual, so the coordinator releases it like any other.
-  absl::StatusOr<int32_t> RunPrefill(const protocol::SequenceWork& work,
+  absl::StatusOr<protocol::SampledToken> RunPrefill(const protocol::SequenceWork& work,
                                      std::vector<protocol::RequestFailure>& failures);
-  // Every decode of the step in one batched forward pass; the sampled tokens in `works` order.
-  absl::StatusOr<std::vector<int32_t>> RunDecodes(const std::vector<const protocol::SequenceWork*>& works);
+  // Every decode of the step in one batched forward pass; their tokens, in `works` order.
+  absl::StatusOr<std::vector<protocol::SampledToken>> RunDecodes(const std::vector<const protocol::SequenceWork*>& works);
   // The sampling of `work`'s next token; `generated` receives the ids it has produced (choice.previous points there).
   static model::TokenChoice ChoiceFor(const protocol::SequenceWork& work, std::vector<int32_t>& generated);
-  // A prefill's next token, from its logits (whole or this TP rank's slice), on the host.
-  absl::StatusOr<int32_t> Sample(const protocol::SequenceWork& work, std::vector<float>& logits);
+  // What the leader reports of `work`'s choice: the token, and its log-probabilities where the request asked.
+  static protocol::SampledToken Sampled(const protocol::SequenceWork& work, const model::TokenChoice& choice);
   bool leader() const { return mapping_.tp_rank() == 0 && mapping_.sp_rank() == 0; }
 
   const parallel::Mapping& mapping_;

@@ -39,7 +39,7 @@ absl::Status VisionWorker::Run() {
         status = SendImages(*envelope->body_as_StepPlan());
         if (status.ok()) {
           status = channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), envelope->body_as_StepPlan()->step(),
-                                                               {}, {}));
+                                                               {}));
         }
         break;
       default:

@@ -4,17 +4,38 @@
 // of decode steps that choose their own next tokens gives the tokens SampleNext picks from the logits of the same
 // batch run without a choice. Both batches hold copies of the same sequences, so their logits are identical and
 // every sampling rule (greedy, repetition penalty, temperature with top-k and top-p, several seeds) must land on the
-// same token. On the CPU the choice goes through SampleNext itself; on the GPU through the device kernels. With
-// `comm` every rank of a TP x SP layout calls it alike.
+// same token. On the CPU the choice goes through SampleNext itself; on the GPU through the device kernels. The rows
+// that ask for log-probabilities get those of a plain log-softmax of the same logits (in double, over the whole
+// vocabulary). With `comm` every rank of a TP x SP layout calls it alike.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "model/generation.h"
 
 namespace ixc::testing {
+
+// A choice's log-probabilities against the log-softmax of its raw logits (whole rows).
+inline void ExpectLogprobs(const std::vector<float>& logits, const model::TokenChoice& choice, int top_n) {
+  double max = *std::max_element(logits.begin(), logits.end()), sum = 0;
+  for (float x : logits) sum += std::exp(x - max);
+  const double log_z = max + std::log(sum);
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  EXPECT_NEAR(choice.logprobs.chosen, logits[choice.token] - log_z, 1e-5) << "token " << choice.token;
+  ASSERT_EQ(choice.logprobs.top_ids.size(), static_cast<size_t>(top_n));
+  ASSERT_EQ(choice.logprobs.top_logprobs.size(), static_cast<size_t>(top_n));
+  for (int k = 0; k < top_n; ++k) {
+    EXPECT_EQ(choice.logprobs.top_ids[k], order[k]) << "rank " << k;
+    EXPECT_NEAR(choice.logprobs.top_logprobs[k], logits[order[k]] - log_z, 1e-5) << "rank " << k;
+  }
+}
 
 inline void ExpectChoicesMatchHostSampling(const model::LlmWeights& weights, model::KvCache& cache,
                                            const std::vector<int32_t>& prompt, parallel::DeviceComm* comm = nullptr) {
@@ -28,6 +49,8 @@ inline void ExpectChoicesMatchHostSampling(const model::LlmWeights& weights, mod
       {1.f, 0, 1.f, 1.f},     // the whole distribution
   };
   const int n = static_cast<int>(rules.size());
+  // Per rule: -1 asks for no log-probabilities; 0 for the chosen token's alone.
+  constexpr int kTopLogprobs[] = {3, -1, 5, 0, -1, 20};
   std::vector<model::SequenceKv> chosen(n), plain(n);
   std::vector<std::vector<int32_t>> generated(n);
   for (int i = 0; i < n; ++i) {
@@ -47,6 +70,7 @@ inline void ExpectChoicesMatchHostSampling(const model::LlmWeights& weights, mod
       const int32_t position = static_cast<int32_t>(prompt.size() - i % 3 + step);
       const int32_t token = generated[i].back();
       choices[i] = {rules[i], generated[i], /*seed=*/1000u + i, static_cast<int64_t>(generated[i].size())};
+      choices[i].top_logprobs = kTopLogprobs[i];
       with_choice.push_back({token, position, model::LoraMode::kBase, &chosen[i], {}, &choices[i]});
       with_logits.push_back({token, position, model::LoraMode::kBase, &plain[i], {}, nullptr});
     }
@@ -62,6 +86,7 @@ inline void ExpectChoicesMatchHostSampling(const model::LlmWeights& weights, mod
                                         static_cast<int64_t>(generated[i].size()), nullptr);
       ASSERT_TRUE(expected.ok()) << expected.status();
       EXPECT_EQ(choices[i].token, *expected) << "rule " << i << " step " << step;
+      if (kTopLogprobs[i] >= 0) ExpectLogprobs(with_logits[i].logits, choices[i], kTopLogprobs[i]);
       differing_from_greedy += *expected != greedy;
       generated[i].push_back(*expected);
     }

@@ -39,11 +39,20 @@ TEST(MessagesTest, StepPlanRoundTrips) {
 
 TEST(MessagesTest, SmallMessagesRoundTrip) {
   // Decode reads from the bytes it is given: they must outlive the envelope.
-  const Bytes result_bytes = EncodeStepResult(3, 5, {11, 12}, {100, 200});
+  const Bytes result_bytes = EncodeStepResult(3, 5, {{11, 100}, {12, 200, TokenLogprobs{-0.5f, {200, 7}, {-0.5f, -1.f}}}});
   auto result = Decode(result_bytes);
   ASSERT_TRUE(result.ok());
   EXPECT_EQ((*result)->sender_rank(), 3);
   EXPECT_EQ((*result)->body_as_StepResult()->tokens()->Get(1), 200);
+  const std::vector<SampledToken> sampled = SampledTokens(*(*result)->body_as_StepResult());
+  ASSERT_EQ(sampled.size(), 2u);
+  EXPECT_EQ(sampled[0].request_id, 11u);
+  EXPECT_FALSE(sampled[0].logprobs.has_value());  // only where asked
+  ASSERT_TRUE(sampled[1].logprobs.has_value());
+  EXPECT_EQ(sampled[1].token, 200);
+  EXPECT_FLOAT_EQ(sampled[1].logprobs->chosen, -0.5f);
+  EXPECT_EQ(sampled[1].logprobs->top_ids, (std::vector<int32_t>{200, 7}));
+  EXPECT_EQ(sampled[1].logprobs->top_logprobs, (std::vector<float>{-0.5f, -1.f}));
   const Bytes error_bytes = EncodeError(2, "out of memory", 9);
   auto error = Decode(error_bytes);
   ASSERT_TRUE(error.ok());
@@ -57,7 +66,7 @@ TEST(MessagesTest, SmallMessagesRoundTrip) {
   EXPECT_EQ((*ready)->body_as_StepResult()->kv_blocks(), 57772);
   EXPECT_EQ((*result)->body_as_StepResult()->kv_blocks(), 0);  // a step's result says nothing of the pool
   EXPECT_EQ((*result)->body_as_StepResult()->failed_request_ids(), nullptr);
-  const Bytes failed_bytes = EncodeStepResult(1, 6, {11, 12}, {100, 200}, {{12, "dump_logits: x.npy: cannot open"}});
+  const Bytes failed_bytes = EncodeStepResult(1, 6, {{11, 100}, {12, 200}}, {{12, "dump_logits: x.npy: cannot open"}});
   auto failed = Decode(failed_bytes);
   ASSERT_TRUE(failed.ok());
   const StepResult* with_failure = (*failed)->body_as_StepResult();
@@ -73,7 +82,7 @@ TEST(MessagesTest, WrongVersionAndCorruptBytesAreRefused) {
   auto decoded = Decode(future);
   ASSERT_FALSE(decoded.ok());
   EXPECT_NE(decoded.status().message().find("protocol version 2 from rank 4"), std::string::npos);
-  Bytes corrupt = EncodeStepResult(1, 1, {1}, {1});
+  Bytes corrupt = EncodeStepResult(1, 1, {{1, 1}});
   corrupt.resize(corrupt.size() / 2);
   EXPECT_EQ(Decode(corrupt).status().code(), absl::StatusCode::kDataLoss);
   EXPECT_FALSE(Decode(Bytes{1, 2, 3}).ok());
@@ -84,7 +93,7 @@ TEST(ChannelTest, CoordinatorAndWorkerExchangeMessages) {
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
   auto worker = Channel::Connect((*coordinator)->endpoint(), 5);
   ASSERT_TRUE(worker.ok());
-  ASSERT_TRUE((*worker)->Send(0, EncodeStepResult(5, 0, {}, {})).ok());  // the worker speaks first: now routable
+  ASSERT_TRUE((*worker)->Send(0, EncodeStepResult(5, 0, {})).ok());  // the worker speaks first: now routable
   auto hello = (*coordinator)->Receive(std::chrono::seconds(5));
   ASSERT_TRUE(hello.ok()) << hello.status();
   EXPECT_EQ(hello->first, 5);
