@@ -66,6 +66,7 @@ ABSL_FLAG(int64_t, max_request_mib, 100, "serve: the largest request body, in Mi
 ABSL_FLAG(int64_t, max_media_mib, 64, "serve: the largest image or video, encoded, in MiB");
 ABSL_FLAG(int, max_images_per_request, 16, "serve: images and videos in one request, at most");
 ABSL_FLAG(int, max_n, 8, "serve: choices (n) in one request, at most");
+ABSL_FLAG(int, max_logprobs, 20, "serve: top_logprobs (chat) or logprobs (completions) in one request, at most");
 ABSL_FLAG(std::vector<std::string>, allowed_media_path, {},
           "serve: folders (comma-separated) whose files requests may name as images and videos (default: none; "
           "data: URLs always work)");
@@ -146,7 +147,7 @@ absl::Status RunOffline(Engine& engine, std::ifstream& in, const Tokenizer* toke
 // Serving: the HTTP server answers on its threads, the engine runs on this one; SIGTERM or SIGINT closes the inbox
 // (new requests 503), lets what is in flight finish for --drain-timeout-s, then ends the rest with 'abort'. A failed
 // worker fails every request in flight, turns /health to 503, and the job ends non-zero after the answers are out.
-absl::Status RunServer(Engine& engine, const ServerOptions& options, const Tokenizer* tokenizer,
+absl::Status RunServer(Engine& engine, const ServerOptions& options, const Tokenizer& tokenizer,
                        const RequestDefaults& defaults, int* exit_code) {
   EngineInbox inbox(absl::GetFlag(FLAGS_max_queued_requests));
   ApiServer server(options, tokenizer, defaults, inbox, engine.gauges());
@@ -216,6 +217,10 @@ absl::Status Run(int world_size, int* exit_code) {
     if (value < 1) return absl::InvalidArgumentError(absl::StrCat(flag, " ", value, " must be at least 1"));
   }
   if (absl::GetFlag(FLAGS_drain_timeout_s) < 0) return absl::InvalidArgumentError("--drain-timeout-s is negative");
+  if (absl::GetFlag(FLAGS_max_logprobs) < 0 || absl::GetFlag(FLAGS_max_logprobs) > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-logprobs ", absl::GetFlag(FLAGS_max_logprobs),
+                                                   " must be in [0, 1000]"));
+  }
   if (absl::GetFlag(FLAGS_port) < 0 || absl::GetFlag(FLAGS_port) > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("--port ", absl::GetFlag(FLAGS_port), " is not a TCP port"));
   }
@@ -256,6 +261,9 @@ absl::Status Run(int world_size, int* exit_code) {
     std::string error;
     tokenizer = Tokenizer::Load(tokenizer_path, &error);
     if (!tokenizer) return absl::InvalidArgumentError(error);
+  } else if (serve) {
+    return absl::NotFoundError(absl::StrCat(tokenizer_path, ": not found; --serve needs the model's tokenizer (the "
+                                            "API speaks text)"));
   }
   std::ifstream in;
   if (!serve) {
@@ -286,8 +294,12 @@ absl::Status Run(int world_size, int* exit_code) {
                 << layout.tp << " x " << layout.sp << " LLM (tp x sp) on " << device << "; control at "
                 << channel->endpoint();
 
-  RequestDefaults defaults{absl::GetFlag(FLAGS_max_context), vision, absl::GetFlag(FLAGS_label_font),
-                           llm.eos_token_id, llm.vocab_size};
+  RequestDefaults defaults;
+  defaults.max_context = absl::GetFlag(FLAGS_max_context);
+  defaults.vision = vision;
+  defaults.label_font = absl::GetFlag(FLAGS_label_font);
+  defaults.eos_id = llm.eos_token_id;
+  defaults.vocab_size = llm.vocab_size;
   const EngineOptions options{
       .kv_block_size = absl::GetFlag(FLAGS_kv_block_size),
       .step_timeout_s = absl::GetFlag(FLAGS_step_timeout_s),
@@ -307,6 +319,7 @@ absl::Status Run(int world_size, int* exit_code) {
                        .preprocess_threads = absl::GetFlag(FLAGS_preprocess_threads),
                        .limits = {.max_n = absl::GetFlag(FLAGS_max_n),
                                   .max_media = absl::GetFlag(FLAGS_max_images_per_request),
+                                  .max_logprobs = absl::GetFlag(FLAGS_max_logprobs),
                                   .media = {media_roots, absl::GetFlag(FLAGS_max_media_mib) << 20}}};
   if (server.served_model_name.empty()) {
     server.served_model_name = std::filesystem::path(model_dir).lexically_normal().filename().string();
@@ -315,7 +328,7 @@ absl::Status Run(int world_size, int* exit_code) {
     }
   }
   defaults.image_limits.max_bytes = server.limits.media.max_bytes;
-  return RunServer(engine, server, tokenizer.get(), defaults, exit_code);
+  return RunServer(engine, server, *tokenizer, defaults, exit_code);
 }
 
 }  // namespace ixc::coordinator

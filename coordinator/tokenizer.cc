@@ -26,6 +26,23 @@ class SentencePieceTokenizer : public Tokenizer {
 
   int32_t PieceToId(const std::string& piece) const override { return processor_.PieceToId(piece); }
   std::string IdToPiece(int32_t id) const override { return processor_.IdToPiece(id); }
+
+  std::string TokenBytes(int32_t id) const override {
+    if (id < 0 || id >= processor_.GetPieceSize() || processor_.IsControl(id)) return "";
+    const std::string piece = processor_.IdToPiece(id);
+    if (processor_.IsByte(id)) return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+    std::string bytes;
+    constexpr char kSpace[] = "\xe2\x96\x81";  // U+2581, SentencePiece's word boundary
+    for (size_t i = 0; i < piece.size();) {
+      if (piece.compare(i, 3, kSpace) == 0) {
+        bytes += ' ';
+        i += 3;
+      } else {
+        bytes += piece[i++];
+      }
+    }
+    return bytes;
+  }
   int vocab_size() const override { return processor_.GetPieceSize(); }
   int32_t bos_id() const override { return processor_.bos_id(); }
   int32_t eos_id() const override { return processor_.eos_id(); }

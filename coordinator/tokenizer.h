@@ -27,6 +27,9 @@ class Tokenizer {
   virtual std::string Decode(const std::vector<int32_t>& ids) const = 0;
   virtual int32_t PieceToId(const std::string& piece) const = 0;  // unk id when absent
   virtual std::string IdToPiece(int32_t id) const = 0;
+  // The bytes `id` adds to a decoded text: a byte-fallback piece its one byte (maybe part of a character), `▁` as a
+  // space, BOS/EOS nothing. A text's ids' bytes concatenate to its Decode.
+  virtual std::string TokenBytes(int32_t id) const = 0;
   virtual int vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;
   virtual int32_t eos_id() const = 0;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "coordinator/api/logprobs_json.h"
 #include "coordinator/api/text_stream.h"
 #include "core/logging.h"
 #include "prometheus/gauge.h"
@@ -63,6 +64,10 @@ struct ApiServer::Generation {
     std::unique_ptr<TextStream> text;
     size_t seen = 0;             // tokens taken from the stream
     int64_t tokens = 0;          // generated, the stop token included
+    std::vector<int32_t> ids;    // (tokens) the generated ids
+    std::vector<TokenLogprobs> logprobs;  // (tokens) where the request asked for them
+    size_t logprobs_sent = 0;    // tokens whose logprobs a stream chunk has carried
+    int64_t logprobs_offset = 0;  // the completions shape's text_offset: bytes of those tokens
     std::string finish_reason;   // set once finished
     std::string error;
     bool role_sent = false;
@@ -83,6 +88,10 @@ struct ApiServer::Generation {
     for (size_t i = choice.seen; i < update.tokens.size(); ++i) {
       if (std::find(stops.begin(), stops.end(), update.tokens[i]) == stops.end()) fresh.push_back(update.tokens[i]);
     }
+    choice.ids.insert(choice.ids.end(), update.tokens.begin() + choice.seen, update.tokens.end());
+    if (update.logprobs.size() > choice.seen) {
+      choice.logprobs.insert(choice.logprobs.end(), update.logprobs.begin() + choice.seen, update.logprobs.end());
+    }
     choice.seen = update.tokens.size();
     choice.tokens = static_cast<int64_t>(update.tokens.size());
     std::string delta = choice.text->Add(fresh);
@@ -95,6 +104,20 @@ struct ApiServer::Generation {
       choice.error = update.error;
     }
     return delta;
+  }
+
+  // The logprobs of `choice`'s tokens not yet sent, in the endpoint's shape, now counted as sent; null where the
+  // request asked for none or there are none new.
+  nlohmann::json TakeLogprobs(Choice& choice, const Tokenizer& tokenizer) const {
+    const size_t from = choice.logprobs_sent, to = std::min(choice.ids.size(), choice.logprobs.size());
+    if (api.top_logprobs < 0 || from == to) return nullptr;
+    const std::span<const int32_t> ids(choice.ids.data() + from, to - from);
+    const std::span<const TokenLogprobs> logprobs(choice.logprobs.data() + from, to - from);
+    choice.logprobs_sent = to;
+    if (api.chat) return {{"content", ChatLogprobs(tokenizer, ids, logprobs)}};
+    nlohmann::json out = CompletionLogprobs(tokenizer, ids, logprobs, choice.logprobs_offset);
+    for (int32_t id : ids) choice.logprobs_offset += static_cast<int64_t>(tokenizer.TokenBytes(id).size());
+    return out;
   }
 
   bool done() const {
@@ -125,7 +148,7 @@ struct ApiServer::Generation {
   }
 };
 
-ApiServer::ApiServer(const ServerOptions& options, const Tokenizer* tokenizer, const RequestDefaults& defaults,
+ApiServer::ApiServer(const ServerOptions& options, const Tokenizer& tokenizer, const RequestDefaults& defaults,
                      EngineInbox& inbox, const EngineGauges& gauges)
     : options_(options),
       tokenizer_(tokenizer),
@@ -247,7 +270,7 @@ bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::
     for (const PromptSpec& spec : api.prompts) {
       auto request = std::make_shared<Request>();
       request->number = next_number_++;
-      const absl::Status status = PreparePrompt(spec, tokenizer_, defaults_, request.get());
+      const absl::Status status = PreparePrompt(spec, &tokenizer_, defaults_, request.get());
       if (!status.ok()) {
         preparing_.release();
         const bool client = status.code() == absl::StatusCode::kInvalidArgument;
@@ -291,11 +314,12 @@ bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::
       request->sampling = api.sampling;
       request->lora = api.lora;
       request->seed = api.seed ? *api.seed + static_cast<uint64_t>(i) : (uint64_t{entropy()} << 32 | entropy());
+      request->top_logprobs = api.top_logprobs;
       request->max_new_tokens = static_cast<int>(std::min<int64_t>(api.max_tokens.value_or(room), room));
       request->stop_ids = StopIds(defaults_, api.ignore_eos);
       Generation::Choice choice;
       choice.request = std::move(request);
-      choice.text = std::make_unique<TextStream>(*tokenizer_, api.stop);
+      choice.text = std::make_unique<TextStream>(tokenizer_, api.stop);
       generation.choices.push_back(std::move(choice));
     }
   }
@@ -317,10 +341,6 @@ void ApiServer::Completions(const httplib::Request& http, httplib::Response& res
   absl::StatusOr<ApiRequest> api = chat ? ParseChatRequest(body, options_.limits)
                                         : ParseCompletionRequest(body, options_.limits);
   if (!api.ok()) return Error(response, 400, std::string(api.status().message()), ParamOf(api.status()));
-  if (tokenizer_ == nullptr && (chat || !api->prompts[0].ids)) {
-    return Error(response, 400, "the model directory has no tokenizer.model: only token-id prompts are served",
-                 "prompt");
-  }
   auto generation = std::make_shared<Generation>();
   generation->api = std::move(*api);
   generation->id = RandomId(chat ? "chatcmpl-" : "cmpl-");
@@ -343,11 +363,12 @@ void ApiServer::Respond(Generation& generation, httplib::Response& response) {
   --in_flight_;
   nlohmann::json choices = nlohmann::json::array();
   for (size_t c = 0; c < generation.choices.size(); ++c) {
-    const Generation::Choice& choice = generation.choices[c];
+    Generation::Choice& choice = generation.choices[c];
     if (choice.finish_reason == "error") {
       return Error(response, state_ == State::kFailed ? 503 : 400, choice.error);
     }
-    nlohmann::json out = {{"index", c}, {"logprobs", nullptr}, {"finish_reason", choice.finish_reason}};
+    nlohmann::json out = {{"index", c}, {"logprobs", generation.TakeLogprobs(choice, tokenizer_)},
+                          {"finish_reason", choice.finish_reason}};
     if (generation.api.chat) {
       out["message"] = {{"role", "assistant"}, {"content", choice.text->text()}};
     } else {
@@ -363,8 +384,11 @@ void ApiServer::Respond(Generation& generation, httplib::Response& response) {
 void ApiServer::Stream(std::shared_ptr<Generation> generation, httplib::Response& response) {
   ++in_flight_;
   const bool chat = generation->api.chat;
-  auto chunk = [generation, chat](size_t index, const nlohmann::json& delta, const nlohmann::json& finish) {
-    nlohmann::json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", finish}};
+  // A chunk of choice `index`; its logprobs are those of the tokens taken since its last chunk.
+  auto chunk = [this, generation, chat](size_t index, const nlohmann::json& delta, const nlohmann::json& finish) {
+    nlohmann::json choice = {{"index", index},
+                             {"logprobs", generation->TakeLogprobs(generation->choices[index], tokenizer_)},
+                             {"finish_reason", finish}};
     if (chat) {
       choice["delta"] = delta;
     } else {
@@ -420,7 +444,6 @@ void ApiServer::Stream(std::shared_ptr<Generation> generation, httplib::Response
 void ApiServer::Tokenize(const httplib::Request& http, httplib::Response& response) {
   nlohmann::json body;
   if (!Admit(http, response, &body)) return;
-  if (tokenizer_ == nullptr) return Error(response, 400, "the model directory has no tokenizer.model");
   PromptSpec spec;
   if (body.contains("messages")) {
     absl::StatusOr<ApiRequest> api = ParseChatRequest(body, options_.limits);
@@ -439,7 +462,7 @@ void ApiServer::Tokenize(const httplib::Request& http, httplib::Response& respon
     defaults.max_context = std::numeric_limits<int64_t>::max();  // a long document's count, even past the limit
     return defaults;
   }();
-  const absl::Status status = PreparePrompt(spec, tokenizer_, no_limit, &request);
+  const absl::Status status = PreparePrompt(spec, &tokenizer_, no_limit, &request);
   preparing_.release();
   if (!status.ok()) return Error(response, 400, std::string(status.message()), ParamOf(status));
   const PromptPositions positions = CountPositions(request);
@@ -454,7 +477,6 @@ void ApiServer::Tokenize(const httplib::Request& http, httplib::Response& respon
 void ApiServer::Detokenize(const httplib::Request& http, httplib::Response& response) {
   nlohmann::json body;
   if (!Admit(http, response, &body)) return;
-  if (tokenizer_ == nullptr) return Error(response, 400, "the model directory has no tokenizer.model");
   if (!body.contains("tokens") || !body["tokens"].is_array()) {
     return Error(response, 400, "field 'tokens': must be a list of token ids", "tokens");
   }
@@ -466,7 +488,7 @@ void ApiServer::Detokenize(const httplib::Request& http, httplib::Response& resp
     }
     ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
   }
-  response.set_content(nlohmann::json{{"prompt", tokenizer_->Decode(ids)}}.dump(), kJson);
+  response.set_content(nlohmann::json{{"prompt", tokenizer_.Decode(ids)}}.dump(), kJson);
 }
 
 void ApiServer::Metrics(httplib::Response& response) {

@@ -49,7 +49,7 @@ struct ServerOptions {
 
 class ApiServer {
  public:
-  ApiServer(const ServerOptions& options, const Tokenizer* tokenizer, const RequestDefaults& defaults,
+  ApiServer(const ServerOptions& options, const Tokenizer& tokenizer, const RequestDefaults& defaults,
             EngineInbox& inbox, const EngineGauges& gauges);
   ~ApiServer();
 
@@ -83,7 +83,7 @@ class ApiServer {
   void Stream(std::shared_ptr<Generation> generation, httplib::Response& response);
 
   ServerOptions options_;
-  const Tokenizer* tokenizer_;
+  const Tokenizer& tokenizer_;
   RequestDefaults defaults_;
   EngineInbox& inbox_;
   const EngineGauges& gauges_;

@@ -127,15 +127,6 @@ absl::Status ParseCommon(const nlohmann::json& body, const ApiLimits& limits, Ap
   return absl::OkStatus();
 }
 
-absl::Status RefuseLogprobs(const nlohmann::json& body, const char* field) {
-  if (!body.contains(field) || body[field].is_null()) return absl::OkStatus();
-  const nlohmann::json& value = body[field];
-  if (value.is_boolean() ? value.get<bool>() : !(value.is_number_integer() && value.get<int64_t>() == 0)) {
-    return Bad(field, "log probabilities are not returned by this server yet");
-  }
-  return absl::OkStatus();
-}
-
 // The text of a message whose content must be text: a string, or a list of text parts.
 absl::StatusOr<std::string> TextContent(const nlohmann::json& content, const std::string& param) {
   if (content.is_string()) return content.get<std::string>();
@@ -211,8 +202,10 @@ absl::StatusOr<ApiRequest> ParseChatRequest(const nlohmann::json& body, const Ap
   if (!body.is_object()) return Bad("body", "must be a JSON object");
   ApiRequest request;
   IXC_RETURN_IF_ERROR(ParseCommon(body, limits, &request));
-  IXC_RETURN_IF_ERROR(RefuseLogprobs(body, "logprobs"));
-  IXC_RETURN_IF_ERROR(RefuseLogprobs(body, "top_logprobs"));
+  IXC_ASSIGN_OR_RETURN(const bool logprobs, Flag(body, "logprobs"));
+  IXC_ASSIGN_OR_RETURN(const std::optional<int64_t> top, Integer(body, "top_logprobs", 0, limits.max_logprobs));
+  if (top && !logprobs) return Bad("top_logprobs", "needs \"logprobs\": true");
+  request.top_logprobs = logprobs ? static_cast<int>(top.value_or(0)) : -1;
   if (!body.contains("messages")) return Bad("messages", "is required");
   const nlohmann::json& messages = body["messages"];
   if (!messages.is_array() || messages.empty()) return Bad("messages", "must be a non-empty list");
@@ -290,7 +283,8 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(const nlohmann::json& body, co
   ApiRequest request;
   request.chat = false;
   IXC_RETURN_IF_ERROR(ParseCommon(body, limits, &request));
-  IXC_RETURN_IF_ERROR(RefuseLogprobs(body, "logprobs"));
+  IXC_ASSIGN_OR_RETURN(const std::optional<int64_t> logprobs, Integer(body, "logprobs", 0, limits.max_logprobs));
+  request.top_logprobs = logprobs ? static_cast<int>(*logprobs) : -1;
   IXC_ASSIGN_OR_RETURN(const bool echo, Flag(body, "echo"));
   if (echo) return Bad("echo", "is not supported");
   if (body.contains("suffix") && !body["suffix"].is_null()) return Bad("suffix", "is not supported");

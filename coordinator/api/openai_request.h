@@ -28,6 +28,7 @@ namespace ixc::coordinator {
 struct ApiLimits {
   int max_n = 8;          // --max-n: choices per request
   int max_media = 16;     // --max-images-per-request: images and videos in one request
+  int max_logprobs = 20;  // --max-logprobs: top_logprobs (chat) or logprobs (completions), at most
   MediaPolicy media;
 };
 
@@ -42,6 +43,7 @@ struct ApiRequest {
   bool stream = false;
   bool include_usage = false;         // stream_options.include_usage
   bool ignore_eos = false;
+  int top_logprobs = -1;              // >= 0: logprobs asked for, with this many likeliest tokens each
   std::vector<std::string> stop;
   model::LoraMode lora = model::LoraMode::kBase;
 };

@@ -41,6 +41,26 @@ TEST(TokenizerTest, DecodeRoundTripsTextAndKeepsMarkers) {
   EXPECT_EQ(tokenizer->Decode({kEndOfTurnId}), "[UNUSED_TOKEN_145]");
 }
 
+// Each token's bytes, concatenated, spell the decoded text: byte-fallback pieces (the emoji and rare characters
+// come as several) give their bytes, word boundaries spaces, BOS nothing.
+TEST(TokenizerTest, TokenBytesConcatenateToTheDecode) {
+  auto tokenizer = LoadRealTokenizer();
+  const std::string text = "naïve 🚗 浦语·灵笔\n  two spaces [UNUSED_TOKEN_145] 𝔘";
+  const std::vector<int32_t> ids = tokenizer->Encode(text, /*add_bos=*/true);
+  std::string bytes;
+  int partial = 0;  // tokens whose bytes are not whole characters
+  for (int32_t id : ids) {
+    const std::string token = tokenizer->TokenBytes(id);
+    bytes += token;
+    partial += token.size() == 1 && static_cast<unsigned char>(token[0]) >= 0x80;
+  }
+  EXPECT_EQ(bytes, tokenizer->Decode(ids));
+  EXPECT_EQ(bytes, text);
+  EXPECT_GT(partial, 0);  // the byte fallback was exercised
+  EXPECT_EQ(tokenizer->TokenBytes(tokenizer->eos_id()), "");
+  EXPECT_EQ(tokenizer->TokenBytes(-1), "");
+}
+
 TEST(TokenizerTest, MissingFileNamesThePath) {
   std::string error;
   EXPECT_EQ(Tokenizer::Load("/nonexistent/tokenizer.model", &error), nullptr);

@@ -30,6 +30,7 @@ import threading
 import time
 
 import httpx
+import numpy
 import openai
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,7 +125,7 @@ class Context:
         self.env = dict(os.environ, OMP_NUM_THREADS="1")
 
     def generate(self, prompt, tokens, chat=True, images=(), video=None):
-        """ixc-generate's greedy text (the tokenizer's decode of its ids, through the server's /detokenize)."""
+        """ixc-generate's greedy ids (the tests compare texts through the server's /detokenize)."""
         args = [os.path.join(self.build, "tools", "ixc-generate"), "--model", self.model, "--prompt", prompt,
                 "--max-new-tokens", str(tokens), "--ignore-eos"]
         if chat:
@@ -135,6 +136,17 @@ class Context:
             args += ["--video", video]
         out = subprocess.run(args, check=True, capture_output=True, text=True, env=self.env).stdout
         return [int(x) for x in out.split("generated ids: ")[1].split("\n")[0].split(",") if x]
+
+
+    def log_softmax(self, ids):
+        """The log-softmax of ixc-generate's logits at every position of the prompt `ids` (one process, T1S1)."""
+        path = os.path.join(self.work, "logits.npy")
+        subprocess.run([os.path.join(self.build, "tools", "ixc-generate"), "--model", self.model, "--prompt-ids",
+                        ",".join(map(str, ids)), "--max-new-tokens", "1", "--dump-logits", path], check=True,
+                       capture_output=True, env=self.env)
+        logits = numpy.load(path).astype(numpy.float64)
+        peak = logits.max(axis=1, keepdims=True)
+        return logits - peak - numpy.log(numpy.exp(logits - peak).sum(axis=1, keepdims=True))
 
 
 def chat(server, messages, **kwargs):
@@ -258,9 +270,36 @@ def test_api(ctx):
         assert cut.message.content == full[:full.index(stop)] and cut.finish_reason == "stop", (cut, full, stop)
         text, finish, _, _ = streamed(server, hello, max_tokens=12, stop=stop, extra_body={"ignore_eos": True})
         assert text == cut.message.content and finish == "stop", (text, cut)
+        # logprobs: each token's and the 3 likeliest, as the log-softmax of ixc-generate's logits at the positions that
+        # chose them (the prompt and the generated tokens before each, prefilled in one process).
+        ids = httpx.post(server.url + "/tokenize", json={"messages": hello}).json()["tokens"]
+        generated = ctx.generate("Describe the skyline of Dubai at night.", 6)
+        expected = ctx.log_softmax(ids + generated[:-1])[len(ids) - 1:]
+        answer = chat(server, hello, max_tokens=6, logprobs=True, top_logprobs=3, extra_body={"ignore_eos": True})
+        content = answer.choices[0].logprobs.content
+        assert len(content) == 6, content
+        for i, entry in enumerate(content):
+            likeliest = numpy.argsort(-expected[i], kind="stable")[:3]
+            assert abs(entry.logprob - expected[i][generated[i]]) < 1e-3, (i, entry, expected[i][generated[i]])
+            assert [abs(t.logprob - expected[i][k]) < 1e-3 for t, k in zip(entry.top_logprobs, likeliest)] == [True] * 3
+            assert entry.top_logprobs[0].bytes == entry.bytes, entry  # greedy: the chosen token is the likeliest
+        assert b"".join(bytes(e.bytes) for e in content).decode() == answer.choices[0].message.content
+        # Streamed, the chunks' logprobs add up to the same list; /v1/completions gives the legacy shape.
+        pieces = []
+        for chunk in server.client.chat.completions.create(model="model", messages=hello, max_tokens=6, temperature=0,
+                                                           logprobs=True, top_logprobs=3, stream=True,
+                                                           extra_body={"ignore_eos": True}):
+            for choice in chunk.choices:
+                pieces += choice.logprobs.content if choice.logprobs else []
+        assert [(e.bytes, round(e.logprob, 4)) for e in pieces] == [(e.bytes, round(e.logprob, 4)) for e in content]
+        completion = server.client.completions.create(model="model", prompt=ids, max_tokens=6, temperature=0,
+                                                      logprobs=2, extra_body={"ignore_eos": True})
+        legacy = completion.choices[0].logprobs
+        assert [round(x, 4) for x in legacy.token_logprobs] == [round(e.logprob, 4) for e in content], legacy
+        assert len(legacy.top_logprobs[0]) <= 2 and legacy.text_offset[0] == 0, legacy
         # The version and the health.
         assert httpx.get(server.url + "/version").json()["version"]
-        print("api: chat, stream, images, video, two turns, completions, n, stop, tokenize: as ixc-generate")
+        print("api: chat, stream, images, video, two turns, completions, n, stop, tokenize, logprobs: as ixc-generate")
     finally:
         assert server.stop() == 0, server.output()
 
@@ -438,6 +477,10 @@ def bad_cases(work):
         ("stop not strings", "POST", chat_path, {**ok, "stop": [1, 2]}, None, 400),
         ("empty stop", "POST", chat_path, {**ok, "stop": [""]}, None, 400),
         ("seed string", "POST", chat_path, {**ok, "seed": "abc"}, None, 400),
+        ("top_logprobs without logprobs", "POST", chat_path, {**ok, "top_logprobs": 2}, None, 400),
+        ("top_logprobs too many", "POST", chat_path, {**ok, "logprobs": True, "top_logprobs": 21}, None, 400),
+        ("logprobs not bool", "POST", chat_path, {**ok, "logprobs": 3}, None, 400),
+        ("completion logprobs negative", "POST", "/v1/completions", {"prompt": "Hi", "logprobs": -1}, None, 400),
         ("lora_mode unknown", "POST", chat_path, {**ok, "lora_mode": "poetry"}, None, 400),
         ("hd_num zero", "POST", chat_path, {**ok, "hd_num": 0}, None, 400),
         ("presence_penalty", "POST", chat_path, {**ok, "presence_penalty": 1.0}, None, 400),
@@ -615,13 +658,21 @@ def test_launch(ctx):
                           "--build", ctx.build, "--", "--model", ctx.model, "--serve", "--bogus-flag", "1"],
                          capture_output=True, text=True, timeout=60, env=ctx.env)
     assert run.returncode != 0 and "bogus_flag" in run.stderr, run.stderr[-2000:]
+    # A model without its tokenizer cannot be served (the API speaks text): the message names the file.
+    bare = os.path.join(ctx.work, "no-tokenizer")
+    shutil.copytree(ctx.model, bare, ignore=shutil.ignore_patterns("tokenizer.model"))
+    run = subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "1", "--sp", "1", "--vision", "1",
+                          "--build", ctx.build, "--", "--model", bare, "--serve", "--port", "0"],
+                         capture_output=True, text=True, timeout=60, env=ctx.env)
+    assert run.returncode != 0 and "tokenizer.model: not found; --serve needs" in run.stderr, run.stderr[-2000:]
     run = subprocess.run([os.path.join(ctx.build, "coordinator", "ixc-coordinator"), "--help"], capture_output=True,
                          text=True, timeout=30)
     assert run.returncode == 0 and "--drain_timeout_s (" in run.stdout, run.stdout[-500:] + run.stderr[-500:]
     run = subprocess.run([os.path.join(ctx.build, "tools", "ixc-generate"), "--help"], capture_output=True,
                          text=True, timeout=30)
     assert run.returncode == 0 and "--max_new_tokens (" in run.stdout, run.stdout[-500:] + run.stderr[-500:]
-    print(f"launch: a bad flag ended the job in {time.time() - start:.1f} s with its message; --help lists the flags")
+    print(f"launch: a bad flag and a missing tokenizer ended the job in {time.time() - start:.1f} s with their "
+          "messages; --help lists the flags")
 
 
 TESTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("test_")}

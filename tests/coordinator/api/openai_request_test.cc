@@ -75,7 +75,10 @@ TEST(OpenAiRequestTest, ErrorsNameTheirField) {
       {{{"n", 9}}, "n"},
       {{{"stop", {1}}}, "stop"},
       {{{"seed", "x"}}, "seed"},
-      {{{"logprobs", true}}, "logprobs"},
+      {{{"logprobs", 1}}, "logprobs"},
+      {{{"top_logprobs", 2}}, "top_logprobs"},
+      {{{"logprobs", true}, {"top_logprobs", 21}}, "top_logprobs"},
+      {{{"logprobs", true}, {"top_logprobs", -1}}, "top_logprobs"},
       {{{"presence_penalty", 0.5}}, "presence_penalty"},
       {{{"lora_mode", "poetry"}}, "lora_mode"},
       {{{"stream_options", {{"include_usage", true}}}}, "stream_options"},
@@ -92,6 +95,24 @@ TEST(OpenAiRequestTest, ErrorsNameTheirField) {
     EXPECT_EQ(ParamOf(request.status()), param) << body.dump() << ": " << request.status();
     EXPECT_NE(std::string(request.status().message()).find(param), std::string::npos) << request.status();
   }
+}
+
+TEST(OpenAiRequestTest, LogprobsAsEachEndpointAsksForThem) {
+  const nlohmann::json hi = {{"role", "user"}, {"content", "Hi"}};
+  auto none = ParseChatRequest({{"messages", {hi}}, {"logprobs", false}}, Limits());
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->top_logprobs, -1);
+  auto chosen = ParseChatRequest({{"messages", {hi}}, {"logprobs", true}}, Limits());
+  ASSERT_TRUE(chosen.ok()) << chosen.status();
+  EXPECT_EQ(chosen->top_logprobs, 0);  // the chosen token's alone
+  auto top = ParseChatRequest({{"messages", {hi}}, {"logprobs", true}, {"top_logprobs", 20}}, Limits());
+  ASSERT_TRUE(top.ok()) << top.status();
+  EXPECT_EQ(top->top_logprobs, 20);
+  auto completion = ParseCompletionRequest({{"prompt", "x"}, {"logprobs", 5}}, Limits());
+  ASSERT_TRUE(completion.ok()) << completion.status();
+  EXPECT_EQ(completion->top_logprobs, 5);
+  EXPECT_EQ(ParamOf(ParseCompletionRequest({{"prompt", "x"}, {"logprobs", true}}, Limits()).status()), "logprobs");
+  EXPECT_EQ(ParamOf(ParseCompletionRequest({{"prompt", "x"}, {"logprobs", 21}}, Limits()).status()), "logprobs");
 }
 
 TEST(OpenAiRequestTest, CompletionPrompts) {
