@@ -78,7 +78,7 @@ struct TokenChoice {
   int64_t index = 0;                  // which generated token this is
   int32_t top_logprobs = -1;          // >= 0: also the token's log-probability and this many likeliest (logprobs)
   int32_t token = -1;                 // out
-  TokenLogprobs logprobs;             // out, where asked (model/token_logprobs.h)
+  TokenLogprobs logprobs = {};        // out, where asked (model/token_logprobs.h)
 };
 struct BatchEntry {
   ForwardInput input;

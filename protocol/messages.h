@@ -46,7 +46,7 @@ struct RequestFailure {
 struct SampledToken {
   uint64_t request_id = 0;
   int32_t token = 0;
-  std::optional<TokenLogprobs> logprobs;
+  std::optional<TokenLogprobs> logprobs = std::nullopt;
 };
 
 Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<SampledToken>& sampled,
