@@ -66,6 +66,8 @@ ABSL_FLAG(int64_t, max_request_mib, 100, "serve: the largest request body, in Mi
 ABSL_FLAG(int64_t, max_media_mib, 64, "serve: the largest image or video, encoded, in MiB");
 ABSL_FLAG(int, max_images_per_request, 16, "serve: images and videos in one request, at most");
 ABSL_FLAG(int, max_n, 8, "serve: choices (n) in one request, at most");
+ABSL_FLAG(int64_t, max_video_frames, 216'000,
+          "a video's length in frames, at most, counted before any frame is decoded (216000: an hour at 60 fps)");
 ABSL_FLAG(int, max_logprobs, 20, "serve: top_logprobs (chat) or logprobs (completions) in one request, at most");
 ABSL_FLAG(std::vector<std::string>, allowed_media_path, {},
           "serve: folders (comma-separated) whose files requests may name as images and videos (default: none; "
@@ -212,6 +214,7 @@ absl::Status Run(int world_size, int* exit_code) {
            {"--max-request-mib", absl::GetFlag(FLAGS_max_request_mib)},
            {"--max-media-mib", absl::GetFlag(FLAGS_max_media_mib)},
            {"--max-n", absl::GetFlag(FLAGS_max_n)},
+           {"--max-video-frames", absl::GetFlag(FLAGS_max_video_frames)},
            {"--preprocess-threads", absl::GetFlag(FLAGS_preprocess_threads)},
            {"--http-threads", absl::GetFlag(FLAGS_http_threads)}}) {
     if (value < 1) return absl::InvalidArgumentError(absl::StrCat(flag, " ", value, " must be at least 1"));
@@ -300,6 +303,7 @@ absl::Status Run(int world_size, int* exit_code) {
   defaults.label_font = absl::GetFlag(FLAGS_label_font);
   defaults.eos_id = llm.eos_token_id;
   defaults.vocab_size = llm.vocab_size;
+  defaults.video_limits.max_stream_frames = absl::GetFlag(FLAGS_max_video_frames);
   const EngineOptions options{
       .kv_block_size = absl::GetFlag(FLAGS_kv_block_size),
       .step_timeout_s = absl::GetFlag(FLAGS_step_timeout_s),

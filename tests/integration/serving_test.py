@@ -404,6 +404,9 @@ def bad_cases(work):
     def image(url):
         return {"type": "image_url", "image_url": {"url": url}}
 
+    def video(url):
+        return {"type": "video_url", "video_url": {"url": url}}
+
     def b64(data, mime="image/jpeg"):
         return f"data:{mime};base64," + base64.b64encode(bytes(data)).decode()
 
@@ -439,6 +442,12 @@ def bad_cases(work):
         ("truncated jpeg path", "POST", chat_path, user(image(os.path.join(work, "truncated.jpg"))), None, 400),
         ("corrupt jpeg", "POST", chat_path, user(image(b64(corrupt))), None, 400),
         ("pixel bomb", "POST", chat_path, user(image(b64(bomb, "image/png"))), None, 400),
+        ("video too long", "POST", chat_path, user(video(os.path.join(VIDEOS, "many_frames.mkv"))), None, 400),
+        ("video truncated", "POST", chat_path, user(video(os.path.join(VIDEOS, "truncated.mp4"))), None, 400),
+        ("video empty", "POST", chat_path, user(video(os.path.join(VIDEOS, "empty.mp4"))), None, 400),
+        ("video without frames", "POST", chat_path, user(video(os.path.join(VIDEOS, "audio_only.mka"))), None, 400),
+        ("video variable rate", "POST", chat_path, user(video(os.path.join(VIDEOS, "variable_rate.mkv"))), None, 400),
+        ("video as image", "POST", chat_path, user(image(os.path.join(VIDEOS, "landscape.mp4"))), None, 400),
         ("text as image", "POST", chat_path, user(image(b64(b"hello world, not an image"))), None, 400),
         ("text file as image", "POST", chat_path, user(image(os.path.join(work, "not_image.jpg"))), None, 400),
         ("disallowed path", "POST", chat_path, user(image("/etc/passwd")), None, 400),
@@ -519,7 +528,8 @@ def request(server, method, path, body, headers):
 
 
 def test_bad_input(ctx):
-    server = Server(ctx.build, ctx.model, ctx.work, extra=["--max-request-mib", "2"])
+    # many_frames.mkv has 80 frames, landscape.mp4 (the good videos of the other tests) 75.
+    server = Server(ctx.build, ctx.model, ctx.work, extra=["--max-request-mib", "2", "--max-video-frames", "78"])
     try:
         cases = bad_cases(ctx.work)
         assert len(cases) >= 50, len(cases)
