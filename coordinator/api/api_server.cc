@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/api/logprobs_json.h"
+#include "coordinator/api/peer_watch.h"
 #include "coordinator/api/text_stream.h"
 #include "core/logging.h"
 #include "prometheus/gauge.h"
@@ -348,16 +349,26 @@ void ApiServer::Completions(const httplib::Request& http, httplib::Response& res
   generation->created = UnixSeconds();
   if (!Prepare(generation->api, *generation, response)) return;
   if (generation->api.stream) return Stream(generation, response);
-  Respond(*generation, response);
+  Respond(http, *generation, response);
 }
 
-void ApiServer::Respond(Generation& generation, httplib::Response& response) {
+void ApiServer::Respond(const httplib::Request& http, Generation& generation, httplib::Response& response) {
   ++in_flight_;
+  PeerWatch client(http.local_addr, http.local_port, http.remote_addr, http.remote_port);
+  auto checked = std::chrono::steady_clock::now();
   while (!generation.done()) {
     for (Generation::Choice& choice : generation.choices) {
       RequestStream::Update update;
       choice.request->stream->Wait(choice.seen, std::chrono::milliseconds(20), &update);
       generation.Advance(choice, update, inbox_);  // the text builds up in choice.text
+    }
+    if (std::chrono::steady_clock::now() - checked > std::chrono::milliseconds(500)) {
+      checked = std::chrono::steady_clock::now();
+      if (client.Gone()) {  // nobody to answer: the engine frees what the choices hold
+        generation.CancelAll(inbox_, "abort");
+        --in_flight_;
+        return;
+      }
     }
   }
   --in_flight_;

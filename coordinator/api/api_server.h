@@ -9,7 +9,7 @@
 // `preprocess_threads` at a time, and then submitted to the engine's inbox; the handler follows its RequestStream.
 // Every error is OpenAI's {"error": {message, type, param, code}}: 400 bad input (naming the field), 401 without the
 // API key, 404 unknown route or model, 405 wrong method, 413 body too large, 415 not JSON, 429 queue full
-// (Retry-After), 503 loading, draining or failed. A client that goes away mid-stream cancels its request.
+// (Retry-After), 503 loading, draining or failed. A client that goes away, streamed or not, cancels its request.
 //   ApiServer server(options, tokenizer, defaults, inbox, engine.gauges());
 //   IXC_RETURN_IF_ERROR(server.Start());   ...   server.BeginDrain();   ...   server.Stop();
 #pragma once
@@ -79,7 +79,8 @@ class ApiServer {
   bool Admit(const httplib::Request& http, httplib::Response& response, nlohmann::json* body);
   // Prepares every (prompt, choice) of `api` into `generation`; errors are written to `response`.
   bool Prepare(const ApiRequest& api, Generation& generation, httplib::Response& response);
-  void Respond(Generation& generation, httplib::Response& response);
+  // Waits for every choice and answers; a client that has gone meanwhile (PeerWatch) cancels them.
+  void Respond(const httplib::Request& http, Generation& generation, httplib::Response& response);
   void Stream(std::shared_ptr<Generation> generation, httplib::Response& response);
 
   ServerOptions options_;

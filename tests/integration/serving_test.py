@@ -370,7 +370,34 @@ def test_cancel(ctx):
         else:
             raise AssertionError(f"not idle after the clients left: {m}")
         assert chat(server, text).choices[0].finish_reason in ("length", "stop")
-        print("cancel: 4 dropped streams freed their KV blocks and images; the next request is served")
+
+        # Clients that give up on a non-streamed answer (a read timeout closes the connection): 20000 tokens would take
+        # minutes; the server sees them gone within a second and frees what they hold.
+        def give_up(messages):
+            try:
+                httpx.post(server.url + "/v1/chat/completions", timeout=2,
+                           json={"messages": messages, "max_tokens": 20000, "ignore_eos": True, "n": 2})
+                raise AssertionError("a 20000-token answer came within 2 seconds")
+            except httpx.ReadTimeout:
+                pass
+        threads = [threading.Thread(target=give_up, args=(m,)) for m in (text, image)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        left = time.time()
+        deadline = left + 15
+        while time.time() < deadline:
+            m = server.metrics()
+            if m["ixc_kv_cache_blocks_used"] == 0 and m["ixc_image_cache_bytes"] == 0 and \
+                    m["ixc_num_requests_running"] == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"not idle 15 s after non-streaming clients left: {m}")
+        assert chat(server, text).choices[0].finish_reason in ("length", "stop")
+        print(f"cancel: 4 dropped streams and 2 abandoned non-streamed requests (n = 2) freed their KV blocks and "
+              f"images ({time.time() - left:.1f} s after the last left); the next request is served")
     finally:
         assert server.stop() == 0, server.output()
 
