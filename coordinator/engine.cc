@@ -391,9 +391,10 @@ absl::Status Engine::Step() {
     blocks_.Append(request->number, position);
     decodes.push_back(request);
   }
-  // Admit in order while the prefill fits; nothing jumps the queue.
+  // Admit in order while the batch has room and the prefill fits; nothing jumps the queue.
   std::vector<Request*> prefills;
-  while (!waiting_.empty() && blocks_.CanPrefill(Length(*waiting_.front()))) {
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_num_seqs &&
+         blocks_.CanPrefill(Length(*waiting_.front()))) {
     Request* request = waiting_.front();
     waiting_.pop_front();
     blocks_.Prefill(request->number, Length(*request));

@@ -34,6 +34,7 @@ namespace ixc::coordinator {
 struct EngineOptions {
   int kv_block_size = 16;  // the KV blocks per LLM rank come from the ranks' ready messages (the smallest pool)
   int step_timeout_s = 120;
+  int max_num_seqs = 256;  // sequences in the running batch, at most (vLLM's --max-num-seqs)
   int64_t max_context = 98304;
   // The image cache (image_cache.h): its budget, one crop's ViT features (patches x vision width x 4), one image
   // row's embedding (the LLM's width x 4).

@@ -146,6 +146,14 @@ def test_preemption_and_arrivals(cluster):
     preempted = sum(r["preemptions"] for r in results.values())
     assert preempted > 0, "the small KV cache should have forced a preemption"
     print(f"mixed arrivals on a small KV cache: {preempted} preemptions, outputs unchanged")
+    # --max-num-seqs 1, every request arriving at once: one sequence at a time, in input order (each one's first
+    # token after the one before has ended), with the same outputs.
+    at_once = [{k: v for k, v in r.items() if k != "arrive_after_ms"} for r in requests]
+    _, results = cluster.run(at_once, 2, 1, 1, extra=["--max-num-seqs", "1"])
+    check_same(cluster, references, results, at_once, "max-num-seqs 1")
+    timings = [results[r["id"]]["timings"] for r in at_once]
+    assert all(t["ttft_s"] > before["e2e_s"] for before, t in zip(timings, timings[1:])), timings
+    print("--max-num-seqs 1: one sequence at a time, outputs unchanged")
     # A prompt the whole cache cannot hold fails alone, saying how large the cache is; the others go on.
     short = next(r for r in requests if r["id"] == "short")
     too_long = dict(id="too_long", prompt="A long story about the desert city. " * 60, max_new_tokens=2, dump=False)
