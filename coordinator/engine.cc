@@ -25,14 +25,21 @@ int64_t Length(const Request& request) {
 
 }  // namespace
 
-Engine::Engine(const parallel::Mapping& mapping, protocol::Channel& channel, const EngineOptions& options)
+Engine::Engine(const parallel::Mapping& mapping, protocol::Channel& channel, const EngineOptions& options,
+               monitoring::Metrics& metrics)
     : mapping_(mapping),
       channel_(channel),
       options_(options),
       blocks_(mapping.layout().sp, options.kv_block_size, 0),  // sized when the LLM ranks are ready
       image_cache_(options.image_cache_bytes, options.image_feature_bytes_per_crop, options.image_row_bytes),
       answered_(mapping.world_size(), false),
-      heartbeat_(mapping.world_size(), 0.0) {}
+      heartbeat_(mapping.world_size(), 0.0),
+      metrics_(metrics),
+      rank_labels_(mapping.world_size()) {
+  for (int rank : mapping.VisionRanks()) rank_labels_[rank] = {rank, "vision"};
+  const int first = mapping.first_llm_rank(), tp = mapping.layout().tp;
+  for (int rank : mapping.LlmRanks()) rank_labels_[rank] = {rank, "llm", (rank - first) % tp, (rank - first) / tp};
+}
 
 std::string Engine::Silent() const {
   std::vector<int> silent;
@@ -88,7 +95,7 @@ absl::Status Engine::Start() {
                 << " tokens per LLM rank (the smallest pool)";
   std::fill(answered_.begin(), answered_.end(), false);
   UpdateGauges();
-  gauges_.ready = true;
+  ready_ = true;
   return absl::OkStatus();
 }
 
@@ -183,6 +190,7 @@ absl::Status Engine::DispatchQueuedImages() {
     if (!image_cache_.Fits(request)) break;
     image_queue_.pop_front();
     request.images_dispatched_s = Now();
+    RecordDispatch(request);
     IXC_RETURN_IF_ERROR(DispatchVision(request));
     if (request.state == RequestState::kEncoding) image_cache_.Charge(request);
   }
@@ -320,7 +328,7 @@ void Engine::Preempt(Request& request) {
   running_.erase(std::find(running_.begin(), running_.end(), &request));
   request.state = RequestState::kWaiting;
   ++request.preemptions;
-  ++gauges_.preemptions;
+  metrics_.preemptions.Increment();
   waiting_.push_front(&request);
   IXC_LOG(INFO) << "preempted request " << request.id << " (" << Length(request) << " positions), KV "
                 << static_cast<int>(100 * blocks_.usage()) << "% used";
@@ -346,9 +354,35 @@ void Engine::Finish(Request& request, const std::string& reason, const std::stri
   request.finish_reason = reason;
   request.error = error;
   request.finished_s = Now();
+  RecordEnd(request);
   request.state = RequestState::kDone;
   request.stream->Finish(reason, error);
   done_.push_back(request.number);
+}
+
+void Engine::RecordEnd(const Request& request) {
+  if (request.finish_reason == "error") {
+    metrics_.request_errors.Increment();
+    return;
+  }
+  metrics_.request_success.Add({{"finished_reason", request.finish_reason}}).Increment();
+  if (request.finish_reason == "abort") metrics_.requests_aborted.Increment();
+  if (request.state == RequestState::kNotArrived) return;  // cancelled before its arrival time: no latencies
+  metrics_.e2e_request_latency.Observe(request.preparation_s + request.finished_s - request.arrived_s);
+  if (request.scheduled_s > 0) metrics_.request_queue_time.Observe(request.scheduled_s - request.arrived_s);
+  if (!request.generated.empty()) metrics_.request_decode_time.Observe(request.finished_s - request.first_token_s);
+  metrics_.request_prompt_tokens.Observe(static_cast<double>(request.prompt.size()));
+  metrics_.request_generation_tokens.Observe(static_cast<double>(request.generated.size()));
+}
+
+void Engine::RecordDispatch(const Request& request) {
+  metrics_.image_queue_time.Observe(request.images_dispatched_s - request.arrived_s);
+  for (const ImageInPrompt& image : request.images) {
+    metrics_.images_in.Increment();
+    metrics_.video_frames_in.Increment(image.prepared.video_frames);
+    metrics_.tiles_per_image.Observe(static_cast<double>(image.prepared.crops.count()));
+    metrics_.vision_preprocess_time.Observe(image.prepare_s);
+  }
 }
 
 void Engine::UpdateGauges() {
@@ -357,15 +391,25 @@ void Engine::UpdateGauges() {
     waiting += request->state != RequestState::kRunning && request->state != RequestState::kDone &&
                request->state != RequestState::kNotArrived;
   }
-  gauges_.running = static_cast<int64_t>(running_.size());
-  gauges_.waiting = waiting;
-  gauges_.image_queue = static_cast<int64_t>(image_queue_.size());
-  const int64_t total = int64_t{kv_blocks_} * mapping_.layout().sp;
-  int64_t free = 0;
-  for (int s = 0; s < mapping_.layout().sp && kv_blocks_ > 0; ++s) free += blocks_.free_blocks(s);
-  gauges_.kv_blocks_total = total;
-  gauges_.kv_blocks_used = total - free;
-  gauges_.image_cache_bytes = image_cache_.used();
+  metrics_.requests_running.Set(static_cast<double>(running_.size()));
+  metrics_.requests_waiting.Set(static_cast<double>(waiting));
+  metrics_.requests_waiting_for_image_cache.Set(static_cast<double>(image_queue_.size()));
+  metrics_.image_cache_bytes.Set(static_cast<double>(image_cache_.used()));
+  // Each SP rank's pool as the block manager keeps it: the same on every TP rank of that SP rank.
+  double fullest = 0;
+  for (int rank : mapping_.LlmRanks()) {
+    const monitoring::RankLabels& labels = rank_labels_[rank];
+    const int used = kv_blocks_ - (kv_blocks_ > 0 ? blocks_.free_blocks(labels.sp) : 0);
+    metrics_.RankGauge(metrics_.rank_kv_blocks, labels).Set(kv_blocks_);
+    metrics_.RankGauge(metrics_.rank_kv_blocks_used, labels).Set(used);
+    if (kv_blocks_ > 0) fullest = std::max(fullest, static_cast<double>(used) / kv_blocks_);
+  }
+  metrics_.kv_cache_usage.Set(fullest);
+  for (int rank = 1; rank < mapping_.world_size(); ++rank) {
+    const double age = Now() - heartbeat_[rank];
+    metrics_.RankGauge(metrics_.rank_heartbeat_age, rank_labels_[rank]).Set(age);
+    metrics_.RankGauge(metrics_.rank_up, rank_labels_[rank]).Set(age < kDeadAfterSeconds ? 1 : 0);
+  }
 }
 
 absl::Status Engine::Step() {
@@ -398,6 +442,11 @@ absl::Status Engine::Step() {
     Request* request = waiting_.front();
     waiting_.pop_front();
     blocks_.Prefill(request->number, Length(*request));
+    if (request->scheduled_s == 0) request->scheduled_s = Now();
+    if (!request->prompt_counted) {
+      metrics_.prompt_tokens.Increment(static_cast<double>(request->prompt.size()));
+      request->prompt_counted = true;
+    }
     request->state = RequestState::kRunning;
     running_.push_back(request);
     prefills.push_back(request);
@@ -420,6 +469,10 @@ absl::Status Engine::Step() {
   }
 
   ++step_;
+  const double step_start = Now();
+  int64_t step_positions = static_cast<int64_t>(decodes.size());
+  for (const Request* request : prefills) step_positions += Length(*request);
+  metrics_.iteration_tokens.Observe(static_cast<double>(step_positions));
   std::fill(answered_.begin(), answered_.end(), false);
   failed_.clear();
   const protocol::Bytes plan = BuildPlan(prefills, decodes);
@@ -438,6 +491,8 @@ absl::Status Engine::Step() {
     IXC_RETURN_IF_ERROR(CheckHeartbeats(/*in_step=*/true));
   }
 
+  metrics_.step_duration.Observe(Now() - step_start);
+
   std::vector<Request*> stepped = prefills;
   stepped.insert(stepped.end(), decodes.begin(), decodes.end());
   for (Request* request : stepped) {
@@ -451,7 +506,16 @@ absl::Status Engine::Step() {
       return absl::InternalError(absl::StrCat("step ", step_, ": no token for request ", request->id));
     }
     const int32_t token = it->second.token;
-    if (request->generated.empty()) request->first_token_s = Now();
+    const double now = Now();
+    if (request->generated.empty()) {
+      request->first_token_s = now;
+      metrics_.time_to_first_token.Observe(request->preparation_s + now - request->arrived_s);
+      metrics_.request_prefill_time.Observe(now - request->scheduled_s);
+    } else {
+      metrics_.inter_token_latency.Observe(now - request->last_token_s);
+    }
+    request->last_token_s = now;
+    metrics_.generation_tokens.Increment();
     request->generated.push_back(token);
     request->stream->Push(token, std::move(it->second.logprobs));
     const bool stop = std::find(request->stop_ids.begin(), request->stop_ids.end(), token) !=

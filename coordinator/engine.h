@@ -26,6 +26,7 @@
 #include "coordinator/engine_inbox.h"
 #include "coordinator/image_cache.h"
 #include "coordinator/request.h"
+#include "monitoring/metrics.h"
 #include "parallel/mapping.h"
 #include "protocol/messages.h"
 
@@ -43,21 +44,12 @@ struct EngineOptions {
   int64_t image_row_bytes = 0;
 };
 
-// The engine's state as other threads may read it (/health, /metrics, tests), updated after every step.
-struct EngineGauges {
-  std::atomic<bool> ready{false};         // every worker has loaded its model
-  std::atomic<int64_t> running{0};        // sequences in the running batch
-  std::atomic<int64_t> waiting{0};        // arrived, not yet running (images queued or encoding, or waiting for KV)
-  std::atomic<int64_t> image_queue{0};    // waiting for room in the image cache
-  std::atomic<int64_t> kv_blocks_used{0};  // over all SP ranks
-  std::atomic<int64_t> kv_blocks_total{0};
-  std::atomic<int64_t> image_cache_bytes{0};
-  std::atomic<int64_t> preemptions{0};
-};
 
 class Engine {
  public:
-  Engine(const parallel::Mapping& mapping, protocol::Channel& channel, const EngineOptions& options);
+  // The engine records its metrics in `metrics` (gauges after every step, requests as they end).
+  Engine(const parallel::Mapping& mapping, protocol::Channel& channel, const EngineOptions& options,
+         monitoring::Metrics& metrics);
 
   // Waits until every worker has loaded its weights and said so, or one reports an error.
   absl::Status Start();
@@ -67,7 +59,8 @@ class Engine {
   // Tells every worker to stop.
   void Shutdown();
 
-  const EngineGauges& gauges() const { return gauges_; }
+  // Every worker has loaded its model (/health); read from other threads.
+  bool ready() const { return ready_; }
 
  private:
   // Takes new requests and cancellations from the inbox.
@@ -96,6 +89,10 @@ class Engine {
   // Ends `request` (stream, KV blocks, images, queues); it leaves the engine after this loop iteration.
   void Finish(Request& request, const std::string& reason, const std::string& error = "");
   void FailAll(const absl::Status& status, EngineInbox& inbox);
+  // The request's end in the metrics: its finish reason, and its latencies and lengths unless it failed.
+  void RecordEnd(const Request& request);
+  // The dispatch of its images in the vision stage's metrics.
+  void RecordDispatch(const Request& request);
   void UpdateGauges();
   double Now() const;
 
@@ -119,7 +116,9 @@ class Engine {
   int kv_blocks_ = 0;  // the smallest KV pool the LLM ranks reported ready with, in blocks (0: none yet)
   int next_vision_ = 0;
   double start_ = 0;
-  EngineGauges gauges_;
+  monitoring::Metrics& metrics_;
+  std::vector<monitoring::RankLabels> rank_labels_;  // by world rank
+  std::atomic<bool> ready_{false};
 };
 
 }  // namespace ixc::coordinator

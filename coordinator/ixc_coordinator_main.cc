@@ -32,6 +32,7 @@
 #include "core/flags.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "core/version.h"
 #include "model/placement.h"
 #include "parallel/bootstrap.h"
 #include "parallel/mpi_device_comm.h"
@@ -156,9 +157,9 @@ absl::Status RunOffline(Engine& engine, std::ifstream& in, const Tokenizer* toke
 // (new requests 503), lets what is in flight finish for --drain-timeout-s, then ends the rest with 'abort'. A failed
 // worker fails every request in flight, turns /health to 503, and the job ends non-zero after the answers are out.
 absl::Status RunServer(Engine& engine, const ServerOptions& options, const Tokenizer& tokenizer,
-                       const RequestDefaults& defaults, int* exit_code) {
+                       const RequestDefaults& defaults, monitoring::Metrics& metrics, int* exit_code) {
   EngineInbox inbox(absl::GetFlag(FLAGS_max_queued_requests));
-  ApiServer server(options, tokenizer, defaults, inbox, engine.gauges());
+  ApiServer server(options, tokenizer, defaults, inbox, engine, metrics);
   IXC_RETURN_IF_ERROR(server.Start());
   std::atomic<bool> served{false};
   std::thread drainer([&] {
@@ -281,7 +282,8 @@ absl::Status Run(int world_size, int* exit_code) {
     if (!in) return absl::NotFoundError(absl::StrCat(absl::GetFlag(FLAGS_requests), ": cannot open"));
   }
 
-  IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel, protocol::Channel::Bind(absl::GetFlag(FLAGS_control_host)));
+  IXC_ASSIGN_OR_RETURN(std::unique_ptr<protocol::Channel> channel,
+                       protocol::Channel::Bind(absl::GetFlag(FLAGS_control_host)));
   parallel::ClusterConfig config{model_dir,
                                  layout,
                                  channel->endpoint(),
@@ -319,12 +321,23 @@ absl::Status Run(int world_size, int* exit_code) {
       .image_cache_bytes = absl::GetFlag(FLAGS_image_cache_mib) << 20,
       .image_feature_bytes_per_crop = int64_t{vision.grid()} * vision.grid() * vision.hidden_size * 4,
       .image_row_bytes = int64_t{llm.hidden_size} * 4};
-  Engine engine(mapping, *channel, options);
+  std::string model_name = absl::GetFlag(FLAGS_served_model_name);
+  if (model_name.empty()) {  // the model folder's name
+    const std::filesystem::path folder = std::filesystem::path(model_dir).lexically_normal();
+    model_name = !folder.filename().empty() ? folder.filename().string() : folder.parent_path().filename().string();
+  }
+  monitoring::Metrics metrics({.version = kVersion,
+                               .commit = kGitCommit,
+                               .device = device,
+                               .dtype = device == "cuda" ? dtype : "f32",
+                               .layout = absl::StrCat("V", layout.vision, " T", layout.tp, " S", layout.sp),
+                               .model_name = model_name});
+  Engine engine(mapping, *channel, options, metrics);
   if (!serve) return RunOffline(engine, in, tokenizer.get(), defaults, exit_code);
   ServerOptions server{.host = absl::GetFlag(FLAGS_host),
                        .port = absl::GetFlag(FLAGS_port),
                        .api_key = absl::GetFlag(FLAGS_api_key),
-                       .served_model_name = absl::GetFlag(FLAGS_served_model_name),
+                       .served_model_name = model_name,
                        .model_dir = model_dir,
                        .max_request_bytes = absl::GetFlag(FLAGS_max_request_mib) << 20,
                        .http_threads = absl::GetFlag(FLAGS_http_threads),
@@ -333,14 +346,8 @@ absl::Status Run(int world_size, int* exit_code) {
                                   .max_media = absl::GetFlag(FLAGS_max_images_per_request),
                                   .max_logprobs = absl::GetFlag(FLAGS_max_logprobs),
                                   .media = {media_roots, absl::GetFlag(FLAGS_max_media_mib) << 20}}};
-  if (server.served_model_name.empty()) {
-    server.served_model_name = std::filesystem::path(model_dir).lexically_normal().filename().string();
-    if (server.served_model_name.empty()) {
-      server.served_model_name = std::filesystem::path(model_dir).lexically_normal().parent_path().filename();
-    }
-  }
   defaults.image_limits.max_bytes = server.limits.media.max_bytes;
-  return RunServer(engine, server, *tokenizer, defaults, exit_code);
+  return RunServer(engine, server, *tokenizer, defaults, metrics, exit_code);
 }
 
 }  // namespace ixc::coordinator

@@ -1,5 +1,6 @@
 #include "coordinator/request.h"
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -147,6 +148,7 @@ absl::Status PreparePrompt(const PromptSpec& spec, const Tokenizer* tokenizer, c
       }
       const MediaInput& media = spec.media[segment.image];
       ImageInPrompt image;
+      const auto preparing = std::chrono::steady_clock::now();
       if (!media.video) {
         IXC_ASSIGN_OR_RETURN(image.prepared,
                              media.bytes.empty()
@@ -159,6 +161,7 @@ absl::Status PreparePrompt(const PromptSpec& spec, const Tokenizer* tokenizer, c
                                                  : PrepareVideoBytes(media.bytes, media.name, tile, *font,
                                                                      defaults.video_limits));
       }
+      image.prepare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - preparing).count();
       image.tag = protocol::ImageTag(request->number, segment.image);
       image.first_row = static_cast<int>(request->prompt.size());
       image.rows = VisionTokenCount(image.prepared.geometry.rows, image.prepared.geometry.cols,

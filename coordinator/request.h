@@ -40,6 +40,7 @@ struct ImageInPrompt {
   int rows = 0;
   bool encoded = false;
   int64_t feature_bytes = 0;  // its ViT features, held on the vision ranks from dispatch to assembly (image_cache.h)
+  double prepare_s = 0;       // decoding and the HD transform (PreparePrompt)
 };
 
 // kImageQueue: arrived, its images waiting for room in the vision ranks' image cache (engine.h).
@@ -68,6 +69,9 @@ struct Request {
   int preemptions = 0;
   int64_t image_bytes = 0;  // what its images hold on the vision ranks (image_cache.h)
   double arrived_s = 0, images_dispatched_s = 0, first_token_s = 0, finished_s = 0;
+  double scheduled_s = 0, last_token_s = 0;  // first admitted to a prefill; the latest token (engine times)
+  double preparation_s = 0;  // before the engine: what the API spent preparing it (counts in TTFT and e2e)
+  bool prompt_counted = false;  // its prompt tokens are in the metrics (a recompute is not counted again)
 };
 
 struct RequestDefaults {

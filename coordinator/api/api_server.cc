@@ -11,14 +11,11 @@
 #include "coordinator/api/peer_watch.h"
 #include "coordinator/api/text_stream.h"
 #include "core/logging.h"
-#include "prometheus/gauge.h"
-#include "prometheus/registry.h"
-#include "prometheus/text_serializer.h"
+#include "core/version.h"
 
 namespace ixc::coordinator {
 namespace {
 
-constexpr char kVersion[] = "0.2.0";
 constexpr char kJson[] = "application/json";
 
 const char* ErrorType(int status) {
@@ -55,6 +52,10 @@ std::string RandomId(const char* prefix) {
 }
 
 std::string Sse(const nlohmann::json& data) { return absl::StrCat("data: ", data.dump(), "\n\n"); }
+
+// When the request this HTTP thread handles came in (httplib runs a request's routing, handler and logger on one
+// thread).
+thread_local std::chrono::steady_clock::time_point request_start;
 
 }  // namespace
 
@@ -150,12 +151,13 @@ struct ApiServer::Generation {
 };
 
 ApiServer::ApiServer(const ServerOptions& options, const Tokenizer& tokenizer, const RequestDefaults& defaults,
-                     EngineInbox& inbox, const EngineGauges& gauges)
+                     EngineInbox& inbox, const Engine& engine, monitoring::Metrics& metrics)
     : options_(options),
       tokenizer_(tokenizer),
       defaults_(defaults),
       inbox_(inbox),
-      gauges_(gauges),
+      engine_(engine),
+      metrics_(metrics),
       server_(std::make_unique<httplib::Server>()),
       preparing_(std::max(1, options.preprocess_threads)) {}
 
@@ -199,14 +201,22 @@ void ApiServer::Route() {
     r.set_content(nlohmann::json{{"object", "list"}, {"data", {model}}}.dump(), kJson);
   });
   s.Get("/health", [this](const httplib::Request&, httplib::Response& r) {
-    if (state_ == State::kServing && gauges_.ready) return r.set_content("", "text/plain");
+    if (state_ == State::kServing && engine_.ready()) return r.set_content("", "text/plain");
     const char* why = state_ == State::kFailed ? "failed" : state_ == State::kDraining ? "draining" : "loading";
     Error(r, 503, absl::StrCat("the server is ", why));
   });
   s.Get("/version", [](const httplib::Request&, httplib::Response& r) {
-    r.set_content(nlohmann::json{{"version", kVersion}}.dump(), kJson);
+    const nlohmann::json version = {{"version", std::string(kVersion)}, {"commit", std::string(kGitCommit)}};
+    r.set_content(version.dump(), kJson);
   });
-  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) { Metrics(r); });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
+    r.set_content(metrics_.Scrape(), monitoring::kPrometheusText);
+  });
+  s.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+    request_start = std::chrono::steady_clock::now();
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  s.set_logger([this](const httplib::Request& q, const httplib::Response& r) { RecordHttp(q, r); });
   // The known routes with another method: 405, not 404.
   for (const char* path : {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"}) {
     auto refuse = [path](const httplib::Request& q, httplib::Response& r) {
@@ -236,7 +246,7 @@ bool ApiServer::Authorized(const httplib::Request& http, httplib::Response& resp
 }
 
 bool ApiServer::Admit(const httplib::Request& http, httplib::Response& response, nlohmann::json* body) {
-  if (state_ != State::kServing || !gauges_.ready) {
+  if (state_ != State::kServing || !engine_.ready()) {
     const char* why = state_ == State::kFailed ? "has failed" : state_ == State::kDraining ? "is shutting down"
                                                                                           : "is loading";
     Error(response, 503, absl::StrCat("the server ", why));
@@ -264,7 +274,8 @@ bool ApiServer::Admit(const httplib::Request& http, httplib::Response& response,
   return true;
 }
 
-bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::Response& response) {
+bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::Response& response,
+                        std::chrono::steady_clock::time_point received) {
   std::vector<std::shared_ptr<Request>> prepared;
   {
     preparing_.acquire();  // the bounded pool: a burst of large images waits here, not in the engine
@@ -325,7 +336,11 @@ bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::
     }
   }
   std::vector<std::shared_ptr<Request>> requests;
-  for (const Generation::Choice& choice : generation.choices) requests.push_back(choice.request);
+  const double preparation = std::chrono::duration<double>(std::chrono::steady_clock::now() - received).count();
+  for (const Generation::Choice& choice : generation.choices) {
+    choice.request->preparation_s = preparation;
+    requests.push_back(choice.request);
+  }
   if (!inbox_.SubmitAll(requests)) {
     response.set_header("Retry-After", "1");
     Error(response, state_ == State::kServing ? 429 : 503,
@@ -347,7 +362,7 @@ void ApiServer::Completions(const httplib::Request& http, httplib::Response& res
   generation->id = RandomId(chat ? "chatcmpl-" : "cmpl-");
   generation->model = options_.served_model_name;
   generation->created = UnixSeconds();
-  if (!Prepare(generation->api, *generation, response)) return;
+  if (!Prepare(generation->api, *generation, response, request_start)) return;
   if (generation->api.stream) return Stream(generation, response);
   Respond(http, *generation, response);
 }
@@ -502,25 +517,19 @@ void ApiServer::Detokenize(const httplib::Request& http, httplib::Response& resp
   response.set_content(nlohmann::json{{"prompt", tokenizer_.Decode(ids)}}.dump(), kJson);
 }
 
-void ApiServer::Metrics(httplib::Response& response) {
-  // The engine's gauges at the moment of the scrape (the full metric set is the monitoring issue's).
-  prometheus::Registry registry;
-  auto gauge = [&registry](const std::string& name, const std::string& help, double value) {
-    prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({}).Set(value);
-  };
-  gauge("ixc_num_requests_running", "Sequences in the running batch.", static_cast<double>(gauges_.running));
-  gauge("ixc_num_requests_waiting", "Requests arrived and not yet running.", static_cast<double>(gauges_.waiting));
-  gauge("ixc_num_requests_waiting_for_image_cache", "Requests whose images wait for room in the image cache.",
-        static_cast<double>(gauges_.image_queue));
-  const double total = static_cast<double>(gauges_.kv_blocks_total);
-  gauge("ixc_kv_cache_usage_perc", "KV blocks in use over all SP ranks, 0-1.",
-        total > 0 ? static_cast<double>(gauges_.kv_blocks_used) / total : 0.0);
-  gauge("ixc_kv_cache_blocks_used", "KV blocks in use over all SP ranks.", static_cast<double>(gauges_.kv_blocks_used));
-  gauge("ixc_image_cache_bytes", "Bytes the vision ranks hold for images.",
-        static_cast<double>(gauges_.image_cache_bytes));
-  gauge("ixc_num_preemptions", "Preemptions since start.", static_cast<double>(gauges_.preemptions));
-  gauge("ixc_http_streams_in_flight", "Requests being answered.", static_cast<double>(in_flight_));
-  response.set_content(prometheus::TextSerializer().Serialize(registry.Collect()), "text/plain; version=0.0.4");
+void ApiServer::RecordHttp(const httplib::Request& http, const httplib::Response& response) {
+  // The routes by name; anything else as one label, so that unknown paths cannot grow the series without end.
+  static const char* const kRoutes[] = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
+                                        "/version",            "/metrics",        "/tokenize",  "/detokenize"};
+  std::string handler = "other";
+  for (const char* route : kRoutes) {
+    if (http.path == route) handler = route;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - request_start).count();
+  const std::string status = std::to_string(response.status);
+  metrics_.http_requests.Add({{"handler", handler}, {"method", http.method}, {"status", status}}).Increment();
+  metrics_.http_duration.Add({{"handler", handler}, {"method", http.method}}, monitoring::HttpSecondsBuckets())
+      .Observe(seconds);
 }
 
 }  // namespace ixc::coordinator

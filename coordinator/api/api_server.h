@@ -10,11 +10,12 @@
 // Every error is OpenAI's {"error": {message, type, param, code}}: 400 bad input (naming the field), 401 without the
 // API key, 404 unknown route or model, 405 wrong method, 413 body too large, 415 not JSON, 429 queue full
 // (Retry-After), 503 loading, draining or failed. A client that goes away, streamed or not, cancels its request.
-//   ApiServer server(options, tokenizer, defaults, inbox, engine.gauges());
+//   ApiServer server(options, tokenizer, defaults, inbox, engine, metrics);
 //   IXC_RETURN_IF_ERROR(server.Start());   ...   server.BeginDrain();   ...   server.Stop();
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <semaphore>
 #include <string>
@@ -26,6 +27,7 @@
 #include "coordinator/engine_inbox.h"
 #include "coordinator/request.h"
 #include "coordinator/tokenizer.h"
+#include "monitoring/metrics.h"
 
 namespace httplib {
 class Server;
@@ -50,7 +52,7 @@ struct ServerOptions {
 class ApiServer {
  public:
   ApiServer(const ServerOptions& options, const Tokenizer& tokenizer, const RequestDefaults& defaults,
-            EngineInbox& inbox, const EngineGauges& gauges);
+            EngineInbox& inbox, const Engine& engine, monitoring::Metrics& metrics);
   ~ApiServer();
 
   // Binds and starts answering (503 until the engine is ready).
@@ -72,13 +74,17 @@ class ApiServer {
   void Completions(const httplib::Request& http, httplib::Response& response, bool chat);
   void Tokenize(const httplib::Request& http, httplib::Response& response);
   void Detokenize(const httplib::Request& http, httplib::Response& response);
-  void Metrics(httplib::Response& response);
+
   // Whether the request carries the API key (or none is set); writes the 401 where not.
   bool Authorized(const httplib::Request& http, httplib::Response& response);
   // The common gate of the POST routes: state, key, content type, JSON. Returns false after writing an error.
   bool Admit(const httplib::Request& http, httplib::Response& response, nlohmann::json* body);
   // Prepares every (prompt, choice) of `api` into `generation`; errors are written to `response`.
-  bool Prepare(const ApiRequest& api, Generation& generation, httplib::Response& response);
+  // `received`: when the HTTP request came (its preparation counts in its TTFT and e2e latency).
+  bool Prepare(const ApiRequest& api, Generation& generation, httplib::Response& response,
+               std::chrono::steady_clock::time_point received);
+  // Counts every answered HTTP request by handler, method and status, with its duration (httplib's logger).
+  void RecordHttp(const httplib::Request& http, const httplib::Response& response);
   // Waits for every choice and answers; a client that has gone meanwhile (PeerWatch) cancels them.
   void Respond(const httplib::Request& http, Generation& generation, httplib::Response& response);
   void Stream(std::shared_ptr<Generation> generation, httplib::Response& response);
@@ -87,7 +93,8 @@ class ApiServer {
   const Tokenizer& tokenizer_;
   RequestDefaults defaults_;
   EngineInbox& inbox_;
-  const EngineGauges& gauges_;
+  const Engine& engine_;
+  monitoring::Metrics& metrics_;
   std::unique_ptr<httplib::Server> server_;
   std::thread listener_;
   std::counting_semaphore<1 << 16> preparing_;

@@ -39,6 +39,7 @@ absl::StatusOr<PreparedVision> PrepareVideo(const std::string& path, int tile, c
   const Image composite = CompositeFrames(video.frames, font);
   PreparedVision prepared;
   prepared.crops = MakeCrops(VideoTransform(composite, tile, &prepared.geometry), tile);
+  prepared.video_frames = static_cast<int>(video.frames.size());
   return prepared;
 }
 

@@ -18,6 +18,7 @@ namespace ixc::coordinator {
 struct PreparedVision {
   HdGeometry geometry;
   VisionCrops crops;
+  int video_frames = 0;  // a video's frames kept in its composite; 0 for an image
 };
 
 // The reference's rule: one image 24, several 6 each.

@@ -106,11 +106,13 @@ class Server:
         return self.wait(timeout)
 
     def metrics(self):
+        """Each series' value, by name; the values of a name with several series (ranks, reasons) summed."""
         values = {}
         for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
             if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
+                series, value = line.rsplit(" ", 1)
+                name = series.split("{")[0]
+                values[name] = values.get(name, 0.0) + float(value)
         return values
 
 
@@ -363,7 +365,7 @@ def test_cancel(ctx):
         deadline = time.time() + 30
         while time.time() < deadline:
             m = server.metrics()
-            if m["ixc_kv_cache_blocks_used"] == 0 and m["ixc_image_cache_bytes"] == 0 and \
+            if m["ixc_rank_kv_blocks_used"] == 0 and m["ixc_image_cache_bytes"] == 0 and \
                     m["ixc_num_requests_running"] == 0:
                 break
             time.sleep(0.2)
@@ -389,7 +391,7 @@ def test_cancel(ctx):
         deadline = left + 15
         while time.time() < deadline:
             m = server.metrics()
-            if m["ixc_kv_cache_blocks_used"] == 0 and m["ixc_image_cache_bytes"] == 0 and \
+            if m["ixc_rank_kv_blocks_used"] == 0 and m["ixc_image_cache_bytes"] == 0 and \
                     m["ixc_num_requests_running"] == 0:
                 break
             time.sleep(0.2)

@@ -77,8 +77,10 @@ TEST(SequenceShardTest, ZigZagPartitionsAndOwnedRowsAgree) {
         EXPECT_EQ(ring, size > 1 && length >= 2 * size);
         const std::vector<int32_t> prefilled = PrefillPositions(length, rank, size);
         EXPECT_EQ(prefilled.size(), ring ? positions.size() : static_cast<size_t>(length));
-        if (ring) EXPECT_EQ(prefilled, positions);
-        if (ring) EXPECT_FALSE(positions.empty()) << "rank " << rank << " of " << size << ", " << length << " tokens";
+        if (ring) {
+          EXPECT_EQ(prefilled, positions);
+          EXPECT_FALSE(positions.empty()) << "rank " << rank << " of " << size << ", " << length << " tokens";
+        }
         kept += PrefillKeptPositions(length, rank, size, kBlockSize);
         if (!ring) {
           int64_t owned = 0;
