@@ -304,6 +304,7 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes,
       if (step_ == 0 && result->kv_blocks() > 0) {  // an LLM rank's ready message
         kv_blocks_ = kv_blocks_ == 0 ? result->kv_blocks() : std::min(kv_blocks_, result->kv_blocks());
       }
+      RecordRank(sender, protocol::ReportOf(*result));
       for (protocol::SampledToken& token : protocol::SampledTokens(*result)) {
         const uint64_t id = token.request_id;
         (*tokens)[id] = std::move(token);
@@ -383,6 +384,27 @@ void Engine::RecordDispatch(const Request& request) {
     metrics_.tiles_per_image.Observe(static_cast<double>(image.prepared.crops.count()));
     metrics_.vision_preprocess_time.Observe(image.prepare_s);
   }
+}
+
+void Engine::RecordRank(int rank, const RankReport& report) {
+  const monitoring::RankLabels& labels = rank_labels_[rank];
+  metrics_.RankCounter(metrics_.rank_steps, labels).Increment(static_cast<double>(report.steps));
+  metrics_.RankCounter(metrics_.rank_compute_seconds, labels).Increment(report.compute_seconds);
+  for (const CommTotal& total : report.comm) {
+    const prometheus::Labels kind = {{"group", total.group}, {"op", total.op}, {"path", total.path}};
+    metrics_.RankCounter(metrics_.rank_comm_seconds, labels, kind).Increment(total.seconds);
+    metrics_.RankCounter(metrics_.rank_comm_bytes, labels, kind).Increment(static_cast<double>(total.bytes));
+    if (labels.role == "vision" && total.group == "world" && total.op == "send") {
+      metrics_.handoff_bytes.Add({{"path", total.path}}).Increment(static_cast<double>(total.bytes));
+      metrics_.handoff_seconds.Add({{"path", total.path}}).Increment(total.seconds);
+    }
+  }
+  if (report.device_memory_total > 0) {
+    metrics_.RankGauge(metrics_.rank_device_memory_used, labels).Set(static_cast<double>(report.device_memory_used));
+    metrics_.RankGauge(metrics_.rank_device_memory_total, labels).Set(static_cast<double>(report.device_memory_total));
+  }
+  for (double seconds : report.vit_pass_seconds) metrics_.vit_pass_time.Observe(seconds);
+  metrics_.vit_crops.Increment(static_cast<double>(report.vit_crops));
 }
 
 void Engine::UpdateGauges() {

@@ -93,6 +93,8 @@ class Engine {
   void RecordEnd(const Request& request);
   // The dispatch of its images in the vision stage's metrics.
   void RecordDispatch(const Request& request);
+  // A worker's report with its step result in the per-rank metrics (and a vision rank's in the vision stage's).
+  void RecordRank(int rank, const RankReport& report);
   void UpdateGauges();
   double Now() const;
 

@@ -6,6 +6,7 @@
 #include "core/status_macros.h"
 
 #ifdef IXC_HAVE_CUDA
+#include "kernels/cuda/device.h"
 #include "model/cuda/cuda_language_model.h"
 #include "model/cuda/cuda_vision_model.h"
 #endif
@@ -75,6 +76,16 @@ absl::StatusOr<Floats> NewFloats(int64_t count, int gpu) {
   if (count < 0) return absl::InvalidArgumentError(absl::StrCat("cannot allocate ", count, " floats"));
   if (gpu < 0) return Floats(count);
   return NewFloatsOnGpu(count, gpu);
+}
+
+DeviceMemory DeviceMemoryOf(const Placement& placement) {
+#ifdef IXC_HAVE_CUDA
+  if (placement.device == "cuda") {
+    const auto use = kernels::cuda::QueryDeviceMemory(placement.gpu);
+    if (use.ok()) return {use->used, use->total};
+  }
+#endif
+  return {};
 }
 
 absl::Status CopyFloats(float* dst, const float* src, int64_t count, int gpu) {

@@ -55,6 +55,14 @@ inline absl::Status CheckPlacementFlags(const std::string& device, const std::st
 }
 
 absl::StatusOr<KvCache> PlaceModel(LlmWeights& weights, const Placement& placement, int64_t context_tokens);
+
+// The memory in use and in all on the placement's GPU, in bytes (the per-rank metrics); 0 and 0 on the CPU or where
+// the runtime cannot say.
+struct DeviceMemory {
+  int64_t used = 0;
+  int64_t total = 0;
+};
+DeviceMemory DeviceMemoryOf(const Placement& placement);
 absl::Status PlaceVision(VisionWeights& weights, const Placement& placement);
 
 // Buffers of the vision handoff (model/floats.h): `count` zeroed floats on the host where `gpu` < 0, else on that

@@ -98,6 +98,10 @@ class Metrics {
   prometheus::Histogram& vision_preprocess_time;  // decoding and the HD transform, per image or video
   prometheus::Histogram& image_queue_time;        // arrival to dispatch to the vision ranks
   prometheus::Gauge& image_cache_bytes;
+  prometheus::Histogram& vit_pass_time;     // one ViT pass on a vision rank (its crops of one image)
+  prometheus::Counter& vit_crops;
+  prometheus::Family<prometheus::Counter>& handoff_bytes;    // {path}: what vision ranks send (features, embeddings)
+  prometheus::Family<prometheus::Counter>& handoff_seconds;  // {path}
 
   // HTTP.
   prometheus::Family<prometheus::Counter>& http_requests;      // {handler, method, status}
@@ -108,6 +112,12 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& rank_heartbeat_age;
   prometheus::Family<prometheus::Gauge>& rank_kv_blocks;       // an LLM rank's pool, as the coordinator schedules it
   prometheus::Family<prometheus::Gauge>& rank_kv_blocks_used;
+  prometheus::Family<prometheus::Counter>& rank_steps;
+  prometheus::Family<prometheus::Counter>& rank_compute_seconds;  // the steps' time, communication included
+  prometheus::Family<prometheus::Counter>& rank_comm_seconds;     // {group, op, path}
+  prometheus::Family<prometheus::Counter>& rank_comm_bytes;       // {group, op, path}
+  prometheus::Family<prometheus::Gauge>& rank_device_memory_used;   // GPUs only
+  prometheus::Family<prometheus::Gauge>& rank_device_memory_total;
 
   // The process.
   prometheus::Gauge& build_info;

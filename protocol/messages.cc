@@ -31,7 +31,7 @@ Bytes Finish(flatbuffers::FlatBufferBuilder& builder, int rank, Body type, flatb
 }
 
 Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<SampledToken>& sampled,
-                       const std::vector<RequestFailure>& failures) {
+                       const std::vector<RequestFailure>& failures, const ixc::RankReport* report) {
   flatbuffers::FlatBufferBuilder builder;
   std::vector<uint64_t> request_ids, failed_ids;
   std::vector<int32_t> tokens;
@@ -49,11 +49,44 @@ Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<SampledToken>&
     failed_ids.push_back(failure.request_id);
     messages.push_back(builder.CreateString(failure.message));
   }
+  flatbuffers::Offset<WorkerReport> report_offset = 0;
+  if (report != nullptr) {
+    std::vector<flatbuffers::Offset<CommCount>> comm;
+    for (const ixc::CommTotal& total : report->comm) {
+      comm.push_back(CreateCommCount(builder, builder.CreateString(total.group), builder.CreateString(total.op),
+                                     builder.CreateString(total.path), total.calls, total.seconds, total.bytes));
+    }
+    report_offset = CreateWorkerReport(builder, report->steps, report->compute_seconds, builder.CreateVector(comm),
+                                     report->device_memory_used, report->device_memory_total,
+                                     builder.CreateVector(report->vit_pass_seconds), report->vit_crops);
+  }
   const auto body = CreateStepResult(builder, step, builder.CreateVector(request_ids), builder.CreateVector(tokens),
                                      /*kv_blocks=*/0, failures.empty() ? 0 : builder.CreateVector(failed_ids),
                                      failures.empty() ? 0 : builder.CreateVector(messages),
-                                     logprobs.empty() ? 0 : builder.CreateVector(logprobs));
+                                     logprobs.empty() ? 0 : builder.CreateVector(logprobs), report_offset);
   return Finish(builder, rank, Body::StepResult, body.Union());
+}
+
+ixc::RankReport ReportOf(const StepResult& result) {
+  ixc::RankReport report;
+  const WorkerReport* sent = result.report();
+  if (sent == nullptr) return report;
+  report.steps = sent->steps();
+  report.compute_seconds = sent->compute_seconds();
+  report.device_memory_used = sent->device_memory_used();
+  report.device_memory_total = sent->device_memory_total();
+  report.vit_crops = sent->vit_crops();
+  if (sent->vit_pass_seconds() != nullptr) {
+    report.vit_pass_seconds.assign(sent->vit_pass_seconds()->begin(), sent->vit_pass_seconds()->end());
+  }
+  if (sent->comm() != nullptr) {
+    for (const CommCount* total : *sent->comm()) {
+      auto text = [](const flatbuffers::String* s) { return s == nullptr ? std::string() : s->str(); };
+      report.comm.push_back({text(total->group()), text(total->op()), text(total->path()), total->calls(),
+                             total->seconds(), total->bytes()});
+    }
+  }
+  return report;
 }
 
 std::vector<SampledToken> SampledTokens(const StepResult& result) {

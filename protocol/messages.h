@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/rank_report.h"
 #include "core/token_logprobs.h"
 #include "protocol/control_generated.h"
 
@@ -50,7 +51,9 @@ struct SampledToken {
 };
 
 Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<SampledToken>& sampled,
-                       const std::vector<RequestFailure>& failures = {});
+                       const std::vector<RequestFailure>& failures = {}, const ixc::RankReport* report = nullptr);
+// The sender's report in a StepResult (empty where it sent none).
+ixc::RankReport ReportOf(const StepResult& result);
 // The tokens of a StepResult (the pairs its vectors agree on; logprobs at out-of-range indices are dropped).
 std::vector<SampledToken> SampledTokens(const StepResult& result);
 // A worker's ready message (the StepResult of step 0): an LLM rank's KV pool blocks, 0 from a vision rank.

@@ -26,6 +26,16 @@
 namespace ixc::worker {
 namespace {
 
+// A worker's comms, each counting its calls into one counter for the rank's reports (parallel/counting_comm.h).
+struct Counted {
+  Counted(parallel::DeviceComm* mpi_comm, parallel::DeviceComm* nccl_comm)
+      : mpi(*mpi_comm, "mpi", counter),
+        nccl(nccl_comm == nullptr ? nullptr : std::make_unique<parallel::CountingComm>(*nccl_comm, "nccl", counter)) {}
+  parallel::CommCounter counter;
+  parallel::CountingComm mpi;
+  std::unique_ptr<parallel::CountingComm> nccl;
+};
+
 absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mapping& mapping,
                    const parallel::NodeWorkers& node, model::Placement placement, parallel::DeviceComm* comm,
                    protocol::Channel* channel);
@@ -119,8 +129,10 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
     IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> nccl, CreateNcclComm(mapping, gpu, nccl_handoff));
     if (gpu.own) placement.vision_crops_per_pass = model::kOwnGpuCropsPerPass;
     IXC_RETURN_IF_ERROR(model::PlaceVision(weights, placement));
-    const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
-    VisionWorker worker(mapping, weights, handoff, gpu.gpu, *channel, config.step_timeout_s);
+    Counted counted(comm, nccl.get());
+    const Handoff handoff = nccl_handoff ? Handoff{counted.nccl.get(), gpu.gpu} : Handoff{&counted.mpi, -1};
+    RankReporter reporter(counted.counter, placement);
+    VisionWorker worker(mapping, weights, handoff, gpu.gpu, *channel, config.step_timeout_s, reporter);
     IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeReady(mapping.rank(), /*kv_blocks=*/0)));
     return worker.Run();
   }
@@ -137,9 +149,11 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
   if (nccl_handoff) placement.input_rows = prompt_rows;
   // --kv-blocks 0: all that fit on a GPU; on the CPU, room for one sequence of --max-context positions.
   IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, config.max_context));
-  const Handoff handoff = nccl_handoff ? Handoff{nccl.get(), gpu.gpu} : Handoff{comm, -1};
-  LlmWorker worker(mapping, weights, *comm, nccl != nullptr ? *nccl : *comm, handoff, *channel, cache,
-                   config.step_timeout_s);
+  Counted counted(comm, nccl.get());
+  const Handoff handoff = nccl_handoff ? Handoff{counted.nccl.get(), gpu.gpu} : Handoff{&counted.mpi, -1};
+  RankReporter reporter(counted.counter, placement);
+  LlmWorker worker(mapping, weights, counted.mpi, counted.nccl != nullptr ? *counted.nccl : counted.mpi, handoff,
+                   *channel, cache, config.step_timeout_s, reporter);
   IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeReady(mapping.rank(), cache.num_blocks())));
   return worker.Run();
 }

@@ -1,5 +1,7 @@
 #include "worker/llm_worker.h"
 
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/npy.h"
@@ -13,7 +15,7 @@ namespace ixc::worker {
 
 LlmWorker::LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& weights, parallel::DeviceComm& comm,
                      parallel::DeviceComm& model_comm, Handoff handoff, protocol::Channel& channel,
-                     model::KvCache& cache, int step_timeout_s)
+                     model::KvCache& cache, int step_timeout_s, RankReporter& reporter)
     : mapping_(mapping),
       weights_(weights),
       comm_(comm),
@@ -21,7 +23,8 @@ LlmWorker::LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& 
       handoff_(handoff),
       channel_(channel),
       cache_(cache),
-      step_timeout_s_(step_timeout_s) {}
+      step_timeout_s_(step_timeout_s),
+      reporter_(reporter) {}
 
 absl::Status LlmWorker::Run() {
   protocol::Bytes message;
@@ -34,14 +37,17 @@ absl::Status LlmWorker::Run() {
     std::vector<protocol::SampledToken> sampled;
     std::vector<protocol::RequestFailure> failures;
     uint64_t failed_request = 0;
+    const auto start = std::chrono::steady_clock::now();
     const absl::Status status = Execute(*plan, &sampled, &failures, &failed_request);
+    reporter_.AddStep(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     if (!status.ok()) {
       IXC_LOG(ERROR) << mapping_.ToString() << ": " << status.message();
       (void)channel_.Send(0, protocol::EncodeError(mapping_.rank(), std::string(status.message()), failed_request));
       return status;
     }
+    const RankReport report = reporter_.Take();
     IXC_RETURN_IF_ERROR(
-        channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), plan->step(), sampled, failures)));
+        channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), plan->step(), sampled, failures, &report)));
   }
 }
 

@@ -21,6 +21,7 @@
 #include "parallel/mapping.h"
 #include "protocol/messages.h"
 #include "worker/handoff.h"
+#include "worker/rank_reporter.h"
 
 namespace ixc::worker {
 
@@ -28,9 +29,10 @@ class LlmWorker {
  public:
   // `comm` moves host data (the sampling's logits); `model_comm` is the one the forward passes use: the same MPI comm
   // on the CPU, the NCCL comm on device buffers with --device cuda; `handoff` brings the image rows (handoff.h).
+  // `reporter` collects what each step result tells of this rank (its step's time, its comms' traffic).
   LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& weights, parallel::DeviceComm& comm,
             parallel::DeviceComm& model_comm, Handoff handoff, protocol::Channel& channel, model::KvCache& cache,
-            int step_timeout_s);
+            int step_timeout_s, RankReporter& reporter);
 
   // Until the coordinator says Shutdown (Ok) or something fails (the error, also sent to the coordinator).
   absl::Status Run();
@@ -78,6 +80,7 @@ class LlmWorker {
   protocol::Channel& channel_;
   model::KvCache& cache_;
   int step_timeout_s_;
+  RankReporter& reporter_;
   std::map<uint64_t, Sequence> sequences_;
   // Prefills with images: their input rows, in the handoff's memory (host, or this GPU with NCCL), grown to the
   // longest prompt seen and reused: an allocation and free per prefill would each synchronize the GPU.

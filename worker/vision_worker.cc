@@ -1,6 +1,7 @@
 #include "worker/vision_worker.h"
 
 #include <algorithm>
+#include <chrono>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -12,13 +13,14 @@
 namespace ixc::worker {
 
 VisionWorker::VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, Handoff handoff,
-                           int model_gpu, protocol::Channel& channel, int step_timeout_s)
+                           int model_gpu, protocol::Channel& channel, int step_timeout_s, RankReporter& reporter)
     : mapping_(mapping),
       weights_(weights),
       handoff_(handoff),
       model_gpu_(model_gpu),
       channel_(channel),
-      step_timeout_s_(step_timeout_s) {}
+      step_timeout_s_(step_timeout_s),
+      reporter_(reporter) {}
 
 absl::Status VisionWorker::Run() {
   protocol::Bytes message;
@@ -35,13 +37,17 @@ absl::Status VisionWorker::Run() {
       case protocol::Body::VisionGather:
         status = Gather(*envelope->body_as_VisionGather());
         break;
-      case protocol::Body::StepPlan:
-        status = SendImages(*envelope->body_as_StepPlan());
+      case protocol::Body::StepPlan: {
+        const auto start = std::chrono::steady_clock::now();
+        status = SendImages(*envelope->body_as_StepPlan());  // a vision rank's part of a step
+        reporter_.AddStep(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
         if (status.ok()) {
+          const RankReport report = reporter_.Take();
           status = channel_.Send(0, protocol::EncodeStepResult(mapping_.rank(), envelope->body_as_StepPlan()->step(),
-                                                               {}));
+                                                               {}, {}, &report));
         }
         break;
+      }
       default:
         break;
     }
@@ -71,7 +77,10 @@ absl::Status VisionWorker::Encode(const protocol::VisionTask& task) {
       std::any_of(parts_.begin(), parts_.end(), [](const auto& entry) { return entry.second.features.on_device(); });
   const int gpu = handoff_.gpu >= 0 || !waiting_on_device ? model_gpu_ : -1;
   IXC_ASSIGN_OR_RETURN(part.features, model::NewFloats(task.crop_count() * FeatureFloatsPerCrop(), gpu));
+  const auto start = std::chrono::steady_clock::now();
   IXC_RETURN_IF_ERROR(model::EncodeCropsInto(weights_, task.pixels()->data(), task.crop_count(), part.features.data()));
+  reporter_.AddVitPass(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                       task.crop_count());
   flatbuffers::FlatBufferBuilder builder;
   const auto body = protocol::CreateCropsEncoded(builder, task.tag());
   return channel_.Send(0, protocol::Finish(builder, mapping_.rank(), protocol::Body::CropsEncoded, body.Union()));

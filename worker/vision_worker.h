@@ -19,14 +19,16 @@
 #include "parallel/mapping.h"
 #include "protocol/messages.h"
 #include "worker/handoff.h"
+#include "worker/rank_reporter.h"
 
 namespace ixc::worker {
 
 class VisionWorker {
  public:
   // `model_gpu`: the CUDA device the vision tower runs on (weights.device), -1 on the CPU.
+  // `reporter` collects what each step's acknowledgement tells of this rank (ViT passes, the handoff's traffic).
   VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, Handoff handoff, int model_gpu,
-               protocol::Channel& channel, int step_timeout_s);
+               protocol::Channel& channel, int step_timeout_s, RankReporter& reporter);
   absl::Status Run();
 
  private:
@@ -54,6 +56,7 @@ class VisionWorker {
   int model_gpu_;
   protocol::Channel& channel_;
   int step_timeout_s_;
+  RankReporter& reporter_;
   std::map<int, Part> parts_;                     // encoded parts awaiting their gather, by image tag
   std::map<int, model::Floats> embeddings_;       // assembled images this rank owns, by tag: (rows, llm hidden)
 };

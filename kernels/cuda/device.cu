@@ -24,4 +24,19 @@ absl::StatusOr<DeviceInfo> ProbeCudaDevice() {
   return info;
 }
 
+absl::StatusOr<DeviceMemoryUse> QueryDeviceMemory(int gpu) {
+  int current = 0;
+  if (cudaGetDevice(&current) != cudaSuccess) return absl::FailedPreconditionError("no current CUDA device");
+  if (current != gpu && cudaSetDevice(gpu) != cudaSuccess) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot select CUDA device ", gpu));
+  }
+  size_t free = 0, total = 0;
+  const cudaError_t error = cudaMemGetInfo(&free, &total);
+  if (current != gpu) cudaSetDevice(current);
+  if (error != cudaSuccess) {
+    return absl::FailedPreconditionError(absl::StrCat("cudaMemGetInfo: ", cudaGetErrorString(error)));
+  }
+  return DeviceMemoryUse{static_cast<int64_t>(total - free), static_cast<int64_t>(total)};
+}
+
 }  // namespace ixc::kernels::cuda

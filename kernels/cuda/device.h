@@ -4,6 +4,7 @@
 // Whether the environment asks for kernels other than the defaults.
 #pragma once
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -21,6 +22,14 @@ struct DeviceInfo {
 
 // Ok with device 0's properties, or FailedPrecondition naming what the CUDA runtime said (no driver, no device).
 absl::StatusOr<DeviceInfo> ProbeCudaDevice();
+
+// Bytes in use (every process's) and in all on device `gpu`, as cudaMemGetInfo reports them (the monitoring's
+// per-rank gauges). Leaves the calling thread's current device as it was.
+struct DeviceMemoryUse {
+  int64_t used = 0;
+  int64_t total = 0;
+};
+absl::StatusOr<DeviceMemoryUse> QueryDeviceMemory(int gpu);
 
 // Whether the environment variable `name` is "1": how tests/gpu/run.sh chooses kernels other than the defaults.
 inline bool KernelFlagSet(const char* name) {

@@ -75,6 +75,35 @@ TEST(MessagesTest, SmallMessagesRoundTrip) {
   EXPECT_EQ(with_failure->failures()->Get(0)->str(), "dump_logits: x.npy: cannot open");
 }
 
+TEST(MessagesTest, RankReportsRoundTrip) {
+  RankReport report;
+  report.steps = 3;
+  report.compute_seconds = 0.25;
+  report.comm = {{"tp", "all_reduce", "nccl", 12, 0.01, 4096}, {"world", "send", "mpi", 1, 0.5, 1 << 20}};
+  report.device_memory_used = int64_t{70} << 30;
+  report.device_memory_total = int64_t{80} << 30;
+  report.vit_pass_seconds = {0.1, 0.2};
+  report.vit_crops = 50;
+  const Bytes bytes = EncodeStepResult(2, 9, {}, {}, &report);
+  auto decoded = Decode(bytes);
+  ASSERT_TRUE(decoded.ok());
+  const RankReport back = ReportOf(*(*decoded)->body_as_StepResult());
+  EXPECT_EQ(back.steps, 3);
+  EXPECT_DOUBLE_EQ(back.compute_seconds, 0.25);
+  ASSERT_EQ(back.comm.size(), 2u);
+  EXPECT_EQ(back.comm[1].group, "world");
+  EXPECT_EQ(back.comm[1].op, "send");
+  EXPECT_EQ(back.comm[1].path, "mpi");
+  EXPECT_EQ(back.comm[1].bytes, 1 << 20);
+  EXPECT_EQ(back.comm[0].calls, 12);
+  EXPECT_EQ(back.device_memory_used, int64_t{70} << 30);
+  EXPECT_EQ(back.vit_pass_seconds, (std::vector<double>{0.1, 0.2}));
+  EXPECT_EQ(back.vit_crops, 50);
+  // A result without a report reads as an empty one.
+  const Bytes plain = EncodeStepResult(2, 9, {});
+  EXPECT_EQ(ReportOf(*(*Decode(plain))->body_as_StepResult()).steps, 0);
+}
+
 TEST(MessagesTest, WrongVersionAndCorruptBytesAreRefused) {
   flatbuffers::FlatBufferBuilder builder;
   builder.Finish(CreateEnvelope(builder, kProtocolVersion + 1, 4, Body::Shutdown, CreateShutdown(builder).Union()));
