@@ -26,7 +26,7 @@ struct RankReport {
   int64_t steps = 0;             // step plans worked on
   double compute_seconds = 0;    // their time on this rank, communication included
   std::vector<CommTotal> comm;
-  int64_t device_memory_used = 0;   // bytes on this rank's GPU; 0 and 0 on the CPU
+  int64_t device_memory_used = 0;   // bytes on this rank's GPU, or on the CPU its resident memory (and the host's)
   int64_t device_memory_total = 0;
   std::vector<double> vit_pass_seconds;  // a vision rank's ViT passes, each
   int64_t vit_crops = 0;                 // the crops they encoded

@@ -1,6 +1,9 @@
 #include "model/placement.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -82,10 +85,15 @@ DeviceMemory DeviceMemoryOf(const Placement& placement) {
 #ifdef IXC_HAVE_CUDA
   if (placement.device == "cuda") {
     const auto use = kernels::cuda::QueryDeviceMemory(placement.gpu);
-    if (use.ok()) return {use->used, use->total};
+    return use.ok() ? DeviceMemory{use->used, use->total} : DeviceMemory{};
   }
 #endif
-  return {};
+  // The CPU: this process's resident memory, of the machine's.
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  int64_t size = 0, resident = 0;
+  std::ifstream statm("/proc/self/statm");
+  if (!(statm >> size >> resident)) return {};
+  return {resident * page, static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * page};
 }
 
 absl::Status CopyFloats(float* dst, const float* src, int64_t count, int gpu) {

@@ -56,8 +56,8 @@ inline absl::Status CheckPlacementFlags(const std::string& device, const std::st
 
 absl::StatusOr<KvCache> PlaceModel(LlmWeights& weights, const Placement& placement, int64_t context_tokens);
 
-// The memory in use and in all on the placement's GPU, in bytes (the per-rank metrics); 0 and 0 on the CPU or where
-// the runtime cannot say.
+// The memory in use and in all on the placement's device, in bytes (the per-rank metrics): its GPU's (every
+// process's use), or on the CPU this process's resident memory and the machine's; 0 and 0 where it cannot be read.
 struct DeviceMemory {
   int64_t used = 0;
   int64_t total = 0;

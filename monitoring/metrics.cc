@@ -183,9 +183,9 @@ Metrics::Metrics(const BuildInfo& info)
       rank_comm_bytes(CounterFamily(*registry_, "ixc_rank_comm_bytes_total",
                                     "Bytes a rank's data-plane calls moved, by group, op and path.", model_)),
       rank_device_memory_used(GaugeFamily(*registry_, "ixc_rank_device_memory_used_bytes",
-                                          "Memory in use on a rank's GPU.", model_)),
+                                          "Memory in use on a rank's device: its GPU, or on the CPU the process's resident memory.", model_)),
       rank_device_memory_total(GaugeFamily(*registry_, "ixc_rank_device_memory_total_bytes",
-                                           "Memory of a rank's GPU.", model_)),
+                                           "Memory of a rank's device: its GPU's, or the machine's.", model_)),
       build_info(GaugeFamily(*registry_, "ixc_build_info", "The build and the job: always 1.", model_)
                      .Add({{"version", info.version},
                            {"commit", info.commit},

@@ -116,7 +116,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& rank_compute_seconds;  // the steps' time, communication included
   prometheus::Family<prometheus::Counter>& rank_comm_seconds;     // {group, op, path}
   prometheus::Family<prometheus::Counter>& rank_comm_bytes;       // {group, op, path}
-  prometheus::Family<prometheus::Gauge>& rank_device_memory_used;   // GPUs only
+  prometheus::Family<prometheus::Gauge>& rank_device_memory_used;   // a GPU's, or a CPU rank's resident memory
   prometheus::Family<prometheus::Gauge>& rank_device_memory_total;
 
   // The process.
