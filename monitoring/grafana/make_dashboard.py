@@ -98,7 +98,7 @@ ROWS = [
                                              (f"max(ixc_rank_device_memory_total_bytes{S})", "total")],
          "A GPU's memory in use, or on the CPU the rank's resident memory."),
         ("Rank heartbeats", "s", [(f"ixc_rank_heartbeat_age_seconds{S}", "rank {{rank}} {{role}}"),
-                                  (f"count(ixc_rank_up{S} == 0)", "ranks down")],
+                                  (f"sum(1 - ixc_rank_up{S})", "ranks down")],
          "Seconds since each rank's last heartbeat (one a second); ranks down."),
     ]),
     ("Errors and preemptions", [
