@@ -343,6 +343,17 @@ def test_concurrency(ctx):
         assert server.stop() == 0, server.output()
 
 
+def wait_idle(server, seconds, when):
+    """Until no KV block, image byte or running sequence is held; fails after `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        m = server.metrics()
+        if m["ixc_rank_kv_blocks_used"] == 0 and m["ixc_image_cache_bytes"] == 0 and m["ixc_num_requests_running"] == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not idle {when}: {m}")
+
+
 def test_cancel(ctx):
     server = Server(ctx.build, ctx.model, ctx.work)
     cars = os.path.join(IMAGES, "cars1.jpg")
@@ -362,15 +373,7 @@ def test_cancel(ctx):
             t.start()
         for t in threads:
             t.join()
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            m = server.metrics()
-            if m["ixc_rank_kv_blocks_used"] == 0 and m["ixc_image_cache_bytes"] == 0 and \
-                    m["ixc_num_requests_running"] == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError(f"not idle after the clients left: {m}")
+        wait_idle(server, 30, "after the clients left")
         assert chat(server, text).choices[0].finish_reason in ("length", "stop")
 
         # Clients that give up on a non-streamed answer (a read timeout closes the connection): 20000 tokens would take
@@ -388,15 +391,7 @@ def test_cancel(ctx):
         for t in threads:
             t.join()
         left = time.time()
-        deadline = left + 15
-        while time.time() < deadline:
-            m = server.metrics()
-            if m["ixc_rank_kv_blocks_used"] == 0 and m["ixc_image_cache_bytes"] == 0 and \
-                    m["ixc_num_requests_running"] == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError(f"not idle 15 s after non-streaming clients left: {m}")
+        wait_idle(server, 15, "15 s after non-streaming clients left")
         assert chat(server, text).choices[0].finish_reason in ("length", "stop")
         print(f"cancel: 4 dropped streams and 2 abandoned non-streamed requests (n = 2) freed their KV blocks and "
               f"images ({time.time() - left:.1f} s after the last left); the next request is served")

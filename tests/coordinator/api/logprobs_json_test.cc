@@ -6,19 +6,12 @@
 
 #include "coordinator/api/logprobs_json.h"
 #include "gtest/gtest.h"
+#include "tests/coordinator/real_tokenizer.h"
 
 namespace ixc::coordinator {
 namespace {
 
-const Tokenizer& RealTokenizer() {
-  static const std::unique_ptr<Tokenizer> tokenizer = [] {
-    std::string error;
-    auto loaded = Tokenizer::Load(std::string(IXC_SOURCE_DIR) + "/tests/data/tokenizer.model", &error);
-    EXPECT_NE(loaded, nullptr) << error;
-    return loaded;
-  }();
-  return *tokenizer;
-}
+using ::ixc::testing::RealTokenizer;
 
 // Made-up log-probabilities for `ids`: each token's own, and its neighbours' as the likeliest two.
 std::vector<TokenLogprobs> Invented(const std::vector<int32_t>& ids) {

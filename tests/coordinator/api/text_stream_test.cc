@@ -5,19 +5,12 @@
 
 #include "coordinator/api/text_stream.h"
 #include "gtest/gtest.h"
+#include "tests/coordinator/real_tokenizer.h"
 
 namespace ixc::coordinator {
 namespace {
 
-const Tokenizer& RealTokenizer() {
-  static const std::unique_ptr<Tokenizer> tokenizer = [] {
-    std::string error;
-    auto loaded = Tokenizer::Load(std::string(IXC_SOURCE_DIR) + "/tests/data/tokenizer.model", &error);
-    EXPECT_NE(loaded, nullptr) << error;
-    return loaded;
-  }();
-  return *tokenizer;
-}
+using ::ixc::testing::RealTokenizer;
 
 // The deltas of `ids` fed in runs of 1..max_run ids, and the whole text they make.
 std::vector<std::string> Deltas(const std::vector<int32_t>& ids, std::vector<std::string> stops, int max_run,
