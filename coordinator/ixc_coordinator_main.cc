@@ -302,6 +302,8 @@ absl::Status Run(int world_size, int* exit_code) {
   // the coordinator too (it joins no group and takes no GPU).
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> comm, parallel::CreateMpiDeviceComm(mapping));
   IXC_RETURN_IF_ERROR(parallel::NodeLocalWorkers(mapping).status());
+  IXC_ASSIGN_OR_RETURN(const std::vector<std::string> hosts, parallel::HostNames());
+  for (const std::string& warning : parallel::TpGroupsSpanningMachines(layout, hosts)) IXC_LOG(WARNING) << warning;
   IXC_LOG(INFO) << "cluster of " << world_size << " ranks: 1 coordinator, " << layout.vision << " vision, "
                 << layout.tp << " x " << layout.sp << " LLM (tp x sp) on " << device << "; control at "
                 << channel->endpoint();

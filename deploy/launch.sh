@@ -39,6 +39,10 @@ fi
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 coordinator=("$build/coordinator/ixc-coordinator" --tp "$tp" --sp "$sp" --vision "$vision" "$@")
 line=(mpirun "${options[@]}" -x OMP_NUM_THREADS -x OMP_WAIT_POLICY)
+# The NCCL settings that matter across machines (docs/deploy.md), where they are set.
+for name in NCCL_SOCKET_IFNAME NCCL_IB_HCA NCCL_IB_DISABLE NCCL_P2P_LEVEL NCCL_DEBUG; do
+  if [ -n "${!name:-}" ]; then line+=(-x "$name"); fi
+done
 if [ "$one_program" = 1 ]; then
   line+=(-np "$ranks" bash "$(cd "$(dirname "$0")" && pwd)/one_program.sh" "$build/worker/ixc-worker"
          "${coordinator[@]}")

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include <mpi.h>
 
@@ -100,6 +101,25 @@ absl::StatusOr<NodeWorkers> NodeLocalWorkers(const Mapping& mapping) {
   workers.count = sums[1];
   workers.vision = sums[2];
   return workers;
+}
+
+absl::StatusOr<std::vector<std::string>> HostNames() {
+  char name[MPI_MAX_PROCESSOR_NAME] = {};
+  int length = 0;
+  MPI_Get_processor_name(name, &length);
+  int size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  std::vector<char> all(static_cast<size_t>(size) * MPI_MAX_PROCESSOR_NAME);
+  if (MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
+                    MPI_COMM_WORLD) != MPI_SUCCESS) {
+    return absl::InternalError("MPI_Allgather of the machine names failed");
+  }
+  std::vector<std::string> hosts;
+  for (int rank = 0; rank < size; ++rank) {
+    const char* at = all.data() + static_cast<size_t>(rank) * MPI_MAX_PROCESSOR_NAME;
+    hosts.emplace_back(at, strnlen(at, MPI_MAX_PROCESSOR_NAME));
+  }
+  return hosts;
 }
 
 absl::StatusOr<bool> OnEveryWorker(const Mapping& mapping, bool mine) {

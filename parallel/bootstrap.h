@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "parallel/mapping.h"
@@ -48,6 +49,9 @@ absl::StatusOr<ClusterConfig> ShareClusterConfig(const ClusterConfig* config);
 // Collective over MPI_COMM_WORLD: where this rank sits among the workers of its machine (WorkerGpu turns it into
 // the GPU a worker takes with --device cuda); the coordinator gets index -1.
 absl::StatusOr<NodeWorkers> NodeLocalWorkers(const Mapping& mapping);
+
+// Collective over MPI_COMM_WORLD: every rank's machine name (MPI_Get_processor_name), by world rank.
+absl::StatusOr<std::vector<std::string>> HostNames();
 
 // Collective over the workers alone (every rank but the coordinator, which takes no part): whether `mine` is true on
 // every one of them.

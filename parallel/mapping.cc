@@ -1,6 +1,9 @@
 #include "parallel/mapping.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace ixc::parallel {
 
@@ -48,6 +51,25 @@ std::vector<int> Mapping::TpGroup() const {
   std::vector<int> ranks;
   for (int t = 0; t < layout_.tp; ++t) ranks.push_back(first_llm_rank() + sp_rank() * layout_.tp + t);
   return ranks;
+}
+
+std::vector<std::string> TpGroupsSpanningMachines(const Layout& layout, const std::vector<std::string>& hosts) {
+  std::vector<std::string> warnings;
+  const int first = layout.coordinators + layout.vision;
+  for (int s = 0; s < layout.sp; ++s) {
+    std::vector<std::string> machines;  // in rank order, each once
+    for (int t = 0; t < layout.tp; ++t) {
+      const size_t rank = static_cast<size_t>(first + s * layout.tp + t);
+      const std::string& host = rank < hosts.size() ? hosts[rank] : "?";
+      if (std::find(machines.begin(), machines.end(), host) == machines.end()) machines.push_back(host);
+    }
+    if (machines.size() < 2) continue;
+    warnings.push_back(absl::StrCat("the TP group of ranks ", first + s * layout.tp, "-", first + (s + 1) * layout.tp - 1,
+                                    " (sp ", s, ") spans the machines ", absl::StrJoin(machines, ", "),
+                                    ": its all-reduces, two per layer and step, cross the network; put each TP group "
+                                    "on one machine (hostfile slots = a multiple of --tp, docs/deploy.md)"));
+  }
+  return warnings;
 }
 
 std::vector<int> Mapping::SpGroup() const {

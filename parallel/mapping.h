@@ -58,6 +58,11 @@ class Mapping {
   Layout layout_;
 };
 
+// A warning for each TP group whose ranks sit on more than one machine (`hosts`: each world rank's machine, as
+// parallel::HostNames gathers them): its all-reduces, two per layer and step, would cross the network. Place each
+// TP group inside one machine (docs/deploy.md); SP groups and the vision ranks may span machines.
+std::vector<std::string> TpGroupsSpanningMachines(const Layout& layout, const std::vector<std::string>& hosts);
+
 // Where a worker sits on its machine (parallel/bootstrap.h counts them): its index among the machine's workers in
 // world order, and how many workers and vision ranks the machine has (the vision ranks come first).
 struct NodeWorkers {

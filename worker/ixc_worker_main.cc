@@ -93,6 +93,7 @@ absl::Status RunWorker(int world_size, int rank) {
   IXC_ASSIGN_OR_RETURN(parallel::Mapping mapping, parallel::Mapping::Create(world_size, rank, config.layout));
   IXC_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DeviceComm> comm, parallel::CreateMpiDeviceComm(mapping));
   IXC_ASSIGN_OR_RETURN(const parallel::NodeWorkers node, parallel::NodeLocalWorkers(mapping));
+  IXC_RETURN_IF_ERROR(parallel::HostNames().status());  // the coordinator checks the placement
   model::Placement placement;
   placement.device = config.device;
   placement.dtype = config.dtype;

@@ -30,6 +30,17 @@ TEST(MappingTest, LlmOnlyJobs) {
   EXPECT_EQ(m.TpGroup(), (std::vector<int>{0, 1}));
 }
 
+// A TP group split over two machines is named with its ranks and machines; SP groups and vision ranks may span.
+TEST(MappingTest, TpGroupsSpanningMachinesAreWarnedOf) {
+  const Layout layout{1, 1, 2, 2};  // ranks: 0 coordinator, 1 vision, 2-3 sp 0, 4-5 sp 1
+  EXPECT_TRUE(TpGroupsSpanningMachines(layout, {"a", "a", "a", "a", "b", "b"}).empty());  // SP across machines
+  EXPECT_TRUE(TpGroupsSpanningMachines(layout, {"a", "b", "a", "a", "a", "a"}).empty());  // the vision rank too
+  const std::vector<std::string> split = TpGroupsSpanningMachines(layout, {"a", "a", "a", "b", "b", "b"});
+  ASSERT_EQ(split.size(), 1u);
+  EXPECT_NE(split[0].find("ranks 2-3 (sp 0) spans the machines a, b"), std::string::npos) << split[0];
+  EXPECT_EQ(TpGroupsSpanningMachines(layout, {"a", "a", "a", "b", "a", "b"}).size(), 2u);
+}
+
 TEST(MappingTest, MismatchesAreNamed) {
   EXPECT_TRUE(Mapping::Create(6, 0, {1, 1, 2, 2}).ok());
   const auto bad = Mapping::Create(5, 0, {1, 1, 2, 2});
