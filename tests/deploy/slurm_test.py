@@ -19,11 +19,10 @@ import sys
 import tempfile
 import time
 
-import httpx
 import openai
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration"))
-from serving_test import ROOT, Context, free_port  # noqa: E402
+from serving_test import ROOT, Context, free_port, wait_ready  # noqa: E402
 
 SKIP = 77  # ctest's SKIP_RETURN_CODE for this test
 
@@ -148,17 +147,8 @@ def test_serve(slurm, ctx):
     job_id = slurm.submit("serve.sh", "--vision", "1", "--tp", "2", "--sp", "1", "--nodes", "1", "--build",
                           ctx.build, "--", "--model", ctx.model, "--port", str(port), "--drain-timeout-s", "60")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert slurm.job(job_id).get("JobState") in ("PENDING", "RUNNING"), slurm.job(job_id)
-        time.sleep(0.5)
-    else:
-        raise AssertionError("the served job did not become healthy:\n" + slurm.job_log("serve", job_id)[-3000:])
+    wait_ready(url + "/health", 180, lambda: slurm.job(job_id).get("JobState") in ("PENDING", "RUNNING"),
+               lambda: f"job {slurm.job(job_id)}:\n{slurm.job_log('serve', job_id)[-3000:]}")
     log = slurm.job_log("serve", job_id)
     assert f"the API will listen on http://{slurm.host}:{port}/v1" in log, log[-2000:]
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)

@@ -23,7 +23,7 @@ import time
 import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serving_test import IMAGES, ROOT, VIDEOS, Context, Server, free_port  # noqa: E402
+from serving_test import IMAGES, ROOT, VIDEOS, Context, Server, free_port, wait_ready  # noqa: E402
 
 MONITORING = os.path.join(ROOT, "monitoring")
 LAYOUT = dict(tp=2, sp=2, vision=1)
@@ -58,16 +58,8 @@ class Prometheus:
         self.process = subprocess.Popen(
             ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tempfile.mkdtemp(dir=work)}",
              f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            assert self.process.poll() is None, f"prometheus exited {self.process.returncode}: {self.log.name}"
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("prometheus did not become ready")
+        wait_ready(self.url + "/-/ready", 60, lambda: self.process.poll() is None,
+                   lambda: f"prometheus (exit {self.process.poll()}), log {self.log.name}")
 
     def query(self, expr):
         r = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=30)

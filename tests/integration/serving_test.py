@@ -47,6 +47,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_ready(url, seconds, alive, describe):
+    """Until `url` answers 200; fails with describe() when alive() turns false or `seconds` pass."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert alive(), f"it stopped before {url} answered: {describe()}"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {seconds} s: {describe()}")
+
+
 def data_url(path, mime):
     with open(path, "rb") as f:
         return f"data:{mime};base64," + base64.b64encode(f.read()).decode()
@@ -65,17 +79,8 @@ class Server:
                    str(vision), "--build", build, "--", "--model", model, "--serve", "--port", str(self.port),
                    "--allowed-media-path", f"{DATA},{work}", "--step-timeout-s", "60", *extra]
         self.job = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert self.job.poll() is None, f"the server exited {self.job.returncode}:\n{self.output()}"
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the server did not become healthy:\n" + self.output())
+        wait_ready(self.url + "/health", 120, lambda: self.job.poll() is None,
+                   lambda: f"the server (exit {self.job.poll()}):\n{self.output()}")
         self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=300)
 
     def output(self):
