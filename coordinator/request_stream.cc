@@ -1,12 +1,14 @@
 #include "coordinator/request_stream.h"
 
+#include <algorithm>
+
 namespace ixc::coordinator {
 
 void RequestStream::Push(int32_t token, std::optional<TokenLogprobs> logprobs) {
   {
     std::lock_guard lock(mutex_);
-    state_.tokens.push_back(token);
-    if (logprobs) state_.logprobs.push_back(std::move(*logprobs));
+    tokens_.push_back(token);
+    if (logprobs) logprobs_.push_back(std::move(*logprobs));
   }
   changed_.notify_all();
 }
@@ -14,19 +16,24 @@ void RequestStream::Push(int32_t token, std::optional<TokenLogprobs> logprobs) {
 void RequestStream::Finish(const std::string& reason, const std::string& error) {
   {
     std::lock_guard lock(mutex_);
-    if (state_.finished) return;
-    state_.finished = true;
-    state_.finish_reason = reason;
-    state_.error = error;
+    if (finished_) return;
+    finished_ = true;
+    finish_reason_ = reason;
+    error_ = error;
   }
   changed_.notify_all();
 }
 
 bool RequestStream::Wait(size_t seen, std::chrono::milliseconds timeout, Update* update) const {
   std::unique_lock lock(mutex_);
-  const bool news =
-      changed_.wait_for(lock, timeout, [&] { return state_.finished || state_.tokens.size() > seen; });
-  *update = state_;
+  const bool news = changed_.wait_for(lock, timeout, [&] { return finished_ || tokens_.size() > seen; });
+  const size_t from = std::min(seen, tokens_.size());
+  update->tokens.assign(tokens_.begin() + from, tokens_.end());
+  update->logprobs.assign(logprobs_.begin() + std::min(from, logprobs_.size()), logprobs_.end());
+  update->total = tokens_.size();
+  update->finished = finished_;
+  update->finish_reason = finish_reason_;
+  update->error = error_;
   return news;
 }
 

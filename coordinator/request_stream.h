@@ -5,7 +5,7 @@
 // from its own thread.
 //   engine:  stream.Push(token); ... stream.Finish("stop", "");
 //   client:  RequestStream::Update update;
-//            while (stream.Wait(seen, std::chrono::seconds(1), &update)) { ...update.tokens[seen..]...; seen = ... }
+//            while (stream.Wait(seen, std::chrono::seconds(1), &update)) { ...update.tokens...; seen = update.total; }
 #pragma once
 
 #include <chrono>
@@ -22,9 +22,11 @@ namespace ixc::coordinator {
 
 class RequestStream {
  public:
+  // What came after the `seen` tokens a Wait was given: a long answer's tokens are copied once, not at every wait.
   struct Update {
-    std::vector<int32_t> tokens;  // every token so far
-    std::vector<TokenLogprobs> logprobs;  // (tokens) where the request asked for them, else empty
+    std::vector<int32_t> tokens;  // the tokens after `seen`
+    std::vector<TokenLogprobs> logprobs;  // theirs, where the request asked for them, else empty
+    size_t total = 0;             // tokens so far, these included
     bool finished = false;
     std::string finish_reason;    // stop | length | abort | error
     std::string error;            // with finish_reason error
@@ -33,14 +35,17 @@ class RequestStream {
   void Push(int32_t token, std::optional<TokenLogprobs> logprobs = std::nullopt);
   void Finish(const std::string& reason, const std::string& error);
 
-  // Waits until the stream holds more than `seen` tokens or has finished, or `timeout` passes; copies its state into
-  // `update`. Returns whether there is something new (false on timeout).
+  // Waits until the stream holds more than `seen` tokens or has finished, or `timeout` passes; fills `update` with
+  // the tokens after `seen` and the end, if it has come. Returns whether there is something new (false on timeout).
   bool Wait(size_t seen, std::chrono::milliseconds timeout, Update* update) const;
 
  private:
   mutable std::mutex mutex_;
   mutable std::condition_variable changed_;
-  Update state_;
+  std::vector<int32_t> tokens_;
+  std::vector<TokenLogprobs> logprobs_;
+  bool finished_ = false;
+  std::string finish_reason_, error_;
 };
 
 }  // namespace ixc::coordinator

@@ -87,15 +87,13 @@ struct ApiServer::Generation {
     if (!choice.finish_reason.empty()) return "";
     std::vector<int32_t> fresh;
     const std::vector<int32_t>& stops = choice.request->stop_ids;
-    for (size_t i = choice.seen; i < update.tokens.size(); ++i) {
-      if (std::find(stops.begin(), stops.end(), update.tokens[i]) == stops.end()) fresh.push_back(update.tokens[i]);
+    for (int32_t token : update.tokens) {
+      if (std::find(stops.begin(), stops.end(), token) == stops.end()) fresh.push_back(token);
     }
-    choice.ids.insert(choice.ids.end(), update.tokens.begin() + choice.seen, update.tokens.end());
-    if (update.logprobs.size() > choice.seen) {
-      choice.logprobs.insert(choice.logprobs.end(), update.logprobs.begin() + choice.seen, update.logprobs.end());
-    }
-    choice.seen = update.tokens.size();
-    choice.tokens = static_cast<int64_t>(update.tokens.size());
+    choice.ids.insert(choice.ids.end(), update.tokens.begin(), update.tokens.end());
+    choice.logprobs.insert(choice.logprobs.end(), update.logprobs.begin(), update.logprobs.end());
+    choice.seen = update.total;
+    choice.tokens = static_cast<int64_t>(update.total);
     std::string delta = choice.text->Add(fresh);
     if (choice.text->stopped()) {
       inbox.Cancel(choice.request->number, "stop");
