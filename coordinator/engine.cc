@@ -35,10 +35,24 @@ Engine::Engine(const parallel::Mapping& mapping, protocol::Channel& channel, con
       answered_(mapping.world_size(), false),
       heartbeat_(mapping.world_size(), 0.0),
       metrics_(metrics),
-      rank_labels_(mapping.world_size()) {
-  for (int rank : mapping.VisionRanks()) rank_labels_[rank] = {rank, "vision"};
+      rank_series_(mapping.world_size()) {
+  for (int rank : mapping.VisionRanks()) rank_series_[rank].labels = {rank, "vision"};
   const int first = mapping.first_llm_rank(), tp = mapping.layout().tp;
-  for (int rank : mapping.LlmRanks()) rank_labels_[rank] = {rank, "llm", (rank - first) % tp, (rank - first) / tp};
+  for (int rank : mapping.LlmRanks()) {
+    RankSeries& series = rank_series_[rank];
+    series.labels = {rank, "llm", (rank - first) % tp, (rank - first) / tp};
+    series.kv_blocks = &metrics.RankGauge(metrics.rank_kv_blocks, series.labels);
+    series.kv_blocks_used = &metrics.RankGauge(metrics.rank_kv_blocks_used, series.labels);
+  }
+  for (int rank = 1; rank < mapping.world_size(); ++rank) {
+    RankSeries& series = rank_series_[rank];
+    series.up = &metrics.RankGauge(metrics.rank_up, series.labels);
+    series.heartbeat_age = &metrics.RankGauge(metrics.rank_heartbeat_age, series.labels);
+    series.device_memory_used = &metrics.RankGauge(metrics.rank_device_memory_used, series.labels);
+    series.device_memory_total = &metrics.RankGauge(metrics.rank_device_memory_total, series.labels);
+    series.steps = &metrics.RankCounter(metrics.rank_steps, series.labels);
+    series.compute_seconds = &metrics.RankCounter(metrics.rank_compute_seconds, series.labels);
+  }
 }
 
 std::string Engine::Silent() const {
@@ -387,9 +401,10 @@ void Engine::RecordDispatch(const Request& request) {
 }
 
 void Engine::RecordRank(int rank, const RankReport& report) {
-  const monitoring::RankLabels& labels = rank_labels_[rank];
-  metrics_.RankCounter(metrics_.rank_steps, labels).Increment(static_cast<double>(report.steps));
-  metrics_.RankCounter(metrics_.rank_compute_seconds, labels).Increment(report.compute_seconds);
+  const RankSeries& series = rank_series_[rank];
+  const monitoring::RankLabels& labels = series.labels;
+  series.steps->Increment(static_cast<double>(report.steps));
+  series.compute_seconds->Increment(report.compute_seconds);
   for (const CommTotal& total : report.comm) {
     const prometheus::Labels kind = {{"group", total.group}, {"op", total.op}, {"path", total.path}};
     metrics_.RankCounter(metrics_.rank_comm_seconds, labels, kind).Increment(total.seconds);
@@ -400,8 +415,8 @@ void Engine::RecordRank(int rank, const RankReport& report) {
     }
   }
   if (report.device_memory_total > 0) {
-    metrics_.RankGauge(metrics_.rank_device_memory_used, labels).Set(static_cast<double>(report.device_memory_used));
-    metrics_.RankGauge(metrics_.rank_device_memory_total, labels).Set(static_cast<double>(report.device_memory_total));
+    series.device_memory_used->Set(static_cast<double>(report.device_memory_used));
+    series.device_memory_total->Set(static_cast<double>(report.device_memory_total));
   }
   for (double seconds : report.vit_pass_seconds) metrics_.vit_pass_time.Observe(seconds);
   metrics_.vit_crops.Increment(static_cast<double>(report.vit_crops));
@@ -420,17 +435,17 @@ void Engine::UpdateGauges() {
   // Each SP rank's pool as the block manager keeps it: the same on every TP rank of that SP rank.
   double fullest = 0;
   for (int rank : mapping_.LlmRanks()) {
-    const monitoring::RankLabels& labels = rank_labels_[rank];
-    const int used = kv_blocks_ - (kv_blocks_ > 0 ? blocks_.free_blocks(labels.sp) : 0);
-    metrics_.RankGauge(metrics_.rank_kv_blocks, labels).Set(kv_blocks_);
-    metrics_.RankGauge(metrics_.rank_kv_blocks_used, labels).Set(used);
+    const RankSeries& series = rank_series_[rank];
+    const int used = kv_blocks_ - (kv_blocks_ > 0 ? blocks_.free_blocks(series.labels.sp) : 0);
+    series.kv_blocks->Set(kv_blocks_);
+    series.kv_blocks_used->Set(used);
     if (kv_blocks_ > 0) fullest = std::max(fullest, static_cast<double>(used) / kv_blocks_);
   }
   metrics_.kv_cache_usage.Set(fullest);
   for (int rank = 1; rank < mapping_.world_size(); ++rank) {
     const double age = Now() - heartbeat_[rank];
-    metrics_.RankGauge(metrics_.rank_heartbeat_age, rank_labels_[rank]).Set(age);
-    metrics_.RankGauge(metrics_.rank_up, rank_labels_[rank]).Set(age < kDeadAfterSeconds ? 1 : 0);
+    rank_series_[rank].heartbeat_age->Set(age);
+    rank_series_[rank].up->Set(age < kDeadAfterSeconds ? 1 : 0);
   }
 }
 

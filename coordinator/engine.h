@@ -119,7 +119,20 @@ class Engine {
   int next_vision_ = 0;
   double start_ = 0;
   monitoring::Metrics& metrics_;
-  std::vector<monitoring::RankLabels> rank_labels_;  // by world rank
+  // A worker's per-rank series, made once: each lookup of a series builds its label set (the gauges are set at every
+  // turn of the loop).
+  struct RankSeries {
+    monitoring::RankLabels labels;
+    prometheus::Gauge* up = nullptr;
+    prometheus::Gauge* heartbeat_age = nullptr;
+    prometheus::Gauge* kv_blocks = nullptr;       // LLM ranks
+    prometheus::Gauge* kv_blocks_used = nullptr;  // LLM ranks
+    prometheus::Gauge* device_memory_used = nullptr;
+    prometheus::Gauge* device_memory_total = nullptr;
+    prometheus::Counter* steps = nullptr;
+    prometheus::Counter* compute_seconds = nullptr;
+  };
+  std::vector<RankSeries> rank_series_;  // by world rank (the coordinator's entry unused)
   std::atomic<bool> ready_{false};
 };
 
