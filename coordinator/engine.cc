@@ -479,10 +479,9 @@ absl::Status Engine::Step() {
     Request* request = waiting_.front();
     waiting_.pop_front();
     blocks_.Prefill(request->number, Length(*request));
-    if (request->scheduled_s == 0) request->scheduled_s = Now();
-    if (!request->prompt_counted) {
+    if (request->scheduled_s == 0) {  // its first admission: a recompute after preemption is not counted again
+      request->scheduled_s = Now();
       metrics_.prompt_tokens.Increment(static_cast<double>(request->prompt.size()));
-      request->prompt_counted = true;
     }
     request->state = RequestState::kRunning;
     running_.push_back(request);

@@ -71,7 +71,6 @@ struct Request {
   double arrived_s = 0, images_dispatched_s = 0, first_token_s = 0, finished_s = 0;
   double scheduled_s = 0, last_token_s = 0;  // first admitted to a prefill; the latest token (engine times)
   double preparation_s = 0;  // before the engine: what the API spent preparing it (counts in TTFT and e2e)
-  bool prompt_counted = false;  // its prompt tokens are in the metrics (a recompute is not counted again)
 };
 
 struct RequestDefaults {

@@ -4,8 +4,8 @@
 #     (ranks fill the nodes in order: keep each node's LLM ranks a multiple of T so TP groups stay inside a node;
 #     the coordinator warns when one does not) and, with --gpus-per-node, that many GPUs per node (each LLM rank
 #     takes its own by its rank on the node).
-#   Inside: srun --mpi=pmix where this Slurm has PMIx, else Open MPI's mpirun on the allocation; every task runs
-#     deploy/one_program.sh (the coordinator on rank 0, a worker elsewhere). scancel drains the server: Slurm sends
+#   Inside: srun --mpi=pmix where this Slurm has PMIx, else deploy/launch.sh (Open MPI's mpirun on the allocation);
+#     every task runs deploy/one_program.sh (the coordinator on rank 0, a worker elsewhere). scancel drains the server: Slurm sends
 #     SIGTERM to every task, the coordinator drains, the workers (which block it) stop when it tells them.
 # Options: --vision V --tp T --sp S --nodes N [--gpus-per-node G] [--build DIR] [--sbatch "extra sbatch options"]
 #          -- ixc-coordinator's arguments.
@@ -43,22 +43,25 @@ if [ -z "${SLURM_JOB_ID:-}" ]; then
   exec sbatch "${options[@]}" "$0" "${args[@]}"
 fi
 
-# Inside the allocation.
-cpus=$(nproc)
-if [ $(( (tasks + SLURM_JOB_NUM_NODES - 1) / SLURM_JOB_NUM_NODES )) -gt "$cpus" ]; then
-  export OMP_NUM_THREADS=1  # more ranks than cores on a node: they share
-else
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cpus / ((tasks + SLURM_JOB_NUM_NODES - 1) / SLURM_JOB_NUM_NODES) ))}
-fi
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-coordinator=("$build/coordinator/ixc-coordinator" --tp "$tp" --sp "$sp" --vision "$vision" "${coordinator_args[@]}")
-program=(bash "$repo/deploy/one_program.sh" "$build/worker/ixc-worker" "${coordinator[@]}")
+# Inside the allocation: start_cluster [more coordinator arguments] runs the job and does not return.
 first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 echo "ixc-$job_kind: job $SLURM_JOB_ID, $tasks ranks (V$vision T$tp S$sp) on $SLURM_JOB_NODELIST; the coordinator runs on $first_node"
-if srun --mpi=list 2>&1 | grep -qw pmix; then
-  launcher=(srun --mpi=pmix --kill-on-bad-exit=1 --ntasks "$tasks" --distribution block)
-else
-  launcher=(mpirun --allow-run-as-root --mca orte_abort_on_non_zero_status 0 --oversubscribe --bind-to none
-            -x OMP_NUM_THREADS -x OMP_WAIT_POLICY -np "$tasks")
-fi
-echo "${launcher[*]} ${program[*]}"
+start_cluster() {
+  if ! srun --mpi=list 2>&1 | grep -qw pmix; then  # mpirun on the allocation, as on one machine
+    exec "$repo/deploy/launch.sh" --tp "$tp" --sp "$sp" --vision "$vision" --build "$build" --one-program -- \
+      "${coordinator_args[@]}" "$@"
+  fi
+  local per_node=$(( (tasks + SLURM_JOB_NUM_NODES - 1) / SLURM_JOB_NUM_NODES )) cpus
+  cpus=$(nproc)
+  if [ "$per_node" -gt "$cpus" ]; then
+    export OMP_NUM_THREADS=1  # more ranks than cores on a node: they share
+  else
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cpus / per_node ))}
+  fi
+  export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+  local line=(srun --mpi=pmix --kill-on-bad-exit=1 --ntasks "$tasks" --distribution block
+              bash "$repo/deploy/one_program.sh" "$build/worker/ixc-worker" "$build/coordinator/ixc-coordinator"
+              --tp "$tp" --sp "$sp" --vision "$vision" "${coordinator_args[@]}" "$@")
+  echo "${line[*]}"
+  exec "${line[@]}"
+}

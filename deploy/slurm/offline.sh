@@ -7,4 +7,4 @@ job_kind=offline
 # Inside the job, Slurm runs a copy of this script from its spool folder: IXC_REPO says where the tree is.
 # shellcheck source=deploy/slurm/job.sh
 source "${IXC_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}/deploy/slurm/job.sh"
-exec "${launcher[@]}" "${program[@]}"
+start_cluster

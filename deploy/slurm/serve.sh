@@ -13,4 +13,4 @@ for ((i = 0; i < ${#coordinator_args[@]}; i++)); do
   [ "${coordinator_args[$i]}" = --port ] && port=${coordinator_args[$((i + 1))]}
 done
 echo "ixc-serve: the API will listen on http://$first_node:$port/v1 (pass --host 0.0.0.0 to reach it from other machines)"
-exec "${launcher[@]}" "${program[@]}" --serve
+start_cluster --serve
