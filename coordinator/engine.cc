@@ -7,6 +7,8 @@
 #include "absl/strings/str_join.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "coordinator/prefix_keys.h"
+#include "parallel/sequence_shard.h"
 
 namespace ixc::coordinator {
 namespace {
@@ -30,8 +32,9 @@ Engine::Engine(const parallel::Mapping& mapping, protocol::Channel& channel, con
     : mapping_(mapping),
       channel_(channel),
       options_(options),
-      blocks_(mapping.layout().sp, options.kv_block_size, 0),  // sized when the LLM ranks are ready
-      image_cache_(options.image_cache_bytes, options.image_feature_bytes_per_crop, options.image_row_bytes),
+      blocks_(mapping.layout().sp, options.kv_block_size, 0, options.prefix_caching),  // sized when ranks are ready
+      image_cache_(options.image_cache_bytes, options.image_feature_bytes_per_crop, options.image_row_bytes,
+                   options.prefix_caching),
       answered_(mapping.world_size(), false),
       heartbeat_(mapping.world_size(), 0.0),
       metrics_(metrics),
@@ -104,7 +107,7 @@ absl::Status Engine::Start() {
     IXC_RETURN_IF_ERROR(CheckHeartbeats(/*in_step=*/true));
   }
   if (kv_blocks_ == 0) return absl::InternalError("no LLM rank said how many KV blocks it holds");
-  blocks_ = BlockManager(mapping_.layout().sp, options_.kv_block_size, kv_blocks_);
+  blocks_ = BlockManager(mapping_.layout().sp, options_.kv_block_size, kv_blocks_, options_.prefix_caching);
   IXC_LOG(INFO) << workers << " workers ready; KV cache of " << kv_blocks_ << " blocks of " << options_.kv_block_size
                 << " tokens per LLM rank (the smallest pool)";
   std::fill(answered_.begin(), answered_.end(), false);
@@ -121,7 +124,10 @@ absl::Status Engine::Serve(EngineInbox& inbox) {
     status = DispatchQueuedImages();
     if (status.ok() && requests_.empty() && inbox.closed()) {
       TakeFromInbox(inbox);  // a last submission between the two looks
-      if (requests_.empty()) break;
+      if (requests_.empty()) {
+        status = CheckIdle();
+        break;
+      }
     }
     if (status.ok()) status = Step();
     if (status.ok()) status = CheckHeartbeats(/*in_step=*/false);
@@ -206,49 +212,85 @@ absl::Status Engine::DispatchQueuedImages() {
     request.images_dispatched_s = Now();
     RecordDispatch(request);
     IXC_RETURN_IF_ERROR(DispatchVision(request));
-    if (request.state == RequestState::kEncoding) image_cache_.Charge(request);
   }
   return absl::OkStatus();
 }
 
 absl::Status Engine::DispatchVision(Request& request) {
-  const std::vector<int> vision = mapping_.VisionRanks();
-  if (vision.empty()) {
+  if (mapping_.VisionRanks().empty()) {
     Finish(request, "error", "the request has images but the cluster has no vision ranks (--vision 0)");
     return absl::OkStatus();
   }
-  // Each image's crops in contiguous parts over the vision ranks, starting at the next rank in turn (the owner).
-  const int ranks = static_cast<int>(vision.size());
+  bool all = true;
   for (ImageInPrompt& image : request.images) {
-    VisionCrops& crops = image.prepared.crops;
-    const int count = crops.count(), used = std::min(ranks, count), first_rank = next_vision_++ % ranks;
-    const size_t crop_floats = static_cast<size_t>(3) * crops.tile * crops.tile;
-    image.vision_rank = vision[first_rank];
-    image.parts.clear();
-    image_tags_[image.tag] = request.number;
-    for (int p = 0; p < used; ++p) {
-      const int first = count * p / used, part_count = count * (p + 1) / used - first;
-      const int rank = vision[(first_rank + p) % ranks];
-      image.parts.push_back({rank, first, part_count});
-      flatbuffers::FlatBufferBuilder builder(part_count * crop_floats * sizeof(float) + 1024);
-      const auto pixels = builder.CreateVector(crops.pixels.data() + first * crop_floats, part_count * crop_floats);
-      const auto task = protocol::CreateVisionTask(builder, image.tag, crops.rows, crops.cols, crops.tile, first,
-                                                   part_count, image.vision_rank, pixels);
-      IXC_RETURN_IF_ERROR(channel_.Send(rank, protocol::Finish(builder, mapping_.rank(), protocol::Body::VisionTask,
-                                                               task.Union())));
-    }
-    image.parts_pending = used;
-    std::vector<float>().swap(crops.pixels);  // sent: a recomputation takes the embeddings the vision ranks keep
+    bool is_new = false;
+    ImageCache::Entry& entry = image_cache_.Take(image, &is_new);
+    metrics_.image_cache_queries.Increment();
+    if (!is_new) metrics_.image_cache_hits.Increment();
+    image.tag = entry.tag;
+    if (is_new) IXC_RETURN_IF_ERROR(EncodeImage(image, entry));
+    image.vision_rank = entry.owner;
+    image.encoded = entry.encoded;
+    all = all && image.encoded;
+    std::vector<float>().swap(image.prepared.crops.pixels);  // a recomputation takes the embeddings the ranks keep
   }
-  request.state = RequestState::kEncoding;
+  if (all) {  // every image held already
+    request.state = RequestState::kWaiting;
+    waiting_.push_back(&request);
+  } else {
+    request.state = RequestState::kEncoding;
+  }
   return absl::OkStatus();
 }
 
-Request* Engine::ByTag(int tag) {
-  auto it = image_tags_.find(tag);
-  if (it == image_tags_.end()) return nullptr;
-  auto request = requests_.find(it->second);
-  return request == requests_.end() ? nullptr : request->second.get();
+absl::Status Engine::EncodeImage(ImageInPrompt& image, ImageCache::Entry& entry) {
+  // The crops in contiguous parts over the vision ranks, starting at the next rank in turn (the owner).
+  const std::vector<int> vision = mapping_.VisionRanks();
+  const int ranks = static_cast<int>(vision.size());
+  const VisionCrops& crops = image.prepared.crops;
+  const int count = crops.count(), used = std::min(ranks, count), first_rank = next_vision_++ % ranks;
+  const size_t crop_floats = static_cast<size_t>(3) * crops.tile * crops.tile;
+  entry.owner = vision[first_rank];
+  for (int p = 0; p < used; ++p) {
+    const int first = count * p / used, part_count = count * (p + 1) / used - first;
+    const int rank = vision[(first_rank + p) % ranks];
+    entry.parts.push_back({rank, first, part_count});
+    flatbuffers::FlatBufferBuilder builder(part_count * crop_floats * sizeof(float) + 1024);
+    const auto pixels = builder.CreateVector(crops.pixels.data() + first * crop_floats, part_count * crop_floats);
+    const auto task = protocol::CreateVisionTask(builder, entry.tag, crops.rows, crops.cols, crops.tile, first,
+                                                 part_count, entry.owner, pixels);
+    IXC_RETURN_IF_ERROR(
+        channel_.Send(rank, protocol::Finish(builder, mapping_.rank(), protocol::Body::VisionTask, task.Union())));
+  }
+  entry.parts_pending = used;
+  return absl::OkStatus();
+}
+
+absl::Status Engine::ImageReady(int tag, int rows, int sender) {
+  if (image_cache_.ByTag(tag) == nullptr) return absl::OkStatus();
+  image_cache_.Assembled(tag);  // the features are gone, the embeddings wait on the owner
+  for (auto& [number, request] : requests_) {
+    if (request->state != RequestState::kEncoding) continue;
+    bool all = true;
+    for (ImageInPrompt& image : request->images) {
+      if (image.tag == tag) {
+        if (rows != image.rows) {
+          return absl::InternalError(
+              absl::StrCat("rank ", sender, " encoded ", rows, " rows for image ", tag, "; the prompt has ", image.rows));
+        }
+        image.encoded = true;
+      }
+      all = all && image.encoded;
+    }
+    if (!all) continue;
+    if (!request->cancel_reason.empty()) {
+      Finish(*request, request->cancel_reason);
+    } else {
+      request->state = RequestState::kWaiting;
+      waiting_.push_back(request.get());
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes,
@@ -268,48 +310,23 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes,
     case protocol::Body::CropsEncoded: {
       // When every part of the image is encoded, its ranks meet to assemble it (between steps: see vision_worker.h).
       const int tag = envelope->body_as_CropsEncoded()->tag();
-      Request* request = ByTag(tag);
-      if (request == nullptr) break;
-      for (ImageInPrompt& image : request->images) {
-        if (image.tag != tag || --image.parts_pending > 0) continue;
-        flatbuffers::FlatBufferBuilder builder;
-        std::vector<flatbuffers::Offset<protocol::VisionPart>> parts;
-        for (const auto& [rank, first, count] : image.parts) {
-          parts.push_back(protocol::CreateVisionPart(builder, rank, first, count));
-        }
-        const auto gather = protocol::CreateVisionGather(builder, tag, image.vision_rank, builder.CreateVector(parts));
-        const protocol::Bytes message =
-            protocol::Finish(builder, mapping_.rank(), protocol::Body::VisionGather, gather.Union());
-        for (const auto& part : image.parts) IXC_RETURN_IF_ERROR(channel_.Send(part[0], message));
+      ImageCache::Entry* entry = image_cache_.ByTag(tag);
+      if (entry == nullptr || --entry->parts_pending > 0) break;
+      flatbuffers::FlatBufferBuilder builder;
+      std::vector<flatbuffers::Offset<protocol::VisionPart>> parts;
+      for (const auto& [rank, first, count] : entry->parts) {
+        parts.push_back(protocol::CreateVisionPart(builder, rank, first, count));
       }
+      const auto gather = protocol::CreateVisionGather(builder, tag, entry->owner, builder.CreateVector(parts));
+      const protocol::Bytes message =
+          protocol::Finish(builder, mapping_.rank(), protocol::Body::VisionGather, gather.Union());
+      for (const auto& part : entry->parts) IXC_RETURN_IF_ERROR(channel_.Send(part[0], message));
       break;
     }
-    case protocol::Body::VisionDone: {
-      const int tag = envelope->body_as_VisionDone()->tag();
-      Request* request = ByTag(tag);
-      if (request == nullptr) break;
-      bool all = true;
-      for (ImageInPrompt& image : request->images) {
-        if (image.tag == tag) {
-          if (envelope->body_as_VisionDone()->rows() != image.rows) {
-            return absl::InternalError(absl::StrCat("rank ", sender, " encoded ", envelope->body_as_VisionDone()->rows(),
-                                                    " rows for image ", tag, "; the prompt has ", image.rows));
-          }
-          image.encoded = true;
-          image_cache_.Assembled(*request, image);  // the features are gone, the embeddings wait on the owner
-        }
-        all = all && image.encoded;
-      }
-      if (all && request->state == RequestState::kEncoding) {
-        if (!request->cancel_reason.empty()) {
-          Finish(*request, request->cancel_reason);
-        } else {
-          request->state = RequestState::kWaiting;
-          waiting_.push_back(request);
-        }
-      }
+    case protocol::Body::VisionDone:
+      IXC_RETURN_IF_ERROR(
+          ImageReady(envelope->body_as_VisionDone()->tag(), envelope->body_as_VisionDone()->rows(), sender));
       break;
-    }
     case protocol::Body::StepResult: {
       const protocol::StepResult* result = envelope->body_as_StepResult();
       if (result->step() != step_ || sender < 0 || sender >= mapping_.world_size() || answered_[sender]) break;
@@ -339,6 +356,7 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes,
 
 void Engine::Preempt(Request& request) {
   blocks_.Free(request.number);
+  new_blocks_.erase(request.number);
   release_.push_back(request.number);
   running_.erase(std::find(running_.begin(), running_.end(), &request));
   request.state = RequestState::kWaiting;
@@ -361,11 +379,8 @@ void Engine::Finish(Request& request, const std::string& reason, const std::stri
     blocks_.Free(request.number);
     release_.push_back(request.number);
   }
-  if (!request.images.empty()) {
-    finished_.push_back(request.number);  // the vision ranks drop its images with the next plan
-    image_cache_.Release(request);
-    for (const ImageInPrompt& image : request.images) image_tags_.erase(image.tag);
-  }
+  image_cache_.Release(request);  // unused entries stay cached, or leave (the vision ranks drop them with a plan)
+  for (ImageInPrompt& image : request.images) image.tag = -1;
   request.finish_reason = reason;
   request.error = error;
   request.finished_s = Now();
@@ -436,7 +451,7 @@ void Engine::UpdateGauges() {
   double fullest = 0;
   for (int rank : mapping_.LlmRanks()) {
     const RankSeries& series = rank_series_[rank];
-    const int used = kv_blocks_ - (kv_blocks_ > 0 ? blocks_.free_blocks(series.labels.sp) : 0);
+    const int used = kv_blocks_ > 0 ? blocks_.used_blocks(series.labels.sp) : 0;
     series.kv_blocks->Set(kv_blocks_);
     series.kv_blocks_used->Set(used);
     if (kv_blocks_ > 0) fullest = std::max(fullest, static_cast<double>(used) / kv_blocks_);
@@ -469,19 +484,22 @@ absl::Status Engine::Step() {
       Preempt(*request);
       break;
     }
-    blocks_.Append(request->number, position);
+    if (const std::optional<int32_t> block = blocks_.Append(request->number, position)) {
+      new_blocks_[request->number] = {static_cast<int32_t>(position / options_.kv_block_size), *block};
+    }
     decodes.push_back(request);
   }
   // Admit in order while the batch has room and the prefill fits; nothing jumps the queue.
   std::vector<Request*> prefills;
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_num_seqs &&
-         blocks_.CanPrefill(Length(*waiting_.front()))) {
+         Admit(*waiting_.front())) {
     Request* request = waiting_.front();
     waiting_.pop_front();
-    blocks_.Prefill(request->number, Length(*request));
     if (request->scheduled_s == 0) {  // its first admission: a recompute after preemption is not counted again
       request->scheduled_s = Now();
       metrics_.prompt_tokens.Increment(static_cast<double>(request->prompt.size()));
+      request->cached_tokens = request->prefill_cached;
+      request->stream->SetCachedTokens(request->cached_tokens);
     }
     request->state = RequestState::kRunning;
     running_.push_back(request);
@@ -496,7 +514,7 @@ absl::Status Engine::Step() {
     return absl::OkStatus();
   }
   if (prefills.empty() && decodes.empty()) {
-    if (release_.empty() && finished_.empty()) {
+    if (release_.empty()) {
       // Nothing runnable: wait a little for a vision rank (an arrival is taken on the next turn).
       auto message = channel_.Receive(std::chrono::milliseconds(5));
       if (message.ok()) return HandleMessage(message->first, message->second, &tokens, &results);
@@ -507,7 +525,7 @@ absl::Status Engine::Step() {
   ++step_;
   const double step_start = Now();
   int64_t step_positions = static_cast<int64_t>(decodes.size());
-  for (const Request* request : prefills) step_positions += Length(*request);
+  for (const Request* request : prefills) step_positions += Length(*request) - request->prefill_cached;
   metrics_.iteration_tokens.Observe(static_cast<double>(step_positions));
   std::fill(answered_.begin(), answered_.end(), false);
   failed_.clear();
@@ -554,6 +572,7 @@ absl::Status Engine::Step() {
     metrics_.generation_tokens.Increment();
     request->generated.push_back(token);
     request->stream->Push(token, std::move(it->second.logprobs));
+    RegisterComputed(*request);
     const bool stop = std::find(request->stop_ids.begin(), request->stop_ids.end(), token) !=
                       request->stop_ids.end();
     if (stop) {
@@ -586,19 +605,70 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
     work.push_back(protocol::CreateSequenceWork(
         builder, request->number, /*prefill=*/true, builder.CreateVector(ids), builder.CreateVector(images),
         builder.CreateVector(request->generated), static_cast<int8_t>(request->lora), sampling(*request),
-        dump ? builder.CreateString(request->dump_logits) : 0));
+        dump ? builder.CreateString(request->dump_logits) : 0, static_cast<int32_t>(request->prefill_cached),
+        /*first_block=*/0, builder.CreateVector(blocks_.Table(request->number))));
   }
   for (const Request* request : decodes) {
     const std::vector<int32_t> last = {request->generated.back()};
-    work.push_back(protocol::CreateSequenceWork(builder, request->number, /*prefill=*/false,
-                                                builder.CreateVector(last), 0, builder.CreateVector(request->generated),
-                                                static_cast<int8_t>(request->lora), sampling(*request)));
+    std::vector<int32_t> block;
+    int32_t first_block = 0;
+    if (auto taken = new_blocks_.find(request->number); taken != new_blocks_.end()) {
+      first_block = taken->second.first;
+      block.push_back(taken->second.second);
+    }
+    work.push_back(protocol::CreateSequenceWork(
+        builder, request->number, /*prefill=*/false, builder.CreateVector(last), 0,
+        builder.CreateVector(request->generated), static_cast<int8_t>(request->lora), sampling(*request),
+        /*dump_logits=*/0, /*cached_tokens=*/0, first_block, builder.CreateVector(block)));
   }
   const auto plan = protocol::CreateStepPlan(builder, step_, builder.CreateVector(work),
-                                             builder.CreateVector(release_), builder.CreateVector(finished_));
+                                             builder.CreateVector(release_),
+                                             builder.CreateVector(image_cache_.TakeEvicted()));
   release_.clear();
-  finished_.clear();
+  new_blocks_.clear();
   return protocol::Finish(builder, mapping_.rank(), protocol::Body::StepPlan, plan.Union());
+}
+
+bool Engine::Admit(Request& request) {
+  const int64_t length = Length(request);
+  const int sp = mapping_.layout().sp, block_size = options_.kv_block_size;
+  std::vector<ContentKey> keys;
+  if (blocks_.prefix_caching()) {
+    ExtendBlockKeys(request, {block_size, options_.rope_fixed_up_to}, length, length, keys);
+  }
+  int64_t cached = blocks_.CachedPrefix(keys, length);
+  // Under SP the part after a cached prefix goes whole to every SP rank (parallel/sequence_shard.h); where a ring
+  // prefill of the whole would give each rank fewer rows, the cache does not pay.
+  if (cached > 0 && parallel::RingPrefill(length, sp, block_size) && (length - cached) * sp > length) cached = 0;
+  if (!blocks_.CanAllocate(keys, cached, length)) return false;
+  blocks_.Allocate(request.number, keys, cached, length);
+  request.block_keys = std::move(keys);
+  request.prefill_length = length;
+  request.prefill_cached = cached;
+  if (blocks_.prefix_caching()) {
+    metrics_.prefix_cache_queries.Increment(static_cast<double>(length));
+    metrics_.prefix_cache_hits.Increment(static_cast<double>(cached));
+  }
+  return true;
+}
+
+void Engine::RegisterComputed(Request& request) {
+  if (!blocks_.prefix_caching()) return;
+  const int64_t computed = Length(request) - 1;  // the latest token is fed by the next step
+  ExtendBlockKeys(request, {options_.kv_block_size, options_.rope_fixed_up_to}, request.prefill_length, computed,
+                  request.block_keys);
+  blocks_.Computed(request.number, request.block_keys, computed);
+}
+
+absl::Status Engine::CheckIdle() const {
+  if (!blocks_.idle()) {
+    return absl::InternalError(absl::StrCat("every request has ended, yet KV blocks are still in use (",
+                                            static_cast<int>(100 * blocks_.usage()), "% of the pools): a leak"));
+  }
+  if (!image_cache_.idle()) {
+    return absl::InternalError("every request has ended, yet image cache entries are still in use: a leak");
+  }
+  return absl::OkStatus();
 }
 
 void Engine::Shutdown() {

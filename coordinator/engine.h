@@ -3,10 +3,11 @@
 // The coordinator's engine loop (architecture section 3), on a thread of its own: requests arrive through the
 // EngineInbox at any time (from the HTTP server or the offline JSONL reader: one path for both); their images go to
 // the vision ranks (round-robin) in arrival order as soon as they fit the image cache (image_cache.h: what the vision
-// ranks hold for images, features until assembly and embeddings until the request finishes; a request alone may
-// exceed it); a request is admitted when its images are encoded and its prefill fits the KV cache; every step plan
+// ranks hold for images, features until assembly and embeddings while used or cached; a request alone may exceed
+// it; an image held already is not encoded again); a request is admitted when its images are encoded and its
+// prefill fits the KV cache, after the longest prefix the prefix cache holds (block_manager.h); every step plan
 // carries the prefills admitted this step and one decode for every running sequence (continuous batching: new
-// requests join the running batch). Each token goes to the request's RequestStream as its step finishes. When a
+// requests join the running batch), with the KV blocks each takes. Each token goes to the request's RequestStream as its step finishes. When a
 // decode needs a KV block that no longer exists, the most recently admitted sequence is preempted: its blocks are
 // freed and it is later prefilled again from its prompt and the tokens it had generated, so its output is unchanged.
 // A cancelled request (client gone, stop string) ends before the next step, which frees its blocks and images. Each
@@ -16,6 +17,7 @@
 
 #include <atomic>
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,6 +44,11 @@ struct EngineOptions {
   int64_t image_cache_bytes = int64_t{8192} << 20;
   int64_t image_feature_bytes_per_crop = 0;
   int64_t image_row_bytes = 0;
+  // Reuse: KV blocks of a shared prefix (block_manager.h) and the embeddings of an image seen before (image_cache.h).
+  bool prefix_caching = true;
+  // Sequences up to this length rotate with RoPE's fixed base (max_position_embeddings with dynamic NTK): the
+  // prefix cache's keys depend on it past there (prefix_keys.h).
+  int64_t rope_fixed_up_to = std::numeric_limits<int64_t>::max();
 };
 
 
@@ -72,19 +79,28 @@ class Engine {
   // Dispatches the queued requests' images in order while they fit the image cache.
   absl::Status DispatchQueuedImages();
   absl::Status DispatchVision(Request& request);
+  // Sends a new image cache entry's crops to the vision ranks.
+  absl::Status EncodeImage(ImageInPrompt& image, ImageCache::Entry& entry);
+  // An image cache entry is assembled: the requests that waited for it may be admitted.
+  absl::Status ImageReady(int tag, int rows, int sender);
+  // Admits `request` to a prefill if its blocks fit (after the longest cached prefix); whether it did.
+  bool Admit(Request& request);
+  // The request's positions that hold their K/V after its step: their whole blocks join the prefix cache.
+  void RegisterComputed(Request& request);
   // Handles one worker message; counts this step's results and records sampled tokens by request number, and the
   // requests that failed alone in failed_.
   absl::Status HandleMessage(int sender, const protocol::Bytes& bytes,
                              std::map<uint64_t, protocol::SampledToken>* tokens,
                              int* results);
-  // The request whose image has vision tag `tag`, or null.
-  Request* ByTag(int tag);
   // "ranks 2, 5" of the workers that have not answered the current step; whether their heartbeats go on.
   std::string Silent() const;
   std::string HeartbeatNote() const;
   // A rank whose heartbeats stopped `kDeadAfterSeconds` ago (and, within a step, that has not answered): it is gone.
   absl::Status CheckHeartbeats(bool in_step) const;
   protocol::Bytes BuildPlan(const std::vector<Request*>& prefills, const std::vector<Request*>& decodes);
+  // The KV blocks and the image cache entries, all unreferenced once every request has ended (a leak, or a block freed
+  // twice, is a bug this reports).
+  absl::Status CheckIdle() const;
   void Preempt(Request& request);
   // Ends `request` (stream, KV blocks, images, queues); it leaves the engine after this loop iteration.
   void Finish(Request& request, const std::string& reason, const std::string& error = "");
@@ -107,10 +123,10 @@ class Engine {
   std::vector<Request*> running_;        // in admission order
   std::deque<Request*> waiting_;         // ready to prefill; preempted requests go first
   std::deque<Request*> image_queue_;     // arrived, images not yet dispatched, in arrival order
-  std::map<int, uint64_t> image_tags_;   // vision tag -> request number, from dispatch until the request ends
   std::vector<uint64_t> done_;           // finished in this iteration: they leave requests_ after it
   ImageCache image_cache_;
-  std::vector<uint64_t> release_, finished_;
+  std::vector<uint64_t> release_;
+  std::map<uint64_t, std::pair<int32_t, int32_t>> new_blocks_;  // this step's decodes: (global block, id) taken
   std::vector<bool> answered_;           // by world rank, for the current step
   std::map<uint64_t, std::string> failed_;  // request number -> why it failed alone, in the current step
   std::vector<double> heartbeat_;        // by world rank: when its last heartbeat came (Now())

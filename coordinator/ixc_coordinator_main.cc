@@ -54,6 +54,10 @@ ABSL_FLAG(int64_t, image_cache_mib, 8192,
           "what the vision ranks hold for images at once, summed over them: ViT features until an image is "
           "assembled, embeddings until its request finishes; requests with images beyond this wait their turn (one "
           "alone may exceed it)");
+ABSL_FLAG(bool, enable_prefix_caching, true,
+          "reuse what an earlier request computed: the KV blocks of a shared prompt prefix (text, images, video, LoRA "
+          "mode alike) and the embeddings of an image or video seen before (--enable-prefix-caching=false: compute "
+          "every prompt whole)");
 ABSL_FLAG(std::string, control_host, "127.0.0.1",
           "address the control socket binds (the workers connect to it; a reachable address on several machines)");
 ABSL_FLAG(bool, serve, false, "serve the OpenAI API over HTTP until SIGTERM or SIGINT (instead of --requests)");
@@ -322,7 +326,10 @@ absl::Status Run(int world_size, int* exit_code) {
       .max_context = absl::GetFlag(FLAGS_max_context),
       .image_cache_bytes = absl::GetFlag(FLAGS_image_cache_mib) << 20,
       .image_feature_bytes_per_crop = int64_t{vision.grid()} * vision.grid() * vision.hidden_size * 4,
-      .image_row_bytes = int64_t{llm.hidden_size} * 4};
+      .image_row_bytes = int64_t{llm.hidden_size} * 4,
+      .prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching),
+      .rope_fixed_up_to = llm.rope_scaling == model::RopeScaling::kDynamic ? llm.max_position_embeddings
+                                                                          : std::numeric_limits<int64_t>::max()};
   std::string model_name = absl::GetFlag(FLAGS_served_model_name);
   if (model_name.empty()) {  // the model folder's name
     const std::filesystem::path folder = std::filesystem::path(model_dir).lexically_normal();

@@ -162,7 +162,6 @@ absl::Status PreparePrompt(const PromptSpec& spec, const Tokenizer* tokenizer, c
                                                                      defaults.video_limits));
       }
       image.prepare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - preparing).count();
-      image.tag = protocol::ImageTag(request->number, segment.image);
       image.first_row = static_cast<int>(request->prompt.size());
       image.rows = VisionTokenCount(image.prepared.geometry.rows, image.prepared.geometry.cols,
                                     defaults.vision.merged_side());
@@ -197,7 +196,8 @@ nlohmann::json ResultJson(const Request& request, const Tokenizer* tokenizer) {
                         {"prompt_tokens", request.prompt.size()},
                         {"ids", request.generated},
                         {"finish_reason", request.finish_reason},
-                        {"preemptions", request.preemptions}};
+                        {"preemptions", request.preemptions},
+                        {"cached_tokens", request.cached_tokens}};
   if (tokenizer != nullptr) out["text"] = tokenizer->Decode(request.generated);
   if (!request.error.empty()) out["error"] = request.error;
   if (request.error.empty()) {

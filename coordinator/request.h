@@ -31,16 +31,13 @@
 namespace ixc::coordinator {
 
 struct ImageInPrompt {
-  PreparedVision prepared;
-  int tag = 0;
-  int vision_rank = -1;     // the owner, which assembles the image and hands it to the LLM ranks
-  std::vector<std::array<int, 3>> parts;  // (vision rank, first crop, crop count): crops spread over the ranks
-  int parts_pending = 0;    // parts not yet encoded
+  PreparedVision prepared;  // its key names it in the caches
+  int tag = -1;             // its entry in the image cache (image_cache.h), from dispatch until the request ends
+  int vision_rank = -1;     // the owner, which assembled the image and hands it to the LLM ranks
   int first_row = 0;        // prompt positions [first_row, first_row + rows)
   int rows = 0;
   bool encoded = false;
-  int64_t feature_bytes = 0;  // its ViT features, held on the vision ranks from dispatch to assembly (image_cache.h)
-  double prepare_s = 0;       // decoding and the HD transform (PreparePrompt)
+  double prepare_s = 0;     // decoding and the HD transform (PreparePrompt)
 };
 
 // kImageQueue: arrived, its images waiting for room in the vision ranks' image cache (engine.h).
@@ -67,7 +64,11 @@ struct Request {
   std::string finish_reason;
   std::string error;
   int preemptions = 0;
-  int64_t image_bytes = 0;  // what its images hold on the vision ranks (image_cache.h)
+  // The prefix cache (block_manager.h): its first admission's cached prompt positions (usage's cached_tokens); the
+  // latest prefill's length and cached positions; the keys of its whole blocks, for that prefill (prefix_keys.h).
+  int64_t cached_tokens = 0;
+  int64_t prefill_length = 0, prefill_cached = 0;
+  std::vector<ContentKey> block_keys;
   double arrived_s = 0, images_dispatched_s = 0, first_token_s = 0, finished_s = 0;
   double scheduled_s = 0, last_token_s = 0;  // first admitted to a prefill; the latest token (engine times)
   double preparation_s = 0;  // before the engine: what the API spent preparing it (counts in TTFT and e2e)

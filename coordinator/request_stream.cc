@@ -24,6 +24,11 @@ void RequestStream::Finish(const std::string& reason, const std::string& error) 
   changed_.notify_all();
 }
 
+void RequestStream::SetCachedTokens(int64_t cached) {
+  std::lock_guard lock(mutex_);
+  cached_tokens_ = cached;
+}
+
 bool RequestStream::Wait(size_t seen, std::chrono::milliseconds timeout, Update* update) const {
   std::unique_lock lock(mutex_);
   const bool news = changed_.wait_for(lock, timeout, [&] { return finished_ || tokens_.size() > seen; });
@@ -34,6 +39,7 @@ bool RequestStream::Wait(size_t seen, std::chrono::milliseconds timeout, Update*
   update->finished = finished_;
   update->finish_reason = finish_reason_;
   update->error = error_;
+  update->cached_tokens = cached_tokens_;
   return news;
 }
 

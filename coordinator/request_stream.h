@@ -30,10 +30,13 @@ class RequestStream {
     bool finished = false;
     std::string finish_reason;    // stop | length | abort | error
     std::string error;            // with finish_reason error
+    int64_t cached_tokens = 0;    // prompt positions the prefix cache held at its admission
   };
 
   void Push(int32_t token, std::optional<TokenLogprobs> logprobs = std::nullopt);
   void Finish(const std::string& reason, const std::string& error);
+  // At its first admission: how many of its prompt positions came from the prefix cache (usage's cached_tokens).
+  void SetCachedTokens(int64_t cached);
 
   // Waits until the stream holds more than `seen` tokens or has finished, or `timeout` passes; fills `update` with
   // the tokens after `seen` and the end, if it has come. Returns whether there is something new (false on timeout).
@@ -46,6 +49,7 @@ class RequestStream {
   std::vector<TokenLogprobs> logprobs_;
   bool finished_ = false;
   std::string finish_reason_, error_;
+  int64_t cached_tokens_ = 0;
 };
 
 }  // namespace ixc::coordinator

@@ -10,6 +10,7 @@ packages=(
   g++ cmake ninja-build ccache pkg-config git python3
   libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev libflatbuffers-dev flatbuffers-compiler
   libabsl-dev nlohmann-json3-dev libsentencepiece-dev libopenblas-openmp-dev libcpp-httplib-dev prometheus-cpp-dev
+  libxxhash-dev
   prometheus docker-compose slurm-wlm munge
   curl
   libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libfreetype-dev fonts-dejavu-core

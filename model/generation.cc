@@ -17,7 +17,7 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// This SP rank's zig-zag shard of a prompt (parallel/sequence_shard.h).
+// This SP rank's positions of a prompt given whole (parallel/sequence_shard.h).
 struct PromptShard {
   std::vector<int32_t> positions;
   std::vector<int32_t> ids;
@@ -25,9 +25,9 @@ struct PromptShard {
   std::vector<uint8_t> image_mask;
 };
 
-PromptShard ZigZagShard(const ForwardInput& prompt, int64_t length, int hidden, int rank, int size) {
+PromptShard OwnedShard(const ForwardInput& prompt, int64_t length, int hidden, int rank, int size, int block_size) {
   PromptShard shard;
-  shard.positions = parallel::ZigZagPositions(length, rank, size);
+  shard.positions = parallel::OwnedPositions(length, rank, size, block_size);
   for (int32_t p : shard.positions) {
     if (!prompt.ids.empty()) shard.ids.push_back(prompt.ids[p]);
     if (!prompt.embeddings.empty()) {
@@ -47,20 +47,28 @@ int SequenceParallelSize(parallel::DeviceComm* comm) {
 
 absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
                                            SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
-                                           bool local_vocab) {
+                                           bool local_vocab, int64_t cached) {
   const int sp_size = SequenceParallelSize(comm);
+  const int block_size = cache.block_size();
   ForwardInput first = prompt;
   first.all_logits = all_logits;
   first.local_vocab = local_vocab && !all_logits;
+  const int sp_rank = sp_size == 1 ? 0 : comm->GroupRank(parallel::Group::kSequence);
+  const int64_t held = sp_size == 1 ? cached
+                                    : static_cast<int64_t>(
+                                          parallel::OwnedPositions(cached, sp_rank, sp_size, block_size).size());
+  if (seq.length != held) {
+    return absl::FailedPreconditionError(absl::StrCat("a prefill after ", cached, " cached positions needs the ", held,
+                                                      " of them this rank keeps in its cache; it holds ", seq.length));
+  }
   PromptShard shard;
   std::vector<int32_t> positions;
   std::vector<uint8_t> keep;
   if (sp_size > 1) {
-    const int sp_rank = comm->GroupRank(parallel::Group::kSequence);
     const bool sharded = !prompt.positions.empty();  // by the caller
-    const int64_t length = sharded ? prompt.context_length : prompt.tokens(weights.config.hidden_size);
+    const int64_t length = sharded ? prompt.context_length : cached + prompt.tokens(weights.config.hidden_size);
     if (sharded) {
-      const std::vector<int32_t> expected = parallel::PrefillPositions(length, sp_rank, sp_size);
+      const std::vector<int32_t> expected = parallel::PrefillPositions(cached, length, sp_rank, sp_size, block_size);
       if (!std::equal(expected.begin(), expected.end(), prompt.positions.begin(), prompt.positions.end())) {
         return absl::InvalidArgumentError(absl::StrCat("a prompt shard for SP rank ", sp_rank, " of ", sp_size,
                                                        " must hold the positions it prefills of its ", length,
@@ -68,9 +76,9 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
       }
     }
     first.context_length = length;
-    if (parallel::RingPrefill(length, sp_size)) {
+    if (cached == 0 && parallel::RingPrefill(length, sp_size, block_size)) {
       if (!sharded) {
-        shard = ZigZagShard(prompt, length, weights.config.hidden_size, sp_rank, sp_size);
+        shard = OwnedShard(prompt, length, weights.config.hidden_size, sp_rank, sp_size, block_size);
         first.ids = shard.ids;
         first.embeddings = shard.embeddings;
         first.image_mask = shard.image_mask;
@@ -78,12 +86,16 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
       }
       first.sp_attention = SpAttention::kRing;
     } else {  // every rank holds the whole prompt and keeps the K/V of the positions it owns
-      positions = parallel::PrefillPositions(length, sp_rank, sp_size);  // all of them
-      for (int32_t p : positions) keep.push_back(parallel::DecodeOwner(p, cache.block_size(), sp_size) == sp_rank);
+      positions = parallel::PrefillPositions(cached, length, sp_rank, sp_size, block_size);  // all of them
+      for (int32_t p : positions) keep.push_back(parallel::KvOwner(p, block_size, sp_size) == sp_rank);
       first.positions = positions;
       first.store_kv = keep;
       first.sp_attention = SpAttention::kGatherMerge;
     }
+  } else if (cached > 0 && first.positions.empty()) {
+    positions.resize(prompt.tokens(weights.config.hidden_size));
+    for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(cached + i);
+    first.positions = positions;
   }
   std::vector<float> logits;
   IXC_RETURN_IF_ERROR(LanguageModelForward(weights, first, seq, cache, &logits, comm));
@@ -105,7 +117,7 @@ absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& ite
     step.local_vocab = local_vocab;
     step.positions = std::span<const int32_t>(&item.position, 1);
     if (sp_size > 1) {
-      keep[i] = parallel::DecodeOwner(item.position, cache.block_size(), sp_size) == sp_rank;
+      keep[i] = parallel::KvOwner(item.position, cache.block_size(), sp_size) == sp_rank;
       step.store_kv = std::span<const uint8_t>(&keep[i], 1);
       step.sp_attention = SpAttention::kGatherMerge;
     }

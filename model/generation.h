@@ -18,17 +18,19 @@
 
 namespace ixc::model {
 
-// Prefills `prompt` into the empty `seq` and returns the logits of its last position, or of every position with
-// all_logits. With sequence parallelism (comm's SP group larger than 1) each SP rank prefills its zig-zag shard of
-// the prompt with ring attention, or, where the prompt is too short for a token in every shard
-// (parallel::RingPrefill), every rank the whole prompt with the all-gather merge, keeping the K/V of the positions
-// it owns (parallel::DecodeOwner); every rank gets the same logits. A prompt that already carries positions is taken
-// as this rank's rows: positions = parallel::PrefillPositions(context_length, sp rank, sp size), and its ids or
-// embeddings and image_mask hold those rows only (the cluster's LLM ranks receive image rows straight into place).
+// Prefills `prompt` into `seq` and returns the logits of its prompt positions (all_logits) or of its last. The prompt
+// follows the first `cached` positions of the sequence, whose K/V `seq` holds already (the prefix cache:
+// coordinator/prefix_cache.h); `seq` is empty when cached is 0. With sequence parallelism (comm's SP group larger
+// than 1; parallel/sequence_shard.h) a prompt from position 0 with a block for every rank is prefilled by ring
+// attention, each SP rank its own blocks; otherwise (shorter, or after a cached prefix) every rank runs the whole
+// prompt with the all-gather merge, keeping the K/V of the positions it owns (parallel::KvOwner); every rank gets the
+// same logits. A prompt that already carries positions is taken as this rank's rows: positions =
+// parallel::PrefillPositions(cached, context_length, sp rank, sp size, block size), and its ids or embeddings and
+// image_mask hold those rows only (the cluster's LLM ranks receive image rows straight into place).
 // With local_vocab (and not all_logits), TP ranks get their vocabulary slice, for SampleNext.
 absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
                                            SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
-                                           bool local_vocab = false);
+                                           bool local_vocab = false, int64_t cached = 0);
 
 // One decode step: `token` at `position`, after everything cached. With sequence parallelism the step runs on every
 // SP rank and the token's K/V is kept by one of them, round-robin by cache block. Returns the logits (vocab).

@@ -35,6 +35,11 @@ int64_t KvCache::bytes() const {
 absl::Status KvCache::Reserve(SequenceKv& seq, int64_t tokens) {
   const int64_t needed = (tokens + block_size_ - 1) / block_size_ - static_cast<int64_t>(seq.block_table.size());
   if (needed <= 0) return absl::OkStatus();
+  if (assigned_) {
+    return absl::FailedPreconditionError(absl::StrCat("the block table handed to this cache holds ",
+                                                      seq.block_table.size(), " blocks of ", block_size_, "; ", tokens,
+                                                      " tokens need ", needed, " more"));
+  }
   if (needed > static_cast<int64_t>(free_.size())) {
     return absl::ResourceExhaustedError(absl::StrCat("KV cache full: ", tokens, " tokens need ", needed,
                                                      " more blocks of ", block_size_, ", ", free_.size(), " of ",
@@ -47,8 +52,18 @@ absl::Status KvCache::Reserve(SequenceKv& seq, int64_t tokens) {
   return absl::OkStatus();
 }
 
+absl::Status KvCache::Assign(SequenceKv& seq, std::span<const int32_t> blocks) const {
+  for (int32_t block : blocks) {
+    if (block < 0 || block >= num_blocks_) {
+      return absl::InvalidArgumentError(absl::StrCat("KV block ", block, " is outside this pool of ", num_blocks_));
+    }
+  }
+  seq.block_table.insert(seq.block_table.end(), blocks.begin(), blocks.end());
+  return absl::OkStatus();
+}
+
 void KvCache::Release(SequenceKv& seq) {
-  for (auto it = seq.block_table.rbegin(); it != seq.block_table.rend(); ++it) free_.push_back(*it);
+  for (auto it = seq.block_table.rbegin(); it != seq.block_table.rend() && !assigned_; ++it) free_.push_back(*it);
   seq.block_table.clear();
   seq.length = 0;
   seq.positions.clear();

@@ -3,7 +3,9 @@
 // A paged KV cache: per layer, one pool of K and one of V, each (num_blocks, block_size, kv_heads, head_dim) f32.
 // A sequence owns a block table; token t lives in block table[t / block_size] at slot t % block_size. Blocks are
 // handed out from a free list and returned when a sequence ends, so sequences of any length share one pool without
-// fragmentation (the vLLM PagedAttention scheme).
+// fragmentation (the vLLM PagedAttention scheme). In the cluster the coordinator hands out the blocks instead
+// (coordinator/block_manager.h: shared prefixes share blocks), and the workers' caches take the tables it sends
+// (UseAssignedBlocks, Assign).
 //
 //   KvCache cache(config, /*block_size=*/16, /*num_blocks=*/1024);
 //   SequenceKv seq;
@@ -13,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -41,8 +44,14 @@ class KvCache {
 
   // Grows `seq`'s block table to hold `tokens` tokens in all. On ResourceExhausted nothing is taken.
   absl::Status Reserve(SequenceKv& seq, int64_t tokens);
-  // Returns every block of `seq` to the pool and empties it.
+  // Returns every block of `seq` to the pool and empties it (with assigned blocks, only empties it).
   void Release(SequenceKv& seq);
+
+  // From now on the blocks are the caller's to hand out: Reserve takes none from the free list, and fails where the
+  // table is short; Release returns none to it.
+  void UseAssignedBlocks() { assigned_ = true; }
+  // Appends `blocks` to `seq`'s table (with UseAssignedBlocks); ids past the pool are refused.
+  absl::Status Assign(SequenceKv& seq, std::span<const int32_t> blocks) const;
 
   // Where token `t` of `seq` keeps its K or V in `layer`: (kv_heads, head_dim).
   float* KeySlot(int layer, const SequenceKv& seq, int64_t t);
@@ -59,6 +68,7 @@ class KvCache {
   std::vector<std::vector<float>> k_;  // per layer: (num_blocks, block_size, kv_heads, head_dim)
   std::vector<std::vector<float>> v_;
   std::vector<int32_t> free_;
+  bool assigned_ = false;
 };
 
 }  // namespace ixc::model

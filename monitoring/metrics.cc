@@ -100,6 +100,11 @@ Metrics::Metrics(const BuildInfo& info)
                               "KV cache usage, 0-1, of the fullest SP rank's pool.", model_)),
       preemptions(
           OneCounter(*registry_, "ixc_num_preemptions_total", "Sequences preempted to free KV blocks.", model_)),
+      prefix_cache_queries(OneCounter(*registry_, "ixc_prefix_cache_queries_total",
+                                      "Prompt positions looked up in the prefix cache (at each admission).", model_)),
+      prefix_cache_hits(OneCounter(*registry_, "ixc_prefix_cache_hits_total",
+                                   "Prompt positions found in the prefix cache: their K/V was not computed again.",
+                                   model_)),
       prompt_tokens(OneCounter(*registry_, "ixc_prompt_tokens_total",
                                "Prompt positions prefilled (image rows included; a recompute after preemption not "
                                "counted again).",
@@ -151,6 +156,11 @@ Metrics::Metrics(const BuildInfo& info)
                                     StepSecondsBuckets())),
       image_cache_bytes(OneGauge(*registry_, "ixc_image_cache_bytes",
                                  "Bytes the vision ranks hold for images (features and embeddings).", model_)),
+      image_cache_queries(OneCounter(*registry_, "ixc_image_cache_queries_total",
+                                     "Images and videos looked up in the image-embedding cache.", model_)),
+      image_cache_hits(OneCounter(*registry_, "ixc_image_cache_hits_total",
+                                  "Images and videos found in the image-embedding cache: the ViT did not run.",
+                                  model_)),
       vit_pass_time(OneHistogram(*registry_, "ixc_vision_vit_pass_seconds",
                                  "One ViT pass on a vision rank: the crops of an image it was given.", model_,
                                  StepSecondsBuckets())),

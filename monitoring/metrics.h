@@ -75,6 +75,8 @@ class Metrics {
   prometheus::Gauge& requests_waiting_for_image_cache;
   prometheus::Gauge& kv_cache_usage;  // 0-1, of the fullest SP rank's pool (the one that binds)
   prometheus::Counter& preemptions;
+  prometheus::Counter& prefix_cache_queries;  // prompt positions looked up in the prefix cache, at each admission
+  prometheus::Counter& prefix_cache_hits;     // of them, found cached
   prometheus::Counter& prompt_tokens;
   prometheus::Counter& generation_tokens;
   prometheus::Family<prometheus::Counter>& request_success;  // {finished_reason}: stop | length | abort
@@ -98,6 +100,8 @@ class Metrics {
   prometheus::Histogram& vision_preprocess_time;  // decoding and the HD transform, per image or video
   prometheus::Histogram& image_queue_time;        // arrival to dispatch to the vision ranks
   prometheus::Gauge& image_cache_bytes;
+  prometheus::Counter& image_cache_queries;  // images and videos looked up in the image-embedding cache
+  prometheus::Counter& image_cache_hits;     // of them, held already: no ViT
   prometheus::Histogram& vit_pass_time;     // one ViT pass on a vision rank (its crops of one image)
   prometheus::Counter& vit_crops;
   prometheus::Family<prometheus::Counter>& handoff_bytes;    // {path}: what vision ranks send (features, embeddings)

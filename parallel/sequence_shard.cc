@@ -5,39 +5,40 @@
 
 namespace ixc::parallel {
 
-std::vector<int32_t> ZigZagPositions(int64_t length, int rank, int size) {
+std::vector<int32_t> OwnedPositions(int64_t length, int rank, int size, int block_size) {
   std::vector<int32_t> positions;
-  auto bound = [&](int chunk) { return length * chunk / (2 * size); };
-  for (int chunk : {rank, 2 * size - 1 - rank}) {
-    for (int64_t p = bound(chunk); p < bound(chunk + 1); ++p) positions.push_back(static_cast<int32_t>(p));
+  for (int64_t block = rank; block * block_size < length; block += size) {
+    for (int64_t p = block * block_size; p < std::min(length, (block + 1) * block_size); ++p) {
+      positions.push_back(static_cast<int32_t>(p));
+    }
   }
   return positions;
 }
 
-std::vector<int32_t> PrefillPositions(int64_t length, int rank, int size) {
-  if (RingPrefill(length, size)) return ZigZagPositions(length, rank, size);
-  std::vector<int32_t> positions(length);
-  std::iota(positions.begin(), positions.end(), 0);
+std::vector<int32_t> PrefillPositions(int64_t cached, int64_t length, int rank, int size, int block_size) {
+  if (cached == 0 && RingPrefill(length, size, block_size)) return OwnedPositions(length, rank, size, block_size);
+  std::vector<int32_t> positions(std::max<int64_t>(0, length - cached));
+  std::iota(positions.begin(), positions.end(), static_cast<int32_t>(cached));
   return positions;
 }
 
-int64_t PrefillKeptPositions(int64_t length, int rank, int size, int block_size) {
-  if (RingPrefill(length, size)) return static_cast<int64_t>(ZigZagPositions(length, rank, size).size());
-  int64_t kept = 0;
-  for (int64_t p = 0; p < length; ++p) kept += DecodeOwner(p, block_size, size) == rank;
-  return kept;
-}
-
-std::vector<std::pair<int64_t, int64_t>> OwnedRows(int64_t length, int rank, int size, int64_t first, int64_t count) {
+std::vector<std::pair<int64_t, int64_t>> PrefilledRows(int64_t cached, int64_t length, int rank, int size,
+                                                       int block_size, int64_t first, int64_t count) {
   std::vector<std::pair<int64_t, int64_t>> ranges;
-  if (!RingPrefill(length, size)) {
-    if (count > 0) ranges.emplace_back(first, first + count);
+  const int64_t begin = std::max(first, cached), end = first + count;
+  if (begin >= end) return ranges;
+  if (cached > 0 || !RingPrefill(length, size, block_size)) {
+    ranges.emplace_back(begin, end);
     return ranges;
   }
-  auto bound = [&](int chunk) { return length * chunk / (2 * size); };
-  for (int chunk : {rank, 2 * size - 1 - rank}) {
-    const int64_t begin = std::max(first, bound(chunk)), end = std::min(first + count, bound(chunk + 1));
-    if (begin < end) ranges.emplace_back(begin, end);
+  for (int64_t block = begin / block_size; block * block_size < end; ++block) {
+    if (KvOwner(block * block_size, block_size, size) != rank) continue;
+    const int64_t from = std::max(begin, block * block_size), to = std::min(end, (block + 1) * block_size);
+    if (!ranges.empty() && ranges.back().second == from) {
+      ranges.back().second = to;
+    } else {
+      ranges.emplace_back(from, to);
+    }
   }
   return ranges;
 }

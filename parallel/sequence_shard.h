@@ -1,43 +1,51 @@
 // File: parallel/sequence_shard.h
 //
-// How a sequence is spread over the S ranks of an SP group (architecture section 4):
-//   the prompt: cut into 2S chunks, rank s prefills chunks s and 2S-1-s (zig-zag: every rank gets an equal share of
-//     the causal attention work) by ring attention; a prompt too short for a token in every chunk (under 2S) goes
-//     whole to every rank instead, each keeping the K/V of the positions DecodeOwner gives it (the decode steps'
-//     all-gather merge then serves its attention too);
-//   generated tokens: the token at position p is kept by rank (p / block_size) % S (round-robin by KV block).
+// How a sequence is spread over the S ranks of an SP group (architecture section 4): block-cyclic by KV block. The
+// position p is kept by rank (p / block_size) % S, whether it came in the prompt or was generated, so a prefix keeps
+// its layout however long the sequence grows (what the prefix cache needs: coordinator/prefix_cache.h). Global block
+// g lives on rank g % S as that rank's local block g / S.
+//   A prompt prefilled from its start with at least a block for every rank (RingPrefill) is prefilled by ring
+//     attention: each rank its own positions. Causal work stays balanced: over a prompt of n rounds of S blocks, rank
+//     s's share of the attention differs from the mean by under 1/n.
+//   A shorter prompt, or the part of one after a cached prefix, goes whole to every rank, which keeps the K/V of the
+//     positions it owns (the decode steps' all-gather merge then serves its attention too).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 #include <vector>
 
 namespace ixc::parallel {
 
-// The prompt positions of SP rank `rank`'s zig-zag shard, ascending.
-std::vector<int32_t> ZigZagPositions(int64_t length, int rank, int size);
-
-// Whether a prompt of `length` is prefilled by ring attention over `size` ranks: every zig-zag chunk holds a token.
-inline bool RingPrefill(int64_t length, int size) { return size > 1 && length >= 2 * int64_t{size}; }
-
-// The positions SP rank `rank` prefills, ascending: its zig-zag shard where RingPrefill, else every position.
-std::vector<int32_t> PrefillPositions(int64_t length, int rank, int size);
-
-// How many prompt positions SP rank `rank` keeps the K/V of: its zig-zag shard where RingPrefill, else those
-// DecodeOwner gives it.
-int64_t PrefillKeptPositions(int64_t length, int rank, int size, int block_size);
-
-// The rows of [first, first + count) that SP rank `rank` prefills in a prompt of `length`: at most two ranges
-// [begin, end), one per zig-zag chunk (all of them where not RingPrefill). The vision stage sends an image's
-// embeddings only to the ranks that prefill them.
-std::vector<std::pair<int64_t, int64_t>> OwnedRows(int64_t length, int rank, int size, int64_t first, int64_t count);
-
-// At least as many positions as any rank's zig-zag shard holds of a prompt of `length` or shorter (a ring
-// prefill's rows): two chunks of at most ceil(length / 2S) each.
-inline int64_t LongestShard(int64_t length, int size) { return 2 * ((length + 2 * size - 1) / (2 * size)); }
-
-inline int DecodeOwner(int64_t position, int block_size, int size) {
+// The SP rank that keeps the K/V of `position`.
+inline int KvOwner(int64_t position, int block_size, int size) {
   return static_cast<int>((position / block_size) % size);
+}
+
+// Whether a prompt of `length` prefilled from position 0 goes by ring attention over `size` ranks: every rank owns
+// at least one whole block of it.
+inline bool RingPrefill(int64_t length, int size, int block_size) {
+  return size > 1 && length >= int64_t{size} * block_size;
+}
+
+// The positions of [0, length) that SP rank `rank` owns, ascending.
+std::vector<int32_t> OwnedPositions(int64_t length, int rank, int size, int block_size);
+
+// The positions SP rank `rank` prefills of a prompt of `length` whose first `cached` positions are in the cache
+// already, ascending: its own where the prompt goes by ring attention (cached == 0 and RingPrefill), else all of
+// [cached, length).
+std::vector<int32_t> PrefillPositions(int64_t cached, int64_t length, int rank, int size, int block_size);
+
+// The positions of image rows [first, first + count) that SP rank `rank` prefills (PrefillPositions), as ranges
+// [begin, end). They are consecutive rows of the rank's prefill: the vision stage sends them as one message.
+std::vector<std::pair<int64_t, int64_t>> PrefilledRows(int64_t cached, int64_t length, int rank, int size,
+                                                       int block_size, int64_t first, int64_t count);
+
+// At least as many positions as any rank prefills of a prompt of `length` or shorter: a ring prefill's rows.
+inline int64_t LongestShard(int64_t length, int size, int block_size) {
+  const int64_t blocks = (length + block_size - 1) / block_size;
+  return std::min<int64_t>(length, (blocks + size - 1) / size * block_size);
 }
 
 }  // namespace ixc::parallel

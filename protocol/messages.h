@@ -22,15 +22,10 @@
 
 namespace ixc::protocol {
 
-inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersion = 2;
 
-// Vision task tags: (request number mod kTaggedRequests) * kMaxImagesPerRequest + image index. A server's request
-// numbers grow without end; the tags wrap so that they stay ints (far fewer requests are alive at one time).
+// A request's images and videos, at most (one fewer than this).
 inline constexpr int kMaxImagesPerRequest = 64;
-inline constexpr uint64_t kTaggedRequests = (uint64_t{1} << 31) / kMaxImagesPerRequest;
-inline int ImageTag(uint64_t request, int image) {
-  return static_cast<int>((request % kTaggedRequests) * kMaxImagesPerRequest + image);
-}
 
 using Bytes = std::vector<uint8_t>;
 

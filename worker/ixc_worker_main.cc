@@ -133,7 +133,8 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
     Counted counted(comm, nccl.get());
     const Handoff handoff = nccl_handoff ? Handoff{counted.nccl.get(), gpu.gpu} : Handoff{&counted.mpi, -1};
     RankReporter reporter(counted.counter, placement);
-    VisionWorker worker(mapping, weights, handoff, gpu.gpu, *channel, config.step_timeout_s, reporter);
+    VisionWorker worker(mapping, weights, handoff, gpu.gpu, config.kv_block_size, *channel, config.step_timeout_s,
+                        reporter);
     IXC_RETURN_IF_ERROR(channel->Send(0, protocol::EncodeReady(mapping.rank(), /*kv_blocks=*/0)));
     return worker.Run();
   }
@@ -145,7 +146,8 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
   // call; over NCCL an image prompt's rows also stay on this GPU (LlmWorker::ReceivePromptEmbeddings).
   const int64_t longest_prompt = config.max_context - 1;
   const bool sp = config.layout.sp > 1;
-  const int64_t prompt_rows = sp ? parallel::LongestShard(longest_prompt, config.layout.sp) : longest_prompt;
+  const int64_t prompt_rows =
+      sp ? parallel::LongestShard(longest_prompt, config.layout.sp, config.kv_block_size) : longest_prompt;
   if (sp) placement.ring_rows = prompt_rows;
   if (nccl_handoff) placement.input_rows = prompt_rows;
   // --kv-blocks 0: all that fit on a GPU; on the CPU, room for one sequence of --max-context positions.

@@ -24,7 +24,20 @@ LlmWorker::LlmWorker(const parallel::Mapping& mapping, const model::LlmWeights& 
       channel_(channel),
       cache_(cache),
       step_timeout_s_(step_timeout_s),
-      reporter_(reporter) {}
+      reporter_(reporter) {
+  cache_.UseAssignedBlocks();  // the coordinator's (coordinator/block_manager.h)
+}
+
+absl::Status LlmWorker::AssignBlocks(const protocol::SequenceWork& work, model::SequenceKv& kv) const {
+  if (work.blocks() == nullptr) return absl::OkStatus();
+  std::vector<int32_t> mine;  // global block g lives on SP rank g % S
+  for (size_t i = 0; i < work.blocks()->size(); ++i) {
+    if ((work.first_block() + static_cast<int64_t>(i)) % mapping_.layout().sp == mapping_.sp_rank()) {
+      mine.push_back(work.blocks()->Get(i));
+    }
+  }
+  return cache_.Assign(kv, mine);
+}
 
 absl::Status LlmWorker::Run() {
   protocol::Bytes message;
@@ -69,6 +82,10 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<prot
       return absl::InvalidArgumentError(absl::StrCat("request ", work->request_id(), ": a step with no tokens"));
     }
     if (!work->prefill()) {
+      if (auto it = sequences_.find(work->request_id()); it != sequences_.end()) {
+        *failed_request = work->request_id();
+        IXC_RETURN_IF_ERROR(AssignBlocks(*work, it->second.kv));
+      }
       decodes.push_back(work);
       continue;
     }
@@ -85,10 +102,11 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<prot
   return absl::OkStatus();
 }
 
-LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids) const {
+LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids, int64_t cached) const {
   PromptRows rows;
   const int64_t length = static_cast<int64_t>(ids.size());
-  rows.positions = parallel::PrefillPositions(length, mapping_.sp_rank(), mapping_.layout().sp);
+  rows.positions =
+      parallel::PrefillPositions(cached, length, mapping_.sp_rank(), mapping_.layout().sp, cache_.block_size());
   rows.slot_of.assign(length, -1);
   for (size_t row = 0; row < rows.positions.size(); ++row) {
     rows.slot_of[rows.positions[row]] = static_cast<int64_t>(row);
@@ -98,7 +116,7 @@ LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids) const {
 }
 
 absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const protocol::SequenceWork& work,
-                                                                          const PromptRows& rows,
+                                                                          const PromptRows& rows, int64_t cached,
                                                                           std::vector<uint8_t>& image_mask) {
   const int64_t hidden = weights_.config.hidden_size, count = static_cast<int64_t>(rows.ids.size());
   const int64_t length = static_cast<int64_t>(rows.slot_of.size());
@@ -116,14 +134,16 @@ absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const 
     if (image->first_row() < 0 || image->first_row() + image->rows() > length) {
       return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": image rows outside the prompt"));
     }
-    // Each range lies in one zig-zag chunk, or the whole prompt: consecutive positions, consecutive rows here.
-    for (auto [begin, end] :
-         parallel::OwnedRows(length, mapping_.sp_rank(), mapping_.layout().sp, image->first_row(), image->rows())) {
-      const int64_t slot = rows.slot_of[begin];
-      IXC_RETURN_IF_ERROR(handoff_.comm->Recv(embeddings.data() + slot * hidden, (end - begin) * hidden,
-                                              image->vision_rank(), parallel::Group::kWorld));
-      std::fill_n(image_mask.begin() + slot, end - begin, 1);
-    }
+    // The image's rows this rank prefills are consecutive rows here (parallel::PrefilledRows): one message.
+    const auto ranges = parallel::PrefilledRows(cached, length, mapping_.sp_rank(), mapping_.layout().sp,
+                                                cache_.block_size(), image->first_row(), image->rows());
+    if (ranges.empty()) continue;
+    int64_t count = 0;
+    for (auto [begin, end] : ranges) count += end - begin;
+    const int64_t slot = rows.slot_of[ranges.front().first];
+    IXC_RETURN_IF_ERROR(handoff_.comm->Recv(embeddings.data() + slot * hidden, count * hidden, image->vision_rank(),
+                                            parallel::Group::kWorld));
+    std::fill_n(image_mask.begin() + slot, count, 1);
   }
   const std::span<const float> filled(embeddings.data(), count * hidden);
   if (!embeddings.on_device()) return filled;
@@ -149,9 +169,18 @@ absl::StatusOr<protocol::SampledToken> LlmWorker::RunPrefill(const protocol::Seq
       return absl::FailedPreconditionError(absl::StrCat("request ", work.request_id(), " is prefilled twice"));
     }
     Sequence& sequence = sequences_[work.request_id()];
+    IXC_RETURN_IF_ERROR(AssignBlocks(work, sequence.kv));
     const std::vector<int32_t> ids(work.tokens()->begin(), work.tokens()->end());
-    const int64_t length = static_cast<int64_t>(ids.size());
-    const PromptRows rows = RowsOf(ids);
+    const int64_t length = static_cast<int64_t>(ids.size()), cached = work.cached_tokens();
+    if (cached < 0 || cached >= length) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request ", work.request_id(), ": ", cached, " cached positions of ", length));
+    }
+    // The cached prefix's K/V is in the blocks already: this rank's positions of it (parallel/sequence_shard.h).
+    sequence.kv.positions =
+        parallel::OwnedPositions(cached, mapping_.sp_rank(), mapping_.layout().sp, cache_.block_size());
+    sequence.kv.length = static_cast<int64_t>(sequence.kv.positions.size());
+    const PromptRows rows = RowsOf(ids, cached);
     model::ForwardInput input;
     input.lora = lora;
     if (mapping_.layout().sp > 1) {  // this rank's shard (model::Prefill)
@@ -162,15 +191,15 @@ absl::StatusOr<protocol::SampledToken> LlmWorker::RunPrefill(const protocol::Seq
     if (work.images() == nullptr || work.images()->size() == 0) {
       input.ids = rows.ids;
     } else {
-      IXC_ASSIGN_OR_RETURN(input.embeddings, ReceivePromptEmbeddings(work, rows, image_mask));
+      IXC_ASSIGN_OR_RETURN(input.embeddings, ReceivePromptEmbeddings(work, rows, cached, image_mask));
       input.image_mask = image_mask;
     }
     const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
     IXC_ASSIGN_OR_RETURN(logits, model::Prefill(weights_, input, dump, sequence.kv, cache_, &model_comm_,
-                                                /*local_vocab=*/!dump));
-    if (dump) {
+                                                /*local_vocab=*/!dump, cached));
+    if (dump) {  // the positions computed: after the cached ones
       if (leader()) {
-        const absl::Status written = WriteNpyF32(work.dump_logits()->str(), {length, vocab}, logits.data());
+        const absl::Status written = WriteNpyF32(work.dump_logits()->str(), {length - cached, vocab}, logits.data());
         if (!written.ok()) failures.push_back({work.request_id(), absl::StrCat("dump_logits: ", written.message())});
       }
       logits.erase(logits.begin(), logits.end() - vocab);

@@ -47,18 +47,20 @@ class LlmWorker {
   // the rank, naming `failed_request` where one request's work failed.
   absl::Status Execute(const protocol::StepPlan& plan, std::vector<protocol::SampledToken>* sampled,
                        std::vector<protocol::RequestFailure>* failures, uint64_t* failed_request);
-  // The prompt rows this rank prefills (parallel::PrefillPositions: with SP its zig-zag shard of a prompt long enough
-  // for one; model::Prefill takes it so), else all of them.
+  // The prompt rows this rank prefills after the `cached` positions (parallel::PrefillPositions: with SP its own
+  // blocks of a prompt that goes by ring attention; model::Prefill takes it so), else all of them.
   struct PromptRows {
     std::vector<int32_t> positions;  // (rows) prompt positions, ascending
     std::vector<int64_t> slot_of;    // (prompt length) each position's row here, -1 for another rank's
     std::vector<int32_t> ids;        // (rows)
   };
-  PromptRows RowsOf(const std::vector<int32_t>& ids) const;
+  PromptRows RowsOf(const std::vector<int32_t>& ids, int64_t cached) const;
+  // `work`'s KV blocks of this SP rank, appended to `kv`'s table (the coordinator hands them out).
+  absl::Status AssignBlocks(const protocol::SequenceWork& work, model::SequenceKv& kv) const;
   // The rows' input embeddings (rows, hidden): text from the embedding table, image rows from the vision ranks
   // straight into place (in plan order, as they send them), in prompt_rows_; image_mask (rows) marks the image rows.
   absl::StatusOr<std::span<const float>> ReceivePromptEmbeddings(const protocol::SequenceWork& work,
-                                                                 const PromptRows& rows,
+                                                                 const PromptRows& rows, int64_t cached,
                                                                  std::vector<uint8_t>& image_mask);
   // The prompt's prefill and its first token (ChooseNext on the host). A dump_logits file the leader cannot write fails the request alone
   // (`failures`): the sequence is prefilled on every rank as usual, so the coordinator releases it like any other.

@@ -13,11 +13,13 @@
 namespace ixc::worker {
 
 VisionWorker::VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, Handoff handoff,
-                           int model_gpu, protocol::Channel& channel, int step_timeout_s, RankReporter& reporter)
+                           int model_gpu, int block_size, protocol::Channel& channel, int step_timeout_s,
+                           RankReporter& reporter)
     : mapping_(mapping),
       weights_(weights),
       handoff_(handoff),
       model_gpu_(model_gpu),
+      block_size_(block_size),
       channel_(channel),
       step_timeout_s_(step_timeout_s),
       reporter_(reporter) {}
@@ -146,25 +148,38 @@ absl::Status VisionWorker::SendImages(const protocol::StepPlan& plan) {
         if (it == embeddings_.end()) {
           return absl::FailedPreconditionError(absl::StrCat("vision task ", image->tag(), " was never encoded here"));
         }
-        // Each LLM rank gets the rows of its sequence shard (all of them without SP; every TP rank of an SP column
-        // the same), in the order it receives them (worker/llm_worker.cc).
+        // Each LLM rank gets the rows it prefills (all of them without SP, none of a cached prefix; every TP rank of
+        // an SP column the same) as one message, in the order it receives them (worker/llm_worker.cc).
         const int64_t hidden = weights_.llm_hidden, length = work->tokens()->size();
         const parallel::Layout& layout = mapping_.layout();
         for (int llm_rank : mapping_.LlmRanks()) {
           const int sp_rank = (llm_rank - mapping_.first_llm_rank()) / layout.tp;
-          for (auto [begin, end] : parallel::OwnedRows(length, sp_rank, layout.sp, image->first_row(), image->rows())) {
-            IXC_RETURN_IF_ERROR(handoff_.comm->Send(it->second.data() + (begin - image->first_row()) * hidden,
-                                                    (end - begin) * hidden, llm_rank, parallel::Group::kWorld));
+          const auto ranges = parallel::PrefilledRows(work->cached_tokens(), length, sp_rank, layout.sp, block_size_,
+                                                      image->first_row(), image->rows());
+          if (ranges.empty()) continue;
+          const float* rows = it->second.data() + (ranges.front().first - image->first_row()) * hidden;
+          int64_t count = ranges.front().second - ranges.front().first;
+          model::Floats packed;  // the rows of several ranges, gathered (in the embeddings' memory)
+          if (ranges.size() > 1) {
+            count = 0;
+            for (auto [begin, end] : ranges) count += end - begin;
+            IXC_ASSIGN_OR_RETURN(packed, model::NewFloats(count * hidden, handoff_.gpu));
+            int64_t at = 0;
+            for (auto [begin, end] : ranges) {
+              IXC_RETURN_IF_ERROR(model::CopyFloats(packed.data() + at * hidden,
+                                                    it->second.data() + (begin - image->first_row()) * hidden,
+                                                    (end - begin) * hidden, handoff_.gpu));
+              at += end - begin;
+            }
+            rows = packed.data();
           }
+          IXC_RETURN_IF_ERROR(handoff_.comm->Send(rows, count * hidden, llm_rank, parallel::Group::kWorld));
         }
       }
     }
   }
-  if (plan.finished() != nullptr) {
-    for (uint64_t request : *plan.finished()) {
-      const int first = protocol::ImageTag(request, 0);
-      embeddings_.erase(embeddings_.lower_bound(first), embeddings_.lower_bound(first + protocol::kMaxImagesPerRequest));
-    }
+  if (plan.drop_images() != nullptr) {
+    for (int tag : *plan.drop_images()) embeddings_.erase(tag);
   }
   return absl::OkStatus();
 }

@@ -4,8 +4,9 @@
 // vision ranks: each encodes its part (VisionTask) and says so; when every part is done the coordinator sends a
 // VisionGather, on which the helpers send their features to the image's owner over the data plane and the owner
 // assembles the embeddings (merge, separators, projector) and reports them done. When a step plan prefills a
-// request that uses them, the owner sends each LLM rank the rows of its sequence shard. So the vision work of a new
-// request overlaps the LLM steps of the running ones. Messages are handled in arrival order on every vision rank,
+// request that uses them, the owner sends each LLM rank the rows it prefills; it keeps the embeddings until the
+// coordinator's image cache drops them (coordinator/image_cache.h), so an image seen again skips the ViT. So the
+// vision work of a new request overlaps the LLM steps of the running ones. Messages are handled in arrival order on every vision rank,
 // and the coordinator sends gathers between steps, so the ranks' transfers always meet. Features and embeddings stay
 // on the tower's GPU, and the embeddings where the handoff moves them from (worker/handoff.h): host memory, or this
 // rank's GPU with the NCCL handoff.
@@ -25,10 +26,11 @@ namespace ixc::worker {
 
 class VisionWorker {
  public:
-  // `model_gpu`: the CUDA device the vision tower runs on (weights.device), -1 on the CPU.
+  // `model_gpu`: the CUDA device the vision tower runs on (weights.device), -1 on the CPU. `block_size`: the KV
+  // block's tokens, which place a prompt's rows on the SP ranks (parallel/sequence_shard.h).
   // `reporter` collects what each step's acknowledgement tells of this rank (ViT passes, the handoff's traffic).
   VisionWorker(const parallel::Mapping& mapping, const model::VisionWeights& weights, Handoff handoff, int model_gpu,
-               protocol::Channel& channel, int step_timeout_s, RankReporter& reporter);
+               int block_size, protocol::Channel& channel, int step_timeout_s, RankReporter& reporter);
   absl::Status Run();
 
  private:
@@ -54,11 +56,13 @@ class VisionWorker {
   const model::VisionWeights& weights_;
   Handoff handoff_;
   int model_gpu_;
+  int block_size_;
   protocol::Channel& channel_;
   int step_timeout_s_;
   RankReporter& reporter_;
   std::map<int, Part> parts_;                     // encoded parts awaiting their gather, by image tag
-  std::map<int, model::Floats> embeddings_;       // assembled images this rank owns, by tag: (rows, llm hidden)
+  std::map<int, model::Floats> embeddings_;       // assembled images this rank owns, by tag: (rows, llm hidden),
+                                                  // until the image cache drops them (StepPlan.drop_images)
 };
 
 }  // namespace ixc::worker

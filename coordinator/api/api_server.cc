@@ -73,6 +73,8 @@ struct ApiServer::Generation {
     std::string finish_reason;   // set once finished
     std::string error;
     bool role_sent = false;
+    bool first_of_prompt = false;  // its prompt's usage counts once, on this choice
+    int64_t cached_tokens = 0;     // of its prompt's positions, those the prefix cache held
   };
   ApiRequest api;
   std::string id;
@@ -94,6 +96,7 @@ struct ApiServer::Generation {
     choice.logprobs.insert(choice.logprobs.end(), update.logprobs.begin(), update.logprobs.end());
     choice.seen = update.total;
     choice.tokens = static_cast<int64_t>(update.total);
+    choice.cached_tokens = update.cached_tokens;
     std::string delta = choice.text->Add(fresh);
     if (choice.text->stopped()) {
       inbox.Cancel(choice.request->number, "stop");
@@ -131,10 +134,15 @@ struct ApiServer::Generation {
     for (const Choice& choice : choices) total += choice.tokens;
     return total;
   }
+  // vLLM's usage, with prompt_tokens_details.cached_tokens as OpenAI names it: the prompt positions served from
+  // the prefix cache (each prompt's once, as prompt_tokens counts it).
   nlohmann::json usage() const {
+    int64_t cached = 0;
+    for (const Choice& choice : choices) cached += choice.first_of_prompt ? choice.cached_tokens : 0;
     return {{"prompt_tokens", prompt_tokens},
             {"completion_tokens", completion_tokens()},
-            {"total_tokens", prompt_tokens + completion_tokens()}};
+            {"total_tokens", prompt_tokens + completion_tokens()},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
   }
   // A response or a stream chunk around `choices` (a chat completion, its chunk, or a text completion's).
   nlohmann::json Body(bool chunk, nlohmann::json choices) const {
@@ -307,15 +315,12 @@ bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::
     }
     generation.prompt_tokens += length;
     // Choice 0 is the prepared request itself (an image request's crops are large); each other choice a copy with
-    // its own number, so its own vision tags.
+    // its own number (its images are the same entries of the image cache).
     std::vector<std::shared_ptr<Request>> copies = {base};
     for (int i = 1; i < api.n; ++i) {
       auto copy = std::make_shared<Request>(*base);
       copy->stream = std::make_shared<RequestStream>();
       copy->number = next_number_++;
-      for (size_t m = 0; m < copy->images.size(); ++m) {
-        copy->images[m].tag = protocol::ImageTag(copy->number, static_cast<int>(m));
-      }
       copies.push_back(std::move(copy));
     }
     for (int i = 0; i < api.n; ++i) {
@@ -328,6 +333,7 @@ bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::
       request->max_new_tokens = static_cast<int>(std::min<int64_t>(api.max_tokens.value_or(room), room));
       request->stop_ids = StopIds(defaults_, api.ignore_eos);
       Generation::Choice choice;
+      choice.first_of_prompt = i == 0;
       choice.request = std::move(request);
       choice.text = std::make_unique<TextStream>(tokenizer_, api.stop);
       generation.choices.push_back(std::move(choice));

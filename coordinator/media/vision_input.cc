@@ -12,11 +12,19 @@ namespace ixc::coordinator {
 
 namespace {
 
+// What a medium's crops depend on: its kind, the decoded pixels and the transform's settings.
+ContentKey KeyOf(const Image& image, bool video, int hd_num, int tile) {
+  ContentHasher hasher;
+  hasher.AddInt(video).AddInt(image.width).AddInt(image.height).AddInt(hd_num).AddInt(tile).Add(image.rgb);
+  return hasher.Finish();
+}
+
 absl::StatusOr<PreparedVision> Transform(const Image& image, const std::string& name, int hd_num, int tile) {
   PreparedVision prepared;
   absl::StatusOr<Image> padded = HdTransform(image, hd_num, tile, &prepared.geometry);
   if (!padded.ok()) return absl::InvalidArgumentError(absl::StrCat(name, ": ", padded.status().message()));
   prepared.crops = MakeCrops(*padded, tile);
+  prepared.key = KeyOf(image, /*video=*/false, hd_num, tile);
   return prepared;
 }
 
@@ -40,6 +48,7 @@ absl::StatusOr<PreparedVision> PrepareVideo(const std::string& path, int tile, c
   PreparedVision prepared;
   prepared.crops = MakeCrops(VideoTransform(composite, tile, &prepared.geometry), tile);
   prepared.video_frames = static_cast<int>(video.frames.size());
+  prepared.key = KeyOf(composite, /*video=*/true, /*hd_num=*/0, tile);
   return prepared;
 }
 

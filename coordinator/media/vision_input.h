@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "core/content_hash.h"
 #include "coordinator/media/hd_transform.h"
 #include "coordinator/media/video.h"
 
@@ -19,6 +20,9 @@ struct PreparedVision {
   HdGeometry geometry;
   VisionCrops crops;
   int video_frames = 0;  // a video's frames kept in its composite; 0 for an image
+  // The decoded pixels (an image's, or a video's labelled composite) with what the transform took: equal keys give
+  // equal crops, whatever the file was called (the prefix and image-embedding caches, coordinator/prefix_cache.h).
+  ContentKey key;
 };
 
 // The reference's rule: one image 24, several 6 each.

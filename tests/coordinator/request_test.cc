@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -123,10 +125,38 @@ TEST_F(RequestTest, ImagesAreReadAndBadOnesNamed) {
       Parse(R"({"prompt": "What is <ImageHere>?", "images": [")" IXC_SOURCE_DIR R"(/tests/data/images/cars1.jpg"]})");
   ASSERT_TRUE(request.ok()) << request.status();
   ASSERT_EQ(request->images.size(), 1u);
-  EXPECT_EQ(request->images[0].tag, 7 * 64);  // request number x kMaxImagesPerRequest + the image's index
+  EXPECT_EQ(request->images[0].tag, -1);  // no image cache entry until the engine dispatches it
+  EXPECT_FALSE(request->images[0].prepared.key.empty());
   EXPECT_GT(request->images[0].rows, 0);
   EXPECT_NE(Error(R"({"prompt": "What is <ImageHere>?", "images": ["/nonexistent.jpg"]})").find("/nonexistent.jpg"),
             std::string::npos);
+}
+
+// An image's content key (the prefix and image caches' name for it) follows its decoded pixels and hd_num: the same
+// pixels under another file name share it; other pixels, or the same file transformed with another hd_num, do not.
+TEST_F(RequestTest, ImageKeysFollowThePixelsAndHdNum) {
+  const std::string images = IXC_SOURCE_DIR "/tests/data/images/";
+  const std::string copy = ::testing::TempDir() + "/cars1-copy.jpg";
+  {
+    std::ifstream in(images + "cars1.jpg", std::ios::binary);
+    std::ofstream out(copy, std::ios::binary);
+    out << in.rdbuf();
+  }
+  auto key_of = [&](const std::string& files, int index) {
+    const int count = static_cast<int>(std::count(files.begin(), files.end(), ','));
+    std::string prompt;
+    for (int i = 0; i <= count; ++i) prompt += "<ImageHere>";
+    absl::StatusOr<Request> request = Parse(R"({"prompt": ")" + prompt + R"(", "images": [)" + files + "]}");
+    EXPECT_TRUE(request.ok()) << request.status();
+    return request.ok() ? request->images[index].prepared.key : ContentKey{};
+  };
+  const std::string cars1 = "\"" + images + "cars1.jpg\"", cars2 = "\"" + images + "cars2.jpg\"";
+  const ContentKey one = key_of(cars1, 0);
+  EXPECT_FALSE(one.empty());
+  EXPECT_EQ(key_of("\"" + copy + "\"", 0), one);               // the same pixels, another file
+  EXPECT_NE(key_of(cars2, 0), one);                             // other pixels
+  EXPECT_NE(key_of(cars1 + "," + cars2, 0), one);               // two images: hd_num 6, not 24
+  EXPECT_EQ(key_of(cars2 + "," + cars1, 1), key_of(cars1 + "," + cars2, 0));  // hd_num 6 both
 }
 
 TEST_F(RequestTest, APromptTheContextCannotHoldIsRefused) {

@@ -56,7 +56,7 @@ absl::StatusOr<RankLogits> RunSequence(const LlmWeights& weights, const ixc::tes
   std::vector<uint8_t> keep;
   for (int64_t p = kHead; p < length; ++p) {
     positions.push_back(static_cast<int32_t>(p));
-    keep.push_back(sp == 1 || parallel::DecodeOwner(p, kBlockSize, sp) == sp_rank);
+    keep.push_back(sp == 1 || parallel::KvOwner(p, kBlockSize, sp) == sp_rank);
   }
   ForwardInput chunk;
   chunk.ids = std::span<const int32_t>(prompt.ids).subspan(kHead);
@@ -76,7 +76,7 @@ absl::StatusOr<RankLogits> RunSequence(const LlmWeights& weights, const ixc::tes
   return run;
 }
 
-// A prompt too short for a token on every SP rank's zig-zag shard (parallel::RingPrefill): its first `length` tokens
+// A prompt too short for a block on every SP rank (parallel::RingPrefill): its first `length` tokens
 // prefilled whole on every rank, which keep the K/V of the positions they own (a rank may hold none), then decode
 // steps; `head` holds the prefill's logits.
 absl::StatusOr<RankLogits> RunShortPrompt(const LlmWeights& weights, const ixc::testing::GoldenPrompt& prompt,

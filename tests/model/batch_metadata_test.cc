@@ -261,12 +261,12 @@ TEST_F(BatchMetadataTest, DecodeRunsAreCappedAndContiguous) {
   EXPECT_EQ(m.ints[At(m, m.logit_runs[2].table_offsets_at, 0)], seqs[2].block_table[0]);
 }
 
-// Every rank's queries against every rank's zig-zag block: the keys each sees are exactly those at or before it.
+// Every rank's queries against every rank's block-cyclic shard: the keys each sees are exactly those at or before it.
 TEST(RingLastKeysTest, CountsTheKeysAtOrBeforeEachQuery) {
   const int64_t length = 23;
   const int size = 3;
   std::vector<std::vector<int32_t>> blocks;
-  for (int rank = 0; rank < size; ++rank) blocks.push_back(parallel::ZigZagPositions(length, rank, size));
+  for (int rank = 0; rank < size; ++rank) blocks.push_back(parallel::OwnedPositions(length, rank, size, 4));
   for (int rank = 0; rank < size; ++rank) {
     const std::vector<int32_t>& queries = blocks[rank];
     const std::vector<int32_t> last_keys = RingLastKeys(blocks, queries);

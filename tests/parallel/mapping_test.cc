@@ -66,71 +66,72 @@ TEST(MappingTest, MismatchesAreNamed) {
 namespace ixc::parallel {
 namespace {
 
-// Zig-zag shards partition the prompt and balance it. A prompt with a token for every chunk (RingPrefill) is
-// prefilled in them; a shorter one whole on every rank, each keeping the K/V of the positions it owns as it owns
-// generated tokens. OwnedRows agrees with PrefillPositions on every image range; the kept positions add up to the
-// prompt.
-TEST(SequenceShardTest, ZigZagPartitionsAndOwnedRowsAgree) {
+// Block-cyclic shards partition the sequence by KV block, the same for every length (a prefix keeps its layout). A
+// prompt from position 0 with a block for every rank (RingPrefill) is prefilled in them; a shorter one, or what
+// follows a cached prefix, whole on every rank. PrefilledRows agrees with PrefillPositions on every image range.
+TEST(SequenceShardTest, BlockCyclicShardsPartitionAndPrefilledRowsAgree) {
   constexpr int kBlockSize = 4;
   for (int size : {1, 2, 3, 4}) {
-    for (int64_t length : {1, 3, 7, 8, 64, 101}) {
+    for (int64_t length : {1, 3, 7, 8, 12, 16, 64, 101}) {
       std::vector<int> owner(length, -1);
-      int64_t kept = 0;
       for (int rank = 0; rank < size; ++rank) {
-        const std::vector<int32_t> positions = ZigZagPositions(length, rank, size);
+        const std::vector<int32_t> positions = OwnedPositions(length, rank, size, kBlockSize);
         EXPECT_TRUE(std::is_sorted(positions.begin(), positions.end()));
         for (int32_t p : positions) {
           EXPECT_EQ(owner[p], -1) << "position " << p << " owned twice";
+          EXPECT_EQ(KvOwner(p, kBlockSize, size), rank);
           owner[p] = rank;
         }
-        EXPECT_LE(positions.size(), static_cast<size_t>((length + size - 1) / size + 1));
-        const bool ring = RingPrefill(length, size);
-        EXPECT_EQ(ring, size > 1 && length >= 2 * size);
-        const std::vector<int32_t> prefilled = PrefillPositions(length, rank, size);
-        EXPECT_EQ(prefilled.size(), ring ? positions.size() : static_cast<size_t>(length));
-        if (ring) {
-          EXPECT_EQ(prefilled, positions);
-          EXPECT_FALSE(positions.empty()) << "rank " << rank << " of " << size << ", " << length << " tokens";
-        }
-        kept += PrefillKeptPositions(length, rank, size, kBlockSize);
-        if (!ring) {
-          int64_t owned = 0;
-          for (int64_t p = 0; p < length; ++p) owned += DecodeOwner(p, kBlockSize, size) == rank;
-          EXPECT_EQ(PrefillKeptPositions(length, rank, size, kBlockSize), owned);
-        }
-        for (auto [first, count] : {std::pair<int64_t, int64_t>{0, length}, {length / 3, length / 2}}) {
-          int64_t covered = 0;
-          for (auto [begin, end] : OwnedRows(length, rank, size, first, count)) {
-            for (int64_t p = begin; p < end; ++p)
-              EXPECT_NE(std::find(prefilled.begin(), prefilled.end(), p), prefilled.end());
-            covered += end - begin;
+        // A longer sequence keeps this one's positions where they were.
+        const std::vector<int32_t> longer = OwnedPositions(length + 37, rank, size, kBlockSize);
+        EXPECT_TRUE(std::equal(positions.begin(), positions.end(), longer.begin()));
+        EXPECT_LE(static_cast<int64_t>(positions.size()), LongestShard(length, size, kBlockSize));
+        const bool ring = RingPrefill(length, size, kBlockSize);
+        EXPECT_EQ(ring, size > 1 && length >= size * kBlockSize);
+        if (ring) EXPECT_FALSE(positions.empty()) << "rank " << rank << " of " << size << ", " << length << " tokens";
+        for (int64_t cached : {int64_t{0}, int64_t{kBlockSize}, length / 2}) {
+          if (cached >= length) continue;
+          const std::vector<int32_t> prefilled = PrefillPositions(cached, length, rank, size, kBlockSize);
+          if (cached == 0 && ring) {
+            EXPECT_EQ(prefilled, positions);
+          } else {
+            EXPECT_EQ(prefilled.size(), static_cast<size_t>(length - cached));
+            EXPECT_EQ(prefilled.front(), cached);
           }
-          const int64_t expected = std::count_if(prefilled.begin(), prefilled.end(),
-                                                 [&](int32_t p) { return p >= first && p < first + count; });
-          EXPECT_EQ(covered, expected);
+          for (auto [first, count] : {std::pair<int64_t, int64_t>{0, length}, {length / 3, length / 2}}) {
+            int64_t covered = 0;
+            for (auto [begin, end] : PrefilledRows(cached, length, rank, size, kBlockSize, first, count)) {
+              for (int64_t p = begin; p < end; ++p) {
+                EXPECT_NE(std::find(prefilled.begin(), prefilled.end(), p), prefilled.end());
+              }
+              covered += end - begin;
+            }
+            const int64_t expected = std::count_if(prefilled.begin(), prefilled.end(),
+                                                   [&](int32_t p) { return p >= first && p < first + count; });
+            EXPECT_EQ(covered, expected);
+          }
         }
       }
       EXPECT_EQ(std::count(owner.begin(), owner.end(), -1), 0);
-      EXPECT_EQ(kept, length);
     }
   }
-  EXPECT_EQ(DecodeOwner(17, 4, 3), 1);  // block 4 of size 4, round-robin over 3 ranks
+  EXPECT_EQ(KvOwner(17, 4, 3), 1);  // block 4 of size 4, round-robin over 3 ranks
 }
 
-// LongestShard bounds the shard of every prompt up to the length, as ZigZagPositions cuts them (a shorter prompt's
-// can be the longer: 3 positions over 4 ranks give one rank 2, 4 positions give each 1), by at most 2 rows more.
+// LongestShard bounds every rank's shard of every prompt up to the length.
 TEST(SequenceShardTest, LongestShardBoundsEveryShorterPrompt) {
   for (int size : {1, 2, 3, 4}) {
     int64_t longest_seen = 0;
     for (int64_t length = 0; length <= 50; ++length) {
       for (int rank = 0; rank < size; ++rank) {
-        longest_seen = std::max(longest_seen, static_cast<int64_t>(ZigZagPositions(length, rank, size).size()));
+        longest_seen =
+            std::max(longest_seen, static_cast<int64_t>(OwnedPositions(length, rank, size, 4).size()));
       }
-      EXPECT_GE(LongestShard(length, size), longest_seen) << length << " over " << size;
-      EXPECT_LE(LongestShard(length, size), longest_seen + 2) << length << " over " << size;
+      EXPECT_GE(LongestShard(length, size, 4), longest_seen) << length << " over " << size;
+      EXPECT_LE(LongestShard(length, size, 4), longest_seen + 4) << length << " over " << size;
     }
   }
-  EXPECT_EQ(LongestShard(98303, 2), 49152);  // the default --max-context's longest prompt over 2 ranks
+  EXPECT_EQ(LongestShard(98303, 2, 16), 49152);  // the default --max-context's longest prompt over 2 ranks
 }
 
 // GPUs of one machine: an LLM rank each, in order; vision ranks take the spare ones or share round-robin.

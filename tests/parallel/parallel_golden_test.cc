@@ -188,7 +188,7 @@ void CheckChunkedPrefillAfterARingPrefill(const KvFourCase& c, int64_t max_rows_
   std::vector<uint8_t> keep;
   for (int64_t p = first; p < length; ++p) {
     positions.push_back(static_cast<int32_t>(p));
-    keep.push_back(sp == 1 || parallel::DecodeOwner(p, cache.block_size(), sp) == sp_rank);
+    keep.push_back(sp == 1 || parallel::KvOwner(p, cache.block_size(), sp) == sp_rank);
   }
   ForwardInput chunk;
   chunk.ids = std::span<const int32_t>(c.ids.data() + first, length - first);
@@ -213,7 +213,7 @@ TEST(ParallelGoldenTest, ChunkedPrefillAfterARingPrefill) {
   }
 }
 
-// A prompt its caller has already cut into this SP rank's zig-zag shard (the cluster's LLM ranks, which receive
+// A prompt its caller has already cut into this SP rank's block-cyclic shard (the cluster's LLM ranks, which receive
 // image rows straight into place) prefills as one Prefill cuts itself: the goldens' logits. Positions that are not
 // this rank's shard are refused.
 TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
@@ -224,7 +224,7 @@ TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
   const int sp = comm->GroupSize(parallel::Group::kSequence);
   const int sp_rank = comm->GroupRank(parallel::Group::kSequence);
   if (sp == 1) GTEST_SKIP() << "no sequence parallelism in this layout";
-  const std::vector<int32_t> positions = parallel::ZigZagPositions(length, sp_rank, sp);
+  const std::vector<int32_t> positions = parallel::OwnedPositions(length, sp_rank, sp, /*block_size=*/2);
   const PromptRows rows = RowsAt(c, positions);
   ForwardInput shard;
   shard.ids = rows.ids;
@@ -239,7 +239,7 @@ TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
   EXPECT_LE(MaxAbsDiff(*logits, c.golden), 1e-4);
 
   // Another rank's positions: refused here, before any collective, so every rank refuses alike.
-  const std::vector<int32_t> others = parallel::ZigZagPositions(length, (sp_rank + 1) % sp, sp);
+  const std::vector<int32_t> others = parallel::OwnedPositions(length, (sp_rank + 1) % sp, sp, /*block_size=*/2);
   shard.positions = others;
   SequenceKv other_seq;
   auto refused = Prefill(c.weights, shard, /*all_logits=*/true, other_seq, cache, comm);
@@ -247,7 +247,7 @@ TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
   EXPECT_NE(refused.status().message().find("positions it prefills"), std::string::npos) << refused.status();
 }
 
-// A prompt too short for a token in every zig-zag chunk (under 2S) goes whole to every SP rank, which keep the K/V of
+// A prompt too short for a block on every SP rank (under 2S with blocks of 2) goes whole to every SP rank, which keep the K/V of
 // the positions they own (as decode steps do, so a rank may hold none) and attend by the all-gather merge: the first
 // L golden positions' logits for every L up to 2S (the first ring prefill), given whole or as the cluster's ranks
 // give it (positions = PrefillPositions), and decode steps after it as on one rank with the whole weights.
@@ -265,8 +265,8 @@ TEST(ParallelGoldenTest, ShortPromptsGoWholeToEveryRank) {
     for (const bool sharded_by_caller : {false, true}) {
       SCOPED_TRACE(::testing::Message() << length << " tokens over " << sp << " ranks"
                                         << (sharded_by_caller ? ", positions from the caller" : ""));
-      EXPECT_EQ(parallel::RingPrefill(length, sp), length == 2 * sp);
-      const std::vector<int32_t> positions = parallel::PrefillPositions(length, sp_rank, sp);
+      EXPECT_EQ(parallel::RingPrefill(length, sp, /*block_size=*/2), length == 2 * sp);
+      const std::vector<int32_t> positions = parallel::PrefillPositions(0, length, sp_rank, sp, /*block_size=*/2);
       const PromptRows rows = RowsAt(c, positions);
       ForwardInput prompt;
       prompt.ids =
@@ -283,8 +283,8 @@ TEST(ParallelGoldenTest, ShortPromptsGoWholeToEveryRank) {
       auto logits = Prefill(c.weights, prompt, /*all_logits=*/true, seq, cache, comm);
       ASSERT_TRUE(logits.ok()) << logits.status();
       EXPECT_LE(MaxAbsDiff(*logits, std::vector<float>(c.golden.begin(), c.golden.begin() + length * vocab)), 1e-4);
-      // K/V kept where the coordinator's block count says (parallel::PrefillKeptPositions).
-      EXPECT_EQ(seq.length, parallel::PrefillKeptPositions(length, sp_rank, sp, cache.block_size()));
+      // K/V kept where the coordinator's blocks say (parallel::OwnedPositions).
+      EXPECT_EQ(seq.positions, parallel::OwnedPositions(length, sp_rank, sp, cache.block_size()));
 
       ForwardInput reference_prompt;
       reference_prompt.ids = std::span<const int32_t>(c.ids.data(), length);
@@ -297,6 +297,54 @@ TEST(ParallelGoldenTest, ShortPromptsGoWholeToEveryRank) {
         auto reference = DecodeStep(*whole, token, position, LoraMode::kWeb, reference_seq, reference_cache, nullptr);
         ASSERT_TRUE(mine.ok() && reference.ok()) << mine.status() << " " << reference.status();
         EXPECT_LE(MaxAbsDiff(*mine, *reference), 1e-4) << "decode step " << step;
+      }
+    }
+  }
+}
+
+// A prompt after a cached prefix (the prefix cache: its first `cached` positions' K/V are in the sequence's blocks
+// already, laid out block-cyclically as any prefill leaves them) prefills the rest whole on every SP rank: the
+// goldens' logits of those positions, for prefixes prefilled by the ring or whole, given whole or as the cluster's
+// ranks give it. A sequence that does not hold its rank's part of the prefix is refused.
+TEST(ParallelGoldenTest, PrefillAfterACachedPrefix) {
+  const KvFourCase c = LoadKvFourCase(testing::WorldMapping());
+  ASSERT_FALSE(HasFailure());
+  parallel::DeviceComm* comm = c.comm.get();
+  const int64_t vocab = c.weights.config.vocab_size, length = static_cast<int64_t>(c.ids.size());
+  const int sp = comm->GroupSize(parallel::Group::kSequence);
+  const int sp_rank = comm->GroupRank(parallel::Group::kSequence);
+  for (int64_t cached : {2, 8, 12}) {
+    for (const bool sharded_by_caller : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << cached << " cached positions of " << length
+                                        << (sharded_by_caller ? ", positions from the caller" : ""));
+      KvCache cache(c.weights.shard, /*block_size=*/2, /*num_blocks=*/32);
+      SequenceKv seq;
+      ForwardInput prefix;
+      prefix.ids = std::span<const int32_t>(c.ids.data(), cached);
+      prefix.image_mask = std::span<const uint8_t>(c.mask.data(), cached);
+      prefix.lora = LoraMode::kWeb;
+      ASSERT_TRUE(Prefill(c.weights, prefix, /*all_logits=*/false, seq, cache, comm).ok());
+      EXPECT_EQ(seq.positions, parallel::OwnedPositions(cached, sp_rank, sp, cache.block_size()));
+
+      const std::vector<int32_t> positions =
+          parallel::PrefillPositions(cached, length, sp_rank, sp, cache.block_size());
+      ForwardInput rest;
+      rest.ids = std::span<const int32_t>(c.ids.data() + cached, length - cached);
+      rest.image_mask = std::span<const uint8_t>(c.mask.data() + cached, length - cached);
+      rest.lora = LoraMode::kWeb;
+      if (sharded_by_caller && sp > 1) {
+        rest.positions = positions;
+        rest.context_length = length;
+      }
+      auto logits = Prefill(c.weights, rest, /*all_logits=*/true, seq, cache, comm, false, cached);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      EXPECT_LE(MaxAbsDiff(*logits, std::vector<float>(c.golden.begin() + cached * vocab, c.golden.end())), 1e-4);
+      EXPECT_EQ(seq.positions, parallel::OwnedPositions(length, sp_rank, sp, cache.block_size()));
+
+      if (cached >= sp * cache.block_size()) {  // every rank holds part of the prefix, so every rank refuses alike
+        SequenceKv empty;
+        auto refused = Prefill(c.weights, rest, /*all_logits=*/true, empty, cache, comm, false, cached);
+        EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
       }
     }
   }

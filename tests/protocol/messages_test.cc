@@ -15,10 +15,11 @@ TEST(MessagesTest, StepPlanRoundTrips) {
   const auto sampling = CreateSampling(builder, 0.7f, 40, 0.8f, 1.05f, 9);
   const auto work = CreateSequenceWork(builder, 7, true, builder.CreateVector(tokens), builder.CreateVector(images),
                                        builder.CreateVector(std::vector<int32_t>{5}), 1, sampling,
-                                       builder.CreateString("x.npy"));
+                                       builder.CreateString("x.npy"), /*cached_tokens=*/16, /*first_block=*/0,
+                                       builder.CreateVector(std::vector<int32_t>{4, 9}));
   const auto plan = CreateStepPlan(builder, 42, builder.CreateVector(std::vector{work}),
                                    builder.CreateVector(std::vector<uint64_t>{3}),
-                                   builder.CreateVector(std::vector<uint64_t>{2}));
+                                   builder.CreateVector(std::vector<int32_t>{2}));
   const Bytes bytes = Finish(builder, 0, Body::StepPlan, plan.Union());
   auto envelope = Decode(bytes);
   ASSERT_TRUE(envelope.ok()) << envelope.status();
@@ -26,12 +27,14 @@ TEST(MessagesTest, StepPlanRoundTrips) {
   ASSERT_NE(decoded, nullptr);
   EXPECT_EQ(decoded->step(), 42u);
   EXPECT_EQ(decoded->release()->Get(0), 3u);
-  EXPECT_EQ(decoded->finished()->Get(0), 2u);
+  EXPECT_EQ(decoded->drop_images()->Get(0), 2);
   const SequenceWork* w = decoded->work()->Get(0);
   EXPECT_EQ(w->request_id(), 7u);
   EXPECT_TRUE(w->prefill());
   EXPECT_EQ(std::vector<int32_t>(w->tokens()->begin(), w->tokens()->end()), tokens);
   EXPECT_EQ(w->images()->Get(0)->tag(), 128);
+  EXPECT_EQ(w->cached_tokens(), 16);
+  EXPECT_EQ(std::vector<int32_t>(w->blocks()->begin(), w->blocks()->end()), (std::vector<int32_t>{4, 9}));
   EXPECT_FLOAT_EQ(w->sampling()->top_p(), 0.8f);
   EXPECT_EQ(w->sampling()->seed(), 9u);
   EXPECT_EQ(w->dump_logits()->str(), "x.npy");
