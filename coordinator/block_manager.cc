@@ -57,6 +57,7 @@ int32_t BlockManager::Take(int sp_rank) {
     pool.evictable_at[block] = pool.evictable.end();
     pool.cached.erase(*pool.key[block]);
     pool.key[block].reset();
+    ++evictions_;
   }
   pool.references[block] = 1;
   return block;

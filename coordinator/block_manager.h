@@ -58,6 +58,7 @@ class BlockManager {
   int used_blocks(int sp_rank) const { return blocks_per_rank_ - available_blocks(sp_rank); }
   // Blocks held by the prefix cache (registered) on every SP rank.
   int64_t cached_blocks() const;
+  int64_t evictions() const { return evictions_; }  // cached blocks evicted for room, so far
   double usage() const;  // used / total over all SP ranks, 0..1
   // Whether nothing is referenced (every block free or cached): what every sequence's end must leave.
   bool idle() const;
@@ -89,6 +90,7 @@ class BlockManager {
   bool prefix_caching_;
   std::vector<Pool> pools_;  // by SP rank
   std::map<uint64_t, Sequence> sequences_;
+  int64_t evictions_ = 0;
 };
 
 }  // namespace ixc::coordinator

@@ -8,7 +8,6 @@
 #include "core/logging.h"
 #include "core/status_macros.h"
 #include "coordinator/prefix_keys.h"
-#include "parallel/sequence_shard.h"
 
 namespace ixc::coordinator {
 namespace {
@@ -138,6 +137,11 @@ absl::Status Engine::Serve(EngineInbox& inbox) {
   }
   if (!status.ok()) FailAll(status, inbox);
   UpdateGauges();
+  if (options_.prefix_caching) {
+    IXC_LOG(INFO) << "prefix cache: " << prefix_hits_ << " of " << prefix_queries_ << " prompt positions hit, "
+                  << blocks_.evictions() << " blocks evicted; image cache: " << image_cache_.hits() << " of "
+                  << image_cache_.queries() << " images hit";
+  }
   return status;
 }
 
@@ -447,6 +451,7 @@ void Engine::UpdateGauges() {
   metrics_.requests_waiting.Set(static_cast<double>(waiting));
   metrics_.requests_waiting_for_image_cache.Set(static_cast<double>(image_queue_.size()));
   metrics_.image_cache_bytes.Set(static_cast<double>(image_cache_.used()));
+  metrics_.image_cache_bytes_in_use.Set(static_cast<double>(image_cache_.in_use()));
   // Each SP rank's pool as the block manager keeps it: the same on every TP rank of that SP rank.
   double fullest = 0;
   for (int rank : mapping_.LlmRanks()) {
@@ -631,21 +636,20 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
 
 bool Engine::Admit(Request& request) {
   const int64_t length = Length(request);
-  const int sp = mapping_.layout().sp, block_size = options_.kv_block_size;
+  const int block_size = options_.kv_block_size;
   std::vector<ContentKey> keys;
   if (blocks_.prefix_caching()) {
     ExtendBlockKeys(request, {block_size, options_.rope_fixed_up_to}, length, length, keys);
   }
-  int64_t cached = blocks_.CachedPrefix(keys, length);
-  // Under SP the part after a cached prefix goes whole to every SP rank (parallel/sequence_shard.h); where a ring
-  // prefill of the whole would give each rank fewer rows, the cache does not pay.
-  if (cached > 0 && parallel::RingPrefill(length, sp, block_size) && (length - cached) * sp > length) cached = 0;
+  const int64_t cached = blocks_.CachedPrefix(keys, length);
   if (!blocks_.CanAllocate(keys, cached, length)) return false;
   blocks_.Allocate(request.number, keys, cached, length);
   request.block_keys = std::move(keys);
   request.prefill_length = length;
   request.prefill_cached = cached;
   if (blocks_.prefix_caching()) {
+    prefix_queries_ += length;
+    prefix_hits_ += cached;
     metrics_.prefix_cache_queries.Increment(static_cast<double>(length));
     metrics_.prefix_cache_hits.Increment(static_cast<double>(cached));
   }

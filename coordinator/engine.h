@@ -133,6 +133,7 @@ class Engine {
   uint64_t step_ = 0;
   int kv_blocks_ = 0;  // the smallest KV pool the LLM ranks reported ready with, in blocks (0: none yet)
   int next_vision_ = 0;
+  int64_t prefix_queries_ = 0, prefix_hits_ = 0;  // prompt positions looked up, found (the job's summary)
   double start_ = 0;
   monitoring::Metrics& metrics_;
   // A worker's per-rank series, made once: each lookup of a series builds its label set (the gauges are set at every

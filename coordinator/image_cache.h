@@ -64,6 +64,7 @@ class ImageCache {
   std::vector<int> TakeEvicted();
 
   int64_t used() const { return used_; }
+  int64_t in_use() const { return used_ - UnusedBytes(); }  // of used(), the entries requests reference
   int64_t queries() const { return queries_; }  // images looked up
   int64_t hits() const { return hits_; }        // of them, found held
   // Whether no entry is referenced: what every request's end must leave.

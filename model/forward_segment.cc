@@ -60,9 +60,6 @@ kernels::RopeParams RopeFor(const LlmConfig& c, int64_t seq_len) {
 absl::Status PrepareSegment(const LlmWeights& weights, const ForwardInput& input, SequenceKv& seq, KvCache& cache,
                      Segment& segment) {
   IXC_RETURN_IF_ERROR(CheckInput(weights, input));
-  if (input.sp_attention == SpAttention::kRing && seq.length != 0) {
-    return absl::FailedPreconditionError("ring attention prefills an empty sequence; later chunks use kGatherMerge");
-  }
   segment.tokens = input.tokens(weights.config.hidden_size);
   if (segment.tokens == 0 && input.sp_attention != SpAttention::kRing) {
     return absl::InvalidArgumentError("a forward call needs at least one token");

@@ -25,16 +25,19 @@ struct PromptShard {
   std::vector<uint8_t> image_mask;
 };
 
-PromptShard OwnedShard(const ForwardInput& prompt, int64_t length, int hidden, int rank, int size, int block_size) {
+// `prompt` holds positions [cached, length); the shard, this rank's of them.
+PromptShard OwnedShard(const ForwardInput& prompt, int64_t cached, int64_t length, int hidden, int rank, int size,
+                       int block_size) {
   PromptShard shard;
-  shard.positions = parallel::OwnedPositions(length, rank, size, block_size);
+  shard.positions = parallel::PrefillPositions(cached, length, rank, size, block_size);
   for (int32_t p : shard.positions) {
-    if (!prompt.ids.empty()) shard.ids.push_back(prompt.ids[p]);
+    const int64_t row = p - cached;
+    if (!prompt.ids.empty()) shard.ids.push_back(prompt.ids[row]);
     if (!prompt.embeddings.empty()) {
-      shard.embeddings.insert(shard.embeddings.end(), prompt.embeddings.begin() + int64_t{p} * hidden,
-                              prompt.embeddings.begin() + (int64_t{p} + 1) * hidden);
+      shard.embeddings.insert(shard.embeddings.end(), prompt.embeddings.begin() + row * hidden,
+                              prompt.embeddings.begin() + (row + 1) * hidden);
     }
-    if (!prompt.image_mask.empty()) shard.image_mask.push_back(prompt.image_mask[p]);
+    if (!prompt.image_mask.empty()) shard.image_mask.push_back(prompt.image_mask[row]);
   }
   return shard;
 }
@@ -57,8 +60,9 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
   const int64_t held = sp_size == 1 ? cached
                                     : static_cast<int64_t>(
                                           parallel::OwnedPositions(cached, sp_rank, sp_size, block_size).size());
-  if (seq.length != held) {
-    return absl::FailedPreconditionError(absl::StrCat("a prefill after ", cached, " cached positions needs the ", held,
+  if (seq.length != held || cached % block_size != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("a prefill after ", cached, " cached positions (whole blocks of ",
+                                                      block_size, ") needs the ", held,
                                                       " of them this rank keeps in its cache; it holds ", seq.length));
   }
   PromptShard shard;
@@ -76,9 +80,9 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
       }
     }
     first.context_length = length;
-    if (cached == 0 && parallel::RingPrefill(length, sp_size, block_size)) {
+    if (parallel::RingPrefill(length - cached, sp_size, block_size)) {
       if (!sharded) {
-        shard = OwnedShard(prompt, length, weights.config.hidden_size, sp_rank, sp_size, block_size);
+        shard = OwnedShard(prompt, cached, length, weights.config.hidden_size, sp_rank, sp_size, block_size);
         first.ids = shard.ids;
         first.embeddings = shard.embeddings;
         first.image_mask = shard.image_mask;
@@ -99,6 +103,9 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
   }
   std::vector<float> logits;
   IXC_RETURN_IF_ERROR(LanguageModelForward(weights, first, seq, cache, &logits, comm));
+  if (all_logits && first.sp_attention == SpAttention::kRing && cached > 0) {  // one row per position from 0
+    logits.erase(logits.begin(), logits.begin() + cached * static_cast<int64_t>(logits.size()) / first.context_length);
+  }
   return logits;
 }
 

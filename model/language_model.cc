@@ -220,8 +220,8 @@ absl::Status CpuForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>&
           }
           break;
         case SpAttention::kRing:
-          IXC_RETURN_IF_ERROR(RingAttention(sq, sk, sv, segment.positions, c.num_kv_heads, static_cast<int>(d), shape,
-                                            *comm, out));
+          IXC_RETURN_IF_ERROR(
+              RingAttention(sq, segment.positions, cache.View(layer, *segment.seq), shape, *comm, out));
           break;
         case SpAttention::kGatherMerge:
           IXC_RETURN_IF_ERROR(

@@ -25,8 +25,9 @@ namespace ixc::model {
 
 // How attention finds the keys when a sequence is split across the SP group (architecture section 4):
 //   kLocal        no sequence parallelism: every key is in this rank's cache
-//   kRing         prefill of a zig-zag shard: this call's K/V blocks travel around the SP ring, each rank attends its
-//                 own queries to every block and merges by log-sum-exp (the sequence must be empty before)
+//   kRing         prefill of a block-cyclic shard: every rank's cached K/V of the sequence (a cached prefix's and this
+//                 call's) travel around the SP ring, each rank attends its own queries to every block and merges by
+//                 log-sum-exp
 //   kGatherMerge  every SP rank holds the same queries (decode, chunked prefill): each attends to its cached shard,
 //                 one all-gather and a log-sum-exp merge give the exact result
 enum class SpAttention { kLocal, kRing, kGatherMerge };

@@ -9,16 +9,19 @@
 namespace ixc::model {
 namespace {
 
-// A K/V block as it travels: [count, positions (count), k (count, kv_heads, d), v (count, kv_heads, d)], floats.
-// Positions are below 2^24, so they travel exactly as f32.
-std::vector<float> PackBlock(const float* k, const float* v, std::span<const int32_t> positions, int64_t row,
-                             int64_t capacity) {
+// A K/V block as it travels: [count, positions (count), k (count, kv_heads, d), v (count, kv_heads, d)], floats,
+// gathered from a rank's paged cache. Positions are below 2^24, so they travel exactly as f32.
+std::vector<float> PackBlock(const kernels::PagedKv& local, int64_t capacity) {
+  const int64_t row = static_cast<int64_t>(local.kv_heads) * local.head_dim, count = local.num_keys;
   std::vector<float> block(1 + capacity + 2 * capacity * row, 0.f);
-  const int64_t count = static_cast<int64_t>(positions.size());
   block[0] = static_cast<float>(count);
-  for (int64_t i = 0; i < count; ++i) block[1 + i] = static_cast<float>(positions[i]);
-  std::copy_n(k, count * row, block.begin() + 1 + capacity);
-  std::copy_n(v, count * row, block.begin() + 1 + capacity + capacity * row);
+  for (int64_t i = 0; i < count; ++i) {
+    block[1 + i] = static_cast<float>(local.key_positions[i]);
+    const int64_t slot = (static_cast<int64_t>(local.block_table[i / local.block_size]) * local.block_size +
+                          i % local.block_size) * row;
+    std::copy_n(local.k_pool + slot, row, block.begin() + 1 + capacity + i * row);
+    std::copy_n(local.v_pool + slot, row, block.begin() + 1 + capacity + capacity * row + i * row);
+  }
   return block;
 }
 
@@ -45,19 +48,18 @@ void AttendToBlock(const float* q, std::span<const int32_t> q_positions, const s
 
 }  // namespace
 
-absl::Status RingAttention(const float* q, const float* k, const float* v, std::span<const int32_t> positions,
-                           int kv_heads, int head_dim, const kernels::AttentionShape& shape,
-                           parallel::DeviceComm& comm, float* out) {
+absl::Status RingAttention(const float* q, std::span<const int32_t> positions, const kernels::PagedKv& local,
+                           const kernels::AttentionShape& shape, parallel::DeviceComm& comm, float* out) {
   const parallel::Group group = parallel::Group::kSequence;
   const int size = comm.GroupSize(group), rank = comm.GroupRank(group);
-  const int64_t row = static_cast<int64_t>(kv_heads) * head_dim;
+  const int kv_heads = local.kv_heads, head_dim = local.head_dim;
   // Every block is sent at the largest shard's size, so each transfer has a known length.
   std::vector<float> sizes(size);
-  const float mine = static_cast<float>(positions.size());
+  const float mine = static_cast<float>(local.num_keys);
   IXC_RETURN_IF_ERROR(comm.AllGather(&mine, 1, sizes.data(), group));
   const int64_t capacity = static_cast<int64_t>(*std::max_element(sizes.begin(), sizes.end()));
 
-  std::vector<float> current = PackBlock(k, v, positions, row, capacity), next(current.size());
+  std::vector<float> current = PackBlock(local, capacity), next(current.size());
   std::vector<float> lse(static_cast<size_t>(shape.tokens) * shape.heads);
   for (int step = 0; step < size; ++step) {
     // Send the block in hand to the next rank and take the previous rank's, while attending to the one in hand.

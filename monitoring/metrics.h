@@ -99,7 +99,8 @@ class Metrics {
   prometheus::Histogram& tiles_per_image;
   prometheus::Histogram& vision_preprocess_time;  // decoding and the HD transform, per image or video
   prometheus::Histogram& image_queue_time;        // arrival to dispatch to the vision ranks
-  prometheus::Gauge& image_cache_bytes;
+  prometheus::Gauge& image_cache_bytes;         // held: in use, and cached for reuse
+  prometheus::Gauge& image_cache_bytes_in_use;  // of them, those of images that requests use now
   prometheus::Counter& image_cache_queries;  // images and videos looked up in the image-embedding cache
   prometheus::Counter& image_cache_hits;     // of them, held already: no ViT
   prometheus::Histogram& vit_pass_time;     // one ViT pass on a vision rank (its crops of one image)

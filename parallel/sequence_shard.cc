@@ -16,7 +16,11 @@ std::vector<int32_t> OwnedPositions(int64_t length, int rank, int size, int bloc
 }
 
 std::vector<int32_t> PrefillPositions(int64_t cached, int64_t length, int rank, int size, int block_size) {
-  if (cached == 0 && RingPrefill(length, size, block_size)) return OwnedPositions(length, rank, size, block_size);
+  if (RingPrefill(length - cached, size, block_size)) {
+    std::vector<int32_t> positions = OwnedPositions(length, rank, size, block_size);
+    positions.erase(positions.begin(), std::lower_bound(positions.begin(), positions.end(), cached));
+    return positions;
+  }
   std::vector<int32_t> positions(std::max<int64_t>(0, length - cached));
   std::iota(positions.begin(), positions.end(), static_cast<int32_t>(cached));
   return positions;
@@ -27,7 +31,7 @@ std::vector<std::pair<int64_t, int64_t>> PrefilledRows(int64_t cached, int64_t l
   std::vector<std::pair<int64_t, int64_t>> ranges;
   const int64_t begin = std::max(first, cached), end = first + count;
   if (begin >= end) return ranges;
-  if (cached > 0 || !RingPrefill(length, size, block_size)) {
+  if (!RingPrefill(length - cached, size, block_size)) {
     ranges.emplace_back(begin, end);
     return ranges;
   }

@@ -242,7 +242,7 @@ absl::Status CudaLanguageModel::LaunchLayers(const std::vector<Segment>& segment
       return absl::OkStatus();
     };
     if (ring.has_value()) {
-      IXC_RETURN_IF_ERROR(RingAttention(segments[0], *ring, positions, *comm));
+      IXC_RETURN_IF_ERROR(RingAttention(segments[0], *ring, positions, l, *comm));
     } else if (compacting) {
       // The logit rows' queries, compacted into qkv_ (free past the RoPE pass), attend through the decode kernel;
       // their outputs land compacted in q_.

@@ -52,8 +52,8 @@ struct CudaModelOptions {
   // (model/chunked_forward.h), so its scratch fits. 0: as many as half of kv_reserve_bytes holds (ScratchPlan::Limits:
   // 12K of the 7B's rows in 4 GiB, 1.4K of them with logits), at least 1024 and 64.
   int64_t max_rows_per_call = 0;
-  // Rows of the longest ring prefill shard this model must take in one call (with SP: the longest prompt's zig-zag
-  // shard, which is not cut into chunks): the KV pool then leaves room for its scratch besides half of
+  // Rows of the longest ring prefill shard this model must take in one call (with SP: the longest prompt's
+  // block-cyclic shard, a cached prefix's rows included, which is not cut into chunks): the KV pool then leaves room for its scratch besides half of
   // kv_reserve_bytes (ReserveBytes), so such a prompt cannot run out of memory halfway. 0: no ring prefills.
   int64_t ring_rows = 0;
   // Rows of input embeddings a cluster worker keeps on this GPU beside the model (the NCCL handoff: the longest image
@@ -162,9 +162,9 @@ class CudaLanguageModel : public DeviceLanguageModel {
   struct RingPlan {
     int size = 1, rank = 0;
     int64_t capacity = 0;               // the largest shard, in tokens: every block travels at this size
-    std::vector<int64_t> counts;        // (size) tokens of each rank's shard
+    std::vector<int64_t> counts;        // (size) tokens of each rank's shard: a cached prefix's and the new rows
     const int32_t* table = nullptr;     // {0}: a block is one KV block of `capacity` slots (device)
-    const int32_t* slots = nullptr;     // (tokens) 0..tokens-1: this rank's rows into its own block (device)
+    const int32_t* slots = nullptr;     // (tokens) past..past+tokens-1: the new rows into its own block (device)
     const int32_t* last_key = nullptr;  // (size, tokens): per source rank's block, each query's last visible key
   };
 
@@ -214,9 +214,10 @@ class CudaLanguageModel : public DeviceLanguageModel {
   // Sequence parallelism (cuda_sp_attention.cc). Every SP rank's shard size and positions, and what the ring's
   // attention needs on the device; fails alike on every rank where a rank holds no token of the prompt.
   absl::StatusOr<RingPlan> PlanRing(const Segment& segment, parallel::DeviceComm& comm);
-  // attention_ and lse_ of the segment's rows (it runs alone) over the whole prompt: this rank's rotated K/V go
-  // around the SP ring, each block attended to as it passes and merged by log-sum-exp.
-  absl::Status RingAttention(const Segment& segment, const RingPlan& plan, const int32_t* positions,
+  // attention_ and lse_ of the segment's rows (it runs alone) over the whole sequence: this rank's rotated K/V (a
+  // cached prefix's rows of layer `layer`, then the new ones) go around the SP ring, each block attended to as it
+  // passes and merged by log-sum-exp.
+  absl::Status RingAttention(const Segment& segment, const RingPlan& plan, const int32_t* positions, int layer,
                              parallel::DeviceComm& comm);
   // attention_ and lse_ of `rows` rows that every SP rank holds, each over its own shard of the keys, made exact on
   // every rank by one all-gather and a log-sum-exp merge.

@@ -25,12 +25,13 @@ absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Se
   RingPlan plan;
   plan.size = comm.GroupSize(kSp);
   plan.rank = comm.GroupRank(kSp);
-  const int64_t tokens = segment.tokens;
+  // This rank's K/V of the sequence: a cached prefix's rows (segment.past), then the call's new ones.
+  const int64_t tokens = segment.tokens, held = segment.past + tokens;
   cudaStream_t stream = gpu_->stream;
   // Shard sizes, then every shard's positions padded to the largest (positions < 2^24 travel exactly as f32).
   IXC_RETURN_IF_ERROR(sp_send_.Reserve(4, stream, "SP exchange"));
   IXC_RETURN_IF_ERROR(sp_gathered_.Reserve(plan.size * 4, stream, "SP exchange"));
-  const float mine = static_cast<float>(tokens);
+  const float mine = static_cast<float>(held);
   IXC_RETURN_IF_ERROR(CopyToDeviceNow(sp_send_.data(), &mine, 4, stream));
   IXC_RETURN_IF_ERROR(comm.AllGather(sp_send_.as<float>(), 1, sp_gathered_.as<float>(), kSp));
   std::vector<float> counts(plan.size);
@@ -43,7 +44,7 @@ absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Se
         " tokens over ", plan.size, " ranks leave one without (shards of ", absl::StrJoin(plan.counts, ", "), ")"));
   }
   std::vector<float> padded(plan.capacity, 0.f), all(plan.size * plan.capacity);
-  std::copy(segment.positions.begin(), segment.positions.end(), padded.begin());
+  std::copy_n(segment.seq->positions.begin(), held, padded.begin());
   IXC_RETURN_IF_ERROR(sp_send_.Reserve(plan.capacity * 4, stream, "SP exchange"));
   IXC_RETURN_IF_ERROR(sp_gathered_.Reserve(plan.size * plan.capacity * 4, stream, "SP exchange"));
   IXC_RETURN_IF_ERROR(CopyToDeviceNow(sp_send_.data(), padded.data(), plan.capacity * 4, stream));
@@ -58,7 +59,7 @@ absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Se
   }
   const std::vector<int32_t> last_keys = RingLastKeys(blocks, segment.positions);
   std::vector<int32_t> ints(1 + tokens, 0);
-  for (int64_t t = 0; t < tokens; ++t) ints[1 + t] = static_cast<int32_t>(t);
+  for (int64_t t = 0; t < tokens; ++t) ints[1 + t] = static_cast<int32_t>(segment.past + t);
   ints.insert(ints.end(), last_keys.begin(), last_keys.end());
   IXC_RETURN_IF_ERROR(ring_metadata_.Reserve(static_cast<int64_t>(ints.size()) * 4, stream, "ring metadata"));
   IXC_RETURN_IF_ERROR(CopyToDeviceNow(ring_metadata_.data(), ints.data(), ints.size() * 4, stream));
@@ -74,7 +75,7 @@ absl::StatusOr<CudaLanguageModel::RingPlan> CudaLanguageModel::PlanRing(const Se
 }
 
 absl::Status CudaLanguageModel::RingAttention(const Segment& segment, const RingPlan& plan, const int32_t* positions,
-                                              parallel::DeviceComm& comm) {
+                                              int layer, parallel::DeviceComm& comm) {
   const LlmConfig& c = shard_;
   const DType dtype = options_.dtype;
   const int64_t e = DTypeSize(dtype), d = c.head_dim, tokens = segment.tokens;
@@ -85,9 +86,20 @@ absl::Status CudaLanguageModel::RingAttention(const Segment& segment, const Ring
                              dtype,          static_cast<int>(plan.capacity),
                              c.num_kv_heads, static_cast<int>(d)};
   };
-  // This rank's rotated K/V as the first block (q is rotated again, to the same values).
+  // This rank's rotated K/V as the first block: a cached prefix's rows copied from the paged pools, block by block,
+  // then the new rows (q is rotated again, to the same values).
   void* current = ring_blocks_[0].data();
   void* next = ring_blocks_[1].data();
+  const int64_t row_bytes = c.num_kv_heads * d * e, block = options_.block_size;
+  for (int64_t first = 0; first < segment.past; first += block) {
+    const int64_t bytes = std::min(block, segment.past - first) * row_bytes;
+    const int64_t from = static_cast<int64_t>(segment.seq->block_table[first / block]) * block * row_bytes;
+    uint8_t* k_target = static_cast<uint8_t*>(current) + first * row_bytes;
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(k_target, static_cast<const uint8_t*>(k_pools_[layer]) + from, bytes,
+                                             cudaMemcpyDeviceToDevice, stream));
+    IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(k_target + half, static_cast<const uint8_t*>(v_pools_[layer]) + from,
+                                             bytes, cudaMemcpyDeviceToDevice, stream));
+  }
   IXC_RETURN_IF_ERROR(kc::LaunchRopeAndStoreKv(qkv_, positions, plan.slots, tokens, c.q_heads_per_kv_head(),
                                                segment.rope, q_, pools_of(current), stream));
   IXC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));  // the block is complete before it is sent

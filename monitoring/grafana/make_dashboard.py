@@ -44,6 +44,10 @@ ROWS = [
          "The running batch and the queue."),
         ("KV cache usage", "percentunit", [(f"max(ixc_kv_cache_usage_perc{S})", "fullest SP rank")],
          "The fullest SP rank's KV pool: the one that decides admission and preemption."),
+        ("Prefix and image cache hit rate", "percentunit",
+         [(f"{rate('ixc_prefix_cache_hits_total')} / {rate('ixc_prefix_cache_queries_total')}", "prompt positions"),
+          (f"{rate('ixc_image_cache_hits_total')} / {rate('ixc_image_cache_queries_total')}", "images")],
+         "Prompt positions whose K/V the prefix cache held, and images whose embeddings the image cache held."),
     ]),
     ("Latency", [
         ("Time to first token", "s", quantiles("ixc_time_to_first_token_seconds"),
@@ -74,8 +78,10 @@ ROWS = [
          "The vision ranks' throughput."),
         ("Image queue wait", "s",
          quantiles("ixc_vision_image_queue_seconds", (0.99,)), "Waiting for room in the image cache (p99)."),
-        ("Image cache", "bytes", [(f"sum(ixc_image_cache_bytes{S})", "held")],
-         "What the vision ranks hold: features until assembly, embeddings until the request ends."),
+        ("Image cache", "bytes", [(f"sum(ixc_image_cache_bytes{S})", "held"),
+                                  (f"sum(ixc_image_cache_bytes_in_use{S})", "in use")],
+         "What the vision ranks hold: features until assembly, embeddings while requests use them and, cached, "
+         "until evicted for room."),
         ("Vision handoff", "Bps", [(rate("ixc_vision_handoff_bytes_total", "path"), "{{path}}")],
          "Bytes the vision ranks send (features to an image's owner, embeddings to the LLM ranks), by path."),
     ]),

@@ -85,6 +85,7 @@ TEST(BlockManagerTest, UnusedCachedBlocksAreEvictedLeastRecentlyUsedFirstAndOnly
   ASSERT_TRUE(blocks.CanAllocate(c, 0, 6));
   blocks.Allocate(4, c, 0, 6);
   EXPECT_EQ(blocks.CachedPrefix(b, 5), 2);  // its head only
+  EXPECT_EQ(blocks.evictions(), 1);
   EXPECT_EQ(blocks.CachedPrefix(a, 5), 4);
   // `a` taken again and a block more: `b`'s head goes. Then nothing is free or unused, and blocks in use stay.
   ASSERT_TRUE(blocks.CanAllocate(a, 4, 5));

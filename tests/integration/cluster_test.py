@@ -4,8 +4,11 @@
 Every layout (T x S LLM ranks, V vision ranks) runs the same requests (text, one image, three images, a video, a
 sampled one) and must give the tokens ixc-generate gives, with prompt logits within 1e-4. Then: requests arriving
 while others run on a KV cache small enough to force preemption (outputs unchanged); a long request (>= 16K
-positions, with an image) under S = 4; image requests queued by a full image cache (outputs unchanged); a failing rank, named by the coordinator, which exits non-zero; a layout
-that does not fit the job.
+positions, with an image) under S = 4; image requests queued by a full image cache (outputs unchanged); a failing
+rank, named by the coordinator, which exits non-zero; a layout that does not fit the job. The prefix cache: text,
+image and video conversations of 2 to 4 turns give, in T1S1, T2S1, T1S2, T2S2 and T1S3, the tokens and logits (within
+1e-5) they give without it, every later turn reusing its prefix; requests sharing a prefix race with the prefill that
+fills it; a small pool evicts and preempts, outputs unchanged.
 
     python3 tests/integration/cluster_test.py BUILD_DIR [--only NAME]
 """
@@ -53,10 +56,22 @@ class Cluster:
                         os.path.join(ROOT, "tests", "data", "tokenizer.model"), "--out", self.model],
                        check=True, stdout=subprocess.DEVNULL)
         self.env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+        self.long_model = None
 
-    def reference(self, request, name):
+    def with_long_context(self):
+        """The same tiny model with max_position_embeddings 4096: its prompts rotate with RoPE's fixed base (under 64
+        positions, dynamic NTK rotates a prompt by its length, and a prefix cached for one length serves no other)."""
+        if self.long_model is None:
+            self.long_model = os.path.join(self.work, "model-4096")
+            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--preset",
+                            "tiny-kv4", "--vocab", "92544", "--dtype", "bf16", "--max-position-embeddings", "4096",
+                            "--tokenizer", os.path.join(ROOT, "tests", "data", "tokenizer.model"), "--out",
+                            self.long_model], check=True, stdout=subprocess.DEVNULL)
+        return self.long_model
+
+    def reference(self, request, name, model=None):
         """ixc-generate on one process: (ids, logits)."""
-        args = [os.path.join(self.build, "tools", "ixc-generate"), "--model", self.model, "--max-new-tokens",
+        args = [os.path.join(self.build, "tools", "ixc-generate"), "--model", model or self.model, "--max-new-tokens",
                 str(request["max_new_tokens"]), "--ignore-eos"]
         if "prompt_ids" in request:
             args += ["--prompt-ids", ",".join(map(str, request["prompt_ids"]))]
@@ -80,7 +95,7 @@ class Cluster:
         ids = [int(x) for x in out.split("generated ids: ")[1].split("\n")[0].split(",") if x]
         return ids, (np.load(logits) if request.get("dump", True) else None)
 
-    def run(self, requests, tp, sp, vision, extra=(), expect_ok=True, timeout=600, launch_options=()):
+    def run(self, requests, tp, sp, vision, extra=(), expect_ok=True, timeout=600, launch_options=(), model=None):
         path = os.path.join(self.work, "requests.jsonl")
         with open(path, "w") as f:
             for r in requests:
@@ -93,7 +108,7 @@ class Cluster:
         if os.path.exists(results):
             os.remove(results)
         command = [os.path.join(ROOT, "deploy", "launch.sh"), "--tp", str(tp), "--sp", str(sp), "--vision",
-                   str(vision), "--build", self.build, *launch_options, "--", "--model", self.model, "--requests",
+                   str(vision), "--build", self.build, *launch_options, "--", "--model", model or self.model, "--requests",
                    path, "--results", results, "--step-timeout-s", "60", *extra]
         run = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=timeout)
         if expect_ok and run.returncode != 0:
@@ -142,7 +157,10 @@ def test_preemption_and_arrivals(cluster):
     references = {r["id"]: cluster.reference(r, r["id"]) for r in requests}
     # 24 blocks of 4 tokens per SP rank: three short prompts fit, their decodes do not, so the latest admitted is
     # preempted; the long prompt (about 160 positions, 20 blocks per rank) waits for room and runs between them.
-    run, results = cluster.run(requests, 1, 2, 1, extra=["--kv-block-size", "4", "--kv-blocks", "24"])
+    # Without the prefix cache, whose shared blocks would leave room enough (test_prefix_cache_races_and_evictions
+    # preempts with it).
+    run, results = cluster.run(requests, 1, 2, 1, extra=["--kv-block-size", "4", "--kv-blocks", "24",
+                                                        "--enable-prefix-caching=false"])
     check_same(cluster, references, results, requests, "preemption")
     assert "KV cache of 24 blocks of 4 tokens per LLM rank" in run.stdout + run.stderr, run.stderr[-2000:]
     preempted = sum(r["preemptions"] for r in results.values())
@@ -279,6 +297,122 @@ def test_failures(cluster):
           "are refused")
 
 
+
+# Multi-turn conversations for the prefix cache: each turn's prompt is the conversation so far in the chat template
+# (raw text, chat false), so a turn shares the earlier turn's prompt as its prefix; media stay in the first turn.
+# The "ids" conversation feeds back exactly the tokens the model generated (from ixc-generate), so its second turn
+# reuses the K/V its first turn's decode steps wrote.
+def turn_text(history, query, media=""):
+    text = "".join(f"[UNUSED_TOKEN_146]user\n{q}[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]assistant\n{a}"
+                   "[UNUSED_TOKEN_145]\n" for q, a in history)
+    return text + f"[UNUSED_TOKEN_146]user\n{media}{query}[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]assistant\n"
+
+
+def conversations(cluster):
+    questions = ["Describe the skyline of Dubai at night in detail.", "Which building is the tallest one there?",
+                 "How tall is it, and when was it built?", "Summarize everything in one sentence."]
+    answers = ["It glitters with towers and lights along the creek.", "The Burj Khalifa, by far.",
+               "About 828 metres; it opened in 2010."]
+    media = {"text": ("", {}, 4), "image": ("<ImageHere>", dict(images=[os.path.join(IMAGES, "cars1.jpg")]), 3),
+             "video": ("<ImageHere>", dict(video=os.path.join(VIDEOS, "landscape.mp4")), 2)}
+    turns = []  # by turn, the requests of every conversation
+    for name, (placeholder, medium, count) in media.items():
+        for t in range(count):
+            history = list(zip(questions[:t], answers[:t]))
+            history = [((placeholder if i == 0 else "") + q, a) for i, (q, a) in enumerate(history)]
+            text = turn_text(history, questions[t], placeholder if t == 0 else "")
+            request = dict(id=f"{name}{t}", prompt=text, max_new_tokens=6, **medium)
+            while len(turns) <= t:
+                turns.append([])
+            turns[t].append(request)
+    # Text whose second turn holds the first turn's generated tokens: ids of the template's text, from the tokenizer
+    # that ixc-generate uses (its --dump-prompt-ids would do; here the first turn's ids come from a run).
+    first = dict(id="ids0", prompt_ids=list(range(1000, 1000 + 45)), max_new_tokens=9)
+    generated, _ = cluster.reference(dict(first, dump=False), "ids0", model=cluster.with_long_context())
+    second = dict(id="ids1", prompt_ids=first["prompt_ids"] + generated + list(range(2000, 2030)), max_new_tokens=6)
+    turns[0].append(first)
+    turns[1].append(second)
+    return [r for turn in turns for r in turn]
+
+
+def run_saving_logits(cluster, requests, tp, sp, extra, label, model=None):
+    """The job's results, and each request's dumped logits (the next run writes over the files)."""
+    run, results = cluster.run(requests, tp, sp, 1, extra=extra, model=model or cluster.with_long_context())
+    for r in requests:
+        got = results[r["id"]]
+        assert "error" not in got, f"{label} {r['id']}: {got['error']}"
+        got["logits"] = np.load(os.path.join(cluster.work, f"{r['id']}.cluster.npy"))
+    return run, results
+
+
+def check_cached_equals_uncached(uncached, cached, requests, label):
+    """The same tokens, and the logits of the positions computed with the cache within 1e-5 of the same positions'
+    without it."""
+    for r in requests:
+        off, on = uncached[r["id"]], cached[r["id"]]
+        assert on["ids"] == off["ids"], f"{label} {r['id']}: cached {on['ids']} != uncached {off['ids']}"
+        assert off["cached_tokens"] == 0, off
+        expected = off["logits"][on["cached_tokens"]:]
+        assert on["logits"].shape == expected.shape, (label, r["id"], on["logits"].shape, expected.shape)
+        error = float(np.abs(on["logits"] - expected).max())
+        assert error <= 1e-5, f"{label} {r['id']}: logits differ by {error} with {on['cached_tokens']} cached"
+
+
+def test_prefix_caching(cluster):
+    requests = conversations(cluster)
+    later = [r["id"] for r in requests if not r["id"].endswith("0")]
+    for tp, sp in [(1, 1), (2, 1), (1, 2), (2, 2), (1, 3)]:
+        label = f"T{tp}S{sp}"
+        # One request at a time, in input order (each turn after the one before it has ended).
+        _, uncached = run_saving_logits(cluster, requests, tp, sp,
+                                        ["--enable-prefix-caching=false", "--max-num-seqs", "1"], label)
+        run, cached = run_saving_logits(cluster, requests, tp, sp, ["--max-num-seqs", "1"], label)
+        check_cached_equals_uncached(uncached, cached, requests, label)
+        hits = {i: cached[i]["cached_tokens"] for i in later}
+        assert all(hits.values()), f"{label}: every later turn should reuse its conversation's prefix: {hits}"
+        assert cached["ids1"]["cached_tokens"] >= 48, cached["ids1"]  # into the first turn's generated tokens
+        log = run.stdout + run.stderr
+        images = re.search(r"image cache: (\d+) of (\d+) images hit", log)
+        assert images and images.groups() == ("3", "5"), log[-2000:]  # turns 2 and 3 of the image, 2 of the video
+        print(f"{label}: {len(requests)} conversation turns equal with and without the prefix cache; cached "
+              f"positions per later turn {hits}; {images.group(0)}")
+    # Past max_position_embeddings (64 here) dynamic NTK rotates a prompt by its length: nothing of a longer prompt
+    # may be reused, and nothing is; images still are.
+    _, uncached = run_saving_logits(cluster, requests, 1, 2, ["--enable-prefix-caching=false", "--max-num-seqs", "1"],
+                                    "NTK", model=cluster.model)
+    run, cached = run_saving_logits(cluster, requests, 1, 2, ["--max-num-seqs", "1"], "NTK", model=cluster.model)
+    check_cached_equals_uncached(uncached, cached, requests, "NTK")
+    long_turns = [i for i in later if cached[i]["prompt_tokens"] > 64]
+    assert len(long_turns) >= 5 and all(cached[i]["cached_tokens"] == 0 for i in long_turns), \
+        {i: (cached[i]["prompt_tokens"], cached[i]["cached_tokens"]) for i in later}
+    assert "image cache: 3 of 5 images hit" in run.stdout + run.stderr
+    print("past max_position_embeddings under dynamic NTK: no prefix reused, outputs unchanged")
+
+
+def test_prefix_cache_races_and_evictions(cluster):
+    shared = "The report on the desert city, its towers, its harbour and its history. " * 8
+    requests = [dict(id=f"q{i}", prompt=shared + f"Question {i}: what about part {i}?", max_new_tokens=12,
+                     arrive_after_ms=[0, 0, 0, 40, 40, 80][i]) for i in range(6)]
+    # Requests that share a long prefix arrive together: those in one step compute it side by side (one registers
+    # it, the others' blocks stay private), the later ones hit it while the first ones decode.
+    _, uncached = run_saving_logits(cluster, requests, 1, 2, ["--enable-prefix-caching=false"], "race")
+    _, cached = run_saving_logits(cluster, requests, 1, 2, [], "race")
+    check_cached_equals_uncached(uncached, cached, requests, "race")
+    assert cached["q5"]["cached_tokens"] > 0, {r: cached[r]["cached_tokens"] for r in cached}
+    # A pool of 40 blocks of 4 tokens: the conversations and the shared prefix evict each other's cached blocks and
+    # preempt running ones; the outputs stay those without a cache.
+    requests += [dict(r, arrive_after_ms=100 + 10 * i) for i, r in enumerate(conversations(cluster))]
+    small = ["--kv-block-size", "4", "--kv-blocks", "40"]
+    _, uncached = run_saving_logits(cluster, requests, 1, 2, small + ["--enable-prefix-caching=false"], "small pool")
+    run, cached = run_saving_logits(cluster, requests, 1, 2, small, "small pool")
+    check_cached_equals_uncached(uncached, cached, requests, "small pool")
+    preempted = sum(r["preemptions"] for r in cached.values())
+    hit = sum(r["cached_tokens"] for r in cached.values())
+    evicted = int(re.search(r"(\d+) blocks evicted", run.stdout + run.stderr).group(1))
+    assert preempted > 0 and hit > 0 and evicted > 0, (preempted, hit, evicted)
+    print(f"a shared prefix raced and evicted on a pool of 40 blocks: {hit} cached positions, {evicted} blocks "
+          f"evicted, {preempted} preemptions, outputs unchanged")
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("build")
@@ -287,7 +421,8 @@ def main():
     work = tempfile.mkdtemp(prefix="ixc_cluster_")
     try:
         cluster = Cluster(os.path.abspath(args.build), work)
-        tests = [test_layouts, test_preemption_and_arrivals, test_long_request, test_image_cache, test_failures]
+        tests = [test_layouts, test_preemption_and_arrivals, test_long_request, test_image_cache, test_failures,
+                 test_prefix_caching, test_prefix_cache_races_and_evictions]
         for test in tests:
             if args.only and args.only != test.__name__:
                 continue

@@ -131,9 +131,9 @@ class Context:
                         "--out", self.model], check=True, stdout=subprocess.DEVNULL)
         self.env = dict(os.environ, OMP_NUM_THREADS="1")
 
-    def generate(self, prompt, tokens, chat=True, images=(), video=None):
+    def generate(self, prompt, tokens, chat=True, images=(), video=None, model=None):
         """ixc-generate's greedy ids (the tests compare texts through the server's /detokenize)."""
-        args = [os.path.join(self.build, "tools", "ixc-generate"), "--model", self.model, "--prompt", prompt,
+        args = [os.path.join(self.build, "tools", "ixc-generate"), "--model", model or self.model, "--prompt", prompt,
                 "--max-new-tokens", str(tokens), "--ignore-eos"]
         if chat:
             args.append("--chat")
@@ -349,11 +349,12 @@ def test_concurrency(ctx):
 
 
 def wait_idle(server, seconds, when):
-    """Until no KV block, image byte or running sequence is held; fails after `seconds`."""
+    """Until no KV block, image or running sequence is in use (the prefix and image caches may keep what they hold
+    for reuse); fails after `seconds`."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         m = server.metrics()
-        if m["ixc_rank_kv_blocks_used"] == 0 and m["ixc_image_cache_bytes"] == 0 and m["ixc_num_requests_running"] == 0:
+        if m["ixc_rank_kv_blocks_used"] == 0 and m["ixc_image_cache_bytes_in_use"] == 0 and m["ixc_num_requests_running"] == 0:
             return
         time.sleep(0.2)
     raise AssertionError(f"not idle {when}: {m}")
@@ -712,6 +713,71 @@ def test_launch(ctx):
     assert run.returncode == 0 and "--max_new_tokens (" in run.stdout, run.stdout[-500:] + run.stderr[-500:]
     print(f"launch: a bad flag and a missing tokenizer ended the job in {time.time() - start:.1f} s with their "
           "messages; --help lists the flags")
+
+
+def test_prefix_cache(ctx):
+    """A chat's second turn reuses its first turn's prefix (usage.prompt_tokens_details.cached_tokens) and image
+    embeddings, and answers as a server without the caches does; a changed file under the same path is not taken for
+    the old one; the metrics count the queries and the hits."""
+    # max_position_embeddings 4096: under 64 (the tests' model) dynamic NTK rotates a prompt by its length, and no
+    # prefix of another length may be reused.
+    model = os.path.join(ctx.work, "model-4096")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--preset", "tiny-kv4",
+                    "--vocab", "92544", "--dtype", "bf16", "--max-position-embeddings", "4096", "--tokenizer",
+                    os.path.join(DATA, "tokenizer.model"), "--out", model], check=True, stdout=subprocess.DEVNULL)
+    cars = os.path.join(IMAGES, "cars1.jpg")
+    first = [{"role": "system", "content": "You are a car expert."},
+             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": cars}},
+                                          {"type": "text", "text": "What is in the picture?"}]}]
+
+    def conversation(server):
+        one = chat(server, first, max_tokens=6, extra_body={"ignore_eos": True})
+        second = first + [{"role": "assistant", "content": one.choices[0].message.content},
+                          {"role": "user", "content": "And what colour are they?"}]
+        text, _, usage, _ = streamed(server, second, max_tokens=6, extra_body={"ignore_eos": True})
+        return one, text, usage
+
+    served = ["--served-model-name", "model"]
+    plain = Server(ctx.build, model, ctx.work, extra=[*served, "--enable-prefix-caching=false"])
+    try:
+        plain_one, plain_text, plain_usage = conversation(plain)
+        assert plain_usage.prompt_tokens_details.cached_tokens == 0, plain_usage
+    finally:
+        assert plain.stop() == 0, plain.output()
+
+    server = Server(ctx.build, model, ctx.work, extra=served)
+    try:
+        one, text, usage = conversation(server)
+        assert one.usage.prompt_tokens_details.cached_tokens == 0, one.usage  # a fresh server
+        assert one.choices[0].message.content == plain_one.choices[0].message.content, (one, plain_one)
+        assert text == plain_text, (text, plain_text)
+        cached = usage.prompt_tokens_details.cached_tokens
+        assert 0 < cached < usage.prompt_tokens and cached % 16 == 0, usage
+        m = server.metrics()
+        assert m["ixc_image_cache_queries_total"] == 2 and m["ixc_image_cache_hits_total"] == 1, m
+        assert m["ixc_prefix_cache_hits_total"] == cached, m
+        assert m["ixc_prefix_cache_queries_total"] == one.usage.prompt_tokens + usage.prompt_tokens, m
+        print(f"prefix cache: the second turn reused {cached} of {usage.prompt_tokens} prompt positions and the image, "
+              "and answered as without the caches")
+
+        # The same path with new contents: the new pixels, not the cached ones.
+        path = os.path.join(ctx.work, "changing.jpg")
+        question = "What is in the picture?"
+        message = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": path}},
+                                                {"type": "text", "text": question}]}]
+        answers = {}
+        for name in ("cars1.jpg", "cars2.jpg"):
+            shutil.copyfile(os.path.join(IMAGES, name), path)
+            answers[name] = chat(server, message, extra_body={"ignore_eos": True}).choices[0].message.content
+            expected = detokenize(server, ctx.generate(question, 8, images=[os.path.join(IMAGES, name)], model=model))
+            assert answers[name] == expected, (name, answers[name], expected)
+        assert answers["cars1.jpg"] != answers["cars2.jpg"], answers  # the test can tell the two apart
+        m = server.metrics()
+        assert m["ixc_image_cache_queries_total"] == 4 and m["ixc_image_cache_hits_total"] == 2, m  # cars1 again
+        print("a changed file under the same path was encoded again; the old pixels stayed out")
+        wait_idle(server, 30, "after the conversations")
+    finally:
+        assert server.stop() == 0, server.output()
 
 
 TESTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("test_")}

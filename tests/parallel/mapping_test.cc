@@ -67,8 +67,8 @@ namespace ixc::parallel {
 namespace {
 
 // Block-cyclic shards partition the sequence by KV block, the same for every length (a prefix keeps its layout). A
-// prompt from position 0 with a block for every rank (RingPrefill) is prefilled in them; a shorter one, or what
-// follows a cached prefix, whole on every rank. PrefilledRows agrees with PrefillPositions on every image range.
+// prompt, or what follows a cached prefix, with a block for every rank (RingPrefill) is prefilled in them; a shorter
+// one whole on every rank. PrefilledRows agrees with PrefillPositions on every image range.
 TEST(SequenceShardTest, BlockCyclicShardsPartitionAndPrefilledRowsAgree) {
   constexpr int kBlockSize = 4;
   for (int size : {1, 2, 3, 4}) {
@@ -88,12 +88,19 @@ TEST(SequenceShardTest, BlockCyclicShardsPartitionAndPrefilledRowsAgree) {
         EXPECT_LE(static_cast<int64_t>(positions.size()), LongestShard(length, size, kBlockSize));
         const bool ring = RingPrefill(length, size, kBlockSize);
         EXPECT_EQ(ring, size > 1 && length >= size * kBlockSize);
-        if (ring) EXPECT_FALSE(positions.empty()) << "rank " << rank << " of " << size << ", " << length << " tokens";
-        for (int64_t cached : {int64_t{0}, int64_t{kBlockSize}, length / 2}) {
+        if (ring) {
+          EXPECT_FALSE(positions.empty()) << "rank " << rank << " of " << size << ", " << length << " tokens";
+        }
+        for (int64_t cached : {int64_t{0}, int64_t{kBlockSize}, length / 2 / kBlockSize * kBlockSize}) {
           if (cached >= length) continue;
           const std::vector<int32_t> prefilled = PrefillPositions(cached, length, rank, size, kBlockSize);
-          if (cached == 0 && ring) {
-            EXPECT_EQ(prefilled, positions);
+          if (RingPrefill(length - cached, size, kBlockSize)) {
+            std::vector<int32_t> after;
+            for (int32_t p : positions) {
+              if (p >= cached) after.push_back(p);
+            }
+            EXPECT_EQ(prefilled, after);
+            EXPECT_FALSE(prefilled.empty());
           } else {
             EXPECT_EQ(prefilled.size(), static_cast<size_t>(length - cached));
             EXPECT_EQ(prefilled.front(), cached);

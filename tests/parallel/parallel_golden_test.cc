@@ -332,7 +332,10 @@ TEST(ParallelGoldenTest, PrefillAfterACachedPrefix) {
       rest.ids = std::span<const int32_t>(c.ids.data() + cached, length - cached);
       rest.image_mask = std::span<const uint8_t>(c.mask.data() + cached, length - cached);
       rest.lora = LoraMode::kWeb;
-      if (sharded_by_caller && sp > 1) {
+      const PromptRows rows = RowsAt(c, positions);
+      if (sharded_by_caller && sp > 1) {  // this rank's rows alone
+        rest.ids = rows.ids;
+        rest.image_mask = rows.mask;
         rest.positions = positions;
         rest.context_length = length;
       }
