@@ -67,10 +67,16 @@ def serve(args, caching):
         port = s.getsockname()[1]
     log = open(os.path.join(args.work, f"server-{'on' if caching else 'off'}.log"), "w")
     flags = [] if caching else ["--enable-prefix-caching=false"]
+    # A document needs no vision rank: then the LLM ranks take the machine's cores between them.
+    vision = 1 if args.image else 0
+    env = dict(os.environ)
+    if not args.image:  # unbound (mpirun binds each rank to a core where ranks fit the cores), threads for the cores
+        env["OMP_NUM_THREADS"] = str(max(1, os.cpu_count() // (args.tp * args.sp)))
+        env["OMPI_MCA_hwloc_base_binding_policy"] = "none"
     job = subprocess.Popen([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", str(args.tp), "--sp", str(args.sp),
-                            "--vision", "1", "--build", args.build, "--", "--model", args.model, "--serve", "--port",
-                            str(port), "--allowed-media-path", FIXTURES, "--served-model-name", "bench",
-                            "--step-timeout-s", "3600", *flags], stdout=log, stderr=subprocess.STDOUT)
+                            "--vision", str(vision), "--build", args.build, "--", "--model", args.model, "--serve",
+                            "--port", str(port), "--allowed-media-path", FIXTURES, "--served-model-name", "bench",
+                            "--step-timeout-s", "3600", *flags], stdout=log, stderr=subprocess.STDOUT, env=env)
     while True:
         if job.poll() is not None:
             sys.exit(f"the server exited {job.returncode}; see {log.name}")
@@ -116,8 +122,8 @@ def main():
             print(f"run {r + 1}, cache {'on ' if caching else 'off'}: " +
                   "  ".join(f"{ttft * 1000:8.1f} ms" for ttft, _, _ in runs[caching][-1]), flush=True)
     subject = "a 24-tile image (dubai.png)" if args.image else f"a document of about {args.tokens} tokens"
-    print(f"\n4 questions in turn about {subject}, T{args.tp}S{args.sp} V1, demo model, CPU, "
-          f"median of {args.repeat}")
+    print(f"\n4 questions in turn about {subject}, T{args.tp}S{args.sp} V{1 if args.image else 0}, demo model, "
+          f"CPU ({os.cpu_count()} cores), median of {args.repeat}")
     print("turn  prompt  cached      TTFT off       TTFT on    off / on   on vs off")
     for t in range(4):
         off = statistics.median(run[t][0] for run in runs[False])

@@ -279,8 +279,8 @@ absl::Status Engine::ImageReady(int tag, int rows, int sender) {
     for (ImageInPrompt& image : request->images) {
       if (image.tag == tag) {
         if (rows != image.rows) {
-          return absl::InternalError(
-              absl::StrCat("rank ", sender, " encoded ", rows, " rows for image ", tag, "; the prompt has ", image.rows));
+          return absl::InternalError(absl::StrCat("rank ", sender, " encoded ", rows, " rows for image ", tag,
+                                                  "; the prompt has ", image.rows));
         }
         image.encoded = true;
       }

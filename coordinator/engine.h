@@ -1,18 +1,18 @@
 // File: coordinator/engine.h
 //
 // The coordinator's engine loop (architecture section 3), on a thread of its own: requests arrive through the
-// EngineInbox at any time (from the HTTP server or the offline JSONL reader: one path for both); their images go to
-// the vision ranks (round-robin) in arrival order as soon as they fit the image cache (image_cache.h: what the vision
-// ranks hold for images, features until assembly and embeddings while used or cached; a request alone may exceed
-// it; an image held already is not encoded again); a request is admitted when its images are encoded and its
-// prefill fits the KV cache, after the longest prefix the prefix cache holds (block_manager.h); every step plan
-// carries the prefills admitted this step and one decode for every running sequence (continuous batching: new
-// requests join the running batch), with the KV blocks each takes. Each token goes to the request's RequestStream as its step finishes. When a
-// decode needs a KV block that no longer exists, the most recently admitted sequence is preempted: its blocks are
-// freed and it is later prefilled again from its prompt and the tokens it had generated, so its output is unchanged.
-// A cancelled request (client gone, stop string) ends before the next step, which frees its blocks and images. Each
-// step waits for every worker's result, with a timeout; a worker's error or silence (also while idle) fails every
-// unfinished request with a message naming the rank.
+// EngineInbox at any time (from the HTTP server or the offline JSONL reader: one path for both); their images go to the
+// vision ranks (round-robin) in arrival order as soon as they fit the image cache (image_cache.h: what the vision ranks
+// hold for images, features until assembly and embeddings while used or cached; a request alone may exceed it; an image
+// held already is not encoded again); a request is admitted when its images are encoded and its prefill fits the KV
+// cache, after the longest prefix the prefix cache holds (block_manager.h); every step plan carries the prefills
+// admitted this step and one decode for every running sequence (continuous batching: new requests join the running
+// batch), with the KV blocks each takes. Each token goes to the request's RequestStream as its step finishes. When a
+// decode needs a KV block that no longer exists, the most recently admitted sequence is preempted: its blocks are freed
+// and it is later prefilled again from its prompt and the tokens it had generated, so its output is unchanged. A
+// cancelled request (client gone, stop string) ends before the next step, which frees its blocks and images. Each step
+// waits for every worker's result, with a timeout; a worker's error or silence (also while idle) fails every unfinished
+// request with a message naming the rank.
 #pragma once
 
 #include <atomic>

@@ -9,7 +9,8 @@
 //    "arrive_after_ms": 0, "dump_logits": "a.npy"}
 // (prompt or prompt_ids; the rest optional) and one out:
 //   {"id": "a", "prompt_tokens": 120, "ids": [...], "text": "...", "finish_reason": "stop|length|error",
-//    "error": "...", "preemptions": 0, "timings": {"queue_s", "ttft_s", "e2e_s", "decode_tokens_per_s"}}
+//    "error": "...", "preemptions": 0, "cached_tokens": 0, "timings": {"ttft_s", "image_queue_s", "e2e_s",
+//    "decode_tokens_per_s"}}
 #pragma once
 
 #include <array>

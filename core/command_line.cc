@@ -11,6 +11,7 @@ CommandLine::CommandLine(int argc, char** argv, const std::vector<std::string>& 
     if (i > 0 && arg.rfind("--", 0) == 0) {
       const size_t equals = std::min(arg.find('='), arg.size());
       std::replace(arg.begin() + 2, arg.begin() + equals, '-', '_');
+      if (arg.rfind("--no_", 0) == 0) arg.erase(4, 1);  // --no-name: absl's --noname
       auto it = repeated_.find(arg.substr(2, equals - 2));
       if (it != repeated_.end()) {
         if (equals < arg.size()) {

@@ -1,8 +1,9 @@
 // File: core/command_line.h
 //
 // The command line as absl flags want it. Our flags are documented with dashes (--max-new-tokens) but absl spells
-// them with underscores, so both are accepted; and a flag that may repeat (--image a --image b), which absl flags
-// cannot express, is taken out with its values in order.
+// them with underscores, so both are accepted; a boolean flag is turned off by --no-name (vLLM's spelling, as
+// --no-enable-prefix-caching) as well as absl's --noname; and a flag that may repeat (--image a --image b), which
+// absl flags cannot express, is taken out with its values in order.
 //
 //   CommandLine line(argc, argv, {"image"});
 //   absl::ParseCommandLine(line.argc(), line.argv());

@@ -155,7 +155,9 @@ Metrics::Metrics(const BuildInfo& info)
                                     "From arrival to dispatch to the vision ranks (room in the image cache).", model_,
                                     StepSecondsBuckets())),
       image_cache_bytes(OneGauge(*registry_, "ixc_image_cache_bytes",
-                                 "Bytes the vision ranks hold for images (features and embeddings, in use and cached).", model_)),
+                                 "Bytes the vision ranks hold for images (features and embeddings, in use and "
+                                 "cached).",
+                                 model_)),
       image_cache_bytes_in_use(OneGauge(*registry_, "ixc_image_cache_bytes_in_use",
                                         "Of the image cache's bytes, those of images that requests use now (the rest "
                                         "are cached for reuse, evicted for room).",

@@ -1,15 +1,15 @@
 // File: worker/vision_worker.h
 //
-// A vision rank's main loop (the pipeline stage of architecture section 3). An image's crops are spread over the
-// vision ranks: each encodes its part (VisionTask) and says so; when every part is done the coordinator sends a
-// VisionGather, on which the helpers send their features to the image's owner over the data plane and the owner
-// assembles the embeddings (merge, separators, projector) and reports them done. When a step plan prefills a
-// request that uses them, the owner sends each LLM rank the rows it prefills; it keeps the embeddings until the
-// coordinator's image cache drops them (coordinator/image_cache.h), so an image seen again skips the ViT. So the
-// vision work of a new request overlaps the LLM steps of the running ones. Messages are handled in arrival order on every vision rank,
-// and the coordinator sends gathers between steps, so the ranks' transfers always meet. Features and embeddings stay
-// on the tower's GPU, and the embeddings where the handoff moves them from (worker/handoff.h): host memory, or this
-// rank's GPU with the NCCL handoff.
+// A vision rank's main loop (the pipeline stage of architecture section 3). An image's crops are spread over the vision
+// ranks: each encodes its part (VisionTask) and says so; when every part is done the coordinator sends a VisionGather,
+// on which the helpers send their features to the image's owner over the data plane and the owner assembles the
+// embeddings (merge, separators, projector) and reports them done. When a step plan prefills a request that uses them,
+// the owner sends each LLM rank the rows it prefills; it keeps the embeddings until the coordinator's image cache drops
+// them (coordinator/image_cache.h), so an image seen again skips the ViT. So the vision work of a new request overlaps
+// the LLM steps of the running ones. Messages are handled in arrival order on every vision rank, and the coordinator
+// sends gathers between steps, so the ranks' transfers always meet. Features and embeddings stay on the tower's GPU,
+// and the embeddings where the handoff moves them from (worker/handoff.h): host memory, or this rank's GPU with the
+// NCCL handoff.
 #pragma once
 
 #include <map>

@@ -52,9 +52,10 @@ struct CudaModelOptions {
   // (model/chunked_forward.h), so its scratch fits. 0: as many as half of kv_reserve_bytes holds (ScratchPlan::Limits:
   // 12K of the 7B's rows in 4 GiB, 1.4K of them with logits), at least 1024 and 64.
   int64_t max_rows_per_call = 0;
-  // Rows of the longest ring prefill shard this model must take in one call (with SP: the longest prompt's
-  // block-cyclic shard, a cached prefix's rows included, which is not cut into chunks): the KV pool then leaves room for its scratch besides half of
-  // kv_reserve_bytes (ReserveBytes), so such a prompt cannot run out of memory halfway. 0: no ring prefills.
+  // Rows of the longest ring prefill shard this model must take in one call (with SP: the longest prompt's block-cyclic
+  // shard, a cached prefix's rows included, which is not cut into chunks): the KV pool then leaves room for its scratch
+  // besides half of kv_reserve_bytes (ReserveBytes), so such a prompt cannot run out of memory halfway. 0: no ring
+  // prefills.
   int64_t ring_rows = 0;
   // Rows of input embeddings a cluster worker keeps on this GPU beside the model (the NCCL handoff: the longest image
   // prompt's rows, or its shard, f32): the pool leaves room for them too. 0: none.

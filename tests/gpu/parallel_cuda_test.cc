@@ -98,6 +98,37 @@ absl::StatusOr<RankLogits> RunShortPrompt(const LlmWeights& weights, const ixc::
   return run;
 }
 
+// The prefix cache's prefill (model::Prefill with `cached`): the first kCached tokens prefilled (and kept), then the
+// rest after them, by the ring where it covers a block of every SP rank (each rank's K/V of the prefix travels with
+// its new rows), whole on every rank where it does not; `head` and `chunk` hold both prefills' logits.
+constexpr int64_t kCached = 8;  // whole blocks
+absl::StatusOr<RankLogits> RunAfterCachedPrefix(const LlmWeights& weights, const ixc::testing::GoldenPrompt& prompt,
+                                                KvCache& cache, parallel::DeviceComm* comm,
+                                                const std::vector<int32_t>& fed) {
+  const int64_t length = static_cast<int64_t>(prompt.ids.size());
+  auto part = [&](int64_t begin, int64_t count) {
+    ForwardInput input;
+    input.ids = std::span<const int32_t>(prompt.ids).subspan(begin, count);
+    if (!prompt.image_mask.empty()) {
+      input.image_mask = std::span<const uint8_t>(prompt.image_mask).subspan(begin, count);
+    }
+    input.lora = prompt.lora;
+    return input;
+  };
+  RankLogits run;
+  SequenceKv seq;
+  IXC_ASSIGN_OR_RETURN(run.head, Prefill(weights, part(0, kCached), /*all_logits=*/true, seq, cache, comm));
+  IXC_ASSIGN_OR_RETURN(run.chunk, Prefill(weights, part(kCached, length - kCached), /*all_logits=*/true, seq, cache,
+                                          comm, /*local_vocab=*/false, kCached));
+  for (int step = 0; step < kDecodeSteps; ++step) {
+    std::vector<DecodeItem> items = {{fed[step], static_cast<int32_t>(length + step), prompt.lora, &seq, {}}};
+    IXC_RETURN_IF_ERROR(DecodeSteps(weights, items, cache, comm));
+    run.steps.push_back(std::move(items[0].logits));
+  }
+  cache.Release(seq);
+  return run;
+}
+
 struct Layout {
   int tp, sp;
 };
@@ -177,18 +208,18 @@ TEST_P(CudaParallelTest, EveryRankMatchesTheCpu) {
   }
 }
 
-// Prompts of 1 to 2S tokens (the last the first that the ring prefills), then decode steps, against the CPU on one
+// Prompts of 1 to S blocks (the last the first that the ring prefills), then decode steps, against the CPU on one
 // rank: a rank that holds none of the keys gives no weight to its part of the merge.
 TEST_P(CudaParallelTest, ShortPromptsMatchTheCpu) {
   const auto [name, layout] = GetParam();
   if (layout.sp == 1) GTEST_SKIP() << "no sequence parallelism in this layout";
   const std::string dir = ixc::testing::GoldenModelsDir() + "/" + name;
   const ixc::testing::GoldenPrompt prompt = ixc::testing::LoadGoldenPrompt(name);
-  ASSERT_GE(prompt.ids.size(), static_cast<size_t>(2 * layout.sp));
+  ASSERT_GE(prompt.ids.size(), static_cast<size_t>(kBlockSize * layout.sp));
   auto cpu_weights = LoadLlmWeights(dir);
   ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
   const std::vector<int32_t> fed = {1, 2, 3};
-  for (int64_t length = 1; length <= 2 * layout.sp; ++length) {
+  for (int64_t length = 1; length <= kBlockSize * layout.sp; ++length) {
     KvCache cpu_cache(cpu_weights->config, kBlockSize, 64);
     auto reference = RunShortPrompt(*cpu_weights, prompt, length, cpu_cache, nullptr, fed);
     ASSERT_TRUE(reference.ok()) << reference.status();
@@ -203,6 +234,33 @@ TEST_P(CudaParallelTest, ShortPromptsMatchTheCpu) {
       for (int step = 0; step < kDecodeSteps; ++step) {
         EXPECT_LT(RelativeError(results[index]->steps[step], reference->steps[step]), 0.03) << "decode step " << step;
       }
+    }
+  }
+}
+
+// A prompt after a cached prefix, then decode steps, against the CPU on one rank.
+TEST_P(CudaParallelTest, PrefillAfterACachedPrefixMatchesTheCpu) {
+  const auto [name, layout] = GetParam();
+  const std::string dir = ixc::testing::GoldenModelsDir() + "/" + name;
+  const ixc::testing::GoldenPrompt prompt = ixc::testing::LoadGoldenPrompt(name);
+  ASSERT_GE(prompt.ids.size(), static_cast<size_t>(kCached + kBlockSize * layout.sp));  // the rest goes by the ring
+  auto cpu_weights = LoadLlmWeights(dir);
+  ASSERT_TRUE(cpu_weights.ok()) << cpu_weights.status();
+  const std::vector<int32_t> fed = {1, 2, 3};
+  KvCache cpu_cache(cpu_weights->config, kBlockSize, 64);
+  auto reference = RunAfterCachedPrefix(*cpu_weights, prompt, cpu_cache, nullptr, fed);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  const std::vector<absl::StatusOr<RankLogits>> results =
+      RunOnEveryRank(dir, layout, [&](const LlmWeights& weights, KvCache& cache, parallel::DeviceComm* comm) {
+        return RunAfterCachedPrefix(weights, prompt, cache, comm, fed);
+      });
+  for (size_t index = 0; index < results.size(); ++index) {
+    SCOPED_TRACE(absl::StrCat(name, " T", layout.tp, "S", layout.sp, " rank ", index));
+    ASSERT_TRUE(results[index].ok()) << results[index].status();
+    EXPECT_LT(RelativeError(results[index]->head, reference->head), 0.03) << "the prefix";
+    EXPECT_LT(RelativeError(results[index]->chunk, reference->chunk), 0.03) << "after the cached prefix";
+    for (int step = 0; step < kDecodeSteps; ++step) {
+      EXPECT_LT(RelativeError(results[index]->steps[step], reference->steps[step]), 0.03) << "decode step " << step;
     }
   }
 }

@@ -247,10 +247,10 @@ TEST(ParallelGoldenTest, PromptShardedByTheCaller) {
   EXPECT_NE(refused.status().message().find("positions it prefills"), std::string::npos) << refused.status();
 }
 
-// A prompt too short for a block on every SP rank (under 2S with blocks of 2) goes whole to every SP rank, which keep the K/V of
-// the positions they own (as decode steps do, so a rank may hold none) and attend by the all-gather merge: the first
-// L golden positions' logits for every L up to 2S (the first ring prefill), given whole or as the cluster's ranks
-// give it (positions = PrefillPositions), and decode steps after it as on one rank with the whole weights.
+// A prompt too short for a block on every SP rank (under 2S with blocks of 2) goes whole to every SP rank, which keep
+// the K/V of the positions they own (as decode steps do, so a rank may hold none) and attend by the all-gather merge:
+// the first L golden positions' logits for every L up to 2S (the first ring prefill), given whole or as the cluster's
+// ranks give it (positions = PrefillPositions), and decode steps after it as on one rank with the whole weights.
 TEST(ParallelGoldenTest, ShortPromptsGoWholeToEveryRank) {
   const KvFourCase c = LoadKvFourCase(testing::WorldMapping());
   ASSERT_FALSE(HasFailure());
