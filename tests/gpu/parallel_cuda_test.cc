@@ -25,7 +25,7 @@ namespace {
 using ixc::testing::RelativeError;
 
 constexpr int kBlockSize = 4;  // small blocks: the decode tokens' KV goes round-robin over the SP ranks
-constexpr int kHead = 9;       // prompt tokens prefilled by the ring; the rest is one chunk
+constexpr int kHead = 9;       // the first prefill (by the ring where it has a block for every SP rank); then a chunk
 constexpr int kDecodeSteps = 3;
 
 // The calls every rank makes, and the logits each gives: the ring prefill's, the chunk's (all positions), then one
@@ -34,6 +34,18 @@ struct RankLogits {
   std::vector<float> head, chunk;
   std::vector<std::vector<float>> steps;
 };
+
+// kDecodeSteps decode steps after `length` positions of `seq`, feeding `fed`: their logits into run.steps.
+absl::Status DecodeFed(const LlmWeights& weights, const ixc::testing::GoldenPrompt& prompt, int64_t length,
+                       const std::vector<int32_t>& fed, SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
+                       RankLogits& run) {
+  for (int step = 0; step < kDecodeSteps; ++step) {
+    std::vector<DecodeItem> items = {{fed[step], static_cast<int32_t>(length + step), prompt.lora, &seq, {}}};
+    IXC_RETURN_IF_ERROR(DecodeSteps(weights, items, cache, comm));
+    run.steps.push_back(std::move(items[0].logits));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<RankLogits> RunSequence(const LlmWeights& weights, const ixc::testing::GoldenPrompt& prompt,
                                        KvCache& cache, parallel::DeviceComm* comm, const std::vector<int32_t>& fed) {
@@ -68,11 +80,7 @@ absl::StatusOr<RankLogits> RunSequence(const LlmWeights& weights, const ixc::tes
   chunk.sp_attention = sp > 1 ? SpAttention::kGatherMerge : SpAttention::kLocal;
   IXC_RETURN_IF_ERROR(LanguageModelForward(weights, chunk, seq, cache, &run.chunk, comm));
 
-  for (int step = 0; step < kDecodeSteps; ++step) {
-    std::vector<DecodeItem> items = {{fed[step], static_cast<int32_t>(length + step), prompt.lora, &seq, {}}};
-    IXC_RETURN_IF_ERROR(DecodeSteps(weights, items, cache, comm));
-    run.steps.push_back(std::move(items[0].logits));
-  }
+  IXC_RETURN_IF_ERROR(DecodeFed(weights, prompt, length, fed, seq, cache, comm, run));
   return run;
 }
 
@@ -89,11 +97,7 @@ absl::StatusOr<RankLogits> RunShortPrompt(const LlmWeights& weights, const ixc::
   if (!prompt.image_mask.empty()) short_prompt.image_mask = std::span<const uint8_t>(prompt.image_mask).first(length);
   short_prompt.lora = prompt.lora;
   IXC_ASSIGN_OR_RETURN(run.head, Prefill(weights, short_prompt, /*all_logits=*/true, seq, cache, comm));
-  for (int step = 0; step < kDecodeSteps; ++step) {
-    std::vector<DecodeItem> items = {{fed[step], static_cast<int32_t>(length + step), prompt.lora, &seq, {}}};
-    IXC_RETURN_IF_ERROR(DecodeSteps(weights, items, cache, comm));
-    run.steps.push_back(std::move(items[0].logits));
-  }
+  IXC_RETURN_IF_ERROR(DecodeFed(weights, prompt, length, fed, seq, cache, comm, run));
   cache.Release(seq);
   return run;
 }
@@ -120,11 +124,7 @@ absl::StatusOr<RankLogits> RunAfterCachedPrefix(const LlmWeights& weights, const
   IXC_ASSIGN_OR_RETURN(run.head, Prefill(weights, part(0, kCached), /*all_logits=*/true, seq, cache, comm));
   IXC_ASSIGN_OR_RETURN(run.chunk, Prefill(weights, part(kCached, length - kCached), /*all_logits=*/true, seq, cache,
                                           comm, /*local_vocab=*/false, kCached));
-  for (int step = 0; step < kDecodeSteps; ++step) {
-    std::vector<DecodeItem> items = {{fed[step], static_cast<int32_t>(length + step), prompt.lora, &seq, {}}};
-    IXC_RETURN_IF_ERROR(DecodeSteps(weights, items, cache, comm));
-    run.steps.push_back(std::move(items[0].logits));
-  }
+  IXC_RETURN_IF_ERROR(DecodeFed(weights, prompt, length, fed, seq, cache, comm, run));
   cache.Release(seq);
   return run;
 }
