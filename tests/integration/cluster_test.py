@@ -391,14 +391,16 @@ def test_prefix_caching(cluster):
 
 def test_prefix_cache_races_and_evictions(cluster):
     shared = "The report on the desert city, its towers, its harbour and its history. " * 8
-    requests = [dict(id=f"q{i}", prompt=shared + f"Question {i}: what about part {i}?", max_new_tokens=12,
-                     arrive_after_ms=[0, 0, 0, 40, 40, 80][i]) for i in range(6)]
-    # Requests that share a long prefix arrive together: those in one step compute it side by side (one registers
-    # it, the others' blocks stay private), the later ones hit it while the first ones decode.
-    _, uncached = run_saving_logits(cluster, requests, 1, 2, ["--enable-prefix-caching=false"], "race")
-    _, cached = run_saving_logits(cluster, requests, 1, 2, [], "race")
+    requests = [dict(id=f"q{i}", prompt=shared + f"Question {i}: what about part {i}?", max_new_tokens=12)
+                for i in range(6)]
+    # Requests that share a long prefix arrive together: the four the batch takes compute it side by side in one step
+    # (one registers it, the others' blocks stay private); the last two, admitted when those end, hit it.
+    race = ["--max-num-seqs", "4"]
+    _, uncached = run_saving_logits(cluster, requests, 1, 2, race + ["--enable-prefix-caching=false"], "race")
+    _, cached = run_saving_logits(cluster, requests, 1, 2, race, "race")
     check_cached_equals_uncached(uncached, cached, requests, "race")
-    assert cached["q5"]["cached_tokens"] > 0, {r: cached[r]["cached_tokens"] for r in cached}
+    hits = {r: cached[r]["cached_tokens"] for r in cached}
+    assert all(hits[f"q{i}"] == 0 for i in range(4)) and hits["q4"] > 0 and hits["q5"] > 0, hits
     # A pool of 40 blocks of 4 tokens: the conversations and the shared prefix evict each other's cached blocks and
     # preempt running ones; the outputs stay those without a cache.
     requests += [dict(r, arrive_after_ms=100 + 10 * i) for i, r in enumerate(conversations(cluster))]
