@@ -364,6 +364,7 @@ void Engine::Preempt(Request& request) {
   release_.push_back(request.number);
   running_.erase(std::find(running_.begin(), running_.end(), &request));
   request.state = RequestState::kWaiting;
+  request.computed = request.prefill_length = 0;  // prefilled again from the start (what the cache holds aside)
   ++request.preemptions;
   metrics_.preemptions.Increment();
   waiting_.push_front(&request);
@@ -479,10 +480,15 @@ absl::Status Engine::Step() {
     IXC_RETURN_IF_ERROR(HandleMessage(message->first, message->second, &tokens, &results));
   }
 
-  // One decode per running sequence; when a KV block is missing, preempt the latest admitted until it fits.
-  std::vector<Request*> decodes;
+  // One decode per running sequence whose prompt is done; when a KV block is missing, preempt the latest admitted
+  // until it fits. The others go on with their prompts below.
+  std::vector<Request*> decodes, prompting;
   for (size_t i = 0; i < running_.size(); ++i) {
     Request* request = running_[i];
+    if (request->computed < request->prefill_length) {
+      prompting.push_back(request);
+      continue;
+    }
     const int64_t position = Length(*request) - 1;  // the last sampled token, fed now
     while (!blocks_.CanAppend(request->number, position) && running_.back() != request) Preempt(*running_.back());
     if (!blocks_.CanAppend(request->number, position)) {
@@ -494,10 +500,25 @@ absl::Status Engine::Step() {
     }
     decodes.push_back(request);
   }
-  // Admit in order while the batch has room and the prefill fits; nothing jumps the queue.
-  std::vector<Request*> prefills;
+  // The step's token budget (docs/scheduling.md): the decodes first, then chunks of the prompts under way in
+  // admission order, then new prompts in arrival order while the batch has room and their blocks fit; nothing jumps
+  // the queue. Where the decodes take the whole budget, the first prompt still gets a block's worth, so it advances.
+  int64_t budget = options_.max_num_batched_tokens - static_cast<int64_t>(decodes.size());
+  std::vector<Request*> prefills;  // this step's chunk of each: positions [computed, chunk_end)
+  auto take_chunk = [&](Request& request) {
+    const int64_t left = request.prefill_length - request.computed;
+    const int64_t chunk = std::min(left, prefills.empty() ? std::max<int64_t>(budget, options_.kv_block_size) : budget);
+    if (chunk <= 0) return false;
+    request.chunk_end = request.computed + chunk;
+    budget -= chunk;
+    prefills.push_back(&request);
+    return true;
+  };
+  for (Request* request : prompting) {
+    if (!take_chunk(*request)) break;
+  }
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_num_seqs &&
-         Admit(*waiting_.front())) {
+         (budget > 0 || prefills.empty()) && Admit(*waiting_.front())) {
     Request* request = waiting_.front();
     waiting_.pop_front();
     if (request->scheduled_s == 0) {  // its first admission: a recompute after preemption is not counted again
@@ -508,7 +529,7 @@ absl::Status Engine::Step() {
     }
     request->state = RequestState::kRunning;
     running_.push_back(request);
-    prefills.push_back(request);
+    take_chunk(*request);
   }
   if (!waiting_.empty() && running_.empty() && prefills.empty()) {
     Request& request = *waiting_.front();
@@ -530,7 +551,7 @@ absl::Status Engine::Step() {
   ++step_;
   const double step_start = Now();
   int64_t step_positions = static_cast<int64_t>(decodes.size());
-  for (const Request* request : prefills) step_positions += Length(*request) - request->prefill_cached;
+  for (const Request* request : prefills) step_positions += request->chunk_end - request->computed;
   metrics_.iteration_tokens.Observe(static_cast<double>(step_positions));
   std::fill(answered_.begin(), answered_.end(), false);
   failed_.clear();
@@ -560,6 +581,13 @@ absl::Status Engine::Step() {
       Finish(*request, "error", failed->second);
       continue;
     }
+    if (request->computed < request->prefill_length) {  // a chunk of its prompt
+      request->computed = request->chunk_end;
+      if (request->computed < request->prefill_length) {  // more to come: no token yet
+        RegisterComputed(*request, request->computed);
+        continue;
+      }
+    }
     auto it = tokens.find(request->number);
     if (it == tokens.end()) {
       return absl::InternalError(absl::StrCat("step ", step_, ": no token for request ", request->id));
@@ -577,7 +605,7 @@ absl::Status Engine::Step() {
     metrics_.generation_tokens.Increment();
     request->generated.push_back(token);
     request->stream->Push(token, std::move(it->second.logprobs));
-    RegisterComputed(*request);
+    RegisterComputed(*request, Length(*request) - 1);  // the latest token is fed by the next step
     const bool stop = std::find(request->stop_ids.begin(), request->stop_ids.end(), token) !=
                       request->stop_ids.end();
     if (stop) {
@@ -593,6 +621,7 @@ absl::Status Engine::Step() {
 protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const std::vector<Request*>& decodes) {
   flatbuffers::FlatBufferBuilder builder;
   std::vector<flatbuffers::Offset<protocol::SequenceWork>> work;
+  const std::vector<int32_t> no_blocks;
   auto sampling = [&](const Request& request) {
     return protocol::CreateSampling(builder, request.sampling.temperature, request.sampling.top_k,
                                     request.sampling.top_p, request.sampling.repetition_penalty, request.seed,
@@ -607,11 +636,14 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
       images.push_back(protocol::CreateImageRef(builder, image.vision_rank, image.tag, image.first_row, image.rows));
     }
     const bool dump = !request->dump_logits.empty() && request->preemptions == 0;
+    // The sequence's blocks go with its first chunk (all of them: it holds them from its admission).
+    const bool first_chunk = request->computed == request->prefill_cached;
     work.push_back(protocol::CreateSequenceWork(
         builder, request->number, /*prefill=*/true, builder.CreateVector(ids), builder.CreateVector(images),
         builder.CreateVector(request->generated), static_cast<int8_t>(request->lora), sampling(*request),
-        dump ? builder.CreateString(request->dump_logits) : 0, static_cast<int32_t>(request->prefill_cached),
-        /*first_block=*/0, builder.CreateVector(blocks_.Table(request->number))));
+        dump ? builder.CreateString(request->dump_logits) : 0, static_cast<int32_t>(request->computed),
+        /*first_block=*/0, builder.CreateVector(first_chunk ? blocks_.Table(request->number) : no_blocks),
+        request->chunk_end < request->prefill_length ? static_cast<int32_t>(request->chunk_end) : 0));
   }
   for (const Request* request : decodes) {
     const std::vector<int32_t> last = {request->generated.back()};
@@ -647,6 +679,7 @@ bool Engine::Admit(Request& request) {
   request.block_keys = std::move(keys);
   request.prefill_length = length;
   request.prefill_cached = cached;
+  request.computed = cached;
   if (blocks_.prefix_caching()) {
     prefix_queries_ += length;
     prefix_hits_ += cached;
@@ -656,9 +689,8 @@ bool Engine::Admit(Request& request) {
   return true;
 }
 
-void Engine::RegisterComputed(Request& request) {
+void Engine::RegisterComputed(Request& request, int64_t computed) {
   if (!blocks_.prefix_caching()) return;
-  const int64_t computed = Length(request) - 1;  // the latest token is fed by the next step
   ExtendBlockKeys(request, {options_.kv_block_size, options_.rope_fixed_up_to}, request.prefill_length, computed,
                   request.block_keys);
   blocks_.Computed(request.number, request.block_keys, computed);

@@ -38,6 +38,9 @@ struct EngineOptions {
   int kv_block_size = 16;  // the KV blocks per LLM rank come from the ranks' ready messages (the smallest pool)
   int step_timeout_s = 120;
   int max_num_seqs = 256;  // sequences in the running batch, at most (vLLM's --max-num-seqs)
+  // The positions one step may carry: decodes, then prompt chunks (docs/scheduling.md). A prompt past what is left
+  // is prefilled over several steps.
+  int64_t max_num_batched_tokens = 2048;
   int64_t max_context = 98304;
   // The image cache (image_cache.h): its budget, one crop's ViT features (patches x vision width x 4), one image
   // row's embedding (the LLM's width x 4).
@@ -85,8 +88,8 @@ class Engine {
   absl::Status ImageReady(int tag, int rows, int sender);
   // Admits `request` to a prefill if its blocks fit (after the longest cached prefix); whether it did.
   bool Admit(Request& request);
-  // The request's positions that hold their K/V after its step: their whole blocks join the prefix cache.
-  void RegisterComputed(Request& request);
+  // The request's first `computed` positions hold their K/V: their whole blocks join the prefix cache.
+  void RegisterComputed(Request& request, int64_t computed);
   // Handles one worker message; counts this step's results and records sampled tokens by request number, and the
   // requests that failed alone in failed_.
   absl::Status HandleMessage(int sender, const protocol::Bytes& bytes,

@@ -66,9 +66,13 @@ struct Request {
   std::string error;
   int preemptions = 0;
   // The prefix cache (block_manager.h): its first admission's cached prompt positions (usage's cached_tokens); the
-  // latest prefill's length and cached positions; the keys of its whole blocks, for that prefill (prefix_keys.h).
+  // latest prefill's length (prompt and, after a preemption, generated) and cached positions; the keys of its whole
+  // blocks, for that prefill (prefix_keys.h).
   int64_t cached_tokens = 0;
   int64_t prefill_length = 0, prefill_cached = 0;
+  // Chunked prefill: the latest prefill's positions whose K/V are computed (cached ones included), and where this
+  // step's chunk ends.
+  int64_t computed = 0, chunk_end = 0;
   std::vector<ContentKey> block_keys;
   double arrived_s = 0, images_dispatched_s = 0, first_token_s = 0, finished_s = 0;
   double scheduled_s = 0, last_token_s = 0;  // first admitted to a prefill; the latest token (engine times)

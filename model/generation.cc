@@ -50,9 +50,10 @@ int SequenceParallelSize(parallel::DeviceComm* comm) {
 
 absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
                                            SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
-                                           bool local_vocab, int64_t cached) {
+                                           bool local_vocab, const PromptSpan& span) {
   const int sp_size = SequenceParallelSize(comm);
   const int block_size = cache.block_size();
+  const int64_t cached = span.cached;
   ForwardInput first = prompt;
   first.all_logits = all_logits;
   first.local_vocab = local_vocab && !all_logits;
@@ -60,29 +61,37 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
   const int64_t held = sp_size == 1 ? cached
                                     : static_cast<int64_t>(
                                           parallel::OwnedPositions(cached, sp_rank, sp_size, block_size).size());
-  if (seq.length != held || cached % block_size != 0) {
-    return absl::FailedPreconditionError(absl::StrCat("a prefill after ", cached, " cached positions (whole blocks of ",
-                                                      block_size, ") needs the ", held,
-                                                      " of them this rank keeps in its cache; it holds ", seq.length));
+  if (seq.length != held) {
+    return absl::FailedPreconditionError(absl::StrCat("a prefill after ", cached, " computed positions needs the ",
+                                                      held, " of them this rank keeps in its cache; it holds ",
+                                                      seq.length));
   }
+  // This call's positions [cached, end) of a prompt of `length` (RoPE's base: the whole prompt's, as one call would).
+  const bool sharded = sp_size > 1 && !prompt.positions.empty();  // by the caller
+  const int64_t end = span.end > 0    ? span.end
+                      : sharded      ? prompt.context_length
+                                     : cached + prompt.tokens(weights.config.hidden_size);
+  const int64_t length = span.length > 0 ? span.length : sharded ? prompt.context_length : end;
+  if (end <= cached || end > length) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a prefill of positions [", cached, ", ", end, ") of a prompt of ", length));
+  }
+  first.context_length = length;
   PromptShard shard;
   std::vector<int32_t> positions;
   std::vector<uint8_t> keep;
   if (sp_size > 1) {
-    const bool sharded = !prompt.positions.empty();  // by the caller
-    const int64_t length = sharded ? prompt.context_length : cached + prompt.tokens(weights.config.hidden_size);
     if (sharded) {
-      const std::vector<int32_t> expected = parallel::PrefillPositions(cached, length, sp_rank, sp_size, block_size);
+      const std::vector<int32_t> expected = parallel::PrefillPositions(cached, end, sp_rank, sp_size, block_size);
       if (!std::equal(expected.begin(), expected.end(), prompt.positions.begin(), prompt.positions.end())) {
         return absl::InvalidArgumentError(absl::StrCat("a prompt shard for SP rank ", sp_rank, " of ", sp_size,
-                                                       " must hold the positions it prefills of its ", length,
-                                                       " tokens (parallel::PrefillPositions)"));
+                                                       " must hold the positions it prefills of [", cached, ", ", end,
+                                                       ") (parallel::PrefillPositions)"));
       }
     }
-    first.context_length = length;
-    if (parallel::RingPrefill(length - cached, sp_size, block_size)) {
+    if (parallel::RingPrefill(end - cached, sp_size, block_size)) {
       if (!sharded) {
-        shard = OwnedShard(prompt, cached, length, weights.config.hidden_size, sp_rank, sp_size, block_size);
+        shard = OwnedShard(prompt, cached, end, weights.config.hidden_size, sp_rank, sp_size, block_size);
         first.ids = shard.ids;
         first.embeddings = shard.embeddings;
         first.image_mask = shard.image_mask;
@@ -90,21 +99,24 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
       }
       first.sp_attention = SpAttention::kRing;
     } else {  // every rank holds the whole prompt and keeps the K/V of the positions it owns
-      positions = parallel::PrefillPositions(cached, length, sp_rank, sp_size, block_size);  // all of them
+      positions = parallel::PrefillPositions(cached, end, sp_rank, sp_size, block_size);  // all of them
       for (int32_t p : positions) keep.push_back(parallel::KvOwner(p, block_size, sp_size) == sp_rank);
       first.positions = positions;
       first.store_kv = keep;
       first.sp_attention = SpAttention::kGatherMerge;
     }
-  } else if (cached > 0 && first.positions.empty()) {
-    positions.resize(prompt.tokens(weights.config.hidden_size));
+  } else if (first.positions.empty()) {
+    positions.resize(end - cached);
     for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(cached + i);
     first.positions = positions;
   }
   std::vector<float> logits;
   IXC_RETURN_IF_ERROR(LanguageModelForward(weights, first, seq, cache, &logits, comm));
-  if (all_logits && first.sp_attention == SpAttention::kRing && cached > 0) {  // one row per position from 0
-    logits.erase(logits.begin(), logits.begin() + cached * static_cast<int64_t>(logits.size()) / first.context_length);
+  if (all_logits && first.sp_attention == SpAttention::kRing && (cached > 0 || end < length)) {
+    // One row per position of the prompt: this call's are [cached, end).
+    const int64_t row = static_cast<int64_t>(logits.size()) / length;
+    logits.erase(logits.begin() + end * row, logits.end());
+    logits.erase(logits.begin(), logits.begin() + cached * row);
   }
   return logits;
 }

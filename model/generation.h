@@ -18,19 +18,29 @@
 
 namespace ixc::model {
 
-// Prefills `prompt` into `seq` and returns the logits of its prompt positions (all_logits) or of its last. The prompt
-// follows the first `cached` positions of the sequence, whose K/V `seq` holds already (the prefix cache:
-// coordinator/block_manager.h; whole blocks); `seq` is empty when cached is 0. With sequence parallelism (comm's SP
-// group larger than 1; parallel/sequence_shard.h) a prompt with a block for every rank is prefilled by ring attention,
-// each SP rank its own blocks, attending to every rank's K/V of the sequence; a shorter one whole on every rank with
-// the all-gather merge, each keeping the K/V of the positions it owns (parallel::KvOwner); every rank gets the same
-// logits (all_logits: one row per prompt position, from position `cached`). A prompt that already carries positions is
-// taken as this rank's rows: positions = parallel::PrefillPositions(cached, context_length, sp rank, sp size, block
-// size), and its ids or embeddings and image_mask hold those rows only (the cluster's LLM ranks receive image rows
-// straight into place). With local_vocab (and not all_logits), TP ranks get their vocabulary slice, for SampleNext.
+// Which positions of a prompt one Prefill call computes: [cached, end) of a prompt of `length` positions, after the
+// `cached` ones whose K/V the sequence holds already (a prefix from the prefix cache, coordinator/block_manager.h, or
+// the chunks prefilled before: chunked prefill). RoPE's base is the whole prompt's, as one call would use.
+// Defaults: end = cached + the prompt's tokens (or, for a prompt sharded by the caller, its context_length); length =
+// end.
+struct PromptSpan {
+  int64_t cached = 0;
+  int64_t end = 0;
+  int64_t length = 0;
+};
+
+// Prefills `prompt`, the positions `span` names, into `seq` and returns their logits (all_logits: one row per position
+// of the span) or the logits of the span's last position. With sequence parallelism (comm's SP group larger than 1;
+// parallel/sequence_shard.h) a span with a block for every rank is prefilled by ring attention, each SP rank its own
+// positions, attending to every rank's K/V of the sequence; a shorter one whole on every rank with the all-gather
+// merge, each keeping the K/V of the positions it owns (parallel::KvOwner); every rank gets the same logits. A prompt
+// that already carries positions is taken as this rank's rows: positions = parallel::PrefillPositions(cached, end, sp
+// rank, sp size, block size), and its ids or embeddings and image_mask hold those rows only (the cluster's LLM ranks
+// receive image rows straight into place). With local_vocab (and not all_logits), TP ranks get their vocabulary
+// slice, for SampleNext.
 absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
                                            SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
-                                           bool local_vocab = false, int64_t cached = 0);
+                                           bool local_vocab = false, const PromptSpan& span = {});
 
 // One decode step: `token` at `position`, after everything cached. With sequence parallelism the step runs on every
 // SP rank and the token's K/V is kept by one of them, round-robin by cache block. Returns the logits (vocab).

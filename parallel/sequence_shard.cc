@@ -29,7 +29,7 @@ std::vector<int32_t> PrefillPositions(int64_t cached, int64_t length, int rank, 
 std::vector<std::pair<int64_t, int64_t>> PrefilledRows(int64_t cached, int64_t length, int rank, int size,
                                                        int block_size, int64_t first, int64_t count) {
   std::vector<std::pair<int64_t, int64_t>> ranges;
-  const int64_t begin = std::max(first, cached), end = first + count;
+  const int64_t begin = std::max(first, cached), end = std::min(first + count, length);
   if (begin >= end) return ranges;
   if (!RingPrefill(length - cached, size, block_size)) {
     ranges.emplace_back(begin, end);

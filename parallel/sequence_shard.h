@@ -37,8 +37,9 @@ std::vector<int32_t> OwnedPositions(int64_t length, int rank, int size, int bloc
 // the cache already, ascending: its own of [cached, length) where they go by ring attention (RingPrefill), else all.
 std::vector<int32_t> PrefillPositions(int64_t cached, int64_t length, int rank, int size, int block_size);
 
-// The positions of image rows [first, first + count) that SP rank `rank` prefills (PrefillPositions), as ranges
-// [begin, end). They are consecutive rows of the rank's prefill: the vision stage sends them as one message.
+// The positions of image rows [first, first + count) that SP rank `rank` prefills of [cached, length)
+// (PrefillPositions; `length` is where the prompt, or a chunk of it, ends), as ranges [begin, end). They are
+// consecutive rows of the rank's prefill: the vision stage sends them as one message.
 std::vector<std::pair<int64_t, int64_t>> PrefilledRows(int64_t cached, int64_t length, int rank, int size,
                                                        int block_size, int64_t first, int64_t count);
 

@@ -90,8 +90,8 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<prot
       continue;
     }
     *failed_request = work->request_id();
-    IXC_ASSIGN_OR_RETURN(protocol::SampledToken token, RunPrefill(*work, *failures));
-    if (leader()) sampled->push_back(std::move(token));
+    IXC_ASSIGN_OR_RETURN(std::optional<protocol::SampledToken> token, RunPrefill(*work, *failures));
+    if (leader() && token.has_value()) sampled->push_back(std::move(*token));
   }
   if (!decodes.empty()) {
     *failed_request = decodes.front()->request_id();
@@ -102,11 +102,11 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<prot
   return absl::OkStatus();
 }
 
-LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids, int64_t cached) const {
+LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids, int64_t cached, int64_t end) const {
   PromptRows rows;
   const int64_t length = static_cast<int64_t>(ids.size());
   rows.positions =
-      parallel::PrefillPositions(cached, length, mapping_.sp_rank(), mapping_.layout().sp, cache_.block_size());
+      parallel::PrefillPositions(cached, end, mapping_.sp_rank(), mapping_.layout().sp, cache_.block_size());
   rows.slot_of.assign(length, -1);
   for (size_t row = 0; row < rows.positions.size(); ++row) {
     rows.slot_of[rows.positions[row]] = static_cast<int64_t>(row);
@@ -117,6 +117,7 @@ LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids, int64_t
 
 absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const protocol::SequenceWork& work,
                                                                           const PromptRows& rows, int64_t cached,
+                                                                          int64_t end,
                                                                           std::vector<uint8_t>& image_mask) {
   const int64_t hidden = weights_.config.hidden_size, count = static_cast<int64_t>(rows.ids.size());
   const int64_t length = static_cast<int64_t>(rows.slot_of.size());
@@ -135,7 +136,7 @@ absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const 
       return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": image rows outside the prompt"));
     }
     // The image's rows this rank prefills are consecutive rows here (parallel::PrefilledRows): one message.
-    const auto ranges = parallel::PrefilledRows(cached, length, mapping_.sp_rank(), mapping_.layout().sp,
+    const auto ranges = parallel::PrefilledRows(cached, end, mapping_.sp_rank(), mapping_.layout().sp,
                                                 cache_.block_size(), image->first_row(), image->rows());
     if (ranges.empty()) continue;
     int64_t count = 0;
@@ -159,53 +160,61 @@ absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const 
   return filled;
 }
 
-absl::StatusOr<protocol::SampledToken> LlmWorker::RunPrefill(const protocol::SequenceWork& work,
-                                              std::vector<protocol::RequestFailure>& failures) {
-  const model::LoraMode lora = static_cast<model::LoraMode>(work.lora_mode());
-  const int64_t vocab = weights_.config.vocab_size;
-  std::vector<float> logits;
-  {
-    if (sequences_.count(work.request_id())) {
-      return absl::FailedPreconditionError(absl::StrCat("request ", work.request_id(), " is prefilled twice"));
-    }
-    Sequence& sequence = sequences_[work.request_id()];
-    IXC_RETURN_IF_ERROR(AssignBlocks(work, sequence.kv));
-    const std::vector<int32_t> ids(work.tokens()->begin(), work.tokens()->end());
-    const int64_t length = static_cast<int64_t>(ids.size()), cached = work.cached_tokens();
-    if (cached < 0 || cached >= length) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("request ", work.request_id(), ": ", cached, " cached positions of ", length));
-    }
-    // The cached prefix's K/V is in the blocks already: this rank's positions of it (parallel/sequence_shard.h).
+absl::StatusOr<std::optional<protocol::SampledToken>> LlmWorker::RunPrefill(
+    const protocol::SequenceWork& work, std::vector<protocol::RequestFailure>& failures) {
+  const std::vector<int32_t> ids(work.tokens()->begin(), work.tokens()->end());
+  const int64_t length = static_cast<int64_t>(ids.size()), cached = work.cached_tokens();
+  const int64_t end = work.prefill_end() > 0 ? work.prefill_end() : length;
+  if (cached < 0 || cached >= end || end > length) {
+    return absl::InvalidArgumentError(absl::StrCat("request ", work.request_id(), ": a prefill of positions [", cached,
+                                                   ", ", end, ") of ", length));
+  }
+  auto [it, first_part] = sequences_.try_emplace(work.request_id());
+  Sequence& sequence = it->second;
+  if (first_part) {
+    // The first part of the prompt: a cached prefix's K/V is in the blocks already, this rank's positions of it
+    // (parallel/sequence_shard.h).
     sequence.kv.positions =
         parallel::OwnedPositions(cached, mapping_.sp_rank(), mapping_.layout().sp, cache_.block_size());
     sequence.kv.length = static_cast<int64_t>(sequence.kv.positions.size());
-    const PromptRows rows = RowsOf(ids, cached);
-    model::ForwardInput input;
-    input.lora = lora;
-    if (mapping_.layout().sp > 1) {  // this rank's shard (model::Prefill)
-      input.positions = rows.positions;
-      input.context_length = length;
-    }
-    std::vector<uint8_t> image_mask;
-    if (work.images() == nullptr || work.images()->size() == 0) {
-      input.ids = rows.ids;
-    } else {
-      IXC_ASSIGN_OR_RETURN(input.embeddings, ReceivePromptEmbeddings(work, rows, cached, image_mask));
-      input.image_mask = image_mask;
-    }
-    const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
-    IXC_ASSIGN_OR_RETURN(logits, model::Prefill(weights_, input, dump, sequence.kv, cache_, &model_comm_,
-                                                /*local_vocab=*/!dump, cached));
-    if (dump) {  // the positions computed: after the cached ones
-      if (leader()) {
-        const absl::Status written = WriteNpyF32(work.dump_logits()->str(), {length - cached, vocab}, logits.data());
-        if (!written.ok()) failures.push_back({work.request_id(), absl::StrCat("dump_logits: ", written.message())});
-      }
-      logits.erase(logits.begin(), logits.end() - vocab);
-    }
-    sequence.length = length;
+    sequence.length = cached;
+    sequence.dump_from = cached;
+  } else if (sequence.length != cached || sequence.length >= length) {
+    return absl::FailedPreconditionError(absl::StrCat("request ", work.request_id(), ": a prefill of [", cached, ", ",
+                                                      end, ") after ", sequence.length, " positions"));
   }
+  IXC_RETURN_IF_ERROR(AssignBlocks(work, sequence.kv));
+  const PromptRows rows = RowsOf(ids, cached, end);
+  model::ForwardInput input;
+  input.lora = static_cast<model::LoraMode>(work.lora_mode());
+  if (mapping_.layout().sp > 1) {  // this rank's shard (model::Prefill)
+    input.positions = rows.positions;
+    input.context_length = length;
+  }
+  std::vector<uint8_t> image_mask;
+  if (work.images() == nullptr || work.images()->size() == 0) {
+    input.ids = rows.ids;
+  } else {
+    IXC_ASSIGN_OR_RETURN(input.embeddings, ReceivePromptEmbeddings(work, rows, cached, end, image_mask));
+    input.image_mask = image_mask;
+  }
+  const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
+  IXC_ASSIGN_OR_RETURN(std::vector<float> logits,
+                       model::Prefill(weights_, input, dump, sequence.kv, cache_, &model_comm_, /*local_vocab=*/!dump,
+                                      {.cached = cached, .end = end, .length = length}));
+  sequence.length = end;
+  const int64_t vocab = weights_.config.vocab_size;
+  if (dump) {  // the positions computed, chunk by chunk: after the cached ones
+    if (leader()) sequence.dumped.insert(sequence.dumped.end(), logits.begin(), logits.end());
+    if (leader() && end == length) {
+      const absl::Status written =
+          WriteNpyF32(work.dump_logits()->str(), {length - sequence.dump_from, vocab}, sequence.dumped.data());
+      if (!written.ok()) failures.push_back({work.request_id(), absl::StrCat("dump_logits: ", written.message())});
+      std::vector<float>().swap(sequence.dumped);
+    }
+    logits.erase(logits.begin(), logits.end() - vocab);
+  }
+  if (end < length) return std::nullopt;  // a chunk: the prompt goes on in a later step
   std::vector<int32_t> generated;
   model::TokenChoice choice = ChoiceFor(work, generated);
   IXC_RETURN_IF_ERROR(model::ChooseNext(weights_, logits, choice, &comm_));

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -40,32 +41,36 @@ class LlmWorker {
  private:
   struct Sequence {
     model::SequenceKv kv;
-    int64_t length = 0;  // positions in the sequence so far
+    int64_t length = 0;         // positions in the sequence so far (a prompt's computed so far, chunk by chunk)
+    int64_t dump_from = 0;      // dump_logits: the first position computed (after a cached prefix)
+    std::vector<float> dumped;  // dump_logits: the leader's logits of the chunks so far, (positions, vocab)
   };
 
   // A step's work: the leader's tokens (`sampled`), and the requests that failed alone (`failures`); an error fails
   // the rank, naming `failed_request` where one request's work failed.
   absl::Status Execute(const protocol::StepPlan& plan, std::vector<protocol::SampledToken>* sampled,
                        std::vector<protocol::RequestFailure>* failures, uint64_t* failed_request);
-  // The prompt rows this rank prefills after the `cached` positions (parallel::PrefillPositions: with SP its own
-  // blocks of a prompt that goes by ring attention; model::Prefill takes it so), else all of them.
+  // The prompt rows this rank prefills of positions [cached, end) (parallel::PrefillPositions: with SP its own
+  // blocks of a span that goes by ring attention; model::Prefill takes it so), else all of them.
   struct PromptRows {
     std::vector<int32_t> positions;  // (rows) prompt positions, ascending
     std::vector<int64_t> slot_of;    // (prompt length) each position's row here, -1 for another rank's
     std::vector<int32_t> ids;        // (rows)
   };
-  PromptRows RowsOf(const std::vector<int32_t>& ids, int64_t cached) const;
+  PromptRows RowsOf(const std::vector<int32_t>& ids, int64_t cached, int64_t end) const;
   // `work`'s KV blocks of this SP rank, appended to `kv`'s table (the coordinator hands them out).
   absl::Status AssignBlocks(const protocol::SequenceWork& work, model::SequenceKv& kv) const;
   // The rows' input embeddings (rows, hidden): text from the embedding table, image rows from the vision ranks
   // straight into place (in plan order, as they send them), in prompt_rows_; image_mask (rows) marks the image rows.
   absl::StatusOr<std::span<const float>> ReceivePromptEmbeddings(const protocol::SequenceWork& work,
-                                                                 const PromptRows& rows, int64_t cached,
+                                                                 const PromptRows& rows, int64_t cached, int64_t end,
                                                                  std::vector<uint8_t>& image_mask);
-  // The prompt's prefill and its first token (ChooseNext on the host). A dump_logits file the leader cannot write fails the request alone
-  // (`failures`): the sequence is prefilled on every rank as usual, so the coordinator releases it like any other.
-  absl::StatusOr<protocol::SampledToken> RunPrefill(const protocol::SequenceWork& work,
-                                     std::vector<protocol::RequestFailure>& failures);
+  // A prefill of positions [cached_tokens, prefill_end) of the prompt, and, where that ends the prompt, its first
+  // token (ChooseNext on the host); a chunk that does not end it gives none. A dump_logits file the leader cannot
+  // write fails the request alone (`failures`): the sequence is prefilled on every rank as usual, so the coordinator
+  // releases it like any other.
+  absl::StatusOr<std::optional<protocol::SampledToken>> RunPrefill(const protocol::SequenceWork& work,
+                                                                   std::vector<protocol::RequestFailure>& failures);
   // Every decode of the step in one batched forward pass; their tokens, in `works` order.
   absl::StatusOr<std::vector<protocol::SampledToken>> RunDecodes(const std::vector<const protocol::SequenceWork*>& works);
   // The sampling of `work`'s next token; `generated` receives the ids it has produced (choice.previous points there).

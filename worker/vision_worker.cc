@@ -154,7 +154,8 @@ absl::Status VisionWorker::SendImages(const protocol::StepPlan& plan) {
         const parallel::Layout& layout = mapping_.layout();
         for (int llm_rank : mapping_.LlmRanks()) {
           const int sp_rank = (llm_rank - mapping_.first_llm_rank()) / layout.tp;
-          const auto ranges = parallel::PrefilledRows(work->cached_tokens(), length, sp_rank, layout.sp, block_size_,
+          const int64_t end = work->prefill_end() > 0 ? work->prefill_end() : length;  // a chunk's, or the prompt's
+          const auto ranges = parallel::PrefilledRows(work->cached_tokens(), end, sp_rank, layout.sp, block_size_,
                                                       image->first_row(), image->rows());
           if (ranges.empty()) continue;
           const float* rows = it->second.data() + (ranges.front().first - image->first_row()) * hidden;

@@ -123,7 +123,7 @@ absl::StatusOr<RankLogits> RunAfterCachedPrefix(const LlmWeights& weights, const
   SequenceKv seq;
   IXC_ASSIGN_OR_RETURN(run.head, Prefill(weights, part(0, kCached), /*all_logits=*/true, seq, cache, comm));
   IXC_ASSIGN_OR_RETURN(run.chunk, Prefill(weights, part(kCached, length - kCached), /*all_logits=*/true, seq, cache,
-                                          comm, /*local_vocab=*/false, kCached));
+                                          comm, /*local_vocab=*/false, {.cached = kCached}));
   IXC_RETURN_IF_ERROR(DecodeFed(weights, prompt, length, fed, seq, cache, comm, run));
   cache.Release(seq);
   return run;

@@ -191,10 +191,16 @@ def test_long_request(cluster):
                    images=[os.path.join(IMAGES, "cars1.jpg")], max_new_tokens=4, dump=False)
     references = {"long": cluster.reference(request, "long")}
     # A step of this prompt can take minutes under the sanitizers (the asan preset): a longer step timeout.
-    _, results = cluster.run([request], 1, 4, 1, extra=["--kv-block-size", "64", "--step-timeout-s", "600"])
+    _, results = cluster.run([request], 1, 4, 1, extra=["--kv-block-size", "64", "--step-timeout-s", "600",
+                                                        "--max-num-batched-tokens", "100000"])  # in one step
     assert results["long"]["prompt_tokens"] >= 16384, results["long"]["prompt_tokens"]
     check_same(cluster, references, results, [request], "long S4")
-    print(f"long request of {results['long']['prompt_tokens']} positions under S=4 equals ixc-generate")
+    # In chunks of 4096 positions (5 of them, the image in the last): the same tokens (its logits are 6 GB).
+    _, results = cluster.run([request], 1, 4, 1, extra=["--kv-block-size", "64", "--step-timeout-s", "600",
+                                                        "--max-num-batched-tokens", "4096"])
+    check_same(cluster, references, results, [request], "long S4 in chunks")
+    print(f"long request of {results['long']['prompt_tokens']} positions under S=4 equals ixc-generate, whole and in "
+          f"chunks of 4096")
 
 
 def test_image_cache(cluster):
@@ -415,6 +421,37 @@ def test_prefix_cache_races_and_evictions(cluster):
     print(f"a shared prefix raced and evicted on a pool of 40 blocks: {hit} cached positions, {evicted} blocks "
           f"evicted, {preempted} preemptions, outputs unchanged")
 
+
+def test_chunked_prefill(cluster):
+    """Prompts prefilled in chunks under --max-num-batched-tokens (cut into 2, 3 and 7 chunks, and inside image rows)
+    give the tokens and the logits (within 1e-5) of the whole prefill, in T1S1, T2S1, T1S2 and T2S2; chunks after a
+    prefix the cache holds too. One request at a time (--max-num-seqs 1), so each prompt has the budget alone."""
+    requests = [r for r in REQUESTS if r["id"] in ("text", "one_image", "three_images", "video")]
+    requests += [dict(r, id=r["id"] + "_again") for r in requests]  # after the first's prefix, from the cache
+    model = cluster.with_long_context()
+    for tp, sp in [(1, 1), (2, 1), (1, 2), (2, 2)]:
+        label = f"T{tp}S{sp}"
+        _, whole = run_saving_logits(cluster, requests, tp, sp, ["--max-num-seqs", "1", "--max-num-batched-tokens",
+                                                                 "100000"], label, model=model)
+        longest = max(whole[r["id"]]["prompt_tokens"] - whole[r["id"]]["cached_tokens"] for r in requests)
+        chunked_counts = set()
+        for chunks in (2, 3, 7):
+            budget = -(-longest // chunks)
+            _, chunked = run_saving_logits(cluster, requests, tp, sp,
+                                           ["--max-num-seqs", "1", "--max-num-batched-tokens", str(budget)],
+                                           f"{label} budget {budget}", model=model)
+            for r in requests:
+                one, other = whole[r["id"]], chunked[r["id"]]
+                assert other["ids"] == one["ids"], f"{label} {r['id']}: chunked {other['ids']} != whole {one['ids']}"
+                assert other["cached_tokens"] == one["cached_tokens"], (r["id"], other, one)
+                error = float(np.abs(other["logits"] - one["logits"]).max())
+                assert other["logits"].shape == one["logits"].shape and error <= 1e-5, \
+                    f"{label} {r['id']}: chunked logits differ by {error} (budget {budget})"
+                chunked_counts.add(-(-(one["prompt_tokens"] - one["cached_tokens"]) // budget))
+        assert {2, 3, 7} <= chunked_counts, chunked_counts
+        print(f"{label}: {len(requests)} prompts in 1 to {max(chunked_counts)} chunks equal the whole prefill")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("build")
@@ -424,7 +461,7 @@ def main():
     try:
         cluster = Cluster(os.path.abspath(args.build), work)
         tests = [test_layouts, test_preemption_and_arrivals, test_long_request, test_image_cache, test_failures,
-                 test_prefix_caching, test_prefix_cache_races_and_evictions]
+                 test_prefix_caching, test_prefix_cache_races_and_evictions, test_chunked_prefill]
         for test in tests:
             if args.only and args.only != test.__name__:
                 continue

@@ -105,7 +105,9 @@ TEST(SequenceShardTest, BlockCyclicShardsPartitionAndPrefilledRowsAgree) {
             EXPECT_EQ(prefilled.size(), static_cast<size_t>(length - cached));
             EXPECT_EQ(prefilled.front(), cached);
           }
-          for (auto [first, count] : {std::pair<int64_t, int64_t>{0, length}, {length / 3, length / 2}}) {
+          // Whole, inside, and running past the end (a chunk's end cuts an image).
+          for (auto [first, count] :
+               {std::pair<int64_t, int64_t>{0, length}, {length / 3, length / 2}, {length / 2, length}}) {
             int64_t covered = 0;
             for (auto [begin, end] : PrefilledRows(cached, length, rank, size, kBlockSize, first, count)) {
               for (int64_t p = begin; p < end; ++p) {

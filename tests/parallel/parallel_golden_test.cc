@@ -339,17 +339,66 @@ TEST(ParallelGoldenTest, PrefillAfterACachedPrefix) {
         rest.positions = positions;
         rest.context_length = length;
       }
-      auto logits = Prefill(c.weights, rest, /*all_logits=*/true, seq, cache, comm, false, cached);
+      auto logits = Prefill(c.weights, rest, /*all_logits=*/true, seq, cache, comm, false, {.cached = cached});
       ASSERT_TRUE(logits.ok()) << logits.status();
       EXPECT_LE(MaxAbsDiff(*logits, std::vector<float>(c.golden.begin() + cached * vocab, c.golden.end())), 1e-4);
       EXPECT_EQ(seq.positions, parallel::OwnedPositions(length, sp_rank, sp, cache.block_size()));
 
       if (cached >= sp * cache.block_size()) {  // every rank holds part of the prefix, so every rank refuses alike
         SequenceKv empty;
-        auto refused = Prefill(c.weights, rest, /*all_logits=*/true, empty, cache, comm, false, cached);
+        auto refused = Prefill(c.weights, rest, /*all_logits=*/true, empty, cache, comm, false, {.cached = cached});
         EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
       }
     }
+  }
+}
+
+// Chunked prefill (PromptSpan): the prompt in 2, 3 and 7 chunks of uneven sizes, cut inside the image rows, each
+// chunk attending to the K/V the ones before it wrote (by the ring where a chunk has a block for every SP rank) with
+// RoPE's base of the whole prompt, gives the whole prefill's logits (within 1e-5) and the goldens'; so do the decode
+// steps after it.
+TEST(ParallelGoldenTest, ChunkedPrefillEqualsTheWhole) {
+  const KvFourCase c = LoadKvFourCase(testing::WorldMapping());
+  ASSERT_FALSE(HasFailure());
+  parallel::DeviceComm* comm = c.comm.get();
+  const int64_t vocab = c.weights.config.vocab_size, length = static_cast<int64_t>(c.ids.size());
+  auto part = [&](int64_t begin, int64_t end) {
+    ForwardInput input;
+    input.ids = std::span<const int32_t>(c.ids.data() + begin, end - begin);
+    input.image_mask = std::span<const uint8_t>(c.mask.data() + begin, end - begin);
+    input.lora = LoraMode::kWeb;
+    return input;
+  };
+  KvCache whole_cache(c.weights.shard, /*block_size=*/2, /*num_blocks=*/32);
+  SequenceKv whole_seq;
+  auto whole = Prefill(c.weights, part(0, length), /*all_logits=*/true, whole_seq, whole_cache, comm);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_LE(MaxAbsDiff(*whole, c.golden), 1e-4);
+  for (int chunks : {2, 3, 7}) {
+    SCOPED_TRACE(::testing::Message() << chunks << " chunks of " << length << " positions");
+    KvCache cache(c.weights.shard, /*block_size=*/2, /*num_blocks=*/32);
+    SequenceKv seq;
+    std::vector<float> logits;
+    auto boundary = [&](int i) { return i == chunks ? length : length * i / chunks + i % 2; };  // uneven
+    for (int i = 0; i < chunks; ++i) {
+      const int64_t begin = boundary(i), end = boundary(i + 1);
+      auto chunk = Prefill(c.weights, part(begin, end), /*all_logits=*/true, seq, cache, comm, false,
+                           {.cached = begin, .end = end, .length = length});
+      ASSERT_TRUE(chunk.ok()) << chunk.status();
+      ASSERT_EQ(static_cast<int64_t>(chunk->size()), (end - begin) * vocab);
+      logits.insert(logits.end(), chunk->begin(), chunk->end());
+    }
+    EXPECT_LE(MaxAbsDiff(logits, *whole), 1e-5);
+    for (int32_t step = 0; step < 2; ++step) {
+      const int32_t token = c.ids[3 + step], position = static_cast<int32_t>(length) + step;
+      auto mine = DecodeStep(c.weights, token, position, LoraMode::kWeb, seq, cache, comm);
+      auto reference = DecodeStep(c.weights, token, position, LoraMode::kWeb, whole_seq, whole_cache, comm);
+      ASSERT_TRUE(mine.ok() && reference.ok()) << mine.status() << " " << reference.status();
+      EXPECT_LE(MaxAbsDiff(*mine, *reference), 1e-5) << "decode step " << step;
+    }
+    // The whole sequence's decode steps ran twice: give them back for the next chunking.
+    whole_cache.Release(whole_seq);
+    ASSERT_TRUE(Prefill(c.weights, part(0, length), false, whole_seq, whole_cache, comm).ok());
   }
 }
 
