@@ -245,7 +245,8 @@ def test_failures(cluster):
         f.write(json.dumps(dict(id="slow", prompt="The city at night. " * 3000, max_new_tokens=2)) + "\n")
     run = subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "2", "--sp", "1", "--vision", "0",
                           "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
-                          results_path, "--step-timeout-s", "1"], capture_output=True, text=True, env=cluster.env)
+                          results_path, "--step-timeout-s", "1", "--max-num-batched-tokens", "100000"],  # one step
+                         capture_output=True, text=True, env=cluster.env)
     assert run.returncode != 0 and "step 1: ranks 1, 2 did not answer within 1 s" in run.stderr, run.stderr[-2000:]
     # A rank that dies mid-request (killed) stops its heartbeats: the coordinator names it.
     with open(path, "w") as f:
