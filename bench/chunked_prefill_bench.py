@@ -73,7 +73,7 @@ def run(args, budget, with_document):
     def decoder(i):
         messages = [{"role": "user", "content": f"Tell me a long story about the harbour, number {i}."}]
         while not stop.is_set():
-            stream = server.client.chat.completions.create(model="bench", messages=messages, max_tokens=100000,
+            stream = server.client.chat.completions.create(model="bench", messages=messages, max_tokens=4000,
                                                            temperature=0, stream=True, extra_body={"ignore_eos": True})
             for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:

@@ -50,7 +50,7 @@ ABSL_FLAG(int, kv_blocks, 0,
 ABSL_FLAG(int, max_num_seqs, 256, "sequences in the running batch (one engine step), at most");
 ABSL_FLAG(int64_t, max_num_batched_tokens, 0,
           "positions one engine step may carry: its decodes, then chunks of prompts; a longer prompt is prefilled "
-          "over several steps beside the decodes (docs/scheduling.md). 0: the device's default, 2048 on the CPU and "
+          "over several steps beside the decodes (docs/scheduling.md). 0: the device's default, 256 on the CPU and "
           "8192 on GPUs");
 ABSL_FLAG(int, step_timeout_s, 120, "how long to wait for any rank's answer");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated positions, at most");
@@ -333,7 +333,7 @@ absl::Status Run(int world_size, int* exit_code) {
       .max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs),
       .max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens) > 0
                                     ? absl::GetFlag(FLAGS_max_num_batched_tokens)
-                                    : (device == "cuda" ? 8192 : 2048),
+                                    : (device == "cuda" ? 8192 : 256),
       .max_context = absl::GetFlag(FLAGS_max_context),
       .image_cache_bytes = absl::GetFlag(FLAGS_image_cache_mib) << 20,
       .image_feature_bytes_per_crop = int64_t{vision.grid()} * vision.grid() * vision.hidden_size * 4,
