@@ -402,7 +402,7 @@ def test_prefix_cache_races_and_evictions(cluster):
                 for i in range(6)]
     # Requests that share a long prefix arrive together: the four the batch takes compute it side by side in one step
     # (one registers it, the others' blocks stay private); the last two, admitted when those end, hit it.
-    race = ["--max-num-seqs", "4"]
+    race = ["--max-num-seqs", "4", "--max-num-batched-tokens", "100000"]  # the four prompts in one step
     _, uncached = run_saving_logits(cluster, requests, 1, 2, race + ["--enable-prefix-caching=false"], "race")
     _, cached = run_saving_logits(cluster, requests, 1, 2, race, "race")
     check_cached_equals_uncached(uncached, cached, requests, "race")
