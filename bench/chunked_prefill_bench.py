@@ -8,25 +8,17 @@ times their p99 without it, and the document's TTFT at most 1.3 times its whole-
     python3 bench/chunked_prefill_bench.py [--build build/cpu] [--tokens 16384] [--decoders 16] [--budget N]
 
 The decoders' latencies count while the document is in the engine (from its request to its first token). The model
-is the demo preset with max_position_embeddings 32768 (bench/prefix_cache_bench.py says why); prefix caching is off,
+is the demo preset with max_position_embeddings 32768 (bench/bench_server.py says why); prefix caching is off,
 so every run computes the same.
 """
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-import httpx
-import openai
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
-from prefix_cache_bench import document  # noqa: E402  the same document
+from bench_server import ROOT, ServedJob, demo_32k_model, document, unbound_env
 
 
 def percentile(values, q):
@@ -34,70 +26,44 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-class Server:
-    def __init__(self, args, budget):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count()), OMPI_MCA_hwloc_base_binding_policy="none")
-        self.log = open(os.path.join(args.work, f"server-{budget}.log"), "w")
-        flags = ["--max-num-batched-tokens", str(budget)] if budget else []
-        self.job = subprocess.Popen([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "1", "--sp", "1", "--vision",
-                                     "0", "--build", args.build, "--", "--model", args.model, "--serve", "--port",
-                                     str(self.port), "--served-model-name", "bench", "--step-timeout-s", "3600",
-                                     "--no-enable-prefix-caching", *flags],
-                                    stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        while True:
-            if self.job.poll() is not None:
-                sys.exit(f"the server exited {self.job.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="none", max_retries=0,
-                                    timeout=3600)
-
-    def stop(self):
-        self.job.terminate()
-        self.job.wait(300)
-
-
 def run(args, budget, with_document):
     """The decoders' inter-token gaps (s) while the document is in the engine (or over as long, without it), and the
     document's TTFT (s)."""
-    server = Server(args, budget)
+    flags = ["--model", args.model, "--step-timeout-s", "3600", "--no-enable-prefix-caching"]
+    if budget:
+        flags += ["--max-num-batched-tokens", str(budget)]
     stamps, lock, stop = [], threading.Lock(), threading.Event()
+    with ServedJob(args.build, ["--tp", "1", "--sp", "1", "--vision", "0"], flags,
+                   os.path.join(args.work, f"server-{budget}.log"), unbound_env(1)) as job:
+        client = job.client()
 
-    def decoder(i):
-        messages = [{"role": "user", "content": f"Tell me a long story about the harbour, number {i}."}]
-        while not stop.is_set():
-            stream = server.client.chat.completions.create(model="bench", messages=messages, max_tokens=4000,
-                                                           temperature=0, stream=True, extra_body={"ignore_eos": True})
-            for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    with lock:
-                        stamps.append((i, time.perf_counter()))
-                if stop.is_set():
-                    stream.close()
-                    break
+        def decoder(i):
+            messages = [{"role": "user", "content": f"Tell me a long story about the harbour, number {i}."}]
+            while not stop.is_set():
+                stream = client.chat.completions.create(model="bench", messages=messages, max_tokens=4000,
+                                                        temperature=0, stream=True, extra_body={"ignore_eos": True})
+                for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        with lock:
+                            stamps.append((i, time.perf_counter()))
+                    if stop.is_set():
+                        stream.close()
+                        break
 
-    threads = [threading.Thread(target=decoder, args=(i,), daemon=True) for i in range(args.decoders)]
-    for t in threads:
-        t.start()
-    time.sleep(args.warmup)  # every decoder running
-    start = time.perf_counter()
-    ttft = None
-    if with_document:
-        server.client.chat.completions.create(model="bench", max_tokens=1, temperature=0,
-                                              messages=[{"role": "user", "content": document(args.tokens)}])
-        ttft = time.perf_counter() - start
-    else:
-        time.sleep(args.window)
-    end = time.perf_counter()
-    stop.set()
-    server.stop()
+        threads = [threading.Thread(target=decoder, args=(i,), daemon=True) for i in range(args.decoders)]
+        for t in threads:
+            t.start()
+        time.sleep(args.warmup)  # every decoder running
+        start = time.perf_counter()
+        ttft = None
+        if with_document:
+            client.chat.completions.create(model="bench", max_tokens=1, temperature=0,
+                                           messages=[{"role": "user", "content": document(args.tokens)}])
+            ttft = time.perf_counter() - start
+        else:
+            time.sleep(args.window)
+        end = time.perf_counter()
+        stop.set()
     gaps = []
     with lock:
         last = {}
@@ -120,13 +86,7 @@ def main():
     args = parser.parse_args()
     args.build = os.path.abspath(args.build)
     args.work = tempfile.mkdtemp(prefix="ixc-chunked-bench-")
-    if not args.model:
-        args.model = os.path.join(args.build, "bench-models", "demo-32k")
-        if not os.path.exists(os.path.join(args.model, "config.json")):
-            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--preset", "demo",
-                            "--dtype", "bf16", "--max-position-embeddings", "32768", "--tokenizer",
-                            os.path.join(ROOT, "tests", "data", "tokenizer.model"), "--out", args.model], check=True,
-                           stdout=subprocess.DEVNULL)
+    args.model = args.model or demo_32k_model(args.build)
     alone, _ = run(args, args.budget, with_document=False)
     chunked, chunked_ttft = run(args, args.budget, with_document=True)
     whole, whole_ttft = run(args, 1 << 20, with_document=True)

@@ -14,28 +14,18 @@ dynamic NTK rotates a prompt by its length, and then no prefix of another length
 """
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-import httpx
-import openai
+from bench_server import ROOT, ServedJob, demo_32k_model, document, unbound_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "data", "images")
 QUESTIONS = ["What is this about? Answer briefly.", "Which part matters most, and why?",
              "What would you ask its author?", "Summarize it in one sentence."]
 ANSWERS = ["It describes a city and its markets along the river.", "The harbour: the city grew around it.",
            "How the markets changed when the railway came."]
-
-
-def document(tokens):
-    """About `tokens` tokens of varied text (each numbered sentence is about 16 tokens)."""
-    return " ".join(f"Section {i}: the city grew along the river, and its {('spice', 'silk', 'salt', 'tea')[i % 4]} "
-                    f"markets traded with ships from the harbour." for i in range(tokens // 22))
 
 
 def first_message(args):
@@ -45,9 +35,8 @@ def first_message(args):
     return {"role": "user", "content": document(args.tokens) + "\n\n" + QUESTIONS[0]}
 
 
-def conversation(args, port):
+def conversation(args, client):
     """Each turn's TTFT (s) and its prompt and cached positions."""
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=3600)
     messages = [first_message(args)]
     turns = []
     for t in range(4):
@@ -62,35 +51,16 @@ def conversation(args, port):
 
 
 def serve(args, caching):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(os.path.join(args.work, f"server-{'on' if caching else 'off'}.log"), "w")
-    flags = [] if caching else ["--enable-prefix-caching=false"]
     # A document needs no vision rank: then the LLM ranks take the machine's cores between them.
     vision = 1 if args.image else 0
-    env = dict(os.environ)
-    if not args.image:  # unbound (mpirun binds each rank to a core where ranks fit the cores), threads for the cores
-        env["OMP_NUM_THREADS"] = str(max(1, os.cpu_count() // (args.tp * args.sp)))
-        env["OMPI_MCA_hwloc_base_binding_policy"] = "none"
-    job = subprocess.Popen([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", str(args.tp), "--sp", str(args.sp),
-                            "--vision", str(vision), "--build", args.build, "--", "--model", args.model, "--serve",
-                            "--port", str(port), "--allowed-media-path", FIXTURES, "--served-model-name", "bench",
-                            "--step-timeout-s", "3600", *flags], stdout=log, stderr=subprocess.STDOUT, env=env)
-    while True:
-        if job.poll() is not None:
-            sys.exit(f"the server exited {job.returncode}; see {log.name}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    try:
-        return conversation(args, port)
-    finally:
-        job.terminate()
-        job.wait(300)
+    env = None if args.image else unbound_env(args.tp * args.sp)
+    layout = ["--tp", str(args.tp), "--sp", str(args.sp), "--vision", str(vision)]
+    flags = ["--model", args.model, "--allowed-media-path", FIXTURES, "--step-timeout-s", "3600"]
+    if not caching:
+        flags.append("--enable-prefix-caching=false")
+    log = os.path.join(args.work, f"server-{'on' if caching else 'off'}.log")
+    with ServedJob(args.build, layout, flags, log, env) as job:
+        return conversation(args, job.client())
 
 
 def main():
@@ -108,13 +78,7 @@ def main():
     args.image_path = os.path.join(FIXTURES, "dubai.png")
     if args.image and not os.path.exists(args.image_path):
         sys.exit(f"{args.image_path}: missing")
-    if not args.model:
-        args.model = os.path.join(args.build, "bench-models", "demo-32k")
-        if not os.path.exists(os.path.join(args.model, "config.json")):
-            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--preset", "demo",
-                            "--dtype", "bf16", "--max-position-embeddings", "32768", "--tokenizer",
-                            os.path.join(ROOT, "tests", "data", "tokenizer.model"), "--out", args.model], check=True,
-                           stdout=subprocess.DEVNULL)
+    args.model = args.model or demo_32k_model(args.build)
     runs = {True: [], False: []}
     for r in range(args.repeat):
         for caching in (False, True) if r % 2 == 0 else (True, False):

@@ -21,14 +21,8 @@ int64_t ImageCache::NewBytesOf(const Request& request) const {
   return bytes;
 }
 
-int64_t ImageCache::UnusedBytes() const {
-  int64_t bytes = 0;
-  for (int tag : unused_) bytes += entries_.at(tag).bytes;
-  return bytes;
-}
-
 bool ImageCache::Fits(const Request& request) const {
-  const int64_t in_use = used_ - UnusedBytes();
+  const int64_t in_use = used_ - unused_bytes_;
   return in_use == 0 || in_use + NewBytesOf(request) <= budget_;
 }
 
@@ -37,7 +31,11 @@ ImageCache::Entry& ImageCache::Take(const ImageInPrompt& image, bool* is_new) {
   if (caching_) {
     if (auto found = tag_of_.find(image.prepared.key); found != tag_of_.end()) {
       Entry& entry = entries_.at(found->second);
-      if (entry.references++ == 0) unused_.erase(entry.unused_at);
+      if (entry.references++ == 0) {
+        unused_.erase(entry.unused_at);
+        entry.unused_at = unused_.end();
+        unused_bytes_ -= entry.bytes;
+      }
       ++hits_;
       *is_new = false;
       return entry;
@@ -82,6 +80,7 @@ void ImageCache::Release(const Request& request) {
     if (--entry->references > 0) continue;
     if (caching_) {
       entry->unused_at = unused_.insert(unused_.end(), entry->tag);
+      unused_bytes_ += entry->bytes;
     } else {
       Evict(entry->tag);
     }
@@ -90,7 +89,10 @@ void ImageCache::Release(const Request& request) {
 
 void ImageCache::Evict(int tag) {
   Entry& entry = entries_.at(tag);
-  if (entry.unused_at != unused_.end()) unused_.erase(entry.unused_at);
+  if (entry.unused_at != unused_.end()) {
+    unused_.erase(entry.unused_at);
+    unused_bytes_ -= entry.bytes;
+  }
   if (auto found = tag_of_.find(entry.key); found != tag_of_.end() && found->second == tag) tag_of_.erase(found);
   used_ -= entry.bytes;
   evicted_.push_back(tag);

@@ -64,7 +64,7 @@ class ImageCache {
   std::vector<int> TakeEvicted();
 
   int64_t used() const { return used_; }
-  int64_t in_use() const { return used_ - UnusedBytes(); }  // of used(), the entries requests reference
+  int64_t in_use() const { return used_ - unused_bytes_; }  // of used(), the entries requests reference
   int64_t queries() const { return queries_; }  // images looked up
   int64_t hits() const { return hits_; }        // of them, found held
   // Whether no entry is referenced: what every request's end must leave.
@@ -72,11 +72,11 @@ class ImageCache {
 
  private:
   void Evict(int tag);
-  int64_t UnusedBytes() const;
 
   int64_t budget_, feature_bytes_per_crop_, embedding_bytes_per_row_;
   bool caching_;
   int64_t used_ = 0;
+  int64_t unused_bytes_ = 0;  // of used_, the unused entries' (kept as they change: the engine reads it every turn)
   int64_t queries_ = 0, hits_ = 0;
   int next_tag_ = 0;
   std::map<int, Entry> entries_;                       // by tag
