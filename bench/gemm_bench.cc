@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bench/machine_limits.h"
+#include "kernels/cpu/blas_kernels.h"
 #include "kernels/ops.h"
 #include "tests/test_util.h"
 
@@ -73,6 +74,7 @@ class LimitReporter : public benchmark::ConsoleReporter {
 }  // namespace ixc::bench
 
 int main(int argc, char** argv) {
+  ixc::kernels::RestartForBetterBlasKernels(argv);
   benchmark::Initialize(&argc, argv);
   const ixc::bench::MachineLimits& limits = ixc::bench::Limits();
   std::printf("machine: %d threads, measured sgemm peak %.1f GFLOP/s, memory read %.1f GB/s\n", limits.threads,

@@ -18,6 +18,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "bench/machine_limits.h"
+#include "kernels/cpu/blas_kernels.h"
 #include "model/generation.h"
 #include "parallel/mpi_device_comm.h"
 #include "parallel/sequence_shard.h"
@@ -192,6 +193,7 @@ int Run(int world, int rank) {
 }  // namespace ixc::bench
 
 int main(int argc, char** argv) {
+  ixc::kernels::RestartForBetterBlasKernels(argv);
   MPI_Init(&argc, &argv);
   absl::ParseCommandLine(argc, argv);
   int world = 0, rank = 0;

@@ -13,6 +13,7 @@
 #include "bench/random_vision.h"
 #include "coordinator/media/hd_transform.h"
 #include "coordinator/media/resize.h"
+#include "kernels/cpu/blas_kernels.h"
 #include "model/vision_encoder.h"
 #include "tests/test_util.h"
 
@@ -66,6 +67,7 @@ int Run() {
 }  // namespace ixc::bench
 
 int main(int argc, char** argv) {
+  ixc::kernels::RestartForBetterBlasKernels(argv);
   absl::ParseCommandLine(argc, argv);
   return ixc::bench::Run();
 }

@@ -28,6 +28,7 @@
 #include "coordinator/tokenizer.h"
 #include "core/npy.h"
 #include "core/status_macros.h"
+#include "kernels/cpu/blas_kernels.h"
 #include "model/generation.h"
 #include "model/multimodal_input.h"
 #include "model/placement.h"
@@ -214,6 +215,7 @@ absl::Status Run(const std::vector<std::string>& images) {
 }  // namespace ixc
 
 int main(int argc, char** argv) {
+  ixc::kernels::RestartForBetterBlasKernels(argv);
   ixc::CommandLine line(argc, argv, /*repeated=*/{"image"});
   ixc::ParseFlags(line,
                   "ixc-generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [--image PATH]... [--video PATH] "

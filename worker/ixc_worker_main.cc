@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "kernels/cpu/blas_kernels.h"
 #include "model/placement.h"
 #include "model/vision_encoder.h"
 #include "parallel/bootstrap.h"
@@ -165,6 +166,7 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
 }  // namespace ixc::worker
 
 int main(int argc, char** argv) {
+  ixc::kernels::RestartForBetterBlasKernels(argv);
   // SIGTERM and SIGINT are the coordinator's to drain on; this rank stops when it is told to (or the coordinator
   // goes silent), so a signal to the whole job lets the requests in flight finish.
   ixc::parallel::BlockDrainSignals();

@@ -1,7 +1,11 @@
 // CPU Linear and LowRankAdd against the reference, for every weight dtype and awkward shapes.
 // To add a case: extend kShapes; each (M, N, K) runs for f32, bf16 and f16 weights.
 #include <tuple>
+#include <utility>
+#include <vector>
 
+#include "kernels/cpu/blas_kernels.h"
+#include "kernels/cpu/gemv.h"
 #include "kernels/ops.h"
 #include "tests/test_util.h"
 
@@ -37,6 +41,33 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                          ::testing::Combine(::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
                                             ::testing::ValuesIn(kShapes), ::testing::Bool()));
 
+// Linear calls one GEMV variant, the one this CPU runs best: each variant this CPU can run is checked here, so the
+// AVX2 one is tested on machines with AVX-512 too. Shapes with whole chunks (2 x 16 values per row for AVX-512),
+// their tails, and a last block of fewer than 4 weight rows.
+TEST(GemvTest, EveryVariantThisCpuRunsMatchesReference) {
+  std::vector<std::pair<const char*, void (*)(const float*, TensorView, float*, int64_t, bool)>> variants = {
+      {"avx2", GemvAvx2}};
+  if (__builtin_cpu_supports("avx512f")) variants.emplace_back("avx512", GemvAvx512);
+  const GemmShape shapes[] = {{1, 67, 33}, {3, 129, 70}, {4, 202, 264}, {2, 9, 768}, {1, 5, 31}};
+  for (const auto& [name, gemv] : variants) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      for (const GemmShape& shape : shapes) {
+        for (bool accumulate : {false, true}) {
+          auto weights = RandomTyped(dtype, shape.n * shape.k, /*seed=*/8);
+          const TensorView w(weights.bytes.data(), dtype, {shape.n, shape.k});
+          const std::vector<float> x = RandomFloats(shape.m * shape.k, /*seed=*/9);
+          std::vector<float> expected = RandomFloats(shape.m * shape.n, /*seed=*/10);
+          std::vector<float> actual = expected;
+          reference::Linear(x.data(), w, expected.data(), shape.m, accumulate);
+          gemv(x.data(), w, actual.data(), shape.m, accumulate);
+          EXPECT_TRUE(AllClose(actual, expected, {1e-4f * std::sqrt(static_cast<float>(shape.k)), 1e-5f}))
+              << name << " " << DTypeName(dtype) << " " << shape.m << "x" << shape.n << "x" << shape.k;
+        }
+      }
+    }
+  }
+}
+
 TEST(LowRankAddTest, MaskedRowsOnlyMatchReference) {
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     const int64_t m = 23, k = 70, rank = 8, n = 45;
@@ -61,6 +92,14 @@ TEST(LowRankAddTest, MaskedRowsOnlyMatchReference) {
       }
     }
   }
+}
+
+TEST(BlasKernelsTest, OnlyThePrescottFallbackIsReplacedByWhatTheCpuRuns) {
+  EXPECT_EQ(BetterBlasCore("Prescott", /*avx512f=*/true, /*avx2=*/true), "SkylakeX");
+  EXPECT_EQ(BetterBlasCore("Prescott", false, true), "Haswell");
+  EXPECT_EQ(BetterBlasCore("Prescott", false, false), std::nullopt);  // an old CPU: Prescott's kernels are right
+  EXPECT_EQ(BetterBlasCore("SkylakeX", true, true), std::nullopt);    // OpenBLAS knew the CPU
+  EXPECT_EQ(BetterBlasCore("Zen", false, true), std::nullopt);
 }
 
 TEST(LinearReferenceTest, SmallProductByHand) {
