@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <vector>
 
 #include "bench/machine_limits.h"
 #include "kernels/ops.h"
@@ -12,14 +13,30 @@
 namespace ixc::bench {
 namespace {
 
-constexpr int kRepeats = 50;
+constexpr int kRepeats = 10;
 
-// Seconds per call of `run`, the mean of kRepeats after one warm-up.
+// Reads twice the last-level cache's worth of memory, so that the part timed next starts from cold caches, as within
+// a step whose weights and K/V together outgrow them (here a step's parts timed warm ran twice as fast as the step).
+void ScrubCaches() {
+  static std::vector<float> buffer(512 << 20 >> 2, 1.f);  // 512 MiB
+  float sum = 0.f;
+#pragma omp parallel for reduction(+ : sum)
+  for (int64_t i = 0; i < static_cast<int64_t>(buffer.size()); i += 16) sum += buffer[i];
+  volatile float sink = sum;
+  (void)sink;
+}
+
+// Seconds per call of `run` from cold caches, the mean of kRepeats after one warm-up.
 double SecondsPerCall(const std::function<void()>& run) {
   run();
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kRepeats; ++i) run();
-  return Seconds(start) / kRepeats;
+  double seconds = 0;
+  for (int i = 0; i < kRepeats; ++i) {
+    ScrubCaches();
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    seconds += Seconds(start);
+  }
+  return seconds / kRepeats;
 }
 
 // The GEMV of every layer's `linear`, as a step runs them.

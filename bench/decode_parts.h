@@ -1,5 +1,6 @@
-// A CPU decode step taken apart: each kind of work a one-token step does, timed alone on the model's own tensors and
-// KV cache, per step. What the parts do not add up to is the forward's own code (buffers, copies, the KV store).
+// A CPU decode step taken apart: each kind of work a one-token step does, timed alone from cold caches on the model's
+// own tensors and KV cache, per step. What the parts do not add up to is the forward's own code (buffers, copies, the
+// KV store) and what caches the parts share within a step.
 #pragma once
 
 #include <string>
