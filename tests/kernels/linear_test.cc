@@ -24,17 +24,24 @@ constexpr GemmShape kShapes[] = {{1, 1, 1},   {1, 67, 33},  {3, 129, 70},  {4, 2
 
 class LinearTest : public ::testing::TestWithParam<std::tuple<DType, GemmShape, bool>> {};
 
-TEST_P(LinearTest, MatchesReference) {
-  const auto [dtype, shape, accumulate] = GetParam();
+using LinearFn = void (*)(const float* x, TensorView w, float* out, int64_t m, bool accumulate);
+
+// `linear` against the reference on seeded random weights, input and prior output.
+::testing::AssertionResult MatchesReference(LinearFn linear, DType dtype, const GemmShape& shape, bool accumulate) {
   auto weights = RandomTyped(dtype, shape.n * shape.k, /*seed=*/1);
   const TensorView w(weights.bytes.data(), dtype, {shape.n, shape.k});
   const std::vector<float> x = RandomFloats(shape.m * shape.k, /*seed=*/2);
   std::vector<float> expected = RandomFloats(shape.m * shape.n, /*seed=*/3);
   std::vector<float> actual = expected;
   reference::Linear(x.data(), w, expected.data(), shape.m, accumulate);
-  Linear(x.data(), w, actual.data(), shape.m, accumulate);
+  linear(x.data(), w, actual.data(), shape.m, accumulate);
   // Sums of K products in another order: error grows like sqrt(K) * eps * |terms|.
-  EXPECT_TRUE(AllClose(actual, expected, {1e-4f * std::sqrt(static_cast<float>(shape.k)), 1e-5f}));
+  return AllClose(actual, expected, {1e-4f * std::sqrt(static_cast<float>(shape.k)), 1e-5f});
+}
+
+TEST_P(LinearTest, MatchesReference) {
+  const auto [dtype, shape, accumulate] = GetParam();
+  EXPECT_TRUE(MatchesReference(Linear, dtype, shape, accumulate));
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
@@ -45,22 +52,14 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
 // AVX2 one is tested on machines with AVX-512 too. Shapes with whole chunks (2 x 16 values per row for AVX-512),
 // their tails, and a last block of fewer than 4 weight rows.
 TEST(GemvTest, EveryVariantThisCpuRunsMatchesReference) {
-  std::vector<std::pair<const char*, void (*)(const float*, TensorView, float*, int64_t, bool)>> variants = {
-      {"avx2", GemvAvx2}};
+  std::vector<std::pair<const char*, LinearFn>> variants = {{"avx2", GemvAvx2}};
   if (__builtin_cpu_supports("avx512f")) variants.emplace_back("avx512", GemvAvx512);
   const GemmShape shapes[] = {{1, 67, 33}, {3, 129, 70}, {4, 202, 264}, {2, 9, 768}, {1, 5, 31}};
   for (const auto& [name, gemv] : variants) {
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
       for (const GemmShape& shape : shapes) {
         for (bool accumulate : {false, true}) {
-          auto weights = RandomTyped(dtype, shape.n * shape.k, /*seed=*/8);
-          const TensorView w(weights.bytes.data(), dtype, {shape.n, shape.k});
-          const std::vector<float> x = RandomFloats(shape.m * shape.k, /*seed=*/9);
-          std::vector<float> expected = RandomFloats(shape.m * shape.n, /*seed=*/10);
-          std::vector<float> actual = expected;
-          reference::Linear(x.data(), w, expected.data(), shape.m, accumulate);
-          gemv(x.data(), w, actual.data(), shape.m, accumulate);
-          EXPECT_TRUE(AllClose(actual, expected, {1e-4f * std::sqrt(static_cast<float>(shape.k)), 1e-5f}))
+          EXPECT_TRUE(MatchesReference(gemv, dtype, shape, accumulate))
               << name << " " << DTypeName(dtype) << " " << shape.m << "x" << shape.n << "x" << shape.k;
         }
       }
