@@ -17,17 +17,21 @@ import openai
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def demo_model(out, *extra):
+    """The demo preset in bf16 with the real tokenizer (and `extra` make_tiny_checkpoint.py options), written to
+    `out` once; returns `out`."""
+    if not os.path.exists(os.path.join(out, "config.json")):
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--preset", "demo",
+                        "--dtype", "bf16", "--tokenizer", os.path.join(ROOT, "tests", "data", "tokenizer.model"),
+                        *extra, "--out", out], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
 def demo_32k_model(build):
     """The demo preset with max_position_embeddings 32768 (IXC-2.5's InternLM2 ships 32768): past
     max_position_embeddings dynamic NTK rotates a prompt by its length, and no prefix of another length may be
     reused. Written under the build folder once."""
-    model = os.path.join(build, "bench-models", "demo-32k")
-    if not os.path.exists(os.path.join(model, "config.json")):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--preset", "demo",
-                        "--dtype", "bf16", "--max-position-embeddings", "32768", "--tokenizer",
-                        os.path.join(ROOT, "tests", "data", "tokenizer.model"), "--out", model], check=True,
-                       stdout=subprocess.DEVNULL)
-    return model
+    return demo_model(os.path.join(build, "bench-models", "demo-32k"), "--max-position-embeddings", "32768")
 
 
 def document(tokens):

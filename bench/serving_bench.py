@@ -22,7 +22,7 @@ import time
 
 import httpx
 
-from bench_server import ROOT, ServedJob
+from bench_server import ROOT, ServedJob, demo_model
 
 IMAGES = os.path.join(ROOT, "tests", "data", "images")
 
@@ -180,11 +180,7 @@ def main():
     args.build = os.path.abspath(args.build)
     args.work = tempfile.mkdtemp(prefix="ixc-serving-bench-")
     if not args.model:
-        args.model = os.path.join(args.build, "demo-model")
-        if not os.path.exists(os.path.join(args.model, "config.json")):
-            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--preset", "demo",
-                            "--dtype", "bf16", "--tokenizer", os.path.join(ROOT, "tests", "data", "tokenizer.model"),
-                            "--out", args.model], check=True, stdout=subprocess.DEVNULL)
+        args.model = demo_model(os.path.join(args.build, "demo-model"))
     items = workload(args.requests, args.output_tokens)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mode = f"rate {args.rate}/s" if args.rate else f"concurrency {args.concurrency}"

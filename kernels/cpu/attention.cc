@@ -15,6 +15,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/lane_sum.h"
 #include "kernels/ops.h"
 
 namespace ixc::kernels {
@@ -37,14 +38,6 @@ inline __m256 Exp8(__m256 x) {
   }
   const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(exponent)));
-}
-
-inline float LaneSum(__m256 v) {
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, v);
-  float total = 0.f;
-  for (float lane : lanes) total += lane;
-  return total;
 }
 
 // s[j] = e^(s[j] - max) for j < count; returns their sum.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemv.h"
+#include "kernels/cpu/lane_sum.h"
 #include "kernels/cpu/gemv_kernel.h"
 
 namespace ixc::kernels {
@@ -19,11 +20,7 @@ struct Avx2 {
   static V LoadF(const float* p) { return _mm256_loadu_ps(p); }
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V Add(V a, V b) { return _mm256_add_ps(a, b); }
-  static float Sum(V v) {
-    const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    const __m128 sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-    return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1)));
-  }
+  static float Sum(V v) { return LaneSum(v); }
   template <DType kDType, typename Element>
   static void LoadPair(const Element* p, V& first, V& second) {
     if constexpr (kDType == DType::kF32) {
