@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/sampling_rules.h"
+#include "model/beam_search.h"
 #include "model/token_logprobs.h"
 #include "parallel/sequence_shard.h"
 
@@ -189,6 +190,12 @@ absl::StatusOr<int32_t> SampleNext(const LlmWeights& weights, std::vector<float>
 
 absl::Status ChooseNext(const LlmWeights& weights, std::vector<float>& logits, TokenChoice& choice,
                         parallel::DeviceComm* comm) {
+  if (choice.beam_candidates > 0) {
+    IXC_ASSIGN_OR_RETURN(choice.candidates,
+                         BeamCandidatesOf(weights, logits, choice.params.repetition_penalty, choice.previous,
+                                          choice.beam_candidates, comm));
+    return absl::OkStatus();
+  }
   std::vector<float> raw;  // SampleNext changes the logits (penalty, temperature)
   if (choice.top_logprobs >= 0) raw = logits;
   IXC_ASSIGN_OR_RETURN(choice.token,

@@ -72,7 +72,8 @@ absl::StatusOr<int32_t> SampleNext(const LlmWeights& weights, std::vector<float>
                                    uint64_t seed, int64_t index, parallel::DeviceComm* comm);
 
 // SampleNext for `choice` (its token), and, where it asks (top_logprobs >= 0), the token's log-probabilities from
-// the logits as they were before the choice (LogprobsOf, model/token_logprobs.h).
+// the logits as they were before the choice (LogprobsOf, model/token_logprobs.h). A choice that asks for beam
+// candidates gets those instead of a token (BeamCandidatesOf, model/beam_search.h).
 absl::Status ChooseNext(const LlmWeights& weights, std::vector<float>& logits, TokenChoice& choice,
                         parallel::DeviceComm* comm);
 

@@ -71,15 +71,17 @@ absl::Status LanguageModelForward(const LlmWeights& weights, const ForwardInput&
 // generation.h; every TP and SP rank gets the same token): a backend that holds the logits elsewhere chooses there
 // and moves one id (the GPU: model/cuda/cuda_token_choice.cc); otherwise the logits (this TP rank's vocabulary
 // slice on the CPU, whole rows from a device) go through SampleNext on the host (ChooseNext). Its `logits` may then
-// be left as they were. A choice that asks for log-probabilities is always made on the host.
+// be left as they were. A choice that asks for log-probabilities or beam candidates is always made on the host.
 struct TokenChoice {
   kernels::SamplingParams params;
   std::span<const int32_t> previous;  // the ids the repetition penalty applies to (the generated ones)
   uint64_t seed = 0;                  // the request's: TokenRng(seed, index) makes the draw
   int64_t index = 0;                  // which generated token this is
   int32_t top_logprobs = -1;          // >= 0: also the token's log-probability and this many likeliest (logprobs)
+  int32_t beam_candidates = 0;        // > 0: no token; this many candidates of a beam instead (model/beam_search.h)
   int32_t token = -1;                 // out
   TokenLogprobs logprobs = {};        // out, where asked (model/token_logprobs.h)
+  BeamCandidates candidates = {};     // out, where asked
 };
 struct BatchEntry {
   ForwardInput input;
@@ -103,6 +105,8 @@ class DeviceLanguageModel {
                                     parallel::DeviceComm* comm) = 0;
   // What one ForwardBatch call takes (its scratch); the same on every rank of a TP or SP group.
   virtual CallLimits Limits() const = 0;
+  // Copies one KV block's K/V of every layer into another (a forked beam's partly filled block: KvCache::Fork).
+  virtual absl::Status CopyKvBlock(const BlockCopy& copy) = 0;
 };
 
 // Runs on weights.device when it is set, else on the CPU; the comm and ring checks hold for both. A call past the

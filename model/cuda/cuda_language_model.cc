@@ -37,10 +37,29 @@ absl::Status CudaLanguageModel::CreateRuntime() {
   return absl::OkStatus();
 }
 
+int64_t CudaLanguageModel::kv_block_bytes() const {
+  return int64_t{options_.block_size} * shard_.num_kv_heads * shard_.head_dim * DTypeSize(options_.dtype);
+}
+
+absl::Status CudaLanguageModel::CopyKvBlock(const BlockCopy& copy) {
+  if (copy.from < 0 || copy.to < 0 || copy.from >= num_blocks_ || copy.to >= num_blocks_) {
+    return absl::InvalidArgumentError(absl::StrCat("a KV block copy from ", copy.from, " to ", copy.to,
+                                                   " outside the pool of ", num_blocks_));
+  }
+  const int64_t bytes = kv_block_bytes();
+  for (size_t l = 0; l < k_pools_.size(); ++l) {
+    for (void* pool : {k_pools_[l], v_pools_[l]}) {
+      uint8_t* base = static_cast<uint8_t*>(pool);
+      IXC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(base + copy.to * bytes, base + copy.from * bytes, bytes,
+                                               cudaMemcpyDeviceToDevice, gpu_->stream));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CudaLanguageModel::AllocateKvPool() {
   const LlmConfig& c = shard_;
-  const int64_t pool_bytes_per_block =
-      int64_t{options_.block_size} * c.num_kv_heads * c.head_dim * DTypeSize(options_.dtype);
+  const int64_t pool_bytes_per_block = kv_block_bytes();
   const int64_t per_block = 2 * c.num_layers * pool_bytes_per_block;
   size_t free_bytes = 0, total_bytes = 0;
   IXC_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));

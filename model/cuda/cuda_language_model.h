@@ -81,6 +81,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
   absl::Status ForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>& batch, KvCache& cache,
                             parallel::DeviceComm* comm) override;
   CallLimits Limits() const override;
+  absl::Status CopyKvBlock(const BlockCopy& copy) override;
 
   // The KV pool's blocks (a KvCache::BlocksOnly of this size does the bookkeeping), and the memory taken.
   int num_kv_blocks() const { return num_blocks_; }
@@ -91,6 +92,7 @@ class CudaLanguageModel : public DeviceLanguageModel {
   ScratchPlan scratch_plan() const { return {shard_, options_.dtype, tp_size_, max_lora_rank_}; }
   int64_t weight_bytes() const { return weight_bytes_; }
   int64_t kv_bytes() const { return kv_bytes_; }
+  int64_t kv_block_bytes() const;  // one block's K or V of one layer
   cudaStream_t stream() const { return gpu_->stream; }
   // CudaModelOptions::decode_graphs, switched on a live model (the benchmark compares both).
   void set_decode_graphs(bool on) { options_.decode_graphs = on; }

@@ -24,7 +24,8 @@ bool CudaLanguageModel::ChoosesOnDevice(const std::vector<Segment>& segments, co
   if (segments.empty() || sp_mode == SpAttention::kRing) return false;
   for (size_t i = 0; i < segments.size(); ++i) {
     if (segments[i].choice == nullptr || plan.layout.wanted[i].size() != 1) return false;
-    if (segments[i].choice->top_logprobs >= 0) return false;  // log-probabilities are taken on the host
+    // Log-probabilities and beam candidates are taken on the host.
+    if (segments[i].choice->top_logprobs >= 0 || segments[i].choice->beam_candidates > 0) return false;
   }
   return true;
 }

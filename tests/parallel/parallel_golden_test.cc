@@ -8,6 +8,7 @@
 
 #include "coordinator/media/vision_input.h"
 #include "core/npy.h"
+#include "model/beam_search.h"
 #include "model/generation.h"
 #include "model/multimodal_input.h"
 #include "nlohmann/json.hpp"
@@ -46,6 +47,69 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   return worst;
 }
 
+// A golden case's prompt, and what its spans point into.
+struct LoadedPrompt {
+  ForwardInput input;
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;
+  MultimodalInput multimodal;
+  std::vector<coordinator::PreparedVision> media;
+};
+
+// The prompt of golden case `name` (a text case's ids and image mask, or a multimodal case's pieces through the HD
+// transform, the ViT and the merge) for `weights`, with its LoRA mode.
+void LoadPrompt(const std::string& name, const std::string& model_dir, const LlmWeights& weights,
+                LoadedPrompt& prompt) {
+  std::ifstream case_file(kGolden + name + "/case.json");
+  const nlohmann::json c = nlohmann::json::parse(case_file);
+  if (c.contains("pieces")) {
+    auto vision = LoadVisionWeights(model_dir, weights.config.hidden_size);
+    ASSERT_TRUE(vision.ok()) << vision.status();
+    std::vector<PromptPiece> pieces;
+    prompt.media.reserve(c["pieces"].size());  // pieces point into them
+    auto font = coordinator::LabelFont::Load(coordinator::kDefaultLabelFont, 40);
+    for (const auto& piece : c["pieces"]) {
+      if (piece.contains("ids")) {
+        pieces.push_back({piece["ids"].get<std::vector<int32_t>>()});
+        continue;
+      }
+      const int tile = c["tile"].get<int>();
+      auto prepared = piece.contains("video")
+                          ? coordinator::PrepareVideo(std::string(IXC_SOURCE_DIR) + "/tests/data/videos/" +
+                                                          piece["video"].get<std::string>(),
+                                                      tile, **font, {})
+                          : coordinator::PrepareImage(std::string(IXC_SOURCE_DIR) + "/tests/data/images/" +
+                                                          piece["image"].get<std::string>(),
+                                                      c["hd_num"].get<int>(), tile, {});
+      ASSERT_TRUE(prepared.ok()) << prepared.status();
+      prompt.media.push_back(std::move(*prepared));
+      pieces.push_back({{}, prompt.media.back().crops.pixels.data(), prompt.media.back().geometry.rows,
+                        prompt.media.back().geometry.cols});
+    }
+    auto assembled = AssembleInput(weights, &*vision, pieces);
+    ASSERT_TRUE(assembled.ok()) << assembled.status();
+    prompt.multimodal = std::move(*assembled);
+    prompt.input.embeddings = prompt.multimodal.embeddings;
+    prompt.input.image_mask = prompt.multimodal.image_mask;
+    return;
+  }
+  const NpyArray prompt_ids = *ReadNpy(kGolden + name + "/prompt_ids.npy");
+  prompt.ids.assign(prompt_ids.ints.begin(), prompt_ids.ints.end());
+  prompt.input.ids = prompt.ids;
+  if (std::filesystem::exists(kGolden + name + "/image_mask.npy")) {
+    const NpyArray m = *ReadNpy(kGolden + name + "/image_mask.npy");
+    prompt.mask.assign(m.ints.begin(), m.ints.end());
+    prompt.input.image_mask = prompt.mask;
+  }
+  prompt.input.lora = *LoraModeFromName(c["lora_mode"].get<std::string>());
+}
+
+std::string ModelDirOf(const std::string& name) {
+  const bool multimodal = name.rfind("multimodal/", 0) == 0;
+  return std::string(IXC_GOLDEN_MODELS_DIR) + "/" +
+         (multimodal ? "multimodal_" + name.substr(std::string("multimodal/").size()) : name);
+}
+
 TEST(ParallelGoldenTest, EveryGoldenCaseMatchesOnEveryRank) {
   const parallel::Mapping mapping = testing::WorldMapping();
   auto comm = parallel::CreateMpiDeviceComm(mapping);
@@ -67,55 +131,12 @@ TEST(ParallelGoldenTest, EveryGoldenCaseMatchesOnEveryRank) {
       continue;
     }
     KvCache cache(weights->shard, /*block_size=*/4, /*num_blocks=*/64);  // small blocks: round-robin decode KV
-    ForwardInput prompt;
-    std::vector<int32_t> ids;
-    std::vector<uint8_t> mask;
-    MultimodalInput multimodal;
-    std::vector<coordinator::PreparedVision> media;  // kept alive: pieces point into them
-    if (c.contains("pieces")) {
-      auto vision = LoadVisionWeights(test_case.model_dir, weights->config.hidden_size);
-      ASSERT_TRUE(vision.ok()) << vision.status();
-      std::vector<PromptPiece> pieces;
-      media.reserve(c["pieces"].size());
-      auto font = coordinator::LabelFont::Load(coordinator::kDefaultLabelFont, 40);
-      for (const auto& piece : c["pieces"]) {
-        if (piece.contains("ids")) {
-          pieces.push_back({piece["ids"].get<std::vector<int32_t>>()});
-          continue;
-        }
-        const int tile = c["tile"].get<int>();
-        auto prepared = piece.contains("video")
-                            ? coordinator::PrepareVideo(std::string(IXC_SOURCE_DIR) + "/tests/data/videos/" +
-                                                            piece["video"].get<std::string>(),
-                                                        tile, **font, {})
-                            : coordinator::PrepareImage(std::string(IXC_SOURCE_DIR) + "/tests/data/images/" +
-                                                            piece["image"].get<std::string>(),
-                                                        c["hd_num"].get<int>(), tile, {});
-        ASSERT_TRUE(prepared.ok()) << prepared.status();
-        media.push_back(std::move(*prepared));
-        pieces.push_back({{}, media.back().crops.pixels.data(), media.back().geometry.rows,
-                          media.back().geometry.cols});
-      }
-      auto assembled = AssembleInput(*weights, &*vision, pieces);
-      ASSERT_TRUE(assembled.ok()) << assembled.status();
-      multimodal = std::move(*assembled);
-      prompt.embeddings = multimodal.embeddings;
-      prompt.image_mask = multimodal.image_mask;
-    } else {
-      const NpyArray prompt_ids = *ReadNpy(kGolden + test_case.name + "/prompt_ids.npy");
-      ids.assign(prompt_ids.ints.begin(), prompt_ids.ints.end());
-      prompt.ids = ids;
-      if (std::filesystem::exists(kGolden + test_case.name + "/image_mask.npy")) {
-        const NpyArray m = *ReadNpy(kGolden + test_case.name + "/image_mask.npy");
-        mask.assign(m.ints.begin(), m.ints.end());
-        prompt.image_mask = mask;
-      }
-      prompt.lora = *LoraModeFromName(c["lora_mode"].get<std::string>());
-    }
+    LoadedPrompt prompt;
+    ASSERT_NO_FATAL_FAILURE(LoadPrompt(test_case.name, test_case.model_dir, *weights, prompt));
     GenerationOptions options;
     options.max_new_tokens = c["max_new_tokens"].get<int>();
     options.keep_prompt_logits = true;
-    auto result = Generate(*weights, prompt, options, cache, comm->get());
+    auto result = Generate(*weights, prompt.input, options, cache, comm->get());
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_LE(MaxAbsDiff(result->prompt_logits, ReadNpy(kGolden + test_case.name + "/logits.npy")->floats), 1e-4);
     const NpyArray greedy = *ReadNpy(kGolden + test_case.name + "/greedy_ids.npy");
@@ -126,6 +147,49 @@ TEST(ParallelGoldenTest, EveryGoldenCaseMatchesOnEveryRank) {
   if (slice.size > 1) {
     EXPECT_GE(refused, 1);  // the 1-KV-head checkpoint, and at TP 4 the 2-KV-head ones
   }
+}
+
+// transformers 4.33's beam search (tools/reference/beam_goldens.py: B = 2 and 3, repetition penalty 1.005 and 3.0,
+// beams ending on either of two EOS ids) gives the same tokens, text and image prompts, on every rank. Small blocks
+// (3 positions) make forks copy partly filled blocks; with SP each rank forks its own shard.
+TEST(ParallelGoldenTest, BeamSearchesMatchTransformers) {
+  const parallel::Mapping mapping = testing::WorldMapping();
+  auto comm = parallel::CreateMpiDeviceComm(mapping);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  const parallel::TpSlice slice{mapping.tp_rank(), mapping.layout().tp};
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(kGolden + "beams")) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());  // the same order on every rank
+  int searched = 0;
+  for (const auto& file : files) {
+    std::ifstream in(file);
+    const nlohmann::json golden = nlohmann::json::parse(in);
+    const std::string name = golden["case"].get<std::string>();
+    SCOPED_TRACE(name + " on " + mapping.ToString());
+    auto config = LoadLlmConfig(ModelDirOf(name));
+    ASSERT_TRUE(config.ok()) << config.status();
+    if (config->num_kv_heads % slice.size != 0) continue;  // refused at load (the test above)
+    auto weights = LoadLlmWeights(ModelDirOf(name), slice);
+    ASSERT_TRUE(weights.ok()) << weights.status();
+    LoadedPrompt prompt;
+    ASSERT_NO_FATAL_FAILURE(LoadPrompt(name, ModelDirOf(name), *weights, prompt));
+    for (const auto& search : golden["searches"]) {
+      BeamGenerationOptions options;
+      options.num_beams = search["num_beams"].get<int>();
+      options.repetition_penalty = search["repetition_penalty"].get<float>();
+      options.eos_ids = search["eos_ids"].get<std::vector<int32_t>>();
+      options.max_new_tokens = search["max_new_tokens"].get<int>();
+      KvCache cache(weights->shard, /*block_size=*/3, /*num_blocks=*/256);
+      auto result = GenerateBeams(*weights, prompt.input, options, cache, comm->get());
+      ASSERT_TRUE(result.ok()) << result.status();
+      EXPECT_EQ(result->ids, search["ids"].get<std::vector<int32_t>>())
+          << "B=" << options.num_beams << " penalty " << options.repetition_penalty;
+      EXPECT_EQ(cache.free_blocks(), cache.num_blocks()) << "every block back after the search";
+      ++searched;
+    }
+  }
+  if (searched == 0) GTEST_SKIP() << "no beam golden checkpoint has KV heads that TP " << slice.size << " divides";
+  EXPECT_GE(searched, 4);
 }
 
 // The case the SP prefill tests share: 26 positions, below max_position_embeddings (one RoPE base throughout); 4 KV

@@ -27,6 +27,7 @@ import tempfile
 
 import numpy as np
 import torch
+import transformers
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -57,16 +58,21 @@ CASES = [
 def build_llama(model_dir):
     config = json.load(open(os.path.join(model_dir, "config.json")))
     scaling = config.get("rope_scaling")
-    rope = {"rope_type": "default", "rope_theta": config["rope_theta"]}
-    if scaling:
-        rope = {"rope_type": scaling["type"], "factor": scaling["factor"], "rope_theta": config["rope_theta"]}
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        rope = {"rope_type": "default", "rope_theta": config["rope_theta"]}
+        if scaling:
+            rope = {"rope_type": scaling["type"], "factor": scaling["factor"], "rope_theta": config["rope_theta"]}
+        rope_args = dict(rope_parameters=rope, attention_bias=config["bias"])
+    else:  # 4.33, the version IXC-2.5 pins (tools/reference/beam_goldens.py): no attention_bias yet
+        assert not config["bias"], "transformers 4.33's Llama has no attention bias"
+        rope_args = dict(rope_theta=config["rope_theta"],
+                         rope_scaling={"type": scaling["type"], "factor": scaling["factor"]} if scaling else None)
     llama_config = LlamaConfig(
         vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
         intermediate_size=config["intermediate_size"], num_hidden_layers=config["num_hidden_layers"],
         num_attention_heads=config["num_attention_heads"], num_key_value_heads=config["num_key_value_heads"],
         max_position_embeddings=config["max_position_embeddings"], rms_norm_eps=config["rms_norm_eps"],
-        rope_parameters=rope, attention_bias=config["bias"], tie_word_embeddings=False,
-        pad_token_id=None, bos_token_id=1, eos_token_id=None)
+        tie_word_embeddings=False, pad_token_id=None, bos_token_id=1, eos_token_id=None, **rope_args)
     llama_config._attn_implementation = "eager"
     model = LlamaForCausalLM(llama_config).float().eval()
 

@@ -25,8 +25,6 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from image_goldens import crops, hd_transform  # noqa: E402
 from language_model_goldens import ROOT, LoraHooks, build_llama  # noqa: E402
-from video_goldens import FONT, frame2img, load_video  # noqa: E402
-from PIL import ImageFont  # noqa: E402
 
 IMAGES = os.path.join(ROOT, "tests", "data", "images")
 
@@ -72,7 +70,9 @@ def load_vision(model_dir, config):
     for file in sorted(os.listdir(model_dir)):
         if file.endswith(".safetensors"):
             tensors.update({k: t.float() for k, t in load_file(os.path.join(model_dir, file)).items()})
-    prefix = "vit.vision_tower.vision_model."  # transformers 5 keys CLIPVisionModel without "vision_model."
+    # transformers 5 keys CLIPVisionModel without "vision_model.", 4.x with it.
+    nested = any(k.startswith("vision_model.") for k in clip.state_dict())
+    prefix = "vit.vision_tower." if nested else "vit.vision_tower.vision_model."
     state = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
     missing, unexpected = clip.load_state_dict(state, strict=False)
     assert not unexpected and all("position_ids" in m for m in missing), (missing, unexpected)
@@ -100,37 +100,45 @@ def embed(clip, proj, glb_gn, sub_gn, tile, crop_pixels, rows, cols):
         return proj(sequence)
 
 
+def prompt_embeddings(case, model_dir, model):
+    """The case's interleaved prompt as the reference embeds it: (1, positions, hidden) inputs, the image-row mask,
+    the first image's embeddings and hd_num. Records each image's grid in case["pieces"]."""
+    config = json.load(open(os.path.join(model_dir, "config.json")))
+    clip, proj, glb_gn, sub_gn, tile = load_vision(model_dir, config)
+    images = [p for p in case["pieces"] if "image" in p or "video" in p]
+    hd_num = 24 if len(images) == 1 else 6  # spec 5.2: one image 24, several 6 each
+    parts, mask, first_image = [], [], None
+    for piece in case["pieces"]:
+        if "ids" in piece:
+            with torch.no_grad():
+                parts.append(model.model.embed_tokens(torch.tensor(piece["ids"])))
+            mask += [0] * len(piece["ids"])
+        else:
+            if "video" in piece:
+                from PIL import ImageFont
+                from video_goldens import FONT, frame2img, load_video  # decord: only the video case needs it
+                frames, _, _, _ = load_video(os.path.join(ROOT, "tests", "data", "videos", piece["video"]))
+                composite = frame2img(frames, ImageFont.truetype(FONT, 40), tile)
+                padded = video_transform(composite, tile)
+            else:
+                image = Image.open(os.path.join(IMAGES, piece["image"])).convert("RGB")
+                padded, _ = hd_transform(image, hd_num, tile)
+            rows, cols = padded.size[1] // tile, padded.size[0] // tile
+            embeds = embed(clip, proj, glb_gn, sub_gn, tile, crops(padded, tile), rows, cols)
+            piece["grid"] = [rows, cols]
+            first_image = embeds if first_image is None else first_image
+            parts.append(embeds)
+            mask += [1] * embeds.shape[0]
+    return torch.cat(parts)[None], np.array(mask, dtype=np.uint8), first_image, hd_num, tile
+
+
 def run_case(case, out_root):
     with tempfile.TemporaryDirectory() as model_dir:
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_tiny_checkpoint.py"), "--out", model_dir,
                         *case["gen"]], check=True, stdout=subprocess.DEVNULL)
-        config = json.load(open(os.path.join(model_dir, "config.json")))
         model, lora = build_llama(model_dir)
-        clip, proj, glb_gn, sub_gn, tile = load_vision(model_dir, config)
-        images = [p for p in case["pieces"] if "image" in p or "video" in p]
-        hd_num = 24 if len(images) == 1 else 6  # spec 5.2: one image 24, several 6 each
-        parts, mask, first_image = [], [], None
-        for piece in case["pieces"]:
-            if "ids" in piece:
-                with torch.no_grad():
-                    parts.append(model.model.embed_tokens(torch.tensor(piece["ids"])))
-                mask += [0] * len(piece["ids"])
-            else:
-                if "video" in piece:
-                    frames, _, _, _ = load_video(os.path.join(ROOT, "tests", "data", "videos", piece["video"]))
-                    composite = frame2img(frames, ImageFont.truetype(FONT, 40), tile)
-                    padded = video_transform(composite, tile)
-                else:
-                    image = Image.open(os.path.join(IMAGES, piece["image"])).convert("RGB")
-                    padded, _ = hd_transform(image, hd_num, tile)
-                rows, cols = padded.size[1] // tile, padded.size[0] // tile
-                embeds = embed(clip, proj, glb_gn, sub_gn, tile, crops(padded, tile), rows, cols)
-                piece["grid"] = [rows, cols]
-                first_image = embeds if first_image is None else first_image
-                parts.append(embeds)
-                mask += [1] * embeds.shape[0]
-        inputs = torch.cat(parts)[None]
-        LoraHooks(model, lora, np.array(mask, dtype=np.uint8), "base")
+        inputs, mask, first_image, hd_num, tile = prompt_embeddings(case, model_dir, model)
+        LoraHooks(model, lora, mask, "base")
         with torch.no_grad():
             logits = model(inputs_embeds=inputs).logits[0].numpy()
             generated = model.generate(inputs_embeds=inputs, max_new_tokens=case["new"], do_sample=False,

@@ -1,0 +1,258 @@
+#include "model/beam_search.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "kernels/sampling_rules.h"
+
+namespace ixc::model {
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// A fork's K/V copy where a device holds the K/V (the host pools copied it already).
+absl::Status CopyOnDevice(const LlmWeights& weights, const BlockCopy& copy) {
+  if (weights.device == nullptr || copy.to < 0) return absl::OkStatus();
+  return weights.device->CopyKvBlock(copy);
+}
+
+}  // namespace
+
+absl::StatusOr<BeamCandidates> BeamCandidatesOf(const LlmWeights& weights, std::span<const float> logits,
+                                                float repetition_penalty, std::span<const int32_t> history,
+                                                int count, parallel::DeviceComm* comm) {
+  const int64_t vocab = weights.config.vocab_size;
+  std::vector<float> row(vocab);
+  if (static_cast<int64_t>(logits.size()) == vocab) {
+    std::copy(logits.begin(), logits.end(), row.begin());
+  } else if (comm != nullptr && static_cast<int64_t>(logits.size()) == weights.shard.vocab_size) {
+    IXC_RETURN_IF_ERROR(comm->AllGather(logits.data(), weights.shard.vocab_size, row.data(), parallel::Group::kTensor));
+  } else {
+    return absl::InvalidArgumentError("beam candidates: logits are neither whole nor this rank's vocabulary slice");
+  }
+  // log_softmax as torch computes it in f32: x - max - log(sum(exp(x - max))).
+  const float max_logit = *std::max_element(row.begin(), row.end());
+  double sum = 0;
+  for (float x : row) sum += std::exp(static_cast<double>(x - max_logit));
+  const float log_sum = static_cast<float>(std::log(sum));
+  for (float& x : row) x = (x - max_logit) - log_sum;
+  kernels::ApplyRepetitionPenalty(row.data(), vocab, repetition_penalty,
+                                  std::vector<int32_t>(history.begin(), history.end()));
+  std::vector<int32_t> ids(vocab);
+  std::iota(ids.begin(), ids.end(), 0);
+  const int64_t n = std::min<int64_t>(std::max(count, 0), vocab);
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
+                    [&](int32_t a, int32_t b) { return row[a] != row[b] ? row[a] > row[b] : a < b; });
+  BeamCandidates candidates;
+  candidates.ids.assign(ids.begin(), ids.begin() + n);
+  for (int32_t id : candidates.ids) candidates.logprobs.push_back(row[id]);
+  return candidates;
+}
+
+BeamSearch::BeamSearch(BeamSearchOptions options) : options_(std::move(options)), tokens_(1), scores_(1, 0.f) {}
+
+int BeamSearch::candidates_per_beam() const {
+  return std::max(2, 1 + static_cast<int>(options_.eos_ids.size())) * options_.num_beams;
+}
+
+std::vector<int32_t> BeamSearch::History(int beam) const {
+  std::vector<int32_t> history = {options_.bos_id};
+  history.insert(history.end(), tokens_[beam].begin(), tokens_[beam].end());
+  return history;
+}
+
+void BeamSearch::Add(std::vector<Hypothesis>& hypotheses, double& worst, std::vector<int32_t> tokens, double sum,
+                     bool ended) const {
+  const double score = sum / static_cast<double>(tokens.size() + 1);  // BOS counts: 4.33's ids start with it
+  const size_t keep = static_cast<size_t>(options_.num_beams);
+  if (hypotheses.size() >= keep && score <= worst) return;
+  hypotheses.push_back({score, std::move(tokens), ended});
+  if (hypotheses.size() <= keep) {
+    worst = std::min(score, worst);
+    return;
+  }
+  // Drop the worst (the earliest of equal ones); the next worst becomes the bar.
+  std::vector<size_t> order(hypotheses.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return hypotheses[a].score != hypotheses[b].score ? hypotheses[a].score < hypotheses[b].score : a < b;
+  });
+  worst = hypotheses[order[1]].score;
+  hypotheses.erase(hypotheses.begin() + static_cast<std::ptrdiff_t>(order[0]));
+}
+
+absl::StatusOr<BeamSearch::Next> BeamSearch::Step(const std::vector<BeamCandidates>& candidates) {
+  if (done()) return absl::FailedPreconditionError("a beam search step after the search ended");
+  if (static_cast<int>(candidates.size()) != live_beams()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a beam search step takes candidates of ", live_beams(), " beams, not ", candidates.size()));
+  }
+  struct Scored {
+    float score;
+    int beam;
+    int32_t token;
+  };
+  std::vector<Scored> all;
+  for (int b = 0; b < live_beams(); ++b) {
+    const BeamCandidates& c = candidates[b];
+    if (c.ids.size() != c.logprobs.size() || static_cast<int>(c.ids.size()) < candidates_per_beam()) {
+      return absl::InvalidArgumentError(absl::StrCat("beam ", b, " has ", c.ids.size(), " candidates; a step needs ",
+                                                     candidates_per_beam()));
+    }
+    for (size_t i = 0; i < c.ids.size(); ++i) all.push_back({c.logprobs[i] + scores_[b], b, c.ids[i]});
+  }
+  // torch.topk over (beams x vocab): the highest first; equal scores by the flat index (beam, then token).
+  const size_t top = std::min(all.size(), static_cast<size_t>(candidates_per_beam()));
+  std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(top), all.end(),
+                    [](const Scored& a, const Scored& b) {
+                      if (a.score != b.score) return a.score > b.score;
+                      return a.beam != b.beam ? a.beam < b.beam : a.token < b.token;
+                    });
+  Next next;
+  std::vector<float> next_scores;
+  for (size_t rank = 0; rank < top && static_cast<int>(next.parent.size()) < options_.num_beams; ++rank) {
+    const Scored& s = all[rank];
+    const bool eos = std::find(options_.eos_ids.begin(), options_.eos_ids.end(), s.token) != options_.eos_ids.end();
+    if (!eos) {
+      next.parent.push_back(s.beam);
+      next.token.push_back(s.token);
+      next_scores.push_back(s.score);
+    } else if (rank < static_cast<size_t>(options_.num_beams)) {  // an EOS past the first B ends nothing
+      Add(hypotheses_, worst_, tokens_[s.beam], s.score, /*ended=*/true);
+    }
+  }
+  if (static_cast<int>(next.parent.size()) < options_.num_beams) {
+    return absl::InternalError("a beam search step found too few tokens that are not EOS");
+  }
+  // Whether a running beam can still beat the worst kept hypothesis: the best score over the length it would
+  // have (transformers' cur_len: the ids so far, BOS included, plus this step's).
+  const double best = all.front().score;
+  const double length = static_cast<double>(steps_) + 2;
+  if (static_cast<int>(hypotheses_.size()) >= options_.num_beams && worst_ >= best / length) done_ = true;
+  std::vector<std::vector<int32_t>> tokens;
+  for (int j = 0; j < options_.num_beams; ++j) {
+    tokens.push_back(tokens_[next.parent[j]]);
+    tokens.back().push_back(next.token[j]);
+  }
+  tokens_ = std::move(tokens);
+  scores_ = std::move(next_scores);
+  ++steps_;
+  return next;
+}
+
+BeamSearch::Result BeamSearch::Finish() const {
+  std::vector<Hypothesis> hypotheses = hypotheses_;
+  double worst = worst_;
+  if (!done_) {  // out of steps: the running beams compete too
+    for (int b = 0; b < live_beams(); ++b) Add(hypotheses, worst, tokens_[b], scores_[b], /*ended=*/false);
+  }
+  Result result;
+  if (hypotheses.empty()) return result;
+  // sorted(...)[-1]: the highest score, the last added of equal ones.
+  size_t best = 0;
+  for (size_t i = 1; i < hypotheses.size(); ++i) {
+    if (hypotheses[i].score >= hypotheses[best].score) best = i;
+  }
+  result.ids = hypotheses[best].tokens;
+  result.score = hypotheses[best].score;
+  result.finish_reason = hypotheses[best].ended ? "stop" : "length";
+  if (hypotheses[best].ended) result.ids.push_back(options_.eos_ids.front());
+  return result;
+}
+
+absl::StatusOr<GenerationResult> GenerateBeams(const LlmWeights& weights, const ForwardInput& prompt,
+                                               const BeamGenerationOptions& options, KvCache& cache,
+                                               parallel::DeviceComm* comm) {
+  GenerationResult result;
+  result.prompt_tokens = prompt.tokens(weights.config.hidden_size);
+  if (options.num_beams < 1) return absl::InvalidArgumentError("num_beams must be at least 1");
+  if (result.prompt_tokens == 0) return absl::InvalidArgumentError("the prompt is empty");
+  if (result.prompt_tokens >= options.max_context) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", result.prompt_tokens,
+                                                   " tokens; the context holds ", options.max_context,
+                                                   " (prompt and generated tokens together)"));
+  }
+  BeamSearch search({options.num_beams, options.eos_ids,
+                     static_cast<int>(std::min<int64_t>(options.max_new_tokens,
+                                                        options.max_context - result.prompt_tokens)),
+                     options.bos_id});
+  const bool local_vocab = weights.tp.size > 1;
+  std::vector<SequenceKv> beams(1);
+  auto release_all = [&] {
+    for (SequenceKv& seq : beams) cache.Release(seq);
+  };
+  auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::vector<float>> logits = Prefill(weights, prompt, false, beams[0], cache, comm, local_vocab);
+  result.prefill_seconds = SecondsSince(start);
+  if (!logits.ok()) {
+    release_all();
+    return logits.status();
+  }
+  start = std::chrono::steady_clock::now();
+  std::vector<BeamCandidates> candidates(1);
+  const std::vector<int32_t> history = search.History(0);
+  absl::StatusOr<BeamCandidates> first = BeamCandidatesOf(weights, *logits, options.repetition_penalty, history,
+                                                          search.candidates_per_beam(), comm);
+  absl::Status status = first.status();
+  if (first.ok()) candidates[0] = std::move(*first);
+  while (status.ok() && !search.done()) {
+    absl::StatusOr<BeamSearch::Next> next = search.Step(candidates);
+    if (!next.ok()) {
+      status = next.status();
+      break;
+    }
+    // Each parent's first child takes its sequence over; the others fork it.
+    const int live = static_cast<int>(beams.size());
+    std::vector<SequenceKv> forked(options.num_beams);
+    std::vector<bool> taken(live, false);
+    std::vector<int> taker(options.num_beams, -1);
+    for (int j = 0; j < options.num_beams && status.ok(); ++j) {
+      const int p = next->parent[j];
+      if (!taken[p]) {
+        taken[p] = true;
+        taker[j] = p;
+        continue;
+      }
+      absl::StatusOr<BlockCopy> copy = cache.Fork(beams[p], forked[j]);
+      status = copy.ok() ? CopyOnDevice(weights, *copy) : copy.status();
+    }
+    for (int j = 0; j < options.num_beams; ++j) {
+      if (taker[j] >= 0) forked[j] = std::move(beams[taker[j]]);
+    }
+    for (int p = 0; p < live; ++p) {
+      if (!taken[p]) cache.Release(beams[p]);
+    }
+    beams = std::move(forked);
+    if (!status.ok() || search.done()) break;
+    // One batched decode step of every beam, each giving its candidates.
+    std::vector<std::vector<int32_t>> histories(options.num_beams);
+    std::vector<TokenChoice> choices(options.num_beams);
+    std::vector<DecodeItem> items;
+    for (int j = 0; j < options.num_beams; ++j) {
+      histories[j] = search.History(j);
+      choices[j].params.repetition_penalty = options.repetition_penalty;
+      choices[j].previous = histories[j];
+      choices[j].beam_candidates = search.candidates_per_beam();
+      const int64_t position = result.prompt_tokens + static_cast<int64_t>(search.tokens(j).size()) - 1;
+      items.push_back({next->token[j], static_cast<int32_t>(position), prompt.lora, &beams[j], {}, &choices[j]});
+    }
+    status = DecodeSteps(weights, items, cache, comm, local_vocab);
+    candidates.assign(options.num_beams, {});
+    for (int j = 0; j < options.num_beams && status.ok(); ++j) candidates[j] = std::move(choices[j].candidates);
+  }
+  result.decode_seconds = SecondsSince(start);
+  release_all();
+  IXC_RETURN_IF_ERROR(status);
+  BeamSearch::Result best = search.Finish();
+  result.ids = std::move(best.ids);
+  result.finish_reason = std::move(best.finish_reason);
+  return result;
+}
+
+}  // namespace ixc::model
