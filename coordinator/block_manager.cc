@@ -106,6 +106,24 @@ void BlockManager::Computed(uint64_t id, const std::vector<ContentKey>& keys, in
   sequence.registered = std::max(sequence.registered, whole);
 }
 
+bool BlockManager::CanFork(int64_t length) const {
+  return length % block_size_ == 0 || available_blocks(RankOf(length / block_size_)) > 0;
+}
+
+std::optional<std::pair<int64_t, int32_t>> BlockManager::Fork(uint64_t parent, uint64_t child, int64_t length) {
+  const Sequence& from = sequences_.at(parent);
+  Sequence& to = sequences_[child];
+  const int64_t whole = length / block_size_;
+  for (int64_t g = 0; g < whole; ++g) {
+    Reference(pools_[RankOf(g)], from.table[g]);
+    to.table.push_back(from.table[g]);
+  }
+  to.registered = std::min(from.registered, whole);
+  if (length % block_size_ == 0) return std::nullopt;
+  to.table.push_back(Take(RankOf(whole)));
+  return std::make_pair(whole, to.table.back());
+}
+
 void BlockManager::Free(uint64_t id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;

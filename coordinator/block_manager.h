@@ -47,6 +47,12 @@ class BlockManager {
   // `keys` (a key without an entry in `keys` is not cached: its K/V may not be reused). A key registered already
   // (another sequence computed the same block) keeps its block; this one stays private.
   void Computed(uint64_t id, const std::vector<ContentKey>& keys, int64_t computed);
+  // Beam search: sequence `child` starts as a copy of `parent`'s first `length` positions. It shares their whole
+  // blocks; a partly filled last block cannot be shared (both would write its free slots), so the child gets a block
+  // of its own on that block's SP rank for a copy: returned as (global block, block id), nullopt where none is
+  // needed. CanFork: whether that block is there now.
+  bool CanFork(int64_t length) const;
+  std::optional<std::pair<int64_t, int32_t>> Fork(uint64_t parent, uint64_t child, int64_t length);
   // Drops the sequence's references: its blocks go back to the free pool, or, registered, to the cache.
   void Free(uint64_t id);
 

@@ -20,8 +20,15 @@ double WallSeconds() {
 // than this fires first, with a note on the heartbeats.
 constexpr double kDeadAfterSeconds = 10;
 
+// A beam's prompt is its owner's.
 int64_t Length(const Request& request) {
-  return static_cast<int64_t>(request.prompt.size() + request.generated.size());
+  const Request& prompted = request.beam_owner != nullptr ? *request.beam_owner : request;
+  return static_cast<int64_t>(prompted.prompt.size() + request.generated.size());
+}
+
+// The request whose search a beam belongs to; any other request stands for itself.
+const Request* SearchOf(const Request* request) {
+  return request->beam_owner != nullptr ? request->beam_owner : request;
 }
 
 }  // namespace
@@ -358,7 +365,12 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes,
   return absl::OkStatus();
 }
 
-void Engine::Preempt(Request& request) {
+void Engine::Preempt(Request& preempted) {
+  Request& request = preempted.beam_owner != nullptr ? *preempted.beam_owner : preempted;
+  if (request.beam_group != nullptr) {  // the search starts again from the prompt: no random draws, same beams
+    DropBeams(request);
+    request.beam_group.reset();
+  }
   blocks_.Free(request.number);
   new_blocks_.erase(request.number);
   release_.push_back(request.number);
@@ -372,7 +384,105 @@ void Engine::Preempt(Request& request) {
                 << static_cast<int>(100 * blocks_.usage()) << "% used";
 }
 
+void Engine::DropBeam(Request& beam) {
+  blocks_.Free(beam.number);
+  new_blocks_.erase(beam.number);
+  release_.push_back(beam.number);
+  if (auto it = std::find(running_.begin(), running_.end(), &beam); it != running_.end()) running_.erase(it);
+  beam.state = RequestState::kDone;
+}
+
+void Engine::DropBeams(Request& owner) {
+  for (std::unique_ptr<Request>& beam : owner.beam_group->beams) {
+    DropBeam(*beam);
+    retired_beams_.push_back(std::move(beam));
+  }
+  owner.beam_group->beams.clear();
+}
+
+void Engine::StartBeams(Request& owner, BeamCandidates candidates) {
+  RegisterComputed(owner, Length(owner));  // the prompt's blocks join the prefix cache before its sequence goes
+  owner.beam_group = std::make_shared<BeamGroup>(BeamOptionsOf(owner, options_.max_context));
+  owner.beam_group->answers = {std::move(candidates)};
+  AdvanceBeams(owner);
+}
+
+void Engine::AdvanceBeams(Request& owner) {
+  BeamGroup& group = *owner.beam_group;
+  std::vector<BeamCandidates> candidates;
+  for (std::optional<BeamCandidates>& answer : group.answers) candidates.push_back(std::move(*answer));
+  const absl::StatusOr<model::BeamSearch::Next> next = group.search.Step(candidates);
+  if (!next.ok()) return Finish(owner, "error", std::string(next.status().message()));
+  // The parents: the prompt's sequence (the owner's) at the first step, then the beams.
+  const bool first = group.beams.empty();
+  std::vector<Request*> parents = {&owner};
+  if (!first) {
+    parents.clear();
+    for (const std::unique_ptr<Request>& beam : group.beams) parents.push_back(beam.get());
+  }
+  const int beams = owner.num_beams;
+  std::vector<std::unique_ptr<Request>> children(beams);
+  std::vector<bool> taken(parents.size(), false);
+  std::vector<int> takers;  // beams that take their parent's sequence over: a beam's first child
+  for (int j = 0; j < beams; ++j) {
+    const int p = next->parent[j];
+    if (!first && !taken[p]) {
+      taken[p] = true;
+      takers.push_back(j);
+      continue;
+    }
+    taken[p] = true;
+    Request& parent = *parents[p];
+    const int64_t computed = Length(parent);  // the parent's K/V: its last token was fed in this step
+    while (!blocks_.CanFork(computed) && SearchOf(running_.back()) != &owner) Preempt(*running_.back());
+    if (!blocks_.CanFork(computed)) {  // its own beams fill the cache: they start again when there is room
+      for (std::unique_ptr<Request>& child : children) {
+        if (child != nullptr) DropBeam(*child);
+      }
+      return Preempt(owner);
+    }
+    const uint64_t number = next_beam_number_++;
+    const std::optional<std::pair<int64_t, int32_t>> copy = blocks_.Fork(parent.number, number, computed);
+    forks_.push_back({parent.number, number, copy ? static_cast<int32_t>(copy->first) : -1,
+                      copy ? copy->second : -1});
+    children[j] = NewBeam(owner, number, group.search.tokens(j));
+    running_.push_back(children[j].get());
+  }
+  for (int j : takers) {
+    children[j] = std::move(group.beams[next->parent[j]]);
+    children[j]->generated = group.search.tokens(j);
+  }
+  for (size_t p = 0; p < parents.size() && !first; ++p) {  // beams without children end
+    if (taken[p]) continue;
+    DropBeam(*group.beams[p]);
+    retired_beams_.push_back(std::move(group.beams[p]));
+  }
+  if (first) {  // the prompt's sequence: every beam forked it
+    blocks_.Free(owner.number);
+    release_.push_back(owner.number);
+  }
+  group.beams = std::move(children);
+  group.answers.assign(beams, std::nullopt);
+  if (group.search.done()) FinishBeams(owner);
+}
+
+void Engine::FinishBeams(Request& owner) {
+  const model::BeamSearch::Result best = owner.beam_group->search.Finish();
+  const double now = Now();
+  owner.first_token_s = owner.last_token_s = now;
+  metrics_.time_to_first_token.Observe(owner.preparation_s + now - owner.arrived_s);
+  metrics_.request_prefill_time.Observe(now - owner.scheduled_s);
+  metrics_.generation_tokens.Increment(static_cast<double>(best.ids.size()));
+  owner.generated = best.ids;
+  for (int32_t token : best.ids) owner.stream->Push(token);
+  Finish(owner, best.finish_reason);
+}
+
 void Engine::Finish(Request& request, const std::string& reason, const std::string& error) {
+  if (request.beam_group != nullptr) {
+    DropBeams(request);
+    request.beam_group.reset();
+  }
   auto drop = [&request](auto& queue) {
     if (auto it = std::find(queue.begin(), queue.end(), &request); it != queue.end()) queue.erase(it);
   };
@@ -482,24 +592,33 @@ absl::Status Engine::Step() {
 
   // One decode per running sequence whose prompt is done; when a KV block is missing, preempt the latest admitted
   // until it fits. The others go on with their prompts below.
+  retired_beams_.clear();
   std::vector<Request*> decodes, prompting;
   for (size_t i = 0; i < running_.size(); ++i) {
     Request* request = running_[i];
+    if (request->beam_group != nullptr) continue;  // its beams decode
     if (request->computed < request->prefill_length) {
       prompting.push_back(request);
       continue;
     }
     const int64_t position = Length(*request) - 1;  // the last sampled token, fed now
-    while (!blocks_.CanAppend(request->number, position) && running_.back() != request) Preempt(*running_.back());
+    // Never a beam of this request's own search: that would preempt the request itself.
+    while (!blocks_.CanAppend(request->number, position) && SearchOf(running_.back()) != SearchOf(request)) {
+      Preempt(*running_.back());
+    }
     if (!blocks_.CanAppend(request->number, position)) {
       Preempt(*request);
       break;
     }
+    // A preempted search may have left from before this entry.
+    i = static_cast<size_t>(std::find(running_.begin(), running_.end(), request) - running_.begin());
     if (const std::optional<int32_t> block = blocks_.Append(request->number, position)) {
       new_blocks_[request->number] = {static_cast<int32_t>(position / options_.kv_block_size), *block};
     }
     decodes.push_back(request);
   }
+  // Beams of a search preempted after they were taken.
+  std::erase_if(decodes, [](const Request* r) { return r->state != RequestState::kRunning; });
   // The step's token budget (docs/scheduling.md): the decodes first, then chunks of the prompts under way in
   // admission order, then new prompts in arrival order while the batch has room and their blocks fit; nothing jumps
   // the queue. Where the decodes take the whole budget, the first prompt still gets a block's worth, so it advances.
@@ -575,10 +694,11 @@ absl::Status Engine::Step() {
 
   std::vector<Request*> stepped = prefills;
   stepped.insert(stepped.end(), decodes.begin(), decodes.end());
+  std::vector<Request*> searches;  // owners whose beams all answered in this step
   for (Request* request : stepped) {
     if (request->state != RequestState::kRunning) continue;
     if (auto failed = failed_.find(request->number); failed != failed_.end()) {  // it alone: the others go on
-      Finish(*request, "error", failed->second);
+      Finish(request->beam_owner != nullptr ? *request->beam_owner : *request, "error", failed->second);
       continue;
     }
     if (request->computed < request->prefill_length) {  // a chunk of its prompt
@@ -591,6 +711,25 @@ absl::Status Engine::Step() {
     auto it = tokens.find(request->number);
     if (it == tokens.end()) {
       return absl::InternalError(absl::StrCat("step ", step_, ": no token for request ", request->id));
+    }
+    if (request->num_beams > 1) {  // a beam search's prompt or beam: candidates instead of a token
+      if (!it->second.candidates.has_value()) {
+        return absl::InternalError(absl::StrCat("step ", step_, ": no beam candidates for request ", request->id));
+      }
+      if (request->beam_owner == nullptr) {
+        StartBeams(*request, std::move(*it->second.candidates));
+        continue;
+      }
+      Request& owner = *request->beam_owner;
+      BeamGroup& group = *owner.beam_group;
+      for (size_t b = 0; b < group.beams.size(); ++b) {
+        if (group.beams[b].get() == request) group.answers[b] = std::move(*it->second.candidates);
+      }
+      if (std::all_of(group.answers.begin(), group.answers.end(), [](const auto& a) { return a.has_value(); }) &&
+          std::find(searches.begin(), searches.end(), &owner) == searches.end()) {
+        searches.push_back(&owner);
+      }
+      continue;
     }
     const int32_t token = it->second.token;
     const double now = Now();
@@ -615,6 +754,9 @@ absl::Status Engine::Step() {
       Finish(*request, "length");
     }
   }
+  for (Request* owner : searches) {
+    if (owner->state == RequestState::kRunning && owner->beam_group != nullptr) AdvanceBeams(*owner);
+  }
   return absl::OkStatus();
 }
 
@@ -623,9 +765,18 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
   std::vector<flatbuffers::Offset<protocol::SequenceWork>> work;
   const std::vector<int32_t> no_blocks;
   auto sampling = [&](const Request& request) {
+    const int candidates =
+        request.num_beams > 1 ? model::BeamSearch::CandidatesPerBeam(request.num_beams, request.stop_ids.size()) : 0;
     return protocol::CreateSampling(builder, request.sampling.temperature, request.sampling.top_k,
                                     request.sampling.top_p, request.sampling.repetition_penalty, request.seed,
-                                    request.top_logprobs);
+                                    request.top_logprobs, candidates);
+  };
+  // The ids the repetition penalty sees: a beam's history starts with BOS (model/beam_search.h).
+  auto history = [&](const Request& request) {
+    if (request.num_beams <= 1) return builder.CreateVector(request.generated);
+    std::vector<int32_t> ids = {1};
+    ids.insert(ids.end(), request.generated.begin(), request.generated.end());
+    return builder.CreateVector(ids);
   };
   for (const Request* request : prefills) {
     // A recompute after preemption prefills the prompt and the tokens generated so far.
@@ -640,7 +791,7 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
     const bool first_chunk = request->computed == request->prefill_cached;
     work.push_back(protocol::CreateSequenceWork(
         builder, request->number, /*prefill=*/true, builder.CreateVector(ids), builder.CreateVector(images),
-        builder.CreateVector(request->generated), static_cast<int8_t>(request->lora), sampling(*request),
+        history(*request), static_cast<int8_t>(request->lora), sampling(*request),
         dump ? builder.CreateString(request->dump_logits) : 0, static_cast<int32_t>(request->computed),
         /*first_block=*/0, builder.CreateVector(first_chunk ? blocks_.Table(request->number) : no_blocks),
         request->chunk_end < request->prefill_length ? static_cast<int32_t>(request->chunk_end) : 0));
@@ -654,14 +805,20 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
       block.push_back(taken->second.second);
     }
     work.push_back(protocol::CreateSequenceWork(
-        builder, request->number, /*prefill=*/false, builder.CreateVector(last), 0,
-        builder.CreateVector(request->generated), static_cast<int8_t>(request->lora), sampling(*request),
+        builder, request->number, /*prefill=*/false, builder.CreateVector(last), 0, history(*request),
+        static_cast<int8_t>(request->lora), sampling(*request),
         /*dump_logits=*/0, /*cached_tokens=*/0, first_block, builder.CreateVector(block)));
+  }
+  std::vector<flatbuffers::Offset<protocol::KvFork>> forks;
+  for (const Fork& fork : forks_) {
+    forks.push_back(protocol::CreateKvFork(builder, fork.parent, fork.child, fork.global_block, fork.copy_to));
   }
   const auto plan = protocol::CreateStepPlan(builder, step_, builder.CreateVector(work),
                                              builder.CreateVector(release_),
-                                             builder.CreateVector(image_cache_.TakeEvicted()));
+                                             builder.CreateVector(image_cache_.TakeEvicted()),
+                                             forks.empty() ? 0 : builder.CreateVector(forks));
   release_.clear();
+  forks_.clear();
   new_blocks_.clear();
   return protocol::Finish(builder, mapping_.rank(), protocol::Body::StepPlan, plan.Union());
 }

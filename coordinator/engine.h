@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "coordinator/beam_group.h"
 #include "coordinator/block_manager.h"
 #include "coordinator/engine_inbox.h"
 #include "coordinator/image_cache.h"
@@ -104,7 +105,17 @@ class Engine {
   // The KV blocks and the image cache entries, all unreferenced once every request has ended (a leak, or a block freed
   // twice, is a bug this reports).
   absl::Status CheckIdle() const;
+  // Preempts `request`; a beam, or the owner of beams, preempts the whole search (beam_group.h).
   void Preempt(Request& request);
+  // Beam search (beam_group.h). `owner`'s prompt is prefilled: its beams start from the prompt's candidates.
+  void StartBeams(Request& owner, BeamCandidates candidates);
+  // Every live beam of `owner` has answered: the next beams (forked where a parent has several), or the end.
+  void AdvanceBeams(Request& owner);
+  // The best beam to the owner's stream; the owner ends.
+  void FinishBeams(Request& owner);
+  // Frees a beam's blocks and the workers' sequence; it stays in retired_beams_ until the next step.
+  void DropBeam(Request& beam);
+  void DropBeams(Request& owner);
   // Ends `request` (stream, KV blocks, images, queues); it leaves the engine after this loop iteration.
   void Finish(Request& request, const std::string& reason, const std::string& error = "");
   void FailAll(const absl::Status& status, EngineInbox& inbox);
@@ -129,6 +140,13 @@ class Engine {
   std::vector<uint64_t> done_;           // finished in this iteration: they leave requests_ after it
   ImageCache image_cache_;
   std::vector<uint64_t> release_;
+  struct Fork {  // a beam fork for the next plan (protocol KvFork), made before release_
+    uint64_t parent = 0, child = 0;
+    int32_t global_block = -1, copy_to = -1;
+  };
+  std::vector<Fork> forks_;
+  std::vector<std::unique_ptr<Request>> retired_beams_;  // dropped this step: this step's lists may still point there
+  uint64_t next_beam_number_ = kFirstBeamNumber;
   std::map<uint64_t, std::pair<int32_t, int32_t>> new_blocks_;  // this step's decodes: (global block, id) taken
   std::vector<bool> answered_;           // by world rank, for the current step
   std::map<uint64_t, std::string> failed_;  // request number -> why it failed alone, in the current step

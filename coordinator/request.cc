@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/chat_template.h"
 #include "core/status_macros.h"
+#include "model/beam_search.h"
 #include "protocol/messages.h"
 
 namespace ixc::coordinator {
@@ -65,6 +66,7 @@ absl::StatusOr<Request> ParseRequest(const std::string& line, uint64_t number, c
   constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
   IXC_ASSIGN_OR_RETURN(request.max_new_tokens, IntegerField(json, "max_new_tokens", 32, 1, kIntMax));
   IXC_ASSIGN_OR_RETURN(request.sampling.top_k, IntegerField(json, "top_k", 0, 0, kIntMax));
+  IXC_ASSIGN_OR_RETURN(request.num_beams, IntegerField(json, "num_beams", 1, 1, model::kMaxBeams));
   IXC_ASSIGN_OR_RETURN(request.sampling.temperature, NumberField(json, "temperature", 0));
   IXC_ASSIGN_OR_RETURN(request.sampling.top_p, NumberField(json, "top_p", 1));
   IXC_ASSIGN_OR_RETURN(request.sampling.repetition_penalty, NumberField(json, "repetition_penalty", 1));
@@ -79,6 +81,9 @@ absl::StatusOr<Request> ParseRequest(const std::string& line, uint64_t number, c
   if (request.sampling.top_p <= 0 || request.sampling.top_p > 1) return Bad("top_p", "must be in (0, 1]");
   if (request.sampling.repetition_penalty <= 0) return Bad("repetition_penalty", "must be > 0");
   if (request.arrive_after_s < 0) return Bad("arrive_after_ms", "must be >= 0");
+  if (request.num_beams > 1 && request.sampling.temperature > 0) {
+    return Bad("num_beams", "beam search does not sample: leave temperature at 0");
+  }
   for (const char* flag : {"chat", "use_meta", "ignore_eos"}) {
     if (json.contains(flag) && !json[flag].is_boolean()) return Bad(flag, "must be true or false");
   }

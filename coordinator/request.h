@@ -5,7 +5,7 @@
 // placeholder order) off the engine's thread. One offline JSON line in:
 //   {"id": "a", "prompt": "Describe <ImageHere>", "chat": true, "use_meta": false, "images": ["cars1.jpg"],
 //    "video": "clip.mp4", "prompt_ids": [1, 2, 3], "max_new_tokens": 32, "temperature": 0, "top_p": 1,
-//    "top_k": 0, "repetition_penalty": 1, "seed": 0, "lora_mode": "base", "ignore_eos": false,
+//    "top_k": 0, "repetition_penalty": 1, "seed": 0, "num_beams": 1, "lora_mode": "base", "ignore_eos": false,
 //    "arrive_after_ms": 0, "dump_logits": "a.npy"}
 // (prompt or prompt_ids; the rest optional) and one out:
 //   {"id": "a", "prompt_tokens": 120, "ids": [...], "text": "...", "finish_reason": "stop|length|error",
@@ -41,6 +41,8 @@ struct ImageInPrompt {
   double prepare_s = 0;     // decoding and the HD transform (PreparePrompt)
 };
 
+struct BeamGroup;  // coordinator/beam_group.h
+
 // kImageQueue: arrived, its images waiting for room in the vision ranks' image cache (engine.h).
 enum class RequestState { kNotArrived, kImageQueue, kEncoding, kWaiting, kRunning, kDone };
 
@@ -54,6 +56,7 @@ struct Request {
   uint64_t seed = 0;
   int top_logprobs = -1;           // >= 0: each token's log-probability and this many likeliest (OpenAI logprobs)
   int max_new_tokens = 32;
+  int num_beams = 1;               // > 1: beam search (model/beam_search.h); the best beam comes at the end
   std::vector<int32_t> stop_ids;
   double arrive_after_s = 0;
   std::string dump_logits;
@@ -77,6 +80,9 @@ struct Request {
   double arrived_s = 0, images_dispatched_s = 0, first_token_s = 0, finished_s = 0;
   double scheduled_s = 0, last_token_s = 0;  // first admitted to a prefill; the latest token (engine times)
   double preparation_s = 0;  // before the engine: what the API spent preparing it (counts in TTFT and e2e)
+  // Beam search (coordinator/beam_group.h): the owner's beams while they run; a beam's owner.
+  std::shared_ptr<BeamGroup> beam_group;
+  Request* beam_owner = nullptr;
 };
 
 struct RequestDefaults {

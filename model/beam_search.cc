@@ -57,8 +57,8 @@ absl::StatusOr<BeamCandidates> BeamCandidatesOf(const LlmWeights& weights, std::
 
 BeamSearch::BeamSearch(BeamSearchOptions options) : options_(std::move(options)), tokens_(1), scores_(1, 0.f) {}
 
-int BeamSearch::candidates_per_beam() const {
-  return std::max(2, 1 + static_cast<int>(options_.eos_ids.size())) * options_.num_beams;
+int BeamSearch::CandidatesPerBeam(int num_beams, size_t eos_ids) {
+  return std::max(2, 1 + static_cast<int>(eos_ids)) * num_beams;
 }
 
 std::vector<int32_t> BeamSearch::History(int beam) const {

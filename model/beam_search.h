@@ -35,6 +35,9 @@
 
 namespace ixc::model {
 
+// A search's beams, at most (the API and the command line refuse more).
+inline constexpr int kMaxBeams = 16;
+
 // The `count` best next tokens of a beam from its logits (whole, or with TP this rank's vocabulary slice, which is
 // all-gathered): log_softmax in f32, then HF's repetition penalty on the ids of `history`. Every TP rank gets them.
 absl::StatusOr<BeamCandidates> BeamCandidatesOf(const LlmWeights& weights, std::span<const float> logits,
@@ -55,7 +58,8 @@ class BeamSearch {
   // The beams the next Step takes candidates of: 1 before the first step, then num_beams.
   int live_beams() const { return static_cast<int>(tokens_.size()); }
   // How many candidates Step needs of each beam: max(2, 1 + EOS ids) x num_beams, enough for num_beams to continue.
-  int candidates_per_beam() const;
+  int candidates_per_beam() const { return CandidatesPerBeam(options_.num_beams, options_.eos_ids.size()); }
+  static int CandidatesPerBeam(int num_beams, size_t eos_ids);
   // Beam b's generated ids, and the history its repetition penalty sees (BOS, then those).
   const std::vector<int32_t>& tokens(int beam) const { return tokens_[beam]; }
   std::vector<int32_t> History(int beam) const;

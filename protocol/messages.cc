@@ -36,12 +36,17 @@ Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<SampledToken>&
   std::vector<uint64_t> request_ids, failed_ids;
   std::vector<int32_t> tokens;
   std::vector<flatbuffers::Offset<SampledLogprobs>> logprobs;
+  std::vector<flatbuffers::Offset<BeamSequenceCandidates>> beams;
   for (size_t i = 0; i < sampled.size(); ++i) {
     request_ids.push_back(sampled[i].request_id);
     tokens.push_back(sampled[i].token);
     if (const std::optional<TokenLogprobs>& l = sampled[i].logprobs) {
       logprobs.push_back(CreateSampledLogprobs(builder, static_cast<int32_t>(i), l->chosen,
                                                builder.CreateVector(l->top_ids), builder.CreateVector(l->top_logprobs)));
+    }
+    if (const std::optional<BeamCandidates>& c = sampled[i].candidates) {
+      beams.push_back(CreateBeamSequenceCandidates(builder, static_cast<int32_t>(i), builder.CreateVector(c->ids),
+                                                   builder.CreateVector(c->logprobs)));
     }
   }
   std::vector<flatbuffers::Offset<flatbuffers::String>> messages;
@@ -63,7 +68,8 @@ Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<SampledToken>&
   const auto body = CreateStepResult(builder, step, builder.CreateVector(request_ids), builder.CreateVector(tokens),
                                      /*kv_blocks=*/0, failures.empty() ? 0 : builder.CreateVector(failed_ids),
                                      failures.empty() ? 0 : builder.CreateVector(messages),
-                                     logprobs.empty() ? 0 : builder.CreateVector(logprobs), report_offset);
+                                     logprobs.empty() ? 0 : builder.CreateVector(logprobs), report_offset,
+                                     beams.empty() ? 0 : builder.CreateVector(beams));
   return Finish(builder, rank, Body::StepResult, body.Union());
 }
 
@@ -93,7 +99,18 @@ std::vector<SampledToken> SampledTokens(const StepResult& result) {
   std::vector<SampledToken> sampled;
   if (result.request_ids() == nullptr || result.tokens() == nullptr) return sampled;
   for (size_t i = 0; i < result.request_ids()->size() && i < result.tokens()->size(); ++i) {
-    sampled.push_back({result.request_ids()->Get(i), result.tokens()->Get(i), std::nullopt});
+    sampled.push_back({result.request_ids()->Get(i), result.tokens()->Get(i), std::nullopt, std::nullopt});
+  }
+  if (result.beams() != nullptr) {
+    for (const BeamSequenceCandidates* c : *result.beams()) {
+      if (c->index() < 0 || c->index() >= static_cast<int>(sampled.size()) || c->ids() == nullptr ||
+          c->logprobs() == nullptr || c->ids()->size() != c->logprobs()->size()) {
+        continue;
+      }
+      BeamCandidates& out = sampled[c->index()].candidates.emplace();
+      out.ids.assign(c->ids()->begin(), c->ids()->end());
+      out.logprobs.assign(c->logprobs()->begin(), c->logprobs()->end());
+    }
   }
   if (result.logprobs() == nullptr) return sampled;
   for (const SampledLogprobs* l : *result.logprobs()) {

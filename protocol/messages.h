@@ -22,7 +22,7 @@
 
 namespace ixc::protocol {
 
-inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kProtocolVersion = 3;
 
 // A request's images and videos, at most (one fewer than this).
 inline constexpr int kMaxImagesPerRequest = 64;
@@ -38,18 +38,21 @@ struct RequestFailure {
   std::string message;
 };
 
-// A sequence's token from a step, and its log-probabilities where the request asked.
+// A sequence's token from a step, and its log-probabilities where the request asked; or, for a beam, its candidates
+// (the token then means nothing).
 struct SampledToken {
   uint64_t request_id = 0;
   int32_t token = 0;
   std::optional<TokenLogprobs> logprobs = std::nullopt;
+  std::optional<BeamCandidates> candidates = std::nullopt;
 };
 
 Bytes EncodeStepResult(int rank, uint64_t step, const std::vector<SampledToken>& sampled,
                        const std::vector<RequestFailure>& failures = {}, const ixc::RankReport* report = nullptr);
 // The sender's report in a StepResult (empty where it sent none).
 ixc::RankReport ReportOf(const StepResult& result);
-// The tokens of a StepResult (the pairs its vectors agree on; logprobs at out-of-range indices are dropped).
+// The tokens of a StepResult (the pairs its vectors agree on; logprobs and candidates at out-of-range indices are
+// dropped).
 std::vector<SampledToken> SampledTokens(const StepResult& result);
 // A worker's ready message (the StepResult of step 0): an LLM rank's KV pool blocks, 0 from a vision rank.
 Bytes EncodeReady(int rank, int kv_blocks);

@@ -2,6 +2,7 @@
 //
 //   ixc-generate --model DIR --prompt "Hello" [--chat [--use-meta]] [--max-new-tokens N] [--temperature T]
 //                [--top-p P] [--top-k K] [--repetition-penalty R] [--seed S] [--lora-mode base|web|write]
+//                [--num-beams B]
 //   ixc-generate --model DIR --chat --prompt "Compare <ImageHere> and <ImageHere>" --image a.jpg --image b.png
 //   ixc-generate --model DIR --chat --prompt "Describe this video" --video clip.mp4
 //   ixc-generate --model DIR --prompt-ids 1,2,3 --dump-logits logits.npy
@@ -29,6 +30,7 @@
 #include "core/npy.h"
 #include "core/status_macros.h"
 #include "kernels/cpu/blas_kernels.h"
+#include "model/beam_search.h"
 #include "model/generation.h"
 #include "model/multimodal_input.h"
 #include "model/placement.h"
@@ -44,6 +46,7 @@ ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass (1: off)");
 ABSL_FLAG(int32_t, top_k, 0, "keep the k most likely tokens (0: off)");
 ABSL_FLAG(double, repetition_penalty, 1.0, "Hugging Face's rule, over generated tokens (1: off)");
 ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
+ABSL_FLAG(int32_t, num_beams, 1, "beam search with this many beams (transformers 4.33's rules; no sampling)");
 ABSL_FLAG(std::string, lora_mode, "base", "task LoRA: base, web or write");
 ABSL_FLAG(bool, ignore_eos, false, "do not stop at </s> or [UNUSED_TOKEN_145]");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated tokens, at most");
@@ -108,6 +111,12 @@ absl::Status Run(const std::vector<std::string>& images) {
   if (absl::GetFlag(FLAGS_top_k) < 0) return absl::InvalidArgumentError("--top-k must be >= 0");
   if (absl::GetFlag(FLAGS_repetition_penalty) <= 0) {
     return absl::InvalidArgumentError("--repetition-penalty must be > 0");
+  }
+  if (absl::GetFlag(FLAGS_num_beams) < 1 || absl::GetFlag(FLAGS_num_beams) > model::kMaxBeams) {
+    return absl::InvalidArgumentError(absl::StrCat("--num-beams must be in [1, ", model::kMaxBeams, "]"));
+  }
+  if (absl::GetFlag(FLAGS_num_beams) > 1 && absl::GetFlag(FLAGS_temperature) > 0) {
+    return absl::InvalidArgumentError("--num-beams: beam search does not sample; leave --temperature at 0");
   }
   IXC_ASSIGN_OR_RETURN(model::LoraMode lora, model::LoraModeFromName(absl::GetFlag(FLAGS_lora_mode)));
   IXC_ASSIGN_OR_RETURN(model::LlmWeights weights, model::LoadLlmWeights(model_dir));
@@ -189,8 +198,25 @@ absl::Status Run(const std::vector<std::string>& images) {
   input.lora = lora;
   const int64_t prompt_tokens = input.tokens(weights.config.hidden_size);
   const int64_t context = std::min<int64_t>(options.max_context, prompt_tokens + options.max_new_tokens);
-  IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, context));
-  IXC_ASSIGN_OR_RETURN(model::GenerationResult result, model::Generate(weights, input, options, cache));
+  const int beams = absl::GetFlag(FLAGS_num_beams);
+  if (beams > 1 && options.keep_prompt_logits) {
+    return absl::InvalidArgumentError("--dump-logits is not taken with --num-beams");
+  }
+  // Beams share the prompt's blocks: each holds a block of its own beyond them (and one for a fork's copy).
+  const int64_t beam_room = beams > 1 ? int64_t{beams} * (options.max_new_tokens + 2 * 16) : 0;
+  IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, context + beam_room));
+  model::GenerationResult result;
+  if (beams > 1) {
+    model::BeamGenerationOptions beam_options;
+    beam_options.num_beams = beams;
+    beam_options.max_new_tokens = options.max_new_tokens;
+    beam_options.repetition_penalty = options.sampling.repetition_penalty;
+    beam_options.eos_ids = options.stop_ids;
+    beam_options.max_context = options.max_context;
+    IXC_ASSIGN_OR_RETURN(result, model::GenerateBeams(weights, input, beam_options, cache));
+  } else {
+    IXC_ASSIGN_OR_RETURN(result, model::Generate(weights, input, options, cache));
+  }
 
   if (options.keep_prompt_logits) {
     IXC_RETURN_IF_ERROR(WriteNpyF32(absl::GetFlag(FLAGS_dump_logits),

@@ -66,6 +66,13 @@ absl::Status LlmWorker::Run() {
 
 absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<protocol::SampledToken>* sampled,
                                 std::vector<protocol::RequestFailure>* failures, uint64_t* failed_request) {
+  if (plan.forks() != nullptr) {
+    for (const protocol::KvFork* fork : *plan.forks()) {
+      *failed_request = fork->parent();
+      IXC_RETURN_IF_ERROR(Fork(*fork));
+    }
+    *failed_request = 0;
+  }
   if (plan.release() != nullptr) {
     for (uint64_t id : *plan.release()) {
       auto it = sequences_.find(id);
@@ -99,6 +106,22 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<prot
     if (leader()) sampled->insert(sampled->end(), tokens.begin(), tokens.end());
   }
   *failed_request = 0;
+  return absl::OkStatus();
+}
+
+absl::Status LlmWorker::Fork(const protocol::KvFork& fork) {
+  auto parent = sequences_.find(fork.parent());
+  if (parent == sequences_.end() || sequences_.contains(fork.child())) {
+    return absl::FailedPreconditionError(absl::StrCat("a fork of sequence ", fork.parent(), " into ", fork.child(),
+                                                      ": the parent must exist and the child not yet"));
+  }
+  // The partly filled block lives on one SP rank; every other rank's last block of the parent is full.
+  const bool mine = fork.global_block() >= 0 && fork.global_block() % mapping_.layout().sp == mapping_.sp_rank();
+  Sequence& child = sequences_[fork.child()];
+  child.length = parent->second.length;
+  IXC_ASSIGN_OR_RETURN(const model::BlockCopy copy,
+                       cache_.Fork(parent->second.kv, child.kv, mine ? fork.copy_to() : -1));
+  if (weights_.device != nullptr && copy.to >= 0) IXC_RETURN_IF_ERROR(weights_.device->CopyKvBlock(copy));
   return absl::OkStatus();
 }
 
@@ -251,6 +274,7 @@ model::TokenChoice LlmWorker::ChoiceFor(const protocol::SequenceWork& work, std:
     choice.params = {s->temperature(), s->top_k(), s->top_p(), s->repetition_penalty()};
     choice.seed = s->seed();
     choice.top_logprobs = s->logprobs();
+    choice.beam_candidates = s->beam_candidates();
   }
   choice.previous = generated;
   choice.index = static_cast<int64_t>(generated.size());
@@ -258,8 +282,9 @@ model::TokenChoice LlmWorker::ChoiceFor(const protocol::SequenceWork& work, std:
 }
 
 protocol::SampledToken LlmWorker::Sampled(const protocol::SequenceWork& work, const model::TokenChoice& choice) {
-  protocol::SampledToken sampled{work.request_id(), choice.token, std::nullopt};
+  protocol::SampledToken sampled{work.request_id(), choice.token, std::nullopt, std::nullopt};
   if (choice.top_logprobs >= 0) sampled.logprobs = choice.logprobs;
+  if (choice.beam_candidates > 0) sampled.candidates = choice.candidates;
   return sampled;
 }
 

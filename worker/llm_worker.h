@@ -50,6 +50,9 @@ class LlmWorker {
   // the rank, naming `failed_request` where one request's work failed.
   absl::Status Execute(const protocol::StepPlan& plan, std::vector<protocol::SampledToken>* sampled,
                        std::vector<protocol::RequestFailure>* failures, uint64_t* failed_request);
+  // Starts sequence fork.child() as a copy of fork.parent() (beam search), copying the partly filled block where
+  // this SP rank holds it.
+  absl::Status Fork(const protocol::KvFork& fork);
   // The prompt rows this rank prefills of positions [cached, end) (parallel::PrefillPositions: with SP its own
   // blocks of a span that goes by ring attention; model::Prefill takes it so), else all of them.
   struct PromptRows {

@@ -42,6 +42,11 @@ REQUESTS = [
     # Prompts too short for a block on every SP rank: whole on every rank (parallel::RingPrefill).
     dict(id="short", prompt="Hi", max_new_tokens=6),
     dict(id="one_token", prompt_ids=[1], max_new_tokens=6),
+    # Beam search (model/beam_search.h): each beam a sequence of its own, forked from its parent's KV blocks.
+    dict(id="beams_text", prompt="Describe the skyline of Dubai at night.", chat=True, max_new_tokens=9, num_beams=3,
+         repetition_penalty=1.005, dump=False),
+    dict(id="beams_image", prompt="What is in the picture?", chat=True, images=[os.path.join(IMAGES, "cars2.jpg")],
+         max_new_tokens=7, num_beams=2, repetition_penalty=3.0, dump=False),
 ]
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 3, 1), (2, 2, 1), (4, 1, 1), (2, 1, 2), (1, 2, 3)]  # (T, S, V)
@@ -85,7 +90,7 @@ class Cluster:
             args += ["--image", image]
         if "video" in request:
             args += ["--video", request["video"]]
-        for key in ("temperature", "top_p", "top_k", "repetition_penalty", "seed"):
+        for key in ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "num_beams"):
             if key in request:
                 args += [f"--{key.replace('_', '-')}", str(request[key])]
         logits = os.path.join(self.work, f"{name}.reference.npy")
@@ -151,6 +156,8 @@ def test_preemption_and_arrivals(cluster):
     prompt = "Tell me everything about the three cars in the pictures and their engines, " * 3
     requests = [dict(id=f"r{i}", prompt=prompt + f"number {i}.", chat=True, max_new_tokens=24,
                      arrive_after_ms=5 * i, dump=False) for i in range(5)]
+    for i in (1, 3):  # beam searches: forks take blocks too, and a preempted search starts again
+        requests[i].update(num_beams=3, repetition_penalty=1.005)
     requests.append(dict(id="short", prompt="Hi", max_new_tokens=30, arrive_after_ms=12, dump=False))
     requests.append(dict(id="long", prompt="A long story about the desert city. " * 18, max_new_tokens=6,
                          arrive_after_ms=8, dump=False))
@@ -165,7 +172,8 @@ def test_preemption_and_arrivals(cluster):
     assert "KV cache of 24 blocks of 4 tokens per LLM rank" in run.stdout + run.stderr, run.stderr[-2000:]
     preempted = sum(r["preemptions"] for r in results.values())
     assert preempted > 0, "the small KV cache should have forced a preemption"
-    print(f"mixed arrivals on a small KV cache: {preempted} preemptions, outputs unchanged")
+    beams = results["r1"]["preemptions"] + results["r3"]["preemptions"]
+    print(f"mixed arrivals on a small KV cache: {preempted} preemptions ({beams} of beam searches), outputs unchanged")
     # --max-num-seqs 1, every request arriving at once: one sequence at a time, in input order (each one's first
     # token after the one before has ended), with the same outputs.
     at_once = [{k: v for k, v in r.items() if k != "arrive_after_ms"} for r in requests]
