@@ -36,6 +36,33 @@ TEST(BlockManagerTest, BlocksGoRoundTheSpRanksAndComeBack) {
   EXPECT_EQ(blocks.usage(), 0.0);
 }
 
+// Beam search: a fork shares the parent's whole blocks and takes a block of its own, on the partly filled block's SP
+// rank, for a copy of it; a full last block needs none. Every block comes back once both have ended.
+TEST(BlockManagerTest, AForkSharesWholeBlocksAndCopiesThePartlyFilledOne) {
+  BlockManager blocks(/*sp=*/2, /*block_size=*/4, /*blocks_per_rank=*/8, /*prefix_caching=*/false);
+  blocks.Allocate(1, {}, 0, 10);  // g 0, 2 on rank 0, g 1 on rank 1: ids 0, 0, 1
+  ASSERT_TRUE(blocks.CanFork(10));
+  const auto copy = blocks.Fork(1, 2, 10);  // positions 8, 9 of g 2 (rank 0) are written: a copy
+  ASSERT_TRUE(copy.has_value());
+  EXPECT_EQ(copy->first, 2);
+  EXPECT_EQ(copy->second, 2) << "rank 0's next free block";
+  EXPECT_EQ(blocks.Table(2), (std::vector<int32_t>{0, 0, 2}));
+  EXPECT_EQ(blocks.used_blocks(0), 3);
+  EXPECT_EQ(blocks.used_blocks(1), 1) << "g 1 is shared";
+  EXPECT_EQ(blocks.Fork(2, 3, 8), std::nullopt) << "8 positions fill two blocks: nothing to copy";
+  EXPECT_EQ(blocks.Table(3), (std::vector<int32_t>{0, 0}));
+  blocks.Free(1);
+  blocks.Free(2);
+  EXPECT_EQ(blocks.used_blocks(0), 1);
+  blocks.Free(3);
+  EXPECT_TRUE(blocks.idle());
+  // No free block on the partly filled block's rank: no fork.
+  BlockManager full(/*sp=*/1, /*block_size=*/4, /*blocks_per_rank=*/2, /*prefix_caching=*/false);
+  full.Allocate(1, {}, 0, 6);
+  EXPECT_FALSE(full.CanFork(6));
+  EXPECT_TRUE(full.CanFork(8));
+}
+
 TEST(BlockManagerTest, APrefixComputedOnceIsSharedBlockByBlock) {
   BlockManager blocks(/*sp=*/2, /*block_size=*/4, /*blocks_per_rank=*/8, /*prefix_caching=*/true);
   const std::vector<ContentKey> first = Keys(4, 1);

@@ -79,6 +79,20 @@ TEST(MessagesTest, SmallMessagesRoundTrip) {
   EXPECT_EQ(with_failure->failures()->Get(0)->str(), "dump_logits: x.npy: cannot open");
 }
 
+TEST(MessagesTest, BeamCandidatesRoundTrip) {
+  SampledToken beam{7, 0, std::nullopt, BeamCandidates{{5, 2, 9}, {-0.1f, -0.2f, -3.f}}};
+  const Bytes bytes = EncodeStepResult(1, 3, {{6, 40}, beam});
+  auto decoded = Decode(bytes);
+  ASSERT_TRUE(decoded.ok());
+  const std::vector<SampledToken> sampled = SampledTokens(*(*decoded)->body_as_StepResult());
+  ASSERT_EQ(sampled.size(), 2u);
+  EXPECT_FALSE(sampled[0].candidates.has_value());
+  ASSERT_TRUE(sampled[1].candidates.has_value());
+  EXPECT_EQ(sampled[1].request_id, 7u);
+  EXPECT_EQ(sampled[1].candidates->ids, (std::vector<int32_t>{5, 2, 9}));
+  EXPECT_EQ(sampled[1].candidates->logprobs, (std::vector<float>{-0.1f, -0.2f, -3.f}));
+}
+
 TEST(MessagesTest, RankReportsRoundTrip) {
   RankReport report;
   report.steps = 3;
