@@ -63,8 +63,12 @@ std::string TaskPrompt(absl::string_view query) {
   return BuildChatPrompt(chat);
 }
 
+std::string StripTurnMarkers(std::string text) {
+  return absl::StrReplaceAll(text, {{"[UNUSED_TOKEN_145]", ""}, {"[UNUSED_TOKEN_146]", ""}});
+}
+
 std::string PostProcess(ComposeTask task, std::string text) {
-  text = absl::StrReplaceAll(text, {{"[UNUSED_TOKEN_145]", ""}, {"[UNUSED_TOKEN_146]", ""}});
+  text = StripTurnMarkers(std::move(text));
   if (task == ComposeTask::kWriteArticle) return text;
   static const std::regex kUnsplash(R"(https://source\.unsplash\.com/random/(\d+)x(\d+)/\?[^'"]+)");
   return std::regex_replace(text, kUnsplash, "https://picsum.photos/$1/$2");

@@ -52,9 +52,10 @@ std::string ScriptQuery(absl::string_view html);
 // (its image, screen_2_webpage's screenshot, goes first: chat_template.h).
 std::string TaskPrompt(absl::string_view query);
 
-// The reference's post-processing of a generated text: the turn markers [UNUSED_TOKEN_145] and [UNUSED_TOKEN_146]
-// removed and, for the webpages, https://source.unsplash.com/random/WxH/?query URLs rewritten to
-// https://picsum.photos/W/H.
+// The turn markers [UNUSED_TOKEN_145] and [UNUSED_TOKEN_146] removed: what the reference makes of each reply.
+std::string StripTurnMarkers(std::string text);
+// The reference's post-processing of a task's result: the turn markers removed and, for the webpages,
+// https://source.unsplash.com/random/WxH/?query URLs rewritten to https://picsum.photos/W/H.
 std::string PostProcess(ComposeTask task, std::string text);
 
 // resume_2_webpage's page: where `html` has a </script>, the code of every <script>...</script> of `script_reply`

@@ -12,6 +12,9 @@ CommandLine::CommandLine(int argc, char** argv, const std::vector<std::string>& 
       const size_t equals = std::min(arg.find('='), arg.size());
       std::replace(arg.begin() + 2, arg.begin() + equals, '-', '_');
       if (arg.rfind("--no_", 0) == 0) arg.erase(4, 1);  // --no-name: absl's --noname
+      const std::string name = arg.substr(2, std::min(arg.find('='), arg.size()) - 2);
+      given_.insert(name);
+      if (name.rfind("no", 0) == 0) given_.insert(name.substr(2));  // --noname names "name" (or is "no..." itself)
       auto it = repeated_.find(arg.substr(2, equals - 2));
       if (it != repeated_.end()) {
         if (equals < arg.size()) {

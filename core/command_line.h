@@ -12,6 +12,7 @@
 
 #include <map>
 #include <string>
+#include <set>
 #include <vector>
 
 namespace ixc {
@@ -24,11 +25,15 @@ class CommandLine {
   char** argv() { return pointers_.data(); }
   // The values of repeatable flag `name` (underscore spelling), in the order given.
   const std::vector<std::string>& Repeated(const std::string& name) const;
+  // Whether flag `name` (underscore spelling) was given, in any of its forms: where a default is someone else's
+  // (a preset's) unless the user says otherwise.
+  bool Given(const std::string& name) const { return given_.contains(name); }
 
  private:
   std::vector<std::string> args_;
   std::vector<char*> pointers_;
   std::map<std::string, std::vector<std::string>> repeated_;
+  std::set<std::string> given_;
 };
 
 }  // namespace ixc

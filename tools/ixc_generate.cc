@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/chat_template.h"
+#include "coordinator/compose_task.h"
 #include "core/command_line.h"
 #include "core/flags.h"
 #include "coordinator/media/vision_input.h"
@@ -47,6 +49,10 @@ ABSL_FLAG(int32_t, top_k, 0, "keep the k most likely tokens (0: off)");
 ABSL_FLAG(double, repetition_penalty, 1.0, "Hugging Face's rule, over generated tokens (1: off)");
 ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
 ABSL_FLAG(int32_t, num_beams, 1, "beam search with this many beams (transformers 4.33's rules; no sampling)");
+ABSL_FLAG(std::string, task, "",
+          "a composition task (coordinator/compose_task.h): write_webpage, screen_2_webpage (one --image), "
+          "resume_2_webpage (--prompt: the resume's markdown) or write_article; its settings unless flags say "
+          "otherwise");
 ABSL_FLAG(std::string, lora_mode, "base", "task LoRA: base, web or write");
 ABSL_FLAG(bool, ignore_eos, false, "do not stop at </s> or [UNUSED_TOKEN_145]");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated tokens, at most");
@@ -98,11 +104,16 @@ absl::StatusOr<std::vector<coordinator::PreparedVision>> PrepareMedia(const std:
   return prepared;
 }
 
-absl::Status Run(const std::vector<std::string>& images) {
+absl::Status Run(const CommandLine& line) {
+  const std::vector<std::string>& images = line.Repeated("image");
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   const bool has_text = !absl::GetFlag(FLAGS_prompt).empty(), has_ids = !absl::GetFlag(FLAGS_prompt_ids).empty();
-  if (has_text == has_ids) return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
+  const bool query_ignored = absl::GetFlag(FLAGS_task) == "screen_2_webpage";  // the reference ignores it
+  if (has_text && has_ids) return absl::InvalidArgumentError("give one of --prompt and --prompt-ids, not both");
+  if (!has_text && !has_ids && !query_ignored) {
+    return absl::InvalidArgumentError("give one of --prompt and --prompt-ids");
+  }
   if (absl::GetFlag(FLAGS_max_new_tokens) < 0) return absl::InvalidArgumentError("--max-new-tokens must be >= 0");
   if (absl::GetFlag(FLAGS_temperature) < 0) return absl::InvalidArgumentError("--temperature must be >= 0");
   if (absl::GetFlag(FLAGS_top_p) <= 0 || absl::GetFlag(FLAGS_top_p) > 1) {
@@ -132,8 +143,8 @@ absl::Status Run(const std::vector<std::string>& images) {
     std::string error;
     tokenizer = coordinator::Tokenizer::Load(tokenizer_path, &error);
     if (!tokenizer) return absl::InvalidArgumentError(error);
-  } else if (has_text) {
-    return absl::NotFoundError(absl::StrCat(tokenizer_path, ": --prompt needs a tokenizer; use --prompt-ids"));
+  } else if (has_text || !absl::GetFlag(FLAGS_task).empty()) {
+    return absl::NotFoundError(absl::StrCat(tokenizer_path, ": --prompt and --task need a tokenizer"));
   }
 
   const std::string video = absl::GetFlag(FLAGS_video);
@@ -146,30 +157,6 @@ absl::Status Run(const std::vector<std::string>& images) {
     vision = std::make_unique<model::VisionWeights>(std::move(loaded));
     IXC_RETURN_IF_ERROR(model::PlaceVision(*vision, placement));  // before the LLM's KV pool takes the memory
     IXC_ASSIGN_OR_RETURN(media, PrepareMedia(images, video, vision->config.image_size));
-  }
-
-  std::vector<int32_t> prompt;  // the text ids, for display and for the ids-only path
-  std::vector<model::PromptPiece> pieces;
-  if (has_ids) {
-    IXC_ASSIGN_OR_RETURN(prompt, ParseIds(absl::GetFlag(FLAGS_prompt_ids)));
-  } else {
-    std::string text = absl::GetFlag(FLAGS_prompt);
-    if (absl::GetFlag(FLAGS_chat)) {
-      coordinator::ChatRequest request;
-      request.query = text;
-      request.use_meta = absl::GetFlag(FLAGS_use_meta);
-      text = coordinator::BuildChatPrompt(request);
-    }
-    IXC_ASSIGN_OR_RETURN(auto segments, coordinator::TokenizeInterleaved(*tokenizer, text, media_count));
-    for (const coordinator::PromptSegment& segment : segments) {
-      if (segment.image < 0) {
-        prompt.insert(prompt.end(), segment.ids.begin(), segment.ids.end());
-        pieces.push_back({segment.ids});
-      } else {
-        const coordinator::PreparedVision& item = media[segment.image];
-        pieces.push_back({{}, item.crops.pixels.data(), item.geometry.rows, item.geometry.cols});
-      }
-    }
   }
 
   model::GenerationOptions options;
@@ -185,55 +172,126 @@ absl::Status Run(const std::vector<std::string>& images) {
     options.stop_ids.push_back(weights.config.eos_token_id);
     if (weights.config.vocab_size > coordinator::kEndOfTurnId) options.stop_ids.push_back(coordinator::kEndOfTurnId);
   }
-
-  model::ForwardInput input;
-  model::MultimodalInput multimodal;
-  if (media_count > 0) {
-    IXC_ASSIGN_OR_RETURN(multimodal, model::AssembleInput(weights, vision.get(), pieces));
-    input.embeddings = multimodal.embeddings;
-    input.image_mask = multimodal.image_mask;
-  } else {
-    input.ids = prompt;
-  }
-  input.lora = lora;
-  const int64_t prompt_tokens = input.tokens(weights.config.hidden_size);
-  const int64_t context = std::min<int64_t>(options.max_context, prompt_tokens + options.max_new_tokens);
-  const int beams = absl::GetFlag(FLAGS_num_beams);
-  if (beams > 1 && options.keep_prompt_logits) {
-    return absl::InvalidArgumentError("--dump-logits is not taken with --num-beams");
-  }
-  // Beams share the prompt's blocks: each holds a block of its own beyond them (and one for a fork's copy).
-  const int64_t beam_room = beams > 1 ? int64_t{beams} * (options.max_new_tokens + 2 * 16) : 0;
-  IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, context + beam_room));
-  model::GenerationResult result;
-  if (beams > 1) {
-    model::BeamGenerationOptions beam_options;
-    beam_options.num_beams = beams;
-    beam_options.max_new_tokens = options.max_new_tokens;
-    beam_options.repetition_penalty = options.sampling.repetition_penalty;
-    beam_options.eos_ids = options.stop_ids;
-    beam_options.max_context = options.max_context;
-    IXC_ASSIGN_OR_RETURN(result, model::GenerateBeams(weights, input, beam_options, cache));
-  } else {
-    IXC_ASSIGN_OR_RETURN(result, model::Generate(weights, input, options, cache));
+  int beams = absl::GetFlag(FLAGS_num_beams);
+  int64_t max_total = 0;  // a task's bound on prompt and generated tokens together
+  std::optional<coordinator::ComposeTask> task;
+  if (!absl::GetFlag(FLAGS_task).empty()) {
+    IXC_ASSIGN_OR_RETURN(task, coordinator::ComposeTaskFromName(absl::GetFlag(FLAGS_task)));
+    if (has_ids) return absl::InvalidArgumentError("--task takes a text --prompt (its instruction or resume)");
+    const coordinator::TaskSettings settings = coordinator::SettingsOf(*task);
+    if (settings.needs_image && (images.size() != 1 || !video.empty())) {
+      return absl::InvalidArgumentError(absl::StrCat("--task ", absl::GetFlag(FLAGS_task), " takes one --image"));
+    }
+    // The task's settings, where no flag names another value.
+    auto given = [&line](const char* flag) { return line.Given(flag); };
+    if (!given("lora_mode")) lora = settings.lora;
+    if (!given("num_beams")) beams = settings.num_beams;
+    if (!given("temperature")) options.sampling.temperature = settings.sampling.temperature;
+    if (!given("top_p")) options.sampling.top_p = settings.sampling.top_p;
+    if (!given("top_k")) options.sampling.top_k = settings.sampling.top_k;
+    if (!given("repetition_penalty")) options.sampling.repetition_penalty = settings.sampling.repetition_penalty;
+    if (!given("max_new_tokens") && settings.max_new_tokens > 0) options.max_new_tokens = settings.max_new_tokens;
+    if (!given("max_new_tokens")) max_total = settings.max_total_tokens;
   }
 
+  // One generation from `text` (a prompt with the media's placeholders), or from the --prompt-ids.
+  struct Generated {
+    std::vector<int32_t> prompt;  // the text ids, for display
+    int64_t positions = 0;        // the prompt's, images included
+    model::GenerationResult result;
+  };
+  auto generate = [&](const std::string& text) -> absl::StatusOr<Generated> {
+    Generated out;
+    std::vector<model::PromptPiece> pieces;
+    if (has_ids) {
+      IXC_ASSIGN_OR_RETURN(out.prompt, ParseIds(absl::GetFlag(FLAGS_prompt_ids)));
+    } else {
+      IXC_ASSIGN_OR_RETURN(auto segments, coordinator::TokenizeInterleaved(*tokenizer, text, media_count));
+      for (const coordinator::PromptSegment& segment : segments) {
+        if (segment.image < 0) {
+          out.prompt.insert(out.prompt.end(), segment.ids.begin(), segment.ids.end());
+          pieces.push_back({segment.ids});
+        } else {
+          const coordinator::PreparedVision& item = media[segment.image];
+          pieces.push_back({{}, item.crops.pixels.data(), item.geometry.rows, item.geometry.cols});
+        }
+      }
+    }
+    model::ForwardInput input;
+    model::MultimodalInput multimodal;
+    if (media_count > 0) {
+      IXC_ASSIGN_OR_RETURN(multimodal, model::AssembleInput(weights, vision.get(), pieces));
+      input.embeddings = multimodal.embeddings;
+      input.image_mask = multimodal.image_mask;
+    } else {
+      input.ids = out.prompt;
+    }
+    input.lora = lora;
+    out.positions = input.tokens(weights.config.hidden_size);
+    model::GenerationOptions run = options;
+    if (max_total > 0) run.max_new_tokens = static_cast<int>(std::max<int64_t>(1, max_total - out.positions));
+    const int64_t context = std::min<int64_t>(run.max_context, out.positions + run.max_new_tokens);
+    if (beams > 1 && run.keep_prompt_logits) {
+      return absl::InvalidArgumentError("--dump-logits is not taken with --num-beams");
+    }
+    // Beams share the prompt's blocks: each holds blocks of its own beyond them (and one for a fork's copy).
+    const int64_t beam_room = beams > 1 ? int64_t{beams} * (run.max_new_tokens + 2 * 16) : 0;
+    IXC_ASSIGN_OR_RETURN(model::KvCache cache, model::PlaceModel(weights, placement, context + beam_room));
+    if (beams > 1) {
+      model::BeamGenerationOptions beam_options;
+      beam_options.num_beams = beams;
+      beam_options.max_new_tokens = run.max_new_tokens;
+      beam_options.repetition_penalty = run.sampling.repetition_penalty;
+      beam_options.eos_ids = run.stop_ids;
+      beam_options.max_context = run.max_context;
+      IXC_ASSIGN_OR_RETURN(out.result, model::GenerateBeams(weights, input, beam_options, cache));
+    } else {
+      IXC_ASSIGN_OR_RETURN(out.result, model::Generate(weights, input, run, cache));
+    }
+    return out;
+  };
+  // A reply's text: its ids without the stop token, as the reference decodes them (special tokens skipped).
+  auto reply = [&](const model::GenerationResult& result) {
+    std::vector<int32_t> ids = result.ids;
+    if (result.finish_reason == "stop" && !ids.empty()) ids.pop_back();
+    return tokenizer ? tokenizer->Decode(ids) : std::string();
+  };
+
+  std::string text = absl::GetFlag(FLAGS_prompt);
+  if (task) {
+    text = coordinator::TaskPrompt(coordinator::TaskQuery(*task, text));
+  } else if (absl::GetFlag(FLAGS_chat)) {
+    coordinator::ChatRequest request;
+    request.query = text;
+    request.use_meta = absl::GetFlag(FLAGS_use_meta);
+    text = coordinator::BuildChatPrompt(request);
+  }
+  IXC_ASSIGN_OR_RETURN(Generated first, generate(text));
+  const model::GenerationResult& result = first.result;
   if (options.keep_prompt_logits) {
     IXC_RETURN_IF_ERROR(WriteNpyF32(absl::GetFlag(FLAGS_dump_logits),
                                     {result.prompt_tokens, weights.config.vocab_size}, result.prompt_logits.data()));
   }
-  std::cout << "prompt ids: " << absl::StrJoin(prompt, ",") << "\n";
+  std::cout << "prompt ids: " << absl::StrJoin(first.prompt, ",") << "\n";
   if (media_count > 0) {
-    std::cout << "prompt positions: " << prompt_tokens << " (" << prompt_tokens - static_cast<int64_t>(prompt.size())
-              << " vision)\n";
+    std::cout << "prompt positions: " << first.positions << " ("
+              << first.positions - static_cast<int64_t>(first.prompt.size()) << " vision)\n";
   }
   std::cout << "generated ids: " << absl::StrJoin(result.ids, ",") << "\n";
-  if (tokenizer) std::cout << "text: " << tokenizer->Decode(result.ids) << "\n";
+  if (tokenizer && !task) std::cout << "text: " << tokenizer->Decode(result.ids) << "\n";
   std::cout << "finish reason: " << result.finish_reason << "\n";
   std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %zu tokens in %.3f s (%.1f tok/s)\n",
                static_cast<long long>(result.prompt_tokens), result.prefill_seconds,
                result.prompt_tokens / std::max(result.prefill_seconds, 1e-9), result.ids.size(),
                result.decode_seconds, result.ids.size() / std::max(result.decode_seconds, 1e-9));
+  if (!task) return absl::OkStatus();
+  std::string page = coordinator::StripTurnMarkers(reply(result));
+  if (*task == coordinator::ComposeTask::kResumeToWebpage) {  // the second pass: the page's JavaScript
+    IXC_ASSIGN_OR_RETURN(Generated script, generate(coordinator::TaskPrompt(coordinator::ScriptQuery(page))));
+    std::cout << "script pass ids: " << absl::StrJoin(script.result.ids, ",") << "\n";
+    page = coordinator::SpliceScript(page, coordinator::StripTurnMarkers(reply(script.result)));
+  }
+  std::cout << "text: " << coordinator::PostProcess(*task, page) << "\n";
   return absl::OkStatus();
 }
 
@@ -246,7 +304,7 @@ int main(int argc, char** argv) {
   ixc::ParseFlags(line,
                   "ixc-generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [--image PATH]... [--video PATH] "
                   "[options]\n  --image PATH  an image (JPEG, PNG, WebP, GIF, BMP); repeat for several");
-  const absl::Status status = ixc::Run(line.Repeated("image"));
+  const absl::Status status = ixc::Run(line);
   if (!status.ok()) {
     std::cerr << "ixc-generate: " << status.message() << "\n";
     return 1;

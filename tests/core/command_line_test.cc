@@ -21,6 +21,13 @@ TEST(CommandLineTest, DashesNegationsAndRepeatedFlags) {
             (std::vector<std::string>{"prog", "--max_new_tokens=4", "--model", "my-model", "--noenable_prefix_caching",
                                       "--noenable_prefix_caching", "--enable_prefix_caching=false"}));
   EXPECT_EQ(line.Repeated("image"), (std::vector<std::string>{"a.jpg", "b.jpg"}));
+  // Which flags the user gave (a preset's value stands for the others).
+  EXPECT_TRUE(line.Given("max_new_tokens"));
+  EXPECT_TRUE(line.Given("model"));
+  EXPECT_TRUE(line.Given("enable_prefix_caching"));
+  EXPECT_TRUE(line.Given("image"));
+  EXPECT_FALSE(line.Given("temperature"));
+  EXPECT_FALSE(line.Given("my-model")) << "values are not flags";
 }
 
 }  // namespace
