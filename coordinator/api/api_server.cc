@@ -303,7 +303,8 @@ bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::
   std::random_device entropy;
   for (const std::shared_ptr<Request>& base : prepared) {
     const int64_t length = static_cast<int64_t>(base->prompt.size());
-    const int64_t room = defaults_.max_context - length;
+    int64_t room = defaults_.max_context - length;
+    if (api.max_total_tokens > 0) room = std::min(room, std::max<int64_t>(1, api.max_total_tokens - length));
     if (api.max_tokens && *api.max_tokens > room) {
       const PromptPositions positions = CountPositions(*base);
       Error(response, 400,
@@ -330,6 +331,7 @@ bool ApiServer::Prepare(const ApiRequest& api, Generation& generation, httplib::
       request->lora = api.lora;
       request->seed = api.seed ? *api.seed + static_cast<uint64_t>(i) : (uint64_t{entropy()} << 32 | entropy());
       request->top_logprobs = api.top_logprobs;
+      request->num_beams = api.num_beams;
       request->max_new_tokens = static_cast<int>(std::min<int64_t>(api.max_tokens.value_or(room), room));
       request->stop_ids = StopIds(defaults_, api.ignore_eos);
       Generation::Choice choice;
@@ -367,11 +369,12 @@ void ApiServer::Completions(const httplib::Request& http, httplib::Response& res
   generation->model = options_.served_model_name;
   generation->created = UnixSeconds();
   if (!Prepare(generation->api, *generation, response, request_start)) return;
+  if (generation->api.task) return Compose(http, *generation, response);
   if (generation->api.stream) return Stream(generation, response);
   Respond(http, *generation, response);
 }
 
-void ApiServer::Respond(const httplib::Request& http, Generation& generation, httplib::Response& response) {
+bool ApiServer::Await(const httplib::Request& http, Generation& generation) {
   ++in_flight_;
   PeerWatch client(http.local_addr, http.local_port, http.remote_addr, http.remote_port);
   auto checked = std::chrono::steady_clock::now();
@@ -386,11 +389,73 @@ void ApiServer::Respond(const httplib::Request& http, Generation& generation, ht
       if (client.Gone()) {  // nobody to answer: the engine frees what the choices hold
         generation.CancelAll(inbox_, "abort");
         --in_flight_;
-        return;
+        return false;
       }
     }
   }
   --in_flight_;
+  return true;
+}
+
+void ApiServer::Compose(const httplib::Request& http, Generation& generation, httplib::Response& response) {
+  const ComposeTask task = *generation.api.task;
+  auto failed = [&](const Generation& pass) {
+    const Generation::Choice& choice = pass.choices.front();
+    if (choice.finish_reason != "error") return false;
+    Error(response, state_ == State::kFailed ? 503 : 400, choice.error);
+    return true;
+  };
+  if (!Await(http, generation) || failed(generation)) return;
+  std::string page = StripTurnMarkers(generation.choices.front().text->text());
+  std::string finish_reason = generation.choices.front().finish_reason;
+  nlohmann::json usage = generation.usage();
+  if (task == ComposeTask::kResumeToWebpage) {  // the second pass: the page's JavaScript events
+    Generation script;
+    script.api = generation.api;
+    script.api.prompts = {PromptSpec{.text = TaskPrompt(ScriptQuery(page))}};
+    script.id = generation.id;
+    if (!Prepare(script.api, script, response, std::chrono::steady_clock::now())) return;
+    if (!Await(http, script) || failed(script)) return;
+    page = SpliceScript(std::move(page), StripTurnMarkers(script.choices.front().text->text()));
+    finish_reason = script.choices.front().finish_reason;
+    const nlohmann::json more = script.usage();
+    for (const char* count : {"prompt_tokens", "completion_tokens", "total_tokens"}) {
+      usage[count] = usage[count].get<int64_t>() + more[count].get<int64_t>();
+    }
+    usage["prompt_tokens_details"]["cached_tokens"] = usage["prompt_tokens_details"]["cached_tokens"].get<int64_t>() +
+                                                      more["prompt_tokens_details"]["cached_tokens"].get<int64_t>();
+  }
+  const std::string content = PostProcess(task, std::move(page));
+  if (!generation.api.stream) {
+    nlohmann::json out = generation.Body(/*chunk=*/false, nlohmann::json::array({{{"index", 0},
+                                                                                   {"logprobs", nullptr},
+                                                                                   {"finish_reason", finish_reason},
+                                                                                   {"message",
+                                                                                    {{"role", "assistant"},
+                                                                                     {"content", content}}}}}));
+    out["usage"] = usage;
+    return response.set_content(out.dump(), kJson);
+  }
+  // The page is whole only at the end: a stream gets it as one chunk.
+  auto chunk = [&](const nlohmann::json& delta, const nlohmann::json& finish) {
+    nlohmann::json out = generation.Body(
+        /*chunk=*/true, nlohmann::json::array({{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish},
+                                                {"delta", delta}}}));
+    if (generation.api.include_usage) out["usage"] = nullptr;
+    return Sse(out);
+  };
+  std::string events = chunk({{"role", "assistant"}, {"content", ""}}, nullptr) + chunk({{"content", content}}, nullptr) +
+                       chunk(nlohmann::json::object(), finish_reason);
+  if (generation.api.include_usage) {
+    nlohmann::json last = generation.Body(/*chunk=*/true, nlohmann::json::array());
+    last["usage"] = usage;
+    events += Sse(last);
+  }
+  response.set_content(events + "data: [DONE]\n\n", "text/event-stream");
+}
+
+void ApiServer::Respond(const httplib::Request& http, Generation& generation, httplib::Response& response) {
+  if (!Await(http, generation)) return;
   nlohmann::json choices = nlohmann::json::array();
   for (size_t c = 0; c < generation.choices.size(); ++c) {
     Generation::Choice& choice = generation.choices[c];

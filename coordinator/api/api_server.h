@@ -85,8 +85,13 @@ class ApiServer {
                std::chrono::steady_clock::time_point received);
   // Counts every answered HTTP request by handler, method and status, with its duration (httplib's logger).
   void RecordHttp(const httplib::Request& http, const httplib::Response& response);
-  // Waits for every choice and answers; a client that has gone meanwhile (PeerWatch) cancels them.
+  // Waits for every choice; a client that has gone meanwhile (PeerWatch) cancels them: false then.
+  bool Await(const httplib::Request& http, Generation& generation);
+  // Awaits every choice and answers.
   void Respond(const httplib::Request& http, Generation& generation, httplib::Response& response);
+  // A composition task (ixc_task, coordinator/compose_task.h): its generations (the resume's two), the page or
+  // article post-processed, as one answer (a stream gets it as one chunk).
+  void Compose(const httplib::Request& http, Generation& generation, httplib::Response& response);
   void Stream(std::shared_ptr<Generation> generation, httplib::Response& response);
 
   ServerOptions options_;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/chat_template.h"
 #include "core/status_macros.h"
+#include "model/beam_search.h"
 
 namespace ixc::coordinator {
 namespace {
@@ -107,6 +108,8 @@ absl::Status ParseCommon(const nlohmann::json& body, const ApiLimits& limits, Ap
     if (!lora.ok()) return Bad("lora_mode", "must be base, web or write");
     request->lora = *lora;
   }
+  IXC_ASSIGN_OR_RETURN(const std::optional<int64_t> beams, Integer(body, "num_beams", 1, model::kMaxBeams));
+  request->num_beams = static_cast<int>(beams.value_or(1));
   // Parameters we do not implement: refused when they would change the output, never silently ignored.
   for (const char* field : {"presence_penalty", "frequency_penalty"}) {
     IXC_ASSIGN_OR_RETURN(const double value, Number(body, field, 0.0, -2.0, 2.0));
@@ -125,6 +128,34 @@ absl::Status ParseCommon(const nlohmann::json& body, const ApiLimits& limits, Ap
     return Bad("response_format", "only {\"type\": \"text\"} is supported");
   }
   return absl::OkStatus();
+}
+
+// Beam search does not sample: its request leaves temperature out (or at 0), asks for one choice and no logprobs.
+absl::Status CheckBeams(const nlohmann::json& body, ApiRequest* request) {
+  if (request->num_beams <= 1) return absl::OkStatus();
+  if (body.contains("temperature") && !body["temperature"].is_null() && request->sampling.temperature > 0) {
+    return Bad("num_beams", "beam search does not sample: leave temperature out or at 0");
+  }
+  if (request->n > 1) return Bad("n", "beam search returns one choice: its best beam");
+  if (request->top_logprobs >= 0) return Bad("logprobs", "are not returned with beam search");
+  request->sampling = {0.f, 0, 1.f, request->sampling.repetition_penalty};
+  return absl::OkStatus();
+}
+
+bool Given(const nlohmann::json& body, const char* field) { return body.contains(field) && !body[field].is_null(); }
+
+// A composition task's settings where the request gives none of its own (compose_task.h).
+void ApplyTask(const nlohmann::json& body, const TaskSettings& settings, ApiRequest* request) {
+  if (!Given(body, "lora_mode")) request->lora = settings.lora;
+  if (!Given(body, "num_beams")) request->num_beams = settings.num_beams;
+  if (!Given(body, "temperature")) request->sampling.temperature = settings.sampling.temperature;
+  if (!Given(body, "top_p")) request->sampling.top_p = settings.sampling.top_p;
+  if (!Given(body, "top_k")) request->sampling.top_k = settings.sampling.top_k;
+  if (!Given(body, "repetition_penalty")) request->sampling.repetition_penalty = settings.sampling.repetition_penalty;
+  if (!Given(body, "max_tokens") && !Given(body, "max_completion_tokens")) {
+    if (settings.max_new_tokens > 0) request->max_tokens = settings.max_new_tokens;
+    request->max_total_tokens = settings.max_total_tokens;
+  }
 }
 
 // The text of a message whose content must be text: a string, or a list of text parts.
@@ -272,6 +303,22 @@ absl::StatusOr<ApiRequest> ParseChatRequest(const nlohmann::json& body, const Ap
   chat.use_meta = has_meta;
   if (has_meta) chat.meta_instruction = meta;
   spec.text = BuildChatPrompt(chat);
+  if (Given(body, "ixc_task")) {
+    if (!body["ixc_task"].is_string()) return Bad("ixc_task", "must be a task's name");
+    absl::StatusOr<ComposeTask> task = ComposeTaskFromName(body["ixc_task"].get<std::string>());
+    if (!task.ok()) return Bad("ixc_task", std::string(task.status().message()));
+    if (has_meta || !answers.empty()) {
+      return Bad("ixc_task", "a task takes one user turn: no system message, no history");
+    }
+    const TaskSettings settings = SettingsOf(*task);
+    if (settings.needs_image && media_seen != 1) {
+      return Bad("ixc_task", absl::StrCat(ComposeTaskName(*task), " takes one image: the screenshot"));
+    }
+    request.task = *task;
+    ApplyTask(body, settings, &request);
+    spec.text = TaskPrompt(TaskQuery(*task, users.back().text));
+  }
+  IXC_RETURN_IF_ERROR(CheckBeams(body, &request));
   IXC_ASSIGN_OR_RETURN(const std::optional<int64_t> hd_num, Integer(body, "hd_num", 1, 100));
   spec.hd_num = static_cast<int>(hd_num.value_or(0));
   request.prompts.push_back(std::move(spec));
@@ -285,6 +332,8 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(const nlohmann::json& body, co
   IXC_RETURN_IF_ERROR(ParseCommon(body, limits, &request));
   IXC_ASSIGN_OR_RETURN(const std::optional<int64_t> logprobs, Integer(body, "logprobs", 0, limits.max_logprobs));
   request.top_logprobs = logprobs ? static_cast<int>(*logprobs) : -1;
+  if (Given(body, "ixc_task")) return Bad("ixc_task", "is a chat completions field (/v1/chat/completions)");
+  IXC_RETURN_IF_ERROR(CheckBeams(body, &request));
   IXC_ASSIGN_OR_RETURN(const bool echo, Flag(body, "echo"));
   if (echo) return Bad("echo", "is not supported");
   if (body.contains("suffix") && !body["suffix"].is_null()) return Bad("suffix", "is not supported");

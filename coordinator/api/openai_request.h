@@ -8,6 +8,11 @@
 // writes none: one image or video goes first, as the reference's chat(query, [image]) puts it; several are written
 // "Image1 <ImageHere>; Image2 <ImageHere>; " where their parts stand, as the reference's README writes them.
 //
+// Two extra fields of ours: `num_beams` (beam search as transformers 4.33 runs it, model/beam_search.h: temperature
+// absent or 0, n 1, no logprobs; the best beam is returned, streamed as one chunk at the end) and, on chat completions,
+// `ixc_task` (write_webpage, screen_2_webpage, resume_2_webpage, write_article: the last user turn is the instruction,
+// the resume or, for a screenshot, ignored; the task's settings apply unless the request gives its own).
+//
 // Every error is InvalidArgument, names the field, and carries it as the status payload `param` (ParamOf).
 #pragma once
 
@@ -18,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/api/media_source.h"
+#include "coordinator/compose_task.h"
 #include "coordinator/request.h"
 #include "kernels/ops.h"
 #include "model/weights.h"
@@ -46,6 +52,9 @@ struct ApiRequest {
   int top_logprobs = -1;              // >= 0: logprobs asked for, with this many likeliest tokens each
   std::vector<std::string> stop;
   model::LoraMode lora = model::LoraMode::kBase;
+  int num_beams = 1;                  // > 1: beam search; the best beam comes at the end (no sampling, n = 1)
+  std::optional<ComposeTask> task;    // ixc_task: a composition application (coordinator/compose_task.h)
+  int64_t max_total_tokens = 0;       // the task's bound on prompt and generated tokens (0: none)
 };
 
 absl::StatusOr<ApiRequest> ParseChatRequest(const nlohmann::json& body, const ApiLimits& limits);

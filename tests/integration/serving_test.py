@@ -311,6 +311,61 @@ def test_api(ctx):
         assert server.stop() == 0, server.output()
 
 
+def cli_text(ctx, *args):
+    """What ixc-generate prints after "text: " (a task's page: several lines), and its generated ids."""
+    out = subprocess.run([os.path.join(ctx.build, "tools", "ixc-generate"), "--model", ctx.model, *args], check=True,
+                         capture_output=True, text=True, env=ctx.env).stdout
+    ids = [int(x) for x in out.split("generated ids: ")[1].split("\n")[0].split(",") if x]
+    return out.split("\ntext: ", 1)[1][:-1], ids
+
+
+def test_compose(ctx):
+    """Beam search (num_beams) and the composition tasks (ixc_task) through the official client: the same text as
+    ixc-generate's --num-beams and --task, streamed as one chunk at the end; settings a request gives win."""
+    server = Server(ctx.build, ctx.model, ctx.work)
+    try:
+        hello = [{"role": "user", "content": "Describe the skyline of Dubai at night."}]
+        _, ids = cli_text(ctx, "--chat", "--prompt", hello[0]["content"], "--num-beams", "3",
+                          "--repetition-penalty", "1.005", "--max-new-tokens", "8", "--ignore-eos")
+        beams = {"num_beams": 3, "repetition_penalty": 1.005, "ignore_eos": True}
+        answer = chat(server, hello, extra_body=beams)
+        assert answer.choices[0].message.content == detokenize(server, ids), (answer, ids)
+        assert answer.usage.completion_tokens == 8 and answer.choices[0].finish_reason == "length", answer
+        greedy = chat(server, hello, extra_body={"repetition_penalty": 1.005, "ignore_eos": True})
+        assert greedy.choices[0].message.content != answer.choices[0].message.content, "beams gave greedy's text"
+        text, finish, _, chunks = streamed(server, hello, extra_body=beams)
+        assert text == answer.choices[0].message.content and finish == "length", text
+        # The best beam comes whole at the end: the role, then at most a few text chunks, the end and the usage.
+        assert chunks <= 6, chunks
+
+        inst = "A website for Research institutions. The name is Shanghai AI lab."
+        with open(os.path.join(DATA, "resume.md")) as f:
+            resume = f.read()
+        screenshot = os.path.join(IMAGES, "screenshot.jpg")
+        cases = [("write_webpage", inst, [], ["--prompt", inst]),
+                 ("resume_2_webpage", resume, [], ["--prompt", resume]),
+                 ("screen_2_webpage", "Make it.", [screenshot], ["--image", screenshot]),
+                 ("write_article", inst, [], ["--prompt", inst, "--seed", "8192"])]
+        for task, text, images, args in cases:
+            page, _ = cli_text(ctx, "--task", task, "--max-new-tokens", "6", *args)
+            content = [{"type": "image_url", "image_url": {"url": path}} for path in images]
+            content.append({"type": "text", "text": text})
+            answer = server.client.chat.completions.create(
+                model="model", messages=[{"role": "user", "content": content}], max_tokens=6, seed=8192,
+                extra_body={"ixc_task": task})
+            assert answer.choices[0].message.content == page, (task, answer, page)
+            assert "UNUSED_TOKEN" not in page, page
+        # A request's own settings win over the task's: here greedy, no beams.
+        page, _ = cli_text(ctx, "--task", "write_webpage", "--prompt", inst, "--max-new-tokens", "6", "--num-beams",
+                           "1", "--repetition-penalty", "1.0")
+        answer = chat(server, [{"role": "user", "content": inst}], max_tokens=6,
+                      extra_body={"ixc_task": "write_webpage", "num_beams": 1, "repetition_penalty": 1.0})
+        assert answer.choices[0].message.content == page, (answer, page)
+        print("compose: beams and the four tasks through the API equal ixc-generate's")
+    finally:
+        assert server.stop() == 0, server.output()
+
+
 def test_concurrency(ctx):
     server = Server(ctx.build, ctx.model, ctx.work)
     cars = [os.path.join(IMAGES, f"cars{i}.jpg") for i in (1, 2, 3)]
@@ -465,6 +520,16 @@ def bad_cases(work):
          {"messages": [{"role": "system", "content": [image(b64(jpeg))]}, {"role": "user", "content": "a"}]}, None,
          400),
         ("image_url without url", "POST", chat_path, user({"type": "image_url", "image_url": {}}), None, 400),
+        ("beams that sample", "POST", chat_path, dict(ok, num_beams=2, temperature=0.7), None, 400),
+        ("beams and n", "POST", chat_path, dict(ok, num_beams=2, n=2), None, 400),
+        ("beams and logprobs", "POST", chat_path, dict(ok, num_beams=2, logprobs=True), None, 400),
+        ("too many beams", "POST", chat_path, dict(ok, num_beams=17), None, 400),
+        ("unknown task", "POST", chat_path, dict(ok, ixc_task="poem"), None, 400),
+        ("screenshot missing", "POST", chat_path, dict(ok, ixc_task="screen_2_webpage"), None, 400),
+        ("task with history", "POST", chat_path,
+         {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                       {"role": "user", "content": "c"}], "ixc_task": "write_webpage"}, None, 400),
+        ("task on completions", "POST", "/v1/completions", {"prompt": "a", "ixc_task": "write_article"}, None, 400),
         ("bad base64", "POST", chat_path, user(image("data:image/jpeg;base64,@@@not base64@@@")), None, 400),
         ("data url without base64", "POST", chat_path, user(image("data:image/jpeg,abc")), None, 400),
         ("data url without comma", "POST", chat_path, user(image("data:image/jpeg;base64")), None, 400),
