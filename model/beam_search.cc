@@ -4,9 +4,11 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "kernels/cpu/exp8.h"
 #include "kernels/sampling_rules.h"
 
 namespace ixc::model {
@@ -28,30 +30,58 @@ absl::StatusOr<BeamCandidates> BeamCandidatesOf(const LlmWeights& weights, std::
                                                 float repetition_penalty, std::span<const int32_t> history,
                                                 int count, parallel::DeviceComm* comm) {
   const int64_t vocab = weights.config.vocab_size;
-  std::vector<float> row(vocab);
-  if (static_cast<int64_t>(logits.size()) == vocab) {
-    std::copy(logits.begin(), logits.end(), row.begin());
-  } else if (comm != nullptr && static_cast<int64_t>(logits.size()) == weights.shard.vocab_size) {
-    IXC_RETURN_IF_ERROR(comm->AllGather(logits.data(), weights.shard.vocab_size, row.data(), parallel::Group::kTensor));
-  } else {
-    return absl::InvalidArgumentError("beam candidates: logits are neither whole nor this rank's vocabulary slice");
+  std::span<const float> row = logits;
+  thread_local std::vector<float> gathered;  // (vocab) with TP; reused: a fresh one per call would fault its pages
+  if (static_cast<int64_t>(logits.size()) != vocab) {
+    if (comm == nullptr || static_cast<int64_t>(logits.size()) != weights.shard.vocab_size) {
+      return absl::InvalidArgumentError("beam candidates: logits are neither whole nor this rank's vocabulary slice");
+    }
+    gathered.resize(vocab);
+    IXC_RETURN_IF_ERROR(comm->AllGather(logits.data(), weights.shard.vocab_size, gathered.data(),
+                                        parallel::Group::kTensor));
+    row = gathered;
   }
   // log_softmax as torch computes it in f32: x - max - log(sum(exp(x - max))).
   const float max_logit = *std::max_element(row.begin(), row.end());
-  double sum = 0;
-  for (float x : row) sum += std::exp(static_cast<double>(x - max_logit));
-  const float log_sum = static_cast<float>(std::log(sum));
-  for (float& x : row) x = (x - max_logit) - log_sum;
-  kernels::ApplyRepetitionPenalty(row.data(), vocab, repetition_penalty,
-                                  std::vector<int32_t>(history.begin(), history.end()));
-  std::vector<int32_t> ids(vocab);
-  std::iota(ids.begin(), ids.end(), 0);
-  const int64_t n = std::min<int64_t>(std::max(count, 0), vocab);
-  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
-                    [&](int32_t a, int32_t b) { return row[a] != row[b] ? row[a] > row[b] : a < b; });
+  const float log_sum = static_cast<float>(std::log(kernels::SumExpShifted(row.data(), vocab, max_logit)));
+  auto logprob = [&](int64_t id) { return (row[id] - max_logit) - log_sum; };
+
+  // The best `n`, highest first; an equal score later in the vocabulary ranks after (a larger id). One pass over
+  // the ids the penalty leaves alone, then the penalized ones (which it may raise as well as lower).
+  const size_t n = static_cast<size_t>(std::clamp<int64_t>(count, 0, vocab));
+  std::vector<std::pair<float, int32_t>> best;
+  best.reserve(n + 1);
+  auto offer = [&](float value, int32_t id) {
+    if (best.size() == n && !(value > best.back().first || (value == best.back().first && id < best.back().second))) {
+      return;
+    }
+    auto at = std::upper_bound(best.begin(), best.end(), std::make_pair(value, id), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    best.insert(at, {value, id});
+    if (best.size() > n) best.pop_back();
+  };
+  std::vector<int32_t> penalized =
+      repetition_penalty == 1.f ? std::vector<int32_t>() : kernels::PenalizedIds(history, vocab);
+  std::sort(penalized.begin(), penalized.end());
+  size_t next_penalized = 0;
+  for (int64_t id = 0; id < vocab && n > 0; ++id) {
+    if (next_penalized < penalized.size() && penalized[next_penalized] == id) {
+      ++next_penalized;
+      continue;
+    }
+    if (best.size() == n && logprob(id) <= best.back().first) continue;
+    offer(logprob(id), static_cast<int32_t>(id));
+  }
+  for (int32_t id : penalized) {
+    const float value = logprob(id);
+    offer(value < 0.f ? value * repetition_penalty : value / repetition_penalty, id);
+  }
   BeamCandidates candidates;
-  candidates.ids.assign(ids.begin(), ids.begin() + n);
-  for (int32_t id : candidates.ids) candidates.logprobs.push_back(row[id]);
+  for (const auto& [value, id] : best) {
+    candidates.ids.push_back(id);
+    candidates.logprobs.push_back(value);
+  }
   return candidates;
 }
 

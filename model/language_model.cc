@@ -110,6 +110,48 @@ absl::Status LmHead(const LlmWeights& weights, const float* normed, int64_t rows
 
 namespace {
 
+// Whether every segment's logits can come from one call of the head: none is a ring prefill's shard (summed over
+// the SP group per segment) and all want the same vocabulary layout (whole, or with TP this rank's slice).
+bool SharesOneHead(const std::vector<Segment>& segments) {
+  for (const Segment& segment : segments) {
+    if (segment.input->sp_attention == SpAttention::kRing ||
+        segment.input->local_vocab != segments.front().input->local_vocab) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Every segment's logits by one call of the head over all their rows (rows first_logit_row[i].. of x, wanted[i]
+// many each): a batch of decodes reads the head's weights once instead of once per sequence.
+absl::Status BatchLogits(const LlmWeights& weights, const std::vector<Segment>& segments,
+                         const std::vector<std::vector<int64_t>>& wanted, const std::vector<int64_t>& first_logit_row,
+                         const float* x, parallel::DeviceComm* tp_comm) {
+  const int64_t hidden = weights.shard.hidden_size;
+  const bool sliced = tp_comm != nullptr && segments.front().input->local_vocab;
+  const int64_t vocab = sliced ? weights.shard.vocab_size : weights.config.vocab_size;
+  int64_t total = 0;
+  for (const std::vector<int64_t>& rows : wanted) total += static_cast<int64_t>(rows.size());
+  std::vector<float> picked(total * hidden);  // (total, hidden) every segment's logit rows, in segment order
+  int64_t at = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const int64_t count = static_cast<int64_t>(wanted[i].size());
+    std::copy_n(x + first_logit_row[i] * hidden, count * hidden, picked.data() + at * hidden);
+    at += count;
+  }
+  std::vector<float> all(total * vocab);  // (total, vocab)
+  kernels::RmsNorm(picked.data(), weights.final_norm.data(), picked.data(), total, hidden,
+                   weights.shard.rms_norm_eps);
+  IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), total, sliced ? nullptr : tp_comm, all.data()));
+  at = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const int64_t count = static_cast<int64_t>(wanted[i].size());
+    segments[i].logits->assign(all.begin() + at * vocab, all.begin() + (at + count) * vocab);
+    at += count;
+  }
+  return absl::OkStatus();
+}
+
 // The logits of one segment's tokens `rows` (LogitTokens) from their final hidden states, rows x_rows.. of x.
 absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, const std::vector<int64_t>& rows,
                            const float* x, int64_t x_rows, parallel::DeviceComm* tp_comm, parallel::DeviceComm* comm) {
@@ -254,12 +296,19 @@ absl::Status CpuForwardBatch(const LlmWeights& weights, std::vector<BatchEntry>&
     for (int64_t i = 0; i < rows * hidden; ++i) x[i] += projected[i];
   }
   // Each segment's logit rows: contiguous in x (all its rows or one), at the front after compaction.
+  std::vector<int64_t> first_logit_row(segments.size());
   int64_t compacted = 0;
   for (size_t i = 0; i < segments.size(); ++i) {
-    const int64_t x_rows =
+    first_logit_row[i] =
         compact_last_layer ? compacted : segments[i].first_row + (wanted[i].empty() ? 0 : wanted[i][0]);
-    IXC_RETURN_IF_ERROR(SegmentLogits(weights, segments[i], wanted[i], x.data(), x_rows, tp_comm, comm));
     compacted += static_cast<int64_t>(wanted[i].size());
+  }
+  if (SharesOneHead(segments)) {
+    return BatchLogits(weights, segments, wanted, first_logit_row, x.data(), tp_comm);
+  }
+  for (size_t i = 0; i < segments.size(); ++i) {
+    IXC_RETURN_IF_ERROR(
+        SegmentLogits(weights, segments[i], wanted[i], x.data(), first_logit_row[i], tp_comm, comm));
   }
   return absl::OkStatus();
 }

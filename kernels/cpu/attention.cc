@@ -15,30 +15,12 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/exp8.h"
 #include "kernels/cpu/lane_sum.h"
 #include "kernels/ops.h"
 
 namespace ixc::kernels {
 namespace {
-
-// e^x of 8 floats x <= 0 (scores less their running maximum), within 2 ulp of expf: x = n ln2 + r with n an integer
-// and |r| <= ln2 / 2 (ln2 split in two, so that n ln2 is exact enough), e^r by its Taylor polynomial to r^7 / 7!
-// (the rest is under 1e-8 relatively), 2^n put in the exponent bits. Below -87.3, -inf included, the answer is 0.
-inline __m256 Exp8(__m256 x) {
-  const __m256 lowest = _mm256_set1_ps(-87.33654f);  // ln(2^-126): the smallest normal float
-  const __m256 underflow = _mm256_cmp_ps(x, lowest, _CMP_LT_OQ);
-  x = _mm256_max_ps(x, lowest);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.f / 5040);
-  for (const float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 1.f / 2, 1.f, 1.f}) {
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-  }
-  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(exponent)));
-}
 
 // s[j] = e^(s[j] - max) for j < count; returns their sum.
 float ExpShifted(float* s, int count, float max) {

@@ -16,6 +16,7 @@ namespace {
 struct Avx2 {
   using V = __m256;
   static constexpr int kLanes = 8;
+  static constexpr int kRowsPerPass = 2;  // activation rows whose accumulators the 16 registers hold
   static V Zero() { return _mm256_setzero_ps(); }
   static V LoadF(const float* p) { return _mm256_loadu_ps(p); }
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }

@@ -14,6 +14,7 @@
 // GCC 12 warns of its own intrinsics' deliberately undefined vectors (`__m512 __Y = __Y;`) under a target pragma.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include "kernels/cpu/gemv_kernel.h"
 
 namespace ixc::kernels {
@@ -22,6 +23,7 @@ namespace {
 struct Avx512 {
   using V = __m512;
   static constexpr int kLanes = 16;
+  static constexpr int kRowsPerPass = 4;  // activation rows whose accumulators the 32 registers hold
   static V Zero() { return _mm512_setzero_ps(); }
   static V LoadF(const float* p) { return _mm512_loadu_ps(p); }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }

@@ -1,7 +1,10 @@
 // Sampling: the CPU path draws the same token as the reference for the same seed; greedy, repetition penalty,
 // top-k and top-p follow Hugging Face's rules (checked on hand-made logits).
+#include <cmath>
+#include <limits>
 #include <map>
 
+#include "kernels/cpu/exp8.h"
 #include "kernels/ops.h"
 #include "tests/test_util.h"
 
@@ -9,6 +12,28 @@ namespace ixc::kernels {
 namespace {
 
 using ixc::testing::RandomFloats;
+
+// The log-softmax's sum of exponentials (beam search) against libm's, summed in double: lengths with and without a
+// tail of fewer than 8, values far below the shift (0 then), the real vocabulary's length.
+TEST(SumExpShiftedTest, MatchesLibm) {
+  for (int64_t n : {0, 1, 7, 8, 33, 1000, 92544}) {
+    std::vector<float> x = RandomFloats(n, 300 + n, 20.f);
+    if (n > 3) x[2] = -std::numeric_limits<float>::infinity();
+    if (n > 4) x[3] = -200.f;
+    const float shift = n == 0 ? 0.f : *std::max_element(x.begin(), x.end());
+    double expected = 0;
+    for (float v : x) expected += std::exp(static_cast<double>(v) - shift);
+    EXPECT_NEAR(SumExpShifted(x.data(), n, shift), expected, 1e-6 * expected + 1e-30) << n;
+  }
+  alignas(32) float edges[8] = {0.f, -1.f, -87.f, -88.f, -1e30f, -std::numeric_limits<float>::infinity(), -0.5f,
+                                -10.f};
+  alignas(32) float out[8];
+  _mm256_store_ps(out, Exp8(_mm256_load_ps(edges)));
+  for (int i = 0; i < 8; ++i) {
+    const float expected = edges[i] < -87.33654f ? 0.f : std::exp(edges[i]);
+    EXPECT_NEAR(out[i], expected, 3e-7f * expected) << edges[i];
+  }
+}
 
 TEST(SamplingTest, CpuDrawsWhatReferenceDraws) {
   const std::vector<SamplingParams> settings = {
