@@ -2,9 +2,9 @@
 # The main job on the built-in demo model: builds ixc-cluster, writes the demo model (a seeded random IXC-2.5
 # checkpoint at small size, with the real IXC-2.5 tokenizer), starts the cluster as an OpenAI-compatible server under
 # mpirun (1 coordinator, 1 vision rank, 2 tensor-parallel LLM ranks), streams an answer with curl, asks about an
-# image with the official openai client, and stops the server with SIGTERM (it drains and exits 0). The weights are
-# random, so the text is too: this shows the whole path working, not the model's quality. Point --model at a real
-# checkpoint for that (docs/serving.md).
+# image with the official openai client, makes a webpage from a screenshot (a composition task), and stops the server
+# with SIGTERM (it drains and exits 0). The weights are random, so the text is too: this shows the whole path
+# working, not the model's quality. Point --model at a real checkpoint for that (docs/serving.md).
 #   bash deploy/demo.sh [PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,11 @@ curl -sN "http://127.0.0.1:$port/v1/chat/completions" -H "Content-Type: applicat
 echo "== 3. an image question with the openai client"
 python3 deploy/examples/ask_image.py "http://127.0.0.1:$port/v1" tests/data/images/cars1.jpg "What is in the picture?"
 
-echo "== 4. SIGTERM: the server drains and the job exits"
+echo "== 4. a webpage from a screenshot: IXC-2.5's screen_2_webpage (2 beams, web LoRA; docs/composition.md)"
+python3 deploy/examples/compose.py "http://127.0.0.1:$port/v1" screen_2_webpage \
+  --image tests/data/images/screenshot.jpg --max-tokens 24
+
+echo "== 5. SIGTERM: the server drains and the job exits"
 stop
 trap - EXIT
 echo "   exit 0"
