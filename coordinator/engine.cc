@@ -558,7 +558,9 @@ void Engine::UpdateGauges() {
     waiting += request->state != RequestState::kRunning && request->state != RequestState::kDone &&
                request->state != RequestState::kNotArrived;
   }
-  metrics_.requests_running.Set(static_cast<double>(running_.size()));
+  // Requests, not sequences: a beam search's beams run as sequences of their own (beam_group.h).
+  const auto beams = std::count_if(running_.begin(), running_.end(), [](const Request* r) { return r->beam_owner; });
+  metrics_.requests_running.Set(static_cast<double>(running_.size() - static_cast<size_t>(beams)));
   metrics_.requests_waiting.Set(static_cast<double>(waiting));
   metrics_.requests_waiting_for_image_cache.Set(static_cast<double>(image_queue_.size()));
   metrics_.image_cache_bytes.Set(static_cast<double>(image_cache_.used()));
