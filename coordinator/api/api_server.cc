@@ -412,7 +412,9 @@ void ApiServer::Compose(const httplib::Request& http, Generation& generation, ht
   if (task == ComposeTask::kResumeToWebpage) {  // the second pass: the page's JavaScript events
     Generation script;
     script.api = generation.api;
-    script.api.prompts = {PromptSpec{.text = TaskPrompt(ScriptQuery(page))}};
+    PromptSpec spec;
+    spec.text = TaskPrompt(ScriptQuery(page));
+    script.api.prompts = {std::move(spec)};
     script.id = generation.id;
     if (!Prepare(script.api, script, response, std::chrono::steady_clock::now())) return;
     if (!Await(http, script) || failed(script)) return;
