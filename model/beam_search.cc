@@ -1,5 +1,7 @@
 #include "model/beam_search.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -46,36 +48,47 @@ absl::StatusOr<BeamCandidates> BeamCandidatesOf(const LlmWeights& weights, std::
   const float log_sum = static_cast<float>(std::log(kernels::SumExpShifted(row.data(), vocab, max_logit)));
   auto logprob = [&](int64_t id) { return (row[id] - max_logit) - log_sum; };
 
-  // The best `n`, highest first; an equal score later in the vocabulary ranks after (a larger id). One pass over
-  // the ids the penalty leaves alone, then the penalized ones (which it may raise as well as lower).
+  // The best `n`, highest first; an equal score later in the vocabulary ranks after (a larger id).
   const size_t n = static_cast<size_t>(std::clamp<int64_t>(count, 0, vocab));
-  std::vector<std::pair<float, int32_t>> best;
-  best.reserve(n + 1);
-  auto offer = [&](float value, int32_t id) {
-    if (best.size() == n && !(value > best.back().first || (value == best.back().first && id < best.back().second))) {
-      return;
-    }
-    auto at = std::upper_bound(best.begin(), best.end(), std::make_pair(value, id), [](const auto& a, const auto& b) {
-      return a.first != b.first ? a.first > b.first : a.second < b.second;
-    });
-    best.insert(at, {value, id});
+  using Scored = std::pair<float, int32_t>;
+  const auto before = [](const Scored& a, const Scored& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  };
+  auto offer = [&](std::vector<Scored>& best, float value, int32_t id) {
+    if (best.size() == n && !before({value, id}, best.back())) return;
+    best.insert(std::upper_bound(best.begin(), best.end(), Scored{value, id}, before), {value, id});
     if (best.size() > n) best.pop_back();
   };
+  // First the ids the penalty leaves alone, by their logits (log_softmax keeps their order): eight at a time, most
+  // groups of eight pass at one comparison with the n-th best so far. Then the penalized ids, which the penalty may
+  // raise as well as lower, by their penalized log-probabilities.
   std::vector<int32_t> penalized =
       repetition_penalty == 1.f ? std::vector<int32_t>() : kernels::PenalizedIds(history, vocab);
   std::sort(penalized.begin(), penalized.end());
+  std::vector<Scored> by_logit;
+  by_logit.reserve(n + 1);
   size_t next_penalized = 0;
-  for (int64_t id = 0; id < vocab && n > 0; ++id) {
-    if (next_penalized < penalized.size() && penalized[next_penalized] == id) {
-      ++next_penalized;
-      continue;
+  auto consider = [&](int64_t id) {
+    while (next_penalized < penalized.size() && penalized[next_penalized] < id) ++next_penalized;
+    if (next_penalized < penalized.size() && penalized[next_penalized] == id) return;
+    offer(by_logit, row[id], static_cast<int32_t>(id));
+  };
+  int64_t id = 0;
+  for (; id + 8 <= vocab && n > 0; id += 8) {
+    if (by_logit.size() == n) {
+      const __m256 above = _mm256_cmp_ps(_mm256_loadu_ps(row.data() + id), _mm256_set1_ps(by_logit.back().first),
+                                         _CMP_GT_OQ);
+      if (_mm256_movemask_ps(above) == 0) continue;
     }
-    if (best.size() == n && logprob(id) <= best.back().first) continue;
-    offer(logprob(id), static_cast<int32_t>(id));
+    for (int64_t j = id; j < id + 8; ++j) consider(j);
   }
-  for (int32_t id : penalized) {
-    const float value = logprob(id);
-    offer(value < 0.f ? value * repetition_penalty : value / repetition_penalty, id);
+  for (; id < vocab && n > 0; ++id) consider(id);
+  std::vector<Scored> best;
+  best.reserve(n + 1);
+  for (const auto& [logit, i] : by_logit) offer(best, logprob(i), i);
+  for (int32_t i : penalized) {
+    const float value = logprob(i);
+    offer(best, value < 0.f ? value * repetition_penalty : value / repetition_penalty, i);
   }
   BeamCandidates candidates;
   for (const auto& [value, id] : best) {

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 
 namespace ixc::model {
 namespace {
@@ -87,6 +89,42 @@ TEST(BeamSearchTest, CandidatesAreLogSoftmaxThenThePenalty) {
   EXPECT_NEAR(c->logprobs[0], 3 - log_sum, 1e-6);
   EXPECT_NEAR(c->logprobs[1], 2 * (3 - log_sum), 1e-6);
   EXPECT_NEAR(c->logprobs[2], 2 - log_sum, 1e-6);
+}
+
+// On a vocabulary of 1003 (groups of eight and a tail), penalties above and below 1 and a history that repeats:
+// the same candidates as log-softmax, the penalty and a full sort, written out plainly here.
+TEST(BeamSearchTest, CandidatesMatchAFullSort) {
+  LlmWeights weights;
+  weights.config.vocab_size = 1003;
+  std::mt19937 random(7);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  std::vector<float> logits(1003);
+  for (float& x : logits) x = normal(random);
+  const std::vector<int32_t> history = {1, 40, 999, 40, 1002, 7};
+  for (float penalty : {1.f, 1.3f, 0.5f}) {
+    for (int count : {1, 6, 9}) {
+      auto got = BeamCandidatesOf(weights, logits, penalty, history, count, nullptr);
+      ASSERT_TRUE(got.ok()) << got.status();
+      const float max = *std::max_element(logits.begin(), logits.end());
+      double sum = 0;
+      for (float x : logits) sum += std::exp(static_cast<double>(x) - max);
+      std::vector<std::pair<float, int32_t>> all;
+      for (int32_t id = 0; id < 1003; ++id) {
+        float value = (logits[id] - max) - static_cast<float>(std::log(sum));
+        if (penalty != 1.f && std::find(history.begin(), history.end(), id) != history.end()) {
+          value = value < 0 ? value * penalty : value / penalty;
+        }
+        all.push_back({value, id});
+      }
+      std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+        return a.first != b.first ? a.first > b.first : a.second < b.second;
+      });
+      for (int i = 0; i < count; ++i) {
+        EXPECT_EQ(got->ids[i], all[i].second) << "penalty " << penalty << " rank " << i;
+        EXPECT_NEAR(got->logprobs[i], all[i].first, 1e-5f);
+      }
+    }
+  }
 }
 
 TEST(KvCacheForkTest, ChildSharesWholeBlocksAndCopiesThePartlyFilledOne) {
