@@ -295,6 +295,7 @@ absl::StatusOr<GenerationResult> GenerateBeams(const LlmWeights& weights, const 
   BeamSearch::Result best = search.Finish();
   result.ids = std::move(best.ids);
   result.finish_reason = std::move(best.finish_reason);
+  result.score = best.score;
   return result;
 }
 

@@ -95,6 +95,7 @@ struct GenerationResult {
   std::string finish_reason;          // "stop" or "length"
   std::vector<float> prompt_logits;   // (prompt tokens, vocab) when asked for
   int64_t prompt_tokens = 0;
+  double score = 0;                   // beam search: the best hypothesis' (model/beam_search.h)
   double prefill_seconds = 0;
   double decode_seconds = 0;
 };

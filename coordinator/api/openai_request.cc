@@ -314,6 +314,8 @@ absl::StatusOr<ApiRequest> ParseChatRequest(const nlohmann::json& body, const Ap
     if (settings.needs_image && media_seen != 1) {
       return Bad("ixc_task", absl::StrCat(ComposeTaskName(*task), " takes one image: the screenshot"));
     }
+    if (request.n > 1) return Bad("n", "a task returns one page or article");
+    if (request.top_logprobs >= 0) return Bad("logprobs", "are not returned with a task");
     request.task = *task;
     ApplyTask(body, settings, &request);
     spec.text = TaskPrompt(TaskQuery(*task, users.back().text));

@@ -7,6 +7,7 @@
 //   IXC_GOLDEN_MODELS=/path/to/models ./generate_cuda_test   (tests/make_golden_models.py builds them)
 #include <algorithm>
 
+#include "model/beam_search.h"
 #include "model/generation.h"
 #include "model/multimodal_input.h"
 #include "model/placement.h"
@@ -91,6 +92,53 @@ TEST_F(CudaTest, MultimodalGenerateMatchesTheCpu) {
     ASSERT_TRUE(next.ok()) << next.status();
     step_logits = std::move(*next);
   }
+}
+
+// Beam search on the GPU (B = 3, 12 steps, no EOS, repetition penalty 3.0): beams fork their parents' blocks, and a
+// fork's partly filled block is copied on the device (CopyKvBlock). The best beam's score must be what the same tokens
+// score when the GPU computes them afresh in one prefill, with no fork: a copy from the wrong block or layer would
+// give the search other logits than the sequence's own. bf16 on both sides: within 2% of the score.
+TEST_F(CudaTest, BeamSearchForksMatchAFreshPrefill) {
+  auto llm = LoadLlmWeights(ModelDir());
+  ASSERT_TRUE(llm.ok()) << llm.status();
+  const std::vector<int32_t> prompt_ids = {1, 17, 93, 260, 44, 301, 7, 5, 60, 61, 62, 63, 64};
+  const Placement placement{.device = "cuda", .kv_blocks = 64};
+  auto cache = PlaceModel(*llm, placement, 64);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  ForwardInput prompt;
+  prompt.ids = prompt_ids;
+  BeamGenerationOptions options;
+  options.num_beams = 3;
+  options.max_new_tokens = 12;
+  options.repetition_penalty = 3.f;
+  auto searched = GenerateBeams(*llm, prompt, options, *cache);
+  ASSERT_TRUE(searched.ok()) << searched.status();
+  ASSERT_EQ(searched->ids.size(), 12u);
+  EXPECT_EQ(cache->free_blocks(), cache->num_blocks()) << "every block back after the search";
+
+  // The prompt and the beam's tokens but the last, prefilled at once: each position's logits score the next token.
+  std::vector<int32_t> sequence = prompt_ids;
+  sequence.insert(sequence.end(), searched->ids.begin(), searched->ids.end() - 1);
+  ForwardInput whole;
+  whole.ids = sequence;
+  SequenceKv seq;
+  auto logits = Prefill(*llm, whole, /*all_logits=*/true, seq, *cache, nullptr);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  cache->Release(seq);
+  const int64_t vocab = llm->config.vocab_size;
+  std::vector<int32_t> history = {1};  // BOS, then the beam's tokens (model/beam_search.h)
+  double sum = 0;
+  for (size_t t = 0; t < searched->ids.size(); ++t) {
+    const int64_t row = static_cast<int64_t>(prompt_ids.size() + t) - 1;
+    auto scored = BeamCandidatesOf(*llm, std::span<const float>(logits->data() + row * vocab, vocab),
+                                   options.repetition_penalty, history, static_cast<int>(vocab), nullptr);
+    ASSERT_TRUE(scored.ok()) << scored.status();
+    const auto at = std::find(scored->ids.begin(), scored->ids.end(), searched->ids[t]) - scored->ids.begin();
+    sum += scored->logprobs[at];
+    history.push_back(searched->ids[t]);
+  }
+  const double rescored = sum / static_cast<double>(searched->ids.size() + 1);
+  EXPECT_NEAR(searched->score, rescored, 0.02 * std::fabs(rescored)) << "the search's score against a fresh prefill's";
 }
 
 }  // namespace

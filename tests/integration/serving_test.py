@@ -530,6 +530,8 @@ def bad_cases(work):
          {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                        {"role": "user", "content": "c"}], "ixc_task": "write_webpage"}, None, 400),
         ("task on completions", "POST", "/v1/completions", {"prompt": "a", "ixc_task": "write_article"}, None, 400),
+        ("task and n", "POST", chat_path, dict(ok, ixc_task="write_article", n=2), None, 400),
+        ("task and logprobs", "POST", chat_path, dict(ok, ixc_task="write_article", logprobs=True), None, 400),
         ("bad base64", "POST", chat_path, user(image("data:image/jpeg;base64,@@@not base64@@@")), None, 400),
         ("data url without base64", "POST", chat_path, user(image("data:image/jpeg,abc")), None, 400),
         ("data url without comma", "POST", chat_path, user(image("data:image/jpeg;base64")), None, 400),
