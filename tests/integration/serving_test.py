@@ -70,17 +70,26 @@ class Server:
     """One cluster job serving the API; `stop()` sends SIGTERM to the coordinator and returns the job's exit code."""
 
     def __init__(self, build, model, work, extra=(), tp=2, sp=1, vision=1):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-        self.log_path = os.path.join(work, f"server-{self.port}.log")
-        self.log = open(self.log_path, "w")
-        command = [os.path.join(ROOT, "deploy", "launch.sh"), "--tp", str(tp), "--sp", str(sp), "--vision",
-                   str(vision), "--build", build, "--", "--model", model, "--serve", "--port", str(self.port),
-                   "--allowed-media-path", f"{DATA},{work}", "--step-timeout-s", "60", *extra]
-        self.job = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        wait_ready(self.url + "/health", 120, lambda: self.job.poll() is None,
-                   lambda: f"the server (exit {self.job.poll()}):\n{self.output()}")
+        # A free port may be taken before the server binds it (tests run side by side, Open MPI's TCP transport takes
+        # ephemeral ports): the server then says so and exits, and another port is tried.
+        for attempt in range(3):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.log_path = os.path.join(work, f"server-{self.port}.log")
+            self.log = open(self.log_path, "w")
+            command = [os.path.join(ROOT, "deploy", "launch.sh"), "--tp", str(tp), "--sp", str(sp), "--vision",
+                       str(vision), "--build", build, "--", "--model", model, "--serve", "--port", str(self.port),
+                       "--allowed-media-path", f"{DATA},{work}", "--step-timeout-s", "60", *extra]
+            self.job = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            try:
+                wait_ready(self.url + "/health", 120, lambda: self.job.poll() is None,
+                           lambda: f"the server (exit {self.job.poll()}):\n{self.output()}")
+                break
+            except AssertionError:
+                if attempt == 2 or f"cannot listen on 127.0.0.1:{self.port}" not in self.output():
+                    raise
+                self.wait(60)
         self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=300)
 
     def output(self):
