@@ -156,8 +156,6 @@ def test_preemption_and_arrivals(cluster):
     prompt = "Tell me everything about the three cars in the pictures and their engines, " * 3
     requests = [dict(id=f"r{i}", prompt=prompt + f"number {i}.", chat=True, max_new_tokens=24,
                      arrive_after_ms=5 * i, dump=False) for i in range(5)]
-    for i in (1, 3):  # beam searches: forks take blocks too, and a preempted search starts again
-        requests[i].update(num_beams=3, repetition_penalty=1.005)
     requests.append(dict(id="short", prompt="Hi", max_new_tokens=30, arrive_after_ms=12, dump=False))
     requests.append(dict(id="long", prompt="A long story about the desert city. " * 18, max_new_tokens=6,
                          arrive_after_ms=8, dump=False))
@@ -172,8 +170,19 @@ def test_preemption_and_arrivals(cluster):
     assert "KV cache of 24 blocks of 4 tokens per LLM rank" in run.stdout + run.stderr, run.stderr[-2000:]
     preempted = sum(r["preemptions"] for r in results.values())
     assert preempted > 0, "the small KV cache should have forced a preemption"
-    beams = results["r1"]["preemptions"] + results["r3"]["preemptions"]
-    print(f"mixed arrivals on a small KV cache: {preempted} preemptions ({beams} of beam searches), outputs unchanged")
+    print(f"mixed arrivals on a small KV cache: {preempted} preemptions, outputs unchanged")
+    # Two beam searches of 3 beams arriving together on the same cache: one fits it (its prompt, about 8 blocks per
+    # SP rank, and 3 beams growing 3 blocks each), both do not, so a decode or a fork that finds no block preempts a
+    # search, which starts again from its prompt; the outputs are unchanged.
+    searches = [dict(id=f"b{i}", prompt=prompt + f"number {i}.", chat=True, max_new_tokens=24, num_beams=3,
+                     repetition_penalty=1.005, dump=False) for i in range(2)]
+    references.update({r["id"]: cluster.reference(r, r["id"]) for r in searches})
+    _, results = cluster.run(searches, 1, 2, 1, extra=["--kv-block-size", "4", "--kv-blocks", "24",
+                                                      "--enable-prefix-caching=false"])
+    check_same(cluster, references, results, searches, "beam searches preempted")
+    preempted = sum(r["preemptions"] for r in results.values())
+    assert preempted > 0, "two beam searches on the small KV cache should have forced a preemption"
+    print(f"two beam searches on a small KV cache: {preempted} preemptions, outputs unchanged")
     # --max-num-seqs 1, every request arriving at once: one sequence at a time, in input order (each one's first
     # token after the one before has ended), with the same outputs.
     at_once = [{k: v for k, v in r.items() if k != "arrive_after_ms"} for r in requests]
