@@ -9,7 +9,7 @@ namespace ixc::coordinator {
 model::BeamSearchOptions BeamOptionsOf(const Request& request, int64_t max_context) {
   const int64_t room = max_context - static_cast<int64_t>(request.prompt.size());
   return {request.num_beams, request.stop_ids,
-          static_cast<int>(std::clamp<int64_t>(room, 1, request.max_new_tokens)), /*bos_id=*/1};
+          static_cast<int>(std::clamp<int64_t>(room, 1, request.max_new_tokens)), model::kHistoryBosId};
 }
 
 std::unique_ptr<Request> NewBeam(Request& owner, uint64_t number, std::vector<int32_t> tokens) {

@@ -31,7 +31,7 @@ struct BeamGroup {
   std::vector<std::optional<BeamCandidates>> answers;  // (live beams) this step's candidates, as they come
 };
 
-// The search options of `request` (num_beams > 1): its stop ids end beams, BOS (1) opens every history.
+// The search options of `request` (num_beams > 1): its stop ids end beams, BOS opens every history.
 model::BeamSearchOptions BeamOptionsOf(const Request& request, int64_t max_context);
 
 // A beam of `owner` as the engine's request: its generated ids are the beam's tokens, its KV holds the prompt and all

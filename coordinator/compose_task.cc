@@ -44,6 +44,22 @@ TaskSettings SettingsOf(ComposeTask task) {
   return settings;
 }
 
+TaskSettings MergeSettings(const TaskSettings& task, const TaskSettings& own,
+                           const std::function<bool(absl::string_view)>& given) {
+  TaskSettings merged = task;
+  if (given("lora_mode")) merged.lora = own.lora;
+  if (given("num_beams")) merged.num_beams = own.num_beams;
+  if (given("temperature")) merged.sampling.temperature = own.sampling.temperature;
+  if (given("top_p")) merged.sampling.top_p = own.sampling.top_p;
+  if (given("top_k")) merged.sampling.top_k = own.sampling.top_k;
+  if (given("repetition_penalty")) merged.sampling.repetition_penalty = own.sampling.repetition_penalty;
+  if (given("max_new_tokens")) {
+    merged.max_new_tokens = own.max_new_tokens;
+    merged.max_total_tokens = 0;
+  }
+  return merged;
+}
+
 std::string TaskQuery(ComposeTask task, absl::string_view input) {
   switch (task) {
     case ComposeTask::kScreenToWebpage: return " Generate the HTML code of this web image with Tailwind CSS.";

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include "absl/strings/string_view.h"
 
@@ -42,6 +43,12 @@ struct TaskSettings {
   bool needs_image = false;
 };
 TaskSettings SettingsOf(ComposeTask task);
+
+// The settings a task runs with: the task's, except where the request gives its own (`given(name)` for lora_mode,
+// num_beams, temperature, top_p, top_k, repetition_penalty and max_new_tokens; the values in `own`). A request's
+// max_new_tokens also lifts the task's bound on prompt and generated tokens together.
+TaskSettings MergeSettings(const TaskSettings& task, const TaskSettings& own,
+                           const std::function<bool(absl::string_view)>& given);
 
 // The user turn the reference builds from `input` (the instruction, or the resume's markdown; ignored for
 // screen_2_webpage). It goes into the chat template without a meta instruction.

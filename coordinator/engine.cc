@@ -27,9 +27,7 @@ int64_t Length(const Request& request) {
 }
 
 // The request whose search a beam belongs to; any other request stands for itself.
-const Request* SearchOf(const Request* request) {
-  return request->beam_owner != nullptr ? request->beam_owner : request;
-}
+Request* SearchOf(Request* request) { return request->beam_owner != nullptr ? request->beam_owner : request; }
 
 }  // namespace
 
@@ -366,14 +364,9 @@ absl::Status Engine::HandleMessage(int sender, const protocol::Bytes& bytes,
 }
 
 void Engine::Preempt(Request& preempted) {
-  Request& request = preempted.beam_owner != nullptr ? *preempted.beam_owner : preempted;
-  if (request.beam_group != nullptr) {  // the search starts again from the prompt: no random draws, same beams
-    DropBeams(request);
-    request.beam_group.reset();
-  }
-  blocks_.Free(request.number);
-  new_blocks_.erase(request.number);
-  release_.push_back(request.number);
+  Request& request = *SearchOf(&preempted);
+  EndSearch(request);  // it starts again from the prompt: no random draws, the same beams
+  ReleaseSequence(request.number);
   running_.erase(std::find(running_.begin(), running_.end(), &request));
   request.state = RequestState::kWaiting;
   request.computed = request.prefill_length = 0;  // prefilled again from the start (what the cache holds aside)
@@ -384,20 +377,25 @@ void Engine::Preempt(Request& preempted) {
                 << static_cast<int>(100 * blocks_.usage()) << "% used";
 }
 
+void Engine::ReleaseSequence(uint64_t number) {
+  blocks_.Free(number);
+  new_blocks_.erase(number);
+  release_.push_back(number);
+}
+
 void Engine::DropBeam(Request& beam) {
-  blocks_.Free(beam.number);
-  new_blocks_.erase(beam.number);
-  release_.push_back(beam.number);
+  ReleaseSequence(beam.number);
   if (auto it = std::find(running_.begin(), running_.end(), &beam); it != running_.end()) running_.erase(it);
   beam.state = RequestState::kDone;
 }
 
-void Engine::DropBeams(Request& owner) {
+void Engine::EndSearch(Request& owner) {
+  if (owner.beam_group == nullptr) return;
   for (std::unique_ptr<Request>& beam : owner.beam_group->beams) {
     DropBeam(*beam);
     retired_beams_.push_back(std::move(beam));
   }
-  owner.beam_group->beams.clear();
+  owner.beam_group.reset();
 }
 
 void Engine::StartBeams(Request& owner, BeamCandidates candidates) {
@@ -414,6 +412,7 @@ void Engine::AdvanceBeams(Request& owner) {
   const absl::StatusOr<model::BeamSearch::Next> next = group.search.Step(candidates);
   if (!next.ok()) return Finish(owner, "error", std::string(next.status().message()));
   // The parents: the prompt's sequence (the owner's) at the first step, then the beams.
+  // The first step forks every beam from the prompt's sequence (the owner's, no beam to take over).
   const bool first = group.beams.empty();
   std::vector<Request*> parents = {&owner};
   if (!first) {
@@ -422,17 +421,9 @@ void Engine::AdvanceBeams(Request& owner) {
   }
   const int beams = owner.num_beams;
   std::vector<std::unique_ptr<Request>> children(beams);
-  std::vector<bool> taken(parents.size(), false);
-  std::vector<int> takers;  // beams that take their parent's sequence over: a beam's first child
   for (int j = 0; j < beams; ++j) {
-    const int p = next->parent[j];
-    if (!first && !taken[p]) {
-      taken[p] = true;
-      takers.push_back(j);
-      continue;
-    }
-    taken[p] = true;
-    Request& parent = *parents[p];
+    if (!first && next->takes_over[j]) continue;
+    Request& parent = *parents[next->parent[j]];
     const int64_t computed = Length(parent);  // the parent's K/V: its last token was fed in this step
     while (!blocks_.CanFork(computed) && SearchOf(running_.back()) != &owner) Preempt(*running_.back());
     if (!blocks_.CanFork(computed)) {  // its own beams fill the cache: they start again when there is room
@@ -448,18 +439,18 @@ void Engine::AdvanceBeams(Request& owner) {
     children[j] = NewBeam(owner, number, group.search.tokens(j));
     running_.push_back(children[j].get());
   }
-  for (int j : takers) {
-    children[j] = std::move(group.beams[next->parent[j]]);
-    children[j]->generated = group.search.tokens(j);
-  }
-  for (size_t p = 0; p < parents.size() && !first; ++p) {  // beams without children end
-    if (taken[p]) continue;
-    DropBeam(*group.beams[p]);
-    retired_beams_.push_back(std::move(group.beams[p]));
-  }
   if (first) {  // the prompt's sequence: every beam forked it
-    blocks_.Free(owner.number);
-    release_.push_back(owner.number);
+    ReleaseSequence(owner.number);
+  } else {
+    for (int j = 0; j < beams; ++j) {
+      if (!next->takes_over[j]) continue;
+      children[j] = std::move(group.beams[next->parent[j]]);
+      children[j]->generated = group.search.tokens(j);
+    }
+    for (int p : next->childless) {
+      DropBeam(*group.beams[p]);
+      retired_beams_.push_back(std::move(group.beams[p]));
+    }
   }
   group.beams = std::move(children);
   group.answers.assign(beams, std::nullopt);
@@ -479,10 +470,7 @@ void Engine::FinishBeams(Request& owner) {
 }
 
 void Engine::Finish(Request& request, const std::string& reason, const std::string& error) {
-  if (request.beam_group != nullptr) {
-    DropBeams(request);
-    request.beam_group.reset();
-  }
+  EndSearch(request);
   auto drop = [&request](auto& queue) {
     if (auto it = std::find(queue.begin(), queue.end(), &request); it != queue.end()) queue.erase(it);
   };
@@ -490,10 +478,7 @@ void Engine::Finish(Request& request, const std::string& reason, const std::stri
   drop(waiting_);
   drop(image_queue_);
   drop(not_arrived_);
-  if (request.state == RequestState::kRunning) {  // a preempted one released its blocks then
-    blocks_.Free(request.number);
-    release_.push_back(request.number);
-  }
+  if (request.state == RequestState::kRunning) ReleaseSequence(request.number);  // a preempted one did then
   image_cache_.Release(request);  // unused entries stay cached, or leave (the vision ranks drop them with a plan)
   for (ImageInPrompt& image : request.images) image.tag = -1;
   request.finish_reason = reason;
@@ -700,7 +685,7 @@ absl::Status Engine::Step() {
   for (Request* request : stepped) {
     if (request->state != RequestState::kRunning) continue;
     if (auto failed = failed_.find(request->number); failed != failed_.end()) {  // it alone: the others go on
-      Finish(request->beam_owner != nullptr ? *request->beam_owner : *request, "error", failed->second);
+      Finish(*SearchOf(request), "error", failed->second);
       continue;
     }
     if (request->computed < request->prefill_length) {  // a chunk of its prompt
@@ -776,9 +761,7 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
   // The ids the repetition penalty sees: a beam's history starts with BOS (model/beam_search.h).
   auto history = [&](const Request& request) {
     if (request.num_beams <= 1) return builder.CreateVector(request.generated);
-    std::vector<int32_t> ids = {1};
-    ids.insert(ids.end(), request.generated.begin(), request.generated.end());
-    return builder.CreateVector(ids);
+    return builder.CreateVector(model::BeamHistory(model::kHistoryBosId, request.generated));
   };
   for (const Request* request : prefills) {
     // A recompute after preemption prefills the prompt and the tokens generated so far.

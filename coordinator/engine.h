@@ -113,9 +113,13 @@ class Engine {
   void AdvanceBeams(Request& owner);
   // The best beam to the owner's stream; the owner ends.
   void FinishBeams(Request& owner);
-  // Frees a beam's blocks and the workers' sequence; it stays in retired_beams_ until the next step.
+  // Frees sequence `number`'s blocks here and, with the next plan, on the workers.
+  void ReleaseSequence(uint64_t number);
+  // Frees a beam's sequence and takes it out of the running batch.
   void DropBeam(Request& beam);
-  void DropBeams(Request& owner);
+  // Drops `owner`'s beams, if it has a search under way (they stay in retired_beams_ until the next step), and the
+  // search with them.
+  void EndSearch(Request& owner);
   // Ends `request` (stream, KV blocks, images, queues); it leaves the engine after this loop iteration.
   void Finish(Request& request, const std::string& reason, const std::string& error = "");
   void FailAll(const absl::Status& status, EngineInbox& inbox);

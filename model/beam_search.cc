@@ -104,9 +104,9 @@ int BeamSearch::CandidatesPerBeam(int num_beams, size_t eos_ids) {
   return std::max(2, 1 + static_cast<int>(eos_ids)) * num_beams;
 }
 
-std::vector<int32_t> BeamSearch::History(int beam) const {
-  std::vector<int32_t> history = {options_.bos_id};
-  history.insert(history.end(), tokens_[beam].begin(), tokens_[beam].end());
+std::vector<int32_t> BeamHistory(int32_t bos_id, std::span<const int32_t> tokens) {
+  std::vector<int32_t> history = {bos_id};
+  history.insert(history.end(), tokens.begin(), tokens.end());
   return history;
 }
 
@@ -179,9 +179,15 @@ absl::StatusOr<BeamSearch::Next> BeamSearch::Step(const std::vector<BeamCandidat
   const double length = static_cast<double>(steps_) + 2;
   if (static_cast<int>(hypotheses_.size()) >= options_.num_beams && worst_ >= best / length) done_ = true;
   std::vector<std::vector<int32_t>> tokens;
+  std::vector<bool> has_child(tokens_.size(), false);
   for (int j = 0; j < options_.num_beams; ++j) {
     tokens.push_back(tokens_[next.parent[j]]);
     tokens.back().push_back(next.token[j]);
+    next.takes_over.push_back(!has_child[next.parent[j]]);
+    has_child[next.parent[j]] = true;
+  }
+  for (int b = 0; b < live_beams(); ++b) {
+    if (!has_child[b]) next.childless.push_back(b);
   }
   tokens_ = std::move(tokens);
   scores_ = std::move(next_scores);
@@ -250,27 +256,17 @@ absl::StatusOr<GenerationResult> GenerateBeams(const LlmWeights& weights, const 
       status = next.status();
       break;
     }
-    // Each parent's first child takes its sequence over; the others fork it.
-    const int live = static_cast<int>(beams.size());
+    // The forks first, while their parents are where they were; then the takeovers; then the childless end.
     std::vector<SequenceKv> forked(options.num_beams);
-    std::vector<bool> taken(live, false);
-    std::vector<int> taker(options.num_beams, -1);
     for (int j = 0; j < options.num_beams && status.ok(); ++j) {
-      const int p = next->parent[j];
-      if (!taken[p]) {
-        taken[p] = true;
-        taker[j] = p;
-        continue;
-      }
-      absl::StatusOr<BlockCopy> copy = cache.Fork(beams[p], forked[j]);
+      if (next->takes_over[j]) continue;
+      absl::StatusOr<BlockCopy> copy = cache.Fork(beams[next->parent[j]], forked[j]);
       status = copy.ok() ? CopyOnDevice(weights, *copy) : copy.status();
     }
     for (int j = 0; j < options.num_beams; ++j) {
-      if (taker[j] >= 0) forked[j] = std::move(beams[taker[j]]);
+      if (next->takes_over[j]) forked[j] = std::move(beams[next->parent[j]]);
     }
-    for (int p = 0; p < live; ++p) {
-      if (!taken[p]) cache.Release(beams[p]);
-    }
+    for (int p : next->childless) cache.Release(beams[p]);
     beams = std::move(forked);
     if (!status.ok() || search.done()) break;
     // One batched decode step of every beam, each giving its candidates.

@@ -44,11 +44,17 @@ absl::StatusOr<BeamCandidates> BeamCandidatesOf(const LlmWeights& weights, std::
                                                 float repetition_penalty, std::span<const int32_t> history,
                                                 int count, parallel::DeviceComm* comm);
 
+// IXC-2.5's <s>: transformers 4.33 seeds generate()'s ids with it, so every beam's history starts with it.
+inline constexpr int32_t kHistoryBosId = 1;
+
+// The ids a beam's repetition penalty sees: BOS, then the beam's generated tokens.
+std::vector<int32_t> BeamHistory(int32_t bos_id, std::span<const int32_t> tokens);
+
 struct BeamSearchOptions {
   int num_beams = 2;
   std::vector<int32_t> eos_ids;  // end a beam; the first is written after the best hypothesis where it ended
   int max_new_tokens = 32;
-  int32_t bos_id = 1;            // the history's first id
+  int32_t bos_id = kHistoryBosId;  // the history's first id
 };
 
 class BeamSearch {
@@ -62,12 +68,16 @@ class BeamSearch {
   static int CandidatesPerBeam(int num_beams, size_t eos_ids);
   // Beam b's generated ids, and the history its repetition penalty sees (BOS, then those).
   const std::vector<int32_t>& tokens(int beam) const { return tokens_[beam]; }
-  std::vector<int32_t> History(int beam) const;
+  std::vector<int32_t> History(int beam) const { return BeamHistory(options_.bos_id, tokens_[beam]); }
 
-  // Where each beam of the next step comes from: new beam j continues beam parent[j] with token[j].
+  // Where each beam of the next step comes from: new beam j continues beam parent[j] with token[j]. Its KV: a
+  // parent's first child takes the parent's sequence over (takes_over[j]), any other forks it; the beams no new beam
+  // continues (childless) end.
   struct Next {
     std::vector<int> parent;
     std::vector<int32_t> token;
+    std::vector<bool> takes_over;
+    std::vector<int> childless;
   };
   // One step from each live beam's candidates (highest first). Errors on a wrong count of beams or candidates.
   absl::StatusOr<Next> Step(const std::vector<BeamCandidates>& candidates);
@@ -106,7 +116,7 @@ struct BeamGenerationOptions {
   int max_new_tokens = 32;
   float repetition_penalty = 1.f;
   std::vector<int32_t> eos_ids;  // empty: the beams run max_new_tokens steps
-  int32_t bos_id = 1;
+  int32_t bos_id = kHistoryBosId;
   int64_t max_context = 98304;
 };
 

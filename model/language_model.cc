@@ -122,6 +122,18 @@ bool SharesOneHead(const std::vector<Segment>& segments) {
   return true;
 }
 
+// The logits of `picked`'s rows (final hidden states, (rows, hidden)), normalized in place and through the head: whole
+// rows on every rank, or, with `sliced` (local_vocab under TP), this TP rank's slice of the vocabulary.
+absl::StatusOr<std::vector<float>> HeadLogits(const LlmWeights& weights, std::vector<float>& picked, bool sliced,
+                                              parallel::DeviceComm* tp_comm) {
+  const int64_t hidden = weights.shard.hidden_size, rows = static_cast<int64_t>(picked.size()) / hidden;
+  const int64_t vocab = sliced ? weights.shard.vocab_size : weights.config.vocab_size;
+  std::vector<float> logits(rows * vocab);
+  kernels::RmsNorm(picked.data(), weights.final_norm.data(), picked.data(), rows, hidden, weights.shard.rms_norm_eps);
+  IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), rows, sliced ? nullptr : tp_comm, logits.data()));
+  return logits;
+}
+
 // Every segment's logits by one call of the head over all their rows (rows first_logit_row[i].. of x, wanted[i]
 // many each): a batch of decodes reads the head's weights once instead of once per sequence.
 absl::Status BatchLogits(const LlmWeights& weights, const std::vector<Segment>& segments,
@@ -130,20 +142,13 @@ absl::Status BatchLogits(const LlmWeights& weights, const std::vector<Segment>& 
   const int64_t hidden = weights.shard.hidden_size;
   const bool sliced = tp_comm != nullptr && segments.front().input->local_vocab;
   const int64_t vocab = sliced ? weights.shard.vocab_size : weights.config.vocab_size;
-  int64_t total = 0;
-  for (const std::vector<int64_t>& rows : wanted) total += static_cast<int64_t>(rows.size());
-  std::vector<float> picked(total * hidden);  // (total, hidden) every segment's logit rows, in segment order
-  int64_t at = 0;
+  std::vector<float> picked;  // (rows, hidden) every segment's logit rows, in segment order
   for (size_t i = 0; i < segments.size(); ++i) {
-    const int64_t count = static_cast<int64_t>(wanted[i].size());
-    std::copy_n(x + first_logit_row[i] * hidden, count * hidden, picked.data() + at * hidden);
-    at += count;
+    picked.insert(picked.end(), x + first_logit_row[i] * hidden,
+                  x + (first_logit_row[i] + static_cast<int64_t>(wanted[i].size())) * hidden);
   }
-  std::vector<float> all(total * vocab);  // (total, vocab)
-  kernels::RmsNorm(picked.data(), weights.final_norm.data(), picked.data(), total, hidden,
-                   weights.shard.rms_norm_eps);
-  IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), total, sliced ? nullptr : tp_comm, all.data()));
-  at = 0;
+  IXC_ASSIGN_OR_RETURN(const std::vector<float> all, HeadLogits(weights, picked, sliced, tp_comm));
+  int64_t at = 0;
   for (size_t i = 0; i < segments.size(); ++i) {
     const int64_t count = static_cast<int64_t>(wanted[i].size());
     segments[i].logits->assign(all.begin() + at * vocab, all.begin() + (at + count) * vocab);
@@ -156,16 +161,12 @@ absl::Status BatchLogits(const LlmWeights& weights, const std::vector<Segment>& 
 absl::Status SegmentLogits(const LlmWeights& weights, const Segment& segment, const std::vector<int64_t>& rows,
                            const float* x, int64_t x_rows, parallel::DeviceComm* tp_comm, parallel::DeviceComm* comm) {
   const ForwardInput& input = *segment.input;
-  const LlmConfig& c = weights.shard;
-  const int64_t hidden = c.hidden_size;
+  const int64_t hidden = weights.shard.hidden_size;
   // Whole logits on every rank, or, with local_vocab, this TP rank's slice of the vocabulary.
   const bool sliced = tp_comm != nullptr && input.local_vocab;
   const int64_t vocab = sliced ? weights.shard.vocab_size : weights.config.vocab_size;
-  parallel::DeviceComm* head_comm = sliced ? nullptr : tp_comm;
   std::vector<float> picked(x + x_rows * hidden, x + (x_rows + static_cast<int64_t>(rows.size())) * hidden);
-  std::vector<float> own(rows.size() * vocab);
-  kernels::RmsNorm(picked.data(), weights.final_norm.data(), picked.data(), rows.size(), hidden, c.rms_norm_eps);
-  IXC_RETURN_IF_ERROR(LmHead(weights, picked.data(), rows.size(), head_comm, own.data()));
+  IXC_ASSIGN_OR_RETURN(std::vector<float> own, HeadLogits(weights, picked, sliced, tp_comm));
   if (input.sp_attention != SpAttention::kRing) {
     *segment.logits = std::move(own);
     return absl::OkStatus();

@@ -183,15 +183,18 @@ absl::Status Run(const CommandLine& line) {
       return absl::InvalidArgumentError(absl::StrCat("--task ", absl::GetFlag(FLAGS_task), " takes one --image"));
     }
     // The task's settings, where no flag names another value.
-    auto given = [&line](const char* flag) { return line.Given(flag); };
-    if (!given("lora_mode")) lora = settings.lora;
-    if (!given("num_beams")) beams = settings.num_beams;
-    if (!given("temperature")) options.sampling.temperature = settings.sampling.temperature;
-    if (!given("top_p")) options.sampling.top_p = settings.sampling.top_p;
-    if (!given("top_k")) options.sampling.top_k = settings.sampling.top_k;
-    if (!given("repetition_penalty")) options.sampling.repetition_penalty = settings.sampling.repetition_penalty;
-    if (!given("max_new_tokens") && settings.max_new_tokens > 0) options.max_new_tokens = settings.max_new_tokens;
-    if (!given("max_new_tokens")) max_total = settings.max_total_tokens;
+    coordinator::TaskSettings own;
+    own.lora = lora;
+    own.num_beams = beams;
+    own.sampling = options.sampling;
+    own.max_new_tokens = options.max_new_tokens;
+    const coordinator::TaskSettings merged = coordinator::MergeSettings(
+        settings, own, [&line](absl::string_view flag) { return line.Given(std::string(flag)); });
+    lora = merged.lora;
+    beams = merged.num_beams;
+    options.sampling = merged.sampling;
+    if (merged.max_new_tokens > 0) options.max_new_tokens = merged.max_new_tokens;
+    max_total = merged.max_total_tokens;
   }
 
   // One generation from `text` (a prompt with the media's placeholders), or from the --prompt-ids.

@@ -146,16 +146,20 @@ bool Given(const nlohmann::json& body, const char* field) { return body.contains
 
 // A composition task's settings where the request gives none of its own (compose_task.h).
 void ApplyTask(const nlohmann::json& body, const TaskSettings& settings, ApiRequest* request) {
-  if (!Given(body, "lora_mode")) request->lora = settings.lora;
-  if (!Given(body, "num_beams")) request->num_beams = settings.num_beams;
-  if (!Given(body, "temperature")) request->sampling.temperature = settings.sampling.temperature;
-  if (!Given(body, "top_p")) request->sampling.top_p = settings.sampling.top_p;
-  if (!Given(body, "top_k")) request->sampling.top_k = settings.sampling.top_k;
-  if (!Given(body, "repetition_penalty")) request->sampling.repetition_penalty = settings.sampling.repetition_penalty;
-  if (!Given(body, "max_tokens") && !Given(body, "max_completion_tokens")) {
-    if (settings.max_new_tokens > 0) request->max_tokens = settings.max_new_tokens;
-    request->max_total_tokens = settings.max_total_tokens;
-  }
+  TaskSettings own;
+  own.lora = request->lora;
+  own.num_beams = request->num_beams;
+  own.sampling = request->sampling;
+  own.max_new_tokens = static_cast<int>(request->max_tokens.value_or(0));  // at most int32's maximum
+  const TaskSettings merged = MergeSettings(settings, own, [&body](absl::string_view field) {
+    if (field == "max_new_tokens") return Given(body, "max_tokens") || Given(body, "max_completion_tokens");
+    return Given(body, std::string(field).c_str());
+  });
+  request->lora = merged.lora;
+  request->num_beams = merged.num_beams;
+  request->sampling = merged.sampling;
+  if (merged.max_new_tokens > 0) request->max_tokens = merged.max_new_tokens;
+  request->max_total_tokens = merged.max_total_tokens;
 }
 
 // The text of a message whose content must be text: a string, or a list of text parts.

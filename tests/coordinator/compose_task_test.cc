@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+#include <string>
+
 #include "coordinator/chat_template.h"
 #include "tests/coordinator/real_tokenizer.h"
 
@@ -68,6 +71,26 @@ TEST(ComposeTaskTest, SettingsAreTheReferenceFunctionsDefaults) {
   EXPECT_EQ(*ComposeTaskFromName("resume_2_webpage"), ComposeTask::kResumeToWebpage);
   EXPECT_NE(ComposeTaskFromName("webpage").status().message().find("write_webpage, screen_2_webpage"),
             std::string::npos);
+}
+
+TEST(ComposeTaskTest, ARequestsOwnSettingsWin) {
+  TaskSettings own;
+  own.num_beams = 1;
+  own.sampling.repetition_penalty = 1.f;
+  own.max_new_tokens = 6;
+  const std::set<std::string> given = {"num_beams", "repetition_penalty", "max_new_tokens"};
+  const TaskSettings merged = MergeSettings(SettingsOf(ComposeTask::kWriteArticle), own,
+                                            [&](absl::string_view name) { return given.contains(std::string(name)); });
+  EXPECT_EQ(merged.num_beams, 1);
+  EXPECT_EQ(merged.sampling.repetition_penalty, 1.f);
+  EXPECT_EQ(merged.max_new_tokens, 6);
+  EXPECT_EQ(merged.max_total_tokens, 0) << "a request's max_new_tokens lifts the task's total";
+  EXPECT_EQ(merged.lora, model::LoraMode::kWrite) << "not given: the task's";
+  EXPECT_EQ(merged.sampling.top_k, 40);
+  const TaskSettings untouched = MergeSettings(SettingsOf(ComposeTask::kWriteArticle), own,
+                                               [](absl::string_view) { return false; });
+  EXPECT_EQ(untouched.max_total_tokens, 8192);
+  EXPECT_EQ(untouched.sampling.repetition_penalty, 1.005f);
 }
 
 TEST(ComposeTaskTest, PostProcessingStripsTurnMarkersAndRewritesUnsplash) {
