@@ -151,6 +151,7 @@ absl::Status Engine::Serve(EngineInbox& inbox) {
 }
 
 void Engine::FailAll(const absl::Status& status, EngineInbox& inbox) {
+  failed_all_ = true;
   inbox.Close();
   TakeFromInbox(inbox);
   for (auto& [number, request] : requests_) {

@@ -72,6 +72,9 @@ class Engine {
 
   // Every worker has loaded its model (/health); read from other threads.
   bool ready() const { return ready_; }
+  // A worker's failure has ended the engine: set before the unfinished requests' streams end with its message, so a
+  // handler woken by one already knows the server failed (503), not the request (400).
+  bool failed() const { return failed_all_; }
 
  private:
   // Takes new requests and cancellations from the inbox.
@@ -176,6 +179,7 @@ class Engine {
   };
   std::vector<RankSeries> rank_series_;  // by world rank (the coordinator's entry unused)
   std::atomic<bool> ready_{false};
+  std::atomic<bool> failed_all_{false};
 };
 
 }  // namespace ixc::coordinator

@@ -402,7 +402,7 @@ void ApiServer::Compose(const httplib::Request& http, Generation& generation, ht
   auto failed = [&](const Generation& pass) {
     const Generation::Choice& choice = pass.choices.front();
     if (choice.finish_reason != "error") return false;
-    Error(response, state_ == State::kFailed ? 503 : 400, choice.error);
+    Error(response, ErrorStatus(), choice.error);
     return true;
   };
   if (!Await(http, generation) || failed(generation)) return;
@@ -462,7 +462,7 @@ void ApiServer::Respond(const httplib::Request& http, Generation& generation, ht
   for (size_t c = 0; c < generation.choices.size(); ++c) {
     Generation::Choice& choice = generation.choices[c];
     if (choice.finish_reason == "error") {
-      return Error(response, state_ == State::kFailed ? 503 : 400, choice.error);
+      return Error(response, ErrorStatus(), choice.error);
     }
     nlohmann::json out = {{"index", c}, {"logprobs", generation.TakeLogprobs(choice, tokenizer_)},
                           {"finish_reason", choice.finish_reason}};
@@ -510,7 +510,7 @@ void ApiServer::Stream(std::shared_ptr<Generation> generation, httplib::Response
           choice.request->stream->Wait(choice.seen, std::chrono::milliseconds(out.empty() ? 20 : 0), &update);
           const std::string text = generation->Advance(choice, update, inbox_);
           if (choice.finish_reason == "error") {
-            const int status = state_ == State::kFailed ? 503 : 400;
+            const int status = ErrorStatus();
             out += Sse(ErrorJson(status, choice.error));
             continue;
           }

@@ -83,6 +83,8 @@ class ApiServer {
   // `received`: when the HTTP request came (its preparation counts in its TTFT and e2e latency).
   bool Prepare(const ApiRequest& api, Generation& generation, httplib::Response& response,
                std::chrono::steady_clock::time_point received);
+  // The status of a request that ended with an error: 503 where the server failed (a rank is gone), else 400.
+  int ErrorStatus() const { return state_ == State::kFailed || engine_.failed() ? 503 : 400; }
   // Counts every answered HTTP request by handler, method and status, with its duration (httplib's logger).
   void RecordHttp(const httplib::Request& http, const httplib::Response& response);
   // Waits for every choice; a client that has gone meanwhile (PeerWatch) cancels them: false then.

@@ -740,8 +740,16 @@ def test_failure(ctx):
             except openai.APIError as e:
                 outcome["error"] = str(e)
 
+        def waiting_client():  # not streamed: its answer, when the engine fails, is a 503 (the server failed)
+            r = httpx.post(server.url + "/v1/chat/completions", timeout=120, json={
+                "messages": [{"role": "user", "content": "Another long story"}], "max_tokens": 20000,
+                "ignore_eos": True})
+            outcome["waiting"] = (r.status_code, r.text)
+
         thread = threading.Thread(target=client)
         thread.start()
+        waiting = threading.Thread(target=waiting_client)
+        waiting.start()
         time.sleep(1.0)
         workers = server.pids("ixc-worker")
         victim = workers[-1]
@@ -757,6 +765,7 @@ def test_failure(ctx):
                 break
             time.sleep(0.2)
         thread.join(60)
+        waiting.join(60)
         code = server.wait(60)
         elapsed = time.time() - start
         if signum == signal.SIGSTOP:
@@ -764,6 +773,8 @@ def test_failure(ctx):
         assert code != 0 and elapsed < 60, (code, elapsed, server.output())
         assert health == 503, (health, server.output())
         assert "rank 3" in outcome.get("error", "") or "rank 3" in server.output(), (outcome, server.output())
+        status, text = outcome.get("waiting", (None, ""))
+        assert status == 503 and "rank 3" in text, (status, text[:300])
         print(f"failure: a {name} worker: the stream's error names the rank ({outcome['error'][:90]}...), "
               f"/health 503, exit {code} after {elapsed:.1f} s")
 
