@@ -1,5 +1,6 @@
-// kernels::Linear at the shapes of the `small` benchmark model and of IXC-2.5, f32 and bf16 weights, decode (M=1)
-// and prefill (M=512), with Google Benchmark. Each row reports GFLOP/s and weight GB/s, and `of_limit`: the share of
+// kernels::Linear at the shapes of the demo and `small` benchmark models and of IXC-2.5, f32 and bf16 weights, decode
+// (M=1), decode batches (M=4..64: where the GEMV gives way to sgemm, kernels/cpu/gemv.h) and prefill (M=512), with
+// Google Benchmark. Each row reports GFLOP/s and weight GB/s, and `of_limit`: the share of
 // this machine's measured read bandwidth (M=1, bound by reading weights) or sgemm peak (M=512, bound by arithmetic).
 //   build/cpu/bench/gemm_bench [--benchmark_filter=bf16]
 #include <benchmark/benchmark.h>
@@ -43,13 +44,13 @@ void Register() {
     bool prefill;
   };
   const Shape shapes[] = {{"small_wqkv", 1280, 768, true},   {"small_w1", 2048, 768, true},
-                          {"small_w2", 768, 2048, true},     {"small_output", 92544, 768, false},
+                          {"small_w2", 768, 2048, true},     {"small_output", 92544, 768, false}, {"demo_output", 92544, 256, false}, {"demo_w1", 704, 256, false},
                           {"ixc25_w1", 14336, 4096, false},  {"ixc25_wqkv", 6144, 4096, false}};
   for (const Shape& s : shapes) {
     for (DType dtype : {DType::kF32, DType::kBF16}) {
       auto* b = benchmark::RegisterBenchmark((std::string(s.name) + "/" + DTypeName(dtype)).c_str(), BM_Linear, dtype,
                                              s.n, s.k);
-      b->ArgName("M")->Arg(1)->UseRealTime()->MinTime(0.3);
+      b->ArgName("M")->Arg(1)->Arg(4)->Arg(8)->Arg(16)->Arg(32)->Arg(64)->UseRealTime()->MinTime(0.3);
       if (s.prefill) b->Arg(512);
     }
   }

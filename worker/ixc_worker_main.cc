@@ -3,6 +3,7 @@
 // a GPU of its machine (parallel::WorkerGpu: one per LLM rank; vision ranks take the rest or share). Image rows reach
 // the LLM ranks over MPI from host buffers, or over NCCL from GPU to GPU where every vision rank has a GPU of its own.
 //   mpirun -np 1 ixc-coordinator --model DIR --tp 2 --sp 2 --vision 1 ... : -np 5 ixc-worker
+#include <malloc.h>
 #include <mpi.h>
 
 #include <algorithm>
@@ -167,6 +168,10 @@ absl::Status Serve(const parallel::ClusterConfig& config, const parallel::Mappin
 
 int main(int argc, char** argv) {
   ixc::kernels::RestartForBetterBlasKernels(argv);
+  // A step's buffers (a decode batch's logits are rows x 92,544 floats) are freed and asked for again every step:
+  // kept in the heap instead of mapped and unmapped each time, they cost no page faults (5-7% of a CPU decode step).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   // SIGTERM and SIGINT are the coordinator's to drain on; this rank stops when it is told to (or the coordinator
   // goes silent), so a signal to the whole job lets the requests in flight finish.
   ixc::parallel::BlockDrainSignals();

@@ -18,7 +18,12 @@
 
 namespace ixc::kernels {
 
-inline constexpr int64_t kGemvRows = 4;
+// The most activation rows the GEMV takes. It serves them all from one read of each weight block (the block stays
+// in L1 across passes of kRowsPerPass rows), so it beats converting the weights for sgemm up to about this many
+// (gemm_bench, this repo's 2-core AVX-512 VM: bf16 92544 x 256 at M = 16 6.1 against 10.7 ms, at M = 32 13.3 against
+// 13.8 ms, at M = 64 27 against 19 ms); f32 weights need no conversion and go to sgemm past kGemvRowsF32.
+inline constexpr int64_t kGemvRows = 32;
+inline constexpr int64_t kGemvRowsF32 = 16;
 
 // out (m, N) = x (m, K) . w (N, K)^T (+ out when accumulating), m <= kGemvRows: the variants linear.cc chooses from.
 void GemvAvx2(const float* x, TensorView w, float* out, int64_t m, bool accumulate);

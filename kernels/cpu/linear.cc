@@ -1,8 +1,8 @@
 // CPU Linear and LowRankAdd.
 //
-// Up to kGemvRows activation rows (decode), any dtype: our GEMV (kernels/cpu/gemv.h), which streams each weight row
-// once, widening in registers, with software prefetch one block ahead (OpenBLAS's sgemv reached 70% of the read
-// bandwidth on the LM head; this one 90%). More rows:
+// Up to kGemvRows activation rows (decode batches; kGemvRowsF32 with f32 weights), any dtype: our GEMV
+// (kernels/cpu/gemv.h), which streams each weight row once, widening in registers, with software prefetch one block
+// ahead (OpenBLAS's sgemv reached 70% of the read bandwidth on the LM head; this one 90%). More rows:
 //   * f32 weights go straight to OpenBLAS sgemm.
 //   * more rows (prefill): each thread converts a panel of kPanelRows weight rows into its own f32 buffer and runs a
 //     single-threaded sgemm of all activation rows against that panel (OpenBLAS runs single-threaded inside an
@@ -50,7 +50,7 @@ void Linear(const float* x, TensorView w, float* out, int64_t m, bool accumulate
   if (m == 0) return;
   switch (w.dtype) {
     case DType::kF32:
-      if (m <= kGemvRows) {
+      if (m <= kGemvRowsF32) {
         Gemv(x, w, out, m, accumulate);
       } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.f, x, k, w.f32(), k, accumulate ? 1.f : 0.f,

@@ -1,6 +1,9 @@
 // CPU sampling: the reference's rules, but the top-k candidates are found by selection (nth_element) instead of a
 // sort of the whole vocabulary; only the survivors are sorted.
+#include <immintrin.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 #include <vector>
 
@@ -9,10 +12,37 @@
 
 namespace ixc::kernels {
 
+// Two vector passes, the maximum and then its first position: std::max_element's one pass of dependent compares took
+// 316 us on the demo model's 92,544 logits, this 11 us (a throwaway timing loop); 16 sequences' greedy choices had
+// been 7% of their decode step.
+int64_t FirstArgMax(const float* x, int64_t n) {
+  __m256 m0 = _mm256_set1_ps(x[0]), m1 = m0, m2 = m0, m3 = m0;  // four chains: max's latency hidden
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + i + 8));
+    m2 = _mm256_max_ps(m2, _mm256_loadu_ps(x + i + 16));
+    m3 = _mm256_max_ps(m3, _mm256_loadu_ps(x + i + 24));
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+  float best = *std::max_element(lanes, lanes + 8);
+  for (; i < n; ++i) best = std::max(best, x[i]);
+  const __m256 wanted = _mm256_set1_ps(best);
+  for (i = 0; i + 8 <= n; i += 8) {
+    const int equal = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), wanted, _CMP_EQ_OQ));
+    if (equal != 0) return i + __builtin_ctz(equal);
+  }
+  for (; i < n; ++i) {
+    if (x[i] == best) return i;
+  }
+  return std::max_element(x, x + n) - x;  // NaNs: max_element's own rule
+}
+
 int32_t SampleToken(float* logits, int64_t vocab, const SamplingParams& params, const std::vector<int32_t>& previous,
                     std::mt19937_64& rng) {
   ApplyRepetitionPenalty(logits, vocab, params.repetition_penalty, previous);
-  if (IsGreedy(params)) return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+  if (IsGreedy(params)) return static_cast<int32_t>(FirstArgMax(logits, vocab));
 
   for (int64_t i = 0; i < vocab; ++i) logits[i] /= params.temperature;
   std::vector<int32_t> candidates(vocab);

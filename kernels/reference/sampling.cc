@@ -10,10 +10,12 @@
 
 namespace ixc::kernels::reference {
 
+int64_t FirstArgMax(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
+
 int32_t SampleToken(float* logits, int64_t vocab, const SamplingParams& params, const std::vector<int32_t>& previous,
                     std::mt19937_64& rng) {
   ApplyRepetitionPenalty(logits, vocab, params.repetition_penalty, previous);
-  if (IsGreedy(params)) return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+  if (IsGreedy(params)) return static_cast<int32_t>(FirstArgMax(logits, vocab));
 
   for (int64_t i = 0; i < vocab; ++i) logits[i] /= params.temperature;
   // Every token, ascending by (logit, id): HF's top-k and top-p both work on sorted logits.

@@ -50,11 +50,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
 
 // Linear calls one GEMV variant, the one this CPU runs best: each variant this CPU can run is checked here, so the
 // AVX2 one is tested on machines with AVX-512 too. Shapes with whole chunks (2 x 16 values per row for AVX-512),
-// their tails, and a last block of fewer than 4 weight rows.
+// their tails, a last block of fewer than 4 weight rows, and decode batches up to kGemvRows (passes of 4, 2 and 1).
 TEST(GemvTest, EveryVariantThisCpuRunsMatchesReference) {
   std::vector<std::pair<const char*, LinearFn>> variants = {{"avx2", GemvAvx2}};
   if (__builtin_cpu_supports("avx512f")) variants.emplace_back("avx512", GemvAvx512);
-  const GemmShape shapes[] = {{1, 67, 33}, {3, 129, 70}, {4, 202, 264}, {2, 9, 768}, {1, 5, 31}};
+  const GemmShape shapes[] = {{1, 67, 33},  {3, 129, 70}, {4, 202, 264},       {2, 9, 768},
+                              {1, 5, 31},   {7, 66, 96},  {17, 131, 64}, {kGemvRows, 37, 130}};
   for (const auto& [name, gemv] : variants) {
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
       for (const GemmShape& shape : shapes) {

@@ -57,6 +57,22 @@ TEST(SamplingTest, GreedyTakesFirstMaximum) {
   EXPECT_EQ(SampleToken(logits.data(), 4, {}, {}, rng), 1);
 }
 
+// The vectorized argmax against std::max_element: ties (values drawn from a few levels), lengths around the vector
+// width, the maximum at either end, all equal, and infinities.
+TEST(SamplingTest, FirstArgMaxMatchesReference) {
+  std::mt19937_64 rng(7);
+  for (int64_t n : {1, 2, 15, 16, 17, 31, 64, 1000, 92544}) {
+    for (int trial = 0; trial < 4; ++trial) {
+      std::vector<float> x(n);
+      for (float& v : x) v = static_cast<float>(rng() % 5) - 2.f;  // few levels: many ties
+      if (trial == 1) x.back() = 10.f;
+      if (trial == 2) std::fill(x.begin(), x.end(), -std::numeric_limits<float>::infinity());
+      if (trial == 3) x[n / 2] = std::numeric_limits<float>::infinity();
+      EXPECT_EQ(FirstArgMax(x.data(), n), reference::FirstArgMax(x.data(), n)) << "n " << n << " trial " << trial;
+    }
+  }
+}
+
 TEST(SamplingTest, RepetitionPenaltyDividesPositiveAndMultipliesNegative) {
   // Token 0 (2.0 -> 1.0) and token 1 (-0.5 -> -1.0) are penalised by 2; token 2 (1.5) now wins greedy.
   std::vector<float> logits = {2.f, -0.5f, 1.5f};
