@@ -12,11 +12,14 @@ is the demo preset with max_position_embeddings 32768 (bench/bench_server.py say
 so every run computes the same.
 """
 import argparse
+import asyncio
+import json
 import os
 import statistics
 import tempfile
-import threading
 import time
+
+import httpx
 
 from bench_server import ROOT, ServedJob, demo_32k_model, document, unbound_env
 
@@ -32,45 +35,52 @@ def run(args, budget, with_document):
     flags = ["--model", args.model, "--step-timeout-s", "3600", "--no-enable-prefix-caching"]
     if budget:
         flags += ["--max-num-batched-tokens", str(budget)]
-    stamps, lock, stop = [], threading.Lock(), threading.Event()
     with ServedJob(args.build, ["--tp", "1", "--sp", "1", "--vision", "0"], flags,
                    os.path.join(args.work, f"server-{budget}.log"), unbound_env(1)) as job:
-        client = job.client()
+        return asyncio.run(drive(args, f"http://127.0.0.1:{job.port}", with_document))
 
-        def decoder(i):
-            messages = [{"role": "user", "content": f"Tell me a long story about the harbour, number {i}."}]
-            while not stop.is_set():
-                stream = client.chat.completions.create(model="bench", messages=messages, max_tokens=4000,
-                                                        temperature=0, stream=True, extra_body={"ignore_eos": True})
-                for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        with lock:
-                            stamps.append((i, time.perf_counter()))
+
+async def drive(args, url, with_document):
+    """The decoders and the document from one asyncio thread that reads the SSE lines itself (as the serving
+    benchmark): on 2 cores a client that costs more takes its time from the server's steps."""
+    stamps, stop = [], asyncio.Event()
+
+    async def decoder(client, i):
+        body = {"model": "bench", "max_tokens": 4000, "temperature": 0, "stream": True, "ignore_eos": True,
+                "messages": [{"role": "user", "content": f"Tell me a long story about the harbour, number {i}."}]}
+        while not stop.is_set():
+            async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+                async for line in response.aiter_lines():
                     if stop.is_set():
-                        stream.close()
                         break
+                    if line.startswith("data: {"):
+                        choices = json.loads(line[6:])["choices"]
+                        if choices and choices[0]["delta"].get("content"):
+                            stamps.append((i, time.perf_counter()))
 
-        threads = [threading.Thread(target=decoder, args=(i,), daemon=True) for i in range(args.decoders)]
-        for t in threads:
-            t.start()
-        time.sleep(args.warmup)  # every decoder running
-        start = time.perf_counter()
-        ttft = None
+    limits = httpx.Limits(max_connections=args.decoders + 1, max_keepalive_connections=None)
+    async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+        tasks = [asyncio.create_task(decoder(client, i)) for i in range(args.decoders)]
+        await asyncio.sleep(args.warmup)  # every decoder running
+        start, ttft = time.perf_counter(), None
         if with_document:
-            client.chat.completions.create(model="bench", max_tokens=1, temperature=0,
-                                           messages=[{"role": "user", "content": document(args.tokens)}])
+            response = await client.post(url + "/v1/chat/completions", json={
+                "model": "bench", "max_tokens": 1, "temperature": 0,
+                "messages": [{"role": "user", "content": document(args.tokens)}]})
+            response.raise_for_status()
             ttft = time.perf_counter() - start
         else:
-            time.sleep(args.window)
+            await asyncio.sleep(args.window)
         end = time.perf_counter()
         stop.set()
-    gaps = []
-    with lock:
-        last = {}
-        for i, stamp in stamps:
-            if i in last and start <= last[i] and stamp <= end:
-                gaps.append(stamp - last[i])
-            last[i] = stamp
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    gaps, last = [], {}
+    for i, stamp in stamps:
+        if i in last and start <= last[i] and stamp <= end:
+            gaps.append(stamp - last[i])
+        last[i] = stamp
     return gaps, ttft
 
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "coordinator/chunk_cost.h"
 #include "coordinator/prefix_keys.h"
 
 namespace ixc::coordinator {
@@ -607,17 +608,19 @@ absl::Status Engine::Step() {
   }
   // Beams of a search preempted after they were taken.
   std::erase_if(decodes, [](const Request* r) { return r->state != RequestState::kRunning; });
-  // The step's token budget (docs/scheduling.md): the decodes first, then chunks of the prompts under way in
-  // admission order, then new prompts in arrival order while the batch has room and their blocks fit; nothing jumps
-  // the queue. Where the decodes take the whole budget, the first prompt still gets a block's worth, so it advances.
-  int64_t budget = options_.max_num_batched_tokens - static_cast<int64_t>(decodes.size());
+  // The step's token budget (docs/scheduling.md): the decodes first (one each), then chunks of the prompts under way
+  // in admission order, then new prompts in arrival order while the batch has room and their blocks fit; nothing
+  // jumps the queue. A chunk's positions cost what their attention reads too (chunk_cost.h). Where the decodes take
+  // the whole budget, the first prompt still gets a block's worth, so it advances.
+  double budget = static_cast<double>(options_.max_num_batched_tokens) - static_cast<double>(decodes.size());
   std::vector<Request*> prefills;  // this step's chunk of each: positions [computed, chunk_end)
   auto take_chunk = [&](Request& request) {
     const int64_t left = request.prefill_length - request.computed;
-    const int64_t chunk = std::min(left, prefills.empty() ? std::max<int64_t>(budget, options_.kv_block_size) : budget);
+    int64_t chunk = std::min(left, ChunkWithin(budget, request.computed, options_.keys_per_token));
+    if (prefills.empty()) chunk = std::max(chunk, std::min<int64_t>(left, options_.kv_block_size));
     if (chunk <= 0) return false;
     request.chunk_end = request.computed + chunk;
-    budget -= chunk;
+    budget -= ChunkCost(request.computed, chunk, options_.keys_per_token);
     prefills.push_back(&request);
     return true;
   };
@@ -625,7 +628,7 @@ absl::Status Engine::Step() {
     if (!take_chunk(*request)) break;
   }
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_num_seqs &&
-         (budget > 0 || prefills.empty()) && Admit(*waiting_.front())) {
+         (budget >= 1 || prefills.empty()) && Admit(*waiting_.front())) {
     Request* request = waiting_.front();
     waiting_.pop_front();
     if (request->scheduled_s == 0) {  // its first admission: a recompute after preemption is not counted again

@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/api/api_server.h"
 #include "coordinator/api/media_source.h"
+#include "coordinator/chunk_cost.h"
 #include "coordinator/engine.h"
 #include "coordinator/engine_inbox.h"
 #include "coordinator/request.h"
@@ -50,8 +51,12 @@ ABSL_FLAG(int, kv_blocks, 0,
 ABSL_FLAG(int, max_num_seqs, 256, "sequences in the running batch (one engine step), at most");
 ABSL_FLAG(int64_t, max_num_batched_tokens, 0,
           "positions one engine step may carry: its decodes, then chunks of prompts; a longer prompt is prefilled "
-          "over several steps beside the decodes (docs/scheduling.md). 0: the device's default, 256 on the CPU and "
+          "over several steps beside the decodes (docs/scheduling.md). 0: the device's default, 2048 on the CPU and "
           "8192 on GPUs");
+ABSL_FLAG(int64_t, prefill_keys_per_token, -1,
+          "a prompt position counts one batched token plus one per this many keys its attention reads, so chunks late "
+          "in a long prompt take fewer positions and steps stay alike in time (docs/scheduling.md). 0: positions "
+          "only; -1: the device's default, from the model's shape");
 ABSL_FLAG(int, step_timeout_s, 120, "how long to wait for any rank's answer");
 ABSL_FLAG(int64_t, max_context, 98304, "prompt plus generated positions, at most");
 ABSL_FLAG(int64_t, image_cache_mib, 8192,
@@ -256,6 +261,11 @@ absl::Status Run(int world_size, int* exit_code) {
     return absl::InvalidArgumentError(
         absl::StrCat("--image-cache-mib ", absl::GetFlag(FLAGS_image_cache_mib), " is negative"));
   }
+  if (absl::GetFlag(FLAGS_prefill_keys_per_token) < -1) {
+    return absl::InvalidArgumentError(absl::StrCat("--prefill-keys-per-token: ",
+                                                   absl::GetFlag(FLAGS_prefill_keys_per_token),
+                                                   " is below -1 (the default)"));
+  }
   if (absl::GetFlag(FLAGS_max_num_batched_tokens) < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--max-num-batched-tokens ",
                                                    absl::GetFlag(FLAGS_max_num_batched_tokens), " is negative"));
@@ -333,7 +343,10 @@ absl::Status Run(int world_size, int* exit_code) {
       .max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs),
       .max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens) > 0
                                     ? absl::GetFlag(FLAGS_max_num_batched_tokens)
-                                    : (device == "cuda" ? 8192 : 256),
+                                    : (device == "cuda" ? 8192 : 2048),
+      .keys_per_token = absl::GetFlag(FLAGS_prefill_keys_per_token) >= 0
+                            ? absl::GetFlag(FLAGS_prefill_keys_per_token)
+                            : DefaultKeysPerToken(llm, device == "cuda"),
       .max_context = absl::GetFlag(FLAGS_max_context),
       .image_cache_bytes = absl::GetFlag(FLAGS_image_cache_mib) << 20,
       .image_feature_bytes_per_crop = int64_t{vision.grid()} * vision.grid() * vision.hidden_size * 4,

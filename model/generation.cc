@@ -49,13 +49,14 @@ int SequenceParallelSize(parallel::DeviceComm* comm) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
-                                           SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
-                                           bool local_vocab, const PromptSpan& span) {
+absl::Status PreparePrefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits, SequenceKv& seq,
+                            KvCache& cache, parallel::DeviceComm* comm, bool local_vocab, const PromptSpan& span,
+                            PreparedPrefill& prepared) {
   const int sp_size = SequenceParallelSize(comm);
   const int block_size = cache.block_size();
   const int64_t cached = span.cached;
-  ForwardInput first = prompt;
+  ForwardInput& first = prepared.input;
+  first = prompt;
   first.all_logits = all_logits;
   first.local_vocab = local_vocab && !all_logits;
   const int sp_rank = sp_size == 1 ? 0 : comm->GroupRank(parallel::Group::kSequence);
@@ -77,10 +78,8 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
     return absl::InvalidArgumentError(
         absl::StrCat("a prefill of positions [", cached, ", ", end, ") of a prompt of ", length));
   }
+  prepared.span = {cached, end, length};
   first.context_length = length;
-  PromptShard shard;
-  std::vector<int32_t> positions;
-  std::vector<uint8_t> keep;
   if (sp_size > 1) {
     if (sharded) {
       const std::vector<int32_t> expected = parallel::PrefillPositions(cached, end, sp_rank, sp_size, block_size);
@@ -92,42 +91,61 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
     }
     if (parallel::RingPrefill(end - cached, sp_size, block_size)) {
       if (!sharded) {
-        shard = OwnedShard(prompt, cached, end, weights.config.hidden_size, sp_rank, sp_size, block_size);
-        first.ids = shard.ids;
-        first.embeddings = shard.embeddings;
-        first.image_mask = shard.image_mask;
-        first.positions = shard.positions;
+        PromptShard shard = OwnedShard(prompt, cached, end, weights.config.hidden_size, sp_rank, sp_size, block_size);
+        prepared.positions = std::move(shard.positions);
+        prepared.ids = std::move(shard.ids);
+        prepared.embeddings = std::move(shard.embeddings);
+        prepared.image_mask = std::move(shard.image_mask);
+        first.ids = prepared.ids;
+        first.embeddings = prepared.embeddings;
+        first.image_mask = prepared.image_mask;
+        first.positions = prepared.positions;
       }
       first.sp_attention = SpAttention::kRing;
     } else {  // every rank holds the whole prompt and keeps the K/V of the positions it owns
-      positions = parallel::PrefillPositions(cached, end, sp_rank, sp_size, block_size);  // all of them
-      for (int32_t p : positions) keep.push_back(parallel::KvOwner(p, block_size, sp_size) == sp_rank);
-      first.positions = positions;
-      first.store_kv = keep;
+      prepared.positions = parallel::PrefillPositions(cached, end, sp_rank, sp_size, block_size);  // all of them
+      for (int32_t p : prepared.positions) {
+        prepared.keep.push_back(parallel::KvOwner(p, block_size, sp_size) == sp_rank);
+      }
+      first.positions = prepared.positions;
+      first.store_kv = prepared.keep;
       first.sp_attention = SpAttention::kGatherMerge;
     }
   } else if (first.positions.empty()) {
-    positions.resize(end - cached);
-    for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(cached + i);
-    first.positions = positions;
+    prepared.positions.resize(end - cached);
+    for (size_t i = 0; i < prepared.positions.size(); ++i) prepared.positions[i] = static_cast<int32_t>(cached + i);
+    first.positions = prepared.positions;
   }
+  return absl::OkStatus();
+}
+
+void PreparedPrefill::TrimLogits(std::vector<float>& logits) const {
+  if (!input.all_logits || input.sp_attention != SpAttention::kRing || (span.cached == 0 && span.end == span.length)) {
+    return;
+  }
+  // One row per position of the prompt: this call's are [cached, end).
+  const int64_t row = static_cast<int64_t>(logits.size()) / span.length;
+  logits.erase(logits.begin() + span.end * row, logits.end());
+  logits.erase(logits.begin(), logits.begin() + span.cached * row);
+}
+
+absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits,
+                                           SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
+                                           bool local_vocab, const PromptSpan& span) {
+  PreparedPrefill prepared;
+  IXC_RETURN_IF_ERROR(PreparePrefill(weights, prompt, all_logits, seq, cache, comm, local_vocab, span, prepared));
   std::vector<float> logits;
-  IXC_RETURN_IF_ERROR(LanguageModelForward(weights, first, seq, cache, &logits, comm));
-  if (all_logits && first.sp_attention == SpAttention::kRing && (cached > 0 || end < length)) {
-    // One row per position of the prompt: this call's are [cached, end).
-    const int64_t row = static_cast<int64_t>(logits.size()) / length;
-    logits.erase(logits.begin() + end * row, logits.end());
-    logits.erase(logits.begin(), logits.begin() + cached * row);
-  }
+  IXC_RETURN_IF_ERROR(LanguageModelForward(weights, prepared.input, seq, cache, &logits, comm));
+  prepared.TrimLogits(logits);
   return logits;
 }
 
-absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& items, KvCache& cache,
-                         parallel::DeviceComm* comm, bool local_vocab) {
+std::vector<BatchEntry> DecodeEntries(std::vector<DecodeItem>& items, const KvCache& cache,
+                                      parallel::DeviceComm* comm, bool local_vocab, std::vector<uint8_t>& keep) {
   // Decode steps carry token ids, never image rows: PLoRA is off for generated tokens (spec 2).
   const int sp_size = SequenceParallelSize(comm);
   const int sp_rank = sp_size == 1 ? 0 : comm->GroupRank(parallel::Group::kSequence);
-  std::vector<uint8_t> keep(items.size());
+  keep.assign(items.size(), 0);
   std::vector<BatchEntry> batch(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     DecodeItem& item = items[i];
@@ -145,6 +163,13 @@ absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& ite
     batch[i].logits = &item.logits;
     batch[i].choice = item.choice;
   }
+  return batch;
+}
+
+absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& items, KvCache& cache,
+                         parallel::DeviceComm* comm, bool local_vocab) {
+  std::vector<uint8_t> keep;
+  std::vector<BatchEntry> batch = DecodeEntries(items, cache, comm, local_vocab, keep);
   return LanguageModelForwardBatch(weights, batch, cache, comm);
 }
 
@@ -177,7 +202,7 @@ absl::StatusOr<int32_t> SampleNext(const LlmWeights& weights, std::vector<float>
     if (id >= offset && id < offset + local) mine.push_back(static_cast<int32_t>(id - offset));
   }
   kernels::ApplyRepetitionPenalty(logits.data(), local, params.repetition_penalty, mine);
-  const int64_t best = std::max_element(logits.begin(), logits.end()) - logits.begin();
+  const int64_t best = kernels::FirstArgMax(logits.data(), local);
   const float pair[2] = {logits[best], static_cast<float>(offset + best)};
   std::vector<float> pairs(2 * weights.tp.size);
   IXC_RETURN_IF_ERROR(comm->AllGather(pair, 2, pairs.data(), parallel::Group::kTensor));

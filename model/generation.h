@@ -42,6 +42,29 @@ absl::StatusOr<std::vector<float>> Prefill(const LlmWeights& weights, const Forw
                                            SequenceKv& seq, KvCache& cache, parallel::DeviceComm* comm,
                                            bool local_vocab = false, const PromptSpan& span = {});
 
+// Prefill's forward input without running it, for a batch beside other sequences' work (the cluster's step: prompt
+// chunks and decodes in one LanguageModelForwardBatch, so their rows share every linear layer). It owns what its
+// input points to, so it stays where it was made; a ring prefill (ring()) runs alone. TrimLogits makes the logits of
+// that forward what Prefill returns.
+struct PreparedPrefill {
+  PreparedPrefill() = default;
+  PreparedPrefill(const PreparedPrefill&) = delete;
+  PreparedPrefill& operator=(const PreparedPrefill&) = delete;
+  bool ring() const { return input.sp_attention == SpAttention::kRing; }
+  void TrimLogits(std::vector<float>& logits) const;
+
+  ForwardInput input;
+  PromptSpan span;                   // cached, end and length, filled in
+  std::vector<int32_t> positions;    // what input's spans point to, where they are not the prompt's own
+  std::vector<uint8_t> keep;
+  std::vector<int32_t> ids;
+  std::vector<float> embeddings;
+  std::vector<uint8_t> image_mask;
+};
+absl::Status PreparePrefill(const LlmWeights& weights, const ForwardInput& prompt, bool all_logits, SequenceKv& seq,
+                            KvCache& cache, parallel::DeviceComm* comm, bool local_vocab, const PromptSpan& span,
+                            PreparedPrefill& prepared);
+
 // One decode step: `token` at `position`, after everything cached. With sequence parallelism the step runs on every
 // SP rank and the token's K/V is kept by one of them, round-robin by cache block. Returns the logits (vocab).
 absl::StatusOr<std::vector<float>> DecodeStep(const LlmWeights& weights, int32_t token, int32_t position,
@@ -62,6 +85,9 @@ struct DecodeItem {
 };
 absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& items, KvCache& cache,
                          parallel::DeviceComm* comm, bool local_vocab = false);
+// DecodeSteps' batch entries, to run beside prepared prompt chunks; `keep` holds what their store_kv points to.
+std::vector<BatchEntry> DecodeEntries(std::vector<DecodeItem>& items, const KvCache& cache,
+                                      parallel::DeviceComm* comm, bool local_vocab, std::vector<uint8_t>& keep);
 
 // The next token from logits that are whole or, with TP, this rank's vocabulary slice (the vocab-parallel head):
 // greedy takes each slice's maximum (after the repetition penalty, which is per token id) and all-gathers the

@@ -83,26 +83,34 @@ absl::Status LlmWorker::Execute(const protocol::StepPlan& plan, std::vector<prot
   }
   if (plan.work() == nullptr) return absl::OkStatus();
   std::vector<const protocol::SequenceWork*> decodes;
+  std::vector<std::unique_ptr<PendingPrefill>> batched;  // prompt chunks that go beside the decodes
+  size_t prefills = 0;
   for (const protocol::SequenceWork* work : *plan.work()) {
     if (work->tokens() == nullptr || work->tokens()->size() == 0) {
       *failed_request = work->request_id();
       return absl::InvalidArgumentError(absl::StrCat("request ", work->request_id(), ": a step with no tokens"));
     }
+    *failed_request = work->request_id();
     if (!work->prefill()) {
       if (auto it = sequences_.find(work->request_id()); it != sequences_.end()) {
-        *failed_request = work->request_id();
         IXC_RETURN_IF_ERROR(AssignBlocks(*work, it->second.kv));
       }
       decodes.push_back(work);
       continue;
     }
-    *failed_request = work->request_id();
-    IXC_ASSIGN_OR_RETURN(std::optional<protocol::SampledToken> token, RunPrefill(*work, *failures));
+    if (prompt_rows_.size() <= prefills) prompt_rows_.resize(prefills + 1);
+    auto pending = std::make_unique<PendingPrefill>();
+    IXC_RETURN_IF_ERROR(StartPrefill(*work, prompt_rows_[prefills++], *pending));
+    if (!pending->prepared.ring()) {
+      batched.push_back(std::move(pending));
+      continue;
+    }
+    IXC_ASSIGN_OR_RETURN(std::optional<protocol::SampledToken> token, RunRingPrefill(*pending, *failures));
     if (leader() && token.has_value()) sampled->push_back(std::move(*token));
   }
-  if (!decodes.empty()) {
-    *failed_request = decodes.front()->request_id();
-    IXC_ASSIGN_OR_RETURN(std::vector<protocol::SampledToken> tokens, RunDecodes(decodes));
+  if (!decodes.empty() || !batched.empty()) {
+    *failed_request = decodes.empty() ? batched.front()->work->request_id() : decodes.front()->request_id();
+    IXC_ASSIGN_OR_RETURN(std::vector<protocol::SampledToken> tokens, RunBatch(batched, decodes, *failures));
     if (leader()) sampled->insert(sampled->end(), tokens.begin(), tokens.end());
   }
   *failed_request = 0;
@@ -140,15 +148,15 @@ LlmWorker::PromptRows LlmWorker::RowsOf(const std::vector<int32_t>& ids, int64_t
 
 absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const protocol::SequenceWork& work,
                                                                           const PromptRows& rows, int64_t cached,
-                                                                          int64_t end,
+                                                                          int64_t end, model::Floats& buffer,
                                                                           std::vector<uint8_t>& image_mask) {
   const int64_t hidden = weights_.config.hidden_size, count = static_cast<int64_t>(rows.ids.size());
   const int64_t length = static_cast<int64_t>(rows.slot_of.size());
-  if (prompt_rows_.size() < count * hidden) {
-    prompt_rows_ = model::Floats();  // the old rows go before the new ones come
-    IXC_ASSIGN_OR_RETURN(prompt_rows_, model::NewFloats(count * hidden, handoff_.gpu));
+  if (buffer.size() < count * hidden) {
+    buffer = model::Floats();  // the old rows go before the new ones come
+    IXC_ASSIGN_OR_RETURN(buffer, model::NewFloats(count * hidden, handoff_.gpu));
   }
-  model::Floats& embeddings = prompt_rows_;  // every row of (count, hidden) is written below
+  model::Floats& embeddings = buffer;  // every row of (count, hidden) is written below
   std::vector<float> staged;  // (count, hidden) the text rows on the host, when `embeddings` are on the GPU
   if (embeddings.on_device()) staged.resize(count * hidden);
   float* text = embeddings.on_device() ? staged.data() : embeddings.data();
@@ -183,8 +191,8 @@ absl::StatusOr<std::span<const float>> LlmWorker::ReceivePromptEmbeddings(const 
   return filled;
 }
 
-absl::StatusOr<std::optional<protocol::SampledToken>> LlmWorker::RunPrefill(
-    const protocol::SequenceWork& work, std::vector<protocol::RequestFailure>& failures) {
+absl::Status LlmWorker::StartPrefill(const protocol::SequenceWork& work, model::Floats& rows_buffer,
+                                     PendingPrefill& pending) {
   const std::vector<int32_t> ids(work.tokens()->begin(), work.tokens()->end());
   const int64_t length = static_cast<int64_t>(ids.size()), cached = work.cached_tokens();
   const int64_t end = work.prefill_end() > 0 ? work.prefill_end() : length;
@@ -207,44 +215,64 @@ absl::StatusOr<std::optional<protocol::SampledToken>> LlmWorker::RunPrefill(
                                                       end, ") after ", sequence.length, " positions"));
   }
   IXC_RETURN_IF_ERROR(AssignBlocks(work, sequence.kv));
-  const PromptRows rows = RowsOf(ids, cached, end);
+  pending.work = &work;
+  pending.sequence = &sequence;
+  pending.end = end;
+  pending.length = length;
+  pending.dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
+  pending.rows = RowsOf(ids, cached, end);
   model::ForwardInput input;
   input.lora = static_cast<model::LoraMode>(work.lora_mode());
   if (mapping_.layout().sp > 1) {  // this rank's shard (model::Prefill)
-    input.positions = rows.positions;
+    input.positions = pending.rows.positions;
     input.context_length = length;
   }
-  std::vector<uint8_t> image_mask;
   if (work.images() == nullptr || work.images()->size() == 0) {
-    input.ids = rows.ids;
+    input.ids = pending.rows.ids;
   } else {
-    IXC_ASSIGN_OR_RETURN(input.embeddings, ReceivePromptEmbeddings(work, rows, cached, end, image_mask));
-    input.image_mask = image_mask;
+    IXC_ASSIGN_OR_RETURN(input.embeddings,
+                         ReceivePromptEmbeddings(work, pending.rows, cached, end, rows_buffer, pending.image_mask));
+    input.image_mask = pending.image_mask;
   }
-  const bool dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
-  IXC_ASSIGN_OR_RETURN(std::vector<float> logits,
-                       model::Prefill(weights_, input, dump, sequence.kv, cache_, &model_comm_, /*local_vocab=*/!dump,
-                                      {.cached = cached, .end = end, .length = length}));
-  sequence.length = end;
+  IXC_RETURN_IF_ERROR(model::PreparePrefill(weights_, input, pending.dump, sequence.kv, cache_, &model_comm_,
+                                            /*local_vocab=*/!pending.dump, {cached, end, length}, pending.prepared));
+  if (pending.ends_prompt()) pending.choice = ChoiceFor(work, pending.generated);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<protocol::SampledToken>> LlmWorker::RunRingPrefill(
+    PendingPrefill& pending, std::vector<protocol::RequestFailure>& failures) {
+  IXC_RETURN_IF_ERROR(model::LanguageModelForward(weights_, pending.prepared.input, pending.sequence->kv, cache_,
+                                                  &pending.logits, &model_comm_));
+  return FinishPrefill(pending, failures);
+}
+
+absl::StatusOr<std::optional<protocol::SampledToken>> LlmWorker::FinishPrefill(
+    PendingPrefill& pending, std::vector<protocol::RequestFailure>& failures) {
+  const protocol::SequenceWork& work = *pending.work;
+  Sequence& sequence = *pending.sequence;
+  std::vector<float>& logits = pending.logits;
+  pending.prepared.TrimLogits(logits);
+  sequence.length = pending.end;
   const int64_t vocab = weights_.config.vocab_size;
-  if (dump) {  // the positions computed, chunk by chunk: after the cached ones
+  if (pending.dump) {  // the positions computed, chunk by chunk: after the cached ones
     if (leader()) sequence.dumped.insert(sequence.dumped.end(), logits.begin(), logits.end());
-    if (leader() && end == length) {
-      const absl::Status written =
-          WriteNpyF32(work.dump_logits()->str(), {length - sequence.dump_from, vocab}, sequence.dumped.data());
+    if (leader() && pending.ends_prompt()) {
+      const absl::Status written = WriteNpyF32(work.dump_logits()->str(),
+                                               {pending.length - sequence.dump_from, vocab}, sequence.dumped.data());
       if (!written.ok()) failures.push_back({work.request_id(), absl::StrCat("dump_logits: ", written.message())});
       std::vector<float>().swap(sequence.dumped);
     }
     logits.erase(logits.begin(), logits.end() - vocab);
   }
-  if (end < length) return std::nullopt;  // a chunk: the prompt goes on in a later step
-  std::vector<int32_t> generated;
-  model::TokenChoice choice = ChoiceFor(work, generated);
-  IXC_RETURN_IF_ERROR(model::ChooseNext(weights_, logits, choice, &comm_));
-  return Sampled(work, choice);
+  if (!pending.ends_prompt()) return std::nullopt;  // a chunk: the prompt goes on in a later step
+  if (!pending.chosen_in_forward()) IXC_RETURN_IF_ERROR(model::ChooseNext(weights_, logits, pending.choice, &comm_));
+  return Sampled(work, pending.choice);
 }
 
-absl::StatusOr<std::vector<protocol::SampledToken>> LlmWorker::RunDecodes(const std::vector<const protocol::SequenceWork*>& works) {
+absl::StatusOr<std::vector<protocol::SampledToken>> LlmWorker::RunBatch(
+    std::vector<std::unique_ptr<PendingPrefill>>& prefills, const std::vector<const protocol::SequenceWork*>& works,
+    std::vector<protocol::RequestFailure>& failures) {
   std::vector<model::DecodeItem> items;
   // Each decode's next token is chosen by the forward call (on the GPU, there: one id per sequence comes back).
   std::vector<std::vector<int32_t>> generated(works.size());
@@ -261,8 +289,18 @@ absl::StatusOr<std::vector<protocol::SampledToken>> LlmWorker::RunDecodes(const 
                      static_cast<model::LoraMode>(work->lora_mode()), &sequence.kv, {}, &choices[i]});
     sequence.length += 1;
   }
-  IXC_RETURN_IF_ERROR(model::DecodeSteps(weights_, items, cache_, &model_comm_));
+  std::vector<uint8_t> keep;
+  std::vector<model::BatchEntry> batch = model::DecodeEntries(items, cache_, &model_comm_, false, keep);
+  for (const auto& pending : prefills) {
+    batch.push_back({pending->prepared.input, &pending->sequence->kv, &pending->logits,
+                     pending->chosen_in_forward() ? &pending->choice : nullptr});
+  }
+  IXC_RETURN_IF_ERROR(model::LanguageModelForwardBatch(weights_, batch, cache_, &model_comm_));
   std::vector<protocol::SampledToken> sampled;
+  for (const auto& pending : prefills) {
+    IXC_ASSIGN_OR_RETURN(std::optional<protocol::SampledToken> token, FinishPrefill(*pending, failures));
+    if (token.has_value()) sampled.push_back(std::move(*token));
+  }
   for (size_t i = 0; i < works.size(); ++i) sampled.push_back(Sampled(*works[i], choices[i]));
   return sampled;
 }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "model/floats.h"
+#include "model/generation.h"
 #include "model/kv_cache.h"
 #include "model/language_model.h"
 #include "model/weights.h"
@@ -64,18 +66,41 @@ class LlmWorker {
   // `work`'s KV blocks of this SP rank, appended to `kv`'s table (the coordinator hands them out).
   absl::Status AssignBlocks(const protocol::SequenceWork& work, model::SequenceKv& kv) const;
   // The rows' input embeddings (rows, hidden): text from the embedding table, image rows from the vision ranks
-  // straight into place (in plan order, as they send them), in prompt_rows_; image_mask (rows) marks the image rows.
+  // straight into place (in plan order, as they send them), in `buffer`; image_mask (rows) marks the image rows.
   absl::StatusOr<std::span<const float>> ReceivePromptEmbeddings(const protocol::SequenceWork& work,
                                                                  const PromptRows& rows, int64_t cached, int64_t end,
+                                                                 model::Floats& buffer,
                                                                  std::vector<uint8_t>& image_mask);
-  // A prefill of positions [cached_tokens, prefill_end) of the prompt, and, where that ends the prompt, its first
-  // token (ChooseNext on the host); a chunk that does not end it gives none. A dump_logits file the leader cannot
-  // write fails the request alone (`failures`): the sequence is prefilled on every rank as usual, so the coordinator
-  // releases it like any other.
-  absl::StatusOr<std::optional<protocol::SampledToken>> RunPrefill(const protocol::SequenceWork& work,
-                                                                   std::vector<protocol::RequestFailure>& failures);
-  // Every decode of the step in one batched forward pass; their tokens, in `works` order.
-  absl::StatusOr<std::vector<protocol::SampledToken>> RunDecodes(const std::vector<const protocol::SequenceWork*>& works);
+  // A prefill of positions [cached_tokens, prefill_end) of the prompt, made ready by StartPrefill. A ring prefill
+  // runs alone (RunRingPrefill); every other goes in the step's batch beside the decodes (RunBatch). FinishPrefill
+  // gives the prompt's first token where the prefill ends the prompt; a chunk that does not end it gives none.
+  struct PendingPrefill {
+    const protocol::SequenceWork* work = nullptr;
+    Sequence* sequence = nullptr;
+    int64_t end = 0, length = 0;
+    bool dump = false;  // dump_logits: all its logits, gathered by the leader
+    PromptRows rows;
+    std::vector<uint8_t> image_mask;
+    model::PreparedPrefill prepared;
+    std::vector<float> logits;
+    std::vector<int32_t> generated;
+    model::TokenChoice choice;  // the prompt's first token, where this prefill ends the prompt
+    bool ends_prompt() const { return end == length; }
+    // The forward pass chooses the token (else FinishPrefill does, from the last row of all the logits).
+    bool chosen_in_forward() const { return ends_prompt() && !dump && !prepared.ring(); }
+  };
+  absl::Status StartPrefill(const protocol::SequenceWork& work, model::Floats& rows_buffer, PendingPrefill& pending);
+  absl::StatusOr<std::optional<protocol::SampledToken>> RunRingPrefill(PendingPrefill& pending,
+                                                                       std::vector<protocol::RequestFailure>& failures);
+  // After the forward pass. A dump_logits file the leader cannot write fails the request alone (`failures`): the
+  // sequence is prefilled on every rank as usual, so the coordinator releases it like any other.
+  absl::StatusOr<std::optional<protocol::SampledToken>> FinishPrefill(PendingPrefill& pending,
+                                                                      std::vector<protocol::RequestFailure>& failures);
+  // The step's decodes and prompt chunks in one forward pass, so their rows share every linear layer (a decode
+  // step's fixed cost is not paid again beside a chunk); the tokens, the prompts' first then the decodes'.
+  absl::StatusOr<std::vector<protocol::SampledToken>> RunBatch(std::vector<std::unique_ptr<PendingPrefill>>& prefills,
+                                                               const std::vector<const protocol::SequenceWork*>& works,
+                                                               std::vector<protocol::RequestFailure>& failures);
   // The sampling of `work`'s next token; `generated` receives the ids it has produced (choice.previous points there).
   static model::TokenChoice ChoiceFor(const protocol::SequenceWork& work, std::vector<int32_t>& generated);
   // What the leader reports of `work`'s choice: the token, and its log-probabilities where the request asked.
@@ -92,9 +117,10 @@ class LlmWorker {
   int step_timeout_s_;
   RankReporter& reporter_;
   std::map<uint64_t, Sequence> sequences_;
-  // Prefills with images: their input rows, in the handoff's memory (host, or this GPU with NCCL), grown to the
-  // longest prompt seen and reused: an allocation and free per prefill would each synchronize the GPU.
-  model::Floats prompt_rows_;
+  // Prefills with images: their input rows, one buffer per prefill of a step, in the handoff's memory (host, or this
+  // GPU with NCCL), grown to the longest prompt seen and reused: an allocation and free per prefill would each
+  // synchronize the GPU.
+  std::vector<model::Floats> prompt_rows_;
 };
 
 }  // namespace ixc::worker

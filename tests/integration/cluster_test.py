@@ -208,13 +208,13 @@ def test_long_request(cluster):
                    images=[os.path.join(IMAGES, "cars1.jpg")], max_new_tokens=4, dump=False)
     references = {"long": cluster.reference(request, "long")}
     # A step of this prompt can take minutes under the sanitizers (the asan preset): a longer step timeout.
-    _, results = cluster.run([request], 1, 4, 1, extra=["--kv-block-size", "64", "--step-timeout-s", "600",
-                                                        "--max-num-batched-tokens", "100000"])  # in one step
+    # Budgets in positions (--prefill-keys-per-token 0): in one step, then in chunks of 4096.
+    positions = ["--kv-block-size", "64", "--step-timeout-s", "600", "--prefill-keys-per-token", "0"]
+    _, results = cluster.run([request], 1, 4, 1, extra=positions + ["--max-num-batched-tokens", "100000"])
     assert results["long"]["prompt_tokens"] >= 16384, results["long"]["prompt_tokens"]
     check_same(cluster, references, results, [request], "long S4")
     # In chunks of 4096 positions (5 of them, the image in the last): the same tokens (its logits are 6 GB).
-    _, results = cluster.run([request], 1, 4, 1, extra=["--kv-block-size", "64", "--step-timeout-s", "600",
-                                                        "--max-num-batched-tokens", "4096"])
+    _, results = cluster.run([request], 1, 4, 1, extra=positions + ["--max-num-batched-tokens", "4096"])
     check_same(cluster, references, results, [request], "long S4 in chunks")
     print(f"long request of {results['long']['prompt_tokens']} positions under S=4 equals ixc-generate, whole and in "
           f"chunks of 4096")
@@ -262,7 +262,8 @@ def test_failures(cluster):
         f.write(json.dumps(dict(id="slow", prompt="The city at night. " * 3000, max_new_tokens=2)) + "\n")
     run = subprocess.run([os.path.join(ROOT, "deploy", "launch.sh"), "--tp", "2", "--sp", "1", "--vision", "0",
                           "--build", cluster.build, "--", "--model", cluster.model, "--requests", path, "--results",
-                          results_path, "--step-timeout-s", "1", "--max-num-batched-tokens", "100000"],  # one step
+                          results_path, "--step-timeout-s", "1", "--max-num-batched-tokens", "100000",
+                          "--prefill-keys-per-token", "0"],  # one step
                          capture_output=True, text=True, env=cluster.env)
     assert run.returncode != 0 and "step 1: ranks 1, 2 did not answer within 1 s" in run.stderr, run.stderr[-2000:]
     # A rank that dies mid-request (killed) stops its heartbeats: the coordinator names it.
@@ -418,8 +419,9 @@ def test_prefix_cache_races_and_evictions(cluster):
     requests = [dict(id=f"q{i}", prompt=shared + f"Question {i}: what about part {i}?", max_new_tokens=12)
                 for i in range(6)]
     # Requests that share a long prefix arrive together: the four the batch takes compute it side by side in one step
-    # (one registers it, the others' blocks stay private); the last two, admitted when those end, hit it.
-    race = ["--max-num-seqs", "4", "--max-num-batched-tokens", "100000"]  # the four prompts in one step
+    # (one registers it, the others' blocks stay private); the last two, admitted when those end, hit it. A budget in
+    # positions that holds the four.
+    race = ["--max-num-seqs", "4", "--max-num-batched-tokens", "100000", "--prefill-keys-per-token", "0"]
     _, uncached = run_saving_logits(cluster, requests, 1, 2, race + ["--enable-prefix-caching=false"], "race")
     _, cached = run_saving_logits(cluster, requests, 1, 2, race, "race")
     check_cached_equals_uncached(uncached, cached, requests, "race")
@@ -443,21 +445,24 @@ def test_prefix_cache_races_and_evictions(cluster):
 def test_chunked_prefill(cluster):
     """Prompts prefilled in chunks under --max-num-batched-tokens (cut into 2, 3 and 7 chunks, and inside image rows)
     give the tokens and the logits (within 1e-5) of the whole prefill, in T1S1, T2S1, T1S2 and T2S2; chunks after a
-    prefix the cache holds too. One request at a time (--max-num-seqs 1), so each prompt has the budget alone."""
+    prefix the cache holds too. One request at a time (--max-num-seqs 1), so each prompt has the budget alone, counted
+    in positions (--prefill-keys-per-token 0); then all together with the budget's default cost of attention, so
+    chunks run in one forward pass beside other requests' decodes and are cut where the keys they read say."""
     requests = [r for r in REQUESTS if r["id"] in ("text", "one_image", "three_images", "video")]
     requests += [dict(r, id=r["id"] + "_again") for r in requests]  # after the first's prefix, from the cache
     model = cluster.with_long_context()
     for tp, sp in [(1, 1), (2, 1), (1, 2), (2, 2)]:
         label = f"T{tp}S{sp}"
         _, whole = run_saving_logits(cluster, requests, tp, sp, ["--max-num-seqs", "1", "--max-num-batched-tokens",
-                                                                 "100000"], label, model=model)
+                                                                 "100000", "--prefill-keys-per-token", "0"],
+                                     label, model=model)
         longest = max(whole[r["id"]]["prompt_tokens"] - whole[r["id"]]["cached_tokens"] for r in requests)
         chunked_counts = set()
         for chunks in (2, 3, 7):
             budget = -(-longest // chunks)
             _, chunked = run_saving_logits(cluster, requests, tp, sp,
-                                           ["--max-num-seqs", "1", "--max-num-batched-tokens", str(budget)],
-                                           f"{label} budget {budget}", model=model)
+                                           ["--max-num-seqs", "1", "--max-num-batched-tokens", str(budget),
+                                            "--prefill-keys-per-token", "0"], f"{label} budget {budget}", model=model)
             for r in requests:
                 one, other = whole[r["id"]], chunked[r["id"]]
                 assert other["ids"] == one["ids"], f"{label} {r['id']}: chunked {other['ids']} != whole {one['ids']}"
@@ -467,7 +472,20 @@ def test_chunked_prefill(cluster):
                     f"{label} {r['id']}: chunked logits differ by {error} (budget {budget})"
                 chunked_counts.add(-(-(one["prompt_tokens"] - one["cached_tokens"]) // budget))
         assert {2, 3, 7} <= chunked_counts, chunked_counts
-        print(f"{label}: {len(requests)} prompts in 1 to {max(chunked_counts)} chunks equal the whole prefill")
+        budget = -(-longest // 7)
+        _, together = run_saving_logits(cluster, requests, tp, sp, ["--max-num-batched-tokens", str(budget)],
+                                        f"{label} together, budget {budget}", model=model)
+        for r in requests:
+            one, other = whole[r["id"]], together[r["id"]]
+            assert other["ids"] == one["ids"], f"{label} {r['id']} together: {other['ids']} != whole {one['ids']}"
+            error = float(np.abs(other["logits"] - one["logits"]).max()) if other["logits"].shape == \
+                one["logits"].shape else float("inf")
+            # A prompt behind a cached prefix may find a shorter one here (its twin still running): compare its last.
+            if other["cached_tokens"] != one["cached_tokens"]:
+                error = float(np.abs(other["logits"][-1] - one["logits"][-1]).max())
+            assert error <= 1e-5, f"{label} {r['id']} together: logits differ by {error}"
+        print(f"{label}: {len(requests)} prompts in 1 to {max(chunked_counts)} chunks, and all together in chunks "
+              f"beside decodes, equal the whole prefill")
 
 
 def main():
