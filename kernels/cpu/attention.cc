@@ -1,5 +1,6 @@
 // CPU paged attention: one pass over the keys with online softmax (running max m, running sum l, unnormalized
-// output acc), one KV block at a time, so memory stays linear in tokens: no (tokens x tokens) score matrix.
+// output acc), a span of KV blocks (about kSpanKeys keys) at a time, so memory stays linear in tokens: no
+// (tokens x tokens) score matrix.
 //
 // Work split: threads take (query token, KV head) pairs one at a time (a decode step has only kv_heads of them); the
 // heads / kv_heads query heads that share a KV head are processed together, so each key and value row is read once
@@ -22,6 +23,10 @@
 namespace ixc::kernels {
 namespace {
 
+// Keys per online-softmax update (a span of whole KV blocks): the running maximum's rescale, its libm exp and the
+// output's rescale are paid once per span instead of once per 16-key block.
+constexpr int kSpanKeys = 256;
+
 // s[j] = e^(s[j] - max) for j < count; returns their sum.
 float ExpShifted(float* s, int count, float max) {
   const __m256 shift = _mm256_set1_ps(max);
@@ -41,6 +46,18 @@ float ExpShifted(float* s, int count, float max) {
   _mm256_store_ps(tail, e);
   std::copy(tail, tail + (count - j), s + j);
   return LaneSum(sum);
+}
+
+// The largest of s[0..count), count >= 1.
+float MaxOf(const float* s, int count) {
+  __m256 m = _mm256_set1_ps(s[0]);
+  int j = 0;
+  for (; j + 8 <= count; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + j));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m);
+  float best = *std::max_element(lanes, lanes + 8);
+  for (; j < count; ++j) best = std::max(best, s[j]);
+  return best;
 }
 
 // The sums of eight vectors' lanes, as one vector: [sum(a[0]), ..., sum(a[7])].
@@ -114,9 +131,11 @@ void PagedAttention(const float* q, const int32_t* positions, const PagedKv& kv,
   const int64_t pairs = static_cast<int64_t>(shape.tokens) * kv.kv_heads;
   const int64_t row_stride = static_cast<int64_t>(kv.kv_heads) * d;
   const bool vectors = d % 8 == 0;  // the head dims of every InternLM2; others take the plain loops
+  // The keys one softmax update covers: whole blocks, about kSpanKeys of them.
+  const int span_capacity = std::max(1, kSpanKeys / kv.block_size) * kv.block_size;
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<size_t>(group) * kv.block_size);  // (group, block_size)
+    std::vector<float> scores(static_cast<size_t>(group) * span_capacity);  // (group, span_capacity)
     std::vector<float> running_max(group), running_sum(group);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t pair = 0; pair < pairs; ++pair) {
@@ -133,47 +152,58 @@ void PagedAttention(const float* q, const int32_t* positions, const PagedKv& kv,
       std::fill(running_max.begin(), running_max.end(), -std::numeric_limits<float>::infinity());
       std::fill(running_sum.begin(), running_sum.end(), 0.f);
 
-      for (int64_t first = 0; first < keys; first += kv.block_size) {
-        const int64_t block = kv.block_table[first / kv.block_size];
-        const int count = static_cast<int>(std::min<int64_t>(kv.block_size, keys - first));
-        const float* k_rows = kv.k_pool + (block * kv.block_size * kv.kv_heads + kv_head) * d;
-        const float* v_rows = kv.v_pool + (block * kv.block_size * kv.kv_heads + kv_head) * d;
-        for (int g = 0; g < group; ++g) {
-          const float* query = queries + static_cast<int64_t>(g) * d;
-          float* s = scores.data() + static_cast<int64_t>(g) * kv.block_size;
-          if (vectors) {
-            BlockScores(query, k_rows, row_stride, count, d, shape.scale, s);
-          } else {
-            for (int j = 0; j < count; ++j) {
-              const float* key = k_rows + j * row_stride;
-              float dot = 0.f;
+      for (int64_t first = 0; first < keys; first += span_capacity) {
+        const int span = static_cast<int>(std::min<int64_t>(span_capacity, keys - first));
+        // The span's scores, block by block (first is a block's first key).
+        for (int b = 0; b < span; b += kv.block_size) {
+          const int64_t block = kv.block_table[(first + b) / kv.block_size];
+          const int count = std::min(kv.block_size, span - b);
+          const float* k_rows = kv.k_pool + (block * kv.block_size * kv.kv_heads + kv_head) * d;
+          for (int g = 0; g < group; ++g) {
+            const float* query = queries + static_cast<int64_t>(g) * d;
+            float* s = scores.data() + static_cast<int64_t>(g) * span_capacity + b;
+            if (vectors) {
+              BlockScores(query, k_rows, row_stride, count, d, shape.scale, s);
+            } else {
+              for (int j = 0; j < count; ++j) {
+                const float* key = k_rows + j * row_stride;
+                float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
-              for (int c = 0; c < d; ++c) dot += query[c] * key[c];
-              s[j] = dot * shape.scale;
+                for (int c = 0; c < d; ++c) dot += query[c] * key[c];
+                s[j] = dot * shape.scale;
+              }
             }
           }
-          const float block_max = *std::max_element(s, s + count);
-          const float new_max = std::max(running_max[g], block_max);
+        }
+        // One online-softmax update for the span: its maximum, the rescale of what came before, its weights.
+        for (int g = 0; g < group; ++g) {
+          float* s = scores.data() + static_cast<int64_t>(g) * span_capacity;
+          const float new_max = std::max(running_max[g], MaxOf(s, span));
           const float rescale = std::exp(running_max[g] - new_max);
           float* o = acc + static_cast<int64_t>(g) * d;
 #pragma omp simd
           for (int c = 0; c < d; ++c) o[c] *= rescale;
-          running_sum[g] = running_sum[g] * rescale + ExpShifted(s, count, new_max);
+          running_sum[g] = running_sum[g] * rescale + ExpShifted(s, span, new_max);
           running_max[g] = new_max;
         }
-        if (vectors) {
-          for (int g = 0; g < group; ++g) {
-            BlockValues(scores.data() + static_cast<int64_t>(g) * kv.block_size, v_rows, row_stride, count, d,
-                        acc + static_cast<int64_t>(g) * d);
-          }
-        } else {
-          for (int j = 0; j < count; ++j) {  // each value row once for the whole group
-            const float* value = v_rows + j * row_stride;
+        for (int b = 0; b < span; b += kv.block_size) {
+          const int64_t block = kv.block_table[(first + b) / kv.block_size];
+          const int count = std::min(kv.block_size, span - b);
+          const float* v_rows = kv.v_pool + (block * kv.block_size * kv.kv_heads + kv_head) * d;
+          if (vectors) {
             for (int g = 0; g < group; ++g) {
-              const float p = scores[static_cast<size_t>(g) * kv.block_size + j];
-              float* o = acc + static_cast<int64_t>(g) * d;
+              BlockValues(scores.data() + static_cast<int64_t>(g) * span_capacity + b, v_rows, row_stride, count, d,
+                          acc + static_cast<int64_t>(g) * d);
+            }
+          } else {
+            for (int j = 0; j < count; ++j) {  // each value row once for the whole group
+              const float* value = v_rows + j * row_stride;
+              for (int g = 0; g < group; ++g) {
+                const float p = scores[static_cast<size_t>(g) * span_capacity + b + j];
+                float* o = acc + static_cast<int64_t>(g) * d;
 #pragma omp simd
-              for (int c = 0; c < d; ++c) o[c] += p * value[c];
+                for (int c = 0; c < d; ++c) o[c] += p * value[c];
+              }
             }
           }
         }

@@ -1,6 +1,7 @@
 // CPU paged attention against the reference: GQA group sizes 1, 2, 3 and 4, block sizes that do and do not divide the
 // sequence, a shuffled block table, a chunk of queries starting mid-sequence (chunked prefill / decode), head dims of
-// one to 17 vectors of 8 (the vectorized path) and one that is not a multiple of 8 (the plain loops).
+// one to 17 vectors of 8 (the vectorized path) and one that is not a multiple of 8 (the plain loops), and keys over
+// several softmax spans (kSpanKeys), with blocks that do not divide a span and one block larger than a span.
 #include <algorithm>
 #include <numeric>
 
@@ -45,7 +46,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PagedAttentionTest,
                          ::testing::Values(Case{4, 4, 16, 16, 0, 1}, Case{4, 2, 32, 16, 0, 37},
                                            Case{8, 2, 64, 8, 50, 19}, Case{12, 3, 128, 32, 100, 1},
                                            Case{6, 6, 8, 5, 3, 23}, Case{4, 1, 64, 16, 257, 3},
-                                           Case{4, 2, 12, 16, 20, 5}, Case{6, 2, 136, 16, 41, 2}));
+                                           Case{4, 2, 12, 16, 20, 5}, Case{6, 2, 136, 16, 41, 2},
+                                           Case{8, 2, 32, 5, 600, 7}, Case{4, 2, 16, 512, 700, 2}));
 
 TEST(PagedAttentionReferenceTest, SingleKeyReturnsItsValue) {
   // With one key the softmax weight is 1: the output is that key's value and lse is the scaled score.
