@@ -76,9 +76,9 @@ async def drive(args, url, with_document):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    gaps, last = [], {}
+    gaps, last = [], {}  # the gaps that begin while the document is in the engine
     for i, stamp in stamps:
-        if i in last and start <= last[i] and stamp <= end:
+        if i in last and start <= last[i] <= end:
             gaps.append(stamp - last[i])
         last[i] = stamp
     return gaps, ttft

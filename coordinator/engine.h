@@ -41,7 +41,7 @@ struct EngineOptions {
   int max_num_seqs = 256;  // sequences in the running batch, at most (vLLM's --max-num-seqs)
   // The positions one step may carry: decodes, then prompt chunks (docs/scheduling.md). A prompt past what is left
   // is prefilled over several steps.
-  int64_t max_num_batched_tokens = 2048;
+  int64_t max_num_batched_tokens = 4096;
   // A prompt position counts one batched token plus one per this many keys its attention reads (chunk_cost.h), so
   // late chunks of a long prompt take fewer positions; 0: positions only.
   int64_t keys_per_token = 0;

@@ -51,7 +51,7 @@ ABSL_FLAG(int, kv_blocks, 0,
 ABSL_FLAG(int, max_num_seqs, 256, "sequences in the running batch (one engine step), at most");
 ABSL_FLAG(int64_t, max_num_batched_tokens, 0,
           "positions one engine step may carry: its decodes, then chunks of prompts; a longer prompt is prefilled "
-          "over several steps beside the decodes (docs/scheduling.md). 0: the device's default, 2048 on the CPU and "
+          "over several steps beside the decodes (docs/scheduling.md). 0: the device's default, 4096 on the CPU and "
           "8192 on GPUs");
 ABSL_FLAG(int64_t, prefill_keys_per_token, -1,
           "a prompt position counts one batched token plus one per this many keys its attention reads, so chunks late "
@@ -343,7 +343,7 @@ absl::Status Run(int world_size, int* exit_code) {
       .max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs),
       .max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens) > 0
                                     ? absl::GetFlag(FLAGS_max_num_batched_tokens)
-                                    : (device == "cuda" ? 8192 : 2048),
+                                    : (device == "cuda" ? 8192 : 4096),
       .keys_per_token = absl::GetFlag(FLAGS_prefill_keys_per_token) >= 0
                             ? absl::GetFlag(FLAGS_prefill_keys_per_token)
                             : DefaultKeysPerToken(llm, device == "cuda"),
