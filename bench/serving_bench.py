@@ -61,12 +61,12 @@ def percentiles(values):
     return f"p50 {pick(0.5) * 1000:7.1f} ms   p90 {pick(0.9) * 1000:7.1f} ms   p99 {pick(0.99) * 1000:7.1f} ms"
 
 
-def serve(args, items):
+def serve(args, items, run):
     """One served run: an asyncio client on one thread (as vLLM's benchmark_serving), which reads the SSE lines itself:
     on these 2 cores the client shares the machine with the ranks, so it must cost little."""
     layout = ["--tp", str(args.tp), "--sp", str(args.sp), "--vision", str(args.vision)]
     flags = ["--model", args.model, "--allowed-media-path", IMAGES, "--max-queued-requests", str(max(256, args.requests))]
-    with ServedJob(args.build, layout, flags, os.path.join(args.work, "server.log")) as job:
+    with ServedJob(args.build, layout, flags, os.path.join(args.work, f"server-{run + 1}.log")) as job:
         start, client_cpu = time.perf_counter(), time.process_time()
         ttft, itl, tokens, errors = asyncio.run(drive(args, items, f"http://127.0.0.1:{job.port}"))
         wall, client_cpu = time.perf_counter() - start, time.process_time() - client_cpu
@@ -186,7 +186,7 @@ def main():
     mode = f"rate {args.rate}/s" if args.rate else f"concurrency {args.concurrency}"
     served, offline_rates = [], []
     for run in range(args.repeat):  # served and offline runs alternate, so that drifts of the machine hit both
-        wall, client_cpu, server_cpu, tokens, ttft, itl, errors = serve(args, items)
+        wall, client_cpu, server_cpu, tokens, ttft, itl, errors = serve(args, items, run)
         print(f"serving  T{args.tp}S{args.sp}V{args.vision}, {len(items)} requests (chat, image, 4K-character "
               f"document), {mode}, {args.output_tokens} output tokens each (run {run + 1} of {args.repeat})")
         print(f"  {len(items) / wall:7.2f} requests/s   {tokens / wall:8.1f} output tokens/s   ({wall:.2f} s, "
@@ -196,7 +196,7 @@ def main():
         print(f"  TTFT  {percentiles(ttft)}")
         print(f"  ITL   {percentiles(itl)}")
         if errors:
-            print("  errors:", errors[:3])
+            print("  errors:", errors[:3], "server log:", os.path.join(args.work, f"server-{run + 1}.log"))
         makespan, preparation, offline_tokens = offline(args, items)
         print(f"offline  the same {len(items)} requests at once through ixc-coordinator --requests"
               + ("" if args.rate else f" --max-num-seqs {args.concurrency}"))
