@@ -12,7 +12,7 @@ packages=(
   libabsl-dev nlohmann-json3-dev libsentencepiece-dev libopenblas-openmp-dev libcpp-httplib-dev prometheus-cpp-dev
   libxxhash-dev
   prometheus docker-compose slurm-wlm munge
-  curl
+  curl iproute2
   libjpeg-dev libpng-dev libwebp-dev libgif-dev libstb-dev libfreetype-dev fonts-dejavu-core
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -1,8 +1,11 @@
 #include "coordinator/api/api_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -174,12 +177,23 @@ absl::Status ApiServer::Start() {
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server_->set_payload_max_length(static_cast<size_t>(options_.max_request_bytes));
   server_->set_read_timeout(60, 0);
+  // cpp-httplib 0.11 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's library): of 32
+  // clients connecting at once, some had their SYN dropped (a second's retransmit in their TTFT) and, rarely, their
+  // connection reset. The bound socket, taken as httplib makes it, listens again with the system's most.
+  int listening = -1;
+  server_->set_socket_options([&listening](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listening = sock;  // the last one made is the one bound (the others failed to bind and were closed)
+  });
   Route();
   port_ = options_.port == 0 ? server_->bind_to_any_port(options_.host) :
           (server_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
   if (port_ <= 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port,
                                                " (--host, --port): in use, or not an address of this machine"));
+  }
+  if (::listen(listening, SOMAXCONN) != 0) {
+    return absl::InternalError(absl::StrCat("listen() on ", options_.host, ":", port_, ": ", std::strerror(errno)));
   }
   listener_ = std::thread([this] { server_->listen_after_bind(); });
   IXC_LOG(INFO) << "OpenAI API on http://" << options_.host << ":" << port_ << "/v1 (model '"
