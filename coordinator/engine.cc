@@ -762,11 +762,6 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
                                     request.sampling.top_p, request.sampling.repetition_penalty, request.seed,
                                     request.top_logprobs, candidates);
   };
-  // The ids the repetition penalty sees: a beam's history starts with BOS (model/beam_search.h).
-  auto history = [&](const Request& request) {
-    if (request.num_beams <= 1) return builder.CreateVector(request.generated);
-    return builder.CreateVector(model::BeamHistory(model::kHistoryBosId, request.generated));
-  };
   for (const Request* request : prefills) {
     // A recompute after preemption prefills the prompt and the tokens generated so far.
     std::vector<int32_t> ids = request->prompt;
@@ -780,7 +775,7 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
     const bool first_chunk = request->computed == request->prefill_cached;
     work.push_back(protocol::CreateSequenceWork(
         builder, request->number, /*prefill=*/true, builder.CreateVector(ids), builder.CreateVector(images),
-        history(*request), static_cast<int8_t>(request->lora), sampling(*request),
+        builder.CreateVector(request->generated), static_cast<int8_t>(request->lora), sampling(*request),
         dump ? builder.CreateString(request->dump_logits) : 0, static_cast<int32_t>(request->computed),
         /*first_block=*/0, builder.CreateVector(first_chunk ? blocks_.Table(request->number) : no_blocks),
         request->chunk_end < request->prefill_length ? static_cast<int32_t>(request->chunk_end) : 0));
@@ -794,7 +789,7 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
       block.push_back(taken->second.second);
     }
     work.push_back(protocol::CreateSequenceWork(
-        builder, request->number, /*prefill=*/false, builder.CreateVector(last), 0, history(*request),
+        builder, request->number, /*prefill=*/false, builder.CreateVector(last), 0, builder.CreateVector(request->generated),
         static_cast<int8_t>(request->lora), sampling(*request),
         /*dump_logits=*/0, /*cached_tokens=*/0, first_block, builder.CreateVector(block)));
   }

@@ -104,12 +104,6 @@ int BeamSearch::CandidatesPerBeam(int num_beams, size_t eos_ids) {
   return std::max(2, 1 + static_cast<int>(eos_ids)) * num_beams;
 }
 
-std::vector<int32_t> BeamHistory(int32_t bos_id, std::span<const int32_t> tokens) {
-  std::vector<int32_t> history = {bos_id};
-  history.insert(history.end(), tokens.begin(), tokens.end());
-  return history;
-}
-
 void BeamSearch::Add(std::vector<Hypothesis>& hypotheses, double& worst, std::vector<int32_t> tokens, double sum,
                      bool ended) const {
   const double score = sum / static_cast<double>(tokens.size() + 1);  // BOS counts: 4.33's ids start with it

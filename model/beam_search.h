@@ -44,12 +44,6 @@ absl::StatusOr<BeamCandidates> BeamCandidatesOf(const LlmWeights& weights, std::
                                                 float repetition_penalty, std::span<const int32_t> history,
                                                 int count, parallel::DeviceComm* comm);
 
-// IXC-2.5's <s>: transformers 4.33 seeds generate()'s ids with it, so every beam's history starts with it.
-inline constexpr int32_t kHistoryBosId = 1;
-
-// The ids a beam's repetition penalty sees: BOS, then the beam's generated tokens.
-std::vector<int32_t> BeamHistory(int32_t bos_id, std::span<const int32_t> tokens);
-
 struct BeamSearchOptions {
   int num_beams = 2;
   std::vector<int32_t> eos_ids;  // end a beam; the first is written after the best hypothesis where it ended
@@ -68,7 +62,7 @@ class BeamSearch {
   static int CandidatesPerBeam(int num_beams, size_t eos_ids);
   // Beam b's generated ids, and the history its repetition penalty sees (BOS, then those).
   const std::vector<int32_t>& tokens(int beam) const { return tokens_[beam]; }
-  std::vector<int32_t> History(int beam) const { return BeamHistory(options_.bos_id, tokens_[beam]); }
+  std::vector<int32_t> History(int beam) const { return PenaltyHistory(tokens_[beam], options_.bos_id); }
 
   // Where each beam of the next step comes from: new beam j continues beam parent[j] with token[j]. Its KV: a
   // parent's first child takes the parent's sequence over (takes_over[j]), any other forks it; the beams no new beam

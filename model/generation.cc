@@ -237,6 +237,12 @@ std::mt19937_64 TokenRng(uint64_t seed, int64_t index) {
   return std::mt19937_64(seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(index + 1)));
 }
 
+std::vector<int32_t> PenaltyHistory(std::span<const int32_t> tokens, int32_t bos_id) {
+  std::vector<int32_t> history = {bos_id};
+  history.insert(history.end(), tokens.begin(), tokens.end());
+  return history;
+}
+
 absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const ForwardInput& prompt,
                                           const GenerationOptions& options, KvCache& cache,
                                           parallel::DeviceComm* comm) {
@@ -266,17 +272,19 @@ absl::StatusOr<GenerationResult> Generate(const LlmWeights& weights, const Forwa
   result.finish_reason = "length";
   start = std::chrono::steady_clock::now();
   // The first token from the prompt's logits, each later one chosen by its decode step (TokenChoice).
-  absl::StatusOr<int32_t> next = SampleNext(weights, *logits, options.sampling, result.ids, options.seed, 0, comm);
+  std::vector<int32_t> history = PenaltyHistory({});
+  absl::StatusOr<int32_t> next = SampleNext(weights, *logits, options.sampling, history, options.seed, 0, comm);
   while (next.ok() && static_cast<int>(result.ids.size()) < options.max_new_tokens) {
     const int32_t token = *next;
     result.ids.push_back(token);
+    history.push_back(token);
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
       result.finish_reason = "stop";
       break;
     }
     const int64_t length = result.prompt_tokens + static_cast<int64_t>(result.ids.size());
     if (static_cast<int>(result.ids.size()) == options.max_new_tokens || length >= options.max_context) break;
-    TokenChoice choice{options.sampling, result.ids, options.seed, static_cast<int64_t>(result.ids.size())};
+    TokenChoice choice{options.sampling, history, options.seed, static_cast<int64_t>(result.ids.size())};
     std::vector<DecodeItem> items = {{token, static_cast<int32_t>(length - 1), prompt.lora, &seq, {}, &choice}};
     const absl::Status stepped = DecodeSteps(weights, items, cache, comm);
     next = stepped.ok() ? absl::StatusOr<int32_t>(choice.token) : stepped;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <random>
 #include <string>
 #include <vector>
@@ -88,6 +89,14 @@ absl::Status DecodeSteps(const LlmWeights& weights, std::vector<DecodeItem>& ite
 // DecodeSteps' batch entries, to run beside prepared prompt chunks; `keep` holds what their store_kv points to.
 std::vector<BatchEntry> DecodeEntries(std::vector<DecodeItem>& items, const KvCache& cache,
                                       parallel::DeviceComm* comm, bool local_vocab, std::vector<uint8_t>& keep);
+
+// IXC-2.5's <s>. transformers 4.33, which IXC-2.5 pins, seeds generate()'s ids with it when it is given input
+// embeddings (as chat() calls it), and its repetition penalty sees those ids: BOS is penalized beside the generated
+// tokens, in greedy decoding, sampling and beam search alike (spec 8; tests/data/golden/penalty_bos and beams).
+inline constexpr int32_t kHistoryBosId = 1;
+
+// The ids the repetition penalty sees: BOS, then the generated tokens.
+std::vector<int32_t> PenaltyHistory(std::span<const int32_t> tokens, int32_t bos_id = kHistoryBosId);
 
 // The next token from logits that are whole or, with TP, this rank's vocabulary slice (the vocab-parallel head):
 // greedy takes each slice's maximum (after the repetition penalty, which is per token id) and all-gathers the

@@ -22,7 +22,7 @@
 
 namespace ixc::protocol {
 
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;  // 4: SequenceWork.generated of a beam no longer starts with BOS
 
 // A request's images and videos, at most (one fewer than this).
 inline constexpr int kMaxImagesPerRequest = 64;

@@ -236,7 +236,7 @@ absl::Status LlmWorker::StartPrefill(const protocol::SequenceWork& work, model::
   }
   IXC_RETURN_IF_ERROR(model::PreparePrefill(weights_, input, pending.dump, sequence.kv, cache_, &model_comm_,
                                             /*local_vocab=*/!pending.dump, {cached, end, length}, pending.prepared));
-  if (pending.ends_prompt()) pending.choice = ChoiceFor(work, pending.generated);
+  if (pending.ends_prompt()) pending.choice = ChoiceFor(work, pending.history);
   return absl::OkStatus();
 }
 
@@ -275,7 +275,7 @@ absl::StatusOr<std::vector<protocol::SampledToken>> LlmWorker::RunBatch(
     std::vector<protocol::RequestFailure>& failures) {
   std::vector<model::DecodeItem> items;
   // Each decode's next token is chosen by the forward call (on the GPU, there: one id per sequence comes back).
-  std::vector<std::vector<int32_t>> generated(works.size());
+  std::vector<std::vector<int32_t>> histories(works.size());
   std::vector<model::TokenChoice> choices(works.size());
   for (size_t i = 0; i < works.size(); ++i) {
     const protocol::SequenceWork* work = works[i];
@@ -284,7 +284,7 @@ absl::StatusOr<std::vector<protocol::SampledToken>> LlmWorker::RunBatch(
       return absl::FailedPreconditionError(absl::StrCat("request ", work->request_id(), ": decode before prefill"));
     }
     Sequence& sequence = it->second;
-    choices[i] = ChoiceFor(*work, generated[i]);
+    choices[i] = ChoiceFor(*work, histories[i]);
     items.push_back({work->tokens()->Get(0), static_cast<int32_t>(sequence.length),
                      static_cast<model::LoraMode>(work->lora_mode()), &sequence.kv, {}, &choices[i]});
     sequence.length += 1;
@@ -305,8 +305,10 @@ absl::StatusOr<std::vector<protocol::SampledToken>> LlmWorker::RunBatch(
   return sampled;
 }
 
-model::TokenChoice LlmWorker::ChoiceFor(const protocol::SequenceWork& work, std::vector<int32_t>& generated) {
-  if (work.generated() != nullptr) generated.assign(work.generated()->begin(), work.generated()->end());
+model::TokenChoice LlmWorker::ChoiceFor(const protocol::SequenceWork& work, std::vector<int32_t>& history) {
+  std::span<const int32_t> generated;
+  if (work.generated() != nullptr) generated = {work.generated()->data(), work.generated()->size()};
+  history = model::PenaltyHistory(generated);
   model::TokenChoice choice;
   if (const protocol::Sampling* s = work.sampling()) {
     choice.params = {s->temperature(), s->top_k(), s->top_p(), s->repetition_penalty()};
@@ -314,7 +316,7 @@ model::TokenChoice LlmWorker::ChoiceFor(const protocol::SequenceWork& work, std:
     choice.top_logprobs = s->logprobs();
     choice.beam_candidates = s->beam_candidates();
   }
-  choice.previous = generated;
+  choice.previous = history;
   choice.index = static_cast<int64_t>(generated.size());
   return choice;
 }

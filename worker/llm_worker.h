@@ -83,7 +83,7 @@ class LlmWorker {
     std::vector<uint8_t> image_mask;
     model::PreparedPrefill prepared;
     std::vector<float> logits;
-    std::vector<int32_t> generated;
+    std::vector<int32_t> history;
     model::TokenChoice choice;  // the prompt's first token, where this prefill ends the prompt
     bool ends_prompt() const { return end == length; }
     // The forward pass chooses the token (else FinishPrefill does, from the last row of all the logits).
@@ -101,8 +101,9 @@ class LlmWorker {
   absl::StatusOr<std::vector<protocol::SampledToken>> RunBatch(std::vector<std::unique_ptr<PendingPrefill>>& prefills,
                                                                const std::vector<const protocol::SequenceWork*>& works,
                                                                std::vector<protocol::RequestFailure>& failures);
-  // The sampling of `work`'s next token; `generated` receives the ids it has produced (choice.previous points there).
-  static model::TokenChoice ChoiceFor(const protocol::SequenceWork& work, std::vector<int32_t>& generated);
+  // The sampling of `work`'s next token; `history` receives the ids the repetition penalty sees, BOS and the ones it
+  // has produced (model::PenaltyHistory; choice.previous points there).
+  static model::TokenChoice ChoiceFor(const protocol::SequenceWork& work, std::vector<int32_t>& history);
   // What the leader reports of `work`'s choice: the token, and its log-probabilities where the request asked.
   static protocol::SampledToken Sampled(const protocol::SequenceWork& work, const model::TokenChoice& choice);
   bool leader() const { return mapping_.tp_rank() == 0 && mapping_.sp_rank() == 0; }

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "coordinator/media/vision_input.h"
+#include "core/dtype.h"
 #include "core/npy.h"
 #include "model/beam_search.h"
 #include "model/generation.h"
@@ -190,6 +191,74 @@ TEST(ParallelGoldenTest, BeamSearchesMatchTransformers) {
   }
   if (searched == 0) GTEST_SKIP() << "no beam golden checkpoint has KV heads that TP " << slice.size << " divides";
   EXPECT_GE(searched, 4);
+}
+
+// transformers 4.33 seeds generate()'s ids with BOS when given input embeddings, and its repetition penalty sees
+// them: greedy decoding penalizes BOS too (spec 8). tools/reference/penalty_goldens.py makes the head's BOS row the
+// first greedy token's row times 2 (or 1/2; exact in every dtype), so that BOS would win the first step unpenalized,
+// and records 4.33's greedy ids under penalty 3.0 (5.x, which seeds nothing, picks BOS). Every layout, the BOS row
+// written into whichever TP rank's slice of the head holds it.
+TEST(ParallelGoldenTest, RepetitionPenaltySeesBosAsTransformers433) {
+  const parallel::Mapping mapping = testing::WorldMapping();
+  auto comm = parallel::CreateMpiDeviceComm(mapping);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  const parallel::TpSlice slice{mapping.tp_rank(), mapping.layout().tp};
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(kGolden + "penalty_bos")) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());  // the same order on every rank
+  int checked = 0;
+  for (const auto& file : files) {
+    std::ifstream in(file);
+    const nlohmann::json golden = nlohmann::json::parse(in);
+    const std::string name = golden["case"].get<std::string>();
+    SCOPED_TRACE(name + " on " + mapping.ToString());
+    auto config = LoadLlmConfig(ModelDirOf(name));
+    ASSERT_TRUE(config.ok()) << config.status();
+    if (config->num_kv_heads % slice.size != 0) continue;  // refused at load (the first test)
+    auto weights = LoadLlmWeights(ModelDirOf(name), slice);
+    auto whole = LoadLlmWeights(ModelDirOf(name));  // the source row may live in another rank's slice
+    ASSERT_TRUE(weights.ok() && whole.ok()) << weights.status() << whole.status();
+    // This rank's head, copied, with the BOS row made where this slice holds it.
+    const TensorView head = weights->output;
+    const int64_t hidden = head.dim(1), local = head.dim(0), offset = slice.rank * local;
+    const size_t row_bytes = static_cast<size_t>(hidden) * DTypeSize(head.dtype);
+    std::vector<uint8_t> copy(static_cast<const uint8_t*>(head.data),
+                              static_cast<const uint8_t*>(head.data) + head.nbytes());
+    const int64_t bos = kHistoryBosId, from = golden["bos_row_from"].get<int64_t>();
+    const float scale = golden["scale"].get<float>();
+    if (bos >= offset && bos < offset + local) {
+      const uint8_t* source = static_cast<const uint8_t*>(whole->output.data) + from * row_bytes;
+      uint8_t* target = copy.data() + (bos - offset) * row_bytes;
+      for (int64_t c = 0; c < hidden; ++c) {
+        switch (head.dtype) {
+          case DType::kF32:
+            reinterpret_cast<float*>(target)[c] = reinterpret_cast<const float*>(source)[c] * scale;
+            break;
+          case DType::kBF16:
+            reinterpret_cast<uint16_t*>(target)[c] =
+                F32ToBf16(Bf16ToF32(reinterpret_cast<const uint16_t*>(source)[c]) * scale);
+            break;
+          case DType::kF16:
+            reinterpret_cast<uint16_t*>(target)[c] =
+                F32ToF16(F16ToF32(reinterpret_cast<const uint16_t*>(source)[c]) * scale);
+            break;
+        }
+      }
+    }
+    weights->output = TensorView(copy.data(), head.dtype, {local, hidden});
+    LoadedPrompt prompt;
+    ASSERT_NO_FATAL_FAILURE(LoadPrompt(name, ModelDirOf(name), *weights, prompt));
+    GenerationOptions options;
+    options.max_new_tokens = golden["max_new_tokens"].get<int>();
+    options.sampling.repetition_penalty = golden["repetition_penalty"].get<float>();
+    KvCache cache(weights->shard, /*block_size=*/4, /*num_blocks=*/128);
+    auto result = Generate(*weights, prompt.input, options, cache, comm->get());
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->ids, golden["ids"].get<std::vector<int32_t>>());
+    EXPECT_NE(result->ids, golden["ids_transformers5"].get<std::vector<int32_t>>()) << "the case must tell them apart";
+    ++checked;
+  }
+  if (checked == 0) GTEST_SKIP() << "no penalty golden checkpoint has KV heads that TP " << slice.size << " divides";
 }
 
 // The case the SP prefill tests share: 26 positions, below max_position_embeddings (one RoPE base throughout); 4 KV
