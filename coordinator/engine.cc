@@ -789,8 +789,8 @@ protocol::Bytes Engine::BuildPlan(const std::vector<Request*>& prefills, const s
       block.push_back(taken->second.second);
     }
     work.push_back(protocol::CreateSequenceWork(
-        builder, request->number, /*prefill=*/false, builder.CreateVector(last), 0, builder.CreateVector(request->generated),
-        static_cast<int8_t>(request->lora), sampling(*request),
+        builder, request->number, /*prefill=*/false, builder.CreateVector(last), 0,
+        builder.CreateVector(request->generated), static_cast<int8_t>(request->lora), sampling(*request),
         /*dump_logits=*/0, /*cached_tokens=*/0, first_block, builder.CreateVector(block)));
   }
   std::vector<flatbuffers::Offset<protocol::KvFork>> forks;

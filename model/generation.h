@@ -8,8 +8,8 @@
 #pragma once
 
 #include <cstdint>
-#include <span>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
