@@ -217,8 +217,6 @@ absl::Status LlmWorker::StartPrefill(const protocol::SequenceWork& work, model::
   IXC_RETURN_IF_ERROR(AssignBlocks(work, sequence.kv));
   pending.work = &work;
   pending.sequence = &sequence;
-  pending.end = end;
-  pending.length = length;
   pending.dump = work.dump_logits() != nullptr && work.dump_logits()->size() > 0;
   pending.rows = RowsOf(ids, cached, end);
   model::ForwardInput input;
@@ -253,13 +251,13 @@ absl::StatusOr<std::optional<protocol::SampledToken>> LlmWorker::FinishPrefill(
   Sequence& sequence = *pending.sequence;
   std::vector<float>& logits = pending.logits;
   pending.prepared.TrimLogits(logits);
-  sequence.length = pending.end;
+  sequence.length = pending.prepared.span.end;
   const int64_t vocab = weights_.config.vocab_size;
   if (pending.dump) {  // the positions computed, chunk by chunk: after the cached ones
     if (leader()) sequence.dumped.insert(sequence.dumped.end(), logits.begin(), logits.end());
     if (leader() && pending.ends_prompt()) {
       const absl::Status written = WriteNpyF32(work.dump_logits()->str(),
-                                               {pending.length - sequence.dump_from, vocab}, sequence.dumped.data());
+                                               {pending.prepared.span.length - sequence.dump_from, vocab}, sequence.dumped.data());
       if (!written.ok()) failures.push_back({work.request_id(), absl::StrCat("dump_logits: ", written.message())});
       std::vector<float>().swap(sequence.dumped);
     }

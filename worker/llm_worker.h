@@ -77,7 +77,6 @@ class LlmWorker {
   struct PendingPrefill {
     const protocol::SequenceWork* work = nullptr;
     Sequence* sequence = nullptr;
-    int64_t end = 0, length = 0;
     bool dump = false;  // dump_logits: all its logits, gathered by the leader
     PromptRows rows;
     std::vector<uint8_t> image_mask;
@@ -85,7 +84,7 @@ class LlmWorker {
     std::vector<float> logits;
     std::vector<int32_t> history;
     model::TokenChoice choice;  // the prompt's first token, where this prefill ends the prompt
-    bool ends_prompt() const { return end == length; }
+    bool ends_prompt() const { return prepared.span.end == prepared.span.length; }
     // The forward pass chooses the token (else FinishPrefill does, from the last row of all the logits).
     bool chosen_in_forward() const { return ends_prompt() && !dump && !prepared.ring(); }
   };

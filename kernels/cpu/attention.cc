@@ -18,6 +18,7 @@
 
 #include "kernels/cpu/exp8.h"
 #include "kernels/cpu/lane_sum.h"
+#include "kernels/cpu/max_of.h"
 #include "kernels/ops.h"
 
 namespace ixc::kernels {
@@ -46,18 +47,6 @@ float ExpShifted(float* s, int count, float max) {
   _mm256_store_ps(tail, e);
   std::copy(tail, tail + (count - j), s + j);
   return LaneSum(sum);
-}
-
-// The largest of s[0..count), count >= 1.
-float MaxOf(const float* s, int count) {
-  __m256 m = _mm256_set1_ps(s[0]);
-  int j = 0;
-  for (; j + 8 <= count; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + j));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, m);
-  float best = *std::max_element(lanes, lanes + 8);
-  for (; j < count; ++j) best = std::max(best, s[j]);
-  return best;
 }
 
 // The sums of eight vectors' lanes, as one vector: [sum(a[0]), ..., sum(a[7])].

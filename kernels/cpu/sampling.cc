@@ -7,6 +7,7 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/cpu/max_of.h"
 #include "kernels/ops.h"
 #include "kernels/sampling_rules.h"
 
@@ -16,20 +17,10 @@ namespace ixc::kernels {
 // 316 us on the demo model's 92,544 logits, this 11 us (a throwaway timing loop); 16 sequences' greedy choices had
 // been 7% of their decode step.
 int64_t FirstArgMax(const float* x, int64_t n) {
-  __m256 m0 = _mm256_set1_ps(x[0]), m1 = m0, m2 = m0, m3 = m0;  // four chains: max's latency hidden
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
-    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + i + 8));
-    m2 = _mm256_max_ps(m2, _mm256_loadu_ps(x + i + 16));
-    m3 = _mm256_max_ps(m3, _mm256_loadu_ps(x + i + 24));
-  }
-  float lanes[8];
-  _mm256_storeu_ps(lanes, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
-  float best = *std::max_element(lanes, lanes + 8);
-  for (; i < n; ++i) best = std::max(best, x[i]);
+  const float best = MaxOf(x, n);
   const __m256 wanted = _mm256_set1_ps(best);
-  for (i = 0; i + 8 <= n; i += 8) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
     const int equal = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), wanted, _CMP_EQ_OQ));
     if (equal != 0) return i + __builtin_ctz(equal);
   }

@@ -111,6 +111,27 @@ std::string ModelDirOf(const std::string& name) {
          (multimodal ? "multimodal_" + name.substr(std::string("multimodal/").size()) : name);
 }
 
+// The records of tests/data/golden/<folder>/*.json, in file-name order: the same on every rank.
+std::vector<nlohmann::json> GoldenRecords(const std::string& folder) {
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(kGolden + folder)) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  std::vector<nlohmann::json> records;
+  for (const auto& file : files) {
+    std::ifstream in(file);
+    records.push_back(nlohmann::json::parse(in));
+  }
+  return records;
+}
+
+// Whether golden case `name`'s checkpoint loads under TP `slice`: its KV heads divide over the group (else the load
+// refuses it, as the first test checks).
+bool LoadsUnder(const std::string& name, const parallel::TpSlice& slice) {
+  auto config = LoadLlmConfig(ModelDirOf(name));
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() && config->num_kv_heads % slice.size == 0;
+}
+
 TEST(ParallelGoldenTest, EveryGoldenCaseMatchesOnEveryRank) {
   const parallel::Mapping mapping = testing::WorldMapping();
   auto comm = parallel::CreateMpiDeviceComm(mapping);
@@ -158,18 +179,11 @@ TEST(ParallelGoldenTest, BeamSearchesMatchTransformers) {
   auto comm = parallel::CreateMpiDeviceComm(mapping);
   ASSERT_TRUE(comm.ok()) << comm.status();
   const parallel::TpSlice slice{mapping.tp_rank(), mapping.layout().tp};
-  std::vector<std::filesystem::path> files;
-  for (const auto& entry : std::filesystem::directory_iterator(kGolden + "beams")) files.push_back(entry.path());
-  std::sort(files.begin(), files.end());  // the same order on every rank
   int searched = 0;
-  for (const auto& file : files) {
-    std::ifstream in(file);
-    const nlohmann::json golden = nlohmann::json::parse(in);
+  for (const nlohmann::json& golden : GoldenRecords("beams")) {
     const std::string name = golden["case"].get<std::string>();
     SCOPED_TRACE(name + " on " + mapping.ToString());
-    auto config = LoadLlmConfig(ModelDirOf(name));
-    ASSERT_TRUE(config.ok()) << config.status();
-    if (config->num_kv_heads % slice.size != 0) continue;  // refused at load (the test above)
+    if (!LoadsUnder(name, slice)) continue;
     auto weights = LoadLlmWeights(ModelDirOf(name), slice);
     ASSERT_TRUE(weights.ok()) << weights.status();
     LoadedPrompt prompt;
@@ -203,18 +217,11 @@ TEST(ParallelGoldenTest, RepetitionPenaltySeesBosAsTransformers433) {
   auto comm = parallel::CreateMpiDeviceComm(mapping);
   ASSERT_TRUE(comm.ok()) << comm.status();
   const parallel::TpSlice slice{mapping.tp_rank(), mapping.layout().tp};
-  std::vector<std::filesystem::path> files;
-  for (const auto& entry : std::filesystem::directory_iterator(kGolden + "penalty_bos")) files.push_back(entry.path());
-  std::sort(files.begin(), files.end());  // the same order on every rank
   int checked = 0;
-  for (const auto& file : files) {
-    std::ifstream in(file);
-    const nlohmann::json golden = nlohmann::json::parse(in);
+  for (const nlohmann::json& golden : GoldenRecords("penalty_bos")) {
     const std::string name = golden["case"].get<std::string>();
     SCOPED_TRACE(name + " on " + mapping.ToString());
-    auto config = LoadLlmConfig(ModelDirOf(name));
-    ASSERT_TRUE(config.ok()) << config.status();
-    if (config->num_kv_heads % slice.size != 0) continue;  // refused at load (the first test)
+    if (!LoadsUnder(name, slice)) continue;
     auto weights = LoadLlmWeights(ModelDirOf(name), slice);
     auto whole = LoadLlmWeights(ModelDirOf(name));  // the source row may live in another rank's slice
     ASSERT_TRUE(weights.ok() && whole.ok()) << weights.status() << whole.status();

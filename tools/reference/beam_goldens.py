@@ -40,6 +40,8 @@ CASES = [
 ]
 SEARCHES = [(beams, penalty) for beams in (2, 3) for penalty in (1.005, 3.0)]
 MAX_NEW_TOKENS = 10
+# 5.x seeds generate()'s ids with nothing; 4.x with [BOS] (given input embeddings), which comes back in its output.
+TRANSFORMERS5 = int(transformers.__version__.split(".")[0]) >= 5
 
 
 def case_prompt(case, model_dir, model):
@@ -77,8 +79,7 @@ def run(case):
                                      do_sample=False, repetition_penalty=penalty, length_penalty=1.0,
                                      early_stopping=False, eos_token_id=eos, pad_token_id=0, bos_token_id=1)
             ids = out[0].tolist()
-            v5 = int(transformers.__version__.split(".")[0]) >= 5
-            if not v5:
+            if not TRANSFORMERS5:
                 assert ids[0] == 1, "4.x seeds the ids with BOS"
                 ids = ids[1:]
             runs.append(dict(num_beams=beams, repetition_penalty=penalty, eos_ids=eos,
@@ -87,24 +88,34 @@ def run(case):
     return runs
 
 
+def save_golden(folder, case, fill):
+    """Updates tests/data/golden/<folder>/<case>.json, which keeps both versions' results: fill(record, key) writes
+    this transformers version's under `key` ("ids" under 4.x, the reference; "ids_transformers5" under 5.x), and the
+    version goes beside them."""
+    out_dir = os.path.join(GOLDEN, folder)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, case.replace("/", "_") + ".json")
+    record = json.load(open(path)) if os.path.exists(path) else {"case": case}
+    key = "ids_transformers5" if TRANSFORMERS5 else "ids"
+    fill(record, key)
+    record[key.replace("ids", "transformers")] = transformers.__version__
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+
+
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    key = "ids_transformers5" if int(transformers.__version__.split(".")[0]) >= 5 else "ids"
-    out_dir = os.path.join(GOLDEN, "beams")
-    os.makedirs(out_dir, exist_ok=True)
     for case in CASES:
-        path = os.path.join(out_dir, case["case"].replace("/", "_") + ".json")
-        record = json.load(open(path)) if os.path.exists(path) else {"case": case["case"], "searches": []}
         runs = run(case)
-        if not record["searches"]:
-            record["searches"] = [{k: v for k, v in r.items() if k != "ids"} for r in runs]
-        for search, r in zip(record["searches"], runs):
-            assert search["eos_ids"] == r["eos_ids"] and search["num_beams"] == r["num_beams"], "a case changed"
-            search[key] = r["ids"]
-        record[key.replace("ids", "transformers")] = transformers.__version__
-        with open(path, "w") as f:
-            json.dump(record, f, indent=1)
+
+        def fill(record, key):
+            if not record.get("searches"):
+                record["searches"] = [{k: v for k, v in r.items() if k != "ids"} for r in runs]
+            for search, r in zip(record["searches"], runs):
+                assert search["eos_ids"] == r["eos_ids"] and search["num_beams"] == r["num_beams"], "a case changed"
+                search[key] = r["ids"]
+        save_golden("beams", case["case"], fill)
 
 
 if __name__ == "__main__":

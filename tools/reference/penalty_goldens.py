@@ -22,10 +22,9 @@ import sys
 import tempfile
 
 import torch
-import transformers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from beam_goldens import GOLDEN, case_prompt  # noqa: E402
+from beam_goldens import GOLDEN, TRANSFORMERS5, case_prompt, save_golden  # noqa: E402
 from language_model_goldens import ROOT, LoraHooks, build_llama  # noqa: E402
 
 CASES = ["tiny_f32", "gqa4_bf16", "multimodal/one_image"]
@@ -54,7 +53,7 @@ def run(case):
             out = model.generate(inputs_embeds=inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1,
                                  repetition_penalty=PENALTY, eos_token_id=None, pad_token_id=0, bos_token_id=BOS)
     ids = out[0].tolist()
-    if int(transformers.__version__.split(".")[0]) < 5:
+    if not TRANSFORMERS5:
         assert ids[0] == BOS, "4.x seeds the ids with BOS"
         ids = ids[1:]
     print(f"{case}: BOS row = row {first} x {scale}, penalty {PENALTY}: {ids}")
@@ -65,20 +64,15 @@ def run(case):
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    key = "ids_transformers5" if int(transformers.__version__.split(".")[0]) >= 5 else "ids"
-    out_dir = os.path.join(GOLDEN, "penalty_bos")
-    os.makedirs(out_dir, exist_ok=True)
     for case in CASES:
-        path = os.path.join(out_dir, case.replace("/", "_") + ".json")
-        record = json.load(open(path)) if os.path.exists(path) else {}
         result = run(case)
-        for field in ("case", "bos_row_from", "scale", "repetition_penalty", "max_new_tokens"):
-            assert record.get(field, result[field]) == result[field], f"{case}: {field} changed"
-            record[field] = result[field]
-        record[key] = result["ids"]
-        record[key.replace("ids", "transformers")] = transformers.__version__
-        with open(path, "w") as f:
-            json.dump(record, f, indent=1)
+
+        def fill(record, key):
+            for field in ("case", "bos_row_from", "scale", "repetition_penalty", "max_new_tokens"):
+                assert record.get(field, result[field]) == result[field], f"{case}: {field} changed"
+                record[field] = result[field]
+            record[key] = result["ids"]
+        save_golden("penalty_bos", case, fill)
 
 
 if __name__ == "__main__":
